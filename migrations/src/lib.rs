@@ -1,0 +1,69 @@
+//! Upcasting of old event versions and the store-layout steps: data written by an
+//! older Hydra is always read by a newer one.
+//!
+//! Every stored envelope starts with a format byte and carries a schema number.
+//! This crate decides, for a given record, how to turn it into the current
+//! `Envelope`, and, for a given store layout version, which steps bring it up to date.
+
+use hydra_events::{CodecError, Envelope, CURRENT_SCHEMA};
+
+/// The layout version of the store written by this build. Version 1: trees
+/// `events`, `node_index`, `snapshots`, `tokens` and `meta`.
+pub const LAYOUT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("the store has layout version {found}, newer than this build ({supported}): upgrade Hydra")]
+    LayoutTooNew { found: u32, supported: u32 },
+    #[error("event schema {found} is newer than this build ({supported}): upgrade Hydra")]
+    SchemaTooNew { found: u16, supported: u16 },
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// One step that brings the store layout from `from` to `from + 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayoutStep {
+    pub from: u32,
+    pub what: &'static str,
+}
+
+/// The steps that bring a store at layout `found` (0 for a store with no layout
+/// record: a new or a pre-release one) to `LAYOUT_VERSION`, in order. Empty when it is
+/// current; running the plan again after it finished is a no-op, which makes
+/// `migrate` idempotent.
+pub fn layout_plan(found: u32) -> Result<Vec<LayoutStep>, MigrationError> {
+    if found > LAYOUT_VERSION {
+        return Err(MigrationError::LayoutTooNew { found, supported: LAYOUT_VERSION });
+    }
+    const STEPS: [LayoutStep; 1] =
+        [LayoutStep { from: 0, what: "record the layout version and rebuild the node index" }];
+    Ok(STEPS.iter().copied().filter(|s| s.from >= found).collect())
+}
+
+/// Decodes a stored record into the current envelope, upcasting older schemas.
+pub fn read_envelope(bytes: &[u8]) -> Result<Envelope, MigrationError> {
+    let envelope = hydra_events::decode(bytes)?;
+    if envelope.schema > CURRENT_SCHEMA {
+        return Err(MigrationError::SchemaTooNew { found: envelope.schema, supported: CURRENT_SCHEMA });
+    }
+    // Schema 1 is the first released schema: nothing to upcast yet. When the shape of
+    // an event changes, its old form is decoded here and converted.
+    Ok(envelope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_store_gets_every_step_and_a_current_one_none() {
+        assert_eq!(layout_plan(0).unwrap().len(), 1);
+        assert!(layout_plan(LAYOUT_VERSION).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_store_from_a_newer_build_is_refused() {
+        assert!(matches!(layout_plan(LAYOUT_VERSION + 1), Err(MigrationError::LayoutTooNew { .. })));
+    }
+}

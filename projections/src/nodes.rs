@@ -1,0 +1,296 @@
+//! The node view: enrollment, approval, placement, roles and reported state of every
+//! machine, folded from `node.*` events.
+
+use hydra_events::{Envelope, Event, NodeId, UpdateTarget};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeStatus {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+impl NodeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Pending => "pending",
+            NodeStatus::Approved => "approved",
+            NodeStatus::Rejected => "rejected",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub id: NodeId,
+    pub name: String,
+    pub ip: String,
+    pub status: NodeStatus,
+    pub roles: Vec<String>,
+    pub district: String,
+    pub venue: String,
+    pub environment: String,
+    pub owner: Option<String>,
+    pub online: bool,
+    /// The last heartbeat known to the log (the live one is volatile), unix ms.
+    pub last_seen_ms: u64,
+    pub provider_status: Option<String>,
+    pub provider_version: Option<String>,
+    pub agent_version: Option<String>,
+    pub os: Option<String>,
+    pub wireguard_ip: Option<String>,
+    pub stream_status: String,
+    pub draining: bool,
+    pub reprovision: bool,
+    pub update_node: bool,
+    pub update_services: bool,
+    pub enrolled_at_ms: u64,
+    /// The sequence number of the last event about this node.
+    pub updated_seq: u64,
+}
+
+impl NodeView {
+    fn new(node_id: NodeId, name: String, ip: String, at_ms: u64) -> Self {
+        NodeView {
+            id: node_id,
+            name,
+            ip,
+            status: NodeStatus::Pending,
+            roles: Vec::new(),
+            district: String::new(),
+            venue: String::new(),
+            environment: "production".into(),
+            owner: None,
+            online: false,
+            last_seen_ms: 0,
+            provider_status: None,
+            provider_version: None,
+            agent_version: None,
+            os: None,
+            wireguard_ip: None,
+            stream_status: "idle".into(),
+            draining: false,
+            reprovision: false,
+            update_node: false,
+            update_services: false,
+            enrolled_at_ms: at_ms,
+            updated_seq: 0,
+        }
+    }
+}
+
+pub(crate) fn apply(nodes: &mut BTreeMap<NodeId, NodeView>, envelope: &Envelope) {
+    let at = envelope.at_ms;
+    if let Event::NodeEnrolled { node_id, name, ip } = &envelope.event {
+        let mut view = NodeView::new(node_id.clone(), name.clone(), ip.clone(), at);
+        view.updated_seq = envelope.seq;
+        nodes.insert(node_id.clone(), view);
+        return;
+    }
+    if let Event::NodeRemoved { node_id } = &envelope.event {
+        nodes.remove(node_id);
+        return;
+    }
+    let Some(node) = envelope.event.node_id().and_then(|id| nodes.get_mut(id)) else {
+        return;
+    };
+    node.updated_seq = envelope.seq;
+    match &envelope.event {
+        Event::NodeApproved { roles, district, venue, environment, .. } => {
+            node.status = NodeStatus::Approved;
+            node.roles = roles.clone();
+            node.district = district.clone();
+            node.venue = venue.clone();
+            node.environment = environment.clone();
+        }
+        Event::NodeRejected { .. } => {
+            node.status = NodeStatus::Rejected;
+            node.roles.clear();
+        }
+        Event::NodeRolesChanged { roles, .. } => node.roles = roles.clone(),
+        Event::NodePlacementChanged { district, venue, environment, owner, .. } => {
+            node.district = district.clone();
+            node.venue = venue.clone();
+            node.environment = environment.clone();
+            node.owner = owner.clone();
+        }
+        Event::NodeDrainChanged { draining, .. } => node.draining = *draining,
+        Event::NodeUpdateRequested { target, .. } => set_update(node, *target, true),
+        Event::NodeUpdateDelivered { target, .. } => set_update(node, *target, false),
+        Event::NodeOnline { .. } => {
+            node.online = true;
+            node.last_seen_ms = at;
+        }
+        Event::NodeOffline { last_seen_ms, .. } => {
+            node.online = false;
+            node.last_seen_ms = *last_seen_ms;
+        }
+        Event::NodeProviderChanged { provider_status, provider_version, .. } => {
+            node.provider_status = provider_status.clone();
+            node.provider_version = provider_version.clone();
+        }
+        Event::NodeAgentChanged { agent_version, os, .. } => {
+            node.agent_version = agent_version.clone();
+            node.os = os.clone();
+        }
+        Event::NodeNetworkChanged { wireguard_ip, .. } => node.wireguard_ip = wireguard_ip.clone(),
+        Event::NodeStreamChanged { stream_status, .. } => node.stream_status = stream_status.clone(),
+        Event::NodeEnrolled { .. } | Event::NodeRemoved { .. } => {}
+    }
+}
+
+fn set_update(node: &mut NodeView, target: UpdateTarget, on: bool) {
+    match target {
+        UpdateTarget::Node => node.update_node = on,
+        UpdateTarget::Services => node.update_services = on,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::tests::env;
+    use crate::{ClusterViews, NodeStatus, Projection};
+    use hydra_events::{Event, NodeId, UpdateTarget};
+
+    fn id() -> NodeId {
+        NodeId::parse("node-a1").unwrap()
+    }
+
+    fn fold(events: Vec<Event>) -> ClusterViews {
+        let mut views = ClusterViews::default();
+        for (i, e) in events.into_iter().enumerate() {
+            views.apply(&env(i as u64 + 1, e));
+        }
+        views
+    }
+
+    fn enrolled() -> Event {
+        Event::NodeEnrolled { node_id: id(), name: "body-1".into(), ip: "10.1.1.1".into() }
+    }
+
+    #[test]
+    fn lifecycle_table() {
+        struct Case {
+            name: &'static str,
+            events: Vec<Event>,
+            check: fn(&ClusterViews),
+        }
+        let cases = vec![
+            Case {
+                name: "enrolled node is pending, offline, idle, production",
+                events: vec![enrolled()],
+                check: |v| {
+                    let n = &v.nodes[&id()];
+                    assert_eq!(n.status, NodeStatus::Pending);
+                    assert!(!n.online);
+                    assert_eq!(n.stream_status, "idle");
+                    assert_eq!(n.environment, "production");
+                    assert_eq!(n.enrolled_at_ms, 1000);
+                },
+            },
+            Case {
+                name: "approval assigns roles and placement",
+                events: vec![
+                    enrolled(),
+                    Event::NodeApproved {
+                        node_id: id(),
+                        roles: vec!["hydrabody".into()],
+                        district: "north".into(),
+                        venue: "arena".into(),
+                        environment: "staging".into(),
+                    },
+                ],
+                check: |v| {
+                    let n = &v.nodes[&id()];
+                    assert_eq!(n.status, NodeStatus::Approved);
+                    assert_eq!(n.roles, vec!["hydrabody".to_string()]);
+                    assert_eq!((n.district.as_str(), n.venue.as_str()), ("north", "arena"));
+                    assert_eq!(n.environment, "staging");
+                },
+            },
+            Case {
+                name: "online then offline keeps the last heartbeat time",
+                events: vec![
+                    enrolled(),
+                    Event::NodeOnline { node_id: id() },
+                    Event::NodeOffline { node_id: id(), last_seen_ms: 2500 },
+                ],
+                check: |v| {
+                    let n = &v.nodes[&id()];
+                    assert!(!n.online);
+                    assert_eq!(n.last_seen_ms, 2500);
+                    assert_eq!(n.updated_seq, 3);
+                },
+            },
+            Case {
+                name: "update flags are set by a request and cleared by delivery",
+                events: vec![
+                    enrolled(),
+                    Event::NodeUpdateRequested { node_id: id(), target: UpdateTarget::Node },
+                    Event::NodeUpdateRequested { node_id: id(), target: UpdateTarget::Services },
+                    Event::NodeUpdateDelivered { node_id: id(), target: UpdateTarget::Node },
+                ],
+                check: |v| {
+                    let n = &v.nodes[&id()];
+                    assert!(!n.update_node);
+                    assert!(n.update_services);
+                },
+            },
+            Case {
+                name: "removal deletes the node",
+                events: vec![enrolled(), Event::NodeRemoved { node_id: id() }],
+                check: |v| assert!(v.nodes.is_empty()),
+            },
+            Case {
+                name: "events about unknown nodes change nothing but the position",
+                events: vec![Event::NodeOnline { node_id: id() }],
+                check: |v| {
+                    assert!(v.nodes.is_empty());
+                    assert_eq!(v.last_seq(), 1);
+                },
+            },
+            Case {
+                name: "rejection clears the roles",
+                events: vec![
+                    enrolled(),
+                    Event::NodeRolesChanged { node_id: id(), roles: vec!["hydrabody".into()] },
+                    Event::NodeRejected { node_id: id() },
+                ],
+                check: |v| {
+                    let n = &v.nodes[&id()];
+                    assert_eq!(n.status, NodeStatus::Rejected);
+                    assert!(n.roles.is_empty());
+                },
+            },
+            Case {
+                name: "reported state is recorded",
+                events: vec![
+                    enrolled(),
+                    Event::NodeProviderChanged {
+                        node_id: id(),
+                        provider_status: Some("running".into()),
+                        provider_version: Some("0.23".into()),
+                    },
+                    Event::NodeStreamChanged { node_id: id(), stream_status: "streaming".into() },
+                    Event::NodeNetworkChanged { node_id: id(), wireguard_ip: Some("10.9.0.2".into()) },
+                    Event::NodeDrainChanged { node_id: id(), draining: true },
+                ],
+                check: |v| {
+                    let n = &v.nodes[&id()];
+                    assert_eq!(n.provider_status.as_deref(), Some("running"));
+                    assert_eq!(n.provider_version.as_deref(), Some("0.23"));
+                    assert_eq!(n.stream_status, "streaming");
+                    assert_eq!(n.wireguard_ip.as_deref(), Some("10.9.0.2"));
+                    assert!(n.draining);
+                },
+            },
+        ];
+        for case in cases {
+            let views = fold(case.events);
+            eprintln!("case: {}", case.name);
+            (case.check)(&views);
+        }
+    }
+}

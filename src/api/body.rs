@@ -1,0 +1,107 @@
+//! Agent endpoints (node token): the heartbeat. Liveness is volatile; only real
+//! changes become events, so a fleet of quiet nodes writes nothing.
+
+use super::{ApiError, ApiJson, AppState, NodeCaller};
+use crate::cluster::nodes::{self, heartbeat_events, Report};
+use crate::ledger::now_ms;
+use axum::extract::State;
+use axum::Json;
+use hydra_projections::NodeStatus;
+use serde::Deserialize;
+
+const MAX_FIELD: usize = 256;
+
+#[derive(Debug, Deserialize)]
+pub struct Heartbeat {
+    agent_version: Option<String>,
+    os: Option<String>,
+    wireguard_ip: Option<String>,
+    provider_status: Option<String>,
+    provider_version: Option<String>,
+    stream_status: Option<String>,
+    telemetry: Option<serde_json::Value>,
+    diagnostics: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+fn field(name: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
+    match v {
+        Some(s) if s.len() > MAX_FIELD || s.chars().any(char::is_control) => {
+            Err(ApiError::bad_request(format!("{name} must be at most {MAX_FIELD} printable characters")))
+        }
+        Some(s) if s.is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+impl Heartbeat {
+    fn report(self) -> Result<(Report, Heartbeat), ApiError> {
+        if let Some(s) = &self.stream_status {
+            if !["idle", "streaming"].contains(&s.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "stream_status must be idle or streaming, got {s:?}"
+                )));
+            }
+        }
+        if let Some(ip) = &self.wireguard_ip {
+            if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(ApiError::bad_request(format!("wireguard_ip {ip:?} is not an IP address")));
+            }
+        }
+        let report = Report {
+            agent_version: field("agent_version", self.agent_version.clone())?,
+            os: field("os", self.os.clone())?,
+            wireguard_ip: field("wireguard_ip", self.wireguard_ip.clone())?,
+            provider_status: field("provider_status", self.provider_status.clone())?,
+            provider_version: field("provider_version", self.provider_version.clone())?,
+            stream_status: self.stream_status.clone(),
+        };
+        Ok((report, self))
+    }
+}
+
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    NodeCaller(id): NodeCaller,
+    ApiJson(body): ApiJson<Heartbeat>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (report, body) = body.report()?;
+    state.liveness.touch(&id, now_ms(), body.diagnostics, body.telemetry);
+    // Decide on the committed views first: a heartbeat that changes nothing never
+    // reaches the writer.
+    let changes =
+        state
+            .ledger
+            .read(|v| v.nodes.get(&id).map(|n| !heartbeat_events(n, &report).is_empty()))
+            .ok_or_else(|| ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "missing or invalid token"))?;
+    let mut delivered = (false, false);
+    if changes {
+        let envelopes =
+            state.ledger.submit(format!("node:{id}"), nodes::heartbeat(id.clone(), report)).await?;
+        for e in &envelopes {
+            if let hydra_events::Event::NodeUpdateDelivered { target, .. } = &e.event {
+                match target {
+                    hydra_events::UpdateTarget::Node => delivered.0 = true,
+                    hydra_events::UpdateTarget::Services => delivered.1 = true,
+                }
+            }
+        }
+    }
+    let node = state
+        .ledger
+        .read(|v| v.nodes.get(&id).cloned())
+        .ok_or_else(|| ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "missing or invalid token"))?;
+    let approved = node.status == NodeStatus::Approved;
+    Ok(Json(serde_json::json!({
+        "node_id": node.id,
+        "status": node.status.as_str(),
+        "roles": if approved { node.roles.clone() } else { Vec::new() },
+        "district": node.district,
+        "venue": node.venue,
+        "environment": node.environment,
+        "draining": node.draining,
+        "reprovision": approved && node.reprovision,
+        "update_node": delivered.0,
+        "update_services": delivered.1,
+        "heartbeat_interval_s": 30,
+    })))
+}

@@ -1,0 +1,267 @@
+//! The event stream: `GET /api/v1/events` (SSE: catch-up from the log, then live; a
+//! subscriber that falls behind the broadcast goes back to the log and misses
+//! nothing), `GET /api/v1/events/log` (JSON pages) and the live state digest.
+
+use super::nodes::rfc3339;
+use super::{ApiError, AppState, Reader};
+use crate::ledger::Published;
+use crate::store::{Store, StoreError};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::Stream;
+use hydra_events::Envelope;
+use hydra_projections::digest as views_digest;
+use serde::Deserialize;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::sync::broadcast::error::RecvError;
+
+/// How many events one read of the log returns while catching up.
+const CATCH_UP_CHUNK: u64 = 512;
+
+/// The JSON form of an event: `{"seq","type","at","cause","data"}`, where `data` holds
+/// the event's fields (`node_id`, …).
+pub fn envelope_json(e: &Envelope) -> serde_json::Value {
+    let data = match serde_json::to_value(&e.event) {
+        Ok(serde_json::Value::Object(m)) if m.len() == 1 => {
+            m.into_iter().next().map(|(_, v)| v).unwrap_or_default()
+        }
+        Ok(other) => other,
+        Err(_) => serde_json::Value::Null,
+    };
+    serde_json::json!({
+        "seq": e.seq,
+        "type": e.event.type_name(),
+        "at": rfc3339(e.at_ms),
+        "cause": e.cause,
+        "data": data,
+    })
+}
+
+fn rendered(p: &Published) -> &str {
+    p.json.get_or_init(|| envelope_json(&p.envelope).to_string())
+}
+
+/// Reads and decodes events `from..=to` from the log.
+pub fn read_envelopes(store: &Store, from: u64, to: u64) -> Result<Vec<Envelope>, StoreError> {
+    store
+        .range(from, to)
+        .map(|item| {
+            let (seq, bytes) = item?;
+            hydra_migrations::read_envelope(&bytes)
+                .map_err(|e| StoreError::Corrupt(format!("event {seq} does not decode: {e}")))
+        })
+        .collect()
+}
+
+/// `?types=` and `?node=`: which events a subscriber wants.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Exact names, or prefixes when written `provision.*`.
+    types: Vec<(String, bool)>,
+    node: Option<String>,
+}
+
+impl Filter {
+    pub fn parse(types: Option<&str>, node: Option<&str>) -> Result<Filter, ApiError> {
+        let mut out = Vec::new();
+        for t in types.unwrap_or("").split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (name, prefix) = match t.strip_suffix('*') {
+                Some(p) => (p.to_owned(), true),
+                None => (t.to_owned(), false),
+            };
+            if !name.chars().all(|c| c.is_ascii_lowercase() || c == '.' || c == '_') {
+                return Err(ApiError::bad_request(format!(
+                    "bad type filter {t:?}: use names like exec.completed or provision.*"
+                )));
+            }
+            out.push((name, prefix));
+        }
+        Ok(Filter { types: out, node: node.filter(|n| !n.is_empty()).map(str::to_owned) })
+    }
+
+    pub fn matches(&self, e: &Envelope) -> bool {
+        let name = e.event.type_name();
+        let type_ok = self.types.is_empty()
+            || self
+                .types
+                .iter()
+                .any(|(t, prefix)| if *prefix { name.starts_with(t.as_str()) } else { name == t });
+        let node_ok =
+            self.node.as_deref().is_none_or(|n| e.event.node_id().is_some_and(|id| id.as_str() == n));
+        type_ok && node_ok
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    since: Option<u64>,
+    types: Option<String>,
+    node: Option<String>,
+}
+
+/// What a subscriber resumes after: `Last-Event-ID` (a reconnect) wins over `?since=`.
+fn resume_point(headers: &HeaderMap, since: Option<u64>) -> Result<u64, ApiError> {
+    match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be an event sequence number")),
+        None => Ok(since.unwrap_or(0)),
+    }
+}
+
+pub async fn stream(
+    State(state): State<AppState>,
+    _: Reader,
+    headers: HeaderMap,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let filter = Filter::parse(q.types.as_deref(), q.node.as_deref())?;
+    let since = resume_point(&headers, q.since)?;
+    let head = state.ledger.committed_seq();
+    let events = subscription(state.clone(), since, filter);
+    let keepalive = KeepAlive::new().interval(state.config.sse_keepalive).text("keep-alive");
+    let mut response = Sse::new(events).keep_alive(keepalive).into_response();
+    // Hydra keeps the whole log, so every id resumes exactly; say where we resumed.
+    let h = response.headers_mut();
+    h.insert("x-hydra-resumed-from", HeaderValue::from(since));
+    h.insert("x-hydra-head", HeaderValue::from(head));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+enum Item {
+    Live(Arc<Published>),
+    Logged(Envelope),
+}
+
+fn sse_event(item: &Item) -> SseEvent {
+    let (envelope, json) = match item {
+        Item::Live(p) => (&p.envelope, rendered(p).to_owned()),
+        Item::Logged(e) => (e, envelope_json(e).to_string()),
+    };
+    SseEvent::default().id(envelope.seq.to_string()).event(envelope.event.type_name()).data(json)
+}
+
+/// The subscription: subscribe to the live broadcast first, then read the log from
+/// the resume point up to the committed head, then go on live, skipping anything
+/// already sent. Whenever the live feed skips ahead (lag), read the gap from the log.
+fn subscription(
+    state: AppState,
+    since: u64,
+    filter: Filter,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    async_stream::stream! {
+        let mut live = state.ledger.subscribe();
+        let mut stopping = state.stopping.clone();
+        let mut sent = since;
+        loop {
+            // Catch up from the log to the committed head.
+            let head = state.ledger.committed_seq();
+            while sent < head {
+                let to = head.min(sent + CATCH_UP_CHUNK);
+                let store = state.ledger.store().clone();
+                let from = sent + 1;
+                let chunk = tokio::task::spawn_blocking(move || read_envelopes(&store, from, to)).await;
+                let chunk = match chunk {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "SSE catch-up read failed; closing the stream");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                for e in chunk {
+                    sent = e.seq;
+                    if filter.matches(&e) {
+                        yield Ok(sse_event(&Item::Logged(e)));
+                    }
+                }
+            }
+            // Live, until the feed lags or skips.
+            loop {
+                let received = tokio::select! {
+                    r = live.recv() => r,
+                    _ = stopping.wait_for(|s| *s) => return,
+                };
+                match received {
+                    Ok(p) => {
+                        let seq = p.envelope.seq;
+                        if seq <= sent {
+                            continue;
+                        }
+                        if seq > sent + 1 {
+                            // Something between was not seen live: read it from the log
+                            // (it is committed, since this later event is) and then
+                            // this one.
+                            let store = state.ledger.store().clone();
+                            let from = sent + 1;
+                            let gap = tokio::task::spawn_blocking(move || read_envelopes(&store, from, seq - 1)).await;
+                            let Ok(Ok(gap)) = gap else { return };
+                            for e in gap {
+                                if filter.matches(&e) {
+                                    yield Ok(sse_event(&Item::Logged(e)));
+                                }
+                            }
+                        }
+                        sent = seq;
+                        if filter.matches(&p.envelope) {
+                            yield Ok(sse_event(&Item::Live(p)));
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    #[serde(default)]
+    since: u64,
+    limit: Option<u64>,
+    types: Option<String>,
+    node: Option<String>,
+}
+
+/// A page of the log as JSON, for scripts: `{"events","next_since","head"}`.
+/// Ask again with `since=next_since` until `next_since == head`.
+pub async fn log(
+    State(state): State<AppState>,
+    _: Reader,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let filter = Filter::parse(q.types.as_deref(), q.node.as_deref())?;
+    let limit = q.limit.unwrap_or(500).clamp(1, 10_000);
+    let head = state.ledger.committed_seq();
+    let to = head.min(q.since.saturating_add(limit));
+    let store = state.ledger.store().clone();
+    let from = q.since + 1;
+    let envelopes = tokio::task::spawn_blocking(move || read_envelopes(&store, from, to))
+        .await
+        .map_err(ApiError::internal)??;
+    let events: Vec<_> = envelopes.iter().filter(|e| filter.matches(e)).map(envelope_json).collect();
+    Ok(Json(serde_json::json!({
+        "events": events,
+        "next_since": to.max(q.since),
+        "head": head,
+    })))
+}
+
+/// The digest of the live views, to compare with `hydracluster audit`.
+pub async fn digest(State(state): State<AppState>, _: Reader) -> Json<serde_json::Value> {
+    let views = state.ledger.read(|v| v.clone());
+    let digest = views_digest(&views);
+    Json(serde_json::json!({ "seq": views.last_seq, "digest": digest }))
+}

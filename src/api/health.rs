@@ -1,0 +1,62 @@
+//! `GET /api/v1/health` (public fleet summary) and `/readyz` (components).
+
+use super::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use hydra_projections::NodeStatus;
+
+pub async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let (total, online, pending, approved, rejected, last_seq) = state.ledger.read(|v| {
+        let count = |s: NodeStatus| v.nodes.values().filter(|n| n.status == s).count();
+        (
+            v.nodes.len(),
+            v.nodes.values().filter(|n| n.online).count(),
+            count(NodeStatus::Pending),
+            count(NodeStatus::Approved),
+            count(NodeStatus::Rejected),
+            v.last_seq,
+        )
+    });
+    Json(serde_json::json!({
+        "status": "ok",
+        "service": "hydracluster",
+        "version": env!("CARGO_PKG_VERSION"),
+        "last_event_id": last_seq,
+        "nodes": {
+            "total": total,
+            "online": online,
+            "offline": total - online,
+            "pending": pending,
+            "approved": approved,
+            "rejected": rejected,
+        },
+    }))
+}
+
+/// Ready when the store answers and the views have caught up with the log.
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    let store = state.ledger.store().clone();
+    let stored = tokio::task::spawn_blocking(move || store.last_seq()).await;
+    let committed = state.ledger.committed_seq();
+    let applied = state.ledger.read(|v| v.last_seq);
+    let (store_ok, store_detail) = match stored {
+        Ok(Ok(seq)) => (seq >= committed, format!("last stored event {seq}")),
+        Ok(Err(e)) => (false, e.to_string()),
+        Err(e) => (false, e.to_string()),
+    };
+    let views_ok = applied == committed;
+    let ok = store_ok && views_ok;
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (
+        status,
+        Json(serde_json::json!({
+            "ready": ok,
+            "components": {
+                "store": { "ok": store_ok, "detail": store_detail },
+                "ledger": { "ok": true, "committed_seq": committed },
+                "projections": { "ok": views_ok, "applied_seq": applied },
+            },
+        })),
+    )
+}

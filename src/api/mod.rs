@@ -1,0 +1,142 @@
+//! The HTTP API of `hydracluster`: routes, shared state, auth extractors and the one
+//! mapping from errors to status codes. Only this module knows HTTP.
+
+mod body;
+mod enroll;
+mod events;
+mod extract;
+mod health;
+mod nodes;
+
+pub use extract::{Admin, ApiJson, NodeCaller, Reader};
+
+use crate::auth::Tokens;
+use crate::cluster::Liveness;
+use crate::config::Config;
+use crate::error::DomainError;
+use crate::ledger::{Ledger, LedgerError};
+use crate::store::StoreError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hydra_projections::ClusterViews;
+use std::sync::Arc;
+
+/// Everything a handler can reach. Cheap to clone; holds no lock.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub ledger: Ledger<ClusterViews>,
+    pub tokens: Arc<Tokens>,
+    pub liveness: Arc<Liveness>,
+    pub enroll_limiter: Arc<enroll::RateLimiter>,
+    /// Turns true when the server stops, so that live streams end.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl AppState {
+    pub fn new(
+        config: Config,
+        ledger: Ledger<ClusterViews>,
+        tokens: Tokens,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> AppState {
+        let limiter = enroll::RateLimiter::new(config.enroll_per_minute);
+        AppState {
+            config: Arc::new(config),
+            ledger,
+            tokens: Arc::new(tokens),
+            liveness: Arc::new(Liveness::default()),
+            enroll_limiter: Arc::new(limiter),
+            stopping,
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    Router::new()
+        .route("/enroll", get(enroll::page).post(enroll::submit))
+        .route("/api/v1/health", get(health::health))
+        .route("/readyz", get(health::readyz))
+        .route("/api/v1/readyz", get(health::readyz))
+        .route("/api/v1/nodes", get(nodes::list))
+        .route("/api/v1/nodes/{id}", get(nodes::get_one).delete(nodes::remove))
+        .route("/api/v1/nodes/{id}/approve", post(nodes::approve))
+        .route("/api/v1/nodes/{id}/reject", post(nodes::reject))
+        .route("/api/v1/nodes/{id}/roles", post(nodes::roles))
+        .route("/api/v1/nodes/{id}/placement", post(nodes::placement))
+        .route("/api/v1/nodes/{id}/drain", post(nodes::drain))
+        .route("/api/v1/nodes/{id}/update-node", post(nodes::update_node))
+        .route("/api/v1/nodes/{id}/update-services", post(nodes::update_services))
+        .route("/api/v1/nodes/{id}/history", get(nodes::history))
+        .route("/api/v1/body/heartbeat", post(body::heartbeat))
+        .route("/api/v1/events", get(events::stream))
+        .route("/api/v1/events/log", get(events::log))
+        .route("/api/v1/audit/digest", get(events::digest))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// An error answer: a status and a message that says what was wrong, as
+/// `{"error": "..."}`. Our own failures say nothing of internals.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into() }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %error, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server log")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, m),
+            DomainError::Conflict(m) => Self::new(StatusCode::CONFLICT, m),
+            DomainError::Invalid(m) => Self::new(StatusCode::BAD_REQUEST, m),
+        }
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Domain(d) => d.into(),
+            LedgerError::Unavailable(m) => {
+                tracing::error!(error = %m, "ledger unavailable");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "the event log is unavailable; retry")
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::internal(e)
+    }
+}

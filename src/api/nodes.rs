@@ -1,0 +1,397 @@
+//! Admin endpoints for nodes: list (with filters and as-of queries), get, approve,
+//! reject, remove, roles, placement, drain, update flags and per-node history.
+
+use super::events::{envelope_json, read_envelopes};
+use super::extract::node_id;
+use super::{Admin, ApiError, ApiJson, AppState, Reader};
+use crate::audit::{replay, Stop};
+use crate::cluster::nodes::{self, Placement, ENVIRONMENTS};
+use crate::cluster::Live;
+use crate::ledger::now_ms;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use hydra_events::{NodeId, UpdateTarget};
+use hydra_projections::{ClusterViews, NodeView};
+use serde::{Deserialize, Serialize};
+
+/// A node as the API shows it (SPEC §1).
+#[derive(Debug, Serialize)]
+pub struct NodeJson {
+    pub id: String,
+    pub name: String,
+    pub ip: String,
+    pub roles: Vec<String>,
+    pub district: String,
+    pub venue: String,
+    pub environment: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    pub status: &'static str,
+    pub node_status: &'static str,
+    pub last_seen: Option<String>,
+    pub provider_status: Option<String>,
+    pub provider_version: Option<String>,
+    pub agent_version: Option<String>,
+    pub os: Option<String>,
+    pub wireguard_ip: Option<String>,
+    pub stream_status: String,
+    pub draining: bool,
+    pub reprovision: bool,
+    pub update_node: bool,
+    pub update_services: bool,
+    pub enrolled_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<serde_json::Value>,
+}
+
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+}
+
+pub fn node_json(n: &NodeView, live: Option<Live>) -> NodeJson {
+    let live = live.unwrap_or_default();
+    let last_seen_ms = live.last_seen_ms.max(n.last_seen_ms);
+    NodeJson {
+        id: n.id.to_string(),
+        name: n.name.clone(),
+        ip: n.ip.clone(),
+        roles: n.roles.clone(),
+        district: n.district.clone(),
+        venue: n.venue.clone(),
+        environment: n.environment.clone(),
+        owner: n.owner.clone(),
+        status: n.status.as_str(),
+        node_status: if n.online { "online" } else { "offline" },
+        last_seen: (last_seen_ms > 0).then(|| rfc3339(last_seen_ms)),
+        provider_status: n.provider_status.clone(),
+        provider_version: n.provider_version.clone(),
+        agent_version: n.agent_version.clone(),
+        os: n.os.clone(),
+        wireguard_ip: n.wireguard_ip.clone(),
+        stream_status: n.stream_status.clone(),
+        draining: n.draining,
+        reprovision: n.reprovision,
+        update_node: n.update_node,
+        update_services: n.update_services,
+        enrolled_at: rfc3339(n.enrolled_at_ms),
+        diagnostics: live.diagnostics.filter(|d| !d.is_empty()),
+        telemetry: live.telemetry,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    district: Option<String>,
+    venue: Option<String>,
+    role: Option<String>,
+    status: Option<String>,
+    node_status: Option<String>,
+    as_of_seq: Option<u64>,
+    as_of: Option<String>,
+}
+
+impl ListQuery {
+    fn matches(&self, n: &NodeView) -> bool {
+        let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        eq(&self.district, &n.district)
+            && eq(&self.venue, &n.venue)
+            && eq(&self.status, n.status.as_str())
+            && eq(&self.node_status, if n.online { "online" } else { "offline" })
+            && self.role.as_deref().is_none_or(|r| n.roles.iter().any(|x| x == r))
+    }
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    _: Reader,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if let Some(s) = &q.status {
+        if !["pending", "approved", "rejected"].contains(&s.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "unknown status {s:?}: expected pending, approved or rejected"
+            )));
+        }
+    }
+    let stop = match (q.as_of_seq, &q.as_of) {
+        (Some(_), Some(_)) => return Err(ApiError::bad_request("give as_of_seq or as_of, not both")),
+        (Some(seq), None) => Some(Stop::AtSeq(seq)),
+        (None, Some(t)) => {
+            let at = humantime::parse_rfc3339_weak(t)
+                .map_err(|e| ApiError::bad_request(format!("as_of {t:?} is not an RFC 3339 time: {e}")))?;
+            let ms = at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            Some(Stop::AtTime(ms))
+        }
+        (None, None) => None,
+    };
+    if let Some(stop) = stop {
+        // The fleet as it was: replay the log up to that point (liveness is not in
+        // the log, so diagnostics are absent and last_seen is the logged one).
+        let store = state.ledger.store().clone();
+        let head = state.ledger.committed_seq();
+        let views: ClusterViews = tokio::task::spawn_blocking(move || replay(&store, stop, head))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?
+            .views;
+        let nodes: Vec<NodeJson> =
+            views.nodes.values().filter(|n| q.matches(n)).map(|n| node_json(n, None)).collect();
+        return Ok(Json(nodes));
+    }
+    let nodes: Vec<NodeView> =
+        state.ledger.read(|v| v.nodes.values().filter(|n| q.matches(n)).cloned().collect());
+    let out = nodes.iter().map(|n| node_json(n, state.liveness.get(&n.id))).collect();
+    Ok(Json::<Vec<NodeJson>>(out))
+}
+
+fn find(state: &AppState, id: &NodeId) -> Result<NodeView, ApiError> {
+    state
+        .ledger
+        .read(|v| v.nodes.get(id).cloned())
+        .ok_or_else(|| ApiError::not_found(format!("no node {id}")))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(id): Path<String>,
+) -> Result<Json<NodeJson>, ApiError> {
+    let id = node_id(&id)?;
+    let n = find(&state, &id)?;
+    Ok(Json(node_json(&n, state.liveness.get(&id))))
+}
+
+/// Answers with the node as it is after the command.
+fn current(state: &AppState, id: &NodeId) -> Result<Json<NodeJson>, ApiError> {
+    let n = find(state, id)?;
+    Ok(Json(node_json(&n, state.liveness.get(id))))
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = node_id(&id)?;
+    state.ledger.submit(admin.cause(), nodes::remove(id.clone())).await?;
+    state.liveness.forget(&id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveBody {
+    #[serde(default)]
+    roles: Vec<String>,
+    district: String,
+    venue: String,
+    environment: Option<String>,
+    owner: Option<String>,
+}
+
+/// Checks every role against the RoleCatalog; the error names the unknown one.
+fn check_roles(state: &AppState, roles: &[String]) -> Result<Vec<String>, ApiError> {
+    let mut out: Vec<String> = Vec::with_capacity(roles.len());
+    for r in roles {
+        if !state.config.role_catalog.iter().any(|c| c == r) {
+            return Err(ApiError::bad_request(format!(
+                "unknown role {r:?}; the RoleCatalog has: {}",
+                state.config.role_catalog.join(", ")
+            )));
+        }
+        if !out.contains(r) {
+            out.push(r.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// A district, venue or owner: 1 to 64 printable characters.
+fn check_label(what: &str, value: &str) -> Result<String, ApiError> {
+    let v = value.trim();
+    if v.is_empty() || v.chars().count() > 64 || v.chars().any(|c| c.is_control()) {
+        return Err(ApiError::bad_request(format!(
+            "{what} must be 1 to 64 printable characters, got {:?}",
+            value.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(v.to_owned())
+}
+
+fn check_placement(
+    district: &str,
+    venue: &str,
+    environment: Option<&str>,
+    owner: Option<&str>,
+) -> Result<Placement, ApiError> {
+    let environment = environment.unwrap_or("production");
+    if !ENVIRONMENTS.contains(&environment) {
+        return Err(ApiError::bad_request(format!(
+            "unknown environment {environment:?}: expected staging or production"
+        )));
+    }
+    Ok(Placement {
+        district: check_label("district", district)?,
+        venue: check_label("venue", venue)?,
+        environment: environment.to_owned(),
+        owner: owner.map(|o| check_label("owner", o)).transpose()?,
+    })
+}
+
+pub async fn approve(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ApproveBody>,
+) -> Result<Json<NodeJson>, ApiError> {
+    let id = node_id(&id)?;
+    let roles = check_roles(&state, &body.roles)?;
+    let placement =
+        check_placement(&body.district, &body.venue, body.environment.as_deref(), body.owner.as_deref())?;
+    state.ledger.submit(admin.cause(), nodes::approve(id.clone(), roles, placement)).await?;
+    current(&state, &id)
+}
+
+pub async fn reject(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<NodeJson>, ApiError> {
+    let id = node_id(&id)?;
+    state.ledger.submit(admin.cause(), nodes::reject(id.clone())).await?;
+    current(&state, &id)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolesBody {
+    roles: Vec<String>,
+}
+
+pub async fn roles(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<RolesBody>,
+) -> Result<Json<NodeJson>, ApiError> {
+    let id = node_id(&id)?;
+    let roles = check_roles(&state, &body.roles)?;
+    state.ledger.submit(admin.cause(), nodes::set_roles(id.clone(), roles)).await?;
+    current(&state, &id)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementBody {
+    district: String,
+    venue: String,
+    environment: Option<String>,
+    owner: Option<String>,
+}
+
+pub async fn placement(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<PlacementBody>,
+) -> Result<Json<NodeJson>, ApiError> {
+    let id = node_id(&id)?;
+    let p = check_placement(&body.district, &body.venue, body.environment.as_deref(), body.owner.as_deref())?;
+    state.ledger.submit(admin.cause(), nodes::set_placement(id.clone(), p)).await?;
+    current(&state, &id)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainBody {
+    draining: bool,
+}
+
+pub async fn drain(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<DrainBody>,
+) -> Result<Json<NodeJson>, ApiError> {
+    let id = node_id(&id)?;
+    state.ledger.submit(admin.cause(), nodes::set_drain(id.clone(), body.draining)).await?;
+    current(&state, &id)
+}
+
+async fn flag_update(
+    state: AppState,
+    admin: Admin,
+    id: String,
+    target: UpdateTarget,
+) -> Result<Json<NodeJson>, ApiError> {
+    let id = node_id(&id)?;
+    state.ledger.submit(admin.0.cause(), nodes::request_update(id.clone(), target)).await?;
+    current(&state, &id)
+}
+
+pub async fn update_node(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<NodeJson>, ApiError> {
+    flag_update(state, admin, id, UpdateTarget::Node).await
+}
+
+pub async fn update_services(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<NodeJson>, ApiError> {
+    flag_update(state, admin, id, UpdateTarget::Services).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    #[serde(default)]
+    since: u64,
+    limit: Option<usize>,
+}
+
+/// The node's events from the per-node index (no full scan), oldest first. Removed
+/// nodes keep their history: the log forgets nothing.
+pub async fn history(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(id): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let id = node_id(&id)?;
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let store = state.ledger.store().clone();
+    let head = state.ledger.committed_seq();
+    let node = id.clone();
+    let envelopes = tokio::task::spawn_blocking(move || {
+        let seqs = store.node_seqs(&node, q.since, limit)?;
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs.into_iter().filter(|s| *s <= head) {
+            // An index entry is checked against the event it points to.
+            out.extend(
+                read_envelopes(&store, seq, seq)?.into_iter().filter(|e| e.event.node_id() == Some(&node)),
+            );
+        }
+        Ok::<_, crate::store::StoreError>(out)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    if envelopes.is_empty() && q.since == 0 {
+        return Err(ApiError::not_found(format!("no events for node {id}")));
+    }
+    let next = envelopes.last().map(|e| e.seq).unwrap_or(q.since);
+    let events: Vec<serde_json::Value> = envelopes.iter().map(envelope_json).collect();
+    Ok(Json(
+        serde_json::json!({ "node_id": id, "events": events, "next_since": next, "now": rfc3339(now_ms()) }),
+    ))
+}

@@ -1,0 +1,169 @@
+//! Tokens and who they belong to. Tokens are random, shown once, and stored only as
+//! SHA-256 hashes (in the `tokens` tree, never in the event log). Admin, observer and
+//! fleet tokens come from configuration and are compared in constant time.
+
+use crate::store::Store;
+use hydra_events::NodeId;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Who a request comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Admin { name: String },
+    Observer,
+    Fleet,
+    Node(NodeId),
+}
+
+impl Principal {
+    /// The `cause` recorded on the events this principal brings about.
+    pub fn cause(&self) -> String {
+        match self {
+            Principal::Admin { name } => format!("admin:{name}"),
+            Principal::Observer => "observer".into(),
+            Principal::Fleet => "fleet".into(),
+            Principal::Node(id) => format!("node:{id}"),
+        }
+    }
+}
+
+pub type TokenHash = [u8; 32];
+
+pub fn hash_token(token: &str) -> TokenHash {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A new random token with a readable prefix saying its kind (`hyn_` node, `hya_` admin).
+pub fn new_token(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// 16 random hex digits for ids.
+pub fn random_hex() -> String {
+    let mut bytes = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// What a node token is stored as in the `tokens` tree.
+pub fn node_principal(id: &NodeId) -> String {
+    format!("node:{id}")
+}
+
+/// The configured tokens, as hashes.
+#[derive(Clone)]
+pub struct Tokens {
+    admins: Vec<(String, TokenHash)>,
+    observer: Option<TokenHash>,
+    fleet: Option<TokenHash>,
+}
+
+impl Tokens {
+    pub fn new(admins: &[(String, String)], observer: Option<&str>, fleet: Option<&str>) -> Self {
+        Tokens {
+            admins: admins.iter().map(|(n, t)| (n.clone(), hash_token(t))).collect(),
+            observer: observer.filter(|t| !t.is_empty()).map(hash_token),
+            fleet: fleet.filter(|t| !t.is_empty()).map(hash_token),
+        }
+    }
+
+    /// Resolves a bearer token. Configured tokens are compared in constant time; node
+    /// tokens are looked up by hash, which reveals nothing about the token itself.
+    pub fn resolve(&self, store: &Store, token: &str) -> Option<Principal> {
+        let hash = hash_token(token);
+        let mut found = None;
+        for (name, h) in &self.admins {
+            if bool::from(h.ct_eq(&hash)) && found.is_none() {
+                found = Some(Principal::Admin { name: name.clone() });
+            }
+        }
+        if let Some(h) = &self.observer {
+            if bool::from(h.ct_eq(&hash)) && found.is_none() {
+                found = Some(Principal::Observer);
+            }
+        }
+        if let Some(h) = &self.fleet {
+            if bool::from(h.ct_eq(&hash)) && found.is_none() {
+                found = Some(Principal::Fleet);
+            }
+        }
+        if found.is_some() {
+            return found;
+        }
+        let principal = store.token(&hash).ok().flatten()?;
+        let id = principal.strip_prefix("node:")?;
+        NodeId::parse(id).ok().map(Principal::Node)
+    }
+}
+
+/// The admin token for a data dir: the configured one, or the one generated on first
+/// start and kept in `<data>/admin-token` (mode 0600). Returns it and whether it is new.
+pub fn admin_token(data: &std::path::Path, configured: Option<&str>) -> std::io::Result<(String, bool)> {
+    if let Some(t) = configured.filter(|t| !t.is_empty()) {
+        return Ok((t.to_owned(), false));
+    }
+    let path = data.join("admin-token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok((t.trim().to_owned(), false)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(data)?;
+    let token = new_token("hya_");
+    write_private(&path, &token)?;
+    Ok((token, true))
+}
+
+/// Writes a file readable only by its owner.
+pub fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_admin_token_is_kept_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t1, new1) = admin_token(dir.path(), None).unwrap();
+        let (t2, new2) = admin_token(dir.path(), None).unwrap();
+        assert!(new1 && !new2);
+        assert_eq!(t1, t2);
+        assert!(t1.starts_with("hya_"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("admin-token")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let (t3, _) = admin_token(dir.path(), Some("given")).unwrap();
+        assert_eq!(t3, "given");
+    }
+
+    #[test]
+    fn configured_tokens_resolve_to_their_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tokens = Tokens::new(&[("ops".into(), "a".into())], Some("o"), Some("f"));
+        assert_eq!(tokens.resolve(&store, "a"), Some(Principal::Admin { name: "ops".into() }));
+        assert_eq!(tokens.resolve(&store, "o"), Some(Principal::Observer));
+        assert_eq!(tokens.resolve(&store, "f"), Some(Principal::Fleet));
+        assert_eq!(tokens.resolve(&store, "nope"), None);
+    }
+}

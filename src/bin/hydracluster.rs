@@ -1,0 +1,48 @@
+//! `hydracluster`: the control plane server (`serve`), the offline `audit`, and the
+//! admin CLI.
+
+use clap::Parser;
+use hydra::cli::{audit, run_client, Cli, Command};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HYDRA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Audit(args) => audit(&args),
+        other => run_client(other).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: hydra::cli::ServeArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let data = config.data.clone();
+    let running = hydra::server::start(config).await?;
+    if running.admin_token_is_new {
+        // Printed once, on the start that created it; kept in the data dir (0600).
+        println!("admin token (shown once; kept in {}/admin-token): {}", data.display(), running.admin_token);
+    }
+    println!("hydracluster listening on http://{}", running.addr);
+    tracing::info!(addr = %running.addr, data = %data.display(), "serving");
+    let stopper = running.stopper();
+    tokio::spawn(async move {
+        hydra::server::shutdown_signal().await;
+        tracing::info!("stopping");
+        let _ = stopper.send(true);
+    });
+    running.wait().await
+}

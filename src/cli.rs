@@ -1,0 +1,415 @@
+//! The `hydracluster` command line: `serve`, `audit`, and the admin commands that talk
+//! to a running server over its REST API.
+
+use crate::audit::{replay, Stop};
+use crate::config::Config;
+use crate::store::Store;
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "hydracluster", version, about = "Hydra's control plane: server and admin CLI")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane server.
+    Serve(ServeArgs),
+    /// Replay a data dir's log offline: check it and print the state digest.
+    Audit(AuditArgs),
+    /// List nodes.
+    Nodes(NodesArgs),
+    /// Show one node.
+    Node {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Approve a pending node, giving it roles and a place.
+    Approve {
+        id: String,
+        /// Comma-separated roles from the RoleCatalog.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        #[arg(long)]
+        district: String,
+        #[arg(long)]
+        venue: String,
+        #[arg(long)]
+        environment: Option<String>,
+        #[arg(long)]
+        owner: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Reject a pending node.
+    Reject {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a node from the fleet (its token stops working).
+    Remove {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Replace a node's roles.
+    Roles {
+        id: String,
+        /// Comma-separated roles from the RoleCatalog (empty to clear).
+        #[arg(value_delimiter = ',')]
+        roles: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Move a node to a district and venue (and environment).
+    Placement {
+        id: String,
+        #[arg(long)]
+        district: String,
+        #[arg(long)]
+        venue: String,
+        #[arg(long)]
+        environment: Option<String>,
+        #[arg(long)]
+        owner: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Drain a node (or undrain it with --off).
+    Drain {
+        id: String,
+        #[arg(long)]
+        off: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// A node's events, oldest first.
+    History {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The live server's state digest and sequence number.
+    Digest {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "HYDRACLUSTER_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Data directory [default: ./hydra-data].
+    #[arg(long, env = "HYDRACLUSTER_DATA")]
+    pub data: Option<PathBuf>,
+    /// YAML config file (overridden by flags and environment).
+    #[arg(long, env = "HYDRACLUSTER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The URL agents are told to use [default: http://<listen>].
+    #[arg(long, env = "HYDRACLUSTER_SERVER_URL")]
+    pub server_url: Option<String>,
+    #[arg(long, env = "HYDRACLUSTER_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    #[arg(long, env = "HYDRACLUSTER_OBSERVER_TOKEN", hide_env_values = true)]
+    pub observer_token: Option<String>,
+    #[arg(long, env = "HYDRACLUSTER_FLEET_ENROLLMENT_TOKEN", hide_env_values = true)]
+    pub fleet_enrollment_token: Option<String>,
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(listen) = self.listen {
+            let default_url = format!("http://{}", config.listen);
+            config.listen = listen;
+            if config.server_url == default_url {
+                config.server_url = format!("http://{listen}");
+            }
+        }
+        if let Some(d) = &self.data {
+            config.data = d.clone();
+        }
+        if let Some(u) = &self.server_url {
+            config.server_url = u.clone();
+        }
+        if self.admin_token.is_some() {
+            config.admin_token = self.admin_token.clone();
+        }
+        if self.observer_token.is_some() {
+            config.observer_token = self.observer_token.clone();
+        }
+        if self.fleet_enrollment_token.is_some() {
+            config.fleet_enrollment_token = self.fleet_enrollment_token.clone();
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The data dir to audit (the server must not be running on it).
+    #[arg(long, env = "HYDRACLUSTER_DATA", default_value = "./hydra-data")]
+    pub data: PathBuf,
+    /// Replay only up to this sequence number (to compare with an older digest).
+    #[arg(long)]
+    pub upto: Option<u64>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// The hydracluster server.
+    #[arg(long, env = "HYDRACLUSTER_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Admin token [default: the one in $HYDRACLUSTER_DATA or ./hydra-data/admin-token].
+    #[arg(long, env = "HYDRACLUSTER_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long)]
+    pub district: Option<String>,
+    #[arg(long)]
+    pub venue: Option<String>,
+    #[arg(long)]
+    pub role: Option<String>,
+    #[arg(long)]
+    pub status: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Runs the audit: exit status 0 and the digest when the log is sound.
+pub fn audit(args: &AuditArgs) -> anyhow::Result<()> {
+    if !args.data.join("log").exists() {
+        bail!("no event log in {}", args.data.display());
+    }
+    let store = Store::open(&args.data)
+        .with_context(|| format!("opening {} (is a server still running on it?)", args.data.display()))?;
+    let head = store.last_seq()?;
+    let stop = args.upto.map(Stop::AtSeq).unwrap_or(Stop::End);
+    let started = std::time::Instant::now();
+    let r = replay(&store, stop, head).context("the log failed the audit")?;
+    let secs = started.elapsed().as_secs_f64();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"ok": true, "events": r.events, "seq": r.views.last_seq, "digest": r.digest, "nodes": r.views.nodes.len()})
+        );
+    } else {
+        println!("log ok: {} events, sequence contiguous, hash chain intact", r.events);
+        println!("nodes: {}", r.views.nodes.len());
+        println!("seq: {}", r.views.last_seq);
+        println!("digest: {}", r.digest);
+        println!("replayed in {secs:.3} s");
+    }
+    Ok(())
+}
+
+/// A small blocking-free REST client for the admin commands.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    pub fn new(args: &ClientArgs) -> anyhow::Result<Client> {
+        let token = match &args.admin_token {
+            Some(t) => t.clone(),
+            None => {
+                let dir = std::env::var_os("HYDRACLUSTER_DATA")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| "./hydra-data".into());
+                std::fs::read_to_string(dir.join("admin-token")).map(|t| t.trim().to_owned()).map_err(
+                    |_| anyhow::anyhow!("no admin token: pass --admin-token or set HYDRACLUSTER_TOKEN"),
+                )?
+            }
+        };
+        Ok(Client { http: reqwest::Client::new(), base: args.server.trim_end_matches('/').to_owned(), token })
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach {url}"))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let value: serde_json::Value = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        };
+        if !status.is_success() {
+            let msg = value
+                .get("error")
+                .and_then(|e| e.as_str())
+                .map(str::to_owned)
+                .unwrap_or_else(|| value.to_string());
+            bail!("{status}: {msg}");
+        }
+        Ok(value)
+    }
+}
+
+fn s(v: &serde_json::Value, key: &str) -> String {
+    match v.get(key) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Array(a)) => {
+            a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(",")
+        }
+        Some(serde_json::Value::Null) | None => "-".into(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Prints nodes as a table.
+pub fn print_nodes(nodes: &[serde_json::Value]) {
+    println!(
+        "{:<22} {:<18} {:<16} {:<9} {:<8} {:<24} {:<20} LAST_SEEN",
+        "ID", "NAME", "IP", "STATUS", "LIVE", "ROLES", "DISTRICT/VENUE"
+    );
+    for n in nodes {
+        let place = format!("{}/{}", s(n, "district"), s(n, "venue"));
+        println!(
+            "{:<22} {:<18} {:<16} {:<9} {:<8} {:<24} {:<20} {}",
+            s(n, "id"),
+            s(n, "name"),
+            s(n, "ip"),
+            s(n, "status"),
+            s(n, "node_status"),
+            s(n, "roles"),
+            place,
+            s(n, "last_seen")
+        );
+    }
+}
+
+fn query(pairs: &[(&str, &Option<String>)]) -> String {
+    let pairs: Vec<(&str, &str)> = pairs.iter().filter_map(|(k, v)| v.as_deref().map(|v| (*k, v))).collect();
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", serde_urlencoded::to_string(pairs).unwrap_or_default())
+    }
+}
+
+/// Runs an admin command against a server.
+pub async fn run_client(command: Command) -> anyhow::Result<()> {
+    use reqwest::Method;
+    use serde_json::json;
+    let pretty = |v: &serde_json::Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    match command {
+        Command::Nodes(a) => {
+            let c = Client::new(&a.client)?;
+            let q = query(&[
+                ("district", &a.district),
+                ("venue", &a.venue),
+                ("role", &a.role),
+                ("status", &a.status),
+            ]);
+            let v = c.send(Method::GET, &format!("/api/v1/nodes{q}"), None).await?;
+            if a.json {
+                pretty(&v);
+            } else {
+                print_nodes(v.as_array().map(Vec::as_slice).unwrap_or(&[]));
+            }
+        }
+        Command::Node { id, json: as_json, client } => {
+            let v = Client::new(&client)?.send(Method::GET, &format!("/api/v1/nodes/{id}"), None).await?;
+            if as_json {
+                pretty(&v);
+            } else {
+                print_nodes(std::slice::from_ref(&v));
+            }
+        }
+        Command::Approve { id, roles, district, venue, environment, owner, client } => {
+            let body = json!({"roles": roles, "district": district, "venue": venue, "environment": environment, "owner": owner});
+            let v = Client::new(&client)?
+                .send(Method::POST, &format!("/api/v1/nodes/{id}/approve"), Some(body))
+                .await?;
+            print_nodes(std::slice::from_ref(&v));
+        }
+        Command::Reject { id, client } => {
+            let v =
+                Client::new(&client)?.send(Method::POST, &format!("/api/v1/nodes/{id}/reject"), None).await?;
+            print_nodes(std::slice::from_ref(&v));
+        }
+        Command::Remove { id, client } => {
+            Client::new(&client)?.send(Method::DELETE, &format!("/api/v1/nodes/{id}"), None).await?;
+            println!("removed {id}");
+        }
+        Command::Roles { id, roles, client } => {
+            let roles: Vec<String> = roles.into_iter().filter(|r| !r.is_empty()).collect();
+            let v = Client::new(&client)?
+                .send(Method::POST, &format!("/api/v1/nodes/{id}/roles"), Some(json!({"roles": roles})))
+                .await?;
+            print_nodes(std::slice::from_ref(&v));
+        }
+        Command::Placement { id, district, venue, environment, owner, client } => {
+            let body =
+                json!({"district": district, "venue": venue, "environment": environment, "owner": owner});
+            let v = Client::new(&client)?
+                .send(Method::POST, &format!("/api/v1/nodes/{id}/placement"), Some(body))
+                .await?;
+            print_nodes(std::slice::from_ref(&v));
+        }
+        Command::Drain { id, off, client } => {
+            let v = Client::new(&client)?
+                .send(Method::POST, &format!("/api/v1/nodes/{id}/drain"), Some(json!({"draining": !off})))
+                .await?;
+            print_nodes(std::slice::from_ref(&v));
+        }
+        Command::History { id, json: as_json, client } => {
+            let v =
+                Client::new(&client)?.send(Method::GET, &format!("/api/v1/nodes/{id}/history"), None).await?;
+            if as_json {
+                pretty(&v);
+            } else {
+                for e in v["events"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+                    println!(
+                        "{:>8}  {}  {:<24} {:<28} {}",
+                        e["seq"],
+                        s(e, "at"),
+                        s(e, "type"),
+                        s(e, "cause"),
+                        e["data"]
+                    );
+                }
+            }
+        }
+        Command::Digest { client } => {
+            let v = Client::new(&client)?.send(Method::GET, "/api/v1/audit/digest", None).await?;
+            println!("seq: {}\ndigest: {}", v["seq"], s(&v, "digest"));
+        }
+        Command::Serve(_) | Command::Audit(_) => unreachable!("handled by main"),
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! `hydracluster`'s domain: the decisions behind each node command, volatile liveness
+//! and the watchdogs. Nothing here knows HTTP.
+
+pub mod liveness;
+pub mod nodes;
+pub mod watchdogs;
+
+pub use liveness::{Live, Liveness};

@@ -1,0 +1,324 @@
+//! Node commands: each function checks a request against the views and decides the
+//! events. They run on the ledger thread, so they only read and compute.
+
+use crate::auth::{node_principal, TokenHash};
+use crate::error::DomainError;
+use crate::ledger::Decision;
+use crate::store::TokenWrite;
+use hydra_events::{Event, NodeId, UpdateTarget};
+use hydra_projections::{ClusterViews, NodeStatus, NodeView};
+
+pub const ENVIRONMENTS: [&str; 2] = ["staging", "production"];
+
+fn node<'a>(views: &'a ClusterViews, id: &NodeId) -> Result<&'a NodeView, DomainError> {
+    views.nodes.get(id).ok_or_else(|| DomainError::NotFound(format!("no node {id}")))
+}
+
+fn approved<'a>(views: &'a ClusterViews, id: &NodeId) -> Result<&'a NodeView, DomainError> {
+    let n = node(views, id)?;
+    if n.status != NodeStatus::Approved {
+        return Err(DomainError::Conflict(format!("node {id} is {}; approve it first", n.status.as_str())));
+    }
+    Ok(n)
+}
+
+pub fn enroll(
+    id: NodeId,
+    name: String,
+    ip: String,
+    token: TokenHash,
+) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
+    move |views| {
+        if views.nodes.contains_key(&id) {
+            return Err(DomainError::Conflict(format!("node {id} exists already")));
+        }
+        Ok(Decision {
+            tokens: vec![TokenWrite::Put { hash: token, principal: node_principal(&id) }],
+            events: vec![Event::NodeEnrolled { node_id: id, name, ip }],
+        })
+    }
+}
+
+/// Where an admin puts a node, already validated.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub district: String,
+    pub venue: String,
+    pub environment: String,
+    pub owner: Option<String>,
+}
+
+pub fn approve(
+    id: NodeId,
+    roles: Vec<String>,
+    placement: Placement,
+) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
+    move |views| {
+        let n = node(views, &id)?;
+        if n.status == NodeStatus::Approved {
+            return Err(DomainError::Conflict(format!("node {id} is approved already")));
+        }
+        let mut events = vec![Event::NodeApproved {
+            node_id: id.clone(),
+            roles,
+            district: placement.district.clone(),
+            venue: placement.venue.clone(),
+            environment: placement.environment.clone(),
+        }];
+        if placement.owner.is_some() {
+            events.push(Event::NodePlacementChanged {
+                node_id: id,
+                district: placement.district,
+                venue: placement.venue,
+                environment: placement.environment,
+                owner: placement.owner,
+            });
+        }
+        Ok(Decision::events(events))
+    }
+}
+
+pub fn reject(id: NodeId) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
+    move |views| {
+        let n = node(views, &id)?;
+        if n.status == NodeStatus::Rejected {
+            return Err(DomainError::Conflict(format!("node {id} is rejected already")));
+        }
+        Ok(Decision::events(vec![Event::NodeRejected { node_id: id }]))
+    }
+}
+
+/// Removes a node and revokes its token.
+pub fn remove(id: NodeId) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
+    move |views| {
+        node(views, &id)?;
+        Ok(Decision {
+            tokens: vec![TokenWrite::Revoke { principal: node_principal(&id) }],
+            events: vec![Event::NodeRemoved { node_id: id }],
+        })
+    }
+}
+
+pub fn set_roles(
+    id: NodeId,
+    roles: Vec<String>,
+) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
+    move |views| {
+        let n = approved(views, &id)?;
+        if n.roles == roles {
+            return Ok(Decision::default());
+        }
+        Ok(Decision::events(vec![Event::NodeRolesChanged { node_id: id, roles }]))
+    }
+}
+
+pub fn set_placement(
+    id: NodeId,
+    p: Placement,
+) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
+    move |views| {
+        let n = node(views, &id)?;
+        if n.status == NodeStatus::Rejected {
+            return Err(DomainError::Conflict(format!("node {id} is rejected")));
+        }
+        if (n.district.as_str(), n.venue.as_str(), n.environment.as_str(), &n.owner)
+            == (p.district.as_str(), p.venue.as_str(), p.environment.as_str(), &p.owner)
+        {
+            return Ok(Decision::default());
+        }
+        Ok(Decision::events(vec![Event::NodePlacementChanged {
+            node_id: id,
+            district: p.district,
+            venue: p.venue,
+            environment: p.environment,
+            owner: p.owner,
+        }]))
+    }
+}
+
+pub fn set_drain(id: NodeId, draining: bool) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
+    move |views| {
+        let n = approved(views, &id)?;
+        if n.draining == draining {
+            return Ok(Decision::default());
+        }
+        Ok(Decision::events(vec![Event::NodeDrainChanged { node_id: id, draining }]))
+    }
+}
+
+pub fn request_update(
+    id: NodeId,
+    target: UpdateTarget,
+) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
+    move |views| {
+        let n = approved(views, &id)?;
+        let already = match target {
+            UpdateTarget::Node => n.update_node,
+            UpdateTarget::Services => n.update_services,
+        };
+        if already {
+            return Ok(Decision::default());
+        }
+        Ok(Decision::events(vec![Event::NodeUpdateRequested { node_id: id, target }]))
+    }
+}
+
+/// What a heartbeat reported; `None` means "not reported", which changes nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    pub agent_version: Option<String>,
+    pub os: Option<String>,
+    pub wireguard_ip: Option<String>,
+    pub provider_status: Option<String>,
+    pub provider_version: Option<String>,
+    pub stream_status: Option<String>,
+}
+
+/// The events a heartbeat brings about: `node.online` if the node was offline, one
+/// event per kind of reported change, and the delivery of pending update flags.
+/// An empty list means the heartbeat changes nothing and writes nothing.
+pub fn heartbeat_events(n: &NodeView, r: &Report) -> Vec<Event> {
+    let id = || n.id.clone();
+    let mut events = Vec::new();
+    if !n.online {
+        events.push(Event::NodeOnline { node_id: id() });
+    }
+    let changed = |new: &Option<String>, old: &Option<String>| new.is_some() && new != old;
+    if changed(&r.provider_status, &n.provider_status) || changed(&r.provider_version, &n.provider_version) {
+        events.push(Event::NodeProviderChanged {
+            node_id: id(),
+            provider_status: r.provider_status.clone().or(n.provider_status.clone()),
+            provider_version: r.provider_version.clone().or(n.provider_version.clone()),
+        });
+    }
+    if changed(&r.agent_version, &n.agent_version) || changed(&r.os, &n.os) {
+        events.push(Event::NodeAgentChanged {
+            node_id: id(),
+            agent_version: r.agent_version.clone().or(n.agent_version.clone()),
+            os: r.os.clone().or(n.os.clone()),
+        });
+    }
+    if changed(&r.wireguard_ip, &n.wireguard_ip) {
+        events.push(Event::NodeNetworkChanged { node_id: id(), wireguard_ip: r.wireguard_ip.clone() });
+    }
+    if let Some(s) = &r.stream_status {
+        if *s != n.stream_status {
+            events.push(Event::NodeStreamChanged { node_id: id(), stream_status: s.clone() });
+        }
+    }
+    if n.status == NodeStatus::Approved {
+        if n.update_node {
+            events.push(Event::NodeUpdateDelivered { node_id: id(), target: UpdateTarget::Node });
+        }
+        if n.update_services {
+            events.push(Event::NodeUpdateDelivered { node_id: id(), target: UpdateTarget::Services });
+        }
+    }
+    events
+}
+
+/// The heartbeat command: decides again on the writer's views, which are authoritative.
+pub fn heartbeat(id: NodeId, report: Report) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
+    move |views| Ok(Decision::events(heartbeat_events(node(views, &id)?, &report)))
+}
+
+/// Marks a node offline if it is still online and still silent past `cutoff_ms`
+/// (`last_seen` is read again here, on the writer, so a heartbeat that arrived
+/// meanwhile wins).
+pub fn mark_offline(
+    id: NodeId,
+    cutoff_ms: u64,
+    last_seen: impl Fn(&NodeId) -> u64 + Send + 'static,
+) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
+    move |views| {
+        let Some(n) = views.nodes.get(&id) else { return Ok(Decision::default()) };
+        let seen = last_seen(&id);
+        if !n.online || seen > cutoff_ms {
+            return Ok(Decision::default());
+        }
+        Ok(Decision::events(vec![Event::NodeOffline { node_id: id, last_seen_ms: seen }]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hydra_events::{Envelope, ZERO_HASH};
+    use hydra_projections::Projection;
+
+    fn views_with(events: Vec<Event>) -> ClusterViews {
+        let mut v = ClusterViews::default();
+        for (i, event) in events.into_iter().enumerate() {
+            v.apply(&Envelope {
+                seq: i as u64 + 1,
+                at_ms: 0,
+                schema: 1,
+                cause: "t".into(),
+                prev_hash: ZERO_HASH,
+                event,
+            });
+        }
+        v
+    }
+
+    fn id() -> NodeId {
+        NodeId::parse("node-1").unwrap()
+    }
+
+    fn online_body() -> ClusterViews {
+        views_with(vec![
+            Event::NodeEnrolled { node_id: id(), name: "b".into(), ip: "1.2.3.4".into() },
+            Event::NodeOnline { node_id: id() },
+            Event::NodeProviderChanged {
+                node_id: id(),
+                provider_status: Some("running".into()),
+                provider_version: Some("1".into()),
+            },
+        ])
+    }
+
+    #[test]
+    fn a_heartbeat_that_changes_nothing_writes_nothing() {
+        let v = online_body();
+        let r = Report { provider_status: Some("running".into()), ..Default::default() };
+        assert!(heartbeat_events(&v.nodes[&id()], &r).is_empty());
+        assert!(heartbeat_events(&v.nodes[&id()], &Report::default()).is_empty());
+    }
+
+    #[test]
+    fn a_heartbeat_reports_each_kind_of_change_once() {
+        let v = online_body();
+        let r = Report {
+            provider_status: Some("sunshine_api_unreachable".into()),
+            stream_status: Some("streaming".into()),
+            ..Default::default()
+        };
+        let types: Vec<_> = heartbeat_events(&v.nodes[&id()], &r).iter().map(|e| e.type_name()).collect();
+        assert_eq!(types, vec!["node.provider_changed", "node.stream_changed"]);
+    }
+
+    #[test]
+    fn an_offline_node_comes_back_online_with_its_first_heartbeat() {
+        let mut v = online_body();
+        v.nodes.get_mut(&id()).unwrap().online = false;
+        let types: Vec<_> =
+            heartbeat_events(&v.nodes[&id()], &Report::default()).iter().map(|e| e.type_name()).collect();
+        assert_eq!(types, vec!["node.online"]);
+    }
+
+    #[test]
+    fn a_fresh_heartbeat_cancels_marking_offline() {
+        let v = online_body();
+        let d = mark_offline(id(), 1_000, |_| 2_000)(&v).unwrap();
+        assert!(d.events.is_empty());
+        let d = mark_offline(id(), 1_000, |_| 500)(&v).unwrap();
+        assert_eq!(d.events, vec![Event::NodeOffline { node_id: id(), last_seen_ms: 500 }]);
+    }
+
+    #[test]
+    fn roles_need_an_approved_node() {
+        let v = online_body();
+        let err = set_roles(id(), vec!["hydrabody".into()])(&v).unwrap_err();
+        assert!(matches!(err, DomainError::Conflict(m) if m.contains("pending")));
+    }
+}

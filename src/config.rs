@@ -1,0 +1,198 @@
+//! Configuration of `hydracluster serve`: built-in defaults, overridden by the YAML
+//! config file, overridden by environment variables and flags (clap merges those two).
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The roles a node may be given when none are configured.
+pub const DEFAULT_ROLES: [&str; 5] =
+    ["render-node", "hydraguard-air", "hydraheadflatscreen", "hydraheadwindows", "hydrabody"];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data: PathBuf,
+    /// The URL agents are told to use; defaults to `http://<listen>`.
+    pub server_url: String,
+    /// An admin token given by the operator; otherwise one is generated in the data dir.
+    pub admin_token: Option<String>,
+    pub observer_token: Option<String>,
+    pub fleet_enrollment_token: Option<String>,
+    pub role_catalog: Vec<String>,
+    pub heartbeat_timeout: Duration,
+    pub offline_check_interval: Duration,
+    /// Enrollments allowed per remote address per minute (and as a burst).
+    pub enroll_per_minute: u32,
+    pub max_body_bytes: usize,
+    pub snapshot_every: u64,
+    pub broadcast_capacity: usize,
+    pub sse_keepalive: Duration,
+    pub experience_library_url: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let listen: SocketAddr = "127.0.0.1:8080".parse().expect("valid address");
+        Config {
+            listen,
+            data: PathBuf::from("./hydra-data"),
+            server_url: format!("http://{listen}"),
+            admin_token: None,
+            observer_token: None,
+            fleet_enrollment_token: None,
+            role_catalog: DEFAULT_ROLES.iter().map(|s| s.to_string()).collect(),
+            heartbeat_timeout: Duration::from_secs(90),
+            offline_check_interval: Duration::from_secs(5),
+            enroll_per_minute: 30,
+            max_body_bytes: 1024 * 1024,
+            snapshot_every: 10_000,
+            broadcast_capacity: 4096,
+            sse_keepalive: Duration::from_secs(15),
+            experience_library_url: None,
+        }
+    }
+}
+
+/// The YAML file: every key optional, unknown keys refused (a typo must not be ignored).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data: Option<PathBuf>,
+    pub server_url: Option<String>,
+    pub admin_token: Option<String>,
+    pub observer_token: Option<String>,
+    pub fleet_enrollment_token: Option<String>,
+    #[serde(alias = "roleCatalog")]
+    pub role_catalog: Option<Vec<String>>,
+    pub heartbeat_timeout: Option<DurationValue>,
+    pub offline_check_interval: Option<DurationValue>,
+    pub enroll_per_minute: Option<u32>,
+    pub max_body_bytes: Option<usize>,
+    pub snapshot_every: Option<u64>,
+    pub broadcast_capacity: Option<usize>,
+    pub sse_keepalive: Option<DurationValue>,
+    #[serde(rename = "experienceLibrary", alias = "experience_library")]
+    pub experience_library: Option<LibraryConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LibraryConfig {
+    pub url: Option<String>,
+}
+
+/// A duration written as `90s`, `5m`, `250ms` or a plain number of seconds.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "serde_yaml::Value")]
+pub struct DurationValue(pub Duration);
+
+impl TryFrom<serde_yaml::Value> for DurationValue {
+    type Error = String;
+    fn try_from(v: serde_yaml::Value) -> Result<Self, String> {
+        match v {
+            serde_yaml::Value::Number(n) => n
+                .as_f64()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| DurationValue(Duration::from_secs_f64(s)))
+                .ok_or_else(|| format!("{n} is not a number of seconds")),
+            serde_yaml::Value::String(s) => parse_duration(&s).map(DurationValue),
+            other => Err(format!("expected a duration like \"90s\", found {other:?}")),
+        }
+    }
+}
+
+/// Parses `90s`, `1m30s`, `250ms` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration ({e}); try \"90s\""))
+}
+
+impl Config {
+    /// Reads a config file over the defaults.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let file: FileConfig =
+            serde_yaml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+        let mut config = Config::default();
+        config.merge_file(file);
+        Ok(config)
+    }
+
+    pub fn merge_file(&mut self, f: FileConfig) {
+        if let Some(v) = f.listen {
+            self.listen = v;
+            self.server_url = format!("http://{v}");
+        }
+        if let Some(v) = f.data {
+            self.data = v;
+        }
+        if let Some(v) = f.server_url {
+            self.server_url = v;
+        }
+        self.admin_token = f.admin_token.or(self.admin_token.take());
+        self.observer_token = f.observer_token.or(self.observer_token.take());
+        self.fleet_enrollment_token = f.fleet_enrollment_token.or(self.fleet_enrollment_token.take());
+        if let Some(v) = f.role_catalog {
+            self.role_catalog = v;
+        }
+        if let Some(v) = f.heartbeat_timeout {
+            self.heartbeat_timeout = v.0;
+        }
+        if let Some(v) = f.offline_check_interval {
+            self.offline_check_interval = v.0;
+        }
+        if let Some(v) = f.enroll_per_minute {
+            self.enroll_per_minute = v;
+        }
+        if let Some(v) = f.max_body_bytes {
+            self.max_body_bytes = v;
+        }
+        if let Some(v) = f.snapshot_every {
+            self.snapshot_every = v.max(1);
+        }
+        if let Some(v) = f.broadcast_capacity {
+            self.broadcast_capacity = v;
+        }
+        if let Some(v) = f.sse_keepalive {
+            self.sse_keepalive = v.0;
+        }
+        if let Some(url) = f.experience_library.and_then(|l| l.url) {
+            self.experience_library_url = Some(url);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_file_overrides_the_defaults() {
+        let file: FileConfig = serde_yaml::from_str(
+            "listen: 127.0.0.1:9000\nheartbeat_timeout: 2m\nrole_catalog: [a, b]\n\
+             experienceLibrary:\n  url: http://lib:8090\n",
+        )
+        .unwrap();
+        let mut c = Config::default();
+        c.merge_file(file);
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.server_url, "http://127.0.0.1:9000");
+        assert_eq!(c.heartbeat_timeout, Duration::from_secs(120));
+        assert_eq!(c.role_catalog, vec!["a", "b"]);
+        assert_eq!(c.experience_library_url.as_deref(), Some("http://lib:8090"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_durations_are_errors() {
+        assert!(serde_yaml::from_str::<FileConfig>("heartbeat_timout: 5s").is_err());
+        assert!(serde_yaml::from_str::<FileConfig>("heartbeat_timeout: soon").is_err());
+    }
+}

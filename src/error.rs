@@ -1,0 +1,15 @@
+//! Domain errors: what a command can refuse, independent of HTTP. `src/api` maps
+//! them to status codes.
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// The thing named does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is well-formed but conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request itself is wrong (unknown role, bad value…).
+    #[error("{0}")]
+    Invalid(String),
+}

@@ -1,0 +1,407 @@
+//! The ledger: the single writer of an event log. It checks each command against the
+//! current views, turns it into events, appends them, flushes once for every command
+//! it has in hand (group commit), applies them to the shared views, publishes them,
+//! and only then answers.
+//!
+//! It runs on its own OS thread because sled's writes and flushes block; async callers
+//! talk to it through a channel and wait on a oneshot answer.
+
+use crate::error::DomainError;
+use crate::store::{Record, Store, StoreError, TokenWrite};
+use hydra_events::{Envelope, Event, Hash, CURRENT_SCHEMA, ZERO_HASH};
+use hydra_projections::{decode_snapshot, encode_snapshot, Projection};
+use parking_lot::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// What a command decided: the events to append and the token writes that must be
+/// exactly as durable as they are.
+#[derive(Debug, Default)]
+pub struct Decision {
+    pub events: Vec<Event>,
+    pub tokens: Vec<TokenWrite>,
+}
+
+impl Decision {
+    pub fn events(events: Vec<Event>) -> Self {
+        Decision { events, tokens: Vec::new() }
+    }
+}
+
+/// A command: a plain function from the current views to a decision. It runs on the
+/// ledger thread against the views as they are after every earlier command, so it
+/// must be quick and must not block.
+pub type Command<P> = Box<dyn FnOnce(&P) -> Result<Decision, DomainError> + Send>;
+
+/// An event as published to live subscribers. `json` is rendered once, by the first
+/// subscriber that needs it, and shared by all the others.
+#[derive(Debug)]
+pub struct Published {
+    pub envelope: Envelope,
+    pub json: OnceLock<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("the event log is unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// Write a projection snapshot every this many events.
+    pub snapshot_every: u64,
+    /// Capacity of the live broadcast; a subscriber further behind reads the log.
+    pub broadcast_capacity: usize,
+    /// The most commands folded into one flush.
+    pub max_batch: usize,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig { snapshot_every: 10_000, broadcast_capacity: 4096, max_batch: 4096 }
+    }
+}
+
+struct Request<P> {
+    cause: String,
+    command: Command<P>,
+    reply: oneshot::Sender<Result<Vec<Arc<Envelope>>, LedgerError>>,
+}
+
+/// The handle every handler and watchdog uses: cheap to clone.
+pub struct Ledger<P: Projection> {
+    tx: mpsc::Sender<Request<P>>,
+    views: Arc<RwLock<P>>,
+    committed: Arc<AtomicU64>,
+    live: broadcast::Sender<Arc<Published>>,
+    store: Store,
+    thread: Arc<parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl<P: Projection> Clone for Ledger<P> {
+    fn clone(&self) -> Self {
+        Ledger {
+            tx: self.tx.clone(),
+            views: self.views.clone(),
+            committed: self.committed.clone(),
+            live: self.live.clone(),
+            store: self.store.clone(),
+            thread: self.thread.clone(),
+        }
+    }
+}
+
+impl<P: Projection> Ledger<P> {
+    /// Opens the log: loads the newest usable snapshot, replays the rest (checking
+    /// sequence continuity and the hash chain), and starts the writer thread.
+    pub fn open(store: Store, config: LedgerConfig) -> Result<Ledger<P>, StoreError> {
+        let recovered = recover::<P>(&store)?;
+        let views = Arc::new(RwLock::new(recovered.views.clone()));
+        let committed = Arc::new(AtomicU64::new(recovered.views.last_seq()));
+        let (live, _) = broadcast::channel(config.broadcast_capacity.max(16));
+        let (tx, rx) = mpsc::channel(16_384);
+        let writer = Writer {
+            store: store.clone(),
+            config,
+            views: recovered.views,
+            shared: views.clone(),
+            committed: committed.clone(),
+            live: live.clone(),
+            prev_hash: recovered.prev_hash,
+            last_at_ms: 0,
+            last_snapshot: recovered.snapshot_seq,
+        };
+        let thread = std::thread::Builder::new()
+            .name("hydra-ledger".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+        Ok(Ledger {
+            tx,
+            views,
+            committed,
+            live,
+            store,
+            thread: Arc::new(parking_lot::Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Submits a command and waits until its events are durable and applied.
+    pub async fn submit(
+        &self,
+        cause: impl Into<String>,
+        command: impl FnOnce(&P) -> Result<Decision, DomainError> + Send + 'static,
+    ) -> Result<Vec<Arc<Envelope>>, LedgerError> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request { cause: cause.into(), command: Box::new(command), reply };
+        self.tx.send(request).await.map_err(|_| LedgerError::Unavailable("the ledger has stopped".into()))?;
+        answer.await.map_err(|_| LedgerError::Unavailable("the ledger stopped before answering".into()))?
+    }
+
+    /// Runs `f` on the committed views. Keep `f` short: the writer waits for it.
+    pub fn read<R>(&self, f: impl FnOnce(&P) -> R) -> R {
+        f(&self.views.read())
+    }
+
+    /// The sequence number of the last event that is durable, applied and published.
+    pub fn committed_seq(&self) -> u64 {
+        self.committed.load(Ordering::SeqCst)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
+        self.live.subscribe()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Stops accepting commands once every handle is dropped; waits for the writer to
+    /// write a final snapshot. Call from the last owner at shutdown.
+    pub fn shutdown(self) {
+        let thread = self.thread.lock().take();
+        drop(self);
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What start-up recovered from the store.
+pub struct Recovered<P> {
+    pub views: P,
+    pub prev_hash: Hash,
+    pub snapshot_seq: u64,
+}
+
+/// Loads the newest usable snapshot and replays the log after it, checking that
+/// sequence numbers are contiguous, that every record decodes and that the hash chain
+/// holds. A damaged log is reported with the sequence number where it breaks; it is
+/// never "repaired" by dropping events.
+pub fn recover<P: Projection>(store: &Store) -> Result<Recovered<P>, StoreError> {
+    let plan = hydra_migrations::layout_plan(store.layout_version()?)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let last = store.last_seq()?;
+    let first = store.first_seq()?;
+    if last > 0 && first != 1 {
+        return Err(StoreError::Corrupt(format!(
+            "the log starts at seq {first}, expected 1: its beginning is missing"
+        )));
+    }
+    let mut start: Option<(u64, P)> = None;
+    if plan.is_empty() {
+        for item in store.snapshots_newest_first() {
+            let (seq, bytes) = item?;
+            if seq > last {
+                return Err(StoreError::Corrupt(format!(
+                    "a snapshot covers the log up to seq {seq} but the log ends at seq {last}: \
+                     acknowledged events are missing"
+                )));
+            }
+            match decode_snapshot::<P>(&bytes) {
+                Ok(views) if views.last_seq() == seq => {
+                    start = Some((seq, views));
+                    break;
+                }
+                Ok(_) => tracing::warn!(seq, "snapshot does not match its key; ignored"),
+                Err(e) => tracing::warn!(seq, error = %e, "snapshot not usable; ignored"),
+            }
+        }
+    }
+    let (snapshot_seq, mut views) = start.unwrap_or_default();
+    let mut prev_hash = ZERO_HASH;
+    if snapshot_seq > 0 {
+        let bytes = store.get(snapshot_seq)?.ok_or_else(|| {
+            StoreError::Corrupt(format!("event {snapshot_seq} under the snapshot is missing"))
+        })?;
+        prev_hash = hydra_events::hash(&bytes);
+    }
+    let reindex = !plan.is_empty();
+    let mut expected = snapshot_seq + 1;
+    for item in store.range(snapshot_seq + 1, last) {
+        let (seq, bytes) = item?;
+        let envelope = check_record(seq, expected, &bytes, &prev_hash)?;
+        if reindex {
+            if let Some(node) = envelope.event.node_id() {
+                store.reindex(node, seq)?;
+            }
+        }
+        views.apply(&envelope);
+        prev_hash = hydra_events::hash(&bytes);
+        expected = seq + 1;
+    }
+    if expected != last + 1 {
+        return Err(StoreError::Corrupt(format!(
+            "the log ends at seq {} but its last key is {last}",
+            expected - 1
+        )));
+    }
+    if !plan.is_empty() {
+        store.set_layout_version(hydra_migrations::LAYOUT_VERSION)?;
+        store.flush()?;
+    }
+    Ok(Recovered { views, prev_hash, snapshot_seq })
+}
+
+/// Checks one record of the log: its key follows the previous one, it decodes, it
+/// says the same sequence number as its key and it chains to the previous record.
+pub fn check_record(seq: u64, expected: u64, bytes: &[u8], prev_hash: &Hash) -> Result<Envelope, StoreError> {
+    if seq != expected {
+        return Err(StoreError::Corrupt(format!("gap in the log: expected seq {expected}, found seq {seq}")));
+    }
+    let envelope = hydra_migrations::read_envelope(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("event {seq} does not decode: {e}")))?;
+    if envelope.seq != seq {
+        return Err(StoreError::Corrupt(format!(
+            "event stored under seq {seq} says it is seq {}",
+            envelope.seq
+        )));
+    }
+    if &envelope.prev_hash != prev_hash {
+        return Err(StoreError::Corrupt(format!(
+            "hash chain broken at seq {seq}: the event before it was altered or removed"
+        )));
+    }
+    Ok(envelope)
+}
+
+struct Writer<P: Projection> {
+    store: Store,
+    config: LedgerConfig,
+    /// The writer's own copy of the views, ahead of the shared ones by the batch in
+    /// hand, so that each command sees the effect of the commands before it.
+    views: P,
+    shared: Arc<RwLock<P>>,
+    committed: Arc<AtomicU64>,
+    live: broadcast::Sender<Arc<Published>>,
+    prev_hash: Hash,
+    last_at_ms: u64,
+    last_snapshot: u64,
+}
+
+type Pending = (oneshot::Sender<Result<Vec<Arc<Envelope>>, LedgerError>>, std::ops::Range<usize>);
+
+impl<P: Projection> Writer<P> {
+    fn run(mut self, mut rx: mpsc::Receiver<Request<P>>) {
+        let mut batch = Vec::with_capacity(self.config.max_batch);
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < self.config.max_batch {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut batch);
+        }
+        if self.views.last_seq() > self.last_snapshot {
+            self.snapshot();
+            if let Err(e) = self.store.flush() {
+                tracing::error!(error = %e, "final flush failed");
+            }
+        }
+    }
+
+    fn commit(&mut self, batch: &mut Vec<Request<P>>) {
+        let mut envelopes: Vec<Envelope> = Vec::new();
+        let mut encoded: Vec<Vec<u8>> = Vec::new();
+        let mut tokens: Vec<TokenWrite> = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
+        let now = now_ms();
+        for request in batch.drain(..) {
+            let decision = match catch(request.command, &self.views) {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = request.reply.send(Err(e));
+                    continue;
+                }
+            };
+            let start = envelopes.len();
+            for event in decision.events {
+                self.last_at_ms = self.last_at_ms.max(now);
+                let envelope = Envelope {
+                    seq: self.views.last_seq() + 1,
+                    at_ms: self.last_at_ms,
+                    schema: CURRENT_SCHEMA,
+                    cause: request.cause.clone(),
+                    prev_hash: self.prev_hash,
+                    event,
+                };
+                let bytes = hydra_events::encode(&envelope);
+                self.prev_hash = hydra_events::hash(&bytes);
+                self.views.apply(&envelope);
+                envelopes.push(envelope);
+                encoded.push(bytes);
+            }
+            tokens.extend(decision.tokens);
+            pending.push((request.reply, start..envelopes.len()));
+        }
+        if envelopes.is_empty() && tokens.is_empty() {
+            for (reply, _) in pending {
+                let _ = reply.send(Ok(Vec::new()));
+            }
+            return;
+        }
+        let records: Vec<Record<'_>> = envelopes
+            .iter()
+            .zip(&encoded)
+            .map(|(e, b)| Record { seq: e.seq, bytes: b, node_id: e.event.node_id() })
+            .collect();
+        let written = self.store.append(&records, &tokens).and_then(|_| self.store.flush());
+        if let Err(e) = written {
+            // The disk state is now unknown: the writer's views may be ahead of it.
+            // Answer every caller with an error and stop the process; on restart the
+            // log on disk is the truth and is replayed.
+            tracing::error!(error = %e, "append failed; stopping so the log can be recovered");
+            for (reply, _) in pending {
+                let _ = reply.send(Err(LedgerError::Unavailable(e.to_string())));
+            }
+            std::process::exit(70);
+        }
+        drop(records);
+        let envelopes: Vec<Arc<Envelope>> = envelopes.into_iter().map(Arc::new).collect();
+        {
+            let mut shared = self.shared.write();
+            for e in &envelopes {
+                shared.apply(e);
+            }
+        }
+        for e in &envelopes {
+            self.committed.store(e.seq, Ordering::SeqCst);
+            let _ = self.live.send(Arc::new(Published { envelope: (**e).clone(), json: OnceLock::new() }));
+        }
+        for (reply, range) in pending {
+            let _ = reply.send(Ok(envelopes[range].to_vec()));
+        }
+        if self.views.last_seq() >= self.last_snapshot + self.config.snapshot_every {
+            self.snapshot();
+        }
+    }
+
+    fn snapshot(&mut self) {
+        let seq = self.views.last_seq();
+        let bytes = encode_snapshot(&self.views);
+        match self.store.put_snapshot(seq, &bytes, 3) {
+            Ok(()) => self.last_snapshot = seq,
+            Err(e) => tracing::warn!(error = %e, "snapshot not written; will retry"),
+        }
+    }
+}
+
+/// Runs a command, turning a panic inside it into an error for that one caller
+/// instead of taking the writer down.
+fn catch<P>(command: Command<P>, views: &P) -> Result<Decision, LedgerError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| command(views))) {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(e)) => Err(LedgerError::Domain(e)),
+        Err(_) => Err(LedgerError::Unavailable("the command failed unexpectedly".into())),
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

@@ -1,0 +1,13 @@
+//! Hydra's runtime: the store, the ledger, the API, auth, watchdogs and the CLIs of
+//! the programs built from this package.
+
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod ledger;
+pub mod server;
+pub mod store;

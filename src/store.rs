@@ -1,0 +1,252 @@
+//! The sled-backed event store: the only module that knows sled. Events are keyed by
+//! big-endian sequence number; beside them live a per-node index, projection
+//! snapshots, hashed tokens and `meta` (layout version).
+
+use hydra_events::NodeId;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("the event log is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A record for the `events` tree, prepared by the ledger.
+pub struct Record<'a> {
+    pub seq: u64,
+    pub bytes: &'a [u8],
+    pub node_id: Option<&'a NodeId>,
+}
+
+/// A write to the `tokens` tree that must be as durable as the events beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenWrite {
+    /// Stores a token hash for a principal (`node:<id>`).
+    Put { hash: [u8; 32], principal: String },
+    /// Revokes whatever token the principal has.
+    Revoke { principal: String },
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    events: sled::Tree,
+    node_index: sled::Tree,
+    snapshots: sled::Tree,
+    tokens: sled::Tree,
+    meta: sled::Tree,
+}
+
+const LAYOUT_KEY: &[u8] = b"layout_version";
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(sled::Error::Io)?;
+        let db = sled::Config::new().path(dir.join("log")).cache_capacity(256 * 1024 * 1024).open()?;
+        Ok(Store {
+            events: db.open_tree("events")?,
+            node_index: db.open_tree("node_index")?,
+            snapshots: db.open_tree("snapshots")?,
+            tokens: db.open_tree("tokens")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    pub fn layout_version(&self) -> Result<u32, StoreError> {
+        Ok(match self.meta.get(LAYOUT_KEY)? {
+            Some(v) if v.len() == 4 => u32::from_be_bytes(v.as_ref().try_into().expect("4")),
+            Some(_) => return Err(StoreError::Corrupt("meta.layout_version is not 4 bytes".into())),
+            None => 0,
+        })
+    }
+
+    pub fn set_layout_version(&self, version: u32) -> Result<(), StoreError> {
+        self.meta.insert(LAYOUT_KEY, &version.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// The sequence number of the last stored event, 0 for an empty log.
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        match self.events.last()? {
+            Some((k, _)) => decode_seq(&k),
+            None => Ok(0),
+        }
+    }
+
+    pub fn first_seq(&self) -> Result<u64, StoreError> {
+        match self.events.first()? {
+            Some((k, _)) => decode_seq(&k),
+            None => Ok(0),
+        }
+    }
+
+    /// Writes a batch of events, their index entries and token writes. Nothing is
+    /// durable until `flush`.
+    pub fn append(&self, records: &[Record<'_>], tokens: &[TokenWrite]) -> Result<(), StoreError> {
+        let mut events = sled::Batch::default();
+        let mut index = sled::Batch::default();
+        for r in records {
+            events.insert(&r.seq.to_be_bytes(), r.bytes);
+            if let Some(node) = r.node_id {
+                index.insert(index_key(node, r.seq), &[]);
+            }
+        }
+        self.events.apply_batch(events)?;
+        self.node_index.apply_batch(index)?;
+        for t in tokens {
+            match t {
+                TokenWrite::Put { hash, principal } => {
+                    self.tokens.insert(hash, principal.as_bytes())?;
+                    self.tokens.insert(principal_key(principal), hash)?;
+                }
+                TokenWrite::Revoke { principal } => {
+                    if let Some(hash) = self.tokens.remove(principal_key(principal))? {
+                        self.tokens.remove(hash)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes everything written so far durable (one fsync for the whole batch).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Adds index entries again (idempotent): used when replaying the tail at start-up,
+    /// in case a crash came between the events and their index.
+    pub fn reindex(&self, node: &NodeId, seq: u64) -> Result<(), StoreError> {
+        self.node_index.insert(index_key(node, seq), &[])?;
+        Ok(())
+    }
+
+    /// Events with `from <= seq <= to`, in order, as raw encoded bytes.
+    pub fn range(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = Result<(u64, sled::IVec), StoreError>> + use<> {
+        let iter = if from > to {
+            self.events.range(1u64.to_be_bytes()..1u64.to_be_bytes())
+        } else {
+            self.events.range(from.to_be_bytes()..=to.to_be_bytes())
+        };
+        iter.map(|item| {
+            let (k, v) = item?;
+            Ok((decode_seq(&k)?, v))
+        })
+    }
+
+    pub fn get(&self, seq: u64) -> Result<Option<sled::IVec>, StoreError> {
+        Ok(self.events.get(seq.to_be_bytes())?)
+    }
+
+    /// Sequence numbers of the events about `node`, from `since` (exclusive), at most `limit`.
+    pub fn node_seqs(&self, node: &NodeId, since: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
+        let start = index_key(node, since.saturating_add(1));
+        let end = index_key(node, u64::MAX);
+        let mut out = Vec::new();
+        for item in self.node_index.range(start..=end).take(limit) {
+            let (k, _) = item?;
+            out.push(decode_seq(&k[k.len() - 8..])?);
+        }
+        Ok(out)
+    }
+
+    pub fn put_snapshot(&self, seq: u64, bytes: &[u8], keep: usize) -> Result<(), StoreError> {
+        self.snapshots.insert(seq.to_be_bytes(), bytes)?;
+        let count = self.snapshots.len();
+        if count > keep {
+            let old: Vec<_> = self.snapshots.iter().keys().take(count - keep).collect();
+            for k in old {
+                self.snapshots.remove(k?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Snapshots, newest first, as (sequence, bytes).
+    pub fn snapshots_newest_first(
+        &self,
+    ) -> impl Iterator<Item = Result<(u64, sled::IVec), StoreError>> + use<> {
+        self.snapshots.iter().rev().map(|item| {
+            let (k, v) = item?;
+            Ok((decode_seq(&k)?, v))
+        })
+    }
+
+    pub fn token(&self, hash: &[u8; 32]) -> Result<Option<String>, StoreError> {
+        Ok(self.tokens.get(hash)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// The reverse entry (principal → hash), so that a token can be revoked by owner.
+fn principal_key(principal: &str) -> Vec<u8> {
+    [b"principal:".as_slice(), principal.as_bytes()].concat()
+}
+
+fn index_key(node: &NodeId, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(node.as_str().len() + 9);
+    key.extend_from_slice(node.as_str().as_bytes());
+    key.push(0);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn decode_seq(key: &[u8]) -> Result<u64, StoreError> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("event key of {} bytes, expected 8", key.len())))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appended_events_read_back_in_order_and_by_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = NodeId::parse("node-a").unwrap();
+        let b = NodeId::parse("node-b").unwrap();
+        let records = [
+            Record { seq: 1, bytes: b"one", node_id: Some(&a) },
+            Record { seq: 2, bytes: b"two", node_id: Some(&b) },
+            Record { seq: 3, bytes: b"three", node_id: Some(&a) },
+            Record { seq: 4, bytes: b"four", node_id: None },
+        ];
+        store.append(&records, &[]).unwrap();
+        store.flush().unwrap();
+        let seqs: Vec<u64> = store.range(2, 10).map(|r| r.unwrap().0).collect();
+        assert_eq!(seqs, vec![2, 3, 4]);
+        assert_eq!(store.range(5, 4).count(), 0);
+        assert_eq!(store.last_seq().unwrap(), 4);
+        assert_eq!(store.node_seqs(&a, 0, 10).unwrap(), vec![1, 3]);
+        assert_eq!(store.node_seqs(&a, 1, 10).unwrap(), vec![3]);
+        // "node-a" must not match "node-ab": the index key ends the id with a 0 byte.
+        let ab = NodeId::parse("node-ab").unwrap();
+        assert!(store.node_seqs(&ab, 0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn old_snapshots_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for seq in 1..=5 {
+            store.put_snapshot(seq * 10, b"x", 2).unwrap();
+        }
+        let seqs: Vec<u64> = store.snapshots_newest_first().map(|r| r.unwrap().0).collect();
+        assert_eq!(seqs, vec![50, 40]);
+    }
+}
