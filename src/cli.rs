@@ -206,6 +206,13 @@ pub fn audit(args: &AuditArgs) -> anyhow::Result<()> {
     let store = Store::open(&args.data)
         .with_context(|| format!("opening {} (is a server still running on it?)", args.data.display()))?;
     let head = store.last_seq()?;
+    let watermark = store.watermark()?;
+    if head < watermark {
+        bail!(
+            "the log ends at seq {head} but events up to seq {watermark} were acknowledged: \
+             the log lost its tail"
+        );
+    }
     let stop = args.upto.map(Stop::AtSeq).unwrap_or(Stop::End);
     let started = std::time::Instant::now();
     let r = replay(&store, stop, head).context("the log failed the audit")?;

@@ -115,6 +115,7 @@ impl<P: Projection> Ledger<P> {
             prev_hash: recovered.prev_hash,
             last_at_ms: 0,
             last_snapshot: recovered.snapshot_seq,
+            last_watermark: std::time::Instant::now(),
         };
         let thread = std::thread::Builder::new()
             .name("hydra-ledger".into())
@@ -240,6 +241,13 @@ pub fn recover<P: Projection>(store: &Store) -> Result<Recovered<P>, StoreError>
             expected - 1
         )));
     }
+    let watermark = store.watermark()?;
+    if last < watermark {
+        return Err(StoreError::Corrupt(format!(
+            "the log ends at seq {last} but events up to seq {watermark} were acknowledged: \
+             the log lost its tail (restore the data dir from a backup)"
+        )));
+    }
     if !plan.is_empty() {
         store.set_layout_version(hydra_migrations::LAYOUT_VERSION)?;
         store.flush()?;
@@ -281,6 +289,7 @@ struct Writer<P: Projection> {
     prev_hash: Hash,
     last_at_ms: u64,
     last_snapshot: u64,
+    last_watermark: std::time::Instant,
 }
 
 type Pending = (oneshot::Sender<Result<Vec<Arc<Envelope>>, LedgerError>>, std::ops::Range<usize>);
@@ -303,6 +312,9 @@ impl<P: Projection> Writer<P> {
             if let Err(e) = self.store.flush() {
                 tracing::error!(error = %e, "final flush failed");
             }
+        }
+        if let Err(e) = self.store.set_watermark(self.views.last_seq()) {
+            tracing::warn!(error = %e, "final watermark not written");
         }
     }
 
@@ -379,6 +391,13 @@ impl<P: Projection> Writer<P> {
         }
         if self.views.last_seq() >= self.last_snapshot + self.config.snapshot_every {
             self.snapshot();
+        }
+        // At most once a second (one extra fsync), so the check costs nothing at load.
+        if self.last_watermark.elapsed() >= std::time::Duration::from_secs(1) {
+            match self.store.set_watermark(self.views.last_seq()) {
+                Ok(()) => self.last_watermark = std::time::Instant::now(),
+                Err(e) => tracing::warn!(error = %e, "watermark not written"),
+            }
         }
     }
 

@@ -23,18 +23,27 @@ pub struct Running {
     pub admin_token_is_new: bool,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    ledger: Option<Ledger<ClusterViews>>,
 }
 
 impl Running {
     /// Asks the server to stop and waits until it has.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        // The writer stops once every handle is gone, ours included.
+        self.ledger.take();
         let _ = self.stop.send(true);
         self.task.await.context("server task panicked")?
     }
 
     /// Waits until the server stops on its own (a stop signal).
-    pub async fn wait(self) -> anyhow::Result<()> {
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        self.ledger.take();
         self.task.await.context("server task panicked")?
+    }
+
+    /// The server's ledger, for in-process tools (benchmarks) that append directly.
+    pub fn ledger(&self) -> &Ledger<ClusterViews> {
+        self.ledger.as_ref().expect("the ledger is there until the server stops")
     }
 
     pub fn stopper(&self) -> watch::Sender<bool> {
@@ -81,6 +90,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     ));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let mut on_stop = stopped;
+    let handle = ledger.clone();
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -100,7 +110,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         }
         served.context("serving HTTP")
     });
-    Ok(Running { addr, admin_token: token, admin_token_is_new: is_new, stop, task })
+    Ok(Running { addr, admin_token: token, admin_token_is_new: is_new, stop, task, ledger: Some(handle) })
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -31,6 +31,7 @@ pub enum TokenWrite {
 
 #[derive(Clone)]
 pub struct Store {
+    dir: std::path::PathBuf,
     db: sled::Db,
     events: sled::Tree,
     node_index: sled::Tree,
@@ -46,6 +47,7 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(sled::Error::Io)?;
         let db = sled::Config::new().path(dir.join("log")).cache_capacity(256 * 1024 * 1024).open()?;
         Ok(Store {
+            dir: dir.to_owned(),
             events: db.open_tree("events")?,
             node_index: db.open_tree("node_index")?,
             snapshots: db.open_tree("snapshots")?,
@@ -182,6 +184,31 @@ impl Store {
 
     pub fn token(&self, hash: &[u8; 32]) -> Result<Option<String>, StoreError> {
         Ok(self.tokens.get(hash)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// The acknowledged high-water mark, kept outside sled so that a log that lost
+    /// acknowledged events (sled recovers a damaged file by truncating it) is caught
+    /// at start-up instead of silently served. 0 when never written.
+    pub fn watermark(&self) -> Result<u64, StoreError> {
+        match std::fs::read_to_string(self.dir.join("watermark")) {
+            Ok(s) => s.trim().parse().map_err(|_| {
+                StoreError::Corrupt(format!("the watermark file holds {:?}, not a number", s.trim()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(StoreError::Sled(sled::Error::Io(e))),
+        }
+    }
+
+    /// Records that every event up to `seq` is durable (write, fsync, rename).
+    pub fn set_watermark(&self, seq: u64) -> Result<(), StoreError> {
+        use std::io::Write;
+        let tmp = self.dir.join("watermark.tmp");
+        let io = |e| StoreError::Sled(sled::Error::Io(e));
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(seq.to_string().as_bytes()).map_err(io)?;
+        f.sync_data().map_err(io)?;
+        std::fs::rename(&tmp, self.dir.join("watermark")).map_err(io)?;
+        Ok(())
     }
 
     /// Bytes the store occupies on disk.
