@@ -3,7 +3,7 @@
 //! nothing), `GET /api/v1/events/log` (JSON pages) and the live state digest.
 
 use super::nodes::rfc3339;
-use super::{ApiError, AppState, Reader};
+use super::{ApiError, AppState, Reader, SseStats};
 use crate::ledger::Published;
 use crate::store::{Store, StoreError};
 use axum::extract::{Query, State};
@@ -16,6 +16,7 @@ use hydra_events::Envelope;
 use hydra_projections::digest as views_digest;
 use serde::Deserialize;
 use std::convert::Infallible;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -159,6 +160,7 @@ fn subscription(
     filter: Filter,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     async_stream::stream! {
+        let _guard = SubscriberGuard::new(state.sse.clone());
         let mut live = state.ledger.subscribe();
         let mut stopping = state.stopping.clone();
         let mut sent = since;
@@ -216,11 +218,30 @@ fn subscription(
                             yield Ok(sse_event(&Item::Live(p)));
                         }
                     }
-                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Lagged(_)) => {
+                        state.sse.lag_recoveries.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
                     Err(RecvError::Closed) => return,
                 }
             }
         }
+    }
+}
+
+/// Counts a subscriber for as long as its stream lives.
+struct SubscriberGuard(Arc<SseStats>);
+
+impl SubscriberGuard {
+    fn new(stats: Arc<SseStats>) -> Self {
+        stats.subscribers.fetch_add(1, Ordering::Relaxed);
+        SubscriberGuard(stats)
+    }
+}
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.0.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

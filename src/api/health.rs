@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use hydra_projections::NodeStatus;
+use std::sync::atomic::Ordering;
 
 pub async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
     let (total, online, pending, approved, rejected, last_seq) = state.ledger.read(|v| {
@@ -56,6 +57,11 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_js
                 "store": { "ok": store_ok, "detail": store_detail },
                 "ledger": { "ok": true, "committed_seq": committed },
                 "projections": { "ok": views_ok, "applied_seq": applied },
+                "sse": {
+                    "ok": true,
+                    "subscribers": state.sse.subscribers.load(Ordering::Relaxed),
+                    "lag_recoveries": state.sse.lag_recoveries.load(Ordering::Relaxed),
+                },
             },
         })),
     )

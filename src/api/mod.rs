@@ -33,6 +33,15 @@ pub struct AppState {
     pub enroll_limiter: Arc<enroll::RateLimiter>,
     /// Turns true when the server stops, so that live streams end.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    pub sse: Arc<SseStats>,
+}
+
+/// Counters about live subscribers, shown in `/readyz`.
+#[derive(Debug, Default)]
+pub struct SseStats {
+    pub subscribers: std::sync::atomic::AtomicU64,
+    /// Times a subscriber fell behind the live broadcast and read from the log instead.
+    pub lag_recoveries: std::sync::atomic::AtomicU64,
 }
 
 impl AppState {
@@ -50,6 +59,7 @@ impl AppState {
             liveness: Arc::new(Liveness::default()),
             enroll_limiter: Arc::new(limiter),
             stopping,
+            sse: Arc::new(SseStats::default()),
         }
     }
 }
