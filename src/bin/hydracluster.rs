@@ -17,7 +17,14 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Audit(args) => audit(&args),
-        other => run_client(other).await,
+        other => {
+            // A CLI piped into `head` should end quietly, not panic on a closed pipe.
+            #[cfg(unix)]
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
+            run_client(other).await
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
