@@ -1,6 +1,7 @@
 //! Hydra's runtime: the store, the ledger, the API, auth, watchdogs and the CLIs of
 //! the programs built from this package.
 
+pub mod agent;
 pub mod api;
 pub mod audit;
 pub mod auth;

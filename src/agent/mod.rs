@@ -1,0 +1,1 @@
+//! `hydranode`: the Linux node agent (enrollment, heartbeats, exec).

@@ -1,0 +1,3 @@
+//! `hydranode`: the Linux node agent.
+
+fn main() {}
