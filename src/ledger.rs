@@ -59,11 +59,19 @@ pub struct LedgerConfig {
     pub broadcast_capacity: usize,
     /// The most commands folded into one flush.
     pub max_batch: usize,
+    /// Stop taking more commands into a batch once it holds this many events: sled
+    /// keeps memory it never gives back after very large batches.
+    pub max_batch_events: usize,
 }
 
 impl Default for LedgerConfig {
     fn default() -> Self {
-        LedgerConfig { snapshot_every: 10_000, broadcast_capacity: 4096, max_batch: 4096 }
+        LedgerConfig {
+            snapshot_every: 10_000,
+            broadcast_capacity: 4096,
+            max_batch: 4096,
+            max_batch_events: 2048,
+        }
     }
 }
 
@@ -296,16 +304,18 @@ type Pending = (oneshot::Sender<Result<Vec<Arc<Envelope>>, LedgerError>>, std::o
 
 impl<P: Projection> Writer<P> {
     fn run(mut self, mut rx: mpsc::Receiver<Request<P>>) {
-        let mut batch = Vec::with_capacity(self.config.max_batch);
+        let mut batch = std::collections::VecDeque::with_capacity(self.config.max_batch);
         while let Some(first) = rx.blocking_recv() {
-            batch.push(first);
+            batch.push_back(first);
             while batch.len() < self.config.max_batch {
                 match rx.try_recv() {
-                    Ok(r) => batch.push(r),
+                    Ok(r) => batch.push_back(r),
                     Err(_) => break,
                 }
             }
-            self.commit(&mut batch);
+            while !batch.is_empty() {
+                self.commit(&mut batch);
+            }
         }
         if self.views.last_seq() > self.last_snapshot {
             self.snapshot();
@@ -318,13 +328,16 @@ impl<P: Projection> Writer<P> {
         }
     }
 
-    fn commit(&mut self, batch: &mut Vec<Request<P>>) {
+    /// Decides, appends, flushes and publishes commands from the front of `batch`,
+    /// stopping early once the batch holds `max_batch_events` events.
+    fn commit(&mut self, batch: &mut std::collections::VecDeque<Request<P>>) {
         let mut envelopes: Vec<Envelope> = Vec::new();
         let mut encoded: Vec<Vec<u8>> = Vec::new();
         let mut tokens: Vec<TokenWrite> = Vec::new();
         let mut pending: Vec<Pending> = Vec::new();
         let now = now_ms();
-        for request in batch.drain(..) {
+        while envelopes.len() < self.config.max_batch_events {
+            let Some(request) = batch.pop_front() else { break };
             let decision = match catch(request.command, &self.views) {
                 Ok(d) => d,
                 Err(e) => {

@@ -1,1 +1,186 @@
-fn main() {}
+//! `hydra-bench`: measures the Hydra event log on this machine. `hydra-bench ledger`
+//! runs, in one go, the disk's raw sync rate, durable appends through the ledger,
+//! replay and start-up, and SSE fan-out from a real in-process server, and prints a
+//! report with each figure beside its target (or one JSON object with `--json`).
+
+use clap::{Parser, Subcommand, ValueEnum};
+use hydra_tools::bench::fanout::FanoutSettings;
+use hydra_tools::bench::fsync::SyncKind;
+use hydra_tools::bench::replay::Probe;
+use hydra_tools::bench::report::{self, LedgerBench};
+use hydra_tools::bench::stats::memory_mb;
+use hydra_tools::bench::{append, fanout, fsync, replay};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "hydra-bench", about = "Benchmarks of the Hydra event log")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Disk sync floor, durable appends, replay/start-up and SSE fan-out.
+    Ledger(LedgerArgs),
+    /// Internal: one replay or start-up measurement in a fresh process; prints JSON.
+    #[command(hide = true)]
+    Probe {
+        #[arg(long)]
+        path: PathBuf,
+        #[arg(long, value_enum)]
+        what: Probe,
+        #[arg(long)]
+        write_snapshot: bool,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Section {
+    Fsync,
+    Append,
+    Replay,
+    Fanout,
+}
+
+#[derive(clap::Args)]
+struct LedgerArgs {
+    /// Where to create the scratch directory (default: the current directory; /tmp is
+    /// often a tmpfs, whose "fsync" measures nothing).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Seconds per durable-append run.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Events in the replayed log.
+    #[arg(long, default_value_t = 1_000_000)]
+    replay_events: u64,
+    /// SSE subscribers of the fan-out run.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Events appended in the fan-out burst.
+    #[arg(long, default_value_t = 20_000)]
+    burst: u64,
+    /// Print one JSON object instead of the text report.
+    #[arg(long)]
+    json: bool,
+    /// Seconds of each raw sync measurement.
+    #[arg(long, default_value_t = 3.0)]
+    fsync_seconds: f64,
+    /// Concurrent submitters of the durable-append runs.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 64, 512])]
+    submitters: Vec<usize>,
+    /// The server's broadcast capacity in the fan-out run (the server's default is
+    /// 4096; a subscriber further behind than this reads from the log instead).
+    #[arg(long, default_value_t = 32_768)]
+    broadcast_capacity: usize,
+    /// Concurrent submitters appending the fan-out burst.
+    #[arg(long, default_value_t = 256)]
+    burst_submitters: usize,
+    /// Seconds the fan-out burst may take to reach every subscriber.
+    #[arg(long, default_value_t = 300)]
+    deliver_timeout: u64,
+    /// Run only these sections (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Section>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = match Cli::parse().command {
+        Command::Ledger(args) => args,
+        Command::Probe { path, what, write_snapshot } => {
+            let out = replay::probe(&path, what, write_snapshot)?;
+            println!("{out}");
+            return Ok(());
+        }
+    };
+    let bench = run_ledger(&args)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report::to_json(&bench))?);
+    } else {
+        print!("{}", report::text(&bench));
+    }
+    if !bench.failures().is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Runs `hydra-bench probe` (this same binary) and returns the JSON it prints.
+fn probe_in_child(path: &Path, what: Probe, write_snapshot: bool) -> anyhow::Result<serde_json::Value> {
+    let what = what.to_possible_value().expect("no variant is skipped");
+    let what = what.get_name();
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command.arg("probe").arg("--path").arg(path).args(["--what", what]);
+    if write_snapshot {
+        command.arg("--write-snapshot");
+    }
+    let output = command.stderr(std::process::Stdio::inherit()).output()?;
+    anyhow::ensure!(output.status.success(), "hydra-bench probe --what {what} failed: {}", output.status);
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+fn run_ledger(args: &LedgerArgs) -> anyhow::Result<LedgerBench> {
+    let wall = Instant::now();
+    let wants = |s: Section| args.only.is_empty() || args.only.contains(&s);
+    let progress = |msg: &str| {
+        let (rss, peak) = memory_mb();
+        eprintln!("[{:>6.1}s, RSS {rss} MB, peak {peak} MB] {msg}", wall.elapsed().as_secs_f64());
+    };
+
+    let base = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&base)?;
+    let scratch = tempfile::Builder::new().prefix("hydra-bench-").tempdir_in(&base)?;
+    let dir = scratch.path().canonicalize()?;
+    let mut bench = LedgerBench {
+        dir: dir.clone(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        ..LedgerBench::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+
+    if wants(Section::Fsync) {
+        let seconds = Duration::from_secs_f64(args.fsync_seconds);
+        for kind in [SyncKind::Fdatasync, SyncKind::SyncFileRange] {
+            progress(&format!("fsync: {} for {seconds:?}", kind.name()));
+            let measured = fsync::measure(&dir, kind, seconds)?;
+            match kind {
+                SyncKind::Fdatasync => bench.fdatasync = Some(measured),
+                SyncKind::SyncFileRange => bench.sync_file_range = Some(measured),
+            }
+        }
+    }
+
+    if wants(Section::Append) {
+        for &n in &args.submitters {
+            progress(&format!("append: {n} submitters for {} s", args.seconds));
+            let run = runtime.block_on(append::run(&dir, n, Duration::from_secs(args.seconds)))?;
+            progress(&format!("append: {n} submitters: {:.0} events/s", run.per_sec()));
+            bench.appends.push(run);
+        }
+    }
+
+    if wants(Section::Replay) {
+        let r = replay::run(&dir, args.replay_events, &probe_in_child, &progress)?;
+        progress(&format!("replay: {:.0} events/s", r.replay_per_sec()));
+        bench.replay = Some(r);
+    }
+
+    if wants(Section::Fanout) {
+        let settings = FanoutSettings {
+            subscribers: args.subscribers,
+            burst: args.burst,
+            broadcast_capacity: args.broadcast_capacity,
+            submitters: args.burst_submitters,
+            deliver_timeout: Duration::from_secs(args.deliver_timeout),
+        };
+        bench.fanout = Some(fanout::run(&dir, &settings, &progress)?);
+    }
+
+    // A writer thread that failed to stop must not hang the exit.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    drop(scratch);
+    bench.wall = wall.elapsed();
+    Ok(bench)
+}

@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
         let (http, base, stats) = (http.clone(), base.clone(), stats.clone());
         let (interval, churn, outages) = (args.interval, args.churn, args.outages);
         tokio::spawn(async move {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1) * 0x2545_F491_4F6C_DD1D);
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((i as u64 + 1) * 0x2545_F491_4F6C_DD1D));
             let mut streaming = false;
             let mut provider = "running";
             // Spread the first heartbeats over one interval.
