@@ -30,6 +30,16 @@ pub struct Config {
     pub broadcast_capacity: usize,
     pub sse_keepalive: Duration,
     pub experience_library_url: Option<String>,
+    /// How long past its timeout an in-flight command may stay before the watchdog
+    /// records it as timed out.
+    pub exec_timeout_grace: Duration,
+    /// How long a queued command waits for its node before it expires.
+    pub exec_delivery_deadline: Duration,
+    /// Largest stdout and stderr kept per command (each); the rest is cut and marked.
+    pub exec_output_cap: usize,
+    /// Largest command text (and `--file` script).
+    pub exec_max_command_bytes: usize,
+    pub exec_watchdog_interval: Duration,
 }
 
 impl Default for Config {
@@ -51,6 +61,11 @@ impl Default for Config {
             broadcast_capacity: 4096,
             sse_keepalive: Duration::from_secs(15),
             experience_library_url: None,
+            exec_timeout_grace: Duration::from_secs(15),
+            exec_delivery_deadline: Duration::from_secs(3600),
+            exec_output_cap: 1024 * 1024,
+            exec_max_command_bytes: 256 * 1024,
+            exec_watchdog_interval: Duration::from_secs(1),
         }
     }
 }
@@ -76,6 +91,11 @@ pub struct FileConfig {
     pub sse_keepalive: Option<DurationValue>,
     #[serde(rename = "experienceLibrary", alias = "experience_library")]
     pub experience_library: Option<LibraryConfig>,
+    pub exec_timeout_grace: Option<DurationValue>,
+    pub exec_delivery_deadline: Option<DurationValue>,
+    pub exec_output_cap: Option<usize>,
+    pub exec_max_command_bytes: Option<usize>,
+    pub exec_watchdog_interval: Option<DurationValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -166,6 +186,21 @@ impl Config {
         }
         if let Some(url) = f.experience_library.and_then(|l| l.url) {
             self.experience_library_url = Some(url);
+        }
+        if let Some(v) = f.exec_timeout_grace {
+            self.exec_timeout_grace = v.0;
+        }
+        if let Some(v) = f.exec_delivery_deadline {
+            self.exec_delivery_deadline = v.0;
+        }
+        if let Some(v) = f.exec_output_cap {
+            self.exec_output_cap = v;
+        }
+        if let Some(v) = f.exec_max_command_bytes {
+            self.exec_max_command_bytes = v;
+        }
+        if let Some(v) = f.exec_watchdog_interval {
+            self.exec_watchdog_interval = v.0;
         }
     }
 }

@@ -12,4 +12,7 @@ pub enum DomainError {
     /// The request itself is wrong (unknown role, bad value…).
     #[error("{0}")]
     Invalid(String),
+    /// The caller may not act on this thing (another node's command).
+    #[error("{0}")]
+    Forbidden(String),
 }

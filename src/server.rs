@@ -88,6 +88,12 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         state.config.heartbeat_timeout,
         state.config.offline_check_interval,
     ));
+    let wake = tokio::spawn(crate::cluster::waiters::run(ledger.clone(), state.waiters.clone()));
+    let deadlines = tokio::spawn(watchdogs::exec_deadlines(
+        ledger.clone(),
+        state.config.exec_timeout_grace,
+        state.config.exec_watchdog_interval,
+    ));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let mut on_stop = stopped;
     let handle = ledger.clone();
@@ -97,8 +103,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
                 let _ = on_stop.wait_for(|s| *s).await;
             })
             .await;
-        checker.abort();
-        let _ = checker.await;
+        for task in [checker, wake, deadlines] {
+            task.abort();
+            let _ = task.await;
+        }
         // Every other handle is gone with the router; wait for the writer to finish.
         let joined = tokio::time::timeout(
             Duration::from_secs(10),

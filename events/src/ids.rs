@@ -49,6 +49,43 @@ impl fmt::Display for NodeId {
     }
 }
 
+/// A command's id: `exec-` followed by 1 to 64 lowercase letters, digits or dashes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ExecId(String);
+
+impl ExecId {
+    pub fn parse(value: &str) -> Result<Self, IdError> {
+        let rest = value.strip_prefix("exec-").unwrap_or("");
+        let ok = !rest.is_empty()
+            && rest.len() <= 64
+            && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(ExecId(value.to_owned()))
+        } else {
+            Err(IdError {
+                kind: "exec",
+                value: value.chars().take(80).collect(),
+                expected: "exec- followed by lowercase letters, digits or dashes",
+            })
+        }
+    }
+
+    pub fn from_random_hex(hex: &str) -> Self {
+        ExecId(format!("exec-{hex}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ExecId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ mod ids;
 
 pub use codec::{decode, encode, hash, CodecError, FORMAT_V1};
 pub use envelope::{Envelope, Hash, CURRENT_SCHEMA, ZERO_HASH};
-pub use ids::{IdError, NodeId};
+pub use ids::{ExecId, IdError, NodeId};
 
 use serde::{Deserialize, Serialize};
 
@@ -107,6 +107,69 @@ pub enum Event {
         node_id: NodeId,
         stream_status: String,
     },
+    /// An admin queued a command for a node (FIFO per node).
+    ExecQueued {
+        exec_id: ExecId,
+        node_id: NodeId,
+        command: String,
+        timeout_ms: u64,
+        retry_on_disconnect: bool,
+        /// When it expires if it was never delivered, unix ms.
+        deliver_by_ms: u64,
+    },
+    /// The agent fetched the command: it is in flight.
+    ExecDispatched {
+        exec_id: ExecId,
+        node_id: NodeId,
+    },
+    ExecCompleted {
+        exec_id: ExecId,
+        node_id: NodeId,
+        output: ExecOutput,
+    },
+    /// The command ran out of time: reported by the agent (with what it printed) or
+    /// synthesised by the server's watchdog after timeout + grace (without).
+    ExecTimedOut {
+        exec_id: ExecId,
+        node_id: NodeId,
+        output: Option<ExecOutput>,
+        by: String,
+    },
+    ExecCancelled {
+        exec_id: ExecId,
+        node_id: NodeId,
+        was_dispatched: bool,
+    },
+    /// An in-flight command went back to the front of its queue (the node went offline
+    /// or the agent restarted, and the command allows a retry).
+    ExecRequeued {
+        exec_id: ExecId,
+        node_id: NodeId,
+        reason: String,
+    },
+    /// The command ended without running to completion (`node_offline`,
+    /// `agent_restarted`, `node_removed`, …).
+    ExecFailed {
+        exec_id: ExecId,
+        node_id: NodeId,
+        reason: String,
+    },
+    /// Never delivered before its delivery deadline.
+    ExecExpired {
+        exec_id: ExecId,
+        node_id: NodeId,
+    },
+}
+
+/// What a command printed and how it ended, as the agent reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecOutput {
+    /// None when the process could not be started or was killed without a code.
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub truncated: bool,
+    pub duration_ms: u64,
 }
 
 impl Event {
@@ -128,6 +191,14 @@ impl Event {
             Event::NodeAgentChanged { .. } => "node.agent_changed",
             Event::NodeNetworkChanged { .. } => "node.network_changed",
             Event::NodeStreamChanged { .. } => "node.stream_changed",
+            Event::ExecQueued { .. } => "exec.queued",
+            Event::ExecDispatched { .. } => "exec.dispatched",
+            Event::ExecCompleted { .. } => "exec.completed",
+            Event::ExecTimedOut { .. } => "exec.timed_out",
+            Event::ExecCancelled { .. } => "exec.cancelled",
+            Event::ExecRequeued { .. } => "exec.requeued",
+            Event::ExecFailed { .. } => "exec.failed",
+            Event::ExecExpired { .. } => "exec.expired",
         }
     }
 
@@ -149,7 +220,30 @@ impl Event {
             | Event::NodeProviderChanged { node_id, .. }
             | Event::NodeAgentChanged { node_id, .. }
             | Event::NodeNetworkChanged { node_id, .. }
-            | Event::NodeStreamChanged { node_id, .. } => Some(node_id),
+            | Event::NodeStreamChanged { node_id, .. }
+            | Event::ExecQueued { node_id, .. }
+            | Event::ExecDispatched { node_id, .. }
+            | Event::ExecCompleted { node_id, .. }
+            | Event::ExecTimedOut { node_id, .. }
+            | Event::ExecCancelled { node_id, .. }
+            | Event::ExecRequeued { node_id, .. }
+            | Event::ExecFailed { node_id, .. }
+            | Event::ExecExpired { node_id, .. } => Some(node_id),
+        }
+    }
+
+    /// The command this event is about, if any.
+    pub fn exec_id(&self) -> Option<&ExecId> {
+        match self {
+            Event::ExecQueued { exec_id, .. }
+            | Event::ExecDispatched { exec_id, .. }
+            | Event::ExecCompleted { exec_id, .. }
+            | Event::ExecTimedOut { exec_id, .. }
+            | Event::ExecCancelled { exec_id, .. }
+            | Event::ExecRequeued { exec_id, .. }
+            | Event::ExecFailed { exec_id, .. }
+            | Event::ExecExpired { exec_id, .. } => Some(exec_id),
+            _ => None,
         }
     }
 }

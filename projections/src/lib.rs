@@ -1,8 +1,10 @@
 //! Pure folds from events to read views: no I/O, no clock, no randomness. Replaying
 //! the same log always gives the same views and the same digest.
 
+mod exec;
 mod nodes;
 
+pub use exec::{ExecRecord, ExecStatus, ExecViews, NodeExec, FINISHED_KEPT};
 pub use nodes::{NodeStatus, NodeView};
 
 use hydra_events::{Envelope, NodeId};
@@ -67,15 +69,17 @@ pub struct ClusterViews {
     /// Time of the last applied envelope, unix ms.
     pub last_at_ms: u64,
     pub nodes: BTreeMap<NodeId, NodeView>,
+    pub exec: ExecViews,
 }
 
 impl Projection for ClusterViews {
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
 
     fn apply(&mut self, envelope: &Envelope) {
         self.last_seq = envelope.seq;
         self.last_at_ms = envelope.at_ms;
         nodes::apply(&mut self.nodes, envelope);
+        exec::apply(&mut self.exec, envelope);
     }
 
     fn last_seq(&self) -> u64 {

@@ -93,6 +93,9 @@ pub(crate) fn apply(nodes: &mut BTreeMap<NodeId, NodeView>, envelope: &Envelope)
         nodes.remove(node_id);
         return;
     }
+    if envelope.event.exec_id().is_some() {
+        return; // commands have their own view
+    }
     let Some(node) = envelope.event.node_id().and_then(|id| nodes.get_mut(id)) else {
         return;
     };
@@ -137,7 +140,7 @@ pub(crate) fn apply(nodes: &mut BTreeMap<NodeId, NodeView>, envelope: &Envelope)
         }
         Event::NodeNetworkChanged { wireguard_ip, .. } => node.wireguard_ip = wireguard_ip.clone(),
         Event::NodeStreamChanged { stream_status, .. } => node.stream_status = stream_status.clone(),
-        Event::NodeEnrolled { .. } | Event::NodeRemoved { .. } => {}
+        _ => {}
     }
 }
 

@@ -4,6 +4,7 @@
 mod body;
 mod enroll;
 mod events;
+mod exec;
 mod extract;
 mod health;
 mod nodes;
@@ -11,6 +12,7 @@ mod nodes;
 pub use extract::{Admin, ApiJson, NodeCaller, Reader};
 
 use crate::auth::Tokens;
+use crate::cluster::waiters::Waiters;
 use crate::cluster::Liveness;
 use crate::config::Config;
 use crate::error::DomainError;
@@ -34,6 +36,7 @@ pub struct AppState {
     /// Turns true when the server stops, so that live streams end.
     pub stopping: tokio::sync::watch::Receiver<bool>,
     pub sse: Arc<SseStats>,
+    pub waiters: Arc<Waiters>,
 }
 
 /// Counters about live subscribers, shown in `/readyz`.
@@ -60,6 +63,7 @@ impl AppState {
             enroll_limiter: Arc::new(limiter),
             stopping,
             sse: Arc::new(SseStats::default()),
+            waiters: Arc::new(Waiters::default()),
         }
     }
 }
@@ -81,7 +85,19 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/nodes/{id}/update-node", post(nodes::update_node))
         .route("/api/v1/nodes/{id}/update-services", post(nodes::update_services))
         .route("/api/v1/nodes/{id}/history", get(nodes::history))
+        .route("/api/v1/nodes/{id}/exec", post(exec::submit))
+        .route("/api/v1/nodes/{id}/exec/{exec}/result", get(exec::result))
+        .route("/api/v1/nodes/{id}/exec/queue", get(exec::queue).delete(exec::clear))
+        .route("/api/v1/nodes/{id}/exec/queue/{exec}", axum::routing::delete(exec::cancel))
         .route("/api/v1/body/heartbeat", post(body::heartbeat))
+        .route("/api/v1/body/exec", get(exec::next))
+        .route("/api/v1/body/exec/{exec}/watch", get(exec::watch))
+        .route(
+            "/api/v1/body/exec/result",
+            // Two capped outputs plus room for JSON escaping.
+            post(exec::post_result)
+                .layer(axum::extract::DefaultBodyLimit::max(state.config.exec_output_cap * 4 + 64 * 1024)),
+        )
         .route("/api/v1/events", get(events::stream))
         .route("/api/v1/events/log", get(events::log))
         .route("/api/v1/audit/digest", get(events::digest))
@@ -129,6 +145,7 @@ impl From<DomainError> for ApiError {
             DomainError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, m),
             DomainError::Conflict(m) => Self::new(StatusCode::CONFLICT, m),
             DomainError::Invalid(m) => Self::new(StatusCode::BAD_REQUEST, m),
+            DomainError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, m),
         }
     }
 }

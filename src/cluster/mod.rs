@@ -1,8 +1,10 @@
 //! `hydracluster`'s domain: the decisions behind each node command, volatile liveness
 //! and the watchdogs. Nothing here knows HTTP.
 
+pub mod exec;
 pub mod liveness;
 pub mod nodes;
+pub mod waiters;
 pub mod watchdogs;
 
 pub use liveness::{Live, Liveness};

@@ -84,7 +84,9 @@ pub fn reject(id: NodeId) -> impl FnOnce(&ClusterViews) -> Result<Decision, Doma
         if n.status == NodeStatus::Rejected {
             return Err(DomainError::Conflict(format!("node {id} is rejected already")));
         }
-        Ok(Decision::events(vec![Event::NodeRejected { node_id: id }]))
+        let mut events = super::exec::fail_all(views, &id, "node_rejected");
+        events.push(Event::NodeRejected { node_id: id });
+        Ok(Decision::events(events))
     }
 }
 
@@ -92,10 +94,9 @@ pub fn reject(id: NodeId) -> impl FnOnce(&ClusterViews) -> Result<Decision, Doma
 pub fn remove(id: NodeId) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
     move |views| {
         node(views, &id)?;
-        Ok(Decision {
-            tokens: vec![TokenWrite::Revoke { principal: node_principal(&id) }],
-            events: vec![Event::NodeRemoved { node_id: id }],
-        })
+        let mut events = super::exec::fail_all(views, &id, "node_removed");
+        events.push(Event::NodeRemoved { node_id: id.clone() });
+        Ok(Decision { tokens: vec![TokenWrite::Revoke { principal: node_principal(&id) }], events })
     }
 }
 
@@ -236,7 +237,10 @@ pub fn mark_offline(
         if !n.online || seen > cutoff_ms {
             return Ok(Decision::default());
         }
-        Ok(Decision::events(vec![Event::NodeOffline { node_id: id, last_seen_ms: seen }]))
+        // Its command in flight will not be answered: requeue or fail it now.
+        let mut events = super::exec::evict(views, &id, "node_offline");
+        events.insert(0, Event::NodeOffline { node_id: id, last_seen_ms: seen });
+        Ok(Decision::events(events))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Watchdogs: background tasks that turn the passing of time into commands, sent to
-//! the ledger like any other client's. Today: the offline checker.
+//! the ledger like any other client's: the offline checker and the exec deadlines.
 
-use crate::cluster::{nodes, Liveness};
+use crate::cluster::{exec, nodes, Liveness};
 use crate::ledger::{now_ms, Ledger};
 use hydra_projections::ClusterViews;
 use std::sync::Arc;
@@ -32,6 +32,25 @@ pub async fn offline_checker(
             if let Err(e) = ledger.submit("watchdog:offline", command).await {
                 tracing::warn!(error = %e, "offline checker could not record a node offline");
             }
+        }
+    }
+}
+
+/// Ends commands in flight past their timeout plus `grace` (`exec.timed_out`) and
+/// queued commands past their delivery deadline (`exec.expired`).
+pub async fn exec_deadlines(ledger: Ledger<ClusterViews>, grace: Duration, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let grace_ms = grace.as_millis() as u64;
+    loop {
+        tick.tick().await;
+        let now = now_ms();
+        let ids = ledger.read(|v| exec::overdue(v, now, grace_ms));
+        if ids.is_empty() {
+            continue;
+        }
+        if let Err(e) = ledger.submit("watchdog:exec", exec::end_overdue(ids, now, grace_ms)).await {
+            tracing::warn!(error = %e, "exec watchdog could not end overdue commands");
         }
     }
 }
