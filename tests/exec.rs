@@ -1,0 +1,389 @@
+//! End to end: the exec queue over real HTTP, with the agent side played by the test
+//! (the real `hydranode` agent has its own tests in tests/agent.rs). Every command
+//! ends: completed, timed out, cancelled, failed or expired — never pending forever.
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn submit(s: &TestServer, node: &str, body: Value) -> (u16, Value) {
+    post(s, &format!("/api/v1/nodes/{node}/exec"), ADMIN, body).await
+}
+
+async fn fetch(s: &TestServer, token: &str, wait: u64) -> (u16, Value) {
+    get(s, &format!("/api/v1/body/exec?wait={wait}"), token).await
+}
+
+async fn report(s: &TestServer, token: &str, body: Value) -> (u16, Value) {
+    post(s, "/api/v1/body/exec/result", token, body).await
+}
+
+async fn result(s: &TestServer, node: &str, exec: &str) -> (u16, Value) {
+    get(s, &format!("/api/v1/nodes/{node}/exec/{exec}/result"), ADMIN).await
+}
+
+fn id_of(v: &Value) -> String {
+    v["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_command_goes_from_queued_to_dispatched_to_completed() {
+    let s = spawn_app().await;
+    let (node, token) = approved_body(&s, "body-1").await;
+    heartbeat(&s, &token, json!({})).await;
+    let (status, queued) = submit(&s, &node, json!({"command": "echo hi", "timeout": "30s"})).await;
+    assert_eq!(status, 202, "{queued}");
+    let exec = id_of(&queued);
+    assert!(exec.starts_with("exec-"));
+    assert_eq!(queued["node_status"], "online");
+    assert_eq!(
+        result(&s, &node, &exec).await,
+        (202, json!({"id": exec, "status": "pending", "attempts": 0}))
+    );
+
+    let (status, cmd) = fetch(&s, &token, 0).await;
+    assert_eq!(status, 200);
+    assert_eq!(cmd, json!({"id": exec, "command": "echo hi", "timeout_ms": 30000}));
+    assert_eq!(result(&s, &node, &exec).await.1["status"], "dispatched");
+    let (_, q) = get(&s, &format!("/api/v1/nodes/{node}/exec/queue"), ADMIN).await;
+    assert_eq!(q["in_flight"]["id"], exec.as_str());
+
+    let (status, _) = report(
+        &s,
+        &token,
+        json!({"id": exec, "exit_code": 3, "stdout": "hi\n", "stderr": "warn\n", "duration_ms": 12}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, r) = result(&s, &node, &exec).await;
+    assert_eq!(status, 200);
+    assert_eq!(r["status"], "completed");
+    assert_eq!(r["exit_code"], 3);
+    assert_eq!(r["stdout"], "hi\n");
+    assert_eq!(r["stderr"], "warn\n");
+    assert_eq!(r["truncated"], false);
+    assert_eq!(r["duration_ms"], 12);
+    // Nothing left: the agent gets 204.
+    assert_eq!(fetch(&s, &token, 0).await.0, 204);
+}
+
+#[tokio::test]
+async fn a_long_polling_agent_gets_a_command_the_moment_it_is_queued() {
+    let s = spawn_app().await;
+    let (node, token) = approved_body(&s, "body-1").await;
+    let poll = {
+        let (http, url, token) = (s.http.clone(), s.url.clone(), token.clone());
+        tokio::spawn(async move {
+            call(&http, Method::GET, &format!("{url}/api/v1/body/exec?wait=30"), Some(&token), None).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, queued) = submit(&s, &node, json!({"command": "uptime"})).await;
+    // The poll was waiting up to 30 s; it answers with the command instead of 204.
+    let (status, cmd) = tokio::time::timeout(Duration::from_secs(20), poll).await.unwrap().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(cmd["id"], queued["id"]);
+}
+
+#[tokio::test]
+async fn commands_run_one_at_a_time_in_fifo_order() {
+    let s = spawn_app().await;
+    let (node, token) = approved_body(&s, "body-1").await;
+    let mut ids = Vec::new();
+    for i in 0..1000 {
+        ids.push(id_of(&submit(&s, &node, json!({"command": format!("echo {i}")})).await.1));
+    }
+    let mut ran = Vec::new();
+    loop {
+        let (status, cmd) = fetch(&s, &token, 0).await;
+        if status == 204 {
+            break;
+        }
+        ran.push(id_of(&cmd));
+        let (status, _) =
+            report(&s, &token, json!({"id": cmd["id"], "exit_code": 0, "stdout": cmd["command"]})).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(ran, ids, "drained in order");
+    let (_, last) = result(&s, &node, ids.last().unwrap()).await;
+    assert_eq!(last["stdout"], "echo 999");
+}
+
+#[tokio::test]
+async fn cancelling_in_flight_discards_the_late_result() {
+    let s = spawn_app().await;
+    let (node, token) = approved_body(&s, "body-1").await;
+    let exec = id_of(&submit(&s, &node, json!({"command": "sleep 100"})).await.1);
+    fetch(&s, &token, 0).await;
+    // The agent watches its command and learns of the cancel at once.
+    let watch = {
+        let (http, url, token, exec) = (s.http.clone(), s.url.clone(), token.clone(), exec.clone());
+        tokio::spawn(async move {
+            call(
+                &http,
+                Method::GET,
+                &format!("{url}/api/v1/body/exec/{exec}/watch?wait=30"),
+                Some(&token),
+                None,
+            )
+            .await
+        })
+    };
+    let (status, c) = call(
+        &s.http,
+        Method::DELETE,
+        &format!("{}/api/v1/nodes/{node}/exec/queue/{exec}", s.url),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(c, json!({"id": exec, "status": "cancelled", "was": "dispatched"}));
+    let (_, w) = tokio::time::timeout(Duration::from_secs(20), watch).await.unwrap().unwrap();
+    assert_eq!(w["status"], "cancelled");
+    let (status, body) = report(&s, &token, json!({"id": exec, "exit_code": 0, "stdout": "late"})).await;
+    assert_eq!(status, 409, "{body}");
+    let (_, r) = result(&s, &node, &exec).await;
+    assert_eq!(r["status"], "cancelled");
+    assert_eq!(r["stdout"], "", "the late output was discarded");
+    // Cancelling again is a clear conflict.
+    let (status, _) = call(
+        &s.http,
+        Method::DELETE,
+        &format!("{}/api/v1/nodes/{node}/exec/queue/{exec}", s.url),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 409);
+}
+
+#[tokio::test]
+async fn a_cancel_racing_the_result_ends_the_command_exactly_once() {
+    let s = spawn_app().await;
+    let (node, token) = approved_body(&s, "body-1").await;
+    for _ in 0..20 {
+        let exec = id_of(&submit(&s, &node, json!({"command": "true"})).await.1);
+        fetch(&s, &token, 0).await;
+        let url = format!("{}/api/v1/nodes/{node}/exec/queue/{exec}", s.url);
+        let (c, r) = tokio::join!(
+            call(&s.http, Method::DELETE, &url, Some(ADMIN), None),
+            report(&s, &token, json!({"id": exec, "exit_code": 0}))
+        );
+        // Exactly one of them wins; the other gets 409.
+        assert!(matches!((c.0, r.0), (200, 409) | (409, 200)), "cancel {} result {}", c.0, r.0);
+        let (_, end) = result(&s, &node, &exec).await;
+        assert_eq!(end["status"], if c.0 == 200 { "cancelled" } else { "completed" });
+    }
+    let (_, log) = get(&s, "/api/v1/events/log?types=exec.completed,exec.cancelled&limit=1000", ADMIN).await;
+    assert_eq!(log["events"].as_array().unwrap().len(), 20, "one ending per command");
+}
+
+#[tokio::test]
+async fn results_from_the_wrong_node_duplicates_and_unknown_ids_are_refused() {
+    let s = spawn_app().await;
+    let (node, token) = approved_body(&s, "body-1").await;
+    let (_, other_token) = approved_body(&s, "body-2").await;
+    let exec = id_of(&submit(&s, &node, json!({"command": "id"})).await.1);
+    fetch(&s, &token, 0).await;
+    let before = s.ledger().committed_seq();
+    let (status, _) = report(&s, &other_token, json!({"id": exec, "exit_code": 0})).await;
+    assert_eq!(status, 403, "another node's token");
+    let (status, _) = report(&s, &token, json!({"id": "exec-nope", "exit_code": 0})).await;
+    assert_eq!(status, 404);
+    let (status, _) = report(&s, &token, json!({"id": "../x", "exit_code": 0})).await;
+    assert_eq!(status, 400);
+    let (status, _) = report(&s, ADMIN, json!({"id": exec, "exit_code": 0})).await;
+    assert_eq!(status, 403, "an admin token is not a node token");
+    assert_eq!(s.ledger().committed_seq(), before, "refused results change nothing");
+    assert_eq!(report(&s, &token, json!({"id": exec, "exit_code": 0})).await.0, 200);
+    assert_eq!(report(&s, &token, json!({"id": exec, "exit_code": 0})).await.0, 409, "duplicate");
+}
+
+#[tokio::test]
+async fn bad_submissions_get_clear_errors() {
+    let s = spawn_app_with(|c| c.exec_max_command_bytes = 1000).await;
+    let (node, _) = approved_body(&s, "body-1").await;
+    let (pending, _) = enroll(&s.url, &s.http, "pending-1").await;
+    let cases = [
+        (json!({"command": "  "}), 400, "empty"),
+        (json!({"command": "x", "timeout": 0}), 400, "timeout"),
+        (json!({"command": "x", "timeout": -5}), 400, "timeout"),
+        (json!({"command": "x", "timeout": "100d"}), 400, "timeout"),
+        (json!({"command": "x", "timeout": "soon"}), 400, "timeout"),
+        (json!({"command": "x".repeat(2000)}), 413, "limit"),
+        (json!({"cmd": "x"}), 422, "cmd"),
+    ];
+    for (body, want, words) in cases {
+        let (status, answer) = submit(&s, &node, body.clone()).await;
+        assert_eq!(status, want, "{body} → {answer}");
+        assert!(answer["error"].as_str().unwrap().contains(words), "{answer}");
+    }
+    let (status, answer) = submit(&s, &pending, json!({"command": "x"})).await;
+    assert_eq!(status, 409);
+    assert!(answer["error"].as_str().unwrap().contains("pending"));
+    assert_eq!(submit(&s, "node-nosuch", json!({"command": "x"})).await.0, 404);
+    assert_eq!(result(&s, &node, "exec-nosuch").await.0, 404);
+}
+
+#[tokio::test]
+async fn an_offline_node_accepts_commands_and_says_so() {
+    let s = spawn_app().await;
+    let (node, token) = approved_body(&s, "body-1").await;
+    let (status, queued) = submit(&s, &node, json!({"command": "hostname"})).await;
+    assert_eq!(status, 202);
+    assert_eq!(queued["node_status"], "offline");
+    assert!(queued["note"].as_str().unwrap().contains("offline"));
+    // When it comes back, the command is there.
+    heartbeat(&s, &token, json!({})).await;
+    assert_eq!(fetch(&s, &token, 0).await.1["id"], queued["id"]);
+}
+
+#[tokio::test]
+async fn output_over_the_cap_is_cut_and_marked() {
+    let s = spawn_app_with(|c| c.exec_output_cap = 1000).await;
+    let (node, token) = approved_body(&s, "body-1").await;
+    let exec = id_of(&submit(&s, &node, json!({"command": "yes"})).await.1);
+    fetch(&s, &token, 0).await;
+    let (status, _) =
+        report(&s, &token, json!({"id": exec, "exit_code": 0, "stdout": "y".repeat(3000), "stderr": "e"}))
+            .await;
+    assert_eq!(status, 200);
+    let (_, r) = result(&s, &node, &exec).await;
+    assert_eq!(r["stdout"].as_str().unwrap().len(), 1000);
+    assert_eq!(r["stderr"], "e");
+    assert_eq!(r["truncated"], true);
+}
+
+#[tokio::test]
+async fn the_default_cap_of_one_mebibyte_per_stream_fits_in_a_result() {
+    let s = spawn_app().await;
+    let (node, token) = approved_body(&s, "body-1").await;
+    let exec = id_of(&submit(&s, &node, json!({"command": "big"})).await.1);
+    fetch(&s, &token, 0).await;
+    let mib = "o".repeat(1024 * 1024);
+    let (status, body) =
+        report(&s, &token, json!({"id": exec, "exit_code": 0, "stdout": mib, "stderr": mib})).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, r) = result(&s, &node, &exec).await;
+    assert_eq!(r["stdout"].as_str().unwrap().len(), 1024 * 1024);
+    assert_eq!(r["truncated"], false);
+}
+
+#[tokio::test]
+async fn the_watchdog_times_out_a_silent_agent_and_the_queue_moves_on() {
+    let s = spawn_app_with(|c| {
+        c.exec_timeout_grace = Duration::from_millis(200);
+        c.exec_watchdog_interval = Duration::from_millis(50);
+    })
+    .await;
+    let (node, token) = approved_body(&s, "body-1").await;
+    let first = id_of(&submit(&s, &node, json!({"command": "hang", "timeout": 1})).await.1);
+    let second = id_of(&submit(&s, &node, json!({"command": "next"})).await.1);
+    fetch(&s, &token, 0).await;
+    let ended =
+        eventually(Duration::from_secs(20), || async { result(&s, &node, &first).await.0 == 200 }).await;
+    assert!(ended);
+    let (_, r) = result(&s, &node, &first).await;
+    assert_eq!(r["status"], "timed_out");
+    assert!(r["reason"].as_str().unwrap().contains("watchdog"));
+    // The late result is discarded and the next command is delivered.
+    assert_eq!(report(&s, &token, json!({"id": first, "exit_code": 0})).await.0, 409);
+    assert_eq!(fetch(&s, &token, 0).await.1["id"], second.as_str());
+}
+
+#[tokio::test]
+async fn undelivered_commands_expire() {
+    let s = spawn_app_with(|c| {
+        c.exec_delivery_deadline = Duration::from_millis(300);
+        c.exec_watchdog_interval = Duration::from_millis(50);
+    })
+    .await;
+    let (node, _) = approved_body(&s, "body-1").await;
+    let exec = id_of(&submit(&s, &node, json!({"command": "later"})).await.1);
+    let ended =
+        eventually(Duration::from_secs(20), || async { result(&s, &node, &exec).await.0 == 200 }).await;
+    assert!(ended);
+    assert_eq!(result(&s, &node, &exec).await.1["status"], "expired");
+}
+
+#[tokio::test]
+async fn when_a_node_goes_offline_its_command_is_retried_or_failed() {
+    let s = spawn_app_with(|c| {
+        c.heartbeat_timeout = Duration::from_millis(300);
+        c.offline_check_interval = Duration::from_millis(50);
+    })
+    .await;
+    let (node, token) = approved_body(&s, "body-1").await;
+    heartbeat(&s, &token, json!({})).await;
+    let retried = id_of(&submit(&s, &node, json!({"command": "a", "retry_on_disconnect": true})).await.1);
+    let failed = id_of(&submit(&s, &node, json!({"command": "b"})).await.1);
+    fetch(&s, &token, 0).await;
+    let path = format!("/api/v1/nodes/{node}");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            get(&s, &path, ADMIN).await.1["node_status"] == "offline"
+        })
+        .await
+    );
+    // exec-a went back to the front of the queue; it is sent again when the node returns.
+    assert_eq!(result(&s, &node, &retried).await.1["status"], "pending");
+    heartbeat(&s, &token, json!({})).await;
+    assert_eq!(fetch(&s, &token, 0).await.1["id"], retried.as_str());
+    report(&s, &token, json!({"id": retried, "exit_code": 0})).await;
+    // exec-b does not allow retry: when the node drops again while running it, it fails.
+    fetch(&s, &token, 0).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async { result(&s, &node, &failed).await.0 == 200 }).await
+    );
+    let (_, r) = result(&s, &node, &failed).await;
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["reason"], "node_offline");
+}
+
+#[tokio::test]
+async fn the_queue_survives_a_restart_and_can_be_cleared() {
+    let mut s = spawn_app().await;
+    let (node, token) = approved_body(&s, "body-1").await;
+    let in_flight = id_of(&submit(&s, &node, json!({"command": "one"})).await.1);
+    for c in ["two", "three"] {
+        submit(&s, &node, json!({"command": c})).await;
+    }
+    fetch(&s, &token, 0).await;
+    s.restart().await;
+    let (_, q) = get(&s, &format!("/api/v1/nodes/{node}/exec/queue"), ADMIN).await;
+    assert_eq!(q["in_flight"]["id"], in_flight.as_str());
+    let commands: Vec<&str> =
+        q["queued"].as_array().unwrap().iter().map(|c| c["command"].as_str().unwrap()).collect();
+    assert_eq!(commands, ["two", "three"]);
+    // The result of the command in flight before the restart is still accepted.
+    assert_eq!(report(&s, &token, json!({"id": in_flight, "exit_code": 0})).await.0, 200);
+    let (status, cleared) = call(
+        &s.http,
+        Method::DELETE,
+        &format!("{}/api/v1/nodes/{node}/exec/queue", s.url),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(cleared["cancelled"], 2);
+    assert_eq!(fetch(&s, &token, 0).await.0, 204);
+}
+
+#[tokio::test]
+async fn removing_a_node_fails_its_commands() {
+    let s = spawn_app().await;
+    let (node, token) = approved_body(&s, "body-1").await;
+    submit(&s, &node, json!({"command": "a"})).await;
+    submit(&s, &node, json!({"command": "b"})).await;
+    fetch(&s, &token, 0).await;
+    call(&s.http, Method::DELETE, &format!("{}/api/v1/nodes/{node}", s.url), Some(ADMIN), None).await;
+    let (_, log) = get(&s, "/api/v1/events/log?types=exec.failed", ADMIN).await;
+    let reasons: Vec<&str> =
+        log["events"].as_array().unwrap().iter().map(|e| e["data"]["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["node_removed", "node_removed"]);
+}
