@@ -99,6 +99,29 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Run a command on a node through the exec queue and wait for its result.
+    /// The exit code follows the remote command's (124 timed out, 130 cancelled,
+    /// 125 failed or expired before it could run).
+    Exec {
+        /// The node's id.
+        node: String,
+        /// The command (run with bash -c on Linux agents).
+        command: Option<String>,
+        /// How long the command may run: "60s", "5m", or seconds.
+        #[arg(long, default_value = "60s")]
+        timeout: String,
+        /// Send this file's content as the command (no shell quoting problems).
+        #[arg(long, conflicts_with = "command")]
+        file: Option<PathBuf>,
+        /// Print the result object as JSON (scripts read .stdout).
+        #[arg(long)]
+        json: bool,
+        /// If the node drops while running it, run it again when it is back.
+        #[arg(long)]
+        retry_on_disconnect: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// The live server's state digest and sequence number.
     Digest {
         #[command(flatten)]
@@ -328,8 +351,8 @@ fn query(pairs: &[(&str, &Option<String>)]) -> String {
     }
 }
 
-/// Runs an admin command against a server.
-pub async fn run_client(command: Command) -> anyhow::Result<()> {
+/// Runs an admin command against a server; returns the process exit code.
+pub async fn run_client(command: Command) -> anyhow::Result<u8> {
     use reqwest::Method;
     use serde_json::json;
     let pretty = |v: &serde_json::Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
@@ -416,7 +439,89 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
             let v = Client::new(&client)?.send(Method::GET, "/api/v1/audit/digest", None).await?;
             println!("seq: {}\ndigest: {}", v["seq"], s(&v, "digest"));
         }
+        Command::Exec { node, command, timeout, file, json: as_json, retry_on_disconnect, client } => {
+            let command = match (command, file) {
+                (Some(c), None) => c,
+                (None, Some(f)) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("reading {}", f.display()))?,
+                _ => bail!("give the command, or --file with a script"),
+            };
+            let timeout = crate::config::parse_duration(&timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+            return exec(&Client::new(&client)?, &node, command, timeout, retry_on_disconnect, as_json).await;
+        }
         Command::Serve(_) | Command::Audit(_) => unreachable!("handled by main"),
     }
-    Ok(())
+    Ok(0)
+}
+
+/// Queues a command, waits for its end and prints it. The wait is bounded: past the
+/// timeout plus a margin (the server's watchdog answers first in normal operation),
+/// the command is cancelled and the exit code is 124. Ctrl-C cancels it too.
+async fn exec(
+    c: &Client,
+    node: &str,
+    command: String,
+    timeout: std::time::Duration,
+    retry_on_disconnect: bool,
+    as_json: bool,
+) -> anyhow::Result<u8> {
+    use reqwest::Method;
+    let body = serde_json::json!({
+        "command": command,
+        "timeout": timeout.as_secs_f64(),
+        "retry_on_disconnect": retry_on_disconnect,
+    });
+    let queued = c.send(Method::POST, &format!("/api/v1/nodes/{node}/exec"), Some(body)).await?;
+    let id = queued["id"].as_str().unwrap_or_default().to_owned();
+    if let Some(note) = queued["note"].as_str() {
+        eprintln!("note: {note}");
+    }
+    let cancel = || async {
+        let _ = c.send(Method::DELETE, &format!("/api/v1/nodes/{node}/exec/queue/{id}"), None).await;
+    };
+    let deadline = tokio::time::Instant::now() + timeout + std::time::Duration::from_secs(30);
+    let mut pause = std::time::Duration::from_millis(50);
+    let result = loop {
+        let r = c.send(Method::GET, &format!("/api/v1/nodes/{node}/exec/{id}/result"), None).await?;
+        let status = r["status"].as_str().unwrap_or_default();
+        if status != "pending" && status != "dispatched" {
+            break r;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            cancel().await;
+            eprintln!("error: no result for {id} within its timeout ({}s); cancelled it", timeout.as_secs());
+            return Ok(124);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = tokio::signal::ctrl_c() => {
+                cancel().await;
+                eprintln!("interrupted: cancelled {id}");
+                return Ok(130);
+            }
+        }
+        pause = (pause * 2).min(std::time::Duration::from_secs(1));
+    };
+    let status = result["status"].as_str().unwrap_or_default();
+    if as_json {
+        println!("{result}");
+    } else {
+        use std::io::Write;
+        let _ = std::io::stdout().write_all(result["stdout"].as_str().unwrap_or_default().as_bytes());
+        let _ = std::io::stderr().write_all(result["stderr"].as_str().unwrap_or_default().as_bytes());
+        if result["truncated"] == true {
+            eprintln!("note: the output was cut at the server's limit");
+        }
+        match status {
+            "completed" => {}
+            "timed_out" => eprintln!("error: {id} timed out after {}s", timeout.as_secs()),
+            other => eprintln!("error: {id} {other}: {}", s(&result, "reason")),
+        }
+    }
+    Ok(match status {
+        "completed" => result["exit_code"].as_i64().map(|c| c.clamp(0, 255) as u8).unwrap_or(1),
+        "timed_out" => 124,
+        "cancelled" => 130,
+        _ => 125,
+    })
 }

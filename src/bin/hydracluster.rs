@@ -15,8 +15,8 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Serve(args) => serve(args).await,
-        Command::Audit(args) => audit(&args),
+        Command::Serve(args) => serve(args).await.map(|_| 0),
+        Command::Audit(args) => audit(&args).map(|_| 0),
         other => {
             // A CLI piped into `head` should end quietly, not panic on a closed pipe.
             #[cfg(unix)]
@@ -27,7 +27,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
