@@ -442,11 +442,13 @@ pub async fn run_client(command: Command) -> anyhow::Result<u8> {
         Command::Exec { node, command, timeout, file, json: as_json, retry_on_disconnect, client } => {
             let command = match (command, file) {
                 (Some(c), None) => c,
-                (None, Some(f)) => std::fs::read_to_string(&f)
-                    .with_context(|| format!("reading {}", f.display()))?,
+                (None, Some(f)) => {
+                    std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?
+                }
                 _ => bail!("give the command, or --file with a script"),
             };
-            let timeout = crate::config::parse_duration(&timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+            let timeout =
+                crate::config::parse_duration(&timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
             return exec(&Client::new(&client)?, &node, command, timeout, retry_on_disconnect, as_json).await;
         }
         Command::Serve(_) | Command::Audit(_) => unreachable!("handled by main"),

@@ -214,7 +214,7 @@ mod tests {
             node_id: node(),
             command: format!("echo {n}"),
             timeout_ms: 1000,
-            retry_on_disconnect: n % 2 == 0,
+            retry_on_disconnect: n.is_multiple_of(2),
             deliver_by_ms: 99_000,
         }
     }

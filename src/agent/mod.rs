@@ -1,1 +1,35 @@
 //! `hydranode`: the Linux node agent (enrollment, heartbeats, exec).
+//!
+//! - `cli`: the command line and exit codes (3: the token was revoked).
+//! - `enroll`, `identity`: `hydranode enroll` and the state directory.
+//! - `run`: the two loops side by side until a signal: `heartbeat` and `exec`.
+//! - `runner`: one command in its own process group, capped output, timeout, cancel.
+//! - `client`: the HTTP protocol with hydracluster; `backoff`: retry delays.
+
+pub mod backoff;
+pub mod cli;
+pub mod client;
+pub mod enroll;
+pub mod exec;
+pub mod heartbeat;
+pub mod identity;
+pub mod run;
+pub mod runner;
+
+/// The server no longer accepts this node's token; the message says what it answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked(pub String);
+
+/// Resolves once the stop flag is set (or its sender is gone, which means the same).
+pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Logs to stderr, filtered by `HYDRA_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HYDRA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // No colour codes in files and journals: only on a terminal.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+}

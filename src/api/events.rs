@@ -140,13 +140,13 @@ pub async fn stream(
 
 enum Item {
     Live(Arc<Published>),
-    Logged(Envelope),
+    Logged(Box<Envelope>),
 }
 
 fn sse_event(item: &Item) -> SseEvent {
     let (envelope, json) = match item {
         Item::Live(p) => (&p.envelope, rendered(p).to_owned()),
-        Item::Logged(e) => (e, envelope_json(e).to_string()),
+        Item::Logged(e) => (&**e, envelope_json(e).to_string()),
     };
     SseEvent::default().id(envelope.seq.to_string()).event(envelope.event.type_name()).data(json)
 }
@@ -183,7 +183,7 @@ fn subscription(
                 for e in chunk {
                     sent = e.seq;
                     if filter.matches(&e) {
-                        yield Ok(sse_event(&Item::Logged(e)));
+                        yield Ok(sse_event(&Item::Logged(Box::new(e))));
                     }
                 }
             }
@@ -209,7 +209,7 @@ fn subscription(
                             let Ok(Ok(gap)) = gap else { return };
                             for e in gap {
                                 if filter.matches(&e) {
-                                    yield Ok(sse_event(&Item::Logged(e)));
+                                    yield Ok(sse_event(&Item::Logged(Box::new(e))));
                                 }
                             }
                         }

@@ -1,3 +1,10 @@
-//! `hydranode`: the Linux node agent.
+//! `hydranode`: the Linux node agent; the logic lives in `hydra::agent`.
 
-fn main() {}
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = hydra::agent::cli::Cli::parse();
+    hydra::agent::init_logging();
+    hydra::agent::cli::main(cli).await
+}

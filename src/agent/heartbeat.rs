@@ -1,0 +1,233 @@
+//! The heartbeat: the status file (written by local scripts and tests) read at every
+//! beat, the body sent, and the loop that logs what the server's answers change.
+
+use super::backoff::Backoff;
+use super::client::{CallError, Server};
+use super::{stopped, Revoked};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Fields of the status file that are strings, and those that are objects. Anything
+/// else in the file is ignored: the server's heartbeat has exactly these.
+const STRING_FIELDS: [&str; 4] = ["provider_status", "provider_version", "stream_status", "wireguard_ip"];
+const OBJECT_FIELDS: [&str; 2] = ["diagnostics", "telemetry"];
+
+/// Reads the status file: the fields to send, and what was wrong with it if anything
+/// (a problem never stops the heartbeat; the fields that are fine are still sent).
+pub fn read_status(path: &Path) -> (Map<String, Value>, Option<String>) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Map::new(), None),
+        Err(e) => return (Map::new(), Some(format!("cannot read {}: {e}", path.display()))),
+    };
+    let mut file = match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => return (Map::new(), Some(format!("{} is not a JSON object", path.display()))),
+        Err(e) => return (Map::new(), Some(format!("{} is not valid JSON: {e}", path.display()))),
+    };
+    let mut fields = Map::new();
+    let mut wrong = Vec::new();
+    for key in STRING_FIELDS {
+        match file.remove(key) {
+            None | Some(Value::Null) => {}
+            Some(v @ Value::String(_)) => {
+                fields.insert(key.into(), v);
+            }
+            Some(_) => wrong.push(format!("{key} must be a string")),
+        }
+    }
+    for key in OBJECT_FIELDS {
+        match file.remove(key) {
+            None | Some(Value::Null) => {}
+            Some(v @ Value::Object(_)) => {
+                fields.insert(key.into(), v);
+            }
+            Some(_) => wrong.push(format!("{key} must be an object")),
+        }
+    }
+    let problem = (!wrong.is_empty()).then(|| format!("{}: {}", path.display(), wrong.join(", ")));
+    (fields, problem)
+}
+
+/// The heartbeat body: who we are, plus the status file's fields.
+pub fn body(fields: &Map<String, Value>) -> Value {
+    let mut body = Map::new();
+    body.insert("agent_version".into(), Value::from(env!("CARGO_PKG_VERSION")));
+    body.insert("os".into(), Value::from("linux"));
+    for (k, v) in fields {
+        body.insert(k.clone(), v.clone());
+    }
+    Value::Object(body)
+}
+
+/// What the previous beats saw, so that only changes are logged.
+#[derive(Debug, Default)]
+pub struct Beats {
+    status_file: PathBuf,
+    problem: Option<String>,
+    status: Option<Value>,
+    roles: Option<Value>,
+    reprovision: bool,
+    /// Failed beats in a row, and when one was last logged at warn.
+    failures: u32,
+    warned_at: Option<std::time::Instant>,
+}
+
+/// A long outage logs a warning at most this often (the beats in between at debug).
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+impl Beats {
+    pub fn new(status_file: PathBuf) -> Beats {
+        Beats { status_file, ..Beats::default() }
+    }
+
+    /// One heartbeat. When the server refuses the status file's fields (400/422),
+    /// a bare heartbeat follows so that the node stays online.
+    pub async fn beat(&mut self, server: &Server) -> Result<Value, CallError> {
+        let (fields, problem) = read_status(&self.status_file);
+        if problem != self.problem {
+            match &problem {
+                Some(p) => tracing::warn!("ignoring part of the status file: {p}"),
+                None if self.problem.is_some() => tracing::info!("the status file is fine again"),
+                None => {}
+            }
+            self.problem = problem;
+        }
+        let answer = match server.heartbeat(&body(&fields)).await {
+            Err(e) if matches!(e.status(), Some(400 | 422)) && !fields.is_empty() => {
+                tracing::warn!(error = %e, "the server refused the status file's fields; sending a bare heartbeat");
+                server.heartbeat(&body(&Map::new())).await
+            }
+            other => other,
+        }?;
+        self.note(&answer);
+        Ok(answer)
+    }
+
+    fn failed(&mut self, e: &CallError) {
+        self.failures += 1;
+        let due = match self.warned_at {
+            Some(at) => at.elapsed() >= WARN_EVERY,
+            None => true,
+        };
+        if due {
+            tracing::warn!(error = %e, failures = self.failures, "heartbeat failed; retrying");
+            self.warned_at = Some(std::time::Instant::now());
+        } else {
+            tracing::debug!(error = %e, failures = self.failures, "heartbeat failed; retrying");
+        }
+    }
+
+    fn recovered(&mut self, server: &str) {
+        if self.failures > 0 {
+            tracing::info!(server = %server, failures = self.failures, "heartbeats are accepted again");
+        }
+        self.failures = 0;
+        self.warned_at = None;
+    }
+
+    /// Logs what changed in the desired state.
+    fn note(&mut self, answer: &Value) {
+        let status = answer.get("status").cloned();
+        if status != self.status {
+            let shown = status.as_ref().and_then(Value::as_str).unwrap_or("unknown").to_owned();
+            tracing::info!(status = %shown, "node status");
+            self.status = status;
+        }
+        let roles = answer.get("roles").cloned();
+        if roles != self.roles {
+            let shown = roles.as_ref().map(Value::to_string).unwrap_or_default();
+            tracing::info!(roles = %shown, "node roles");
+            self.roles = roles;
+        }
+        let reprovision = answer.get("reprovision").and_then(Value::as_bool).unwrap_or(false);
+        if reprovision && !self.reprovision {
+            tracing::info!("the server asks for a reprovision (this agent does not provision yet)");
+        }
+        self.reprovision = reprovision;
+        // The update flags are delivered once: log each delivery.
+        if answer.get("update_node").and_then(Value::as_bool) == Some(true) {
+            tracing::info!("the server asks this agent to update itself (not supported by this agent yet)");
+        }
+        if answer.get("update_services").and_then(Value::as_bool) == Some(true) {
+            tracing::info!("the server asks for a service update (not supported by this agent yet)");
+        }
+    }
+}
+
+/// Heartbeats every `interval` until stopped. A failed beat is retried with backoff,
+/// but never later than the interval. Ends with `Revoked` when the server no longer
+/// accepts the token.
+pub async fn heartbeat_loop(
+    server: Server,
+    interval: Duration,
+    status_file: PathBuf,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), Revoked> {
+    let mut beats = Beats::new(status_file);
+    let mut backoff = Backoff::default();
+    loop {
+        let delay = tokio::select! {
+            r = beats.beat(&server) => match r {
+                Ok(_) => {
+                    beats.recovered(server.base());
+                    backoff.reset();
+                    interval
+                }
+                Err(e) if e.revoked() => return Err(Revoked(e.to_string())),
+                Err(e) => {
+                    beats.failed(&e);
+                    backoff.next_delay().min(interval.max(super::backoff::START))
+                }
+            },
+            _ = stopped(&mut stop) => return Ok(()),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopped(&mut stop) => return Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_status_file_gives_known_fields_and_says_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status.json");
+        assert_eq!(read_status(&path), (Map::new(), None), "a missing file is no problem");
+
+        std::fs::write(
+            &path,
+            r#"{"provider_status":"running","stream_status":"streaming","telemetry":{"stream_count":1},"other":1}"#,
+        )
+        .unwrap();
+        let (fields, problem) = read_status(&path);
+        assert_eq!(problem, None);
+        assert_eq!(
+            Value::Object(fields.clone()),
+            json!({"provider_status":"running","stream_status":"streaming","telemetry":{"stream_count":1}})
+        );
+        let b = body(&fields);
+        assert_eq!(b["agent_version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(b["os"], "linux");
+        assert_eq!(b["provider_status"], "running");
+
+        std::fs::write(&path, r#"{"provider_status":5,"provider_version":"1.2","diagnostics":[]}"#).unwrap();
+        let (fields, problem) = read_status(&path);
+        assert_eq!(Value::Object(fields), json!({"provider_version":"1.2"}));
+        let problem = problem.unwrap();
+        assert!(problem.contains("provider_status must be a string"), "{problem}");
+        assert!(problem.contains("diagnostics must be an object"), "{problem}");
+
+        std::fs::write(&path, "{not json").unwrap();
+        let (fields, problem) = read_status(&path);
+        assert!(fields.is_empty());
+        assert!(problem.unwrap().contains("not valid JSON"));
+    }
+}

@@ -1,0 +1,113 @@
+//! `hydranode run`: the heartbeat and exec loops side by side until a signal, or until
+//! the server revokes the token; `--once` sends one heartbeat and returns.
+
+use super::client::{self, Server};
+use super::exec::{exec_loop, ExecOptions};
+use super::heartbeat::{heartbeat_loop, Beats};
+use super::{identity, Revoked};
+use anyhow::Context;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub state: Option<PathBuf>,
+    pub server: Option<String>,
+    pub heartbeat_interval: Duration,
+    pub exec_wait_s: u64,
+    pub status_file: Option<PathBuf>,
+    pub once: bool,
+}
+
+/// How the agent ended, when it ended on its own terms.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// A signal, or `--once` done.
+    Done,
+    /// The server no longer accepts the token (removed or rejected).
+    Revoked(String),
+}
+
+/// How long the loops get to wind down after a signal: enough to kill a running
+/// command's group and try to deliver its result once.
+const WIND_DOWN: Duration = Duration::from_secs(15);
+
+pub async fn run(opts: RunOptions) -> anyhow::Result<Ended> {
+    let dir = identity::state_dir(opts.state)?;
+    let (identity, token) = identity::load(&dir)?;
+    let base = client::base_url(opts.server.as_deref().unwrap_or(&identity.server_url))?;
+    let server = Server::new(base.clone(), token);
+    let status_file = opts.status_file.unwrap_or_else(|| dir.join("status.json"));
+
+    if opts.once {
+        let mut beats = Beats::new(status_file);
+        return match beats.beat(&server).await {
+            Ok(_) => Ok(Ended::Done),
+            Err(e) if e.revoked() => Ok(Ended::Revoked(e.to_string())),
+            Err(e) => Err(e).context("the heartbeat failed"),
+        };
+    }
+
+    tracing::info!(
+        node_id = %identity.node_id,
+        name = %identity.name,
+        server = %base,
+        interval = %humantime::format_duration(opts.heartbeat_interval),
+        "hydranode {} running",
+        env!("CARGO_PKG_VERSION")
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut beating =
+        tokio::spawn(heartbeat_loop(server.clone(), opts.heartbeat_interval, status_file, stop_rx.clone()));
+    let exec_opts = ExecOptions { wait_s: opts.exec_wait_s, state: dir };
+    let mut executing = tokio::spawn(exec_loop(server, exec_opts, stop_rx));
+
+    let first = tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("stopping");
+            None
+        }
+        r = &mut beating => Some(r),
+        r = &mut executing => Some(r),
+    };
+    let _ = stop_tx.send(true);
+    let mut ended = match first {
+        None | Some(Ok(Ok(()))) => Ended::Done,
+        Some(Ok(Err(Revoked(message)))) => Ended::Revoked(message),
+        Some(Err(join)) => return Err(join).context("an agent loop failed"),
+    };
+    // Let the other loop finish: a running command is killed and its result sent.
+    let rest = async {
+        for task in [&mut beating, &mut executing] {
+            if task.is_finished() {
+                continue;
+            }
+            if let Ok(Err(Revoked(message))) = task.await {
+                if ended == Ended::Done {
+                    ended = Ended::Revoked(message);
+                }
+            }
+        }
+    };
+    if tokio::time::timeout(WIND_DOWN, rest).await.is_err() {
+        tracing::warn!("the agent loops did not stop in time");
+    }
+    Ok(ended)
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
