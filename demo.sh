@@ -28,7 +28,8 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 export HYDRACLUSTER_TOKEN="$(cat hydra-data/admin-token)"
-"$bin/hydra-sim" --nodes "$NODES" --interval 2 &
+# The simulated fleet's progress goes to a log, so the terminal shows the events.
+"$bin/hydra-sim" --nodes "$NODES" --interval 2 > target/demo/sim.log &
 pids+=($!)
 
 # One real agent, enrolled through /enroll, approved, running real commands.
@@ -36,14 +37,14 @@ agent_state=target/demo/agent-$$
 "$bin/hydranode" enroll --server "$HYDRACLUSTER_SERVER" --name demo-real-body --state "$agent_state"
 node=$(grep -o '"node_id": *"[^"]*"' "$agent_state/identity.json" | cut -d'"' -f4)
 "$bin/hydracluster" approve "$node" --roles hydrabody --district demo --venue lab >/dev/null
-"$bin/hydranode" run --state "$agent_state" --heartbeat-interval 2s &
+HYDRA_LOG=warn "$bin/hydranode" run --state "$agent_state" --heartbeat-interval 2s &
 pids+=($!)
 sleep 4
 echo; echo "== hydracluster exec $node \"uname -sr; uptime\""
 "$bin/hydracluster" exec "$node" "uname -sr; uptime" --timeout 20s
 echo; echo "== hydracluster nodes (first 15)"
 "$bin/hydracluster" nodes | head -16
-echo; echo "== live events (GET /api/v1/events; Ctrl-C to stop)"
+echo; echo "== live events (GET /api/v1/events; the fleet's progress is in target/demo/sim.log; Ctrl-C to stop)"
 curl -sN -H "Authorization: Bearer $HYDRACLUSTER_TOKEN" \
   "$HYDRACLUSTER_SERVER/api/v1/events?since=$(curl -s "$HYDRACLUSTER_SERVER/api/v1/health" | sed 's/.*"last_event_id":\([0-9]*\).*/\1/')" \
-  | grep --line-buffered '^data:' | cut -c7-
+  | sed -u -n 's/^data: //p'
