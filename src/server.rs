@@ -108,11 +108,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             let _ = task.await;
         }
         // Every other handle is gone with the router; wait for the writer to finish.
-        let joined = tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio::task::spawn_blocking(move || ledger.shutdown()),
-        )
-        .await;
+        // A plain thread, not spawn_blocking: if the writer hangs (a dying disk), the
+        // runtime's shutdown must not wait for it.
+        let (done, joined) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            ledger.shutdown();
+            let _ = done.send(());
+        });
+        let joined = tokio::time::timeout(Duration::from_secs(10), joined).await;
         if joined.is_err() {
             tracing::warn!("the writer did not stop within 10 s; its last snapshot is skipped");
         }

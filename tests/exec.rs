@@ -89,6 +89,27 @@ async fn a_long_polling_agent_gets_a_command_the_moment_it_is_queued() {
 }
 
 #[tokio::test]
+async fn two_polls_racing_for_one_command_do_not_end_it() {
+    // A half-open connection or a client retry can leave two polls of one node parked.
+    let s = spawn_app().await;
+    let (node, token) = approved_body(&s, "body-1").await;
+    let poll = || {
+        let (http, url, token) = (s.http.clone(), s.url.clone(), token.clone());
+        tokio::spawn(async move {
+            call(&http, Method::GET, &format!("{url}/api/v1/body/exec?wait=3"), Some(&token), None).await
+        })
+    };
+    let (a, b) = (poll(), poll());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let exec = id_of(&submit(&s, &node, json!({"command": "once"})).await.1);
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    let got: Vec<u16> = [a.0, b.0].into_iter().filter(|s| *s == 200).collect();
+    assert_eq!(got.len(), 1, "exactly one poll gets the command: {a:?} {b:?}");
+    assert_eq!(result(&s, &node, &exec).await.1["status"], "dispatched", "the other poll did not end it");
+    assert_eq!(report(&s, &token, json!({"id": exec, "exit_code": 0})).await.0, 200);
+}
+
+#[tokio::test]
 async fn commands_run_one_at_a_time_in_fifo_order() {
     let s = spawn_app().await;
     let (node, token) = approved_body(&s, "body-1").await;

@@ -50,6 +50,8 @@ pub struct ExecRecord {
     pub queued_at_ms: u64,
     pub deliver_by_ms: u64,
     pub dispatched_at_ms: Option<u64>,
+    /// The sequence number of the `exec.dispatched` event that put it in flight.
+    pub dispatched_seq: Option<u64>,
     pub attempts: u32,
     pub status: ExecStatus,
     pub finished_at_ms: Option<u64>,
@@ -101,6 +103,7 @@ pub(crate) fn apply(views: &mut ExecViews, envelope: &Envelope) {
                     queued_at_ms: at,
                     deliver_by_ms: *deliver_by_ms,
                     dispatched_at_ms: None,
+                    dispatched_seq: None,
                     attempts: 0,
                     status: ExecStatus::Queued,
                     finished_at_ms: None,
@@ -117,6 +120,7 @@ pub(crate) fn apply(views: &mut ExecViews, envelope: &Envelope) {
             if let Some(r) = views.records.get_mut(exec_id) {
                 r.status = ExecStatus::Dispatched;
                 r.dispatched_at_ms = Some(at);
+                r.dispatched_seq = Some(envelope.seq);
                 r.attempts += 1;
             }
         }
@@ -129,6 +133,7 @@ pub(crate) fn apply(views: &mut ExecViews, envelope: &Envelope) {
             if let Some(r) = views.records.get_mut(exec_id) {
                 r.status = ExecStatus::Queued;
                 r.dispatched_at_ms = None;
+                r.dispatched_seq = None;
                 r.reason = Some(reason.clone());
             }
         }

@@ -73,7 +73,7 @@ pub struct ClusterViews {
 }
 
 impl Projection for ClusterViews {
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
 
     fn apply(&mut self, envelope: &Envelope) {
         self.last_seq = envelope.seq;

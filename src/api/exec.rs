@@ -254,7 +254,9 @@ pub async fn next(
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(MAX_WAIT_S));
+    let asked_at_seq = state.ledger.committed_seq();
     let notify = state.waiters.of(&node);
+    let mut stopping = state.stopping.clone();
     loop {
         let notified = notify.notified();
         tokio::pin!(notified);
@@ -263,8 +265,10 @@ pub async fn next(
             .ledger
             .read(|v| v.exec.node(&node).is_some_and(|n| !n.queue.is_empty() || n.in_flight.is_some()));
         if has_work {
-            let envelopes =
-                state.ledger.submit(format!("node:{node}"), exec::dispatch(node.clone(), now_ms())).await?;
+            let envelopes = state
+                .ledger
+                .submit(format!("node:{node}"), exec::dispatch(node.clone(), now_ms(), asked_at_seq))
+                .await?;
             let sent = envelopes.iter().find_map(|e| match &e.event {
                 Event::ExecDispatched { exec_id, .. } => Some(exec_id.clone()),
                 _ => None,
@@ -277,12 +281,14 @@ pub async fn next(
                 }
             }
         }
-        if tokio::time::Instant::now() >= deadline {
+        if tokio::time::Instant::now() >= deadline || *stopping.borrow() {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
+        // A stopping server answers parked polls at once instead of waiting them out.
         tokio::select! {
             _ = &mut notified => {}
             _ = tokio::time::sleep_until(deadline) => {}
+            _ = stopping.wait_for(|s| *s) => {}
         }
     }
 }
@@ -299,6 +305,7 @@ pub async fn watch(
     let exec = exec_id(&exec)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(MAX_WAIT_S));
     let notify = state.waiters.of(&node);
+    let mut stopping = state.stopping.clone();
     loop {
         let notified = notify.notified();
         tokio::pin!(notified);
@@ -307,12 +314,13 @@ pub async fn watch(
             .ledger
             .read(|v| v.exec.get(&exec).filter(|r| r.node_id == node).map(|r| r.status))
             .ok_or_else(|| ApiError::not_found(format!("no command {exec} for this node")))?;
-        if status != ExecStatus::Dispatched || tokio::time::Instant::now() >= deadline {
+        if status != ExecStatus::Dispatched || tokio::time::Instant::now() >= deadline || *stopping.borrow() {
             return Ok(Json(json!({"id": exec, "status": status.as_str()})));
         }
         tokio::select! {
             _ = &mut notified => {}
             _ = tokio::time::sleep_until(deadline) => {}
+            _ = stopping.wait_for(|s| *s) => {}
         }
     }
 }

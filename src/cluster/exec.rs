@@ -65,14 +65,25 @@ pub fn fail_all(views: &ClusterViews, node: &NodeId, reason: &str) -> Vec<Event>
         .collect()
 }
 
-/// The agent asks for its next command. A command still in flight means the agent
-/// lost it (it restarted, or never got the answer): evict it first. Commands past
-/// their delivery deadline expire instead of being sent.
-pub fn dispatch(node: NodeId, now_ms: u64) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
+/// The agent asks for its next command; `asked_at_seq` is the log position when its
+/// request arrived. A command put in flight before that means the agent lost it (it
+/// restarted, or never got the answer): evict it first. A command put in flight after
+/// it went to another poll of the same node that raced this one: leave it alone.
+/// Commands past their delivery deadline expire instead of being sent.
+pub fn dispatch(
+    node: NodeId,
+    now_ms: u64,
+    asked_at_seq: u64,
+) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
     move |views| {
         let approved = views.nodes.get(&node).is_some_and(|n| n.status == NodeStatus::Approved);
         if !approved {
             return Ok(Decision::default());
+        }
+        if let Some(r) = views.exec.in_flight(&node) {
+            if r.dispatched_seq.is_some_and(|seq| seq > asked_at_seq) {
+                return Ok(Decision::default());
+            }
         }
         let mut events = evict(views, &node, "agent_restarted");
         // After an eviction with retry, that command is at the front again.
@@ -289,7 +300,7 @@ mod tests {
     fn a_late_result_for_a_cancelled_command_is_discarded() {
         let mut w = World::new();
         w.queue(1, false);
-        w.run(dispatch(node(), 2_000)).unwrap();
+        w.run(dispatch(node(), 2_000, u64::MAX)).unwrap();
         w.run(cancel(node(), x(1))).unwrap();
         let err = w.run(result(node(), x(1), out(), false)).unwrap_err();
         assert!(matches!(err, DomainError::Conflict(m) if m.contains("cancelled")));
@@ -299,7 +310,7 @@ mod tests {
     fn a_duplicate_result_is_refused() {
         let mut w = World::new();
         w.queue(1, false);
-        w.run(dispatch(node(), 2_000)).unwrap();
+        w.run(dispatch(node(), 2_000, u64::MAX)).unwrap();
         w.run(result(node(), x(1), out(), false)).unwrap();
         assert!(matches!(w.run(result(node(), x(1), out(), false)), Err(DomainError::Conflict(_))));
     }
@@ -308,7 +319,7 @@ mod tests {
     fn another_nodes_result_is_forbidden() {
         let mut w = World::new();
         w.queue(1, false);
-        w.run(dispatch(node(), 2_000)).unwrap();
+        w.run(dispatch(node(), 2_000, u64::MAX)).unwrap();
         let other = NodeId::parse("node-b").unwrap();
         assert!(matches!(w.run(result(other, x(1), out(), false)), Err(DomainError::Forbidden(_))));
     }
@@ -318,16 +329,27 @@ mod tests {
         let mut w = World::new();
         w.queue(1, true);
         w.queue(2, false);
-        w.run(dispatch(node(), 2_000)).unwrap();
+        w.run(dispatch(node(), 2_000, u64::MAX)).unwrap();
         // Asked again with exec-1 in flight: it allows retry, so it is sent again.
-        let events = w.run(dispatch(node(), 2_000)).unwrap();
+        let events = w.run(dispatch(node(), 2_000, u64::MAX)).unwrap();
         assert_eq!(types(&events), ["exec.requeued", "exec.dispatched"]);
         assert_eq!(events[1].exec_id(), Some(&x(1)));
         w.run(result(node(), x(1), out(), false)).unwrap();
-        w.run(dispatch(node(), 2_000)).unwrap();
+        w.run(dispatch(node(), 2_000, u64::MAX)).unwrap();
         // exec-2 does not allow retry: it fails and nothing else is queued.
-        let events = w.run(dispatch(node(), 2_000)).unwrap();
+        let events = w.run(dispatch(node(), 2_000, u64::MAX)).unwrap();
         assert_eq!(types(&events), ["exec.failed"]);
+    }
+
+    #[test]
+    fn a_racing_poll_does_not_evict_the_command_another_poll_just_received() {
+        let mut w = World::new();
+        w.queue(1, false);
+        let asked_at = w.1; // both polls arrived before the dispatch
+        w.run(dispatch(node(), 2_000, asked_at)).unwrap();
+        let events = w.run(dispatch(node(), 2_000, asked_at)).unwrap();
+        assert!(events.is_empty(), "{events:?}");
+        assert_eq!(w.0.exec.get(&x(1)).unwrap().status, ExecStatus::Dispatched);
     }
 
     #[test]
@@ -335,7 +357,7 @@ mod tests {
         let mut w = World::new();
         w.queue(1, false);
         w.queue(2, false);
-        let events = w.run(dispatch(node(), 9_000)).unwrap();
+        let events = w.run(dispatch(node(), 9_000, u64::MAX)).unwrap();
         assert_eq!(types(&events), ["exec.expired", "exec.expired"]);
     }
 
@@ -343,7 +365,7 @@ mod tests {
     fn the_watchdog_times_out_commands_in_flight_past_timeout_and_grace() {
         let mut w = World::new();
         w.queue(1, false);
-        w.run(dispatch(node(), 1_000)).unwrap(); // dispatched at 1_000, timeout 100
+        w.run(dispatch(node(), 1_000, u64::MAX)).unwrap(); // dispatched at 1_000, timeout 100
         assert!(overdue(&w.0, 1_150, 100).is_empty());
         let ids = overdue(&w.0, 1_201, 100);
         assert_eq!(ids, vec![x(1)]);

@@ -127,7 +127,9 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
-fn runtime(name: &str, workers: usize) -> std::io::Result<Runtime> {
+/// A multi-threaded runtime whose threads are all named `name` (so that
+/// [`ThreadMeter`] can measure it apart from the others).
+pub fn runtime(name: &str, workers: usize) -> std::io::Result<Runtime> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(workers).thread_name(name).enable_all().build()
 }
 

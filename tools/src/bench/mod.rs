@@ -1,7 +1,10 @@
-//! The `hydra-bench ledger` suites (disk fsync floor, durable appends, replay and
-//! start-up, SSE fan-out) and the helpers they share: realistic events and timing.
+//! The `hydra-bench` suites — `ledger` (disk fsync floor, durable appends, replay and
+//! start-up, SSE fan-out) and `exec` (dispatch latency, the CLI round trip, exec
+//! throughput) — and the helpers they share: realistic events and timing.
 
 pub mod append;
+pub mod exec;
+pub mod exec_report;
 pub mod fanout;
 pub mod fsync;
 pub mod replay;

@@ -51,7 +51,7 @@ impl LedgerBench {
     }
 }
 
-fn verdict(met: bool) -> &'static str {
+pub fn verdict(met: bool) -> &'static str {
     if met {
         "MET"
     } else {
@@ -72,7 +72,7 @@ pub fn thousands(v: f64) -> String {
     out
 }
 
-fn ms(d: Duration) -> String {
+pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 

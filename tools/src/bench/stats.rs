@@ -65,6 +65,45 @@ impl CpuMeter {
     }
 }
 
+/// Busy CPU time of the whole machine so far (every process, user + system + irq),
+/// from the first line of `/proc/stat`, in clock ticks converted to a duration.
+pub fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().next().filter(|l| l.starts_with("cpu ")) else {
+        return Duration::ZERO;
+    };
+    let fields: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
+    // user nice system idle iowait irq softirq: all but idle and iowait. Steal (time
+    // the hypervisor gave to other machines) is left out: it is not this machine's.
+    let busy: u64 =
+        fields.iter().take(7).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_nanos(busy.saturating_mul(1_000_000_000 / hz))
+}
+
+/// How many cores the whole machine kept busy over a phase: next to [`CpuMeter`], it
+/// tells how much of the machine other processes took meanwhile (a shared machine
+/// makes every figure noisier).
+pub struct MachineMeter {
+    busy: Duration,
+    wall: Instant,
+}
+
+impl MachineMeter {
+    pub fn start() -> MachineMeter {
+        MachineMeter { busy: machine_busy(), wall: Instant::now() }
+    }
+
+    pub fn cores_busy(&self) -> f64 {
+        let wall = self.wall.elapsed().as_secs_f64();
+        if wall <= 0.0 {
+            return 0.0;
+        }
+        machine_busy().saturating_sub(self.busy).as_secs_f64() / wall
+    }
+}
+
 /// Events (or operations) per second.
 pub fn rate(count: u64, elapsed: Duration) -> f64 {
     let secs = elapsed.as_secs_f64();
@@ -79,42 +118,64 @@ pub fn rate(count: u64, elapsed: Duration) -> f64 {
 /// (`hydra-ledger` is the writer, `sled-io` sled's I/O pool), from
 /// `/proc/self/task/*/schedstat`. Threads that already exited are not counted.
 pub fn threads_cpu(prefix: &str) -> Duration {
+    threads_sched(prefix).0
+}
+
+/// (time on a CPU, time runnable but waiting for a CPU) of the threads named
+/// `prefix…`: the first two fields of `/proc/self/task/*/schedstat`, in nanoseconds.
+/// The second tells a thread starved by others on a busy machine from one that is
+/// blocked (on a disk flush, a lock, or waiting for work).
+pub fn threads_sched(prefix: &str) -> (Duration, Duration) {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Duration::ZERO;
+        return (Duration::ZERO, Duration::ZERO);
     };
-    let mut total = 0u64;
+    let (mut cpu, mut wait) = (0u64, 0u64);
     for task in tasks.flatten() {
         let dir = task.path();
         let named = std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.starts_with(prefix));
         if !named {
             continue;
         }
-        // The first field is the time spent on the CPU, in nanoseconds.
         if let Ok(s) = std::fs::read_to_string(dir.join("schedstat")) {
-            total += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            let mut fields = s.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
+            cpu += fields.next().unwrap_or(0);
+            wait += fields.next().unwrap_or(0);
         }
     }
-    Duration::from_nanos(total)
+    (Duration::from_nanos(cpu), Duration::from_nanos(wait))
 }
 
 /// How busy the threads named `prefix…` were over a phase, in cores.
 pub struct ThreadMeter {
     prefix: &'static str,
     cpu: Duration,
+    wait: Duration,
     wall: Instant,
 }
 
 impl ThreadMeter {
     pub fn start(prefix: &'static str) -> ThreadMeter {
-        ThreadMeter { prefix, cpu: threads_cpu(prefix), wall: Instant::now() }
+        let (cpu, wait) = threads_sched(prefix);
+        ThreadMeter { prefix, cpu, wait, wall: Instant::now() }
     }
 
     pub fn cores_busy(&self) -> f64 {
+        self.shares().0
+    }
+
+    /// (cores on a CPU, cores' worth of time runnable but waiting for a CPU) since
+    /// `start`. For one thread: the share of the wall time it ran, and the share it
+    /// was ready to run but the CPUs were taken.
+    pub fn shares(&self) -> (f64, f64) {
         let wall = self.wall.elapsed().as_secs_f64();
         if wall <= 0.0 {
-            return 0.0;
+            return (0.0, 0.0);
         }
-        threads_cpu(self.prefix).saturating_sub(self.cpu).as_secs_f64() / wall
+        let (cpu, wait) = threads_sched(self.prefix);
+        (
+            cpu.saturating_sub(self.cpu).as_secs_f64() / wall,
+            wait.saturating_sub(self.wait).as_secs_f64() / wall,
+        )
     }
 }
 

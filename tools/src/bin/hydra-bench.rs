@@ -1,9 +1,14 @@
-//! `hydra-bench`: measures the Hydra event log on this machine. `hydra-bench ledger`
-//! runs, in one go, the disk's raw sync rate, durable appends through the ledger,
-//! replay and start-up, and SSE fan-out from a real in-process server, and prints a
-//! report with each figure beside its target (or one JSON object with `--json`).
+//! `hydra-bench`: measures Hydra on this machine. `hydra-bench ledger` runs, in one
+//! go, the disk's raw sync rate, durable appends through the ledger, replay and
+//! start-up, and SSE fan-out from a real in-process server; `hydra-bench exec` the
+//! exec path: dispatch latency to a long-polling agent, the round trip of the real
+//! CLI and agent, and submit→result throughput over a thousand simulated agents.
+//! Each prints a report with every figure beside its target (or one JSON object with
+//! `--json`).
 
 use clap::{Parser, Subcommand, ValueEnum};
+use hydra_tools::bench::exec::{ExecBench, ExecSettings, Harness};
+use hydra_tools::bench::exec_report;
 use hydra_tools::bench::fanout::FanoutSettings;
 use hydra_tools::bench::fsync::SyncKind;
 use hydra_tools::bench::replay::Probe;
@@ -14,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "hydra-bench", about = "Benchmarks of the Hydra event log")]
+#[command(name = "hydra-bench", about = "Benchmarks of Hydra: the event log and the exec path")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,6 +29,8 @@ struct Cli {
 enum Command {
     /// Disk sync floor, durable appends, replay/start-up and SSE fan-out.
     Ledger(LedgerArgs),
+    /// Exec: dispatch latency, the real CLI's round trip, submit→result throughput.
+    Exec(ExecArgs),
     /// Internal: one replay or start-up measurement in a fresh process; prints JSON.
     #[command(hide = true)]
     Probe {
@@ -86,9 +93,64 @@ struct LedgerArgs {
     only: Vec<Section>,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ExecSection {
+    Dispatch,
+    Cli,
+    Throughput,
+}
+
+#[derive(clap::Args)]
+struct ExecArgs {
+    /// Where to create the scratch directory (default: the current directory; /tmp is
+    /// often a tmpfs, whose "fsync" measures nothing).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Measured commands of the dispatch-latency run.
+    #[arg(long, default_value_t = 2000)]
+    dispatches: usize,
+    /// Timed `hydracluster exec` runs.
+    #[arg(long, default_value_t = 50)]
+    cli_runs: usize,
+    /// Where hydranode and hydracluster are (default: beside this program, i.e.
+    /// target/release after `cargo build --release -p hydra --bin hydranode --bin hydracluster`).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Simulated agents of the throughput run.
+    #[arg(long, default_value_t = 1000)]
+    agents: usize,
+    /// Concurrent submitters of the throughput run.
+    #[arg(long, default_value_t = 256)]
+    submitters: usize,
+    /// Seconds of the throughput run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Results read back and checked after the throughput run.
+    #[arg(long, default_value_t = 200)]
+    verify: usize,
+    /// Print one JSON object instead of the text report.
+    #[arg(long)]
+    json: bool,
+    /// Run only these sections (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<ExecSection>,
+}
+
 fn main() -> anyhow::Result<()> {
     let args = match Cli::parse().command {
         Command::Ledger(args) => args,
+        Command::Exec(args) => {
+            let bench = run_exec(&args)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&exec_report::to_json(&bench))?);
+            } else {
+                print!("{}", exec_report::text(&bench));
+            }
+            if !bench.failures().is_empty() {
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
         Command::Probe { path, what, write_snapshot } => {
             let out = replay::probe(&path, what, write_snapshot)?;
             println!("{out}");
@@ -180,6 +242,56 @@ fn run_ledger(args: &LedgerArgs) -> anyhow::Result<LedgerBench> {
 
     // A writer thread that failed to stop must not hang the exit.
     runtime.shutdown_timeout(Duration::from_secs(5));
+    drop(scratch);
+    bench.wall = wall.elapsed();
+    Ok(bench)
+}
+
+fn run_exec(args: &ExecArgs) -> anyhow::Result<ExecBench> {
+    let wall = Instant::now();
+    let wants = |s: ExecSection| args.only.is_empty() || args.only.contains(&s);
+    let progress = |msg: &str| {
+        let (rss, peak) = memory_mb();
+        eprintln!("[{:>6.1}s, RSS {rss} MB, peak {peak} MB] {msg}", wall.elapsed().as_secs_f64());
+    };
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?.parent().map(Path::to_path_buf).unwrap_or_default(),
+    };
+    let settings = ExecSettings {
+        dispatches: args.dispatches,
+        cli_runs: args.cli_runs,
+        bin_dir,
+        agents: args.agents,
+        submitters: args.submitters,
+        duration: Duration::from_secs(args.seconds),
+        verify: args.verify,
+    };
+
+    let base = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&base)?;
+    let scratch = tempfile::Builder::new().prefix("hydra-bench-").tempdir_in(&base)?;
+    let dir = scratch.path().canonicalize()?;
+    let mut bench = ExecBench {
+        dir: dir.clone(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        ..ExecBench::default()
+    };
+    let harness = Harness::new()?;
+    if wants(ExecSection::Dispatch) {
+        progress(&format!("dispatch: {} commands to one long-polling agent", settings.dispatches));
+        let d = harness.dispatch(&dir, settings.dispatches)?;
+        progress(&format!("dispatch: p50 {:.2?}, p99 {:.2?}", d.dispatch.p50, d.dispatch.p99));
+        bench.dispatch = Some(d);
+    }
+    if wants(ExecSection::Cli) {
+        progress("cli: hydranode enroll/run and hydracluster exec");
+        bench.cli = Some(harness.cli(&dir, &settings, &progress));
+    }
+    if wants(ExecSection::Throughput) {
+        bench.throughput = Some(harness.throughput(&dir, &settings, &progress)?);
+    }
+    harness.shutdown();
     drop(scratch);
     bench.wall = wall.elapsed();
     Ok(bench)

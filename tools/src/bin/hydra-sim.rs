@@ -1,14 +1,23 @@
 //! `hydra-sim`: a fleet of simulated node agents in one process, against a real
 //! hydracluster. Each agent enrolls through `/enroll`, is approved through the admin
-//! API, then heartbeats like a real one: provider up or down, streams starting and
-//! stopping, and now and then an outage long enough to go offline.
+//! API, then heartbeats like a real one (provider up or down, streams starting and
+//! stopping, now and then an outage long enough to go offline) and, alongside, runs
+//! the exec loop: long-poll a command, pretend to run it, post the result.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Parser;
+use hydra_tools::bench::fanout::raise_fd_limit;
+use hydra_tools::sim::{self, Poll, Posted, SimNode};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How long one exec long-poll waits on the server.
+const EXEC_WAIT_S: u64 = 25;
+/// A `sleep` shorter than this is not worth a watch request for a cancel.
+const WATCH_ABOVE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Parser)]
 #[command(name = "hydra-sim", about = "Run a fleet of simulated Hydra agents against a server")]
@@ -43,6 +52,16 @@ struct Args {
     /// Stop after this many seconds (default: run until interrupted).
     #[arg(long)]
     seconds: Option<u64>,
+    /// Milliseconds of pretend work per exec command (`sleep N` sleeps N seconds
+    /// instead, up to the command's timeout; `exit N` ends with code N).
+    #[arg(long, default_value_t = 20)]
+    exec_work_ms: u64,
+    /// Heartbeats only: no exec loop.
+    #[arg(long)]
+    no_exec: bool,
+    /// Enrollments in flight at once while the fleet starts.
+    #[arg(long, default_value_t = 32)]
+    enroll_concurrency: usize,
 }
 
 #[derive(Default)]
@@ -50,6 +69,14 @@ struct Stats {
     heartbeats: AtomicU64,
     errors: AtomicU64,
     silent: AtomicU64,
+    /// Commands whose result the server accepted.
+    commands: AtomicU64,
+    /// Results the server no longer wanted (409), and commands given up because the
+    /// server said they were cancelled or timed out while they ran.
+    dropped: AtomicU64,
+    exec_errors: AtomicU64,
+    /// Commands running right now.
+    running: AtomicU64,
 }
 
 /// A tiny xorshift generator: the simulation needs variety, not cryptography.
@@ -64,6 +91,15 @@ impl Rng {
     }
 }
 
+/// What one agent task needs; the client is shared by the whole fleet.
+#[derive(Clone)]
+struct Agent {
+    http: reqwest::Client,
+    base: Arc<str>,
+    node: Arc<SimNode>,
+    stats: Arc<Stats>,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -74,102 +110,171 @@ async fn main() -> anyhow::Result<()> {
             .trim()
             .to_owned(),
     };
-    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
-    let base = args.server.trim_end_matches('/').to_owned();
-    let started = Instant::now();
-    let mut agents = Vec::with_capacity(args.nodes);
-    for i in 0..args.nodes {
-        let name = format!("sim-body-{i:05}");
-        let ip = format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256);
-        let r = http.post(format!("{base}/enroll")).json(&json!({"name": name, "ip": ip})).send().await?;
-        if !r.status().is_success() {
-            bail!("enrolling {name}: {} {}", r.status(), r.text().await.unwrap_or_default());
-        }
-        let body: Value = r.json().await?;
-        let id = body["node_id"].as_str().unwrap_or_default().to_owned();
-        let node_token = body["token"].as_str().unwrap_or_default().to_owned();
-        let venue = &args.venues[i % args.venues.len()];
-        let approve = json!({"roles": ["hydrabody"], "district": args.district, "venue": venue});
-        let r = http
-            .post(format!("{base}/api/v1/nodes/{id}/approve"))
-            .bearer_auth(&token)
-            .json(&approve)
-            .send()
-            .await?;
-        if !r.status().is_success() {
-            bail!("approving {id}: {} {}", r.status(), r.text().await.unwrap_or_default());
-        }
-        agents.push((i, node_token));
+    // Each agent may hold a long-poll, a heartbeat and a result post at once.
+    let fd_limit = raise_fd_limit();
+    let wanted = args.nodes as u64 * if args.no_exec { 1 } else { 3 } + 64;
+    if fd_limit < wanted {
+        eprintln!("warning: {} agents may need {wanted} open files; the limit is {fd_limit}", args.nodes);
     }
+    let http = sim::client(args.nodes * 2 + 64)?;
+    let base: Arc<str> = args.server.trim_end_matches('/').into();
+    let started = Instant::now();
+    let fleet = sim::Fleet {
+        count: args.nodes,
+        prefix: "sim-body",
+        district: &args.district,
+        venues: &args.venues,
+        concurrency: args.enroll_concurrency,
+    };
+    let nodes = sim::enroll_fleet(&http, &base, &token, &fleet).await?;
     println!("enrolled and approved {} agents in {:.1}s", args.nodes, started.elapsed().as_secs_f64());
 
     let stats = Arc::new(Stats::default());
-    for (i, node_token) in agents {
-        let (http, base, stats) = (http.clone(), base.clone(), stats.clone());
-        let (interval, churn, outages) = (args.interval, args.churn, args.outages);
-        tokio::spawn(async move {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((i as u64 + 1) * 0x2545_F491_4F6C_DD1D));
-            let mut streaming = false;
-            let mut provider = "running";
-            // Spread the first heartbeats over one interval.
-            tokio::time::sleep(Duration::from_secs_f64(interval * (i % 100) as f64 / 100.0)).await;
-            loop {
-                if rng.percent(outages) {
-                    stats.silent.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_secs_f64(interval * 30.0)).await;
-                    stats.silent.fetch_sub(1, Ordering::Relaxed);
-                }
-                if rng.percent(churn) {
-                    streaming = !streaming;
-                }
-                if rng.percent(churn / 2) {
-                    provider = if provider == "running" { "sunshine_api_unreachable" } else { "running" };
-                }
-                let report = json!({
-                    "agent_version": "sim-1.0",
-                    "os": "linux",
-                    "provider_status": provider,
-                    "provider_version": "sunshine-0.23",
-                    "stream_status": if streaming { "streaming" } else { "idle" },
-                    "telemetry": {"gpu_utilization_pct": if streaming { 70 } else { 3 }, "stream_count": streaming as u8},
-                });
-                let sent = http
-                    .post(format!("{base}/api/v1/body/heartbeat"))
-                    .bearer_auth(&node_token)
-                    .json(&report)
-                    .send()
-                    .await;
-                match sent {
-                    Ok(r) if r.status().is_success() => stats.heartbeats.fetch_add(1, Ordering::Relaxed),
-                    _ => stats.errors.fetch_add(1, Ordering::Relaxed),
-                };
-                tokio::time::sleep(Duration::from_secs_f64(interval)).await;
-            }
-        });
+    let work = Duration::from_millis(args.exec_work_ms);
+    for node in nodes {
+        let agent =
+            Agent { http: http.clone(), base: base.clone(), node: Arc::new(node), stats: stats.clone() };
+        // The exec loop stays quiet while its machine is "down".
+        let (silent_tx, silent_rx) = watch::channel(false);
+        if !args.no_exec {
+            tokio::spawn(exec_loop(agent.clone(), work, args.interval, silent_rx));
+        }
+        tokio::spawn(heartbeat_loop(agent, args.interval, args.churn, args.outages, silent_tx));
     }
 
     let deadline = args.seconds.map(|s| Instant::now() + Duration::from_secs(s));
-    let mut last = 0;
+    let (mut last_hb, mut last_cmds) = (0, 0);
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let hb = stats.heartbeats.load(Ordering::Relaxed);
+        let cmds = stats.commands.load(Ordering::Relaxed);
         let health: Value = match http.get(format!("{base}/api/v1/health")).send().await {
             Ok(r) => r.json().await.unwrap_or_default(),
             Err(_) => Value::Null,
         };
+        let exec = if args.no_exec {
+            String::new()
+        } else {
+            format!(
+                "  commands run {cmds} ({:.0}/s, {} running, {} dropped, {} errors)",
+                (cmds - last_cmds) as f64 / 2.0,
+                stats.running.load(Ordering::Relaxed),
+                stats.dropped.load(Ordering::Relaxed),
+                stats.exec_errors.load(Ordering::Relaxed),
+            )
+        };
         println!(
-            "agents {}  heartbeats/s {:.0}  errors {}  silent now {}  | server: online {} offline {} events {}",
+            "agents {}  heartbeats/s {:.0}  errors {}  silent now {}{exec}  | server: online {} offline {} events {}",
             args.nodes,
-            (hb - last) as f64 / 2.0,
+            (hb - last_hb) as f64 / 2.0,
             stats.errors.load(Ordering::Relaxed),
             stats.silent.load(Ordering::Relaxed),
             health["nodes"]["online"],
             health["nodes"]["offline"],
             health["last_event_id"],
         );
-        last = hb;
+        (last_hb, last_cmds) = (hb, cmds);
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(());
         }
     }
+}
+
+async fn heartbeat_loop(a: Agent, interval: f64, churn: u32, outages: u32, silent: watch::Sender<bool>) {
+    let i = a.node.index;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((i as u64 + 1) * 0x2545_F491_4F6C_DD1D));
+    let mut streaming = false;
+    let mut provider = "running";
+    // Spread the first heartbeats over one interval.
+    tokio::time::sleep(Duration::from_secs_f64(interval * (i % 100) as f64 / 100.0)).await;
+    loop {
+        if rng.percent(outages) {
+            a.stats.silent.fetch_add(1, Ordering::Relaxed);
+            silent.send_replace(true);
+            tokio::time::sleep(Duration::from_secs_f64(interval * 30.0)).await;
+            silent.send_replace(false);
+            a.stats.silent.fetch_sub(1, Ordering::Relaxed);
+        }
+        if rng.percent(churn) {
+            streaming = !streaming;
+        }
+        if rng.percent(churn / 2) {
+            provider = if provider == "running" { "sunshine_api_unreachable" } else { "running" };
+        }
+        let report = json!({
+            "agent_version": "sim-1.0",
+            "os": "linux",
+            "provider_status": provider,
+            "provider_version": "sunshine-0.23",
+            "stream_status": if streaming { "streaming" } else { "idle" },
+            "telemetry": {"gpu_utilization_pct": if streaming { 70 } else { 3 }, "stream_count": streaming as u8},
+        });
+        let sent = a
+            .http
+            .post(format!("{}/api/v1/body/heartbeat", a.base))
+            .bearer_auth(&a.node.token)
+            .json(&report)
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => a.stats.heartbeats.fetch_add(1, Ordering::Relaxed),
+            _ => a.stats.errors.fetch_add(1, Ordering::Relaxed),
+        };
+        tokio::time::sleep(Duration::from_secs_f64(interval)).await;
+    }
+}
+
+/// Long-polls for commands and runs them one at a time, like the real agent.
+async fn exec_loop(a: Agent, work: Duration, interval: f64, mut silent: watch::Receiver<bool>) {
+    // Spread the first long-polls too: thousands of connections opened in the same
+    // millisecond would overflow the server's listen backlog.
+    let i = a.node.index;
+    tokio::time::sleep(Duration::from_secs_f64(interval * (i % 100) as f64 / 100.0)).await;
+    loop {
+        if silent.wait_for(|down| !*down).await.is_err() {
+            return; // the heartbeat task is gone: the agent is shutting down.
+        }
+        match sim::next_command(&a.http, &a.base, &a.node.token, EXEC_WAIT_S).await {
+            Ok(Poll::Command(cmd)) => run_one(&a, cmd, work).await,
+            Ok(Poll::Nothing) => {}
+            Ok(Poll::Refused(_)) => {
+                // Removed or rejected: ask again rarely rather than hammer the server.
+                a.stats.exec_errors.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Err(_) => {
+                a.stats.exec_errors.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn run_one(a: &Agent, cmd: sim::Assigned, work: Duration) {
+    let timeout = Duration::from_millis(cmd.timeout_ms);
+    let (took, outcome) = sim::simulate(&cmd.command, timeout, work);
+    a.stats.running.fetch_add(1, Ordering::Relaxed);
+    let ran = if took > WATCH_ABOVE {
+        // A long command watches for a cancel or a server-side timeout, as the real
+        // agent does, and gives up when one comes.
+        tokio::select! {
+            _ = tokio::time::sleep(took) => true,
+            _ = sim::stopped(&a.http, &a.base, &a.node.token, &cmd.id) => false,
+        }
+    } else {
+        tokio::time::sleep(took).await;
+        true
+    };
+    a.stats.running.fetch_sub(1, Ordering::Relaxed);
+    if !ran {
+        a.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let counter = match sim::post_result(&a.http, &a.base, &a.node.token, &cmd.id, &outcome, took).await {
+        Ok(Posted::Accepted) => &a.stats.commands,
+        Ok(Posted::Discarded) => &a.stats.dropped,
+        Ok(Posted::Refused(_)) | Err(_) => &a.stats.exec_errors,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
 }

@@ -1,0 +1,305 @@
+//! Simulated agents, shared by `hydra-sim` and `hydra-bench exec`: enrolling and
+//! approving a fleet over HTTP, and the agent side of the exec protocol (long-poll the
+//! next command, pretend to run it, watch for a cancel, post the result).
+//!
+//! Everything takes a borrowed `reqwest::Client`: thousands of agents in one process
+//! share one client and its connection pool, as one process can afford thousands of
+//! sockets but not thousands of pools.
+
+use anyhow::{bail, Context};
+use futures_util::{stream, StreamExt, TryStreamExt};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Slack over the long-poll's own wait before the client gives up on an answer: the
+/// server answers at the end of the wait, so only a dead connection hits this.
+const POLL_SLACK: Duration = Duration::from_secs(15);
+/// Limit for the short requests (enroll, approve, heartbeat, result, watch setup).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One HTTP client sized for `connections` concurrent requests to one server: the
+/// idle pool keeps them all (an idle limit below the number of agents would close and
+/// reopen connections on every long-poll), and Nagle is off since every request is a
+/// small write that waits for its answer.
+pub fn client(connections: usize) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(connections)
+        .connect_timeout(Duration::from_secs(10))
+        .build()?)
+}
+
+/// An enrolled and approved simulated node: its id and its bearer token.
+#[derive(Debug, Clone)]
+pub struct SimNode {
+    pub index: usize,
+    pub id: String,
+    pub token: String,
+}
+
+/// How to enroll a simulated fleet.
+#[derive(Debug, Clone)]
+pub struct Fleet<'a> {
+    pub count: usize,
+    /// Node names are `<prefix>-00042`.
+    pub prefix: &'a str,
+    pub district: &'a str,
+    /// Venues, round-robin.
+    pub venues: &'a [String],
+    /// Enrollments in flight at once: each is two durable writes, so doing them one
+    /// by one would make a fleet of thousands take a minute to start.
+    pub concurrency: usize,
+}
+
+/// Enrolls (`POST /enroll`) and approves (admin API) `fleet.count` nodes, returned in
+/// index order. The server must not rate-limit enrollment (`enroll_per_minute: 0`).
+pub async fn enroll_fleet(
+    http: &reqwest::Client,
+    base: &str,
+    admin_token: &str,
+    fleet: &Fleet<'_>,
+) -> anyhow::Result<Vec<SimNode>> {
+    let mut nodes: Vec<SimNode> = stream::iter(0..fleet.count)
+        .map(|i| enroll_one(http, base, admin_token, fleet, i))
+        .buffer_unordered(fleet.concurrency.max(1))
+        .try_collect()
+        .await?;
+    nodes.sort_by_key(|n| n.index);
+    Ok(nodes)
+}
+
+async fn enroll_one(
+    http: &reqwest::Client,
+    base: &str,
+    admin_token: &str,
+    fleet: &Fleet<'_>,
+    i: usize,
+) -> anyhow::Result<SimNode> {
+    let name = format!("{}-{i:05}", fleet.prefix);
+    let ip = format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256);
+    let r = http
+        .post(format!("{base}/enroll"))
+        .json(&json!({"name": name, "ip": ip}))
+        .timeout(REQUEST_TIMEOUT)
+        .send()
+        .await
+        .with_context(|| format!("enrolling {name}"))?;
+    if !r.status().is_success() {
+        bail!("enrolling {name}: {} {}", r.status(), r.text().await.unwrap_or_default());
+    }
+    let body: Value = r.json().await?;
+    let (Some(id), Some(token)) = (body["node_id"].as_str(), body["token"].as_str()) else {
+        bail!("enrolling {name}: no node_id and token in {body}");
+    };
+    let venue = fleet.venues.get(i % fleet.venues.len().max(1)).map_or("sim-venue", String::as_str);
+    let approve = json!({"roles": ["hydrabody"], "district": fleet.district, "venue": venue});
+    let r = http
+        .post(format!("{base}/api/v1/nodes/{id}/approve"))
+        .bearer_auth(admin_token)
+        .json(&approve)
+        .timeout(REQUEST_TIMEOUT)
+        .send()
+        .await
+        .with_context(|| format!("approving {id}"))?;
+    if !r.status().is_success() {
+        bail!("approving {id}: {} {}", r.status(), r.text().await.unwrap_or_default());
+    }
+    Ok(SimNode { index: i, id: id.to_owned(), token: token.to_owned() })
+}
+
+/// A command handed to the agent by `GET /api/v1/body/exec`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigned {
+    pub id: String,
+    pub command: String,
+    pub timeout_ms: u64,
+}
+
+/// The answer to a long-poll.
+#[derive(Debug)]
+pub enum Poll {
+    Command(Assigned),
+    /// 204: nothing was queued during the wait.
+    Nothing,
+    /// Any other status (401/403: the node was removed or rejected).
+    Refused(StatusCode),
+}
+
+/// `GET /api/v1/body/exec?wait=N`: the next command, waiting up to `wait_s` for one.
+pub async fn next_command(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    wait_s: u64,
+) -> anyhow::Result<Poll> {
+    let r = http
+        .get(format!("{base}/api/v1/body/exec?wait={wait_s}"))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(wait_s) + POLL_SLACK)
+        .send()
+        .await?;
+    match r.status() {
+        StatusCode::NO_CONTENT => Ok(Poll::Nothing),
+        StatusCode::OK => {
+            let v: Value = r.json().await?;
+            let id = v["id"].as_str().context("a command without an id")?.to_owned();
+            let command = v["command"].as_str().unwrap_or_default().to_owned();
+            let timeout_ms = v["timeout_ms"].as_u64().unwrap_or(60_000);
+            Ok(Poll::Command(Assigned { id, command, timeout_ms }))
+        }
+        other => Ok(Poll::Refused(other)),
+    }
+}
+
+/// What a simulated command printed and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub timed_out: bool,
+}
+
+/// What `command` does in the simulation: how long it "runs" and its outcome.
+/// `sleep N` sleeps N seconds (cut at the timeout, which then reports a time-out),
+/// `exit N` ends with code N, anything else takes `work` and prints `sim: <command>`.
+pub fn simulate(command: &str, timeout: Duration, work: Duration) -> (Duration, Outcome) {
+    let ok = |stdout: String| Outcome { exit_code: Some(0), stdout, stderr: String::new(), timed_out: false };
+    let timed_out = Outcome {
+        exit_code: None,
+        stdout: String::new(),
+        stderr: format!("sim: timed out after {:.1}s\n", timeout.as_secs_f64()),
+        timed_out: true,
+    };
+    let mut words = command.split_whitespace();
+    let (verb, arg) = (words.next(), words.next());
+    let single = words.next().is_none();
+    match (verb, arg) {
+        (Some("sleep"), Some(n)) if single => {
+            if let Some(secs) = n.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0) {
+                let wanted = Duration::from_secs_f64(secs.min(1e9));
+                return if wanted > timeout { (timeout, timed_out) } else { (wanted, ok(String::new())) };
+            }
+        }
+        (Some("exit"), Some(n)) if single => {
+            if let Ok(code) = n.parse::<i32>() {
+                let out = Outcome { exit_code: Some(code), ..ok(String::new()) };
+                return (work.min(timeout), out);
+            }
+        }
+        _ => {}
+    }
+    if work > timeout {
+        return (timeout, timed_out);
+    }
+    (work, ok(format!("sim: {command}\n")))
+}
+
+/// What the server said to a posted result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Posted {
+    Accepted,
+    /// 409: the command was cancelled or timed out meanwhile; the result was dropped.
+    Discarded,
+    Refused(StatusCode),
+}
+
+/// `POST /api/v1/body/exec/result`.
+pub async fn post_result(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+    outcome: &Outcome,
+    duration: Duration,
+) -> anyhow::Result<Posted> {
+    let body = json!({
+        "id": id,
+        "exit_code": outcome.exit_code,
+        "stdout": outcome.stdout,
+        "stderr": outcome.stderr,
+        "duration_ms": duration.as_millis() as u64,
+        "truncated": false,
+        "timed_out": outcome.timed_out,
+    });
+    let r = http
+        .post(format!("{base}/api/v1/body/exec/result"))
+        .bearer_auth(token)
+        .json(&body)
+        .timeout(REQUEST_TIMEOUT)
+        .send()
+        .await?;
+    Ok(match r.status() {
+        s if s.is_success() => Posted::Accepted,
+        StatusCode::CONFLICT => Posted::Discarded,
+        other => Posted::Refused(other),
+    })
+}
+
+/// Resolves with the command's status once it is no longer in flight (cancelled by
+/// an admin, timed out by the server's watchdog), by long-polling
+/// `GET /api/v1/body/exec/{id}/watch`. Never resolves while it stays in flight.
+pub async fn stopped(http: &reqwest::Client, base: &str, token: &str, id: &str) -> String {
+    const WAIT_S: u64 = 25;
+    loop {
+        let answer = http
+            .get(format!("{base}/api/v1/body/exec/{id}/watch?wait={WAIT_S}"))
+            .bearer_auth(token)
+            .timeout(Duration::from_secs(WAIT_S) + POLL_SLACK)
+            .send()
+            .await;
+        let status = match answer {
+            Ok(r) if r.status().is_success() => {
+                r.json::<Value>().await.ok().and_then(|v| v["status"].as_str().map(str::to_owned))
+            }
+            // 404: the server forgot it (the node was removed); nobody wants the result.
+            Ok(r) if r.status() == StatusCode::NOT_FOUND => Some("gone".to_owned()),
+            _ => None,
+        };
+        match status {
+            Some(s) if s != "dispatched" => return s,
+            Some(_) => {}
+            // A failed watch must not end the command: try again a little later.
+            None => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WORK: Duration = Duration::from_millis(20);
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn plain_commands_take_the_work_time_and_echo() {
+        let (took, out) = simulate("uptime", MINUTE, WORK);
+        assert_eq!(took, WORK);
+        assert_eq!(out.exit_code, Some(0));
+        assert_eq!(out.stdout, "sim: uptime\n");
+    }
+
+    #[test]
+    fn sleep_sleeps_up_to_the_timeout() {
+        let (took, out) = simulate("sleep 2.5", MINUTE, WORK);
+        assert_eq!((took, out.exit_code, out.timed_out), (Duration::from_millis(2500), Some(0), false));
+        let (took, out) = simulate("sleep 90", MINUTE, WORK);
+        assert_eq!((took, out.exit_code, out.timed_out), (MINUTE, None, true));
+    }
+
+    #[test]
+    fn exit_sets_the_code() {
+        let (_, out) = simulate("exit 3", MINUTE, WORK);
+        assert_eq!((out.exit_code, out.stdout.as_str()), (Some(3), ""));
+    }
+
+    #[test]
+    fn lookalikes_are_plain_commands() {
+        for c in ["sleep", "sleep x", "sleep 1 && ls", "exit", "exit 1 2", "sleep -1"] {
+            let (took, out) = simulate(c, MINUTE, WORK);
+            assert_eq!((took, out.stdout), (WORK, format!("sim: {c}\n")), "{c}");
+        }
+    }
+}
