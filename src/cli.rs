@@ -8,6 +8,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+mod shell;
+
 #[derive(Debug, Parser)]
 #[command(name = "hydracluster", version, about = "Hydra's control plane: server and admin CLI")]
 pub struct Cli {
@@ -101,11 +103,13 @@ pub enum Command {
     },
     /// Run a command on a node through the exec queue and wait for its result.
     /// The exit code follows the remote command's (124 timed out, 130 cancelled,
-    /// 125 failed or expired before it could run).
+    /// 125 failed or expired before it could run). With --shell, a live terminal
+    /// instead.
     Exec {
         /// The node's id.
         node: String,
-        /// The command (run with bash -c on Linux agents).
+        /// The command (run with bash -c on Linux agents). With --shell, optional: without
+        /// it, an interactive login shell.
         command: Option<String>,
         /// How long the command may run: "60s", "5m", or seconds.
         #[arg(long, default_value = "60s")]
@@ -119,6 +123,11 @@ pub enum Command {
         /// If the node drops while running it, run it again when it is back.
         #[arg(long)]
         retry_on_disconnect: bool,
+        /// A live terminal on the node (a PTY, relayed by the server; no queue). Exits
+        /// with the remote shell's code. --timeout does not apply: it lasts until the
+        /// shell exits.
+        #[arg(long, conflicts_with_all = ["file", "json", "retry_on_disconnect"])]
+        shell: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -439,7 +448,10 @@ pub async fn run_client(command: Command) -> anyhow::Result<u8> {
             let v = Client::new(&client)?.send(Method::GET, "/api/v1/audit/digest", None).await?;
             println!("seq: {}\ndigest: {}", v["seq"], s(&v, "digest"));
         }
-        Command::Exec { node, command, timeout, file, json: as_json, retry_on_disconnect, client } => {
+        Command::Exec { node, command, timeout, file, json: as_json, retry_on_disconnect, shell, client } => {
+            if shell {
+                return shell::run(&Client::new(&client)?, &node, command).await;
+            }
             let command = match (command, file) {
                 (Some(c), None) => c,
                 (None, Some(f)) => {

@@ -40,6 +40,8 @@ pub struct Config {
     /// Largest command text (and `--file` script).
     pub exec_max_command_bytes: usize,
     pub exec_watchdog_interval: Duration,
+    /// How long an admin's shell waits for the node's agent to attach.
+    pub shell_attach_timeout: Duration,
 }
 
 impl Default for Config {
@@ -66,6 +68,7 @@ impl Default for Config {
             exec_output_cap: 1024 * 1024,
             exec_max_command_bytes: 256 * 1024,
             exec_watchdog_interval: Duration::from_secs(1),
+            shell_attach_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -96,6 +99,7 @@ pub struct FileConfig {
     pub exec_output_cap: Option<usize>,
     pub exec_max_command_bytes: Option<usize>,
     pub exec_watchdog_interval: Option<DurationValue>,
+    pub shell_attach_timeout: Option<DurationValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,6 +205,9 @@ impl Config {
         }
         if let Some(v) = f.exec_watchdog_interval {
             self.exec_watchdog_interval = v.0;
+        }
+        if let Some(v) = f.shell_attach_timeout {
+            self.shell_attach_timeout = v.0;
         }
     }
 }

@@ -159,6 +159,21 @@ pub enum Event {
         exec_id: ExecId,
         node_id: NodeId,
     },
+    /// An admin's terminal on the node began: the agent attached to the session.
+    /// `command` is None for an interactive login shell. What is typed and printed is
+    /// never recorded.
+    ShellOpened {
+        session_id: String,
+        node_id: NodeId,
+        command: Option<String>,
+    },
+    /// The terminal session ended; `exit_code` is the shell's, None when the
+    /// connection ended before it exited (the admin hung up, the agent was lost).
+    ShellClosed {
+        session_id: String,
+        node_id: NodeId,
+        exit_code: Option<i32>,
+    },
 }
 
 /// What a command printed and how it ended, as the agent reported it.
@@ -199,6 +214,8 @@ impl Event {
             Event::ExecRequeued { .. } => "exec.requeued",
             Event::ExecFailed { .. } => "exec.failed",
             Event::ExecExpired { .. } => "exec.expired",
+            Event::ShellOpened { .. } => "shell.opened",
+            Event::ShellClosed { .. } => "shell.closed",
         }
     }
 
@@ -228,7 +245,9 @@ impl Event {
             | Event::ExecCancelled { node_id, .. }
             | Event::ExecRequeued { node_id, .. }
             | Event::ExecFailed { node_id, .. }
-            | Event::ExecExpired { node_id, .. } => Some(node_id),
+            | Event::ExecExpired { node_id, .. }
+            | Event::ShellOpened { node_id, .. }
+            | Event::ShellClosed { node_id, .. } => Some(node_id),
         }
     }
 

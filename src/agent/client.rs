@@ -1,6 +1,6 @@
-//! The agent's side of the HTTP protocol with hydracluster: enrollment, heartbeat and
-//! the exec endpoints, with errors sorted into what the loops act on (retry, move on,
-//! or stop because the token was revoked).
+//! The agent's side of the HTTP protocol with hydracluster: enrollment, heartbeat, the
+//! exec endpoints and the shell's check and WebSocket, with errors sorted into what the
+//! loops act on (retry, move on, or stop because the token was revoked).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -246,6 +246,85 @@ impl Server {
         let url = format!("{}/api/v1/body/exec/result", self.base);
         send(self.post(&url, RESULT_TIMEOUT).json(result), &url).await.map(drop)
     }
+
+    /// `GET /api/v1/body/shell/check?wait=N`: a shell session waiting for this node,
+    /// or None (204).
+    pub async fn shell_check(&self, wait_s: u64) -> Result<Option<ShellOffer>, CallError> {
+        let url = format!("{}/api/v1/body/shell/check?wait={wait_s}", self.base);
+        let timeout = REQUEST_TIMEOUT + Duration::from_secs(wait_s);
+        let resp = send(self.get(&url, timeout), &url).await?;
+        if resp.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        json_body(resp).await.map(Some)
+    }
+
+    /// Attaches to a shell session: `GET /api/v1/body/shell/{session}` as a
+    /// WebSocket (ws:// or wss:// after the server URL).
+    pub async fn shell_socket(&self, session: &str) -> Result<ShellSocket, CallError> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::http::header::{HeaderValue, AUTHORIZATION, USER_AGENT as UA};
+        let url = ws_url(&format!("{}/api/v1/body/shell/{session}", self.base));
+        let unreachable = |reason: String| CallError::Unreachable { url: url.clone(), reason };
+        let mut req = url.as_str().into_client_request().map_err(|e| unreachable(e.to_string()))?;
+        let bearer = HeaderValue::from_str(&format!("Bearer {}", self.token.expose()))
+            .map_err(|_| unreachable("the node token cannot go in a header".into()))?;
+        req.headers_mut().insert(AUTHORIZATION, bearer);
+        req.headers_mut().insert(UA, HeaderValue::from_static(USER_AGENT));
+        let connected = tokio::time::timeout(REQUEST_TIMEOUT, tokio_tungstenite::connect_async(req))
+            .await
+            .map_err(|_| unreachable("no answer in time".into()))?;
+        match connected {
+            Ok((socket, _)) => Ok(socket),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let status = resp.status();
+                let message = resp
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+                    .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+                    .unwrap_or_else(|| status.canonical_reason().unwrap_or("no message").to_owned());
+                Err(CallError::Status { status: status.as_u16(), message })
+            }
+            Err(e) => Err(unreachable(e.to_string())),
+        }
+    }
+}
+
+/// A shell session offered by `GET /api/v1/body/shell/check`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ShellOffer {
+    pub session: String,
+    /// None: an interactive login shell.
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default = "default_cols")]
+    pub cols: u16,
+    #[serde(default = "default_rows")]
+    pub rows: u16,
+}
+
+fn default_cols() -> u16 {
+    80
+}
+
+fn default_rows() -> u16 {
+    24
+}
+
+/// The agent's end of a shell session.
+pub type ShellSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The WebSocket URL for an http(s) one.
+pub fn ws_url(url: &str) -> String {
+    if let Some(rest) = url.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        url.to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -258,6 +337,15 @@ mod tests {
         assert_eq!(base_url("https://hydra.example.net").unwrap(), "https://hydra.example.net");
         assert!(base_url("10.0.0.1:8080").is_err());
         assert!(base_url("http://").is_err());
+    }
+
+    #[test]
+    fn websocket_urls_follow_the_server_url() {
+        assert_eq!(
+            ws_url("http://10.0.0.1:8080/api/v1/body/shell/x"),
+            "ws://10.0.0.1:8080/api/v1/body/shell/x"
+        );
+        assert_eq!(ws_url("https://hydra.example.net/a"), "wss://hydra.example.net/a");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! - `cli`: the command line and exit codes (3: the token was revoked).
 //! - `enroll`, `identity`: `hydranode enroll` and the state directory.
-//! - `run`: the two loops side by side until a signal: `heartbeat` and `exec`.
+//! - `run`: the loops side by side until a signal: `heartbeat`, `exec` and `shell`.
 //! - `runner`: one command in its own process group, capped output, timeout, cancel.
+//! - `shell`: terminals on a PTY for `exec --shell`, relayed over a WebSocket.
 //! - `client`: the HTTP protocol with hydracluster; `backoff`: retry delays.
 
 pub mod backoff;
@@ -15,6 +16,7 @@ pub mod heartbeat;
 pub mod identity;
 pub mod run;
 pub mod runner;
+pub mod shell;
 
 /// The server no longer accepts this node's token; the message says what it answered.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,9 +1,10 @@
-//! `hydranode run`: the heartbeat and exec loops side by side until a signal, or until
-//! the server revokes the token; `--once` sends one heartbeat and returns.
+//! `hydranode run`: the heartbeat, exec and shell loops side by side until a signal, or
+//! until the server revokes the token; `--once` sends one heartbeat and returns.
 
 use super::client::{self, Server};
 use super::exec::{exec_loop, ExecOptions};
 use super::heartbeat::{heartbeat_loop, Beats};
+use super::shell::shell_loop;
 use super::{identity, Revoked};
 use anyhow::Context;
 use std::path::PathBuf;
@@ -59,6 +60,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Ended> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut beating =
         tokio::spawn(heartbeat_loop(server.clone(), opts.heartbeat_interval, status_file, stop_rx.clone()));
+    // Shells have their own loop, so a busy exec queue never holds a terminal back.
+    let mut shelling = tokio::spawn(shell_loop(server.clone(), opts.exec_wait_s, stop_rx.clone()));
     let exec_opts = ExecOptions { wait_s: opts.exec_wait_s, state: dir };
     let mut executing = tokio::spawn(exec_loop(server, exec_opts, stop_rx));
 
@@ -69,6 +72,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Ended> {
         }
         r = &mut beating => Some(r),
         r = &mut executing => Some(r),
+        r = &mut shelling => Some(r),
     };
     let _ = stop_tx.send(true);
     let mut ended = match first {
@@ -76,9 +80,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Ended> {
         Some(Ok(Err(Revoked(message)))) => Ended::Revoked(message),
         Some(Err(join)) => return Err(join).context("an agent loop failed"),
     };
-    // Let the other loop finish: a running command is killed and its result sent.
+    // Let the other loops finish: a running command is killed and its result sent,
+    // open shells are hung up.
     let rest = async {
-        for task in [&mut beating, &mut executing] {
+        for task in [&mut beating, &mut executing, &mut shelling] {
             if task.is_finished() {
                 continue;
             }

@@ -8,6 +8,7 @@ mod exec;
 mod extract;
 mod health;
 mod nodes;
+mod shell;
 
 pub use extract::{Admin, ApiJson, NodeCaller, Reader};
 
@@ -37,6 +38,8 @@ pub struct AppState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     pub sse: Arc<SseStats>,
     pub waiters: Arc<Waiters>,
+    /// Shell sessions waiting for, or relaying to, a node's agent.
+    pub shells: Arc<shell::ShellRegistry>,
 }
 
 /// Counters about live subscribers, shown in `/readyz`.
@@ -64,6 +67,7 @@ impl AppState {
             stopping,
             sse: Arc::new(SseStats::default()),
             waiters: Arc::new(Waiters::default()),
+            shells: Arc::default(),
         }
     }
 }
@@ -89,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/nodes/{id}/exec/{exec}/result", get(exec::result))
         .route("/api/v1/nodes/{id}/exec/queue", get(exec::queue).delete(exec::clear))
         .route("/api/v1/nodes/{id}/exec/queue/{exec}", axum::routing::delete(exec::cancel))
+        .route("/api/v1/nodes/{id}/shell", get(shell::open))
         .route("/api/v1/body/heartbeat", post(body::heartbeat))
         .route("/api/v1/body/exec", get(exec::next))
         .route("/api/v1/body/exec/{exec}/watch", get(exec::watch))
@@ -98,6 +103,8 @@ pub fn router(state: AppState) -> Router {
             post(exec::post_result)
                 .layer(axum::extract::DefaultBodyLimit::max(state.config.exec_output_cap * 4 + 64 * 1024)),
         )
+        .route("/api/v1/body/shell/check", get(shell::check))
+        .route("/api/v1/body/shell/{session}", get(shell::attach))
         .route("/api/v1/events", get(events::stream))
         .route("/api/v1/events/log", get(events::log))
         .route("/api/v1/audit/digest", get(events::digest))

@@ -4,6 +4,7 @@
 pub mod exec;
 pub mod liveness;
 pub mod nodes;
+pub mod shell;
 pub mod waiters;
 pub mod watchdogs;
 

@@ -141,9 +141,14 @@ pub fn hydracluster() -> PathBuf {
 
 impl ServerProcess {
     pub fn start(data: &Path) -> ServerProcess {
+        Self::start_with(data, "")
+    }
+
+    /// Starts with more lines of YAML config (e.g. shorter timeouts).
+    pub fn start_with(data: &Path, extra_config: &str) -> ServerProcess {
         // Tests enroll many machines from one address: lift the per-address limit.
         let config = data.with_extension("yaml");
-        std::fs::write(&config, "enroll_per_minute: 0\n").unwrap();
+        std::fs::write(&config, format!("enroll_per_minute: 0\n{extra_config}")).unwrap();
         let mut child = Command::new(hydracluster())
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config)

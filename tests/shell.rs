@@ -1,0 +1,353 @@
+//! The WebSocket shell (`exec --shell`) end to end: a real `hydracluster serve`, a real
+//! `hydranode run` starting bash on a real PTY, and the `hydracluster exec --shell` CLI;
+//! plus the protocol's bad cases with a WebSocket client playing either side.
+
+mod common;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::header::{HeaderValue, AUTHORIZATION};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn hydranode() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hydranode"))
+}
+
+/// A real agent, enrolled, approved and running; killed when dropped.
+struct Agent {
+    child: Child,
+    state: PathBuf,
+    node: String,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn real_agent(server: &ServerProcess, http: &reqwest::Client, dir: &Path) -> Agent {
+    let state = dir.join("agent");
+    let out = Command::new(hydranode())
+        .args(["enroll", "--server", &server.url, "--name", "shell-body", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let identity: Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("identity.json")).unwrap()).unwrap();
+    let node = identity["node_id"].as_str().unwrap().to_owned();
+    approve(server, http, &node).await;
+    let child = Command::new(hydranode())
+        .args(["run", "--heartbeat-interval", "300ms", "--exec-wait", "5", "--state"])
+        .arg(&state)
+        .env("HYDRA_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("hydranode starts");
+    let agent = Agent { child, state, node };
+    let url = format!("{}/api/v1/nodes/{}", server.url, agent.node);
+    let online = eventually(Duration::from_secs(30), || async {
+        call(http, reqwest::Method::GET, &url, Some(ADMIN), None).await.1["node_status"] == "online"
+    })
+    .await;
+    assert!(online, "the agent heartbeats");
+    agent
+}
+
+async fn approve(server: &ServerProcess, http: &reqwest::Client, node: &str) {
+    let (status, body) = call(
+        http,
+        reqwest::Method::POST,
+        &format!("{}/api/v1/nodes/{node}/approve", server.url),
+        Some(ADMIN),
+        Some(json!({"roles": ["hydrabody"], "district": "north", "venue": "arena"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Runs `hydracluster exec <args> --shell …` with `stdin` piped in (a blocking
+/// process, so off the async runtime).
+async fn cli_shell(server: &ServerProcess, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(hydracluster());
+    cmd.arg("exec").args(args).args(["--server", &server.url, "--admin-token", ADMIN]);
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let input = stdin.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().unwrap();
+        if let Some(input) = input {
+            let mut pipe = child.stdin.take().unwrap();
+            pipe.write_all(input.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A raw WebSocket connection (the test plays the CLI or the agent); Err is the
+/// refusal's status and body.
+async fn ws_connect(url: &str, token: &str) -> Result<Ws, (u16, String)> {
+    let url = url.replacen("http://", "ws://", 1);
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(WsError::Http(resp)) => {
+            let body = resp.body().as_deref().map(text).unwrap_or_default();
+            Err((resp.status().as_u16(), body))
+        }
+        Err(e) => panic!("cannot connect to {url}: {e}"),
+    }
+}
+
+/// Reads binary frames until `needle` shows (or panics after `limit`); returns all read.
+async fn read_until(ws: &mut Ws, needle: &str, limit: Duration) -> String {
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while !seen.contains(needle) {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => seen.push_str(&text(&b)),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("waiting for {needle:?}, got {other:?} after {seen:?}"),
+        }
+    }
+    seen
+}
+
+/// Reads until the `{"exit":N}` message and the close that follows it.
+async fn read_exit(ws: &mut Ws) -> (Option<i64>, Option<String>) {
+    let mut exit = None;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("the session ends") {
+            Some(Ok(Message::Text(t))) => exit = serde_json::from_str::<Value>(&t).unwrap()["exit"].as_i64(),
+            Some(Ok(Message::Close(frame))) => return (exit, frame.map(|f| f.reason.to_string())),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return (exit, None),
+        }
+    }
+}
+
+async fn shell_events(server: &ServerProcess, http: &reqwest::Client) -> Vec<Value> {
+    let url = format!("{}/api/v1/events/log?since=0&limit=1000&types=shell.*", server.url);
+    let (status, body) = call(http, reqwest::Method::GET, &url, Some(ADMIN), None).await;
+    assert_eq!(status, 200, "{body}");
+    body["events"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_opens_shells_on_a_real_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"));
+    let http = reqwest::Client::new();
+    let agent = real_agent(&server, &http, dir.path()).await;
+    let node = agent.node.clone();
+
+    // A command on a real terminal: its output, a /dev/pts path, its exit code.
+    let out = cli_shell(&server, &[&node, "--shell", "echo hi; tty; exit 3"], None).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.lines().any(|l| l.trim_end() == "hi"), "{stdout:?}");
+    assert!(stdout.contains("/dev/pts/"), "a real PTY: {stdout:?}");
+
+    // An interactive login shell fed from a pipe.
+    let out = cli_shell(&server, &[&node, "--shell"], Some("echo marker-$((6*7))\nexit 5\n")).await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("marker-42"), "{:?}", text(&out.stdout));
+
+    // With the exec slot busy (a long command in flight), a shell still answers at once.
+    let (status, queued) = call(
+        &http,
+        reqwest::Method::POST,
+        &format!("{}/api/v1/nodes/{node}/exec", server.url),
+        Some(ADMIN),
+        Some(json!({"command": "sleep 30", "timeout": 60})),
+    )
+    .await;
+    assert_eq!(status, 202, "{queued}");
+    let exec = queued["id"].as_str().unwrap().to_owned();
+    let result_url = format!("{}/api/v1/nodes/{node}/exec/{exec}/result", server.url);
+    let dispatched = eventually(Duration::from_secs(20), || async {
+        call(&http, reqwest::Method::GET, &result_url, Some(ADMIN), None).await.1["status"] == "dispatched"
+    })
+    .await;
+    assert!(dispatched, "the long command is in flight");
+    let started = Instant::now();
+    let out = cli_shell(&server, &[&node, "--shell", "echo shell-while-busy"], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("shell-while-busy"));
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    let still = call(&http, reqwest::Method::GET, &result_url, Some(ADMIN), None).await.1;
+    assert_eq!(still["status"], "dispatched", "the exec queue was not touched");
+    let cancel = format!("{}/api/v1/nodes/{node}/exec/queue/{exec}", server.url);
+    assert_eq!(call(&http, reqwest::Method::DELETE, &cancel, Some(ADMIN), None).await.0, 200);
+
+    // The protocol itself: the size asked for at the start, then a resize message.
+    let url = format!(
+        "{}/api/v1/nodes/{node}/shell?cols=123&rows=45&command={}",
+        server.url, "stty%20size%3B%20read%20x%3B%20stty%20size"
+    );
+    let mut ws = ws_connect(&url, ADMIN).await.expect("the shell opens");
+    read_until(&mut ws, "45 123", Duration::from_secs(20)).await;
+    ws.send(Message::Text(json!({"resize": {"cols": 100, "rows": 30}}).to_string().into())).await.unwrap();
+    ws.send(Message::Binary(b"\n".to_vec().into())).await.unwrap();
+    read_until(&mut ws, "30 100", Duration::from_secs(20)).await;
+    assert_eq!(read_exit(&mut ws).await.0, Some(0));
+
+    // A node token may not open a shell (it is an admin route).
+    let node_token = std::fs::read_to_string(agent.state.join("token")).unwrap().trim().to_owned();
+    let refused = ws_connect(&format!("{}/api/v1/nodes/{node}/shell", server.url), &node_token).await;
+    assert_eq!(refused.err().map(|e| e.0), Some(403));
+
+    // An unknown node is refused before the upgrade, with a clear message.
+    let out = cli_shell(&server, &["node-nosuch", "--shell", "true"], None).await;
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("404") && err.contains("no node node-nosuch"), "{err}");
+
+    // --shell does not mix with the queue's options.
+    let out = cli_shell(&server, &[&node, "--shell", "--json"], None).await;
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+
+    // The log says who opened which shell on which node and how it ended, and holds
+    // nothing that went through the terminal (neither what was typed nor printed).
+    let ok = eventually(Duration::from_secs(20), || async {
+        shell_events(&server, &http).await.iter().filter(|e| e["type"] == "shell.closed").count() >= 4
+    })
+    .await;
+    assert!(ok, "every session's end is recorded: {:#?}", shell_events(&server, &http).await);
+    let events = shell_events(&server, &http).await;
+    let opened: Vec<&Value> = events.iter().filter(|e| e["type"] == "shell.opened").collect();
+    assert_eq!(opened.len(), 4, "{events:#?}");
+    assert_eq!(opened[0]["data"]["command"], "echo hi; tty; exit 3");
+    assert_eq!(opened[0]["data"]["node_id"], node.as_str());
+    assert_eq!(opened[0]["cause"], "admin:admin");
+    assert!(opened[0]["data"]["session_id"].as_str().unwrap().starts_with("shell-"));
+    assert_eq!(opened[1]["data"]["command"], Value::Null, "an interactive shell");
+    let closed_code = |session: &Value| {
+        events
+            .iter()
+            .find(|e| e["type"] == "shell.closed" && e["data"]["session_id"] == *session)
+            .map(|e| e["data"]["exit_code"].clone())
+    };
+    assert_eq!(closed_code(&opened[0]["data"]["session_id"]), Some(json!(3)));
+    assert_eq!(closed_code(&opened[1]["data"]["session_id"]), Some(json!(5)));
+    let log = serde_json::to_string(&events).unwrap();
+    for secret in ["marker-42", "marker-$((6*7))", "/dev/pts", "45 123"] {
+        assert!(!log.contains(secret), "{secret:?} is in the log: {log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shells_without_an_agent_fail_clearly_and_sessions_are_guarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(&dir.path().join("data"), "shell_attach_timeout: 3s\n");
+    let http = reqwest::Client::new();
+    let (node, token) = enroll(&server.url, &http, "quiet-body").await;
+    approve(&server, &http, &node).await;
+    let (other, other_token) = enroll(&server.url, &http, "other-body").await;
+    approve(&server, &http, &other).await;
+
+    // No agent runs for the node: the CLI fails after the attach timeout and says why.
+    let started = Instant::now();
+    let out = cli_shell(&server, &[&node, "--shell", "true"], None).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("the agent did not attach within 3s; is it running?"), "{err}");
+    assert!(started.elapsed() >= Duration::from_secs(3) && started.elapsed() < Duration::from_secs(15));
+
+    // A pending node gets no shell.
+    let (pending, _) = enroll(&server.url, &http, "pending-body").await;
+    let out = cli_shell(&server, &[&pending, "--shell"], None).await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("409"), "{}", text(&out.stderr));
+
+    // The agent's side, played by the test: a long poll answers the moment a session
+    // is opened, and only the node's own agent may attach, once.
+    let check_url = format!("{}/api/v1/body/shell/check?wait=20", server.url);
+    let waiting = {
+        let (http, url, token) = (http.clone(), check_url.clone(), token.clone());
+        tokio::spawn(async move {
+            let asked = Instant::now();
+            let answer = call(&http, reqwest::Method::GET, &url, Some(&token), None).await;
+            (answer, asked.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let open_url = format!("{}/api/v1/nodes/{node}/shell?command=echo%20x&cols=90&rows=33", server.url);
+    let mut admin = ws_connect(&open_url, ADMIN).await.expect("the admin's side opens");
+    admin.send(Message::Binary(b"typed early".to_vec().into())).await.unwrap();
+    let ((status, offer), took) = waiting.await.unwrap();
+    assert_eq!(status, 200, "{offer}");
+    assert!(took < Duration::from_secs(10), "the long poll answered at once: {took:?}");
+    assert_eq!(offer["command"], "echo x");
+    assert_eq!((offer["cols"].as_u64(), offer["rows"].as_u64()), (Some(90), Some(33)));
+    let session = offer["session"].as_str().unwrap().to_owned();
+    assert!(session.starts_with("shell-"));
+
+    let attach = |s: &str| format!("{}/api/v1/body/shell/{s}", server.url);
+    assert_eq!(ws_connect(&attach(&session), &other_token).await.err().map(|e| e.0), Some(403));
+    assert_eq!(ws_connect(&attach("shell-0000000000000000"), &token).await.err().map(|e| e.0), Some(404));
+    assert_eq!(ws_connect(&attach(&session), ADMIN).await.err().map(|e| e.0), Some(403), "not a node token");
+    let mut agent = ws_connect(&attach(&session), &token).await.expect("the node's agent attaches");
+    assert_eq!(ws_connect(&attach(&session), &token).await.err().map(|e| e.0), Some(409));
+    // The other node's poll sees nothing of it.
+    let (status, _) = call(
+        &http,
+        reqwest::Method::GET,
+        &format!("{}/api/v1/body/shell/check?wait=0", server.url),
+        Some(&other_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+
+    // The relay: what the admin typed before the attach arrives, bytes flow both ways,
+    // resize messages pass, anything else in text does not, and the exit code ends it.
+    let got = tokio::time::timeout(Duration::from_secs(10), agent.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(got, Message::Binary(b"typed early".to_vec().into()));
+    admin.send(Message::Text(r#"{"nonsense":1}"#.into())).await.unwrap();
+    admin.send(Message::Text(r#"{"resize":{"cols":120,"rows":40}}"#.into())).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), agent.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(got, Message::Text(r#"{"resize":{"cols":120,"rows":40}}"#.into()));
+    agent.send(Message::Binary(b"x\r\n".to_vec().into())).await.unwrap();
+    agent.send(Message::Text(r#"{"exit":7}"#.into())).await.unwrap();
+    agent.close(None).await.unwrap();
+    assert_eq!(read_until(&mut admin, "x\r\n", Duration::from_secs(10)).await, "x\r\n");
+    assert_eq!(read_exit(&mut admin).await.0, Some(7));
+
+    // A session that is over cannot be attached to.
+    let over = eventually(Duration::from_secs(10), || async {
+        ws_connect(&attach(&session), &token).await.err().map(|e| e.0) == Some(404)
+    })
+    .await;
+    assert!(over, "the session is forgotten when it ends");
+    let ok = eventually(Duration::from_secs(10), || async {
+        shell_events(&server, &http).await.iter().any(|e| {
+            e["type"] == "shell.closed"
+                && e["data"]["session_id"] == session.as_str()
+                && e["data"]["exit_code"] == 7
+        })
+    })
+    .await;
+    assert!(ok, "{:#?}", shell_events(&server, &http).await);
+    // The session that timed out was never opened: only the attached one is in the log.
+    let events = shell_events(&server, &http).await;
+    assert_eq!(events.len(), 2, "{events:#?}");
+}
