@@ -494,9 +494,17 @@ async fn exec(
         let _ = c.send(Method::DELETE, &format!("/api/v1/nodes/{node}/exec/queue/{id}"), None).await;
     };
     let deadline = tokio::time::Instant::now() + timeout + std::time::Duration::from_secs(30);
-    let mut pause = std::time::Duration::from_millis(50);
     let result = loop {
-        let r = c.send(Method::GET, &format!("/api/v1/nodes/{node}/exec/{id}/result"), None).await?;
+        // The server holds the request until the command ends (up to 25 s a round).
+        let path = format!("/api/v1/nodes/{node}/exec/{id}/result?wait=25");
+        let r = tokio::select! {
+            r = c.send(Method::GET, &path, None) => r?,
+            _ = tokio::signal::ctrl_c() => {
+                cancel().await;
+                eprintln!("interrupted: cancelled {id}");
+                return Ok(130);
+            }
+        };
         let status = r["status"].as_str().unwrap_or_default();
         if status != "pending" && status != "dispatched" {
             break r;
@@ -506,15 +514,6 @@ async fn exec(
             eprintln!("error: no result for {id} within its timeout ({}s); cancelled it", timeout.as_secs());
             return Ok(124);
         }
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = tokio::signal::ctrl_c() => {
-                cancel().await;
-                eprintln!("interrupted: cancelled {id}");
-                return Ok(130);
-            }
-        }
-        pause = (pause * 2).min(std::time::Duration::from_secs(1));
     };
     let status = result["status"].as_str().unwrap_or_default();
     if as_json {

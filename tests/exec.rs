@@ -89,6 +89,27 @@ async fn a_long_polling_agent_gets_a_command_the_moment_it_is_queued() {
 }
 
 #[tokio::test]
+async fn a_waiting_result_request_answers_the_moment_the_command_ends() {
+    let s = spawn_app().await;
+    let (node, token) = approved_body(&s, "body-1").await;
+    let exec = id_of(&submit(&s, &node, json!({"command": "date"})).await.1);
+    let waiting = {
+        let (http, url) =
+            (s.http.clone(), format!("{}/api/v1/nodes/{node}/exec/{exec}/result?wait=30", s.url));
+        tokio::spawn(async move { call(&http, Method::GET, &url, Some(ADMIN), None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    fetch(&s, &token, 0).await;
+    report(&s, &token, json!({"id": exec, "exit_code": 0, "stdout": "now"})).await;
+    let (status, r) = tokio::time::timeout(Duration::from_secs(20), waiting).await.unwrap().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(r["stdout"], "now");
+    // Without wait, an unfinished command answers 202 at once.
+    let other = id_of(&submit(&s, &node, json!({"command": "later"})).await.1);
+    assert_eq!(result(&s, &node, &other).await.0, 202);
+}
+
+#[tokio::test]
 async fn two_polls_racing_for_one_command_do_not_end_it() {
     // A half-open connection or a client retry can leave two polls of one node parked.
     let s = spawn_app().await;

@@ -156,17 +156,38 @@ async fn ended_output(state: &AppState, r: &ExecRecord) -> Result<Option<ExecOut
     }))
 }
 
+/// `GET …/exec/{execId}/result[?wait=N]`: the result (200) or the state so far (202).
+/// With `wait`, it answers the moment the command ends (at most N seconds), so a
+/// caller needs one request instead of a polling loop.
 pub async fn result(
     State(state): State<AppState>,
     _: Admin,
     Path((id, exec)): Path<(String, String)>,
+    query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (node, exec) = (node_id(&id)?, exec_id(&exec)?);
-    let r = record(&state, &node, &exec)?;
-    if !r.status.is_finished() {
-        let body = json!({"id": r.id, "status": r.status.as_str(), "attempts": r.attempts});
-        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
-    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(MAX_WAIT_S));
+    let notify = state.waiters.of(&node);
+    let mut stopping = state.stopping.clone();
+    let r = loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let r = record(&state, &node, &exec)?;
+        if r.status.is_finished() {
+            break r;
+        }
+        if tokio::time::Instant::now() >= deadline || *stopping.borrow() {
+            let body = json!({"id": r.id, "status": r.status.as_str(), "attempts": r.attempts});
+            return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = stopping.wait_for(|s| *s) => {}
+        }
+    };
     let output = ended_output(&state, &r).await?;
     let duration = output
         .as_ref()
