@@ -167,26 +167,18 @@ pub async fn result(
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (node, exec) = (node_id(&id)?, exec_id(&exec)?);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(MAX_WAIT_S));
-    let notify = state.waiters.of(&node);
-    let mut stopping = state.stopping.clone();
-    let r = loop {
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
+    let finished = long_poll(&state, &node, q.wait, || {
+        let r = record(&state, &node, &exec);
+        async move {
+            let r = r?;
+            Ok(r.status.is_finished().then_some(r))
+        }
+    })
+    .await?;
+    let Some(r) = finished else {
         let r = record(&state, &node, &exec)?;
-        if r.status.is_finished() {
-            break r;
-        }
-        if tokio::time::Instant::now() >= deadline || *stopping.borrow() {
-            let body = json!({"id": r.id, "status": r.status.as_str(), "attempts": r.attempts});
-            return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
-        }
-        tokio::select! {
-            _ = &mut notified => {}
-            _ = tokio::time::sleep_until(deadline) => {}
-            _ = stopping.wait_for(|s| *s) => {}
-        }
+        let body = json!({"id": r.id, "status": r.status.as_str(), "attempts": r.attempts});
+        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
     };
     let output = ended_output(&state, &r).await?;
     let duration = output
@@ -266,6 +258,40 @@ pub struct WaitQuery {
     wait: u64,
 }
 
+/// Runs `check` now and again each time an exec event about `node` is committed,
+/// until it answers `Some`, `wait_s` seconds pass (at most `MAX_WAIT_S`) or the server
+/// stops (a stopping server answers parked requests at once instead of waiting them
+/// out). The wake-up is armed before each check, so no event can slip between.
+async fn long_poll<T, Fut>(
+    state: &AppState,
+    node: &NodeId,
+    wait_s: u64,
+    mut check: impl FnMut() -> Fut,
+) -> Result<Option<T>, ApiError>
+where
+    Fut: std::future::Future<Output = Result<Option<T>, ApiError>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_s.min(MAX_WAIT_S));
+    let notify = state.waiters.of(node);
+    let mut stopping = state.stopping.clone();
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(found) = check().await? {
+            return Ok(Some(found));
+        }
+        if tokio::time::Instant::now() >= deadline || *stopping.borrow() {
+            return Ok(None);
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = stopping.wait_for(|s| *s) => {}
+        }
+    }
+}
+
 /// `GET /api/v1/body/exec?wait=N`: the next command, or 204. With `wait`, it answers
 /// the moment a command is queued for this node.
 pub async fn next(
@@ -274,44 +300,41 @@ pub async fn next(
     query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(MAX_WAIT_S));
     let asked_at_seq = state.ledger.committed_seq();
-    let notify = state.waiters.of(&node);
-    let mut stopping = state.stopping.clone();
-    loop {
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let has_work = state
-            .ledger
-            .read(|v| v.exec.node(&node).is_some_and(|n| !n.queue.is_empty() || n.in_flight.is_some()));
-        if has_work {
-            let envelopes = state
-                .ledger
-                .submit(format!("node:{node}"), exec::dispatch(node.clone(), now_ms(), asked_at_seq))
-                .await?;
-            let sent = envelopes.iter().find_map(|e| match &e.event {
-                Event::ExecDispatched { exec_id, .. } => Some(exec_id.clone()),
-                _ => None,
-            });
-            if let Some(id) = sent {
-                let r = state.ledger.read(|v| v.exec.get(&id).cloned());
-                if let Some(r) = r {
-                    let body = json!({"id": r.id, "command": r.command, "timeout_ms": r.timeout_ms});
-                    return Ok(Json(body).into_response());
-                }
-            }
+    let sent = long_poll(&state, &node, q.wait, || {
+        let (state, node) = (state.clone(), node.clone());
+        async move { dispatch_next(&state, &node, asked_at_seq).await }
+    })
+    .await?;
+    Ok(match sent {
+        Some(r) => {
+            Json(json!({"id": r.id, "command": r.command, "timeout_ms": r.timeout_ms})).into_response()
         }
-        if tokio::time::Instant::now() >= deadline || *stopping.borrow() {
-            return Ok(StatusCode::NO_CONTENT.into_response());
-        }
-        // A stopping server answers parked polls at once instead of waiting them out.
-        tokio::select! {
-            _ = &mut notified => {}
-            _ = tokio::time::sleep_until(deadline) => {}
-            _ = stopping.wait_for(|s| *s) => {}
-        }
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+/// Puts the node's next command in flight, if it has one.
+async fn dispatch_next(
+    state: &AppState,
+    node: &NodeId,
+    asked_at_seq: u64,
+) -> Result<Option<ExecRecord>, ApiError> {
+    let has_work = state
+        .ledger
+        .read(|v| v.exec.node(node).is_some_and(|n| !n.queue.is_empty() || n.in_flight.is_some()));
+    if !has_work {
+        return Ok(None);
     }
+    let envelopes = state
+        .ledger
+        .submit(format!("node:{node}"), exec::dispatch(node.clone(), now_ms(), asked_at_seq))
+        .await?;
+    let sent = envelopes.iter().find_map(|e| match &e.event {
+        Event::ExecDispatched { exec_id, .. } => Some(exec_id.clone()),
+        _ => None,
+    });
+    Ok(sent.and_then(|id| state.ledger.read(|v| v.exec.get(&id).cloned())))
 }
 
 /// `GET /api/v1/body/exec/{id}/watch?wait=N`: answers when the command in flight is
@@ -324,26 +347,25 @@ pub async fn watch(
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let exec = exec_id(&exec)?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(MAX_WAIT_S));
-    let notify = state.waiters.of(&node);
-    let mut stopping = state.stopping.clone();
-    loop {
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let status = state
+    let status = || {
+        state
             .ledger
             .read(|v| v.exec.get(&exec).filter(|r| r.node_id == node).map(|r| r.status))
-            .ok_or_else(|| ApiError::not_found(format!("no command {exec} for this node")))?;
-        if status != ExecStatus::Dispatched || tokio::time::Instant::now() >= deadline || *stopping.borrow() {
-            return Ok(Json(json!({"id": exec, "status": status.as_str()})));
+            .ok_or_else(|| ApiError::not_found(format!("no command {exec} for this node")))
+    };
+    let ended = long_poll(&state, &node, q.wait, || {
+        let s = status();
+        async move {
+            let s = s?;
+            Ok((s != ExecStatus::Dispatched).then_some(s))
         }
-        tokio::select! {
-            _ = &mut notified => {}
-            _ = tokio::time::sleep_until(deadline) => {}
-            _ = stopping.wait_for(|s| *s) => {}
-        }
-    }
+    })
+    .await?;
+    let status = match ended {
+        Some(s) => s,
+        None => status()?,
+    };
+    Ok(Json(json!({"id": exec, "status": status.as_str()})))
 }
 
 #[derive(Debug, Deserialize)]
