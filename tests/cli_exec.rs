@@ -3,79 +3,11 @@
 
 mod common;
 
+use common::agent::real_agent;
 use common::*;
 use serde_json::json;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
-
-fn hydranode() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_hydranode"))
-}
-
-/// A real agent, enrolled, approved and running.
-struct Agent {
-    child: Child,
-    state: PathBuf,
-    node: String,
-}
-
-impl Agent {
-    fn start(&mut self) {
-        self.child = run_agent(&self.state);
-    }
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn run_agent(state: &Path) -> Child {
-    Command::new(hydranode())
-        .args(["run", "--heartbeat-interval", "300ms", "--exec-wait", "5", "--state"])
-        .arg(state)
-        .env("HYDRA_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("hydranode starts")
-}
-
-async fn real_agent(server: &ServerProcess, http: &reqwest::Client, dir: &Path) -> Agent {
-    let state = dir.join("agent");
-    let out = Command::new(hydranode())
-        .args(["enroll", "--server", &server.url, "--name", "real-body", "--state"])
-        .arg(&state)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let identity: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(state.join("identity.json")).unwrap()).unwrap();
-    let node = identity["node_id"].as_str().unwrap().to_owned();
-    let (status, body) = call(
-        http,
-        reqwest::Method::POST,
-        &format!("{}/api/v1/nodes/{node}/approve", server.url),
-        Some(ADMIN),
-        Some(json!({"roles": ["hydrabody"], "district": "north", "venue": "arena"})),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let agent = Agent { child: run_agent(&state), state, node };
-    let url = format!("{}/api/v1/nodes/{}", server.url, agent.node);
-    let online = eventually(Duration::from_secs(30), || async {
-        call(http, reqwest::Method::GET, &url, Some(ADMIN), None).await.1["node_status"] == "online"
-    })
-    .await;
-    assert!(online, "the agent heartbeats");
-    agent
-}
 
 /// Runs `hydracluster exec` (a blocking process, so off the async runtime).
 async fn cli_exec(server: &ServerProcess, args: &[&str]) -> Output {
@@ -93,7 +25,7 @@ async fn an_operator_runs_commands_on_a_real_agent() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&dir.path().join("data"));
     let http = reqwest::Client::new();
-    let agent = real_agent(&server, &http, dir.path()).await;
+    let agent = real_agent(&server, &http, dir.path(), "real-body").await;
     let node = agent.node.clone();
 
     // stdout and stderr apart, and the exit code follows the remote command's.
@@ -141,7 +73,7 @@ async fn an_agent_killed_mid_command_and_a_server_restart_never_leave_a_command_
     let data = dir.path().join("data");
     let mut server = ServerProcess::start(&data);
     let http = reqwest::Client::new();
-    let mut agent = real_agent(&server, &http, dir.path()).await;
+    let mut agent = real_agent(&server, &http, dir.path(), "real-body").await;
     let node = agent.node.clone();
     let submit = |url: String, body: serde_json::Value| {
         let http = http.clone();

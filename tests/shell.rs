@@ -4,78 +4,18 @@
 
 mod common;
 
+use common::agent::{approve, real_agent};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::header::{HeaderValue, AUTHORIZATION};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn hydranode() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_hydranode"))
-}
-
-/// A real agent, enrolled, approved and running; killed when dropped.
-struct Agent {
-    child: Child,
-    state: PathBuf,
-    node: String,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn real_agent(server: &ServerProcess, http: &reqwest::Client, dir: &Path) -> Agent {
-    let state = dir.join("agent");
-    let out = Command::new(hydranode())
-        .args(["enroll", "--server", &server.url, "--name", "shell-body", "--state"])
-        .arg(&state)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let identity: Value =
-        serde_json::from_str(&std::fs::read_to_string(state.join("identity.json")).unwrap()).unwrap();
-    let node = identity["node_id"].as_str().unwrap().to_owned();
-    approve(server, http, &node).await;
-    let child = Command::new(hydranode())
-        .args(["run", "--heartbeat-interval", "300ms", "--exec-wait", "5", "--state"])
-        .arg(&state)
-        .env("HYDRA_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("hydranode starts");
-    let agent = Agent { child, state, node };
-    let url = format!("{}/api/v1/nodes/{}", server.url, agent.node);
-    let online = eventually(Duration::from_secs(30), || async {
-        call(http, reqwest::Method::GET, &url, Some(ADMIN), None).await.1["node_status"] == "online"
-    })
-    .await;
-    assert!(online, "the agent heartbeats");
-    agent
-}
-
-async fn approve(server: &ServerProcess, http: &reqwest::Client, node: &str) {
-    let (status, body) = call(
-        http,
-        reqwest::Method::POST,
-        &format!("{}/api/v1/nodes/{node}/approve", server.url),
-        Some(ADMIN),
-        Some(json!({"roles": ["hydrabody"], "district": "north", "venue": "arena"})),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-}
 
 /// Runs `hydracluster exec <args> --shell …` with `stdin` piped in (a blocking
 /// process, so off the async runtime).
@@ -156,7 +96,7 @@ async fn an_operator_opens_shells_on_a_real_agent() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&dir.path().join("data"));
     let http = reqwest::Client::new();
-    let agent = real_agent(&server, &http, dir.path()).await;
+    let agent = real_agent(&server, &http, dir.path(), "shell-body").await;
     let node = agent.node.clone();
 
     // A command on a real terminal: its output, a /dev/pts path, its exit code.

@@ -2,6 +2,8 @@
 //! real `hydracluster` process, and small HTTP helpers.
 #![allow(dead_code)]
 
+pub mod agent;
+
 use hydra::config::Config;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,84 @@
+//! A real `hydranode` agent for end-to-end tests: enrolled through `/enroll`, approved
+//! by the admin API, running until dropped.
+
+use super::{call, eventually, ServerProcess, ADMIN};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub fn hydranode() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hydranode"))
+}
+
+/// A running agent; killed (SIGKILL) when dropped.
+pub struct Agent {
+    pub child: Child,
+    pub state: PathBuf,
+    pub node: String,
+}
+
+impl Agent {
+    pub fn start(&mut self) {
+        self.child = run_agent(&self.state);
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `hydranode run` with quick heartbeats and short polls.
+pub fn run_agent(state: &Path) -> Child {
+    Command::new(hydranode())
+        .args(["run", "--heartbeat-interval", "300ms", "--exec-wait", "5", "--state"])
+        .arg(state)
+        .env("HYDRA_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("hydranode starts")
+}
+
+pub async fn approve(server: &ServerProcess, http: &reqwest::Client, node: &str) {
+    let (status, body) = call(
+        http,
+        reqwest::Method::POST,
+        &format!("{}/api/v1/nodes/{node}/approve", server.url),
+        Some(ADMIN),
+        Some(json!({"roles": ["hydrabody"], "district": "north", "venue": "arena"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Enrolls `name` with its state in `dir/agent`, approves it, runs it and waits until
+/// it shows online.
+pub async fn real_agent(server: &ServerProcess, http: &reqwest::Client, dir: &Path, name: &str) -> Agent {
+    let state = dir.join("agent");
+    let out = Command::new(hydranode())
+        .args(["enroll", "--server", &server.url, "--name", name, "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let identity: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("identity.json")).unwrap()).unwrap();
+    let node = identity["node_id"].as_str().unwrap().to_owned();
+    approve(server, http, &node).await;
+    let agent = Agent { child: run_agent(&state), state, node };
+    let url = format!("{}/api/v1/nodes/{}", server.url, agent.node);
+    let online = eventually(Duration::from_secs(30), || async {
+        call(http, reqwest::Method::GET, &url, Some(ADMIN), None).await.1["node_status"] == "online"
+    })
+    .await;
+    assert!(online, "the agent heartbeats");
+    agent
+}
