@@ -174,6 +174,31 @@ pub enum Event {
         node_id: NodeId,
         exit_code: Option<i32>,
     },
+    /// A kiosk head enrolled itself with the fleet enrollment token. Heads are nodes
+    /// (one id space, one `?node=` filter) and are approved at once.
+    HeadRegistered {
+        node_id: NodeId,
+        name: String,
+        district: String,
+        venue: String,
+    },
+    /// The kiosk reported its own state: `idle`, `streaming` or `error`.
+    HeadStatusChanged {
+        node_id: NodeId,
+        status: String,
+        detail: Option<String>,
+    },
+    /// An admin pinned the head to a body (and optionally an app), or cleared it.
+    HeadAssigned {
+        node_id: NodeId,
+        body_id: Option<NodeId>,
+        app_id: Option<String>,
+    },
+    /// The whitelist of experiences the kiosk may offer.
+    HeadExperiencesAllowed {
+        node_id: NodeId,
+        experiences: Vec<String>,
+    },
 }
 
 /// What a command printed and how it ended, as the agent reported it.
@@ -216,6 +241,10 @@ impl Event {
             Event::ExecExpired { .. } => "exec.expired",
             Event::ShellOpened { .. } => "shell.opened",
             Event::ShellClosed { .. } => "shell.closed",
+            Event::HeadRegistered { .. } => "head.registered",
+            Event::HeadStatusChanged { .. } => "head.status_changed",
+            Event::HeadAssigned { .. } => "head.assigned",
+            Event::HeadExperiencesAllowed { .. } => "head.allowed_experiences_changed",
         }
     }
 
@@ -247,7 +276,11 @@ impl Event {
             | Event::ExecFailed { node_id, .. }
             | Event::ExecExpired { node_id, .. }
             | Event::ShellOpened { node_id, .. }
-            | Event::ShellClosed { node_id, .. } => Some(node_id),
+            | Event::ShellClosed { node_id, .. }
+            | Event::HeadRegistered { node_id, .. }
+            | Event::HeadStatusChanged { node_id, .. }
+            | Event::HeadAssigned { node_id, .. }
+            | Event::HeadExperiencesAllowed { node_id, .. } => Some(node_id),
         }
     }
 

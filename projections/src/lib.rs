@@ -2,10 +2,12 @@
 //! the same log always gives the same views and the same digest.
 
 mod exec;
+mod heads;
 mod nodes;
 
 pub use exec::{ExecRecord, ExecStatus, ExecViews, NodeExec, FINISHED_KEPT};
-pub use nodes::{NodeStatus, NodeView};
+pub use heads::{HeadView, HEAD_STATUSES};
+pub use nodes::{NodeKind, NodeStatus, NodeView};
 
 use hydra_events::{Envelope, NodeId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -70,16 +72,19 @@ pub struct ClusterViews {
     pub last_at_ms: u64,
     pub nodes: BTreeMap<NodeId, NodeView>,
     pub exec: ExecViews,
+    /// What only kiosk heads have; every head is also in `nodes` with kind head.
+    pub heads: BTreeMap<NodeId, HeadView>,
 }
 
 impl Projection for ClusterViews {
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
 
     fn apply(&mut self, envelope: &Envelope) {
         self.last_seq = envelope.seq;
         self.last_at_ms = envelope.at_ms;
         nodes::apply(&mut self.nodes, envelope);
         exec::apply(&mut self.exec, envelope);
+        heads::apply(&mut self.heads, envelope);
     }
 
     fn last_seq(&self) -> u64 {

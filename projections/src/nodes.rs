@@ -22,9 +22,27 @@ impl NodeStatus {
     }
 }
 
+/// What a node is: a render machine or a kiosk in front of one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeKind {
+    #[default]
+    Body,
+    Head,
+}
+
+impl NodeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::Body => "body",
+            NodeKind::Head => "head",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeView {
     pub id: NodeId,
+    pub kind: NodeKind,
     pub name: String,
     pub ip: String,
     pub status: NodeStatus,
@@ -55,6 +73,7 @@ impl NodeView {
     fn new(node_id: NodeId, name: String, ip: String, at_ms: u64) -> Self {
         NodeView {
             id: node_id,
+            kind: NodeKind::Body,
             name,
             ip,
             status: NodeStatus::Pending,
@@ -85,6 +104,18 @@ pub(crate) fn apply(nodes: &mut BTreeMap<NodeId, NodeView>, envelope: &Envelope)
     let at = envelope.at_ms;
     if let Event::NodeEnrolled { node_id, name, ip } = &envelope.event {
         let mut view = NodeView::new(node_id.clone(), name.clone(), ip.clone(), at);
+        view.updated_seq = envelope.seq;
+        nodes.insert(node_id.clone(), view);
+        return;
+    }
+    if let Event::HeadRegistered { node_id, name, district, venue } = &envelope.event {
+        // Heads enroll with the fleet token, which stands for an admin's approval;
+        // their address is not known (they reach out, nothing connects to them).
+        let mut view = NodeView::new(node_id.clone(), name.clone(), String::new(), at);
+        view.kind = NodeKind::Head;
+        view.status = NodeStatus::Approved;
+        view.district = district.clone();
+        view.venue = venue.clone();
         view.updated_seq = envelope.seq;
         nodes.insert(node_id.clone(), view);
         return;

@@ -59,6 +59,20 @@ impl FromRequestParts<AppState> for Reader {
     }
 }
 
+/// A kiosk enrolling itself with the fleet enrollment token. When no fleet token is
+/// configured no token resolves to `Fleet`, so every attempt is a 401.
+pub struct Fleet;
+
+impl FromRequestParts<AppState> for Fleet {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match principal(parts, state)? {
+            Principal::Fleet => Ok(Fleet),
+            _ => Err(forbidden("enroll kiosk heads; use the fleet enrollment token")),
+        }
+    }
+}
+
 /// A node agent, with a token of a node that still exists and is not rejected.
 pub struct NodeCaller(pub NodeId);
 

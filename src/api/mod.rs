@@ -6,6 +6,7 @@ mod enroll;
 mod events;
 mod exec;
 mod extract;
+mod heads;
 mod health;
 mod nodes;
 mod shell;
@@ -89,6 +90,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/nodes/{id}/update-node", post(nodes::update_node))
         .route("/api/v1/nodes/{id}/update-services", post(nodes::update_services))
         .route("/api/v1/nodes/{id}/history", get(nodes::history))
+        .route("/api/v1/nodes/{id}/head-assignment", post(heads::assign))
+        .route("/api/v1/nodes/{id}/allowed-experiences", post(heads::allowed_experiences))
+        .route("/api/v1/heads", get(heads::list).post(heads::enroll))
+        .route("/api/v1/heads/{id}", get(heads::config).put(heads::report))
+        .route("/api/v1/enroll-qr", get(heads::enroll_qr))
         .route("/api/v1/nodes/{id}/exec", post(exec::submit))
         .route("/api/v1/nodes/{id}/exec/{exec}/result", get(exec::result))
         .route("/api/v1/nodes/{id}/exec/queue", get(exec::queue).delete(exec::clear))

@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Serialize)]
 pub struct NodeJson {
     pub id: String,
+    /// `body` or `head`.
+    pub kind: &'static str,
     pub name: String,
     pub ip: String,
     pub roles: Vec<String>,
@@ -57,6 +59,7 @@ pub fn node_json(n: &NodeView, live: Option<Live>) -> NodeJson {
     let last_seen_ms = live.last_seen_ms.max(n.last_seen_ms);
     NodeJson {
         id: n.id.to_string(),
+        kind: n.kind.as_str(),
         name: n.name.clone(),
         ip: n.ip.clone(),
         roles: n.roles.clone(),
@@ -91,6 +94,7 @@ pub struct ListQuery {
     role: Option<String>,
     status: Option<String>,
     node_status: Option<String>,
+    kind: Option<String>,
     as_of_seq: Option<u64>,
     as_of: Option<String>,
 }
@@ -102,6 +106,7 @@ impl ListQuery {
             && eq(&self.venue, &n.venue)
             && eq(&self.status, n.status.as_str())
             && eq(&self.node_status, if n.online { "online" } else { "offline" })
+            && eq(&self.kind, n.kind.as_str())
             && self.role.as_deref().is_none_or(|r| n.roles.iter().any(|x| x == r))
     }
 }
@@ -213,7 +218,7 @@ fn check_roles(state: &AppState, roles: &[String]) -> Result<Vec<String>, ApiErr
 }
 
 /// A district, venue or owner: 1 to 64 printable characters.
-fn check_label(what: &str, value: &str) -> Result<String, ApiError> {
+pub(super) fn check_label(what: &str, value: &str) -> Result<String, ApiError> {
     let v = value.trim();
     if v.is_empty() || v.chars().count() > 64 || v.chars().any(|c| c.is_control()) {
         return Err(ApiError::bad_request(format!(

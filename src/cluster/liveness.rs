@@ -46,6 +46,12 @@ impl Liveness {
         }
     }
 
+    /// Replaces a node's diagnostics without counting as a heartbeat: a kiosk's status
+    /// report carries them, but only heartbeats say a node is alive.
+    pub fn set_diagnostics(&self, id: &NodeId, diagnostics: serde_json::Map<String, serde_json::Value>) {
+        self.nodes.lock().entry(id.clone()).or_default().diagnostics = Some(diagnostics);
+    }
+
     pub fn get(&self, id: &NodeId) -> Option<Live> {
         self.nodes.lock().get(id).cloned()
     }

@@ -2,6 +2,7 @@
 //! and the watchdogs. Nothing here knows HTTP.
 
 pub mod exec;
+pub mod heads;
 pub mod liveness;
 pub mod nodes;
 pub mod shell;

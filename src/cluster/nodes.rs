@@ -95,6 +95,7 @@ pub fn remove(id: NodeId) -> impl FnOnce(&ClusterViews) -> Result<Decision, Doma
     move |views| {
         node(views, &id)?;
         let mut events = super::exec::fail_all(views, &id, "node_removed");
+        events.extend(super::heads::unassign_from(views, &id));
         events.push(Event::NodeRemoved { node_id: id.clone() });
         Ok(Decision { tokens: vec![TokenWrite::Revoke { principal: node_principal(&id) }], events })
     }

@@ -1,0 +1,187 @@
+//! The head view: what only kiosk heads have (their own status, the body they are
+//! pinned to, their experience whitelist), folded from `head.*` events. Name,
+//! placement and liveness of a head are in the node view like any other node's.
+
+use hydra_events::{Envelope, Event, NodeId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a kiosk may report about itself.
+pub const HEAD_STATUSES: [&str; 3] = ["idle", "streaming", "error"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadView {
+    /// `idle`, `streaming` or `error`, as the kiosk last reported.
+    pub status: String,
+    pub detail: Option<String>,
+    /// The body an admin pinned this head to, if any.
+    pub assigned_body: Option<NodeId>,
+    pub app_id: Option<String>,
+    pub allowed_experiences: Vec<String>,
+}
+
+impl Default for HeadView {
+    fn default() -> Self {
+        HeadView {
+            status: "idle".into(),
+            detail: None,
+            assigned_body: None,
+            app_id: None,
+            allowed_experiences: Vec::new(),
+        }
+    }
+}
+
+pub(crate) fn apply(heads: &mut BTreeMap<NodeId, HeadView>, envelope: &Envelope) {
+    match &envelope.event {
+        Event::HeadRegistered { node_id, .. } => {
+            heads.insert(node_id.clone(), HeadView::default());
+        }
+        Event::NodeRemoved { node_id } => {
+            heads.remove(node_id);
+        }
+        Event::HeadStatusChanged { node_id, status, detail } => {
+            if let Some(h) = heads.get_mut(node_id) {
+                h.status = status.clone();
+                h.detail = detail.clone();
+            }
+        }
+        Event::HeadAssigned { node_id, body_id, app_id } => {
+            if let Some(h) = heads.get_mut(node_id) {
+                h.assigned_body = body_id.clone();
+                h.app_id = app_id.clone();
+            }
+        }
+        Event::HeadExperiencesAllowed { node_id, experiences } => {
+            if let Some(h) = heads.get_mut(node_id) {
+                h.allowed_experiences = experiences.clone();
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::tests::env;
+    use crate::{ClusterViews, NodeKind, NodeStatus, Projection};
+    use hydra_events::{Event, NodeId};
+
+    fn head() -> NodeId {
+        NodeId::parse("node-h1").unwrap()
+    }
+
+    fn body() -> NodeId {
+        NodeId::parse("node-b1").unwrap()
+    }
+
+    fn fold(events: Vec<Event>) -> ClusterViews {
+        let mut views = ClusterViews::default();
+        for (i, e) in events.into_iter().enumerate() {
+            views.apply(&env(i as u64 + 1, e));
+        }
+        views
+    }
+
+    fn registered() -> Event {
+        Event::HeadRegistered {
+            node_id: head(),
+            name: "ipad-1".into(),
+            district: "north".into(),
+            venue: "arena".into(),
+        }
+    }
+
+    #[test]
+    fn head_table() {
+        struct Case {
+            name: &'static str,
+            events: Vec<Event>,
+            check: fn(&ClusterViews),
+        }
+        let cases = vec![
+            Case {
+                name: "a registered head is an approved node of kind head, idle, unassigned",
+                events: vec![registered()],
+                check: |v| {
+                    let n = &v.nodes[&head()];
+                    assert_eq!(n.kind, NodeKind::Head);
+                    assert_eq!(n.status, NodeStatus::Approved);
+                    assert_eq!((n.district.as_str(), n.venue.as_str()), ("north", "arena"));
+                    assert!(!n.online);
+                    let h = &v.heads[&head()];
+                    assert_eq!(h.status, "idle");
+                    assert_eq!(h.assigned_body, None);
+                    assert!(h.allowed_experiences.is_empty());
+                },
+            },
+            Case {
+                name: "an enrolled machine is a body and has no head view",
+                events: vec![Event::NodeEnrolled {
+                    node_id: body(),
+                    name: "b".into(),
+                    ip: "10.0.0.1".into(),
+                }],
+                check: |v| {
+                    assert_eq!(v.nodes[&body()].kind, NodeKind::Body);
+                    assert!(v.heads.is_empty());
+                },
+            },
+            Case {
+                name: "status, assignment and whitelist are recorded",
+                events: vec![
+                    registered(),
+                    Event::HeadStatusChanged {
+                        node_id: head(),
+                        status: "error".into(),
+                        detail: Some("no body".into()),
+                    },
+                    Event::HeadAssigned {
+                        node_id: head(),
+                        body_id: Some(body()),
+                        app_id: Some("app-7".into()),
+                    },
+                    Event::HeadExperiencesAllowed { node_id: head(), experiences: vec!["racing".into()] },
+                ],
+                check: |v| {
+                    let h = &v.heads[&head()];
+                    assert_eq!((h.status.as_str(), h.detail.as_deref()), ("error", Some("no body")));
+                    assert_eq!(h.assigned_body, Some(body()));
+                    assert_eq!(h.app_id.as_deref(), Some("app-7"));
+                    assert_eq!(h.allowed_experiences, vec!["racing".to_string()]);
+                    assert_eq!(v.nodes[&head()].updated_seq, 4);
+                },
+            },
+            Case {
+                name: "clearing the assignment clears the app too",
+                events: vec![
+                    registered(),
+                    Event::HeadAssigned { node_id: head(), body_id: Some(body()), app_id: Some("a".into()) },
+                    Event::HeadAssigned { node_id: head(), body_id: None, app_id: None },
+                ],
+                check: |v| {
+                    let h = &v.heads[&head()];
+                    assert_eq!((h.assigned_body.as_ref(), h.app_id.as_ref()), (None, None));
+                },
+            },
+            Case {
+                name: "removal deletes the head from both views",
+                events: vec![registered(), Event::NodeRemoved { node_id: head() }],
+                check: |v| assert!(v.nodes.is_empty() && v.heads.is_empty()),
+            },
+            Case {
+                name: "head events about unknown nodes change nothing",
+                events: vec![Event::HeadStatusChanged {
+                    node_id: head(),
+                    status: "error".into(),
+                    detail: None,
+                }],
+                check: |v| assert!(v.heads.is_empty() && v.nodes.is_empty()),
+            },
+        ];
+        for case in cases {
+            eprintln!("case: {}", case.name);
+            (case.check)(&fold(case.events));
+        }
+    }
+}

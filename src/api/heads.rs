@@ -1,0 +1,312 @@
+//! Kiosk heads (SPEC §4): fleet enrollment, the QR payload, the list of heads, each
+//! head's stream config and status report, and the admin's assignment and whitelist.
+
+use super::extract::{node_id, principal, Fleet};
+use super::nodes::{check_label, rfc3339};
+use super::{Admin, ApiError, ApiJson, AppState, NodeCaller, Reader};
+use crate::auth::{hash_token, new_token, random_hex, Principal};
+use crate::cluster::heads::{self, HeadEnrollment};
+use crate::cluster::Live;
+use axum::extract::{Path, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use hydra_events::NodeId;
+use hydra_projections::{HeadView, NodeStatus, NodeView, HEAD_STATUSES};
+use serde::{Deserialize, Serialize};
+
+const MAX_EXPERIENCES: usize = 1000;
+const MAX_EXPERIENCE_CHARS: usize = 128;
+const MAX_DETAIL_CHARS: usize = 512;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollBody {
+    name: String,
+    district: String,
+    venue: String,
+}
+
+/// `POST /api/v1/heads`: a kiosk enrolls itself with the fleet token and is approved
+/// at once. Its node token is shown once and stored only as a hash.
+pub async fn enroll(
+    State(state): State<AppState>,
+    _: Fleet,
+    ApiJson(body): ApiJson<EnrollBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let enrollment = HeadEnrollment {
+        name: check_label("name", &body.name)?,
+        district: check_label("district", &body.district)?,
+        venue: check_label("venue", &body.venue)?,
+    };
+    let id = NodeId::from_random_hex(&random_hex());
+    let token = new_token("hyn_");
+    state.ledger.submit("fleet", heads::register(id.clone(), enrollment, hash_token(&token))).await?;
+    let body = serde_json::json!({
+        "head_id": id, "token": token, "server_url": state.config.server_url,
+    });
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// `GET /api/v1/enroll-qr`: what the enrollment QR code encodes for the iPads.
+pub async fn enroll_qr(State(state): State<AppState>, _: Admin) -> Result<Json<serde_json::Value>, ApiError> {
+    let token =
+        state.config.fleet_enrollment_token.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| {
+            ApiError::not_found(
+                "no fleet enrollment token is configured: set fleet_enrollment_token in the config \
+             or HYDRACLUSTER_FLEET_ENROLLMENT_TOKEN",
+            )
+        })?;
+    Ok(Json(serde_json::json!({ "server_url": state.config.server_url, "enrollment_token": token })))
+}
+
+/// A head as `GET /api/v1/heads` shows it.
+#[derive(Debug, Serialize)]
+pub struct HeadJson {
+    id: String,
+    name: String,
+    district: String,
+    venue: String,
+    node_status: &'static str,
+    last_seen: Option<String>,
+    /// The kiosk's own status: `idle`, `streaming` or `error`.
+    status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+    assigned_body_id: Option<String>,
+    assigned_body_name: Option<String>,
+    app_id: Option<String>,
+    allowed_experiences: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diagnostics: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// One head with what it needs from the views, read in one short lock.
+struct Snapshot {
+    node: NodeView,
+    head: HeadView,
+    body: Option<NodeView>,
+}
+
+fn snapshot(n: &NodeView, h: &HeadView, nodes: &std::collections::BTreeMap<NodeId, NodeView>) -> Snapshot {
+    let body = h.assigned_body.as_ref().and_then(|b| nodes.get(b)).cloned();
+    Snapshot { node: n.clone(), head: h.clone(), body }
+}
+
+fn head_json(s: Snapshot, live: Option<Live>) -> HeadJson {
+    let live = live.unwrap_or_default();
+    let last_seen_ms = live.last_seen_ms.max(s.node.last_seen_ms);
+    HeadJson {
+        id: s.node.id.to_string(),
+        name: s.node.name,
+        district: s.node.district,
+        venue: s.node.venue,
+        node_status: if s.node.online { "online" } else { "offline" },
+        last_seen: (last_seen_ms > 0).then(|| rfc3339(last_seen_ms)),
+        status: s.head.status,
+        detail: s.head.detail,
+        assigned_body_id: s.head.assigned_body.map(|b| b.to_string()),
+        assigned_body_name: s.body.map(|b| b.name),
+        app_id: s.head.app_id,
+        allowed_experiences: s.head.allowed_experiences,
+        diagnostics: live.diagnostics.filter(|d| !d.is_empty()),
+    }
+}
+
+/// `GET /api/v1/heads`: every head (admin or observer).
+pub async fn list(State(state): State<AppState>, _: Reader) -> Json<Vec<HeadJson>> {
+    let heads: Vec<Snapshot> = state.ledger.read(|v| {
+        v.heads.iter().filter_map(|(id, h)| v.nodes.get(id).map(|n| snapshot(n, h, &v.nodes))).collect()
+    });
+    Json(
+        heads
+            .into_iter()
+            .map(|s| {
+                let live = state.liveness.get(&s.node.id);
+                head_json(s, live)
+            })
+            .collect(),
+    )
+}
+
+fn find(state: &AppState, id: &NodeId) -> Result<Snapshot, ApiError> {
+    state.ledger.read(|v| heads::head(v, id).map(|(n, h)| snapshot(n, h, &v.nodes))).map_err(ApiError::from)
+}
+
+/// The stream config a kiosk polls: where to stream from and what it may offer.
+fn config_json(state: &AppState, s: &Snapshot) -> serde_json::Value {
+    let body = s.body.as_ref();
+    serde_json::json!({
+        "head_id": s.node.id,
+        "district": s.node.district,
+        "venue": s.node.venue,
+        "stream_url": body.and_then(|b| b.wireguard_ip.clone()),
+        "stream_url_lan": body.map(|b| b.ip.clone()).filter(|ip| !ip.is_empty()),
+        "experience_library_url": state.config.experience_library_url,
+        "allowed_experiences": s.head.allowed_experiences,
+        "assigned_body_id": s.head.assigned_body,
+        "assigned_body_name": body.map(|b| b.name.clone()),
+        "app_id": s.head.app_id,
+    })
+}
+
+/// Admin, or the head itself; any other token is refused before the id is looked up,
+/// so a head cannot learn which other nodes exist.
+fn admin_or_self(parts: &Parts, state: &AppState, id: &NodeId) -> Result<(), ApiError> {
+    match principal(parts, state)? {
+        Principal::Admin { .. } => Ok(()),
+        Principal::Node(caller) if &caller == id => {
+            match state.ledger.read(|v| v.nodes.get(&caller).map(|n| n.status)) {
+                None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid token")),
+                Some(NodeStatus::Rejected) => Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "this node was rejected by an admin; enroll again",
+                )),
+                Some(_) => Ok(()),
+            }
+        }
+        Principal::Node(_) => {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "a head may only read its own config"))
+        }
+        _ => Err(ApiError::new(StatusCode::FORBIDDEN, "this token may not read a head's config")),
+    }
+}
+
+/// `GET /api/v1/heads/{id}`: the head's stream config (its own token, or admin).
+pub async fn config(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    parts: Parts,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = node_id(&id)?;
+    admin_or_self(&parts, &state, &id)?;
+    let s = find(&state, &id)?;
+    Ok(Json(config_json(&state, &s)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StatusBody {
+    status: String,
+    #[serde(default)]
+    detail: Option<String>,
+    #[serde(default)]
+    diagnostics: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `PUT /api/v1/heads/{id}`: the kiosk reports its status (its own token only). Only a
+/// change is an event; diagnostics are volatile, like a heartbeat's.
+pub async fn report(
+    State(state): State<AppState>,
+    NodeCaller(caller): NodeCaller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<StatusBody>,
+) -> Result<Json<HeadJson>, ApiError> {
+    let id = node_id(&id)?;
+    if caller != id {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "a head may only report its own status"));
+    }
+    if !HEAD_STATUSES.contains(&body.status.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "status must be idle, streaming or error, got {:?}",
+            body.status.chars().take(80).collect::<String>()
+        )));
+    }
+    let detail = match body.detail {
+        Some(d) if d.chars().count() > MAX_DETAIL_CHARS || d.chars().any(|c| c.is_control() && c != '\n') => {
+            return Err(ApiError::bad_request(format!(
+                "detail must be at most {MAX_DETAIL_CHARS} printable characters"
+            )))
+        }
+        Some(d) if d.trim().is_empty() => None,
+        other => other,
+    };
+    let changed = state
+        .ledger
+        .read(|v| heads::head(v, &id).map(|(_, h)| h.status != body.status || h.detail != detail))?;
+    // Decide on the committed views first, so that a kiosk repeating itself never
+    // reaches the writer (which decides again).
+    if changed {
+        state
+            .ledger
+            .submit(format!("node:{id}"), heads::report_status(id.clone(), body.status, detail))
+            .await?;
+    }
+    if let Some(d) = body.diagnostics {
+        state.liveness.set_diagnostics(&id, d);
+    }
+    let s = find(&state, &id)?;
+    let live = state.liveness.get(&id);
+    Ok(Json(head_json(s, live)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignBody {
+    body_id: Option<String>,
+    #[serde(default)]
+    app_id: Option<String>,
+}
+
+/// `POST /api/v1/nodes/{id}/head-assignment`: pin a head to a body, or clear it with
+/// `{"body_id": null}`. Answers with the head's stream config.
+pub async fn assign(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<AssignBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = node_id(&id)?;
+    let body_id = body.body_id.as_deref().map(node_id).transpose()?;
+    let app_id = match body.app_id {
+        Some(a) if body_id.is_none() => {
+            return Err(ApiError::bad_request(format!("app_id {a:?} needs a body_id")));
+        }
+        Some(a) => Some(check_short("app_id", a)?),
+        None => None,
+    };
+    state.ledger.submit(admin.cause(), heads::assign(id.clone(), body_id, app_id)).await?;
+    let s = find(&state, &id)?;
+    Ok(Json(config_json(&state, &s)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedBody {
+    experiences: Vec<String>,
+}
+
+/// `POST /api/v1/nodes/{id}/allowed-experiences`: the head's whitelist, replaced whole.
+pub async fn allowed_experiences(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<AllowedBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = node_id(&id)?;
+    if body.experiences.len() > MAX_EXPERIENCES {
+        return Err(ApiError::bad_request(format!("at most {MAX_EXPERIENCES} experiences")));
+    }
+    let mut list: Vec<String> = Vec::with_capacity(body.experiences.len());
+    for e in body.experiences {
+        let e = check_short("experience", e)?;
+        if !list.contains(&e) {
+            list.push(e);
+        }
+    }
+    state.ledger.submit(admin.cause(), heads::allow_experiences(id.clone(), list)).await?;
+    let s = find(&state, &id)?;
+    Ok(Json(config_json(&state, &s)))
+}
+
+/// An identifier chosen elsewhere (an experience or app id): 1 to 128 printable characters.
+fn check_short(what: &str, v: String) -> Result<String, ApiError> {
+    let n = v.chars().count();
+    if n == 0 || n > MAX_EXPERIENCE_CHARS || v.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "{what} must be 1 to {MAX_EXPERIENCE_CHARS} printable characters, got {:?}",
+            v.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(v)
+}

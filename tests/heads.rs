@@ -1,0 +1,381 @@
+//! End to end: kiosk heads over real HTTP. Fleet enrollment and its tokens, heads
+//! heartbeating and reporting their status, the stream config that follows an admin's
+//! assignment, and every assignment the server must refuse.
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const FLEET: &str = "test-fleet-token";
+
+async fn spawn_fleet_app() -> TestServer {
+    spawn_app_with(|c| {
+        c.fleet_enrollment_token = Some(FLEET.into());
+        c.experience_library_url = Some("http://library.test:8090".into());
+    })
+    .await
+}
+
+/// Enrolls a kiosk with the fleet token; returns (head id, node token).
+async fn enroll_head(s: &TestServer, name: &str, district: &str, venue: &str) -> (String, String) {
+    let (status, body) =
+        post(s, "/api/v1/heads", FLEET, json!({"name": name, "district": district, "venue": venue})).await;
+    assert_eq!(status, 201, "head enrollment answered {body}");
+    assert!(body["server_url"].as_str().is_some_and(|u| u.starts_with("http")), "{body}");
+    (body["head_id"].as_str().unwrap().to_owned(), body["token"].as_str().unwrap().to_owned())
+}
+
+async fn put(s: &TestServer, path: &str, token: &str, body: Value) -> (u16, Value) {
+    call(&s.http, Method::PUT, &format!("{}{path}", s.url), Some(token), Some(body)).await
+}
+
+async fn types_in_log(s: &TestServer, query: &str) -> Vec<(String, String)> {
+    let (status, log) = get(s, &format!("/api/v1/events/log?{query}"), ADMIN).await;
+    assert_eq!(status, 200, "{log}");
+    log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (e["type"].as_str().unwrap().to_owned(), e["data"]["node_id"].as_str().unwrap_or("").to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn fleet_enrollment_needs_the_fleet_token_and_the_fleet_token_nothing_else() {
+    let body = json!({"name": "iPad Lobby 1", "district": "north", "venue": "arena"});
+
+    // No fleet token configured: no token can enroll a head, and there is no QR payload.
+    let bare = spawn_app().await;
+    let (status, _) = post(&bare, "/api/v1/heads", FLEET, body.clone()).await;
+    assert_eq!(status, 401);
+    let (status, err) = get(&bare, "/api/v1/enroll-qr", ADMIN).await;
+    assert_eq!(status, 404);
+    assert!(err["error"].as_str().unwrap().contains("fleet_enrollment_token"), "{err}");
+
+    let s = spawn_fleet_app().await;
+    let (status, _) =
+        call(&s.http, Method::POST, &format!("{}/api/v1/heads", s.url), None, Some(body.clone())).await;
+    assert_eq!(status, 401, "no token");
+    let (status, _) = post(&s, "/api/v1/heads", "wrong-fleet-token", body.clone()).await;
+    assert_eq!(status, 401, "wrong token");
+    let (status, _) = post(&s, "/api/v1/heads", ADMIN, body.clone()).await;
+    assert_eq!(status, 403, "an admin token is not the fleet token");
+    let (status, err) =
+        post(&s, "/api/v1/heads", FLEET, json!({"name": "", "district": "n", "venue": "v"})).await;
+    assert_eq!(status, 400, "{err}");
+
+    let (status, head) = post(&s, "/api/v1/heads", FLEET, body).await;
+    assert_eq!(status, 201, "{head}");
+    let id = head["head_id"].as_str().unwrap();
+    assert!(id.starts_with("node-"));
+    assert!(head["token"].as_str().unwrap().starts_with("hyn_"));
+
+    // The fleet token opens nothing but head enrollment.
+    for path in ["/api/v1/nodes", "/api/v1/heads", "/api/v1/enroll-qr", "/api/v1/events/log"] {
+        let (status, _) = get(&s, path, FLEET).await;
+        assert_eq!(status, 403, "fleet token on GET {path}");
+    }
+    let (status, _) = post(&s, &format!("/api/v1/nodes/{id}/drain"), FLEET, json!({"draining": true})).await;
+    assert_eq!(status, 403, "fleet token on an admin POST");
+
+    let (status, qr) = get(&s, "/api/v1/enroll-qr", ADMIN).await;
+    assert_eq!(status, 200);
+    assert_eq!(qr["enrollment_token"], FLEET);
+    assert!(qr["server_url"].as_str().unwrap().starts_with("http://"));
+    assert_eq!(qr["server_url"], head["server_url"], "the kiosk is told the same server as the QR code");
+    let (status, _) = get(&s, "/api/v1/enroll-qr", OBSERVER).await;
+    assert_eq!(status, 403, "the QR payload carries a secret: admins only");
+
+    // A head is a node of kind head, approved at once, in the node list.
+    let (_, nodes) = get(&s, "/api/v1/nodes?kind=head", ADMIN).await;
+    assert_eq!(nodes.as_array().unwrap().len(), 1);
+    assert_eq!(nodes[0]["id"], id);
+    assert_eq!(nodes[0]["kind"], "head");
+    assert_eq!(nodes[0]["status"], "approved");
+    assert_eq!((nodes[0]["district"].as_str(), nodes[0]["venue"].as_str()), (Some("north"), Some("arena")));
+    let (_, bodies) = get(&s, "/api/v1/nodes?kind=body", ADMIN).await;
+    assert_eq!(bodies, json!([]));
+}
+
+#[tokio::test]
+async fn heads_heartbeat_and_report_their_status_once_per_change() {
+    let s = spawn_fleet_app().await;
+    let (id, token) = enroll_head(&s, "ipad-1", "north", "arena").await;
+    let (other, other_token) = enroll_head(&s, "ipad-2", "north", "arena").await;
+
+    // It heartbeats at once, with no approval step, through the agents' endpoint.
+    let diag = json!({"version": "3.1", "wireguard": "up", "latency_ms": 12});
+    let (status, hb) = heartbeat(&s, &token, json!({"diagnostics": diag})).await;
+    assert_eq!(status, 200, "{hb}");
+    assert_eq!(hb["status"], "approved");
+    let (status, heads) = get(&s, "/api/v1/heads", OBSERVER).await;
+    assert_eq!(status, 200);
+    let mine = heads.as_array().unwrap().iter().find(|h| h["id"] == id.as_str()).unwrap().clone();
+    assert_eq!(mine["name"], "ipad-1");
+    assert_eq!(mine["node_status"], "online");
+    assert!(mine["last_seen"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(mine["status"], "idle");
+    assert_eq!(mine["diagnostics"], diag);
+    assert_eq!(mine["assigned_body_name"], Value::Null);
+    assert_eq!((mine["district"].as_str(), mine["venue"].as_str()), (Some("north"), Some("arena")));
+    let theirs = heads.as_array().unwrap().iter().find(|h| h["id"] == other.as_str()).unwrap().clone();
+    assert_eq!(theirs["node_status"], "offline");
+    assert!(theirs.get("diagnostics").is_none(), "empty diagnostics are omitted: {theirs}");
+
+    // A status change is one event; saying it again writes nothing.
+    let before = s.ledger().committed_seq();
+    let (status, reported) =
+        put(&s, &format!("/api/v1/heads/{id}"), &token, json!({"status": "streaming"})).await;
+    assert_eq!(status, 200, "{reported}");
+    assert_eq!(reported["status"], "streaming");
+    assert_eq!(s.ledger().committed_seq(), before + 1);
+    for _ in 0..5 {
+        let (status, _) =
+            put(&s, &format!("/api/v1/heads/{id}"), &token, json!({"status": "streaming"})).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(s.ledger().committed_seq(), before + 1, "a repeated status must not append events");
+    let (status, reported) = put(
+        &s,
+        &format!("/api/v1/heads/{id}"),
+        &token,
+        json!({"status": "error", "detail": "decoder stalled", "diagnostics": {"app": "crashed"}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(reported["detail"], "decoder stalled");
+    assert_eq!(reported["diagnostics"], json!({"app": "crashed"}));
+    assert_eq!(s.ledger().committed_seq(), before + 2);
+
+    // Bad reports and other callers are refused, and write nothing.
+    let (status, err) = put(&s, &format!("/api/v1/heads/{id}"), &token, json!({"status": "dancing"})).await;
+    assert_eq!(status, 400);
+    assert!(err["error"].as_str().unwrap().contains("idle, streaming or error"), "{err}");
+    let (status, _) = put(&s, &format!("/api/v1/heads/{id}"), &other_token, json!({"status": "idle"})).await;
+    assert_eq!(status, 403, "another head's token");
+    let (status, _) = put(&s, &format!("/api/v1/heads/{id}"), ADMIN, json!({"status": "idle"})).await;
+    assert_eq!(status, 403, "the admin does not speak for the kiosk");
+    let (status, _) = put(&s, &format!("/api/v1/heads/{id}"), "nonsense", json!({"status": "idle"})).await;
+    assert_eq!(status, 401);
+    assert_eq!(s.ledger().committed_seq(), before + 2);
+
+    // The log and the live stream carry head.* events with the head's node id.
+    let head_events = types_in_log(&s, &format!("types=head.*&node={id}")).await;
+    assert_eq!(
+        head_events,
+        vec![
+            ("head.registered".to_string(), id.clone()),
+            ("head.status_changed".to_string(), id.clone()),
+            ("head.status_changed".to_string(), id.clone()),
+        ]
+    );
+    let mut sse = s
+        .http
+        .get(format!("{}/api/v1/events?since=0&types=head.status_changed", s.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status().as_u16(), 200);
+    let mut text = String::new();
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(chunk) = sse.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.matches("event: head.status_changed").count() >= 2 {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(found, "SSE showed: {text}");
+    assert!(text.contains(&format!("\"node_id\":\"{id}\"")), "{text}");
+    assert!(text.contains("\"status\":\"error\""), "{text}");
+}
+
+#[tokio::test]
+async fn the_stream_config_follows_the_assignment() {
+    let s = spawn_fleet_app().await;
+    let (body, body_token) = approved_body(&s, "body-1").await;
+    heartbeat(&s, &body_token, json!({"wireguard_ip": "10.9.0.5", "provider_status": "running"})).await;
+    let (head, token) = enroll_head(&s, "ipad-1", "north", "arena").await;
+    let (_, other_token) = enroll_head(&s, "ipad-2", "north", "arena").await;
+
+    // Unassigned: nowhere to stream from yet.
+    let (status, config) = get(&s, &format!("/api/v1/heads/{head}"), &token).await;
+    assert_eq!(status, 200, "{config}");
+    assert_eq!(config["head_id"], head.as_str());
+    assert_eq!(config["stream_url"], Value::Null);
+    assert_eq!(config["stream_url_lan"], Value::Null);
+    assert_eq!(config["assigned_body_id"], Value::Null);
+    assert_eq!(config["experience_library_url"], "http://library.test:8090");
+    assert_eq!(config["allowed_experiences"], json!([]));
+
+    let (status, config) = post(
+        &s,
+        &format!("/api/v1/nodes/{head}/head-assignment"),
+        ADMIN,
+        json!({"body_id": body, "app_id": "racing-sim"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{config}");
+    let (status, config) = get(&s, &format!("/api/v1/heads/{head}"), &token).await;
+    assert_eq!(status, 200);
+    assert_eq!(config["stream_url"], "10.9.0.5", "the body's wireguard_ip from its heartbeats");
+    assert_eq!(config["stream_url_lan"], "10.0.0.7", "the body's enrolled ip");
+    assert_eq!(config["assigned_body_id"], body.as_str());
+    assert_eq!(config["assigned_body_name"], "body-1");
+    assert_eq!(config["app_id"], "racing-sim");
+    let (_, heads) = get(&s, "/api/v1/heads", ADMIN).await;
+    let listed = heads.as_array().unwrap().iter().find(|h| h["id"] == head.as_str()).unwrap().clone();
+    assert_eq!(listed["assigned_body_name"], "body-1");
+
+    // The body's network changes reach the config on the next read.
+    heartbeat(&s, &body_token, json!({"wireguard_ip": "10.9.0.6"})).await;
+    let (_, config) = get(&s, &format!("/api/v1/heads/{head}"), ADMIN).await;
+    assert_eq!(config["stream_url"], "10.9.0.6");
+
+    // The whitelist: deduplicated, each entry checked.
+    let (status, config) = post(
+        &s,
+        &format!("/api/v1/nodes/{head}/allowed-experiences"),
+        ADMIN,
+        json!({"experiences": ["racing", "space", "racing"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{config}");
+    assert_eq!(config["allowed_experiences"], json!(["racing", "space"]));
+    let (status, _) =
+        post(&s, &format!("/api/v1/nodes/{head}/allowed-experiences"), ADMIN, json!({"experiences": [""]}))
+            .await;
+    assert_eq!(status, 400);
+    let long = "x".repeat(129);
+    let (status, _) =
+        post(&s, &format!("/api/v1/nodes/{head}/allowed-experiences"), ADMIN, json!({"experiences": [long]}))
+            .await;
+    assert_eq!(status, 400);
+    let (_, config) = get(&s, &format!("/api/v1/heads/{head}"), &token).await;
+    assert_eq!(config["allowed_experiences"], json!(["racing", "space"]));
+
+    // Who may read it: the head itself and admins; not another head, not an observer.
+    let (status, _) = get(&s, &format!("/api/v1/heads/{head}"), &other_token).await;
+    assert_eq!(status, 403);
+    let (status, _) = get(&s, &format!("/api/v1/heads/{head}"), OBSERVER).await;
+    assert_eq!(status, 403);
+    let (status, err) = get(&s, &format!("/api/v1/heads/{body}"), ADMIN).await;
+    assert_eq!(status, 400, "a body is not a head: {err}");
+    assert!(err["error"].as_str().unwrap().contains("not a kiosk head"), "{err}");
+    let (status, _) = get(&s, "/api/v1/heads/node-0000000000000000", ADMIN).await;
+    assert_eq!(status, 404);
+
+    // Clearing the assignment.
+    let (status, config) =
+        post(&s, &format!("/api/v1/nodes/{head}/head-assignment"), ADMIN, json!({"body_id": null})).await;
+    assert_eq!(status, 200, "{config}");
+    assert_eq!(config["stream_url"], Value::Null);
+    assert_eq!(config["stream_url_lan"], Value::Null);
+    assert_eq!(config["app_id"], Value::Null);
+
+    // Removing a body unpins the heads that stream from it, in the same command.
+    post(&s, &format!("/api/v1/nodes/{head}/head-assignment"), ADMIN, json!({"body_id": body})).await;
+    let (status, _) =
+        call(&s.http, Method::DELETE, &format!("{}/api/v1/nodes/{body}", s.url), Some(ADMIN), None).await;
+    assert_eq!(status, 204);
+    let (_, config) = get(&s, &format!("/api/v1/heads/{head}"), &token).await;
+    assert_eq!(config["assigned_body_id"], Value::Null);
+    let assigned = types_in_log(&s, &format!("types=head.assigned&node={head}")).await;
+    assert_eq!(assigned.len(), 4, "assign, clear, assign, unpin on removal: {assigned:?}");
+}
+
+#[tokio::test]
+async fn assignments_to_the_wrong_body_are_refused_with_the_reason() {
+    let s = spawn_fleet_app().await;
+    let (head, _) = enroll_head(&s, "ipad-1", "north", "arena").await;
+    let (other_head, _) = enroll_head(&s, "ipad-2", "north", "arena").await;
+
+    // Online, but in another venue.
+    let (far, far_token) = enroll(&s.url, &s.http, "body-far").await;
+    let (status, _) = post(
+        &s,
+        &format!("/api/v1/nodes/{far}/approve"),
+        ADMIN,
+        json!({"roles": ["hydrabody"], "district": "north", "venue": "hall"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    heartbeat(&s, &far_token, json!({})).await;
+    // Right venue, but never heard from.
+    let (offline, _) = approved_body(&s, "body-off").await;
+    let (online, online_token) = approved_body(&s, "body-on").await;
+    heartbeat(&s, &online_token, json!({})).await;
+
+    let before = s.ledger().committed_seq();
+    let assign = |target: &str, body: Value| {
+        let path = format!("/api/v1/nodes/{target}/head-assignment");
+        let s = &s;
+        async move { post(s, &path, ADMIN, body).await }
+    };
+    let (status, err) = assign(&head, json!({"body_id": far})).await;
+    assert_eq!(status, 409, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("north/hall"), "the reason names the venue: {err}");
+    let (status, err) = assign(&head, json!({"body_id": offline})).await;
+    assert_eq!(status, 409, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("offline"), "{err}");
+    let (status, err) = assign(&head, json!({"body_id": other_head})).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("kiosk head"), "{err}");
+    let (status, _) = assign(&head, json!({"body_id": "node-0000000000000000"})).await;
+    assert_eq!(status, 404);
+    let (status, _) = assign(&head, json!({"body_id": "not an id"})).await;
+    assert_eq!(status, 400);
+    let (status, err) = assign(&online, json!({"body_id": online})).await;
+    assert_eq!(status, 400, "the path must name a head: {err}");
+    assert!(err["error"].as_str().unwrap().contains("not a kiosk head"), "{err}");
+    let (status, _) = assign(&head, json!({"app_id": "x"})).await;
+    assert_eq!(status, 400, "an app without a body");
+    let (status, _) = assign(&head, json!({"body_id": online, "surprise": 1})).await;
+    assert_eq!(status, 422, "unknown fields");
+    let (status, _) =
+        post(&s, &format!("/api/v1/nodes/{head}/head-assignment"), OBSERVER, json!({"body_id": online}))
+            .await;
+    assert_eq!(status, 403);
+    assert_eq!(s.ledger().committed_seq(), before, "refused assignments write nothing");
+
+    let (status, config) = assign(&head, json!({"body_id": online})).await;
+    assert_eq!(status, 200, "{config}");
+    assert_eq!(config["assigned_body_name"], "body-on");
+    // The same assignment again changes nothing.
+    let seq = s.ledger().committed_seq();
+    assign(&head, json!({"body_id": online})).await;
+    assert_eq!(s.ledger().committed_seq(), seq);
+}
+
+#[tokio::test]
+async fn heads_their_tokens_and_assignments_survive_a_restart() {
+    let mut s = spawn_fleet_app().await;
+    let (body, body_token) = approved_body(&s, "body-1").await;
+    heartbeat(&s, &body_token, json!({"wireguard_ip": "10.9.0.5"})).await;
+    let (head, token) = enroll_head(&s, "ipad-1", "north", "arena").await;
+    post(&s, &format!("/api/v1/nodes/{head}/head-assignment"), ADMIN, json!({"body_id": body})).await;
+    post(&s, &format!("/api/v1/nodes/{head}/allowed-experiences"), ADMIN, json!({"experiences": ["racing"]}))
+        .await;
+    put(&s, &format!("/api/v1/heads/{head}"), &token, json!({"status": "streaming"})).await;
+    let (_, digest_before) = get(&s, "/api/v1/audit/digest", ADMIN).await;
+
+    s.restart().await;
+    let (_, digest_after) = get(&s, "/api/v1/audit/digest", ADMIN).await;
+    assert_eq!(digest_before["digest"], digest_after["digest"], "{digest_before} vs {digest_after}");
+    let (status, config) = get(&s, &format!("/api/v1/heads/{head}"), &token).await;
+    assert_eq!(status, 200, "the head's token still works: {config}");
+    assert_eq!(config["stream_url"], "10.9.0.5");
+    assert_eq!(config["allowed_experiences"], json!(["racing"]));
+    let (_, heads) = get(&s, "/api/v1/heads", ADMIN).await;
+    assert_eq!(heads[0]["status"], "streaming");
+    assert_eq!(heads[0]["assigned_body_name"], "body-1");
+}
