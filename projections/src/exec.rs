@@ -201,8 +201,8 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::env;
-    use crate::{ClusterViews, Projection};
+    use crate::tests::fold;
+
     use hydra_events::ExecOutput;
 
     fn node() -> NodeId {
@@ -222,14 +222,6 @@ mod tests {
             retry_on_disconnect: n.is_multiple_of(2),
             deliver_by_ms: 99_000,
         }
-    }
-
-    fn fold(events: Vec<Event>) -> ClusterViews {
-        let mut v = ClusterViews::default();
-        for (i, e) in events.into_iter().enumerate() {
-            v.apply(&env(i as u64 + 1, e));
-        }
-        v
     }
 
     fn output() -> ExecOutput {

@@ -63,8 +63,8 @@ pub(crate) fn apply(heads: &mut BTreeMap<NodeId, HeadView>, envelope: &Envelope)
 
 #[cfg(test)]
 mod tests {
-    use crate::tests::env;
-    use crate::{ClusterViews, NodeKind, NodeStatus, Projection};
+    use crate::tests::fold;
+    use crate::{ClusterViews, NodeKind, NodeStatus};
     use hydra_events::{Event, NodeId};
 
     fn head() -> NodeId {
@@ -73,14 +73,6 @@ mod tests {
 
     fn body() -> NodeId {
         NodeId::parse("node-b1").unwrap()
-    }
-
-    fn fold(events: Vec<Event>) -> ClusterViews {
-        let mut views = ClusterViews::default();
-        for (i, e) in events.into_iter().enumerate() {
-            views.apply(&env(i as u64 + 1, e));
-        }
-        views
     }
 
     fn registered() -> Event {

@@ -97,6 +97,15 @@ mod tests {
     use super::*;
     use hydra_events::{Event, ZERO_HASH};
 
+    /// Folds events numbered from 1 into fresh views.
+    pub(crate) fn fold(events: Vec<Event>) -> ClusterViews {
+        let mut views = ClusterViews::default();
+        for (i, e) in events.into_iter().enumerate() {
+            views.apply(&env(i as u64 + 1, e));
+        }
+        views
+    }
+
     pub(crate) fn env(seq: u64, event: Event) -> Envelope {
         Envelope { seq, at_ms: 1_000 * seq, schema: 1, cause: "test".into(), prev_hash: ZERO_HASH, event }
     }

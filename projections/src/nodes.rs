@@ -184,20 +184,12 @@ fn set_update(node: &mut NodeView, target: UpdateTarget, on: bool) {
 
 #[cfg(test)]
 mod tests {
-    use crate::tests::env;
+    use crate::tests::fold;
     use crate::{ClusterViews, NodeStatus, Projection};
     use hydra_events::{Event, NodeId, UpdateTarget};
 
     fn id() -> NodeId {
         NodeId::parse("node-a1").unwrap()
-    }
-
-    fn fold(events: Vec<Event>) -> ClusterViews {
-        let mut views = ClusterViews::default();
-        for (i, e) in events.into_iter().enumerate() {
-            views.apply(&env(i as u64 + 1, e));
-        }
-        views
     }
 
     fn enrolled() -> Event {

@@ -248,23 +248,7 @@ pub fn mark_offline(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hydra_events::{Envelope, ZERO_HASH};
-    use hydra_projections::Projection;
-
-    fn views_with(events: Vec<Event>) -> ClusterViews {
-        let mut v = ClusterViews::default();
-        for (i, event) in events.into_iter().enumerate() {
-            v.apply(&Envelope {
-                seq: i as u64 + 1,
-                at_ms: 0,
-                schema: 1,
-                cause: "t".into(),
-                prev_hash: ZERO_HASH,
-                event,
-            });
-        }
-        v
-    }
+    use crate::cluster::views_with;
 
     fn id() -> NodeId {
         NodeId::parse("node-1").unwrap()
