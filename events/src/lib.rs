@@ -199,6 +199,40 @@ pub enum Event {
         node_id: NodeId,
         experiences: Vec<String>,
     },
+    /// An admin (or a rollout) asked the node to reinstall; the next heartbeat answer
+    /// carries `reprovision: true`.
+    ReprovisionRequested {
+        node_id: NodeId,
+    },
+    /// The reprovision flag reached the node (recorded once, however often it
+    /// heartbeats); the provisioning deadline runs from here.
+    ProvisionStarted {
+        node_id: NodeId,
+    },
+    ProvisionCompleted {
+        node_id: NodeId,
+        version: Option<String>,
+    },
+    /// The node reported a failure, or said nothing before the deadline (`timeout`).
+    ProvisionFailed {
+        node_id: NodeId,
+        error: String,
+    },
+    /// An admin force-stopped the body's stream; `exec` says how the body answered.
+    StreamStopped {
+        node_id: NodeId,
+        exec: String,
+    },
+    /// A body anomaly began (`orphan_stream`: streaming with no head connected;
+    /// `gpu_busy_without_stream`).
+    AnomalyStarted {
+        node_id: NodeId,
+        kind: String,
+    },
+    AnomalyCleared {
+        node_id: NodeId,
+        kind: String,
+    },
 }
 
 /// What a command printed and how it ended, as the agent reported it.
@@ -245,6 +279,13 @@ impl Event {
             Event::HeadStatusChanged { .. } => "head.status_changed",
             Event::HeadAssigned { .. } => "head.assigned",
             Event::HeadExperiencesAllowed { .. } => "head.allowed_experiences_changed",
+            Event::ReprovisionRequested { .. } => "provision.requested",
+            Event::ProvisionStarted { .. } => "provision.started",
+            Event::ProvisionCompleted { .. } => "provision.completed",
+            Event::ProvisionFailed { .. } => "provision.failed",
+            Event::StreamStopped { .. } => "stream.stopped",
+            Event::AnomalyStarted { .. } => "anomaly.started",
+            Event::AnomalyCleared { .. } => "anomaly.cleared",
         }
     }
 
@@ -280,7 +321,14 @@ impl Event {
             | Event::HeadRegistered { node_id, .. }
             | Event::HeadStatusChanged { node_id, .. }
             | Event::HeadAssigned { node_id, .. }
-            | Event::HeadExperiencesAllowed { node_id, .. } => Some(node_id),
+            | Event::HeadExperiencesAllowed { node_id, .. }
+            | Event::ReprovisionRequested { node_id }
+            | Event::ProvisionStarted { node_id }
+            | Event::ProvisionCompleted { node_id, .. }
+            | Event::ProvisionFailed { node_id, .. }
+            | Event::StreamStopped { node_id, .. }
+            | Event::AnomalyStarted { node_id, .. }
+            | Event::AnomalyCleared { node_id, .. } => Some(node_id),
         }
     }
 
