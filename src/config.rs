@@ -30,6 +30,15 @@ pub struct Config {
     pub broadcast_capacity: usize,
     pub sse_keepalive: Duration,
     pub experience_library_url: Option<String>,
+    /// How long a head's catalog request waits for ExperienceLibrary.
+    pub experience_library_timeout: Duration,
+    /// Where a head keeps its latest screenshot and its log (`~/` is the agent's home).
+    pub head_screenshot_path: String,
+    pub head_log_path: String,
+    /// A screenshot older than this is stale: the kiosk stopped taking them.
+    pub head_screenshot_max_age: Duration,
+    /// How long a screenshot or log request waits for the head's agent to answer.
+    pub head_exec_timeout: Duration,
     /// How long past its timeout an in-flight command may stay before the watchdog
     /// records it as timed out.
     pub exec_timeout_grace: Duration,
@@ -42,6 +51,17 @@ pub struct Config {
     pub exec_watchdog_interval: Duration,
     /// How long an admin's shell waits for the node's agent to attach.
     pub shell_attach_timeout: Duration,
+    /// How long after `provision.started` a node may stay silent before its
+    /// provisioning is recorded as failed (`timeout`).
+    pub provision_deadline: Duration,
+    pub provision_watchdog_interval: Duration,
+    /// What a force-stop runs on the body, and how long it waits for the answer.
+    pub stream_stop_command: String,
+    pub stream_stop_timeout: Duration,
+    /// How often the body anomalies are checked, and the GPU utilisation (percent)
+    /// from which an idle body counts as busy.
+    pub anomaly_check_interval: Duration,
+    pub gpu_busy_threshold_pct: f64,
 }
 
 impl Default for Config {
@@ -63,12 +83,23 @@ impl Default for Config {
             broadcast_capacity: 4096,
             sse_keepalive: Duration::from_secs(15),
             experience_library_url: None,
+            experience_library_timeout: Duration::from_secs(5),
+            head_screenshot_path: "~/.hydranode/head/screenshot.jpg".into(),
+            head_log_path: "~/.hydranode/head/head.log".into(),
+            head_screenshot_max_age: Duration::from_secs(120),
+            head_exec_timeout: Duration::from_secs(15),
             exec_timeout_grace: Duration::from_secs(15),
             exec_delivery_deadline: Duration::from_secs(3600),
             exec_output_cap: 1024 * 1024,
             exec_max_command_bytes: 256 * 1024,
             exec_watchdog_interval: Duration::from_secs(1),
             shell_attach_timeout: Duration::from_secs(30),
+            provision_deadline: Duration::from_secs(30 * 60),
+            provision_watchdog_interval: Duration::from_secs(5),
+            stream_stop_command: "hydra-stream-stop || true".into(),
+            stream_stop_timeout: Duration::from_secs(10),
+            anomaly_check_interval: Duration::from_secs(10),
+            gpu_busy_threshold_pct: 50.0,
         }
     }
 }
@@ -94,18 +125,29 @@ pub struct FileConfig {
     pub sse_keepalive: Option<DurationValue>,
     #[serde(rename = "experienceLibrary", alias = "experience_library")]
     pub experience_library: Option<LibraryConfig>,
+    pub head_screenshot_path: Option<String>,
+    pub head_log_path: Option<String>,
+    pub head_screenshot_max_age: Option<DurationValue>,
+    pub head_exec_timeout: Option<DurationValue>,
     pub exec_timeout_grace: Option<DurationValue>,
     pub exec_delivery_deadline: Option<DurationValue>,
     pub exec_output_cap: Option<usize>,
     pub exec_max_command_bytes: Option<usize>,
     pub exec_watchdog_interval: Option<DurationValue>,
     pub shell_attach_timeout: Option<DurationValue>,
+    pub provision_deadline: Option<DurationValue>,
+    pub provision_watchdog_interval: Option<DurationValue>,
+    pub stream_stop_command: Option<String>,
+    pub stream_stop_timeout: Option<DurationValue>,
+    pub anomaly_check_interval: Option<DurationValue>,
+    pub gpu_busy_threshold_pct: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LibraryConfig {
     pub url: Option<String>,
+    pub timeout: Option<DurationValue>,
 }
 
 /// A duration written as `90s`, `5m`, `250ms` or a plain number of seconds.
@@ -188,8 +230,25 @@ impl Config {
         if let Some(v) = f.sse_keepalive {
             self.sse_keepalive = v.0;
         }
-        if let Some(url) = f.experience_library.and_then(|l| l.url) {
-            self.experience_library_url = Some(url);
+        if let Some(library) = f.experience_library {
+            if let Some(url) = library.url {
+                self.experience_library_url = Some(url);
+            }
+            if let Some(v) = library.timeout {
+                self.experience_library_timeout = v.0;
+            }
+        }
+        if let Some(v) = f.head_screenshot_path {
+            self.head_screenshot_path = v;
+        }
+        if let Some(v) = f.head_log_path {
+            self.head_log_path = v;
+        }
+        if let Some(v) = f.head_screenshot_max_age {
+            self.head_screenshot_max_age = v.0;
+        }
+        if let Some(v) = f.head_exec_timeout {
+            self.head_exec_timeout = v.0;
         }
         if let Some(v) = f.exec_timeout_grace {
             self.exec_timeout_grace = v.0;
@@ -208,6 +267,24 @@ impl Config {
         }
         if let Some(v) = f.shell_attach_timeout {
             self.shell_attach_timeout = v.0;
+        }
+        if let Some(v) = f.provision_deadline {
+            self.provision_deadline = v.0;
+        }
+        if let Some(v) = f.provision_watchdog_interval {
+            self.provision_watchdog_interval = v.0;
+        }
+        if let Some(v) = f.stream_stop_command {
+            self.stream_stop_command = v;
+        }
+        if let Some(v) = f.stream_stop_timeout {
+            self.stream_stop_timeout = v.0;
+        }
+        if let Some(v) = f.anomaly_check_interval {
+            self.anomaly_check_interval = v.0;
+        }
+        if let Some(v) = f.gpu_busy_threshold_pct {
+            self.gpu_busy_threshold_pct = v;
         }
     }
 }
@@ -230,6 +307,25 @@ mod tests {
         assert_eq!(c.heartbeat_timeout, Duration::from_secs(120));
         assert_eq!(c.role_catalog, vec!["a", "b"]);
         assert_eq!(c.experience_library_url.as_deref(), Some("http://lib:8090"));
+    }
+
+    #[test]
+    fn provisioning_and_stream_keys_are_read() {
+        let file: FileConfig = serde_yaml::from_str(
+            "provision_deadline: 45m\nprovision_watchdog_interval: 2s\nstream_stop_command: stop-it\n\
+             stream_stop_timeout: 3s\nanomaly_check_interval: 1s\ngpu_busy_threshold_pct: 75\n",
+        )
+        .unwrap();
+        let mut c = Config::default();
+        assert_eq!(c.provision_deadline, Duration::from_secs(1800));
+        assert_eq!(c.stream_stop_command, "hydra-stream-stop || true");
+        c.merge_file(file);
+        assert_eq!(c.provision_deadline, Duration::from_secs(2700));
+        assert_eq!(c.provision_watchdog_interval, Duration::from_secs(2));
+        assert_eq!(c.stream_stop_command, "stop-it");
+        assert_eq!(c.stream_stop_timeout, Duration::from_secs(3));
+        assert_eq!(c.anomaly_check_interval, Duration::from_secs(1));
+        assert_eq!(c.gpu_busy_threshold_pct, 75.0);
     }
 
     #[test]

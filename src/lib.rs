@@ -10,5 +10,6 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod ledger;
+pub mod library_client;
 pub mod server;
 pub mod store;

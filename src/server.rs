@@ -94,6 +94,17 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         state.config.exec_timeout_grace,
         state.config.exec_watchdog_interval,
     ));
+    let provisioning = tokio::spawn(watchdogs::provision_deadlines(
+        ledger.clone(),
+        state.config.provision_deadline,
+        state.config.provision_watchdog_interval,
+    ));
+    let anomalies = tokio::spawn(watchdogs::body_anomalies(
+        ledger.clone(),
+        state.liveness.clone(),
+        state.config.gpu_busy_threshold_pct,
+        state.config.anomaly_check_interval,
+    ));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let mut on_stop = stopped;
     let handle = ledger.clone();
@@ -103,7 +114,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
                 let _ = on_stop.wait_for(|s| *s).await;
             })
             .await;
-        for task in [checker, wake, deadlines] {
+        for task in [checker, wake, deadlines, provisioning, anomalies] {
             task.abort();
             let _ = task.await;
         }

@@ -1,6 +1,7 @@
 //! End to end: kiosk heads over real HTTP. Fleet enrollment and its tokens, heads
 //! heartbeating and reporting their status, the stream config that follows an admin's
-//! assignment, and every assignment the server must refuse.
+//! assignment, every assignment the server must refuse, eligible bodies, the catalog
+//! from a stand-in ExperienceLibrary, screenshots and logs through exec, and the QR code.
 
 mod common;
 
@@ -378,4 +379,301 @@ async fn heads_their_tokens_and_assignments_survive_a_restart() {
     let (_, heads) = get(&s, "/api/v1/heads", ADMIN).await;
     assert_eq!(heads[0]["status"], "streaming");
     assert_eq!(heads[0]["assigned_body_name"], "body-1");
+}
+
+/// A stand-in for ExperienceLibrary on a real port: `/ok/…` serves a fixed catalog
+/// for north/arena (and checks the query), `/fail/…` answers 500, `/bad/…` sends
+/// something that is not JSON. Returns its base URL.
+async fn fake_library() -> String {
+    use axum::extract::Query;
+    use axum::routing::get;
+    use std::collections::HashMap;
+    let live = |Query(q): Query<HashMap<String, String>>| async move {
+        let at = (q.get("district").map(String::as_str), q.get("venue").map(String::as_str));
+        if at != (Some("north"), Some("arena")) {
+            return axum::Json(json!([]));
+        }
+        axum::Json(json!([
+            {"id": "racing", "title": "Racing", "build": {"version": "1.2"}},
+            {"id": "space", "title": "Space"},
+            {"id": "ocean", "title": "Ocean"},
+        ]))
+    };
+    let app = axum::Router::new()
+        .route("/ok/api/v1/experiences/live", get(live))
+        .route(
+            "/fail/api/v1/experiences/live",
+            get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
+        )
+        .route("/bad/api/v1/experiences/live", get(|| async { "<html>not json</html>" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+async fn app_with_library(url: Option<String>) -> TestServer {
+    spawn_app_with(move |c| {
+        c.fleet_enrollment_token = Some(FLEET.into());
+        c.experience_library_url = url;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_catalog_is_the_live_library_list_filtered_by_the_whitelist() {
+    let library = fake_library().await;
+    let s = app_with_library(Some(format!("{library}/ok/"))).await;
+    let (head, token) = enroll_head(&s, "ipad-1", "north", "arena").await;
+    let (_, other_token) = enroll_head(&s, "ipad-2", "north", "arena").await;
+    let path = format!("/api/v1/heads/{head}/experiences");
+
+    // An empty whitelist allows nothing: the kiosk offers only what an admin chose.
+    let (status, list) = get(&s, &path, &token).await;
+    assert_eq!((status, list), (200, json!([])));
+    post(
+        &s,
+        &format!("/api/v1/nodes/{head}/allowed-experiences"),
+        ADMIN,
+        json!({"experiences": ["space", "racing", "not-live"]}),
+    )
+    .await;
+    let (status, list) = get(&s, &path, &token).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(
+        list,
+        json!([
+            {"id": "racing", "title": "Racing", "build": {"version": "1.2"}},
+            {"id": "space", "title": "Space"},
+        ]),
+        "the library's order and fields, only whitelisted ids that are live"
+    );
+    // No body is assigned or even exists: the catalog does not depend on one.
+    assert_eq!(get(&s, &path, ADMIN).await.0, 200);
+
+    let (status, _) = get(&s, &path, &other_token).await;
+    assert_eq!(status, 403, "another head");
+    let (body, _) = approved_body(&s, "body-1").await;
+    let (status, err) = get(&s, &format!("/api/v1/heads/{body}/experiences"), ADMIN).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("not a kiosk head"), "{err}");
+    let (status, _) = get(&s, "/api/v1/heads/node-0000000000000000/experiences", ADMIN).await;
+    assert_eq!(status, 404);
+
+    // Each way the library can fail is a 502 that says which.
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    for (url, says) in [
+        (format!("{library}/fail"), "answered 500"),
+        (format!("{library}/bad"), "bad JSON"),
+        (down, "unreachable"),
+    ] {
+        let s = app_with_library(Some(url)).await;
+        let (head, token) = enroll_head(&s, "ipad-1", "north", "arena").await;
+        let (status, err) = get(&s, &format!("/api/v1/heads/{head}/experiences"), &token).await;
+        assert_eq!(status, 502, "{err}");
+        assert!(err["error"].as_str().unwrap().contains(says), "{says}: {err}");
+    }
+    let s = app_with_library(None).await;
+    let (head, token) = enroll_head(&s, "ipad-1", "north", "arena").await;
+    let (status, err) = get(&s, &format!("/api/v1/heads/{head}/experiences"), &token).await;
+    assert_eq!(status, 503, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("experienceLibrary.url"), "{err}");
+}
+
+#[tokio::test]
+async fn eligible_bodies_follow_the_selection_rules_and_say_why() {
+    let s = spawn_fleet_app().await;
+    let (head, token) = enroll_head(&s, "ipad-1", "north", "arena").await;
+    let (other_head, _) = enroll_head(&s, "ipad-2", "north", "arena").await;
+    let ready = json!({"provider_status": "running", "stream_status": "idle", "wireguard_ip": "10.9.0.1"});
+    let (b, b_token) = approved_body(&s, "body-b").await;
+    let (a, a_token) = approved_body(&s, "body-a").await;
+    heartbeat(&s, &a_token, ready.clone()).await;
+    heartbeat(&s, &b_token, ready.clone()).await;
+    // Each of these fails one rule.
+    let (_, t) = approved_body(&s, "busy").await;
+    heartbeat(&s, &t, json!({"provider_status": "running", "stream_status": "streaming"})).await;
+    let (_, t) = approved_body(&s, "stopped").await;
+    heartbeat(&s, &t, json!({"provider_status": "stopped"})).await;
+    let (drained, t) = approved_body(&s, "drained").await;
+    heartbeat(&s, &t, ready.clone()).await;
+    post(&s, &format!("/api/v1/nodes/{drained}/drain"), ADMIN, json!({"draining": true})).await;
+    approved_body(&s, "silent").await;
+    let (_, pending_token) = enroll(&s.url, &s.http, "pending").await;
+    heartbeat(&s, &pending_token, ready.clone()).await;
+    let (far, t) = enroll(&s.url, &s.http, "far").await;
+    post(
+        &s,
+        &format!("/api/v1/nodes/{far}/approve"),
+        ADMIN,
+        json!({"roles": [], "district": "north", "venue": "hall"}),
+    )
+    .await;
+    heartbeat(&s, &t, ready.clone()).await;
+
+    let path = format!("/api/v1/bodies/eligible?head={head}");
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap().to_owned()).collect()
+    };
+    let (status, list) = get(&s, &path, OBSERVER).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(names(&list), ["body-a", "body-b"], "equal load: by name");
+    assert_eq!(list[0]["id"], a.as_str());
+    assert_eq!(list[0]["wireguard_ip"], "10.9.0.1");
+    assert_eq!(list[0]["ip"], "10.0.0.7");
+    assert_eq!(list[0]["heads_assigned"], 0);
+    assert!(list[0]["rank_reason"].as_str().unwrap().contains("0 heads assigned"), "{list}");
+
+    // Another head on body-a: body-b has fewer heads and comes first.
+    post(&s, &format!("/api/v1/nodes/{other_head}/head-assignment"), ADMIN, json!({"body_id": a})).await;
+    let (_, list) = get(&s, &path, &token).await;
+    assert_eq!(names(&list), ["body-b", "body-a"]);
+    assert_eq!(list[1]["heads_assigned"], 1);
+    // This head's own body comes first while it is still eligible.
+    post(&s, &format!("/api/v1/nodes/{head}/head-assignment"), ADMIN, json!({"body_id": a})).await;
+    let (_, list) = get(&s, &path, ADMIN).await;
+    assert_eq!(names(&list), ["body-a", "body-b"]);
+    assert!(list[0]["rank_reason"].as_str().unwrap().starts_with("current assignment"), "{list}");
+    // … and drops out when it starts streaming for someone else.
+    heartbeat(&s, &a_token, json!({"stream_status": "streaming"})).await;
+    let (_, list) = get(&s, &path, ADMIN).await;
+    assert_eq!(names(&list), ["body-b"]);
+
+    let (status, _) = get(&s, &format!("/api/v1/bodies/eligible?head={b}"), ADMIN).await;
+    assert_eq!(status, 400, "a body is not a head");
+    let (status, _) = get(&s, "/api/v1/bodies/eligible?head=node-0000000000000000", ADMIN).await;
+    assert_eq!(status, 404);
+    let (status, _) = get(&s, "/api/v1/bodies/eligible", ADMIN).await;
+    assert_eq!(status, 400, "no head given");
+    let (status, _) = get(&s, &format!("/api/v1/bodies/eligible?head={other_head}"), &token).await;
+    assert_eq!(status, 403, "a head asks only for itself");
+    let (status, _) = get(&s, &path, &b_token).await;
+    assert_eq!(status, 403, "a body's token");
+}
+
+/// Plays the head's agent once: takes the next command and answers it with `answer`.
+fn agent_answers(
+    s: &TestServer,
+    token: &str,
+    expect: &'static str,
+    answer: Value,
+) -> tokio::task::JoinHandle<()> {
+    let (http, url, token) = (s.http.clone(), s.url.clone(), token.to_owned());
+    tokio::spawn(async move {
+        let (status, cmd) =
+            call(&http, Method::GET, &format!("{url}/api/v1/body/exec?wait=20"), Some(&token), None).await;
+        assert_eq!(status, 200, "{cmd}");
+        let command = cmd["command"].as_str().unwrap();
+        assert!(command.contains(expect), "{command}");
+        let mut answer = answer;
+        answer["id"] = cmd["id"].clone();
+        let (status, r) =
+            call(&http, Method::POST, &format!("{url}/api/v1/body/exec/result"), Some(&token), Some(answer))
+                .await;
+        assert_eq!(status, 200, "{r}");
+    })
+}
+
+#[tokio::test]
+async fn screenshots_and_logs_come_through_the_exec_channel() {
+    let s = spawn_app_with(|c| {
+        c.fleet_enrollment_token = Some(FLEET.into());
+        c.head_exec_timeout = Duration::from_secs(1);
+        c.head_log_path = "/var/log/kiosk.log".into();
+    })
+    .await;
+    let (head, token) = enroll_head(&s, "ipad-1", "north", "arena").await;
+    let shot = format!("{}/api/v1/heads/{head}/screenshot", s.url);
+
+    // Offline: nothing would answer, so it says so at once.
+    let (status, err) = get(&s, &format!("/api/v1/heads/{head}/screenshot"), ADMIN).await;
+    assert_eq!(status, 504, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("offline"), "{err}");
+    heartbeat(&s, &token, json!({})).await;
+
+    // The JPEG bytes travel as base64 (wrapped, as `base64` prints them).
+    let agent = agent_answers(&s, &token, "base64", json!({"exit_code": 0, "stdout": "/9j/\n4AA=\n"}));
+    let resp = s.http.get(&shot).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "image/jpeg");
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), [0xff, 0xd8, 0xff, 0xe0, 0x00]);
+    agent.await.unwrap();
+
+    // Stale and absent are 502s that say which.
+    let agent = agent_answers(
+        &s,
+        &token,
+        "stat",
+        json!({"exit_code": 4, "stderr": "screenshot at /x is 900s old (limit 120s)\n"}),
+    );
+    let (status, err) = get(&s, &format!("/api/v1/heads/{head}/screenshot"), ADMIN).await;
+    assert_eq!(status, 502, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("stale"), "{err}");
+    agent.await.unwrap();
+    let agent = agent_answers(&s, &token, "tail -n 200", json!({"exit_code": 3, "stderr": "no log at /x\n"}));
+    let (status, err) = get(&s, &format!("/api/v1/heads/{head}/logs"), ADMIN).await;
+    assert_eq!(status, 502, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("absent"), "{err}");
+    agent.await.unwrap();
+
+    // The log's last lines.
+    let agent =
+        agent_answers(&s, &token, "/var/log/kiosk.log", json!({"exit_code": 0, "stdout": "one\ntwo\n"}));
+    let (status, logs) = get(&s, &format!("/api/v1/heads/{head}/logs"), ADMIN).await;
+    assert_eq!(status, 200, "{logs}");
+    assert_eq!(logs, json!({"log_path": "/var/log/kiosk.log", "lines": ["one", "two"]}));
+    agent.await.unwrap();
+
+    // No answer in time: 504, and the command is cancelled rather than left to run late.
+    let (status, err) = get(&s, &format!("/api/v1/heads/{head}/screenshot"), ADMIN).await;
+    assert_eq!(status, 504, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("cancelled"), "{err}");
+    let (_, q) = get(&s, &format!("/api/v1/nodes/{head}/exec/queue"), ADMIN).await;
+    assert_eq!((q["in_flight"].clone(), q["queued"].clone()), (Value::Null, json!([])), "{q}");
+    assert_eq!(types_in_log(&s, &format!("types=exec.cancelled&node={head}")).await.len(), 1);
+
+    // Admins only; a body is not a head.
+    let (status, _) = get(&s, &format!("/api/v1/heads/{head}/screenshot"), OBSERVER).await;
+    assert_eq!(status, 403);
+    let (status, _) = get(&s, &format!("/api/v1/heads/{head}/logs"), &token).await;
+    assert_eq!(status, 403);
+    let (body, _) = approved_body(&s, "body-1").await;
+    assert_eq!(get(&s, &format!("/api/v1/heads/{body}/logs"), ADMIN).await.0, 400);
+}
+
+#[tokio::test]
+async fn the_enroll_page_shows_the_fleet_qr_code_only_to_an_admin() {
+    let s = spawn_fleet_app().await;
+    let page = |token: Option<(&'static str, String)>| {
+        let mut req = s.http.get(format!("{}/enroll", s.url));
+        if let Some((name, value)) = token {
+            req = req.header(name, value);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.text().await.unwrap()
+        }
+    };
+    for who in [
+        None,
+        Some(("authorization", format!("Bearer {OBSERVER}"))),
+        Some(("authorization", "Bearer wrong".to_string())),
+        Some(("cookie", format!("hydra_admin={FLEET}"))),
+    ] {
+        let html = page(who.clone()).await;
+        assert!(!html.contains(FLEET), "the fleet token leaked to {who:?}");
+        assert!(!html.contains("<svg"), "{who:?}");
+        assert!(html.contains("Enroll a machine"));
+    }
+    for who in
+        [("authorization", format!("Bearer {ADMIN}")), ("cookie", format!("theme=dark; hydra_admin={ADMIN}"))]
+    {
+        let html = page(Some(who.clone())).await;
+        assert!(html.contains("<svg"), "{who:?}: {html}");
+        assert!(!html.contains("<?xml"), "inline SVG has no XML declaration");
+    }
 }

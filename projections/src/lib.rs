@@ -1,13 +1,17 @@
 //! Pure folds from events to read views: no I/O, no clock, no randomness. Replaying
 //! the same log always gives the same views and the same digest.
 
+mod anomalies;
 mod exec;
 mod heads;
 mod nodes;
+mod provision;
 
+pub use anomalies::OpenAnomalies;
 pub use exec::{ExecRecord, ExecStatus, ExecViews, NodeExec, FINISHED_KEPT};
 pub use heads::{HeadView, HEAD_STATUSES};
 pub use nodes::{NodeKind, NodeStatus, NodeView};
+pub use provision::{ProvisionState, ProvisionView};
 
 use hydra_events::{Envelope, NodeId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -74,10 +78,14 @@ pub struct ClusterViews {
     pub exec: ExecViews,
     /// What only kiosk heads have; every head is also in `nodes` with kind head.
     pub heads: BTreeMap<NodeId, HeadView>,
+    /// Where each node is in its reinstall cycle (only nodes ever asked).
+    pub provision: BTreeMap<NodeId, ProvisionView>,
+    /// Body anomalies open now, with when each began.
+    pub anomalies: OpenAnomalies,
 }
 
 impl Projection for ClusterViews {
-    const VERSION: u32 = 4;
+    const VERSION: u32 = 5;
 
     fn apply(&mut self, envelope: &Envelope) {
         self.last_seq = envelope.seq;
@@ -85,6 +93,8 @@ impl Projection for ClusterViews {
         nodes::apply(&mut self.nodes, envelope);
         exec::apply(&mut self.exec, envelope);
         heads::apply(&mut self.heads, envelope);
+        provision::apply(&mut self.provision, envelope);
+        anomalies::apply(&mut self.anomalies, envelope);
     }
 
     fn last_seq(&self) -> u64 {

@@ -171,6 +171,11 @@ pub(crate) fn apply(nodes: &mut BTreeMap<NodeId, NodeView>, envelope: &Envelope)
         }
         Event::NodeNetworkChanged { wireguard_ip, .. } => node.wireguard_ip = wireguard_ip.clone(),
         Event::NodeStreamChanged { stream_status, .. } => node.stream_status = stream_status.clone(),
+        // The flag is pending until a heartbeat answer carries it (provision.started).
+        Event::ReprovisionRequested { .. } => node.reprovision = true,
+        Event::ProvisionStarted { .. } => node.reprovision = false,
+        // A force-stop clears the stream state; a body still streaming says so again.
+        Event::StreamStopped { .. } => node.stream_status = "idle".into(),
         _ => {}
     }
 }

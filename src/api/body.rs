@@ -74,10 +74,16 @@ pub async fn heartbeat(
             .read(|v| v.nodes.get(&id).map(|n| !heartbeat_events(n, &report).is_empty()))
             .ok_or_else(|| ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "missing or invalid token"))?;
     let mut delivered = (false, false);
+    // The reprovision flag is carried by the answer to the heartbeat that recorded
+    // `provision.started`, once: a node that keeps heartbeating does not reinstall again.
+    let mut reprovision = false;
     if changes {
         let envelopes =
             state.ledger.submit(format!("node:{id}"), nodes::heartbeat(id.clone(), report)).await?;
         for e in &envelopes {
+            if let hydra_events::Event::ProvisionStarted { .. } = &e.event {
+                reprovision = true;
+            }
             if let hydra_events::Event::NodeUpdateDelivered { target, .. } = &e.event {
                 match target {
                     hydra_events::UpdateTarget::Node => delivered.0 = true,
@@ -99,7 +105,7 @@ pub async fn heartbeat(
         "venue": node.venue,
         "environment": node.environment,
         "draining": node.draining,
-        "reprovision": approved && node.reprovision,
+        "reprovision": reprovision,
         "update_node": delivered.0,
         "update_services": delivered.1,
         "heartbeat_interval_s": 30,

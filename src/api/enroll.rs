@@ -89,7 +89,9 @@ code,pre{background:#f3f3f3;padding:.1em .3em}";
 pub async fn page(
     State(state): State<AppState>,
     query: Result<Query<Prefill>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
 ) -> Html<String> {
+    let kiosk_qr = kiosk_qr_section(&state, &headers);
     let p = query.map(|q| q.0).unwrap_or_default();
     let name = escape(p.name.as_deref().unwrap_or(""));
     let ip = escape(p.ip.as_deref().unwrap_or(""));
@@ -112,8 +114,59 @@ pattern=\"[A-Za-z0-9._-]+\">\
 <li>If it says its token is invalid, the node was removed or rejected: enroll again here \
 (<code>hydranode enroll --server {server} --name NAME</code>) and ask an admin to approve the new node.</li>\
 <li>If it cannot reach <code>{server}</code>, check the network and the server's \
-<a href=/api/v1/health>health</a>.</li></ol></body></html>"
+<a href=/api/v1/health>health</a>.</li></ol>{kiosk_qr}</body></html>"
     ))
+}
+
+/// The cookie a browser may carry the admin token in, since it cannot set headers on
+/// a plain page load.
+const ADMIN_COOKIE: &str = "hydra_admin";
+
+/// The admin token of the request, from `Authorization: Bearer` or the `hydra_admin`
+/// cookie, if it is one. Anything else (no token, a wrong one, an observer's) is simply
+/// not an admin: the page stays public.
+fn is_admin(state: &AppState, headers: &HeaderMap) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")));
+    let cookie =
+        headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|c| {
+            c.split(';').find_map(|kv| kv.trim().strip_prefix(ADMIN_COOKIE)?.strip_prefix('='))
+        });
+    bearer.into_iter().chain(cookie).map(str::trim).filter(|t| !t.is_empty()).any(|t| {
+        matches!(state.tokens.resolve(state.ledger.store(), t), Some(crate::auth::Principal::Admin { .. }))
+    })
+}
+
+/// The fleet-enrollment QR code for kiosks, only for an admin: it carries the fleet
+/// token, which enrolls any device.
+fn kiosk_qr_section(state: &AppState, headers: &HeaderMap) -> String {
+    let Some(token) = state.config.fleet_enrollment_token.as_deref().filter(|t| !t.is_empty()) else {
+        return String::new();
+    };
+    if !is_admin(state, headers) {
+        return format!(
+            "<h2>Kiosks</h2><p>Admins: open this page with the admin token (an \
+<code>Authorization: Bearer</code> header or a <code>{ADMIN_COOKIE}</code> cookie) to see the \
+kiosk enrollment QR code.</p>"
+        );
+    }
+    let payload = serde_json::json!({ "server_url": state.config.server_url, "enrollment_token": token });
+    let svg = match qrcode::QrCode::new(payload.to_string()) {
+        Ok(code) => code.render::<qrcode::render::svg::Color>().min_dimensions(240, 240).build(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot draw the enrollment QR code");
+            return "<h2>Kiosks</h2><p>The enrollment QR code cannot be drawn; see the server log.</p>"
+                .into();
+        }
+    };
+    // Inline SVG goes without its XML declaration.
+    let svg = svg.find("<svg").map_or(svg.as_str(), |at| &svg[at..]);
+    format!(
+        "<h2>Kiosks</h2><p>Scan with a kiosk to enroll it (this code holds the fleet \
+enrollment token: do not share it).</p>{svg}"
+    )
 }
 
 #[derive(Debug, Deserialize)]

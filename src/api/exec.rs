@@ -143,7 +143,7 @@ fn record_json(r: &ExecRecord) -> Value {
 }
 
 /// The output of a finished command, read from the event that ended it.
-async fn ended_output(state: &AppState, r: &ExecRecord) -> Result<Option<ExecOutput>, ApiError> {
+pub(super) async fn ended_output(state: &AppState, r: &ExecRecord) -> Result<Option<ExecOutput>, ApiError> {
     let Some(seq) = r.end_seq else { return Ok(None) };
     let store = state.ledger.store().clone();
     let envelopes = tokio::task::spawn_blocking(move || read_envelopes(&store, seq, seq))
@@ -262,7 +262,7 @@ pub struct WaitQuery {
 /// until it answers `Some`, `wait_s` seconds pass (at most `MAX_WAIT_S`) or the server
 /// stops (a stopping server answers parked requests at once instead of waiting them
 /// out). The wake-up is armed before each check, so no event can slip between.
-async fn long_poll<T, Fut>(
+pub(super) async fn long_poll<T, Fut>(
     state: &AppState,
     node: &NodeId,
     wait_s: u64,

@@ -310,3 +310,228 @@ fn check_short(what: &str, v: String) -> Result<String, ApiError> {
     }
     Ok(v)
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EligibleQuery {
+    head: String,
+}
+
+/// `GET /api/v1/bodies/eligible?head={id}`: the bodies a head may stream from, best
+/// first, each with why it is where it is (admin, observer, or the head itself).
+pub async fn eligible(
+    State(state): State<AppState>,
+    query: Result<axum::extract::Query<EligibleQuery>, axum::extract::rejection::QueryRejection>,
+    parts: Parts,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let axum::extract::Query(q) = query.map_err(|_| ApiError::bad_request("give the head: ?head=node-…"))?;
+    let id = node_id(&q.head)?;
+    if !matches!(principal(&parts, &state)?, Principal::Observer) {
+        admin_or_self(&parts, &state, &id)?;
+    }
+    let found = state.ledger.read(|v| heads::eligible_bodies(v, &id))?;
+    Ok(Json(
+        found
+            .into_iter()
+            .map(|e| {
+                serde_json::json!({
+                    "id": e.body.id,
+                    "name": e.body.name,
+                    "wireguard_ip": e.body.wireguard_ip,
+                    "ip": Some(e.body.ip).filter(|ip| !ip.is_empty()),
+                    "heads_assigned": e.heads_assigned,
+                    "rank_reason": e.rank_reason,
+                })
+            })
+            .collect(),
+    ))
+}
+
+/// `GET /api/v1/heads/{id}/experiences`: the library's experiences live at the head's
+/// venue that its whitelist allows (an empty whitelist allows nothing). It does not
+/// depend on any body: a kiosk shows its catalog even when no body is free.
+pub async fn experiences(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    parts: Parts,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let id = node_id(&id)?;
+    admin_or_self(&parts, &state, &id)?;
+    let s = find(&state, &id)?;
+    let base = state.config.experience_library_url.as_deref().filter(|u| !u.is_empty()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no ExperienceLibrary is configured: set experienceLibrary.url in the config",
+        )
+    })?;
+    let items = crate::library_client::live_experiences(
+        base,
+        &s.node.district,
+        &s.node.venue,
+        state.config.experience_library_timeout,
+    )
+    .await
+    .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
+    Ok(Json(crate::library_client::allowed(items, &s.head.allowed_experiences)))
+}
+
+/// Exit codes of the commands below that say why there is nothing to show.
+const EXIT_ABSENT: i32 = 3;
+const EXIT_STALE: i32 = 4;
+
+/// `GET /api/v1/heads/{id}/screenshot`: the kiosk's latest screenshot (admin), fetched
+/// through the exec channel. 504 when the head does not answer in time, 502 when the
+/// screenshot is missing or older than `head_screenshot_max_age`.
+pub async fn screenshot(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    let id = node_id(&id)?;
+    find(&state, &id)?;
+    let command =
+        screenshot_command(&state.config.head_screenshot_path, state.config.head_screenshot_max_age);
+    let output = run_on_head(&state, admin.cause(), &id, command, "screenshot").await?;
+    let bytes = super::remote::decode_base64(&output.stdout).ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_GATEWAY, "the head sent a screenshot that is not valid base64")
+    })?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "image/jpeg"), (axum::http::header::CACHE_CONTROL, "no-store")],
+        bytes,
+    )
+        .into_response())
+}
+
+/// The command that prints the screenshot as base64, or exits 3 (absent) or 4 (stale).
+/// `stat -c` is GNU, `stat -f` BSD/macOS: it tries both, so one command serves every kiosk.
+fn screenshot_command(path: &str, max_age: std::time::Duration) -> String {
+    let max_age = max_age.as_secs();
+    format!(
+        "f={p}; [ -f \"$f\" ] || {{ echo \"no screenshot at $f\" >&2; exit {EXIT_ABSENT}; }}\n\
+         m=$(stat -c %Y \"$f\" 2>/dev/null || stat -f %m \"$f\") || exit 5\n\
+         age=$(( $(date +%s) - m ))\n\
+         [ \"$age\" -le {max_age} ] || {{ echo \"screenshot at $f is ${{age}}s old (limit {max_age}s)\" >&2; exit {EXIT_STALE}; }}\n\
+         base64 < \"$f\"",
+        p = super::remote::shell_path(path),
+    )
+}
+
+/// The command that prints the log's last 200 lines, or exits 3 when there is no log.
+fn log_command(path: &str) -> String {
+    format!(
+        "f={p}; [ -f \"$f\" ] || {{ echo \"no log at $f\" >&2; exit {EXIT_ABSENT}; }}\ntail -n 200 \"$f\"",
+        p = super::remote::shell_path(path),
+    )
+}
+
+/// `GET /api/v1/heads/{id}/logs`: the last 200 lines of the kiosk's log (admin),
+/// through the exec channel, as `{"log_path","lines"}`.
+pub async fn logs(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = node_id(&id)?;
+    find(&state, &id)?;
+    let path = state.config.head_log_path.clone();
+    let command = log_command(&path);
+    let output = run_on_head(&state, admin.cause(), &id, command, "log").await?;
+    let lines: Vec<&str> = output.stdout.lines().collect();
+    Ok(Json(serde_json::json!({ "log_path": path, "lines": lines })))
+}
+
+/// Runs a read-only command on a head and turns every way it can fail into 504 (no
+/// answer in time) or 502 (it answered, but there is nothing good to show).
+async fn run_on_head(
+    state: &AppState,
+    cause: String,
+    id: &NodeId,
+    command: String,
+    what: &str,
+) -> Result<hydra_events::ExecOutput, ApiError> {
+    use super::remote::{run, Outcome};
+    let gateway = |m: String| ApiError::new(StatusCode::BAD_GATEWAY, m);
+    let timeout = state.config.head_exec_timeout;
+    if !state.ledger.read(|v| v.nodes.get(id).is_some_and(|n| n.online)) {
+        // Nothing would run it: say so now rather than after the whole timeout.
+        return Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("head {id} is offline: it cannot send its {what}"),
+        ));
+    }
+    match run(state, cause, id, command, timeout).await? {
+        Outcome::NoAnswer => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "head {id} did not send its {what} within {}s; the command was cancelled",
+                timeout.as_secs().max(1)
+            ),
+        )),
+        Outcome::Ended(r) if r.status == hydra_projections::ExecStatus::TimedOut => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("reading the {what} on head {id} timed out"),
+        )),
+        Outcome::Ended(r) => Err(gateway(format!(
+            "reading the {what} on head {id} {}{}",
+            r.status.as_str(),
+            r.reason.map(|why| format!(": {why}")).unwrap_or_default()
+        ))),
+        Outcome::Completed(o) if o.exit_code == Some(0) && o.truncated => {
+            Err(gateway(format!("the {what} of head {id} is larger than exec_output_cap")))
+        }
+        Outcome::Completed(o) if o.exit_code == Some(0) => Ok(o),
+        Outcome::Completed(o) => {
+            let said = o.stderr.trim();
+            let why = match o.exit_code {
+                Some(EXIT_ABSENT) => "absent",
+                Some(EXIT_STALE) => "stale",
+                _ => "unreadable",
+            };
+            Err(gateway(format!(
+                "the {what} of head {id} is {why} (exit {}): {}",
+                o.exit_code.map_or("none".into(), |c| c.to_string()),
+                if said.is_empty() { "no message" } else { said }
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn sh(command: &str) -> (Option<i32>, String, String) {
+        let out = std::process::Command::new("sh").arg("-c").arg(command).output().unwrap();
+        let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        (out.status.code(), text(out.stdout), text(out.stderr))
+    }
+
+    /// The commands really run in a POSIX shell: fresh, stale and absent files.
+    #[test]
+    fn screenshot_and_log_commands_say_fresh_stale_or_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let shot = dir.path().join("it's a shot.jpg");
+        std::fs::write(&shot, [0xffu8, 0xd8, 0xff, 0xe0, 0x00, 0x10]).unwrap();
+        let shot = shot.to_str().unwrap();
+        let (code, out, _) = sh(&screenshot_command(shot, Duration::from_secs(60)));
+        assert_eq!(code, Some(0));
+        assert_eq!(super::super::remote::decode_base64(&out).unwrap(), [0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10]);
+        let old = format!("touch -t 200001010000 '{}'", shot.replace('\'', r"'\''"));
+        assert_eq!(sh(&old).0, Some(0));
+        let (code, _, err) = sh(&screenshot_command(shot, Duration::from_secs(60)));
+        assert_eq!(code, Some(EXIT_STALE), "{err}");
+        assert!(err.contains("old (limit 60s)"), "{err}");
+        let (code, _, err) = sh(&screenshot_command("/nonexistent/x.jpg", Duration::from_secs(60)));
+        assert_eq!((code, err.trim()), (Some(EXIT_ABSENT), "no screenshot at /nonexistent/x.jpg"));
+
+        let log = dir.path().join("head.log");
+        let lines: String = (1..=250).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&log, lines).unwrap();
+        let (code, out, _) = sh(&log_command(log.to_str().unwrap()));
+        assert_eq!(code, Some(0));
+        assert_eq!(out.lines().count(), 200);
+        assert_eq!(out.lines().next(), Some("line 51"));
+        assert_eq!(sh(&log_command("/nonexistent/head.log")).0, Some(EXIT_ABSENT));
+    }
+}

@@ -9,7 +9,10 @@ mod extract;
 mod heads;
 mod health;
 mod nodes;
+mod provision;
+mod remote;
 mod shell;
+mod streams;
 
 pub use extract::{Admin, ApiJson, NodeCaller, Reader};
 
@@ -90,17 +93,25 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/nodes/{id}/update-node", post(nodes::update_node))
         .route("/api/v1/nodes/{id}/update-services", post(nodes::update_services))
         .route("/api/v1/nodes/{id}/history", get(nodes::history))
+        .route("/api/v1/nodes/{id}/reprovision", post(provision::request))
+        .route("/api/v1/nodes/{id}/stream", axum::routing::delete(streams::stop))
+        .route("/api/v1/body-anomalies", get(streams::anomalies))
         .route("/api/v1/nodes/{id}/head-assignment", post(heads::assign))
         .route("/api/v1/nodes/{id}/allowed-experiences", post(heads::allowed_experiences))
         .route("/api/v1/heads", get(heads::list).post(heads::enroll))
         .route("/api/v1/heads/{id}", get(heads::config).put(heads::report))
         .route("/api/v1/enroll-qr", get(heads::enroll_qr))
+        .route("/api/v1/bodies/eligible", get(heads::eligible))
+        .route("/api/v1/heads/{id}/experiences", get(heads::experiences))
+        .route("/api/v1/heads/{id}/screenshot", get(heads::screenshot))
+        .route("/api/v1/heads/{id}/logs", get(heads::logs))
         .route("/api/v1/nodes/{id}/exec", post(exec::submit))
         .route("/api/v1/nodes/{id}/exec/{exec}/result", get(exec::result))
         .route("/api/v1/nodes/{id}/exec/queue", get(exec::queue).delete(exec::clear))
         .route("/api/v1/nodes/{id}/exec/queue/{exec}", axum::routing::delete(exec::cancel))
         .route("/api/v1/nodes/{id}/shell", get(shell::open))
         .route("/api/v1/body/heartbeat", post(body::heartbeat))
+        .route("/api/v1/body/provision-result", post(provision::result))
         .route("/api/v1/body/exec", get(exec::next))
         .route("/api/v1/body/exec/{exec}/watch", get(exec::watch))
         .route(

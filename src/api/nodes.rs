@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use hydra_events::{NodeId, UpdateTarget};
-use hydra_projections::{ClusterViews, NodeView};
+use hydra_projections::{ClusterViews, NodeView, ProvisionView};
 use serde::{Deserialize, Serialize};
 
 /// A node as the API shows it (SPEC §1).
@@ -40,7 +40,12 @@ pub struct NodeJson {
     pub wireguard_ip: Option<String>,
     pub stream_status: String,
     pub draining: bool,
+    /// The pending flag: asked, not yet carried to the node by a heartbeat answer.
     pub reprovision: bool,
+    /// `idle`, `requested`, `provisioning`, `completed` or `failed`.
+    pub provision_state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<serde_json::Value>,
     pub update_node: bool,
     pub update_services: bool,
     pub enrolled_at: String,
@@ -54,7 +59,8 @@ pub fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
 }
 
-pub fn node_json(n: &NodeView, live: Option<Live>) -> NodeJson {
+/// The node with its provisioning record (`views.provision`), if it has one.
+pub fn node_json(n: &NodeView, provision: Option<&ProvisionView>, live: Option<Live>) -> NodeJson {
     let live = live.unwrap_or_default();
     let last_seen_ms = live.last_seen_ms.max(n.last_seen_ms);
     NodeJson {
@@ -78,12 +84,25 @@ pub fn node_json(n: &NodeView, live: Option<Live>) -> NodeJson {
         stream_status: n.stream_status.clone(),
         draining: n.draining,
         reprovision: n.reprovision,
+        provision_state: provision.map(|p| p.state).unwrap_or_default().as_str(),
+        provisioning: provision.map(provisioning_json),
         update_node: n.update_node,
         update_services: n.update_services,
         enrolled_at: rfc3339(n.enrolled_at_ms),
         diagnostics: live.diagnostics.filter(|d| !d.is_empty()),
         telemetry: live.telemetry,
     }
+}
+
+fn provisioning_json(p: &ProvisionView) -> serde_json::Value {
+    serde_json::json!({
+        "state": p.state.as_str(),
+        "requested_at": p.requested_at_ms.map(rfc3339),
+        "started_at": p.started_at_ms.map(rfc3339),
+        "finished_at": p.finished_at_ms.map(rfc3339),
+        "version": p.version,
+        "error": p.error,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,20 +164,29 @@ pub async fn list(
             .map_err(ApiError::internal)?
             .map_err(ApiError::internal)?
             .views;
-        let nodes: Vec<NodeJson> =
-            views.nodes.values().filter(|n| q.matches(n)).map(|n| node_json(n, None)).collect();
+        let nodes: Vec<NodeJson> = views
+            .nodes
+            .values()
+            .filter(|n| q.matches(n))
+            .map(|n| node_json(n, views.provision.get(&n.id), None))
+            .collect();
         return Ok(Json(nodes));
     }
-    let nodes: Vec<NodeView> =
-        state.ledger.read(|v| v.nodes.values().filter(|n| q.matches(n)).cloned().collect());
-    let out = nodes.iter().map(|n| node_json(n, state.liveness.get(&n.id))).collect();
+    let nodes: Vec<(NodeView, Option<ProvisionView>)> = state.ledger.read(|v| {
+        v.nodes
+            .values()
+            .filter(|n| q.matches(n))
+            .map(|n| (n.clone(), v.provision.get(&n.id).cloned()))
+            .collect()
+    });
+    let out = nodes.iter().map(|(n, p)| node_json(n, p.as_ref(), state.liveness.get(&n.id))).collect();
     Ok(Json::<Vec<NodeJson>>(out))
 }
 
-fn find(state: &AppState, id: &NodeId) -> Result<NodeView, ApiError> {
+fn find(state: &AppState, id: &NodeId) -> Result<(NodeView, Option<ProvisionView>), ApiError> {
     state
         .ledger
-        .read(|v| v.nodes.get(id).cloned())
+        .read(|v| v.nodes.get(id).map(|n| (n.clone(), v.provision.get(id).cloned())))
         .ok_or_else(|| ApiError::not_found(format!("no node {id}")))
 }
 
@@ -168,14 +196,14 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Json<NodeJson>, ApiError> {
     let id = node_id(&id)?;
-    let n = find(&state, &id)?;
-    Ok(Json(node_json(&n, state.liveness.get(&id))))
+    let (n, p) = find(&state, &id)?;
+    Ok(Json(node_json(&n, p.as_ref(), state.liveness.get(&id))))
 }
 
 /// Answers with the node as it is after the command.
-fn current(state: &AppState, id: &NodeId) -> Result<Json<NodeJson>, ApiError> {
-    let n = find(state, id)?;
-    Ok(Json(node_json(&n, state.liveness.get(id))))
+pub(super) fn current(state: &AppState, id: &NodeId) -> Result<Json<NodeJson>, ApiError> {
+    let (n, p) = find(state, id)?;
+    Ok(Json(node_json(&n, p.as_ref(), state.liveness.get(id))))
 }
 
 pub async fn remove(

@@ -131,6 +131,85 @@ pub fn allow_experiences(
     }
 }
 
+/// A body a head may stream from, with why it is where it is in the order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Eligible {
+    pub body: NodeView,
+    /// How many heads are pinned to this body now (this head included).
+    pub heads_assigned: usize,
+    pub rank_reason: String,
+}
+
+/// Why a body cannot serve a head right now, or `None` when it can: an approved body
+/// in the head's district and venue, online, its provider running, not streaming and
+/// not draining.
+pub fn ineligibility(head: &NodeView, b: &NodeView) -> Option<String> {
+    if b.kind != NodeKind::Body {
+        return Some("not a body".into());
+    }
+    if b.status != hydra_projections::NodeStatus::Approved {
+        return Some(format!("{}, not approved", b.status.as_str()));
+    }
+    if (b.district.as_str(), b.venue.as_str()) != (head.district.as_str(), head.venue.as_str()) {
+        return Some(format!("in {}/{}", show(&b.district), show(&b.venue)));
+    }
+    if !b.online {
+        return Some("offline".into());
+    }
+    if b.provider_status.as_deref() != Some("running") {
+        return Some(format!("provider {}", b.provider_status.as_deref().unwrap_or("unknown")));
+    }
+    if b.stream_status != "idle" {
+        return Some(format!("stream {}", b.stream_status));
+    }
+    if b.draining {
+        return Some("draining".into());
+    }
+    None
+}
+
+/// The bodies head `id` may stream from, best first: its current body if that is still
+/// eligible (a kiosk should not hop while its body serves it), then the body with the
+/// fewest heads pinned to it (spread the load), then by name and id (a stable order).
+pub fn eligible_bodies(views: &ClusterViews, id: &NodeId) -> Result<Vec<Eligible>, DomainError> {
+    let (head_node, h) = head(views, id)?;
+    let mut load: std::collections::BTreeMap<&NodeId, usize> = std::collections::BTreeMap::new();
+    for b in views.heads.values().filter_map(|h| h.assigned_body.as_ref()) {
+        *load.entry(b).or_default() += 1;
+    }
+    let mut found: Vec<(bool, Eligible)> = views
+        .nodes
+        .values()
+        .filter(|b| ineligibility(head_node, b).is_none())
+        .map(|b| {
+            let current = h.assigned_body.as_ref() == Some(&b.id);
+            let heads_assigned = load.get(&b.id).copied().unwrap_or(0);
+            (current, Eligible { body: b.clone(), heads_assigned, rank_reason: String::new() })
+        })
+        .collect();
+    found.sort_by(|(ca, a), (cb, b)| {
+        cb.cmp(ca)
+            .then(a.heads_assigned.cmp(&b.heads_assigned))
+            .then_with(|| a.body.name.cmp(&b.body.name))
+            .then_with(|| a.body.id.cmp(&b.body.id))
+    });
+    Ok(found
+        .into_iter()
+        .map(|(current, mut e)| {
+            let heads = match e.heads_assigned {
+                1 => "1 head assigned".to_string(),
+                n => format!("{n} heads assigned"),
+            };
+            e.rank_reason = if current {
+                format!("current assignment of this head ({heads})")
+            } else {
+                format!("{heads}; fewer heads first, then by name")
+            };
+            e
+        })
+        .collect())
+}
+
 /// When a body leaves the fleet, the heads pinned to it are unpinned in the same
 /// command, so no head points at a node that no longer exists.
 pub fn unassign_from(views: &ClusterViews, body: &NodeId) -> Vec<Event> {
@@ -199,6 +278,42 @@ mod tests {
         assert!(report_status(id("node-h"), "idle".into(), None)(&v).unwrap().events.is_empty());
         assert_eq!(report_status(id("node-h"), "error".into(), None)(&v).unwrap().events.len(), 1);
         assert!(allow_experiences(id("node-h"), vec![])(&v).unwrap().events.is_empty());
+    }
+
+    #[test]
+    fn eligible_bodies_are_ranked_current_first_then_least_loaded_then_by_name() {
+        let mut v = fleet();
+        let running = |v: &mut ClusterViews, n: &str, name: &str| {
+            let b = v.nodes.get_mut(&id(n)).unwrap();
+            b.provider_status = Some("running".into());
+            b.name = name.into();
+        };
+        running(&mut v, "node-b", "zeta");
+        running(&mut v, "node-far", "far");
+        running(&mut v, "node-off", "off");
+        let mut extra = v.nodes[&id("node-b")].clone();
+        (extra.id, extra.name) = (id("node-c"), "alpha".into());
+        v.nodes.insert(extra.id.clone(), extra);
+        let names = |v: &ClusterViews| -> Vec<String> {
+            eligible_bodies(v, &id("node-h")).unwrap().into_iter().map(|e| e.body.name).collect()
+        };
+        // Wrong venue and offline are out; among equals, by name.
+        assert_eq!(names(&v), ["alpha", "zeta"]);
+        // Another head on alpha: zeta has fewer heads.
+        v.heads.insert(id("node-h2"), HeadView { assigned_body: Some(id("node-c")), ..HeadView::default() });
+        assert_eq!(names(&v), ["zeta", "alpha"]);
+        // This head's own body comes first even when busier.
+        v.heads.get_mut(&id("node-h")).unwrap().assigned_body = Some(id("node-c"));
+        let e = eligible_bodies(&v, &id("node-h")).unwrap();
+        assert_eq!((e[0].body.name.as_str(), e[0].heads_assigned), ("alpha", 2));
+        assert!(e[0].rank_reason.starts_with("current assignment"), "{}", e[0].rank_reason);
+        assert_eq!(e[1].rank_reason, "0 heads assigned; fewer heads first, then by name");
+        // Streaming, draining or a stopped provider take a body out.
+        v.nodes.get_mut(&id("node-c")).unwrap().stream_status = "streaming".into();
+        v.nodes.get_mut(&id("node-b")).unwrap().draining = true;
+        assert!(names(&v).is_empty());
+        assert!(matches!(eligible_bodies(&v, &id("node-b")), Err(DomainError::Invalid(_))));
+        assert!(matches!(eligible_bodies(&v, &id("node-nope")), Err(DomainError::NotFound(_))));
     }
 
     #[test]

@@ -5,7 +5,9 @@ pub mod exec;
 pub mod heads;
 pub mod liveness;
 pub mod nodes;
+pub mod provision;
 pub mod shell;
+pub mod streams;
 pub mod waiters;
 pub mod watchdogs;
 

@@ -215,6 +215,11 @@ pub fn heartbeat_events(n: &NodeView, r: &Report) -> Vec<Event> {
         if n.update_services {
             events.push(Event::NodeUpdateDelivered { node_id: id(), target: UpdateTarget::Services });
         }
+        // The flag clears with this event, so however often the node heartbeats the
+        // start is recorded once; the answer to this heartbeat carries the flag.
+        if n.reprovision {
+            events.push(Event::ProvisionStarted { node_id: id() });
+        }
     }
     events
 }

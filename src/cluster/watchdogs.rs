@@ -1,7 +1,8 @@
 //! Watchdogs: background tasks that turn the passing of time into commands, sent to
-//! the ledger like any other client's: the offline checker and the exec deadlines.
+//! the ledger like any other client's: the offline checker, the exec and provisioning
+//! deadlines, and the body anomaly pass.
 
-use crate::cluster::{exec, nodes, Liveness};
+use crate::cluster::{exec, nodes, provision, streams, Liveness};
 use crate::ledger::{now_ms, Ledger};
 use hydra_projections::ClusterViews;
 use std::sync::Arc;
@@ -51,6 +52,56 @@ pub async fn exec_deadlines(ledger: Ledger<ClusterViews>, grace: Duration, every
         }
         if let Err(e) = ledger.submit("watchdog:exec", exec::end_overdue(ids, now, grace_ms)).await {
             tracing::warn!(error = %e, "exec watchdog could not end overdue commands");
+        }
+    }
+}
+
+/// Fails provisioning that has run longer than `deadline` since `provision.started`
+/// (`provision.failed` with `timeout`): a node that died mid-install never answers.
+pub async fn provision_deadlines(ledger: Ledger<ClusterViews>, deadline: Duration, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline_ms = deadline.as_millis() as u64;
+    loop {
+        tick.tick().await;
+        let now = now_ms();
+        let ids = ledger.read(|v| provision::overdue(v, now, deadline_ms));
+        if ids.is_empty() {
+            continue;
+        }
+        if let Err(e) =
+            ledger.submit("watchdog:provision", provision::end_overdue(ids, now, deadline_ms)).await
+        {
+            tracing::warn!(error = %e, "provisioning watchdog could not fail overdue nodes");
+        }
+    }
+}
+
+/// Opens and closes body anomalies each `every`: compares the conditions now (views,
+/// plus the volatile telemetry for the GPU) with the anomalies open in the log.
+pub async fn body_anomalies(
+    ledger: Ledger<ClusterViews>,
+    liveness: Arc<Liveness>,
+    gpu_threshold_pct: f64,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let bodies: Vec<_> = ledger.read(|v| v.nodes.keys().cloned().collect());
+        let gpu_busy: streams::GpuBusy = bodies
+            .into_iter()
+            .filter_map(|id| {
+                let telemetry = liveness.get(&id).and_then(|l| l.telemetry)?;
+                Some((id, streams::gpu_busy(&telemetry, gpu_threshold_pct)))
+            })
+            .collect();
+        if ledger.read(|v| streams::anomaly_events(v, &gpu_busy).is_empty()) {
+            continue;
+        }
+        if let Err(e) = ledger.submit("watchdog:anomalies", streams::reconcile(gpu_busy)).await {
+            tracing::warn!(error = %e, "anomaly watchdog could not record a change");
         }
     }
 }

@@ -1,0 +1,71 @@
+//! Provisioning endpoints: an admin asks a node to reinstall (the next heartbeat
+//! answer carries the flag), and the node (its own token) reports how it went.
+
+use super::extract::node_id;
+use super::nodes::{current, NodeJson};
+use super::{Admin, ApiError, ApiJson, AppState, NodeCaller};
+use crate::cluster::provision::{self, Outcome};
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+const MAX_VERSION: usize = 256;
+const MAX_ERROR: usize = 4096;
+
+/// `POST /api/v1/nodes/{id}/reprovision`: answers with the node (its `reprovision`
+/// flag set, `provision_state` requested). A node already requested or provisioning
+/// answers 409: the first run must end (result or deadline) before another starts.
+pub async fn request(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<NodeJson>, ApiError> {
+    let id = node_id(&id)?;
+    state.ledger.submit(admin.cause(), provision::request(id.clone())).await?;
+    current(&state, &id)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultBody {
+    success: bool,
+    version: Option<String>,
+    error: Option<String>,
+}
+
+fn text(what: &str, v: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
+    match v.map(|s| s.trim().to_owned()) {
+        Some(s) if s.len() > max || s.chars().any(|c| c.is_control() && c != '\n') => {
+            Err(ApiError::bad_request(format!("{what} must be at most {max} printable characters")))
+        }
+        Some(s) if s.is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+/// `POST /api/v1/body/provision-result` (node token): `{"success":true,"version":…}`
+/// or `{"success":false,"error":…}`. From a node that is not provisioning: 409 and
+/// nothing recorded.
+pub async fn result(
+    State(state): State<AppState>,
+    NodeCaller(node): NodeCaller,
+    ApiJson(body): ApiJson<ResultBody>,
+) -> Result<Json<Value>, ApiError> {
+    let version = text("version", body.version, MAX_VERSION)?;
+    let error = text("error", body.error, MAX_ERROR)?;
+    let outcome = if body.success {
+        Outcome::Installed { version }
+    } else {
+        let error = error.ok_or_else(|| ApiError::bad_request("error is required when success is false"))?;
+        Outcome::Failed { error }
+    };
+    state.ledger.submit(format!("node:{node}"), provision::result(node.clone(), outcome)).await?;
+    let p = state.ledger.read(|v| v.provision.get(&node).cloned()).unwrap_or_default();
+    Ok(Json(json!({
+        "node_id": node,
+        "provision_state": p.state.as_str(),
+        "version": p.version,
+        "error": p.error,
+    })))
+}

@@ -1,0 +1,215 @@
+//! End to end: a body's stream force-stopped through the exec queue (the agent side
+//! played by the test, answering or silent), and body anomalies opening and closing
+//! as events, decided by the watchdog pass.
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const FLEET: &str = "test-fleet-token";
+
+async fn stop_stream(s: &TestServer, node: &str, token: &str) -> (u16, Value) {
+    call(&s.http, Method::DELETE, &format!("{}/api/v1/nodes/{node}/stream", s.url), Some(token), None).await
+}
+
+async fn node(s: &TestServer, node: &str) -> Value {
+    get(s, &format!("/api/v1/nodes/{node}"), ADMIN).await.1
+}
+
+async fn log(s: &TestServer, query: &str) -> Vec<Value> {
+    let (status, page) = get(s, &format!("/api/v1/events/log?{query}&limit=1000"), ADMIN).await;
+    assert_eq!(status, 200, "{page}");
+    page["events"].as_array().unwrap().clone()
+}
+
+/// An approved body that heartbeats as streaming.
+async fn streaming_body(s: &TestServer, name: &str) -> (String, String) {
+    let (id, token) = approved_body(s, name).await;
+    let (status, _) = heartbeat(s, &token, json!({"stream_status": "streaming"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(node(s, &id).await["stream_status"], "streaming");
+    (id, token)
+}
+
+/// Plays the agent for one command: long-polls it, then answers with `stdout`.
+fn answering_agent(s: &TestServer, token: &str, stdout: &'static str) -> tokio::task::JoinHandle<Value> {
+    let (http, url, token) = (s.http.clone(), s.url.clone(), token.to_owned());
+    tokio::spawn(async move {
+        let (status, cmd) =
+            call(&http, Method::GET, &format!("{url}/api/v1/body/exec?wait=20"), Some(&token), None).await;
+        assert_eq!(status, 200, "the agent got a command");
+        let result = json!({"id": cmd["id"], "exit_code": 0, "stdout": stdout, "duration_ms": 5});
+        let (status, _) =
+            call(&http, Method::POST, &format!("{url}/api/v1/body/exec/result"), Some(&token), Some(result))
+                .await;
+        assert_eq!(status, 200);
+        cmd
+    })
+}
+
+#[tokio::test]
+async fn a_force_stop_runs_the_stop_command_and_clears_the_stream() {
+    let s = spawn_app().await;
+    let (id, token) = streaming_body(&s, "body-1").await;
+    let agent = answering_agent(&s, &token, "stream stopped\n");
+    let (status, answer) = stop_stream(&s, &id, ADMIN).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "ok");
+    assert_eq!(answer["exec"], "exec succeeded");
+    assert_eq!(answer["output"], "stream stopped\n");
+    let cmd = agent.await.unwrap();
+    assert_eq!(cmd["command"], "hydra-stream-stop || true");
+    assert_eq!(node(&s, &id).await["stream_status"], "idle");
+    let stopped = log(&s, &format!("types=stream.stopped&node={id}")).await;
+    assert_eq!(stopped.len(), 1);
+    assert_eq!(stopped[0]["data"]["exec"], "exec succeeded");
+    // The stop command went through the ordinary queue: it is in the log like any other.
+    assert_eq!(log(&s, &format!("types=exec.completed&node={id}")).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_silent_body_times_out_the_stop_but_the_state_is_cleared_anyway() {
+    let s = spawn_app_with(|c| c.stream_stop_timeout = Duration::from_secs(1)).await;
+    let (id, token) = streaming_body(&s, "body-1").await;
+    let (status, answer) = stop_stream(&s, &id, ADMIN).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "ok");
+    assert_eq!(answer["exec"], "timed out");
+    assert_eq!(answer["output"], Value::Null);
+    assert_eq!(node(&s, &id).await["stream_status"], "idle");
+    // Nothing is left to run late and stop a later stream.
+    let (_, queue) = get(&s, &format!("/api/v1/nodes/{id}/exec/queue"), ADMIN).await;
+    assert_eq!(queue["queued"], json!([]), "{queue}");
+    assert_eq!(queue["in_flight"], Value::Null, "{queue}");
+    assert_eq!(log(&s, &format!("types=stream.stopped&node={id}")).await[0]["data"]["exec"], "timed out");
+    // A body that still streams says so with its next heartbeat, recorded as usual.
+    heartbeat(&s, &token, json!({"stream_status": "streaming"})).await;
+    assert_eq!(node(&s, &id).await["stream_status"], "streaming");
+    let changes = log(&s, &format!("types=node.stream_changed&node={id}")).await;
+    assert_eq!(changes.len(), 2, "streaming, stopped, streaming again: {changes:?}");
+}
+
+#[tokio::test]
+async fn a_force_stop_is_for_admins_and_approved_bodies() {
+    let s = spawn_app_with(|c| c.fleet_enrollment_token = Some(FLEET.into())).await;
+    let (id, token) = approved_body(&s, "body-1").await;
+    assert_eq!(stop_stream(&s, &id, OBSERVER).await.0, 403);
+    assert_eq!(stop_stream(&s, &id, &token).await.0, 403);
+    assert_eq!(stop_stream(&s, "node-nosuchbody", ADMIN).await.0, 404);
+    let (pending, _) = enroll(&s.url, &s.http, "pending").await;
+    assert_eq!(stop_stream(&s, &pending, ADMIN).await.0, 409);
+    let (_, head) =
+        post(&s, "/api/v1/heads", FLEET, json!({"name": "ipad", "district": "north", "venue": "arena"}))
+            .await;
+    let (status, err) = stop_stream(&s, head["head_id"].as_str().unwrap(), ADMIN).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(log(&s, "types=stream.stopped").await.is_empty());
+}
+
+async fn anomalies(s: &TestServer) -> Vec<Value> {
+    let (status, body) = get(s, "/api/v1/body-anomalies", OBSERVER).await;
+    assert_eq!(status, 200, "{body}");
+    body["anomalies"].as_array().unwrap().clone()
+}
+
+async fn anomaly_kinds(s: &TestServer, node: &str) -> Vec<String> {
+    anomalies(s)
+        .await
+        .iter()
+        .filter(|a| a["node_id"] == node)
+        .map(|a| a["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn fast_anomalies(c: &mut hydra::config::Config) {
+    c.anomaly_check_interval = Duration::from_millis(50);
+    c.fleet_enrollment_token = Some(FLEET.into());
+}
+
+#[tokio::test]
+async fn a_stream_with_no_head_watching_is_an_orphan_until_it_stops() {
+    let s = spawn_app_with(fast_anomalies).await;
+    let (id, token) = streaming_body(&s, "body-1").await;
+    let opened =
+        eventually(Duration::from_secs(20), || async { anomaly_kinds(&s, &id).await == ["orphan_stream"] })
+            .await;
+    assert!(opened, "{:?}", anomalies(&s).await);
+    let a = anomalies(&s).await.into_iter().find(|a| a["node_id"] == id.as_str()).unwrap();
+    assert!(a["since"].as_str().unwrap().ends_with('Z'), "{a}");
+    assert!(a["for_s"].as_u64().is_some(), "{a}");
+    assert_eq!(a["name"], "body-1");
+
+    heartbeat(&s, &token, json!({"stream_status": "idle"})).await;
+    let closed =
+        eventually(Duration::from_secs(20), || async { anomaly_kinds(&s, &id).await.is_empty() }).await;
+    assert!(closed, "{:?}", anomalies(&s).await);
+    let events: Vec<_> = log(&s, &format!("types=anomaly.*&node={id}"))
+        .await
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap().to_owned(), e["data"]["kind"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("anomaly.started".to_owned(), "orphan_stream".to_owned()),
+            ("anomaly.cleared".to_owned(), "orphan_stream".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_stream_a_head_is_watching_is_not_an_orphan() {
+    let s = spawn_app_with(fast_anomalies).await;
+    let (body, _) = streaming_body(&s, "body-1").await;
+    let (status, head) =
+        post(&s, "/api/v1/heads", FLEET, json!({"name": "ipad", "district": "north", "venue": "arena"}))
+            .await;
+    assert_eq!(status, 201, "{head}");
+    let (head_id, head_token) = (head["head_id"].as_str().unwrap(), head["token"].as_str().unwrap());
+    heartbeat(&s, head_token, json!({})).await;
+    let (status, r) =
+        post(&s, &format!("/api/v1/nodes/{head_id}/head-assignment"), ADMIN, json!({"body_id": body})).await;
+    assert_eq!(status, 200, "{r}");
+    let (status, r) = call(
+        &s.http,
+        Method::PUT,
+        &format!("{}/api/v1/heads/{head_id}", s.url),
+        Some(head_token),
+        Some(json!({"status": "streaming"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    // The orphan may have opened before the head connected; it must be closed now.
+    let clear =
+        eventually(Duration::from_secs(20), || async { anomaly_kinds(&s, &body).await.is_empty() }).await;
+    assert!(clear, "{:?}", anomalies(&s).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(anomaly_kinds(&s, &body).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_busy_gpu_on_an_idle_body_is_an_anomaly_and_since_survives_a_restart() {
+    let mut s = spawn_app_with(fast_anomalies).await;
+    let (id, token) = approved_body(&s, "body-1").await;
+    heartbeat(&s, &token, json!({"stream_status": "idle", "telemetry": {"gpu_utilization_pct": 30}})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(anomaly_kinds(&s, &id).await.is_empty(), "30% is below the threshold");
+    heartbeat(&s, &token, json!({"telemetry": {"gpu_utilization_pct": 97.5}})).await;
+    let opened = eventually(Duration::from_secs(20), || async {
+        anomaly_kinds(&s, &id).await == ["gpu_busy_without_stream"]
+    })
+    .await;
+    assert!(opened, "{:?}", anomalies(&s).await);
+    let since = anomalies(&s).await[0]["since"].clone();
+    // The open anomaly is in the log: after a restart it is still open, since the same time.
+    s.restart().await;
+    // No telemetry since the restart: the watchdog's passes leave the anomaly as it was.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = anomalies(&s).await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["since"], since);
+    assert_eq!(log(&s, &format!("types=anomaly.started&node={id}")).await.len(), 1);
+}
