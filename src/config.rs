@@ -1,7 +1,8 @@
 //! Configuration of `hydracluster serve`: built-in defaults, overridden by the YAML
 //! config file, overridden by environment variables and flags (clap merges those two).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,6 +22,9 @@ pub struct Config {
     pub observer_token: Option<String>,
     pub fleet_enrollment_token: Option<String>,
     pub role_catalog: Vec<String>,
+    /// What a role needs on the node (a role without one is a name only): delivered
+    /// with the heartbeat answer and installed by `hydranode` on reprovision.
+    pub role_recipes: BTreeMap<String, RoleRecipe>,
     pub heartbeat_timeout: Duration,
     pub offline_check_interval: Duration,
     /// Enrollments allowed per remote address per minute (and as a burst).
@@ -75,6 +79,7 @@ impl Default for Config {
             observer_token: None,
             fleet_enrollment_token: None,
             role_catalog: DEFAULT_ROLES.iter().map(|s| s.to_string()).collect(),
+            role_recipes: BTreeMap::new(),
             heartbeat_timeout: Duration::from_secs(90),
             offline_check_interval: Duration::from_secs(5),
             enroll_per_minute: 30,
@@ -116,6 +121,8 @@ pub struct FileConfig {
     pub fleet_enrollment_token: Option<String>,
     #[serde(alias = "roleCatalog")]
     pub role_catalog: Option<Vec<String>>,
+    #[serde(alias = "roleRecipes")]
+    pub role_recipes: Option<BTreeMap<String, RoleRecipe>>,
     pub heartbeat_timeout: Option<DurationValue>,
     pub offline_check_interval: Option<DurationValue>,
     pub enroll_per_minute: Option<u32>,
@@ -141,6 +148,54 @@ pub struct FileConfig {
     pub stream_stop_timeout: Option<DurationValue>,
     pub anomaly_check_interval: Option<DurationValue>,
     pub gpu_busy_threshold_pct: Option<f64>,
+}
+
+/// A role's recipe: the artifact to download (http or https), its version (a
+/// directory name on the node) and sha256, and an optional shell command run in the
+/// unpacked directory.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleRecipe {
+    pub artifact_url: String,
+    pub version: String,
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install: Option<String>,
+}
+
+/// A name that may become one directory on the node: no separators, no `.`/`..`.
+fn path_safe(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s != "."
+        && s != ".."
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
+}
+
+impl RoleRecipe {
+    /// What is wrong with the recipe for `role`, if anything.
+    pub fn check(&self, role: &str) -> Result<(), String> {
+        let url = self.artifact_url.trim();
+        let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+        if rest.is_none_or(str::is_empty) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "role_recipes.{role}.artifact_url {url:?} must be an http:// or https:// URL"
+            ));
+        }
+        if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("role_recipes.{role}.sha256 must be 64 hex characters"));
+        }
+        if !path_safe(&self.version) {
+            return Err(format!(
+                "role_recipes.{role}.version {:?} must be letters, digits, '.', '_', '-' or '+'",
+                self.version
+            ));
+        }
+        if self.install.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            return Err(format!("role_recipes.{role}.install is empty; leave it out instead"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,7 +244,28 @@ impl Config {
             serde_yaml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
         let mut config = Config::default();
         config.merge_file(file);
+        config.check_recipes().map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
         Ok(config)
+    }
+
+    /// Every recipe is well formed and for a role of the catalog (whose name becomes a
+    /// directory on the node, so it must be path-safe).
+    pub fn check_recipes(&self) -> Result<(), String> {
+        for (role, recipe) in &self.role_recipes {
+            if !self.role_catalog.contains(role) {
+                return Err(format!(
+                    "role_recipes has a recipe for {role:?}, which is not in role_catalog ({})",
+                    self.role_catalog.join(", ")
+                ));
+            }
+            if !path_safe(role) {
+                return Err(format!(
+                    "role {role:?} has a recipe, so it must be letters, digits, '.', '_', '-' or '+'"
+                ));
+            }
+            recipe.check(role)?;
+        }
+        Ok(())
     }
 
     pub fn merge_file(&mut self, f: FileConfig) {
@@ -208,6 +284,9 @@ impl Config {
         self.fleet_enrollment_token = f.fleet_enrollment_token.or(self.fleet_enrollment_token.take());
         if let Some(v) = f.role_catalog {
             self.role_catalog = v;
+        }
+        if let Some(v) = f.role_recipes {
+            self.role_recipes = v;
         }
         if let Some(v) = f.heartbeat_timeout {
             self.heartbeat_timeout = v.0;
@@ -326,6 +405,37 @@ mod tests {
         assert_eq!(c.stream_stop_timeout, Duration::from_secs(3));
         assert_eq!(c.anomaly_check_interval, Duration::from_secs(1));
         assert_eq!(c.gpu_busy_threshold_pct, 75.0);
+    }
+
+    #[test]
+    fn role_recipes_are_read_and_checked() {
+        let sha = "ab".repeat(32);
+        let yaml = format!(
+            "role_catalog: [hydrabody, render-node]\nrole_recipes:\n  hydrabody:\n    artifact_url: http://a/b.tar.gz\n    \
+             version: 1.2.0\n    sha256: {sha}\n    install: ./install.sh\n"
+        );
+        let mut c = Config::default();
+        c.merge_file(serde_yaml::from_str(&yaml).unwrap());
+        assert_eq!(c.check_recipes(), Ok(()));
+        let r = &c.role_recipes["hydrabody"];
+        assert_eq!((r.version.as_str(), r.install.as_deref()), ("1.2.0", Some("./install.sh")));
+
+        let bad = |edit: &dyn Fn(&mut Config)| {
+            let mut c2 = c.clone();
+            edit(&mut c2);
+            c2.check_recipes().unwrap_err()
+        };
+        let e = bad(&|c| c.role_catalog = vec!["render-node".into()]);
+        assert!(e.contains("not in role_catalog"), "{e}");
+        let e = bad(&|c| c.role_recipes.get_mut("hydrabody").unwrap().sha256 = "abc".into());
+        assert!(e.contains("64 hex"), "{e}");
+        let e = bad(&|c| c.role_recipes.get_mut("hydrabody").unwrap().artifact_url = "ftp://x/y".into());
+        assert!(e.contains("http"), "{e}");
+        let e = bad(&|c| c.role_recipes.get_mut("hydrabody").unwrap().version = "../x".into());
+        assert!(e.contains("version"), "{e}");
+        assert!(
+            serde_yaml::from_str::<FileConfig>("role_recipes: {a: {artifact_url: x, version: 1}}").is_err()
+        );
     }
 
     #[test]

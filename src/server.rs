@@ -53,6 +53,7 @@ impl Running {
 
 /// Opens the data dir and starts serving on `config.listen` (port 0 picks one).
 pub async fn start(mut config: Config) -> anyhow::Result<Running> {
+    config.check_recipes().map_err(|e| anyhow::anyhow!("{e}"))?;
     std::fs::create_dir_all(&config.data)
         .with_context(|| format!("creating data dir {}", config.data.display()))?;
     let (token, is_new) = admin_token(&config.data, config.admin_token.as_deref())

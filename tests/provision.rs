@@ -209,3 +209,33 @@ async fn provisioning_survives_a_restart() {
     assert_eq!(heartbeat(&s, &token, json!({})).await.1["reprovision"], false, "not delivered twice");
     assert_eq!(report(&s, &token, json!({"success": true, "version": "3"})).await.0, 200);
 }
+
+#[tokio::test]
+async fn the_heartbeat_answer_carries_the_recipes_of_the_nodes_roles_once_approved() {
+    let recipe = hydra::config::RoleRecipe {
+        artifact_url: "http://artifacts.local/body-2.tar.gz".into(),
+        version: "2.0".into(),
+        sha256: "AB".repeat(32),
+        install: Some("./install.sh".into()),
+    };
+    let s = spawn_app_with(|c| {
+        c.role_recipes.insert("hydrabody".into(), recipe.clone());
+        c.role_recipes.insert("render-node".into(), recipe.clone());
+    })
+    .await;
+    let (_, pending_token) = enroll(&s.url, &s.http, "pending-body").await;
+    let (status, answer) = heartbeat(&s, &pending_token, json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["recipes"], json!([]), "a pending node gets no recipes");
+
+    let (_, token) = approved_body(&s, "body-1").await;
+    let (_, answer) = heartbeat(&s, &token, json!({})).await;
+    assert_eq!(
+        answer["recipes"],
+        json!([{"role": "hydrabody", "artifact_url": "http://artifacts.local/body-2.tar.gz",
+                "version": "2.0", "sha256": "ab".repeat(32), "install": "./install.sh"}]),
+        "only the node's own roles, the checksum in lower case"
+    );
+    assert_eq!(answer["roles"], json!(["hydrabody"]));
+    assert_eq!(answer["reprovision"], false, "every other field is still there");
+}

@@ -74,7 +74,7 @@ impl CallError {
 
 /// Says why a request got no answer, from the innermost causes (reqwest's own message
 /// only repeats the URL).
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return "no answer in time".into();
     }
@@ -112,6 +112,11 @@ fn http() -> reqwest::Client {
         .connect_timeout(Duration::from_secs(10))
         .build()
         .expect("the HTTP client's configuration is static and valid")
+}
+
+/// A client without the node token, for artifact servers.
+pub(crate) fn plain_http() -> reqwest::Client {
+    http()
 }
 
 /// Sends, and turns every non-2xx answer into `CallError::Status` with the server's
@@ -245,6 +250,12 @@ impl Server {
     pub async fn post_result(&self, result: &ExecResult) -> Result<(), CallError> {
         let url = format!("{}/api/v1/body/exec/result", self.base);
         send(self.post(&url, RESULT_TIMEOUT).json(result), &url).await.map(drop)
+    }
+
+    /// `POST /api/v1/body/provision-result`.
+    pub async fn provision_result(&self, body: &Value) -> Result<(), CallError> {
+        let url = format!("{}/api/v1/body/provision-result", self.base);
+        send(self.post(&url, REQUEST_TIMEOUT).json(body), &url).await.map(drop)
     }
 
     /// `GET /api/v1/body/shell/check?wait=N`: a shell session waiting for this node,

@@ -3,11 +3,12 @@
 
 use super::backoff::Backoff;
 use super::client::{CallError, Server};
+use super::provision::{recipes, Job};
 use super::{stopped, Revoked};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// Fields of the status file that are strings, and those that are objects. Anything
 /// else in the file is ignored: the server's heartbeat has exactly these.
@@ -144,7 +145,7 @@ impl Beats {
         }
         let reprovision = answer.get("reprovision").and_then(Value::as_bool).unwrap_or(false);
         if reprovision && !self.reprovision {
-            tracing::info!("the server asks for a reprovision (this agent does not provision yet)");
+            tracing::info!("the server asks for a reprovision");
         }
         self.reprovision = reprovision;
         // The update flags are delivered once: log each delivery.
@@ -164,6 +165,7 @@ pub async fn heartbeat_loop(
     server: Server,
     interval: Duration,
     status_file: PathBuf,
+    provision: mpsc::Sender<Job>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Revoked> {
     let mut beats = Beats::new(status_file);
@@ -171,7 +173,15 @@ pub async fn heartbeat_loop(
     loop {
         let delay = tokio::select! {
             r = beats.beat(&server) => match r {
-                Ok(_) => {
+                Ok(answer) => {
+                    // The flag comes in one answer only: hand the recipes to the
+                    // provisioning task (never waited for here).
+                    if answer.get("reprovision").and_then(Value::as_bool) == Some(true) {
+                        let job = recipes(&answer);
+                        if provision.try_send(job).is_err() {
+                            tracing::warn!("a provisioning is queued already; this reprovision is dropped");
+                        }
+                    }
                     beats.recovered(server.base());
                     backoff.reset();
                     interval

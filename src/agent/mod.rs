@@ -1,8 +1,10 @@
-//! `hydranode`: the Linux node agent (enrollment, heartbeats, exec).
+//! `hydranode`: the Linux node agent (enrollment, heartbeats, exec, provisioning).
 //!
 //! - `cli`: the command line and exit codes (3: the token was revoked).
 //! - `enroll`, `identity`: `hydranode enroll` and the state directory.
 //! - `run`: the loops side by side until a signal: `heartbeat`, `exec` and `shell`.
+//! - `provision`: role recipes on reprovision (download, sha256, unpack, hook,
+//!   `current` switch, result).
 //! - `runner`: one command in its own process group, capped output, timeout, cancel.
 //! - `shell`: terminals on a PTY for `exec --shell`, relayed over a WebSocket.
 //! - `client`: the HTTP protocol with hydracluster; `backoff`: retry delays.
@@ -14,6 +16,7 @@ pub mod enroll;
 pub mod exec;
 pub mod heartbeat;
 pub mod identity;
+pub mod provision;
 pub mod run;
 pub mod runner;
 pub mod shell;

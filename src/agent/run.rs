@@ -1,9 +1,10 @@
-//! `hydranode run`: the heartbeat, exec and shell loops side by side until a signal, or
+//! `hydranode run`: the heartbeat, exec, shell and provisioning loops side by side until a signal, or
 //! until the server revokes the token; `--once` sends one heartbeat and returns.
 
 use super::client::{self, Server};
 use super::exec::{exec_loop, ExecOptions};
 use super::heartbeat::{heartbeat_loop, Beats};
+use super::provision::provision_loop;
 use super::shell::shell_loop;
 use super::{identity, Revoked};
 use anyhow::Context;
@@ -58,8 +59,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Ended> {
         env!("CARGO_PKG_VERSION")
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut beating =
-        tokio::spawn(heartbeat_loop(server.clone(), opts.heartbeat_interval, status_file, stop_rx.clone()));
+    // Provisioning runs in its own task, one at a time: heartbeats go on meanwhile.
+    let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel(2);
+    let mut provisioning =
+        tokio::spawn(provision_loop(server.clone(), dir.clone(), jobs_rx, stop_rx.clone()));
+    let mut beating = tokio::spawn(heartbeat_loop(
+        server.clone(),
+        opts.heartbeat_interval,
+        status_file,
+        jobs_tx,
+        stop_rx.clone(),
+    ));
     // Shells have their own loop, so a busy exec queue never holds a terminal back.
     let mut shelling = tokio::spawn(shell_loop(server.clone(), opts.exec_wait_s, stop_rx.clone()));
     let exec_opts = ExecOptions { wait_s: opts.exec_wait_s, state: dir };
@@ -73,6 +83,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Ended> {
         r = &mut beating => Some(r),
         r = &mut executing => Some(r),
         r = &mut shelling => Some(r),
+        r = &mut provisioning => Some(r),
     };
     let _ = stop_tx.send(true);
     let mut ended = match first {
@@ -83,7 +94,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Ended> {
     // Let the other loops finish: a running command is killed and its result sent,
     // open shells are hung up.
     let rest = async {
-        for task in [&mut beating, &mut executing, &mut shelling] {
+        for task in [&mut beating, &mut executing, &mut shelling, &mut provisioning] {
             if task.is_finished() {
                 continue;
             }

@@ -97,10 +97,30 @@ pub async fn heartbeat(
         .read(|v| v.nodes.get(&id).cloned())
         .ok_or_else(|| ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "missing or invalid token"))?;
     let approved = node.status == NodeStatus::Approved;
+    // What each of the node's roles needs (roles without a recipe are names only).
+    let recipes: Vec<serde_json::Value> = if approved {
+        node.roles
+            .iter()
+            .filter_map(|role| {
+                state.config.role_recipes.get(role).map(|r| {
+                    serde_json::json!({
+                        "role": role,
+                        "artifact_url": r.artifact_url,
+                        "version": r.version,
+                        "sha256": r.sha256.to_ascii_lowercase(),
+                        "install": r.install,
+                    })
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(Json(serde_json::json!({
         "node_id": node.id,
         "status": node.status.as_str(),
         "roles": if approved { node.roles.clone() } else { Vec::new() },
+        "recipes": recipes,
         "district": node.district,
         "venue": node.venue,
         "environment": node.environment,
