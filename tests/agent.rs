@@ -444,6 +444,7 @@ fn enrolled_state(url: &str) -> tempfile::TempDir {
         node_id: "node-fake".into(),
         server_url: url.into(),
         name: "fake-body".into(),
+        kind: hydra::agent::identity::Kind::Body,
     };
     hydra::agent::identity::save(dir.path(), &identity, &hydra::agent::client::Token::new("hyn_fake".into()))
         .unwrap();

@@ -1,6 +1,6 @@
 //! The `hydranode` command line (`enroll`, `run`) and its exit codes.
 
-use super::enroll::{enroll, EnrollOptions};
+use super::enroll::{enroll, EnrollOptions, HeadEnrollment};
 use super::run::{run, Ended, RunOptions};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -25,7 +25,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Enroll this machine with a hydracluster server (it then waits for an admin's approval).
+    /// Enroll this machine with a hydracluster server: as a body (it then waits for an
+    /// admin's approval), or with --fleet-token as a kiosk head (approved at once).
     Enroll(EnrollArgs),
     /// Run the agent: heartbeats and commands, until SIGTERM or SIGINT.
     Run(RunArgs),
@@ -48,6 +49,15 @@ pub struct EnrollArgs {
     /// Enroll again even if the state directory holds an identity (it is replaced).
     #[arg(long)]
     pub force: bool,
+    /// Enroll as a kiosk head with the fleet enrollment token (needs --district and --venue).
+    #[arg(long, env = "HYDRANODE_FLEET_TOKEN", requires_all = ["district", "venue"], conflicts_with = "ip")]
+    pub fleet_token: Option<String>,
+    /// The head's district (head enrollment only).
+    #[arg(long, requires = "fleet_token")]
+    pub district: Option<String>,
+    /// The head's venue (head enrollment only).
+    #[arg(long, requires = "fleet_token")]
+    pub venue: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -65,7 +75,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(0..=60))]
     pub exec_wait: u64,
     /// JSON file with provider_status, provider_version, stream_status, wireguard_ip,
-    /// diagnostics, telemetry; read at every heartbeat [default: <state>/status.json].
+    /// diagnostics, telemetry (and head_status, head_detail on a head); read at every
+    /// heartbeat [default: <state>/status.json].
     #[arg(long)]
     pub status_file: Option<PathBuf>,
     /// Send one heartbeat and exit (0 when it was accepted).
@@ -88,9 +99,21 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 pub async fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Enroll(a) => {
-            enroll(EnrollOptions { server: a.server, name: a.name, ip: a.ip, state: a.state, force: a.force })
-                .await
-                .map(|()| Ended::Done)
+            let head = match (a.fleet_token, a.district, a.venue) {
+                (Some(fleet_token), Some(district), Some(venue)) => {
+                    Some(HeadEnrollment { fleet_token, district, venue })
+                }
+                _ => None,
+            };
+            let opts = EnrollOptions {
+                server: a.server,
+                name: a.name,
+                ip: a.ip,
+                state: a.state,
+                force: a.force,
+                head,
+            };
+            enroll(opts).await.map(|()| Ended::Done)
         }
         Command::Run(a) => {
             run(RunOptions {
@@ -133,6 +156,23 @@ mod tests {
     #[test]
     fn the_cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn head_enrollment_needs_district_and_venue() {
+        let parse = |args: &[&str]| {
+            let base = ["hydranode", "enroll", "--server", "http://x:1"];
+            Cli::try_parse_from(base.iter().chain(args)).map(|c| match c.command {
+                Command::Enroll(a) => (a.fleet_token, a.district, a.venue),
+                Command::Run(_) => unreachable!(),
+            })
+        };
+        assert_eq!(parse(&[]).unwrap(), (None, None, None));
+        let head = parse(&["--fleet-token", "f", "--district", "d", "--venue", "v"]).unwrap();
+        assert_eq!(head, (Some("f".into()), Some("d".into()), Some("v".into())));
+        assert!(parse(&["--fleet-token", "f", "--district", "d"]).is_err());
+        assert!(parse(&["--district", "d", "--venue", "v"]).is_err());
+        assert!(parse(&["--fleet-token", "f", "--district", "d", "--venue", "v", "--ip", "1.2.3.4"]).is_err());
     }
 
     #[test]

@@ -169,6 +169,30 @@ pub async fn enroll(base: &str, name: &str, ip: Option<&str>) -> Result<Enrolled
     json_body(resp).await
 }
 
+/// The answer to `POST /api/v1/heads` (a kiosk's fleet enrollment).
+#[derive(Debug, Deserialize)]
+pub struct EnrolledHead {
+    pub head_id: String,
+    pub token: String,
+    #[serde(default)]
+    pub server_url: Option<String>,
+}
+
+/// `POST /api/v1/heads` with the fleet enrollment token: a head is approved at once.
+pub async fn enroll_head(
+    base: &str,
+    fleet_token: &str,
+    name: &str,
+    district: &str,
+    venue: &str,
+) -> Result<EnrolledHead, CallError> {
+    let url = format!("{base}/api/v1/heads");
+    let body = serde_json::json!({ "name": name, "district": district, "venue": venue });
+    let req = http().post(&url).bearer_auth(fleet_token).timeout(REQUEST_TIMEOUT).json(&body);
+    let resp = send(req, &url).await?;
+    json_body(resp).await
+}
+
 /// A command handed to this node by `GET /api/v1/body/exec`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ExecCommand {
@@ -220,6 +244,13 @@ impl Server {
         let url = format!("{}/api/v1/body/heartbeat", self.base);
         let resp = send(self.post(&url, REQUEST_TIMEOUT).json(body), &url).await?;
         json_body(resp).await
+    }
+
+    /// `PUT /api/v1/heads/{id}`: a head's own status report.
+    pub async fn report_head(&self, id: &str, body: &Value) -> Result<(), CallError> {
+        let url = format!("{}/api/v1/heads/{id}", self.base);
+        let req = self.http.put(&url).bearer_auth(self.token.expose()).timeout(REQUEST_TIMEOUT).json(body);
+        send(req, &url).await.map(drop)
     }
 
     /// `GET /api/v1/body/exec?wait=N`: the next command, or None (204).

@@ -1,8 +1,9 @@
 //! `hydranode enroll`: asks the server for a node identity and keeps it in the state
-//! directory.
+//! directory: a body through `/enroll` (an admin approves it), or a kiosk head with the
+//! fleet token through `POST /api/v1/heads` (approved at once).
 
 use super::client::{self, Token};
-use super::identity::{self, Identity};
+use super::identity::{self, Identity, Kind};
 use anyhow::{bail, Context};
 use std::path::PathBuf;
 
@@ -13,6 +14,24 @@ pub struct EnrollOptions {
     pub ip: Option<String>,
     pub state: Option<PathBuf>,
     pub force: bool,
+    /// Enroll as a kiosk head rather than a body.
+    pub head: Option<HeadEnrollment>,
+}
+
+/// What a head's fleet enrollment needs.
+#[derive(Debug, Clone)]
+pub struct HeadEnrollment {
+    pub fleet_token: String,
+    pub district: String,
+    pub venue: String,
+}
+
+/// What the server gave, whichever way this machine enrolled.
+struct Enrolled {
+    node_id: String,
+    token: String,
+    server_url: Option<String>,
+    status: Option<String>,
 }
 
 pub async fn enroll(opts: EnrollOptions) -> anyhow::Result<()> {
@@ -33,9 +52,30 @@ pub async fn enroll(opts: EnrollOptions) -> anyhow::Result<()> {
         Some(n) => n,
         None => identity::default_name(),
     };
-    let enrolled = client::enroll(&base, &name, opts.ip.as_deref())
-        .await
-        .with_context(|| format!("enrollment at {base} failed"))?;
+    let (enrolled, kind) = match &opts.head {
+        None => {
+            let e = client::enroll(&base, &name, opts.ip.as_deref())
+                .await
+                .with_context(|| format!("enrollment at {base} failed"))?;
+            let e =
+                Enrolled { node_id: e.node_id, token: e.token, server_url: e.server_url, status: e.status };
+            (e, Kind::Body)
+        }
+        Some(h) => {
+            let e = match client::enroll_head(&base, &h.fleet_token, &name, &h.district, &h.venue).await {
+                Ok(e) => e,
+                Err(e) if matches!(e.status(), Some(401 | 403)) => {
+                    return Err(anyhow::Error::new(e)).context(format!(
+                        "head enrollment at {base} failed: the server refused the fleet enrollment token \
+                         (check --fleet-token against the server's fleet_enrollment_token)"
+                    ))
+                }
+                Err(e) => return Err(e).with_context(|| format!("head enrollment at {base} failed")),
+            };
+            let e = Enrolled { node_id: e.head_id, token: e.token, server_url: e.server_url, status: None };
+            (e, Kind::Head)
+        }
+    };
     if let Some(advertised) = enrolled.server_url.as_deref() {
         if advertised.trim_end_matches('/') != base {
             // The URL we used demonstrably reaches the server; the advertised one may be
@@ -44,11 +84,17 @@ pub async fn enroll(opts: EnrollOptions) -> anyhow::Result<()> {
         }
     }
     let identity =
-        Identity { node_id: enrolled.node_id.clone(), server_url: base.clone(), name: name.clone() };
+        Identity { node_id: enrolled.node_id.clone(), server_url: base.clone(), name: name.clone(), kind };
     identity::save(&dir, &identity, &Token::new(enrolled.token))
         .with_context(|| format!("enrolled as {} but could not save the identity", enrolled.node_id))?;
     // A result kept for the previous identity means nothing to the new one.
     let _ = std::fs::remove_file(dir.join(super::exec::SPOOL_FILE));
+    if let Some(h) = &opts.head {
+        println!("enrolled head {name} as {} at {base} ({}/{})", enrolled.node_id, h.district, h.venue);
+        println!("heads are approved at once; start the agent with `hydranode run`: it reports head_status and head_detail from the status file");
+        println!("identity and token kept in {}", dir.display());
+        return Ok(());
+    }
     println!("enrolled {name} as {} at {base}", enrolled.node_id);
     println!(
         "status: {} — waiting for an admin to approve it (hydracluster approve {} --roles ROLES --district D --venue V)",

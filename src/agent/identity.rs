@@ -1,5 +1,5 @@
-//! The agent's state directory: `identity.json` (node id, server, name), `token` (the
-//! node token alone, 0600) in a 0700 directory, and the machine's default name.
+//! The agent's state directory: `identity.json` (node id, server, name, kind), `token`
+//! (the node token alone, 0600) in a 0700 directory, and the machine's default name.
 
 use super::client::Token;
 use anyhow::{bail, Context};
@@ -17,6 +17,22 @@ pub struct Identity {
     pub node_id: String,
     pub server_url: String,
     pub name: String,
+    /// Body or head; identity files written before heads existed have no kind and are
+    /// bodies.
+    #[serde(default)]
+    pub kind: Kind,
+}
+
+/// What this machine enrolled as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A body: enrolled through `/enroll`, approved by an admin.
+    #[default]
+    Body,
+    /// A kiosk head: enrolled with the fleet token, approved at once; reports its
+    /// status through `PUT /api/v1/heads/{id}`.
+    Head,
 }
 
 /// `--state`, else `$HYDRANODE_STATE` (clap reads both), else `~/.hydranode`.
@@ -157,7 +173,12 @@ mod tests {
         assert!(load(&dir).unwrap_err().to_string().contains("not enrolled"));
         prepare_dir(&dir).unwrap();
         assert!(!enrolled(&dir));
-        let id = Identity { node_id: "node-1".into(), server_url: "http://x:1".into(), name: "b".into() };
+        let id = Identity {
+            node_id: "node-1".into(),
+            server_url: "http://x:1".into(),
+            name: "b".into(),
+            kind: Kind::Head,
+        };
         save(&dir, &id, &Token::new("hyn_abc".into())).unwrap();
         assert!(enrolled(&dir));
         let (back, token) = load(&dir).unwrap();
@@ -167,5 +188,14 @@ mod tests {
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join(TOKEN_FILE)), 0o600);
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 2, "no temporary file is left");
+    }
+
+    #[test]
+    fn an_identity_without_a_kind_is_a_body() {
+        let old = r#"{"node_id":"node-1","server_url":"http://x:1","name":"b"}"#;
+        let id: Identity = serde_json::from_str(old).unwrap();
+        assert_eq!(id.kind, Kind::Body);
+        let json = serde_json::to_value(Identity { kind: Kind::Head, ..id }).unwrap();
+        assert_eq!(json["kind"], "head");
     }
 }

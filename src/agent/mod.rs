@@ -2,7 +2,8 @@
 //!
 //! - `cli`: the command line and exit codes (3: the token was revoked).
 //! - `enroll`, `identity`: `hydranode enroll` and the state directory.
-//! - `run`: the loops side by side until a signal: `heartbeat`, `exec` and `shell`.
+//! - `run`: the loops side by side until a signal: `heartbeat`, `exec` and `shell`;
+//!   `head`: on a kiosk head, its status report from the status file.
 //! - `provision`: role recipes on reprovision (download, sha256, unpack, hook,
 //!   `current` switch, result).
 //! - `runner`: one command in its own process group, capped output, timeout, cancel.
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod client;
 pub mod enroll;
 pub mod exec;
+pub mod head;
 pub mod heartbeat;
 pub mod identity;
 pub mod provision;

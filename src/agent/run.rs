@@ -3,7 +3,9 @@
 
 use super::client::{self, Server};
 use super::exec::{exec_loop, ExecOptions};
+use super::head::{head_loop, Reports};
 use super::heartbeat::{heartbeat_loop, Beats};
+use super::identity::Kind;
 use super::provision::provision_loop;
 use super::shell::shell_loop;
 use super::{identity, Revoked};
@@ -41,18 +43,28 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Ended> {
     let server = Server::new(base.clone(), token);
     let status_file = opts.status_file.unwrap_or_else(|| dir.join("status.json"));
 
+    let head = identity.kind == Kind::Head;
     if opts.once {
-        let mut beats = Beats::new(status_file);
-        return match beats.beat(&server).await {
+        let mut beats = Beats::new(status_file.clone());
+        let beat = match beats.beat(&server).await {
             Ok(_) => Ok(Ended::Done),
-            Err(e) if e.revoked() => Ok(Ended::Revoked(e.to_string())),
+            Err(e) if e.revoked() => return Ok(Ended::Revoked(e.to_string())),
             Err(e) => Err(e).context("the heartbeat failed"),
         };
+        if head && beat.is_ok() {
+            match Reports::new(status_file).tick(&server, &identity.node_id).await {
+                Err(e) if e.revoked() => return Ok(Ended::Revoked(e.to_string())),
+                Err(e) => return Err(e).context("the head status report failed"),
+                Ok(()) => {}
+            }
+        }
+        return beat;
     }
 
     tracing::info!(
         node_id = %identity.node_id,
         name = %identity.name,
+        kind = if head { "head" } else { "body" },
         server = %base,
         interval = %humantime::format_duration(opts.heartbeat_interval),
         "hydranode {} running",
@@ -66,10 +78,23 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Ended> {
     let mut beating = tokio::spawn(heartbeat_loop(
         server.clone(),
         opts.heartbeat_interval,
-        status_file,
+        status_file.clone(),
         jobs_tx,
         stop_rx.clone(),
     ));
+    // A head also reports its kiosk status; a body's stand-in never ends (it is aborted
+    // when the agent stops).
+    let mut reporting = if head {
+        tokio::spawn(head_loop(
+            server.clone(),
+            identity.node_id.clone(),
+            opts.heartbeat_interval,
+            status_file,
+            stop_rx.clone(),
+        ))
+    } else {
+        tokio::spawn(std::future::pending())
+    };
     // Shells have their own loop, so a busy exec queue never holds a terminal back.
     let mut shelling = tokio::spawn(shell_loop(server.clone(), opts.exec_wait_s, stop_rx.clone()));
     let exec_opts = ExecOptions { wait_s: opts.exec_wait_s, state: dir };
@@ -84,6 +109,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Ended> {
         r = &mut executing => Some(r),
         r = &mut shelling => Some(r),
         r = &mut provisioning => Some(r),
+        r = &mut reporting => Some(r),
     };
     let _ = stop_tx.send(true);
     let mut ended = match first {
@@ -94,7 +120,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Ended> {
     // Let the other loops finish: a running command is killed and its result sent,
     // open shells are hung up.
     let rest = async {
-        for task in [&mut beating, &mut executing, &mut shelling, &mut provisioning] {
+        if !head {
+            reporting.abort();
+        }
+        for task in [&mut beating, &mut executing, &mut shelling, &mut provisioning, &mut reporting] {
             if task.is_finished() {
                 continue;
             }

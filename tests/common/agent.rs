@@ -1,5 +1,6 @@
-//! A real `hydranode` agent for end-to-end tests: enrolled through `/enroll`, approved
-//! by the admin API, running until dropped.
+//! A real `hydranode` agent for end-to-end tests: a body enrolled through `/enroll` and
+//! approved by the admin API, or a kiosk head enrolled with the fleet token; running
+//! until dropped.
 
 use super::{call, eventually, ServerProcess, ADMIN};
 use serde_json::json;
@@ -80,5 +81,44 @@ pub async fn real_agent(server: &ServerProcess, http: &reqwest::Client, dir: &Pa
     })
     .await;
     assert!(online, "the agent heartbeats");
+    agent
+}
+
+/// Enrolls a kiosk head `name` at north/arena with the fleet token (`hydranode enroll
+/// --fleet-token`), its state in `dir/<name>`, writes `status` as its status file when
+/// given, runs it and waits until it shows online in `GET /api/v1/heads`.
+pub async fn real_head(
+    server: &ServerProcess,
+    http: &reqwest::Client,
+    dir: &Path,
+    name: &str,
+    fleet_token: &str,
+    status: Option<serde_json::Value>,
+) -> Agent {
+    let state = dir.join(name);
+    let out = Command::new(hydranode())
+        .args(["enroll", "--server", &server.url, "--name", name, "--district", "north", "--venue", "arena"])
+        .args(["--fleet-token", fleet_token, "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let identity: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("identity.json")).unwrap()).unwrap();
+    assert_eq!(identity["kind"], "head");
+    let node = identity["node_id"].as_str().unwrap().to_owned();
+    if let Some(status) = status {
+        std::fs::write(state.join("status.json"), status.to_string()).unwrap();
+    }
+    let agent = Agent { child: run_agent(&state), state, node };
+    let url = format!("{}/api/v1/heads", server.url);
+    let online = eventually(Duration::from_secs(30), || async {
+        let (_, heads) = call(http, reqwest::Method::GET, &url, Some(ADMIN), None).await;
+        heads
+            .as_array()
+            .is_some_and(|h| h.iter().any(|h| h["id"] == agent.node.as_str() && h["node_status"] == "online"))
+    })
+    .await;
+    assert!(online, "the head heartbeats");
     agent
 }
