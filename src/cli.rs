@@ -131,6 +131,47 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Ask a node to reinstall its roles on its next heartbeat.
+    Reprovision {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Force-stop a body's stream (through its exec channel).
+    StreamStop {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the kiosk heads.
+    Heads {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Bodies in an anomalous state (orphan streams, busy GPUs without a stream).
+    Anomalies {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// A node's exec queue: the command in flight and those waiting.
+    Queue {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a queued or in-flight command.
+    Cancel {
+        id: String,
+        exec: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// The live server's state digest and sequence number.
     Digest {
         #[command(flatten)]
@@ -443,6 +484,90 @@ pub async fn run_client(command: Command) -> anyhow::Result<u8> {
                     );
                 }
             }
+        }
+        Command::Reprovision { id, client } => {
+            let v = Client::new(&client)?
+                .send(Method::POST, &format!("/api/v1/nodes/{id}/reprovision"), None)
+                .await?;
+            println!("{id}: reprovision requested ({})", s(&v, "provision_state"));
+        }
+        Command::StreamStop { id, client } => {
+            let v = Client::new(&client)?
+                .send(Method::DELETE, &format!("/api/v1/nodes/{id}/stream"), None)
+                .await?;
+            println!("{id}: stream cleared; {}", s(&v, "exec"));
+            if let Some(out) = v["output"].as_str().filter(|o| !o.is_empty()) {
+                print!("{out}");
+            }
+        }
+        Command::Heads { json: as_json, client } => {
+            let v = Client::new(&client)?.send(Method::GET, "/api/v1/heads", None).await?;
+            if as_json {
+                pretty(&v);
+            } else {
+                println!(
+                    "{:<22} {:<20} {:<8} {:<10} {:<20} {:<20} LAST_SEEN",
+                    "ID", "NAME", "LIVE", "STATUS", "DISTRICT/VENUE", "BODY"
+                );
+                for h in v.as_array().map(Vec::as_slice).unwrap_or(&[]) {
+                    let place = format!("{}/{}", s(h, "district"), s(h, "venue"));
+                    println!(
+                        "{:<22} {:<20} {:<8} {:<10} {:<20} {:<20} {}",
+                        s(h, "id"),
+                        s(h, "name"),
+                        s(h, "node_status"),
+                        s(h, "status"),
+                        place,
+                        s(h, "assigned_body_name"),
+                        s(h, "last_seen")
+                    );
+                }
+            }
+        }
+        Command::Anomalies { json: as_json, client } => {
+            let v = Client::new(&client)?.send(Method::GET, "/api/v1/body-anomalies", None).await?;
+            if as_json {
+                pretty(&v);
+            } else {
+                let list = v.as_array().map(Vec::as_slice).unwrap_or(&[]);
+                if list.is_empty() {
+                    println!("no anomalies");
+                }
+                for a in list {
+                    println!(
+                        "{:<22} {:<20} {:<26} since {} ({}s)",
+                        s(a, "node_id"),
+                        s(a, "name"),
+                        s(a, "kind"),
+                        s(a, "since"),
+                        a["for_s"]
+                    );
+                }
+            }
+        }
+        Command::Queue { id, json: as_json, client } => {
+            let v = Client::new(&client)?
+                .send(Method::GET, &format!("/api/v1/nodes/{id}/exec/queue"), None)
+                .await?;
+            if as_json {
+                pretty(&v);
+            } else {
+                let line = |c: &serde_json::Value| {
+                    println!("{:<24} {:<10} {}", s(c, "id"), s(c, "status"), s(c, "command"))
+                };
+                if !v["in_flight"].is_null() {
+                    line(&v["in_flight"]);
+                }
+                for c in v["queued"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+                    line(c);
+                }
+            }
+        }
+        Command::Cancel { id, exec, client } => {
+            let v = Client::new(&client)?
+                .send(Method::DELETE, &format!("/api/v1/nodes/{id}/exec/queue/{exec}"), None)
+                .await?;
+            println!("{exec}: cancelled (was {})", s(&v, "was"));
         }
         Command::Digest { client } => {
             let v = Client::new(&client)?.send(Method::GET, "/api/v1/audit/digest", None).await?;

@@ -149,3 +149,49 @@ async fn an_agent_killed_mid_command_and_a_server_restart_never_leave_a_command_
     );
     assert_eq!(result(server.url.clone(), queued).await["stdout"], "survived\n");
 }
+
+/// Runs an admin `hydracluster` command against the server.
+async fn cli(server: &ServerProcess, args: &[&str]) -> Output {
+    let mut cmd = Command::new(hydracluster());
+    cmd.args(args).args(["--server", &server.url, "--admin-token", ADMIN]);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_cli_reaches_queue_cancel_reprovision_heads_and_anomalies() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"));
+    let http = reqwest::Client::new();
+    let (node, _token) = {
+        let (id, token) = enroll(&server.url, &http, "cli-body").await;
+        common::agent::approve(&server, &http, &id).await;
+        (id, token)
+    };
+    // A queued command shows in the queue and can be cancelled by id.
+    let (_, queued) = call(
+        &http,
+        reqwest::Method::POST,
+        &format!("{}/api/v1/nodes/{node}/exec", server.url),
+        Some(ADMIN),
+        Some(json!({"command": "echo later"})),
+    )
+    .await;
+    let exec = queued["id"].as_str().unwrap();
+    let out = cli(&server, &["queue", &node]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(exec) && text(&out.stdout).contains("echo later"));
+    let out = cli(&server, &["cancel", &node, exec]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("cancelled"));
+    let out = cli(&server, &["cancel", &node, exec]).await;
+    assert!(!out.status.success(), "cancelling twice is refused");
+    assert!(text(&out.stderr).contains("409"));
+
+    let out = cli(&server, &["reprovision", &node]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("reprovision requested"));
+    let out = cli(&server, &["heads", "--json"]).await;
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(), json!([]));
+    let out = cli(&server, &["anomalies"]).await;
+    assert_eq!(text(&out.stdout), "no anomalies\n");
+}
