@@ -63,8 +63,8 @@ pub(crate) fn apply(heads: &mut BTreeMap<NodeId, HeadView>, envelope: &Envelope)
 
 #[cfg(test)]
 mod tests {
-    use crate::tests::fold;
-    use crate::{ClusterViews, NodeKind, NodeStatus};
+    use crate::tests::{run_table, Case};
+    use crate::{NodeKind, NodeStatus};
     use hydra_events::{Event, NodeId};
 
     fn head() -> NodeId {
@@ -86,11 +86,6 @@ mod tests {
 
     #[test]
     fn head_table() {
-        struct Case {
-            name: &'static str,
-            events: Vec<Event>,
-            check: fn(&ClusterViews),
-        }
         let cases = vec![
             Case {
                 name: "a registered head is an approved node of kind head, idle, unassigned",
@@ -171,9 +166,6 @@ mod tests {
                 check: |v| assert!(v.heads.is_empty() && v.nodes.is_empty()),
             },
         ];
-        for case in cases {
-            eprintln!("case: {}", case.name);
-            (case.check)(&fold(case.events));
-        }
+        run_table(cases);
     }
 }

@@ -107,6 +107,22 @@ mod tests {
     use super::*;
     use hydra_events::{Event, ZERO_HASH};
 
+    /// One row of a projection's table test: events in, a check on the views out.
+    pub(crate) struct Case {
+        pub name: &'static str,
+        pub events: Vec<Event>,
+        pub check: fn(&ClusterViews),
+    }
+
+    /// Folds each case's events into fresh views and runs its check, naming the case
+    /// first so a failure says which row broke.
+    pub(crate) fn run_table(cases: Vec<Case>) {
+        for case in cases {
+            eprintln!("case: {}", case.name);
+            (case.check)(&fold(case.events));
+        }
+    }
+
     /// Folds events numbered from 1 into fresh views.
     pub(crate) fn fold(events: Vec<Event>) -> ClusterViews {
         let mut views = ClusterViews::default();

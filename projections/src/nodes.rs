@@ -189,8 +189,8 @@ fn set_update(node: &mut NodeView, target: UpdateTarget, on: bool) {
 
 #[cfg(test)]
 mod tests {
-    use crate::tests::fold;
-    use crate::{ClusterViews, NodeStatus, Projection};
+    use crate::tests::{run_table, Case};
+    use crate::{NodeStatus, Projection};
     use hydra_events::{Event, NodeId, UpdateTarget};
 
     fn id() -> NodeId {
@@ -203,11 +203,6 @@ mod tests {
 
     #[test]
     fn lifecycle_table() {
-        struct Case {
-            name: &'static str,
-            events: Vec<Event>,
-            check: fn(&ClusterViews),
-        }
         let cases = vec![
             Case {
                 name: "enrolled node is pending, offline, idle, production",
@@ -318,10 +313,6 @@ mod tests {
                 },
             },
         ];
-        for case in cases {
-            let views = fold(case.events);
-            eprintln!("case: {}", case.name);
-            (case.check)(&views);
-        }
+        run_table(cases);
     }
 }

@@ -87,8 +87,8 @@ pub(crate) fn apply(views: &mut BTreeMap<NodeId, ProvisionView>, envelope: &Enve
 
 #[cfg(test)]
 mod tests {
-    use crate::tests::fold;
-    use crate::{ClusterViews, ProvisionState};
+    use crate::tests::{run_table, Case};
+    use crate::ProvisionState;
     use hydra_events::{Event, NodeId};
 
     fn id() -> NodeId {
@@ -116,11 +116,6 @@ mod tests {
 
     #[test]
     fn provisioning_table() {
-        struct Case {
-            name: &'static str,
-            events: Vec<Event>,
-            check: fn(&ClusterViews),
-        }
         let cases = vec![
             Case {
                 name: "a node never asked has no provisioning record and no flag",
@@ -212,9 +207,6 @@ mod tests {
                 check: |v| assert!(v.provision.is_empty()),
             },
         ];
-        for case in cases {
-            eprintln!("case: {}", case.name);
-            (case.check)(&fold(case.events));
-        }
+        run_table(cases);
     }
 }

@@ -2,10 +2,9 @@
 //! admin pins them to and their experience whitelist. Plain functions that read the
 //! views and decide the events, like the node commands.
 
-use crate::auth::{node_principal, TokenHash};
+use crate::auth::TokenHash;
 use crate::error::DomainError;
 use crate::ledger::Decision;
-use crate::store::TokenWrite;
 use hydra_events::{Event, NodeId};
 use hydra_projections::{ClusterViews, HeadView, NodeKind, NodeView};
 
@@ -35,18 +34,9 @@ pub fn register(
     token: TokenHash,
 ) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
     move |views| {
-        if views.nodes.contains_key(&id) {
-            return Err(DomainError::Conflict(format!("node {id} exists already")));
-        }
-        Ok(Decision {
-            tokens: vec![TokenWrite::Put { hash: token, principal: node_principal(&id) }],
-            events: vec![Event::HeadRegistered {
-                node_id: id,
-                name: e.name,
-                district: e.district,
-                venue: e.venue,
-            }],
-        })
+        let event =
+            Event::HeadRegistered { node_id: id.clone(), name: e.name, district: e.district, venue: e.venue };
+        super::nodes::join(views, &id, token, event)
     }
 }
 

@@ -28,15 +28,24 @@ pub fn enroll(
     ip: String,
     token: TokenHash,
 ) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
-    move |views| {
-        if views.nodes.contains_key(&id) {
-            return Err(DomainError::Conflict(format!("node {id} exists already")));
-        }
-        Ok(Decision {
-            tokens: vec![TokenWrite::Put { hash: token, principal: node_principal(&id) }],
-            events: vec![Event::NodeEnrolled { node_id: id, name, ip }],
-        })
+    move |views| join(views, &id, token, Event::NodeEnrolled { node_id: id.clone(), name, ip })
+}
+
+/// A new machine joins the fleet: `event` records it, and its node token's hash is
+/// written in the same flush, so the token works exactly when the node exists.
+pub(crate) fn join(
+    views: &ClusterViews,
+    id: &NodeId,
+    token: TokenHash,
+    event: Event,
+) -> Result<Decision, DomainError> {
+    if views.nodes.contains_key(id) {
+        return Err(DomainError::Conflict(format!("node {id} exists already")));
     }
+    Ok(Decision {
+        tokens: vec![TokenWrite::Put { hash: token, principal: node_principal(id) }],
+        events: vec![event],
+    })
 }
 
 /// Where an admin puts a node, already validated.
