@@ -34,6 +34,51 @@ impl Backoff {
     }
 }
 
+/// The least time between two long polls that came back empty: a server that answers
+/// at once instead of holding the request must not be hammered.
+pub const MIN_POLL: Duration = Duration::from_secs(1);
+
+/// Paces a long-poll loop: no pause after an answer, at least `MIN_POLL` between empty
+/// polls, backoff with jitter after failures, and one warning per outage (the rest at
+/// debug), since the heartbeat already reports an unreachable server.
+#[derive(Debug)]
+pub struct PollPace {
+    what: &'static str,
+    backoff: Backoff,
+    failing: bool,
+}
+
+impl PollPace {
+    /// `what` names the poll in the log ("polling for commands").
+    pub fn new(what: &'static str) -> Self {
+        PollPace { what, backoff: Backoff::default(), failing: false }
+    }
+
+    /// The poll brought something: go on at once.
+    pub fn answered(&mut self) -> Duration {
+        self.backoff.reset();
+        self.failing = false;
+        Duration::ZERO
+    }
+
+    /// The poll, asked at `asked`, came back empty.
+    pub fn empty(&mut self, asked: std::time::Instant) -> Duration {
+        self.answered();
+        MIN_POLL.saturating_sub(asked.elapsed())
+    }
+
+    /// The poll failed: log it (a warning once per outage) and back off.
+    pub fn failed(&mut self, error: &dyn std::fmt::Display) -> Duration {
+        if self.failing {
+            tracing::debug!(error = %error, "{} failed", self.what);
+        } else {
+            tracing::warn!(error = %error, "{} failed; retrying with backoff", self.what);
+            self.failing = true;
+        }
+        self.backoff.next_delay()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +96,16 @@ mod tests {
         assert!(last >= CAP / 2);
         b.reset();
         assert!(b.next_delay() <= START);
+    }
+
+    #[test]
+    fn a_pace_goes_on_at_once_after_an_answer_and_waits_after_an_empty_poll() {
+        let mut pace = PollPace::new("polling");
+        assert!(pace.failed(&"down") >= START / 2);
+        assert_eq!(pace.answered(), Duration::ZERO);
+        let waited = pace.empty(std::time::Instant::now());
+        assert!(waited > MIN_POLL / 2 && waited <= MIN_POLL);
+        // After a success the backoff starts small again.
+        assert!(pace.failed(&"down") <= START);
     }
 }

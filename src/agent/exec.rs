@@ -3,7 +3,7 @@
 //! retrying through outages. A result waiting to be delivered is kept on disk, so an
 //! agent restart does not lose it either.
 
-use super::backoff::Backoff;
+use super::backoff::{Backoff, PollPace, MIN_POLL};
 use super::client::{CallError, ExecCommand, ExecResult, Server};
 use super::identity::write_private;
 use super::runner::{self, Outcome};
@@ -20,10 +20,6 @@ const DELIVERY_LIMIT: Duration = Duration::from_secs(5 * 60);
 
 /// A timeout the server leaves out (or sets to 0) is taken as this.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The least time between two long polls that came back empty: a server that answers
-/// at once instead of holding the request must not be hammered.
-const MIN_POLL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct ExecOptions {
@@ -56,8 +52,7 @@ pub async fn exec_loop(
         tracing::info!(id = %pending.id, "delivering the result kept from before the restart");
         deliver(&server, pending, &spool, &mut stop).await?;
     }
-    let mut backoff = Backoff::default();
-    let mut failing = false;
+    let mut pace = PollPace::new("polling for commands");
     loop {
         let asked = Instant::now();
         let polled = tokio::select! {
@@ -66,28 +61,12 @@ pub async fn exec_loop(
         };
         let pause = match polled {
             Ok(Some(cmd)) => {
-                backoff.reset();
-                failing = false;
                 handle(&server, cmd, &opts, &spool, &mut stop).await?;
-                Duration::ZERO
+                pace.answered()
             }
-            Ok(None) => {
-                backoff.reset();
-                failing = false;
-                MIN_POLL.saturating_sub(asked.elapsed())
-            }
+            Ok(None) => pace.empty(asked),
             Err(e) if e.revoked() => return Err(Revoked(e.to_string())),
-            Err(e) => {
-                // The heartbeat already reports an unreachable server; say it here once
-                // per outage.
-                if failing {
-                    tracing::debug!(error = %e, "polling for commands failed");
-                } else {
-                    tracing::warn!(error = %e, "polling for commands failed; retrying with backoff");
-                    failing = true;
-                }
-                backoff.next_delay()
-            }
+            Err(e) => pace.failed(&e),
         };
         if *stop.borrow() {
             return Ok(());
@@ -100,7 +79,7 @@ pub async fn exec_loop(
 }
 
 /// An id goes into a URL path: only what the server's ids are made of.
-fn valid_id(id: &str) -> bool {
+pub(super) fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 

@@ -3,8 +3,9 @@
 //! fresh PTY (a login shell, or `bash -c` a command), its terminal bytes pumped to and
 //! from the session's WebSocket, resizes applied, and `{"exit":N}` sent when it ends.
 
-use super::backoff::Backoff;
+use super::backoff::PollPace;
 use super::client::{CallError, Server, ShellOffer, ShellSocket};
+use super::exec::valid_id;
 use super::{stopped, Revoked};
 use futures_util::{SinkExt, StreamExt};
 use nix::fcntl::OFlag;
@@ -22,8 +23,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
-/// The least time between two polls that came back empty.
-const MIN_POLL: Duration = Duration::from_secs(1);
 /// Sessions open at once on one node; past it a new one is refused with a reason.
 const MAX_SESSIONS: usize = 16;
 /// After the shell exits, how long what is left in the terminal is still read: a
@@ -36,8 +35,7 @@ const HANGUP_GRACE: Duration = Duration::from_secs(2);
 /// or the token is revoked.
 pub async fn shell_loop(server: Server, wait_s: u64, mut stop: watch::Receiver<bool>) -> Result<(), Revoked> {
     let mut sessions = JoinSet::new();
-    let mut backoff = Backoff::default();
-    let mut failing = false;
+    let mut pace = PollPace::new("polling for shell sessions");
     loop {
         let asked = Instant::now();
         let polled = tokio::select! {
@@ -47,8 +45,6 @@ pub async fn shell_loop(server: Server, wait_s: u64, mut stop: watch::Receiver<b
         while sessions.try_join_next().is_some() {}
         let pause = match polled {
             Ok(Some(offer)) => {
-                backoff.reset();
-                failing = false;
                 if !valid_id(&offer.session) {
                     tracing::error!(session = ?offer.session, "the server offered a shell session this agent cannot use");
                 } else if sessions.len() >= MAX_SESSIONS {
@@ -56,23 +52,11 @@ pub async fn shell_loop(server: Server, wait_s: u64, mut stop: watch::Receiver<b
                 } else {
                     sessions.spawn(session(server.clone(), offer, stop.clone()));
                 }
-                Duration::ZERO
+                pace.answered()
             }
-            Ok(None) => {
-                backoff.reset();
-                failing = false;
-                MIN_POLL.saturating_sub(asked.elapsed())
-            }
+            Ok(None) => pace.empty(asked),
             Err(e) if e.revoked() => return Err(Revoked(e.to_string())),
-            Err(e) => {
-                if failing {
-                    tracing::debug!(error = %e, "polling for shell sessions failed");
-                } else {
-                    tracing::warn!(error = %e, "polling for shell sessions failed; retrying with backoff");
-                    failing = true;
-                }
-                backoff.next_delay()
-            }
+            Err(e) => pace.failed(&e),
         };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
@@ -83,11 +67,6 @@ pub async fn shell_loop(server: Server, wait_s: u64, mut stop: watch::Receiver<b
     let _ =
         tokio::time::timeout(HANGUP_GRACE * 2, async { while sessions.join_next().await.is_some() {} }).await;
     Ok(())
-}
-
-/// A session id goes into a URL path: only what the server's ids are made of.
-fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 fn close_frame(code: CloseCode, reason: &str) -> Message {
