@@ -233,6 +233,165 @@ pub enum Event {
         node_id: NodeId,
         kind: String,
     },
+    /// ExperienceLibrary: an experience began to be tracked.
+    ExperienceCreated {
+        experience_id: String,
+        project: String,
+        district: String,
+        venues: Vec<String>,
+        auto_promote: bool,
+    },
+    /// A build of the experience's project arrived (from HydraRelease's
+    /// `build.uploaded`, whose id is `release_event_id`, or from the API); it is now
+    /// the development build.
+    BuildRegistered {
+        experience_id: String,
+        build: String,
+        version: String,
+        artifact_url: String,
+        sha256: String,
+        release_event_id: Option<String>,
+    },
+    /// A build became the one for `environment`; `rollout_id` names the rollout that
+    /// takes it to the machines, if the environment has any.
+    ExperiencePromoted {
+        experience_id: String,
+        environment: String,
+        build: String,
+        version: String,
+        rollout_id: Option<String>,
+    },
+    /// A rollout began: the bodies (wave 1) and heads (wave 2) it will reprovision,
+    /// the nodes it left out and why, and hydracluster's last event id when it looked
+    /// (only later cluster events can be about this rollout).
+    RolloutStarted {
+        rollout_id: String,
+        experience_id: String,
+        environment: String,
+        build: String,
+        version: String,
+        district: String,
+        venues: Vec<String>,
+        bodies: Vec<NodeId>,
+        heads: Vec<NodeId>,
+        skipped: Vec<SkippedNode>,
+        policy: RolloutPolicy,
+        cluster_since: u64,
+    },
+    RolloutWaveStarted {
+        rollout_id: String,
+        wave: u8,
+        nodes: Vec<NodeId>,
+    },
+    /// The rollout decided to reprovision the node; the request to hydracluster
+    /// follows (recorded first, so that a restart never asks twice unknowingly).
+    RolloutNodeRequested {
+        rollout_id: String,
+        node_id: NodeId,
+        wave: u8,
+    },
+    /// hydracluster recorded `provision.started` for the node (at its `cluster_seq`).
+    RolloutNodeStarted {
+        rollout_id: String,
+        node_id: NodeId,
+        cluster_seq: u64,
+    },
+    RolloutNodeCompleted {
+        rollout_id: String,
+        node_id: NodeId,
+        version: Option<String>,
+        cluster_seq: u64,
+    },
+    /// The node failed: hydracluster's `provision.failed` (with its `cluster_seq`), or
+    /// the rollout's own verdict (deadline passed, request refused), without.
+    RolloutNodeFailed {
+        rollout_id: String,
+        node_id: NodeId,
+        error: String,
+        cluster_seq: Option<u64>,
+    },
+    RolloutWaveCompleted {
+        rollout_id: String,
+        wave: u8,
+        completed: u32,
+        failed: u32,
+    },
+    RolloutPaused {
+        rollout_id: String,
+    },
+    RolloutResumed {
+        rollout_id: String,
+    },
+    /// Every node has a result: `completed`, or `completed_with_failures`.
+    RolloutCompleted {
+        rollout_id: String,
+        state: String,
+        failed: u32,
+    },
+    /// Too many nodes failed: no more reprovisions are asked for.
+    RolloutAborted {
+        rollout_id: String,
+        reason: String,
+    },
+    RolloutCancelled {
+        rollout_id: String,
+    },
+}
+
+/// A node a rollout left out, and why (`offline`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedNode {
+    pub node_id: NodeId,
+    pub reason: String,
+}
+
+/// How a rollout goes: how many nodes reprovision at once, how many failures abort
+/// it, and how long one node may take.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutPolicy {
+    pub max_parallel: u32,
+    pub failure_threshold: FailureThreshold,
+    pub node_deadline_ms: u64,
+}
+
+/// Past how many failed nodes a rollout aborts: more than `Count` nodes, or more than
+/// `Percent` of all its nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureThreshold {
+    Count(u32),
+    Percent(u8),
+}
+
+impl FailureThreshold {
+    /// `3` or `10%`.
+    pub fn parse(s: &str) -> Result<FailureThreshold, String> {
+        let s = s.trim();
+        let bad = || format!("bad failure threshold {s:?}: use a count like 3 or a percentage like 10%");
+        match s.strip_suffix('%') {
+            Some(p) => match p.trim().parse::<u8>() {
+                Ok(p) if p <= 100 => Ok(FailureThreshold::Percent(p)),
+                _ => Err(bad()),
+            },
+            None => s.parse::<u32>().map(FailureThreshold::Count).map_err(|_| bad()),
+        }
+    }
+
+    /// True when `failed` of `total` nodes is past the threshold.
+    pub fn exceeded(self, failed: u32, total: u32) -> bool {
+        match self {
+            FailureThreshold::Count(n) => failed > n,
+            FailureThreshold::Percent(p) => u64::from(failed) * 100 > u64::from(p) * u64::from(total),
+        }
+    }
+}
+
+impl std::fmt::Display for FailureThreshold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FailureThreshold::Count(n) => write!(f, "{n}"),
+            FailureThreshold::Percent(p) => write!(f, "{p}%"),
+        }
+    }
 }
 
 /// What a command printed and how it ended, as the agent reported it.
@@ -286,6 +445,21 @@ impl Event {
             Event::StreamStopped { .. } => "stream.stopped",
             Event::AnomalyStarted { .. } => "anomaly.started",
             Event::AnomalyCleared { .. } => "anomaly.cleared",
+            Event::ExperienceCreated { .. } => "experience.created",
+            Event::BuildRegistered { .. } => "build.registered",
+            Event::ExperiencePromoted { .. } => "experience.promoted",
+            Event::RolloutStarted { .. } => "rollout.started",
+            Event::RolloutWaveStarted { .. } => "rollout.wave_started",
+            Event::RolloutNodeRequested { .. } => "rollout.node_requested",
+            Event::RolloutNodeStarted { .. } => "rollout.node_started",
+            Event::RolloutNodeCompleted { .. } => "rollout.node_completed",
+            Event::RolloutNodeFailed { .. } => "rollout.node_failed",
+            Event::RolloutWaveCompleted { .. } => "rollout.wave_completed",
+            Event::RolloutPaused { .. } => "rollout.paused",
+            Event::RolloutResumed { .. } => "rollout.resumed",
+            Event::RolloutCompleted { .. } => "rollout.completed",
+            Event::RolloutAborted { .. } => "rollout.aborted",
+            Event::RolloutCancelled { .. } => "rollout.cancelled",
         }
     }
 
@@ -328,7 +502,32 @@ impl Event {
             | Event::ProvisionFailed { node_id, .. }
             | Event::StreamStopped { node_id, .. }
             | Event::AnomalyStarted { node_id, .. }
-            | Event::AnomalyCleared { node_id, .. } => Some(node_id),
+            | Event::AnomalyCleared { node_id, .. }
+            | Event::RolloutNodeRequested { node_id, .. }
+            | Event::RolloutNodeStarted { node_id, .. }
+            | Event::RolloutNodeCompleted { node_id, .. }
+            | Event::RolloutNodeFailed { node_id, .. } => Some(node_id),
+            _ => None,
+        }
+    }
+
+    /// The rollout this event is about, if any.
+    pub fn rollout_id(&self) -> Option<&str> {
+        match self {
+            Event::ExperiencePromoted { rollout_id, .. } => rollout_id.as_deref(),
+            Event::RolloutStarted { rollout_id, .. }
+            | Event::RolloutWaveStarted { rollout_id, .. }
+            | Event::RolloutNodeRequested { rollout_id, .. }
+            | Event::RolloutNodeStarted { rollout_id, .. }
+            | Event::RolloutNodeCompleted { rollout_id, .. }
+            | Event::RolloutNodeFailed { rollout_id, .. }
+            | Event::RolloutWaveCompleted { rollout_id, .. }
+            | Event::RolloutPaused { rollout_id }
+            | Event::RolloutResumed { rollout_id }
+            | Event::RolloutCompleted { rollout_id, .. }
+            | Event::RolloutAborted { rollout_id, .. }
+            | Event::RolloutCancelled { rollout_id } => Some(rollout_id),
+            _ => None,
         }
     }
 

@@ -4,12 +4,17 @@
 mod anomalies;
 mod exec;
 mod heads;
+mod library;
 mod nodes;
 mod provision;
 
 pub use anomalies::OpenAnomalies;
 pub use exec::{ExecRecord, ExecStatus, ExecViews, NodeExec, FINISHED_KEPT};
 pub use heads::{HeadView, HEAD_STATUSES};
+pub use library::{
+    rollout_number, BuildView, EnvironmentBuild, ExperienceView, LibraryViews, NodeProgress, NodeState,
+    RolloutState, RolloutView, ENVIRONMENTS,
+};
 pub use nodes::{NodeKind, NodeStatus, NodeView};
 pub use provision::{ProvisionState, ProvisionView};
 

@@ -3,7 +3,7 @@
 //! nothing), `GET /api/v1/events/log` (JSON pages) and the live state digest.
 
 use super::nodes::rfc3339;
-use super::{ApiError, AppState, Reader, SseStats};
+use super::{ApiError, Reader, ServiceState, SseStats};
 use crate::ledger::Published;
 use crate::store::{Store, StoreError};
 use axum::extract::{Query, State};
@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::Stream;
 use hydra_events::Envelope;
-use hydra_projections::digest as views_digest;
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -117,8 +116,8 @@ fn resume_point(headers: &HeaderMap, since: Option<u64>) -> Result<u64, ApiError
     }
 }
 
-pub async fn stream(
-    State(state): State<AppState>,
+pub async fn stream<S: ServiceState>(
+    State(state): State<S>,
     _: Reader,
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
@@ -126,9 +125,9 @@ pub async fn stream(
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let filter = Filter::parse(q.types.as_deref(), q.node.as_deref())?;
     let since = resume_point(&headers, q.since)?;
-    let head = state.ledger.committed_seq();
-    let events = subscription(state.clone(), since, filter);
-    let keepalive = KeepAlive::new().interval(state.config.sse_keepalive).text("keep-alive");
+    let head = state.committed_seq();
+    let keepalive = KeepAlive::new().interval(state.keepalive()).text("keep-alive");
+    let events = subscription(state, since, filter);
     let mut response = Sse::new(events).keep_alive(keepalive).into_response();
     // Hydra keeps the whole log, so every id resumes exactly; say where we resumed.
     let h = response.headers_mut();
@@ -154,22 +153,22 @@ fn sse_event(item: &Item) -> SseEvent {
 /// The subscription: subscribe to the live broadcast first, then read the log from
 /// the resume point up to the committed head, then go on live, skipping anything
 /// already sent. Whenever the live feed skips ahead (lag), read the gap from the log.
-fn subscription(
-    state: AppState,
+fn subscription<S: ServiceState>(
+    state: S,
     since: u64,
     filter: Filter,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     async_stream::stream! {
-        let _guard = SubscriberGuard::new(state.sse.clone());
-        let mut live = state.ledger.subscribe();
-        let mut stopping = state.stopping.clone();
+        let _guard = SubscriberGuard::new(state.sse().clone());
+        let mut live = state.subscribe();
+        let mut stopping = state.stopping();
         let mut sent = since;
         loop {
             // Catch up from the log to the committed head.
-            let head = state.ledger.committed_seq();
+            let head = state.committed_seq();
             while sent < head {
                 let to = head.min(sent + CATCH_UP_CHUNK);
-                let store = state.ledger.store().clone();
+                let store = state.store().clone();
                 let from = sent + 1;
                 let chunk = tokio::task::spawn_blocking(move || read_envelopes(&store, from, to)).await;
                 let chunk = match chunk {
@@ -203,7 +202,7 @@ fn subscription(
                             // Something between was not seen live: read it from the log
                             // (it is committed, since this later event is) and then
                             // this one.
-                            let store = state.ledger.store().clone();
+                            let store = state.store().clone();
                             let from = sent + 1;
                             let gap = tokio::task::spawn_blocking(move || read_envelopes(&store, from, seq - 1)).await;
                             let Ok(Ok(gap)) = gap else { return };
@@ -219,7 +218,7 @@ fn subscription(
                         }
                     }
                     Err(RecvError::Lagged(_)) => {
-                        state.sse.lag_recoveries.fetch_add(1, Ordering::Relaxed);
+                        state.sse().lag_recoveries.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
                     Err(RecvError::Closed) => return,
@@ -257,17 +256,17 @@ pub struct LogQuery {
 
 /// A page of the log as JSON, for scripts: `{"events","next_since","head"}`.
 /// Ask again with `since=next_since` until `next_since == head`.
-pub async fn log(
-    State(state): State<AppState>,
+pub async fn log<S: ServiceState>(
+    State(state): State<S>,
     _: Reader,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let filter = Filter::parse(q.types.as_deref(), q.node.as_deref())?;
     let limit = q.limit.unwrap_or(500).clamp(1, 10_000);
-    let head = state.ledger.committed_seq();
+    let head = state.committed_seq();
     let to = head.min(q.since.saturating_add(limit));
-    let store = state.ledger.store().clone();
+    let store = state.store().clone();
     let from = q.since + 1;
     let envelopes = tokio::task::spawn_blocking(move || read_envelopes(&store, from, to))
         .await
@@ -280,9 +279,8 @@ pub async fn log(
     })))
 }
 
-/// The digest of the live views, to compare with `hydracluster audit`.
-pub async fn digest(State(state): State<AppState>, _: Reader) -> Json<serde_json::Value> {
-    let views = state.ledger.read(|v| v.clone());
-    let digest = views_digest(&views);
-    Json(serde_json::json!({ "seq": views.last_seq, "digest": digest }))
+/// The digest of the live views, to compare with `audit`.
+pub async fn digest<S: ServiceState>(State(state): State<S>, _: Reader) -> Json<serde_json::Value> {
+    let (seq, digest) = state.digest();
+    Json(serde_json::json!({ "seq": seq, "digest": digest }))
 }

@@ -2,7 +2,7 @@
 //! clear errors. Each looks up what it needs synchronously and holds nothing when it
 //! returns, so no lock ever spans the handler that follows.
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ServiceState};
 use crate::auth::Principal;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -21,7 +21,7 @@ fn forbidden(what: &str) -> ApiError {
 }
 
 /// The principal behind the `Authorization: Bearer` header (401 when there is none).
-pub(super) fn principal(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+pub(super) fn principal<S: ServiceState>(parts: &Parts, state: &S) -> Result<Principal, ApiError> {
     let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or_else(unauthorized)?;
     let token = header
         .to_str()
@@ -30,15 +30,15 @@ pub(super) fn principal(parts: &Parts, state: &AppState) -> Result<Principal, Ap
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(unauthorized)?;
-    state.tokens.resolve(state.ledger.store(), token).ok_or_else(unauthorized)
+    state.tokens().resolve(state.store(), token).ok_or_else(unauthorized)
 }
 
 /// An admin: may read and change everything.
 pub struct Admin(pub Principal);
 
-impl FromRequestParts<AppState> for Admin {
+impl<S: ServiceState> FromRequestParts<S> for Admin {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match principal(parts, state)? {
             p @ Principal::Admin { .. } => Ok(Admin(p)),
             _ => Err(forbidden("use admin endpoints")),
@@ -49,9 +49,9 @@ impl FromRequestParts<AppState> for Admin {
 /// An admin or an observer: may read views and events, change nothing.
 pub struct Reader(pub Principal);
 
-impl FromRequestParts<AppState> for Reader {
+impl<S: ServiceState> FromRequestParts<S> for Reader {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match principal(parts, state)? {
             p @ (Principal::Admin { .. } | Principal::Observer) => Ok(Reader(p)),
             _ => Err(forbidden("read fleet views")),

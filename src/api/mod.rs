@@ -3,9 +3,9 @@
 
 mod body;
 mod enroll;
-mod events;
+pub mod events;
 mod exec;
-mod extract;
+pub mod extract;
 mod heads;
 mod health;
 mod nodes;
@@ -44,6 +44,49 @@ pub struct AppState {
     pub waiters: Arc<Waiters>,
     /// Shell sessions waiting for, or relaying to, a node's agent.
     pub shells: Arc<shell::ShellRegistry>,
+}
+
+/// What the event endpoints and the auth extractors need of a service: hydracluster's
+/// state and ExperienceLibrary's both provide it, so both serve the same SSE.
+pub trait ServiceState: Clone + Send + Sync + 'static {
+    fn tokens(&self) -> &Tokens;
+    fn store(&self) -> &crate::store::Store;
+    fn committed_seq(&self) -> u64;
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<crate::ledger::Published>>;
+    /// Turns true when the server stops, so that live streams end.
+    fn stopping(&self) -> tokio::sync::watch::Receiver<bool>;
+    fn sse(&self) -> &Arc<SseStats>;
+    fn keepalive(&self) -> std::time::Duration;
+    /// The last applied seq and the digest of the live views.
+    fn digest(&self) -> (u64, String);
+}
+
+impl ServiceState for AppState {
+    fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+    fn store(&self) -> &crate::store::Store {
+        self.ledger.store()
+    }
+    fn committed_seq(&self) -> u64 {
+        self.ledger.committed_seq()
+    }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<crate::ledger::Published>> {
+        self.ledger.subscribe()
+    }
+    fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.clone()
+    }
+    fn sse(&self) -> &Arc<SseStats> {
+        &self.sse
+    }
+    fn keepalive(&self) -> std::time::Duration {
+        self.config.sse_keepalive
+    }
+    fn digest(&self) -> (u64, String) {
+        let views = self.ledger.read(|v| v.clone());
+        (views.last_seq, hydra_projections::digest(&views))
+    }
 }
 
 /// Counters about live subscribers, shown in `/readyz`.
@@ -122,9 +165,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/body/shell/check", get(shell::check))
         .route("/api/v1/body/shell/{session}", get(shell::attach))
-        .route("/api/v1/events", get(events::stream))
-        .route("/api/v1/events/log", get(events::log))
-        .route("/api/v1/audit/digest", get(events::digest))
+        .route("/api/v1/events", get(events::stream::<AppState>))
+        .route("/api/v1/events/log", get(events::log::<AppState>))
+        .route("/api/v1/audit/digest", get(events::digest::<AppState>))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod library;
 
 use hydra::config::Config;
 use serde_json::{json, Value};

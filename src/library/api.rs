@@ -1,0 +1,424 @@
+//! The HTTP API of `hydraexperiencelibrary` (SPEC §6): experiences, builds,
+//! promotions and rollouts, plus the shared event stream. Handlers stay thin: they
+//! read the views or submit a command, and map the answer to JSON.
+
+use super::commands::{self, Control, NewBuild, NewExperience};
+use super::state::{self, LibraryState, PromoteError, PromoteRequest};
+use crate::api::{events, Admin, ApiError, ApiJson, Reader};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hydra_projections::{
+    rollout_number, ExperienceView, LibraryViews, NodeState, RolloutState, RolloutView, ENVIRONMENTS,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+
+pub fn router(state: LibraryState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/readyz", get(readyz))
+        .route("/api/v1/experiences", get(list_experiences).post(create_experience))
+        // A literal segment wins over `{id}` in axum's router, so `live` is never an id.
+        .route("/api/v1/experiences/live", get(live))
+        .route("/api/v1/experiences/{id}", get(get_experience))
+        .route("/api/v1/experiences/{id}/builds", post(register_build))
+        .route("/api/v1/experiences/{id}/promote", post(promote))
+        .route("/api/v1/rollouts", get(list_rollouts))
+        .route("/api/v1/rollouts/{id}", get(get_rollout))
+        .route("/api/v1/rollouts/{id}/{action}", post(control))
+        .route("/api/v1/events", get(events::stream::<LibraryState>))
+        .route("/api/v1/events/log", get(events::log::<LibraryState>))
+        .route("/api/v1/audit/digest", get(events::digest::<LibraryState>))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+}
+
+fn opt_time(ms: Option<u64>) -> Value {
+    ms.map_or(Value::Null, |ms| Value::String(rfc3339(ms)))
+}
+
+/// An experience with every environment's build and every build it ever had.
+pub fn experience_json(x: &ExperienceView) -> Value {
+    let environments: serde_json::Map<String, Value> = x
+        .environments
+        .iter()
+        .map(|(name, e)| {
+            let v = json!({
+                "build": e.build,
+                "version": e.version,
+                "since": rfc3339(e.since_ms),
+                "rollout_id": e.rollout_id,
+            });
+            (name.clone(), v)
+        })
+        .collect();
+    let builds: Vec<Value> = x
+        .builds
+        .iter()
+        .map(|(id, b)| {
+            json!({
+                "build": id,
+                "version": b.version,
+                "artifact_url": b.artifact_url,
+                "sha256": b.sha256,
+                "registered_at": rfc3339(b.registered_at_ms),
+            })
+        })
+        .collect();
+    json!({
+        "id": x.id,
+        "project": x.project,
+        "district": x.district,
+        "venues": x.venues,
+        "auto_promote": x.auto_promote,
+        "created_at": rfc3339(x.created_at_ms),
+        "environments": environments,
+        "builds": builds,
+    })
+}
+
+/// A rollout with its policy, counts, and every node in the order it is asked
+/// (bodies, then heads).
+pub fn rollout_json(r: &RolloutView) -> Value {
+    let waves = r.bodies.iter().map(|n| (n, "body", 1)).chain(r.heads.iter().map(|n| (n, "head", 2)));
+    let mut nodes = Vec::with_capacity(r.nodes.len());
+    let mut failures = Vec::new();
+    for (id, kind, wave) in waves {
+        let Some(p) = r.nodes.get(id) else { continue };
+        if p.state == NodeState::Failed {
+            failures.push(json!({ "node_id": id, "error": p.error }));
+        }
+        nodes.push(json!({
+            "node_id": id,
+            "kind": kind,
+            "wave": wave,
+            "state": p.state.as_str(),
+            "error": p.error,
+            "version": p.version,
+            "requested_at": opt_time(p.requested_at_ms),
+            "finished_at": opt_time(p.finished_at_ms),
+        }));
+    }
+    let skipped: Vec<Value> =
+        r.skipped.iter().map(|s| json!({ "node_id": s.node_id, "reason": s.reason })).collect();
+    json!({
+        "id": r.id,
+        "experience_id": r.experience_id,
+        "environment": r.environment,
+        "build": r.build,
+        "version": r.version,
+        "district": r.district,
+        "venues": r.venues,
+        "state": r.state.as_str(),
+        "wave": r.wave,
+        "policy": {
+            "max_parallel": r.policy.max_parallel,
+            "failure_threshold": r.policy.failure_threshold.to_string(),
+            "node_deadline_ms": r.policy.node_deadline_ms,
+        },
+        "counts": {
+            "total": r.total(),
+            "pending": r.count(NodeState::Pending),
+            "requested": r.count(NodeState::Requested),
+            "provisioning": r.count(NodeState::Provisioning),
+            "completed": r.count(NodeState::Completed),
+            "failed": r.count(NodeState::Failed),
+        },
+        "nodes": nodes,
+        "failures": failures,
+        "skipped": skipped,
+        "started_at": rfc3339(r.started_at_ms),
+        "finished_at": opt_time(r.finished_at_ms),
+        "reason": r.reason,
+    })
+}
+
+fn no_experience(id: &str) -> ApiError {
+    ApiError::not_found(format!("no experience {id}"))
+}
+
+fn experience(state: &LibraryState, id: &str) -> Result<Value, ApiError> {
+    state.ledger.read(|v| v.experiences.get(id).map(experience_json)).ok_or_else(|| no_experience(id))
+}
+
+/// The rollout `raw` names, or a 404 that says what a rollout id looks like.
+fn find_rollout<R>(
+    views: &LibraryViews,
+    raw: &str,
+    f: impl FnOnce(&RolloutView) -> R,
+) -> Result<R, ApiError> {
+    if rollout_number(raw).is_none() {
+        let shown: String = raw.chars().take(40).collect();
+        return Err(ApiError::not_found(format!("no rollout {shown:?}: rollout ids look like r7")));
+    }
+    views.rollout(raw).map(f).ok_or_else(|| ApiError::not_found(format!("no rollout {raw}")))
+}
+
+async fn health(State(state): State<LibraryState>) -> Json<Value> {
+    let (experiences, active, total, cursor) = state.ledger.read(|v| {
+        (v.experiences.len(), v.active_rollouts().count(), v.rollouts.len(), v.release_cursor.clone())
+    });
+    let links = &state.links;
+    // "connected" is about a link that exists: without a URL there is nothing to reach.
+    let cluster_up = state.config.cluster_url.is_some() && links.cluster_connected.load(Ordering::Relaxed);
+    let release_up = state.config.release_url.is_some() && links.release_connected.load(Ordering::Relaxed);
+    Json(json!({
+        "status": "ok",
+        "service": "hydraexperiencelibrary",
+        "version": env!("CARGO_PKG_VERSION"),
+        "last_event_id": state.ledger.committed_seq(),
+        "experiences": experiences,
+        "rollouts": { "active": active, "total": total },
+        "cluster": { "url": state.config.cluster_url, "connected": cluster_up },
+        "release": { "url": state.config.release_url, "connected": release_up, "cursor": cursor },
+    }))
+}
+
+/// Ready when the store answers and the views have caught up with the log.
+async fn readyz(State(state): State<LibraryState>) -> (StatusCode, Json<Value>) {
+    let store = state.ledger.store().clone();
+    let stored = tokio::task::spawn_blocking(move || store.last_seq()).await;
+    let committed = state.ledger.committed_seq();
+    let applied = state.ledger.read(|v| v.last_seq);
+    let (store_ok, store_detail) = match stored {
+        Ok(Ok(seq)) => (seq >= committed, format!("last stored event {seq}")),
+        Ok(Err(e)) => (false, e.to_string()),
+        Err(e) => (false, e.to_string()),
+    };
+    let views_ok = applied == committed;
+    let ok = store_ok && views_ok;
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (
+        status,
+        Json(json!({
+            "ready": ok,
+            "components": {
+                "store": { "ok": store_ok, "detail": store_detail },
+                "ledger": { "ok": true, "committed_seq": committed },
+                "projections": { "ok": views_ok, "applied_seq": applied },
+                "sse": {
+                    "ok": true,
+                    "subscribers": state.sse.subscribers.load(Ordering::Relaxed),
+                    "lag_recoveries": state.sse.lag_recoveries.load(Ordering::Relaxed),
+                },
+            },
+        })),
+    )
+}
+
+async fn create_experience(
+    State(state): State<LibraryState>,
+    Admin(p): Admin,
+    ApiJson(body): ApiJson<NewExperience>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = body.id.clone();
+    state.ledger.submit(p.cause(), commands::create_experience(body)).await?;
+    Ok((StatusCode::CREATED, Json(experience(&state, &id)?)))
+}
+
+async fn list_experiences(State(state): State<LibraryState>, Reader(_): Reader) -> Json<Value> {
+    Json(Value::Array(state.ledger.read(|v| v.experiences.values().map(experience_json).collect())))
+}
+
+async fn get_experience(
+    State(state): State<LibraryState>,
+    Reader(_): Reader,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(experience(&state, &id)?))
+}
+
+/// Registers a build by hand (setups without HydraRelease). With `auto_promote`, a
+/// new build goes on to staging at once, as one from HydraRelease would; a failed
+/// promotion leaves the build registered and is reported beside it.
+async fn register_build(
+    State(state): State<LibraryState>,
+    Admin(p): Admin,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<NewBuild>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let build = body.build.clone();
+    let recorded = state.ledger.submit(p.cause(), commands::register_build(id.clone(), body, None)).await?;
+    let duplicate = recorded.is_empty();
+    let (mut answer, auto_promote) = state
+        .ledger
+        .read(|v| {
+            let x = v.experiences.get(&id)?;
+            let b = x.builds.get(&build)?;
+            let answer = json!({
+                "experience_id": id,
+                "build": build,
+                "version": b.version,
+                "artifact_url": b.artifact_url,
+                "sha256": b.sha256,
+                "registered_at": rfc3339(b.registered_at_ms),
+                "duplicate": duplicate,
+            });
+            Some((answer, x.auto_promote))
+        })
+        .ok_or_else(|| no_experience(&id))?;
+    if duplicate {
+        return Ok((StatusCode::OK, Json(answer)));
+    }
+    if auto_promote {
+        let req = PromoteRequest { to: "staging".into(), auto: true, ..Default::default() };
+        match state::promote(&state, p.cause(), &id, &req).await {
+            Ok(promoted) => answer["promotion"] = json!(promoted),
+            Err(e) => {
+                tracing::warn!(experience = %id, build = %build, error = %e, "auto-promotion failed");
+                answer["promotion"] = Value::Null;
+                answer["promotion_error"] = Value::String(e.to_string());
+            }
+        }
+    }
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+impl From<PromoteError> for ApiError {
+    fn from(e: PromoteError) -> Self {
+        match e {
+            PromoteError::Domain(d) => d.into(),
+            PromoteError::Ledger(l) => l.into(),
+            cluster @ PromoteError::Cluster(_) => ApiError::new(StatusCode::BAD_GATEWAY, cluster.to_string()),
+        }
+    }
+}
+
+/// 201 when a rollout started, 200 when the environment only changed its build (no
+/// nodes to reprovision, or no cluster configured).
+async fn promote(
+    State(state): State<LibraryState>,
+    Admin(p): Admin,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<PromoteRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let promoted = state::promote(&state, p.cause(), &id, &req).await?;
+    let status = if promoted.rollout_id.is_some() { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(json!(promoted))))
+}
+
+#[derive(Debug, Deserialize)]
+struct RolloutQuery {
+    state: Option<String>,
+    experience: Option<String>,
+}
+
+const ROLLOUT_STATES: [RolloutState; 6] = [
+    RolloutState::Running,
+    RolloutState::Paused,
+    RolloutState::Completed,
+    RolloutState::CompletedWithFailures,
+    RolloutState::Aborted,
+    RolloutState::Cancelled,
+];
+
+/// Newest first.
+async fn list_rollouts(
+    State(state): State<LibraryState>,
+    Reader(_): Reader,
+    Query(q): Query<RolloutQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let wanted = match q.state.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(ROLLOUT_STATES.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = ROLLOUT_STATES.iter().map(|s| s.as_str()).collect();
+            ApiError::bad_request(format!("unknown rollout state {s:?}: use one of {}", names.join(", ")))
+        })?),
+    };
+    let experience = q.experience.filter(|e| !e.is_empty());
+    let list = state.ledger.read(|v| {
+        v.rollouts
+            .values()
+            .rev()
+            .filter(|r| wanted.is_none() || wanted == Some(r.state))
+            .filter(|r| experience.is_none() || experience.as_ref() == Some(&r.experience_id))
+            .map(rollout_json)
+            .collect()
+    });
+    Ok(Json(Value::Array(list)))
+}
+
+async fn get_rollout(
+    State(state): State<LibraryState>,
+    Reader(_): Reader,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(state.ledger.read(|v| find_rollout(v, &id, rollout_json))?))
+}
+
+/// `pause`, `resume` or `cancel`; answers the rollout after the change. Doing what
+/// is already done (pausing a paused rollout) changes nothing and is not an error.
+async fn control(
+    State(state): State<LibraryState>,
+    Admin(p): Admin,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let what = Control::parse(&action).ok_or_else(|| ApiError::not_found("no such endpoint"))?;
+    // The id's shape is checked here so that a malformed one gets the same clear 404
+    // as on GET.
+    state.ledger.read(|v| find_rollout(v, &id, |_| ()))?;
+    state.ledger.submit(p.cause(), commands::control(id.clone(), what)).await?;
+    if what == Control::Resume {
+        state.wake.notify_one();
+    }
+    Ok(Json(state.ledger.read(|v| find_rollout(v, &id, rollout_json))?))
+}
+
+#[derive(Debug, Deserialize)]
+struct LiveQuery {
+    district: Option<String>,
+    venue: Option<String>,
+    environment: Option<String>,
+}
+
+/// Public: kiosks and hydracluster's catalog ask without a token. Always an array
+/// (hydracluster's client refuses anything else), in experience id order.
+async fn live(
+    State(state): State<LibraryState>,
+    Query(q): Query<LiveQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let district =
+        q.district.filter(|d| !d.is_empty()).ok_or_else(|| ApiError::bad_request("district is required"))?;
+    let venue =
+        q.venue.filter(|v| !v.is_empty()).ok_or_else(|| ApiError::bad_request("venue is required"))?;
+    let environment = q.environment.filter(|e| !e.is_empty()).unwrap_or_else(|| "production".into());
+    if !ENVIRONMENTS.contains(&environment.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "unknown environment {environment:?}: use one of {}",
+            ENVIRONMENTS.join(", ")
+        )));
+    }
+    let list = state.ledger.read(|v| {
+        v.experiences
+            .values()
+            .filter(|x| x.district == district && x.venues.contains(&venue))
+            .filter_map(|x| {
+                let e = x.environments.get(&environment)?;
+                let b = x.builds.get(&e.build)?;
+                Some(json!({
+                    "id": x.id,
+                    "project": x.project,
+                    "build": e.build,
+                    "version": e.version,
+                    "artifact_url": b.artifact_url,
+                    "sha256": b.sha256,
+                    "environment": environment,
+                }))
+            })
+            .collect()
+    });
+    Ok(Json(Value::Array(list)))
+}

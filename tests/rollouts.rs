@@ -1,0 +1,419 @@
+//! End to end, real processes: hydracluster, hydraexperiencelibrary, real `hydranode`
+//! bodies and heads, a HydraRelease-like SSE stream and `hydrapipeline watch`. A build
+//! upload is auto-promoted and rolled out to the bodies, then the heads; rollouts abort
+//! past their failure threshold, pause, resume and cancel, and carry on through a
+//! kill -9 of the library and a restart of hydracluster without asking any node twice.
+
+mod common;
+
+use common::agent::{real_agent, real_head, Agent};
+use common::library::{free_addr, library_bin, LibraryProcess, ReleaseFeed};
+use common::*;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const FLEET: &str = "rollout-fleet-token";
+
+fn cluster_config(extra: &str) -> String {
+    format!("fleet_enrollment_token: {FLEET}\nprovision_deadline: 20s\n{extra}")
+}
+
+/// Bodies and heads at north/arena, running real agents, placed in `environment`.
+async fn fleet(
+    cluster: &ServerProcess,
+    http: &reqwest::Client,
+    dir: &Path,
+    bodies: usize,
+    heads: usize,
+    environment: &str,
+) -> (Vec<Agent>, Vec<Agent>) {
+    let mut b = Vec::new();
+    for i in 0..bodies {
+        let name = format!("{environment}-body-{i}");
+        b.push(real_agent(cluster, http, &dir.join(&name), &name).await);
+    }
+    let mut h = Vec::new();
+    for i in 0..heads {
+        let name = format!("{environment}-head-{i}");
+        h.push(real_head(cluster, http, dir, &name, FLEET, None).await);
+    }
+    for agent in b.iter().chain(&h) {
+        let url = format!("{}/api/v1/nodes/{}/placement", cluster.url, agent.node);
+        let body = json!({"district": "north", "venue": "arena", "environment": environment});
+        let (status, answer) = call(http, reqwest::Method::POST, &url, Some(ADMIN), Some(body)).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    (b, h)
+}
+
+async fn create_experience(lib: &LibraryProcess, http: &reqwest::Client, auto_promote: bool) {
+    let body = json!({"id": "space", "project": "space-game", "district": "north", "venues": ["arena"],
+        "auto_promote": auto_promote});
+    let (status, answer) = lib.post(http, "/api/v1/experiences", body).await;
+    assert_eq!(status, 201, "{answer}");
+}
+
+async fn register_build(lib: &LibraryProcess, http: &reqwest::Client, build: &str) {
+    let body = json!({"build": build, "version": "1.0", "artifact_url": "https://release.example/b.tar.gz",
+        "sha256": "ab".repeat(32)});
+    let (status, answer) = lib.post(http, "/api/v1/experiences/space/builds", body).await;
+    assert_eq!(status, 201, "{answer}");
+}
+
+/// Every event of a service's log (`types` filters), oldest first.
+async fn log(http: &reqwest::Client, url: &str, types: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut since = 0;
+    loop {
+        let page_url = format!("{url}/api/v1/events/log?since={since}&limit=1000&types={types}");
+        let (status, page) = call(http, reqwest::Method::GET, &page_url, Some(ADMIN), None).await;
+        assert_eq!(status, 200, "{page}");
+        out.extend(page["events"].as_array().unwrap().iter().cloned());
+        let next = page["next_since"].as_u64().unwrap();
+        if next >= page["head"].as_u64().unwrap() || next == since {
+            return out;
+        }
+        since = next;
+    }
+}
+
+async fn rollout(lib: &LibraryProcess, http: &reqwest::Client, id: &str) -> Value {
+    let (status, r) = lib.get(http, &format!("/api/v1/rollouts/{id}")).await;
+    assert_eq!(status, 200, "{r}");
+    r
+}
+
+/// Waits until the rollout reaches one of the final states; returns it.
+async fn until_final(lib: &LibraryProcess, http: &reqwest::Client, id: &str, limit: Duration) -> Value {
+    let finished = eventually(limit, || async {
+        let (status, r) = lib.get(http, &format!("/api/v1/rollouts/{id}")).await;
+        status == 200
+            && ["completed", "completed_with_failures", "aborted", "cancelled"]
+                .contains(&r["state"].as_str().unwrap())
+    })
+    .await;
+    let r = rollout(lib, http, id).await;
+    assert!(finished, "rollout {id} did not finish: {r:#}");
+    r
+}
+
+/// How many times each node was asked to reprovision, from hydracluster's log.
+async fn requests_per_node(http: &reqwest::Client, cluster: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for e in log(http, cluster, "provision.requested").await {
+        *out.entry(e["data"]["node_id"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    out
+}
+
+fn node_ids(agents: &[Agent]) -> Vec<String> {
+    agents.iter().map(|a| a.node.clone()).collect()
+}
+
+/// `hydrapipeline watch --json` over both services, collecting its lines.
+struct Watch {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Watch {
+    fn start(cluster: &str, library: &str) -> Watch {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hydrapipeline"))
+            .args(["--service", &format!("hydracluster={cluster}")])
+            .args(["--service", &format!("hydraexperiencelibrary={library}")])
+            .args(["--token", OBSERVER, "watch", "--json", "--since", "0"])
+            .args(["--types", "experience.*,rollout.*,provision.*"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("hydrapipeline starts");
+        let lines: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let sink = lines.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        Watch { child, lines }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_build_is_auto_promoted_and_rolled_out_to_bodies_then_heads() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let cluster = ServerProcess::start_on(&dir.path().join("cluster"), free_addr(), &cluster_config(""));
+    let (bodies, heads) = fleet(&cluster, &http, dir.path(), 3, 2, "staging").await;
+    // A production body at the same venue: a staging rollout never touches it.
+    let (production, _) = fleet(&cluster, &http, dir.path(), 1, 0, "production").await;
+    let release = ReleaseFeed::start().await;
+    let lib = LibraryProcess::start(&dir.path().join("library"), &cluster.url, Some(&release.url), "");
+    let watch = Watch::start(&cluster.url, &lib.url);
+    create_experience(&lib, &http, true).await;
+
+    let first = release.upload("space-game", "b1", "1.0.0");
+    release.upload("other-game", "x1", "9.9");
+    let r = until_final(&lib, &http, "r1", Duration::from_secs(60)).await;
+    assert_eq!(r["state"], "completed", "{r:#}");
+    assert_eq!(r["build"], "b1");
+    assert_eq!(r["environment"], "staging");
+
+    // From hydracluster's log: every head started after every body had finished.
+    let events = log(&http, &cluster.url, "provision.*").await;
+    let seq_of = |node: &str, types: &[&str]| -> Vec<u64> {
+        events
+            .iter()
+            .filter(|e| e["data"]["node_id"] == node && types.contains(&e["type"].as_str().unwrap()))
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    };
+    let last_body_end = node_ids(&bodies)
+        .iter()
+        .map(|b| {
+            *seq_of(b, &["provision.completed", "provision.failed"]).first().expect("every body finished")
+        })
+        .max()
+        .unwrap();
+    for h in node_ids(&heads) {
+        let started = seq_of(&h, &["provision.started"]);
+        assert_eq!(started.len(), 1, "head {h} provisioned once: {events:#?}");
+        assert!(
+            started[0] > last_body_end,
+            "head {h} started at {} before the bodies ended at {last_body_end}",
+            started[0]
+        );
+    }
+    let asked = requests_per_node(&http, &cluster.url).await;
+    for n in node_ids(&bodies).iter().chain(&node_ids(&heads)) {
+        assert_eq!(asked.get(n), Some(&1), "{n} was asked once: {asked:?}");
+    }
+    assert!(!asked.contains_key(&production[0].node), "production is kept apart: {asked:?}");
+
+    // The same build.uploaded again (HydraRelease re-announcing it): nothing new.
+    release.repeat(first);
+    let (_, builds_before) = lib.get(&http, "/api/v1/experiences/space").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (_, rollouts) = lib.get(&http, "/api/v1/rollouts").await;
+    assert_eq!(rollouts.as_array().map(Vec::len), Some(1), "no second rollout: {rollouts:#}");
+    let (_, builds_after) = lib.get(&http, "/api/v1/experiences/space").await;
+    assert_eq!(builds_before["builds"], builds_after["builds"]);
+    let registered = log(&http, &lib.url, "build.registered").await;
+    assert_eq!(registered.len(), 1, "{registered:#?}");
+
+    // `hydrapipeline watch --json` told the whole story, in order.
+    let story = eventually(Duration::from_secs(10), || async {
+        watch.lines.lock().unwrap().iter().any(|l| l["type"] == "rollout.completed")
+    })
+    .await;
+    assert!(story, "watch saw the rollout complete");
+    let lines = watch.lines.lock().unwrap().clone();
+    let position = |pred: &dyn Fn(&Value) -> bool| -> usize {
+        lines.iter().position(pred).unwrap_or_else(|| panic!("missing from watch: {lines:#?}"))
+    };
+    let is = |t: &'static str| move |l: &Value| l["type"] == t;
+    let promoted = position(&is("experience.promoted"));
+    let started = position(&is("rollout.started"));
+    let wave1 = position(&|l: &Value| l["type"] == "rollout.wave_started" && l["data"]["wave"] == 1);
+    let wave1_done = position(&|l: &Value| l["type"] == "rollout.wave_completed" && l["data"]["wave"] == 1);
+    let wave2 = position(&|l: &Value| l["type"] == "rollout.wave_started" && l["data"]["wave"] == 2);
+    let completed = position(&is("rollout.completed"));
+    assert!(
+        promoted < started
+            && started < wave1
+            && wave1 < wave1_done
+            && wave1_done < wave2
+            && wave2 < completed
+    );
+    for b in node_ids(&bodies) {
+        let p = position(&|l: &Value| {
+            l["service"] == "hydracluster"
+                && l["type"] == "provision.completed"
+                && l["data"]["node_id"] == b.as_str()
+        });
+        assert!(wave1 < p && p < wave2, "body {b} completed inside wave 1");
+    }
+    for h in node_ids(&heads) {
+        let p = position(&|l: &Value| {
+            l["service"] == "hydracluster"
+                && l["type"] == "provision.started"
+                && l["data"]["node_id"] == h.as_str()
+        });
+        assert!(wave2 < p && p < completed, "head {h} started inside wave 2");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_carries_on_through_a_kill_9_of_the_library_and_a_cluster_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let cluster_addr = free_addr();
+    let cluster_data = dir.path().join("cluster");
+    let mut cluster = ServerProcess::start_on(&cluster_data, cluster_addr, &cluster_config(""));
+    let (bodies, heads) = fleet(&cluster, &http, dir.path(), 3, 2, "staging").await;
+    let mut lib = LibraryProcess::start(&dir.path().join("library"), &cluster.url, None, "");
+    create_experience(&lib, &http, false).await;
+    register_build(&lib, &http, "b1").await;
+    let (status, promoted) = lib
+        .post(&http, "/api/v1/experiences/space/promote", json!({"to": "staging", "max_parallel": 1}))
+        .await;
+    assert!(status == 200 || status == 201, "{promoted}");
+    assert_eq!(promoted["rollout_id"], "r1");
+
+    // Mid wave 1: the library dies the moment it has asked for its first body.
+    let asked = eventually(Duration::from_secs(20), || async {
+        rollout(&lib, &http, "r1").await["nodes"].as_array().unwrap().iter().any(|n| n["state"] != "pending")
+    })
+    .await;
+    assert!(asked);
+    lib.kill9();
+    lib.restart();
+
+    // Then hydracluster restarts (kill -9) once a body has finished.
+    let one_done = eventually(Duration::from_secs(30), || async {
+        rollout(&lib, &http, "r1").await["counts"]["completed"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
+    assert!(one_done, "{:#}", rollout(&lib, &http, "r1").await);
+    cluster.kill9();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cluster = ServerProcess::start_on(&cluster_data, cluster_addr, &cluster_config(""));
+
+    let r = until_final(&lib, &http, "r1", Duration::from_secs(90)).await;
+    assert_eq!(r["state"], "completed", "{r:#}");
+    let asked = requests_per_node(&http, &cluster.url).await;
+    for n in node_ids(&bodies).iter().chain(&node_ids(&heads)) {
+        assert_eq!(asked.get(n), Some(&1), "{n} was asked exactly once: {asked:?}");
+    }
+    let requested = log(&http, &lib.url, "rollout.node_requested").await;
+    assert_eq!(requested.len(), 5, "one request per node in the library's log: {requested:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_failure_threshold_a_rollout_aborts_and_never_reaches_the_heads() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    // Every body's recipe points at an artifact nobody serves: provisioning fails.
+    let recipes = format!(
+        "role_catalog: [hydrabody]\nrole_recipes:\n  hydrabody:\n    artifact_url: http://{}/gone.tar.gz\n    \
+         version: \"2\"\n    sha256: \"{}\"\n    install: \"true\"\n",
+        free_addr(),
+        "0".repeat(64)
+    );
+    let cluster =
+        ServerProcess::start_on(&dir.path().join("cluster"), free_addr(), &cluster_config(&recipes));
+    let (bodies, heads) = fleet(&cluster, &http, dir.path(), 3, 1, "staging").await;
+    let lib = LibraryProcess::start(&dir.path().join("library"), &cluster.url, None, "");
+    create_experience(&lib, &http, false).await;
+    register_build(&lib, &http, "b1").await;
+    let out = Command::new(library_bin())
+        .args(["promote", "space", "--to", "staging", "--max-parallel", "1", "--failure-threshold", "1"])
+        .args(["--server", &lib.url, "--token", ADMIN])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("r1"));
+
+    let r = until_final(&lib, &http, "r1", Duration::from_secs(60)).await;
+    assert_eq!(r["state"], "aborted", "{r:#}");
+    assert!(r["reason"].as_str().unwrap().contains("2 of 4 nodes failed"), "{r:#}");
+    let failures = r["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 2, "{r:#}");
+    assert!(failures.iter().all(|f| !f["error"].as_str().unwrap().is_empty()));
+    let asked = requests_per_node(&http, &cluster.url).await;
+    assert_eq!(asked.len(), 2, "the third body and the head were never asked: {asked:?}");
+    assert!(!asked.contains_key(&heads[0].node));
+    assert!(node_ids(&bodies).iter().filter(|b| asked.contains_key(*b)).count() == 2);
+}
+
+/// `hydraexperiencelibrary rollout <verb> r1` as an operator types it.
+fn control(lib: &LibraryProcess, verb: &str) -> Value {
+    let out = Command::new(library_bin())
+        .args(["rollout", verb, "r1", "--json", "--server", &lib.url, "--token", ADMIN])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{verb}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn count(r: &Value, state: &str) -> u64 {
+    r["counts"][state].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_rollout_asks_for_no_new_node_until_resumed_and_a_cancelled_one_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let cluster = ServerProcess::start_on(&dir.path().join("cluster"), free_addr(), &cluster_config(""));
+    let (_bodies, _) = fleet(&cluster, &http, dir.path(), 3, 0, "staging").await;
+    let lib = LibraryProcess::start(&dir.path().join("library"), &cluster.url, None, "");
+    create_experience(&lib, &http, false).await;
+    register_build(&lib, &http, "b1").await;
+    let (status, promoted) = lib
+        .post(&http, "/api/v1/experiences/space/promote", json!({"to": "staging", "max_parallel": 1}))
+        .await;
+    assert!(status == 200 || status == 201, "{promoted}");
+
+    // Pause as soon as the first body is asked for; it still finishes.
+    let asked = eventually(Duration::from_secs(20), || async {
+        count(&rollout(&lib, &http, "r1").await, "pending") < 3
+    })
+    .await;
+    assert!(asked);
+    let paused = control(&lib, "pause");
+    assert_eq!(paused["state"], "paused");
+    let finished = eventually(Duration::from_secs(20), || async {
+        let r = rollout(&lib, &http, "r1").await;
+        count(&r, "requested") + count(&r, "provisioning") == 0
+    })
+    .await;
+    assert!(finished, "the in-flight body finishes while paused");
+    // A few rounds of the driver (200 ms each) and heartbeats later, nothing new.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = rollout(&lib, &http, "r1").await;
+    assert_eq!((r["state"].as_str().unwrap(), count(&r, "pending")), ("paused", 2), "{r:#}");
+
+    let resumed = control(&lib, "resume");
+    assert_eq!(resumed["state"], "running");
+    let second = eventually(Duration::from_secs(20), || async {
+        count(&rollout(&lib, &http, "r1").await, "pending") < 2
+    })
+    .await;
+    assert!(second, "resuming asks for the next body");
+    let cancelled = control(&lib, "cancel");
+    assert_eq!(cancelled["state"], "cancelled");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = rollout(&lib, &http, "r1").await;
+    assert_eq!(
+        (r["state"].as_str().unwrap(), count(&r, "pending")),
+        ("cancelled", 1),
+        "the last body stays untouched"
+    );
+    let asked = requests_per_node(&http, &cluster.url).await;
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    // A cancelled rollout cannot be resumed; the CLI says why.
+    let out = Command::new(library_bin())
+        .args(["rollout", "resume", "r1", "--server", &lib.url, "--token", ADMIN])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cancelled"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
