@@ -104,7 +104,11 @@ pub fn follow(source: SseSource) -> impl Stream<Item = SseItem> + Send + 'static
     }
 }
 
-fn build_client(url: &str, token: Option<&str>, last_event_id: Option<&str>) -> Result<impl Client, String> {
+fn build_client(
+    url: &str,
+    token: Option<&str>,
+    last_event_id: Option<&str>,
+) -> Result<Box<dyn Client>, String> {
     let mut builder = ClientBuilder::for_url(url).map_err(|e| format!("bad URL {url}: {e}"))?;
     if let Some(t) = token {
         builder =
@@ -113,11 +117,17 @@ fn build_client(url: &str, token: Option<&str>, last_event_id: Option<&str>) -> 
     if let Some(id) = last_event_id {
         builder = builder.last_event_id(id.to_string());
     }
-    Ok(builder
+    let builder = builder
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
-        .reconnect(ReconnectOptions::reconnect(false).retry_initial(false).build())
-        .build())
+        .reconnect(ReconnectOptions::reconnect(false).retry_initial(false).build());
+    if url.starts_with("http://") {
+        // Plain HTTP needs no TLS roots: the TLS build reads the system's CA store on
+        // every call and panics when it is empty (a minimal container).
+        return Ok(Box::new(builder.build_http()));
+    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Box::new(builder.build()) as Box<dyn Client>))
+        .map_err(|_| "TLS unavailable: no CA certificates found on this machine".to_string())
 }
 
 /// A short human reason for a failed or ended connection.

@@ -259,6 +259,23 @@ async fn watch_since_0_prints_the_clusters_events_in_order_and_types_keeps_only_
     .await;
     assert!(exited, "watch did not end on SIGTERM");
     assert_eq!(approved.child.wait().unwrap().code(), Some(0));
+
+    // `watch | head -1`: once the reader is gone it ends quietly, even with no new event.
+    let mut child = hydrapipeline()
+        .args(["--service", &service, "--token", OBSERVER, "watch", "--since", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.contains("node.enrolled"), "{first}");
+    let exited = eventually(LIMIT, || {
+        let done = child.try_wait().unwrap().is_some();
+        async move { done }
+    })
+    .await;
+    assert!(exited, "watch kept running after its reader left");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
 #[tokio::test]

@@ -292,6 +292,8 @@ async fn a_rollout_carries_on_through_a_kill_9_of_the_library_and_a_cluster_rest
     cluster.kill9();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cluster = ServerProcess::start_on(&cluster_data, cluster_addr, &cluster_config(""));
+    // Pooled connections died with the old process.
+    let http = reqwest::Client::new();
 
     let r = until_final(&lib, &http, "r1", Duration::from_secs(90)).await;
     assert_eq!(r["state"], "completed", "{r:#}");

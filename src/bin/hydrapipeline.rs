@@ -6,6 +6,13 @@ use hydra::pipeline::cli::{Cli, Command};
 use hydra::pipeline::{services_or_default, status, watch};
 
 fn main() {
+    // An empty variable means "not set" (as `HYDRAPIPELINE_SERVICES= cmd` intends), not
+    // one service with an empty name. Still single-threaded here.
+    for var in ["HYDRAPIPELINE_SERVICES", "HYDRAPIPELINE_TOKEN"] {
+        if std::env::var_os(var).is_some_and(|v| v.is_empty()) {
+            std::env::remove_var(var);
+        }
+    }
     let cli = Cli::parse();
     let services = match services_or_default(cli.services) {
         Ok(s) => s,

@@ -73,7 +73,22 @@ pub async fn run(opts: WatchOptions) -> i32 {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Resolves when the reader of stdout has gone (`watch | head -1`): a write would fail
+/// with EPIPE, but on a quiet fleet the next write may be hours away. poll(2) on the
+/// write end of a pipe reports POLLERR once the read end is closed.
+async fn stdout_closed() {
+    loop {
+        let mut fd = libc::pollfd { fd: libc::STDOUT_FILENO, events: 0, revents: 0 };
+        // SAFETY: one valid pollfd, zero timeout: the call only inspects the descriptor.
+        let n = unsafe { libc::poll(&mut fd, 1, 0) };
+        if n > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM, or when stdout is closed.
 async fn shutdown() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -86,6 +101,7 @@ async fn shutdown() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
+        _ = stdout_closed() => {}
     }
 }
 
