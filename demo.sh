@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
-# See Hydra in action: the control plane on its embedded sled log (./hydra-data), a
-# simulated fleet heartbeating and answering commands, one real hydranode agent running
-# a real command through the exec queue, the fleet table, then the live event stream.
-# Ctrl-C stops everything; the data stays in ./hydra-data.
+# See Hydra in action: the control plane on its embedded sled log (./hydra-data) with a
+# simulated fleet of bodies and kiosk heads and one real hydranode agent (a real command
+# through the exec queue), ExperienceLibrary on its own log (./hydra-library-data), then
+# a build promoted to staging and rolled out, bodies first, then heads, followed live
+# with `hydrapipeline watch`. Ctrl-C stops everything; the data stays.
 set -euo pipefail
 cd "$(dirname "$0")"
 NODES="${NODES:-40}"
+HEADS="${HEADS:-12}"
 LISTEN="${HYDRACLUSTER_LISTEN:-127.0.0.1:8080}"
+LIBRARY_LISTEN="${HYDRAEXPERIENCELIBRARY_LISTEN:-127.0.0.1:8090}"
 export HYDRACLUSTER_SERVER="http://$LISTEN"
+export HYDRAEXPERIENCELIBRARY_SERVER="http://$LIBRARY_LISTEN"
+# Demo tokens for watchers and kiosks; the admin tokens are generated and kept in the
+# data dirs.
+export HYDRACLUSTER_OBSERVER_TOKEN="${HYDRACLUSTER_OBSERVER_TOKEN:-demo-observer}"
+export HYDRACLUSTER_FLEET_ENROLLMENT_TOKEN="${HYDRACLUSTER_FLEET_ENROLLMENT_TOKEN:-demo-fleet}"
+export HYDRAEXPERIENCELIBRARY_OBSERVER_TOKEN="$HYDRACLUSTER_OBSERVER_TOKEN"
+export HYDRAPIPELINE_TOKEN="$HYDRACLUSTER_OBSERVER_TOKEN"
+export HYDRAPIPELINE_SERVICES="hydracluster=$HYDRACLUSTER_SERVER,hydraexperiencelibrary=$HYDRAEXPERIENCELIBRARY_SERVER"
 
-cargo build --release -p hydra -p hydra-tools --bin hydracluster --bin hydranode --bin hydra-sim
+cargo build --release -p hydra -p hydra-tools --bin hydracluster --bin hydranode \
+  --bin hydraexperiencelibrary --bin hydrapipeline --bin hydra-sim
 bin=target/release
 mkdir -p target/demo
 # A demo fleet enrolls from one address and should show offline/online quickly.
@@ -18,33 +30,68 @@ enroll_per_minute: 0
 heartbeat_timeout: 15s
 offline_check_interval: 1s
 YAML
+cat > target/demo/library.yaml <<YAML
+rollout:
+  max_parallel: 8
+  node_deadline: 2m
+YAML
+
+wait_for() {
+  for _ in $(seq 100); do
+    curl -fsS "$1/api/v1/health" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "$1 did not come up" >&2
+  return 1
+}
 
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
 "$bin/hydracluster" serve --listen "$LISTEN" --config target/demo/config.yaml &
 pids+=($!)
-for _ in $(seq 50); do
-  curl -fsS "$HYDRACLUSTER_SERVER/api/v1/health" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+wait_for "$HYDRACLUSTER_SERVER"
 export HYDRACLUSTER_TOKEN="$(cat hydra-data/admin-token)"
-# The simulated fleet's progress goes to a log, so the terminal shows the events.
-"$bin/hydra-sim" --nodes "$NODES" --interval 2 > target/demo/sim.log &
+HYDRAEXPERIENCELIBRARY_CLUSTER_URL="$HYDRACLUSTER_SERVER" HYDRAEXPERIENCELIBRARY_CLUSTER_TOKEN="$HYDRACLUSTER_TOKEN" \
+  "$bin/hydraexperiencelibrary" serve --listen "$LIBRARY_LISTEN" --config target/demo/library.yaml \
+  2> target/demo/library.log &
+pids+=($!)
+wait_for "$HYDRAEXPERIENCELIBRARY_SERVER"
+export HYDRAEXPERIENCELIBRARY_TOKEN="$(cat hydra-library-data/admin-token)"
+
+# The simulated fleet (staging, 3 s installs); its progress goes to a log.
+"$bin/hydra-sim" --nodes "$NODES" --heads "$HEADS" --environment staging --provision-ms 3000 \
+  --interval 2 --outages 0 > target/demo/sim.log 2>&1 &
 pids+=($!)
 
-# One real agent, enrolled through /enroll, approved, running real commands.
+# One real agent, enrolled through /enroll, approved into the same venue, running real
+# commands (and reinstalling for real when the rollout reaches it).
 agent_state=target/demo/agent-$$
 "$bin/hydranode" enroll --server "$HYDRACLUSTER_SERVER" --name demo-real-body --state "$agent_state"
 node=$(grep -o '"node_id": *"[^"]*"' "$agent_state/identity.json" | cut -d'"' -f4)
-"$bin/hydracluster" approve "$node" --roles hydrabody --district demo --venue lab >/dev/null
+"$bin/hydracluster" approve "$node" --roles hydrabody --district sim-district --venue hall-a \
+  --environment staging >/dev/null
 HYDRA_LOG=warn "$bin/hydranode" run --state "$agent_state" --heartbeat-interval 2s &
 pids+=($!)
-sleep 4
+sleep 5
 echo; echo "== hydracluster exec $node \"uname -sr; uptime\""
 "$bin/hydracluster" exec "$node" "uname -sr; uptime" --timeout 20s
-echo; echo "== hydracluster nodes (first 15)"
-"$bin/hydracluster" nodes | head -16
-echo; echo "== live events (GET /api/v1/events; the fleet's progress is in target/demo/sim.log; Ctrl-C to stop)"
-curl -sN -H "Authorization: Bearer $HYDRACLUSTER_TOKEN" \
-  "$HYDRACLUSTER_SERVER/api/v1/events?since=$(curl -s "$HYDRACLUSTER_SERVER/api/v1/health" | sed 's/.*"last_event_id":\([0-9]*\).*/\1/')" \
-  | sed -u -n 's/^data: //p'
+echo; echo "== hydracluster nodes (first 10)"
+"$bin/hydracluster" nodes | head -11
+echo; echo "== hydrapipeline status"
+"$bin/hydrapipeline" status || true
+
+echo; echo "== an experience at the simulated venues, a build, a promotion to staging"
+exp="space-$$"
+"$bin/hydraexperiencelibrary" create "$exp" --project space-game --district sim-district \
+  --venue hall-a --venue hall-b --venue hall-c
+"$bin/hydraexperiencelibrary" build "$exp" --build "b$$" --version 1.0.0 \
+  --artifact-url https://release.example/space-game.tar.gz \
+  --sha256 "$(printf 'demo' | sha256sum | cut -d' ' -f1)"
+echo; echo "== the rollout, live (hydrapipeline watch; Ctrl-C to stop; try in another terminal:"
+echo "   hydraexperiencelibrary rollouts | rollout pause|resume|cancel <id> | get $exp)"
+"$bin/hydrapipeline" watch --types 'experience.*,rollout.*,provision.*' &
+pids+=($!)
+sleep 1
+rollout=$("$bin/hydraexperiencelibrary" promote "$exp" --to staging)
+echo "rollout $rollout started"
+wait "${pids[-1]}"

@@ -69,7 +69,9 @@ pub fn allowed(items: Vec<Value>, whitelist: &[String]) -> Vec<Value> {
     items.into_iter().filter(|item| experience_id(item).is_some_and(|id| whitelist.contains(&id))).collect()
 }
 
-fn describe(e: &reqwest::Error) -> String {
+/// What went wrong with a request, in a few words: `timed out`, or the innermost
+/// cause (`Connection refused`, no such host, …).
+pub fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return "timed out".into();
     }

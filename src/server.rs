@@ -9,8 +9,9 @@ use crate::config::Config;
 use crate::ledger::{Ledger, LedgerConfig};
 use crate::store::Store;
 use anyhow::Context;
-use hydra_projections::ClusterViews;
+use hydra_projections::{ClusterViews, Projection};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -54,22 +55,13 @@ impl Running {
 /// Opens the data dir and starts serving on `config.listen` (port 0 picks one).
 pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     config.check_recipes().map_err(|e| anyhow::anyhow!("{e}"))?;
-    std::fs::create_dir_all(&config.data)
-        .with_context(|| format!("creating data dir {}", config.data.display()))?;
-    let (token, is_new) = admin_token(&config.data, config.admin_token.as_deref())
-        .with_context(|| format!("reading or creating {}/admin-token", config.data.display()))?;
-    let data = config.data.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data))
-        .await?
-        .with_context(|| format!("opening the event log in {}", config.data.display()))?;
     let ledger_config = LedgerConfig {
         snapshot_every: config.snapshot_every,
         broadcast_capacity: config.broadcast_capacity,
         ..LedgerConfig::default()
     };
-    let ledger = tokio::task::spawn_blocking(move || Ledger::<ClusterViews>::open(store, ledger_config))
-        .await?
-        .context("recovering the event log")?;
+    let (token, is_new, ledger) =
+        open_service::<ClusterViews>(&config.data, config.admin_token.as_deref(), ledger_config).await?;
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -119,21 +111,46 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             task.abort();
             let _ = task.await;
         }
-        // Every other handle is gone with the router; wait for the writer to finish.
-        // A plain thread, not spawn_blocking: if the writer hangs (a dying disk), the
-        // runtime's shutdown must not wait for it.
-        let (done, joined) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            ledger.shutdown();
-            let _ = done.send(());
-        });
-        let joined = tokio::time::timeout(Duration::from_secs(10), joined).await;
-        if joined.is_err() {
-            tracing::warn!("the writer did not stop within 10 s; its last snapshot is skipped");
-        }
+        // Every other handle is gone with the router.
+        stop_writer(ledger).await;
         served.context("serving HTTP")
     });
     Ok(Running { addr, admin_token: token, admin_token_is_new: is_new, stop, task, ledger: Some(handle) })
+}
+
+/// Opens a service's data dir: its admin token (the configured one, or the one kept
+/// there, or a new one) and its event log, recovered. Returns the token, whether it
+/// is new, and the ledger.
+pub async fn open_service<P: Projection>(
+    data: &Path,
+    configured_token: Option<&str>,
+    ledger_config: LedgerConfig,
+) -> anyhow::Result<(String, bool, Ledger<P>)> {
+    std::fs::create_dir_all(data).with_context(|| format!("creating data dir {}", data.display()))?;
+    let (token, is_new) = admin_token(data, configured_token)
+        .with_context(|| format!("reading or creating {}/admin-token", data.display()))?;
+    let dir = data.to_owned();
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+        .await?
+        .with_context(|| format!("opening the event log in {}", data.display()))?;
+    let ledger = tokio::task::spawn_blocking(move || Ledger::<P>::open(store, ledger_config))
+        .await?
+        .context("recovering the event log")?;
+    Ok((token, is_new, ledger))
+}
+
+/// Waits for the writer to finish (it does once every other handle is gone) and to
+/// write its last snapshot. A plain thread, not spawn_blocking: if the writer hangs (a
+/// dying disk), the runtime's shutdown must not wait for it.
+pub async fn stop_writer<P: Projection>(ledger: Ledger<P>) {
+    let (done, joined) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        ledger.shutdown();
+        let _ = done.send(());
+    });
+    if tokio::time::timeout(Duration::from_secs(10), joined).await.is_err() {
+        tracing::warn!("the writer did not stop within 10 s; its last snapshot is skipped");
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

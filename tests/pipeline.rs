@@ -24,29 +24,7 @@ fn hydrapipeline() -> Command {
 /// A `hydracluster serve` on a given address (`127.0.0.1:0` for any), with the test
 /// admin and observer tokens, so a restart can come back on the same port.
 fn cluster_on(data: &Path, listen: &str) -> ServerProcess {
-    let config = data.with_extension("yaml");
-    std::fs::write(&config, "enroll_per_minute: 0\n").unwrap();
-    let mut child = Command::new(hydracluster())
-        .args(["serve", "--listen", listen, "--config"])
-        .arg(&config)
-        .arg("--data")
-        .arg(data)
-        .env("HYDRACLUSTER_ADMIN_TOKEN", ADMIN)
-        .env("HYDRACLUSTER_OBSERVER_TOKEN", OBSERVER)
-        .env("HYDRA_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("hydracluster starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("server printed its address").unwrap();
-        if let Some(addr) = line.strip_prefix("hydracluster listening on ") {
-            break addr.trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    ServerProcess { child, url }
+    ServerProcess::start_on(data, listen.parse().unwrap(), "")
 }
 
 /// A running `hydrapipeline watch` whose stdout lines are collected as they come.

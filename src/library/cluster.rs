@@ -1,6 +1,7 @@
 //! ExperienceLibrary's client of hydracluster: its last event id, the nodes of a
 //! venue, and reprovision requests. Errors say which call failed and why.
 
+use crate::library_client::describe;
 use hydra_events::{NodeId, SkippedNode};
 use serde::Deserialize;
 use std::time::Duration;
@@ -169,17 +170,6 @@ pub fn pick_targets(
     skipped.sort_by(|a, b| a.node_id.cmp(&b.node_id));
     skipped.dedup();
     (bodies, heads, skipped)
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return "timed out".into();
-    }
-    let mut source: &dyn std::error::Error = e;
-    while let Some(next) = source.source() {
-        source = next;
-    }
-    source.to_string()
 }
 
 #[cfg(test)]

@@ -275,8 +275,8 @@ pub enum ClusterReport {
     Failed { error: String },
 }
 
-/// Records a cluster `provision.*` event for every active rollout that is waiting on
-/// that node and started before it. Repeats (after a reconnect or a restart) and
+/// Records a cluster `provision.*` event for every rollout that is waiting on that
+/// node and started before it. Repeats (after a reconnect or a restart) and
 /// events about nodes nobody waits for record nothing.
 pub fn record_cluster(
     node_id: NodeId,
@@ -285,7 +285,10 @@ pub fn record_cluster(
 ) -> impl FnOnce(&LibraryViews) -> Result<Decision, DomainError> {
     move |views| {
         let mut events = Vec::new();
-        for r in views.active_rollouts() {
+        // Finished rollouts too: a node still in flight when its rollout was aborted or
+        // cancelled gets its result recorded, so the rollout does not show it
+        // provisioning for good.
+        for r in views.rollouts.values() {
             if cluster_seq <= r.cluster_since {
                 continue;
             }
@@ -597,6 +600,9 @@ mod tests {
         w.run(0, advance("r1".into(), 0));
         w.run(0, control("r1".into(), Control::Cancel));
         assert!(w.run(0, advance("r1".into(), 0)).is_empty());
+        report(&mut w, "b1", 101, ClusterReport::Completed { version: None });
+        assert_eq!(w.rollout().count(NodeState::Completed), 1, "the body in flight still gets its result");
+        assert_eq!(w.rollout().state, RolloutState::Cancelled);
         let err = control("r1".into(), Control::Resume)(&w.views).unwrap_err();
         assert!(err.to_string().contains("cancelled"), "{err}");
         assert!(w.run(0, control("r1".into(), Control::Cancel)).is_empty(), "cancelling twice is a no-op");

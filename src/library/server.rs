@@ -8,14 +8,13 @@ use super::cluster::Cluster;
 use super::config::LibraryConfig;
 use super::state::{LibraryState, Links};
 use crate::api::SseStats;
-use crate::auth::{admin_token, Tokens};
-use crate::ledger::{Ledger, LedgerConfig};
-use crate::store::Store;
+use crate::auth::Tokens;
+use crate::ledger::LedgerConfig;
+use crate::server::{open_service, stop_writer};
 use anyhow::Context;
 use hydra_projections::LibraryViews;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
@@ -48,18 +47,9 @@ impl Running {
 
 pub async fn start(config: LibraryConfig) -> anyhow::Result<Running> {
     config.check().map_err(|e| anyhow::anyhow!("{e}"))?;
-    std::fs::create_dir_all(&config.data)
-        .with_context(|| format!("creating data dir {}", config.data.display()))?;
-    let (token, is_new) = admin_token(&config.data, config.admin_token.as_deref())
-        .with_context(|| format!("reading or creating {}/admin-token", config.data.display()))?;
-    let data = config.data.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data))
-        .await?
-        .with_context(|| format!("opening the event log in {}", config.data.display()))?;
     let ledger_config = LedgerConfig { snapshot_every: config.snapshot_every, ..LedgerConfig::default() };
-    let ledger = tokio::task::spawn_blocking(move || Ledger::<LibraryViews>::open(store, ledger_config))
-        .await?
-        .context("recovering the event log")?;
+    let (token, is_new, ledger) =
+        open_service::<LibraryViews>(&config.data, config.admin_token.as_deref(), ledger_config).await?;
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -97,14 +87,7 @@ pub async fn start(config: LibraryConfig) -> anyhow::Result<Running> {
             let _ = task.await;
         }
         // Every other handle is gone with the router and the tasks.
-        let (done, joined) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            ledger.shutdown();
-            let _ = done.send(());
-        });
-        if tokio::time::timeout(Duration::from_secs(10), joined).await.is_err() {
-            tracing::warn!("the writer did not stop within 10 s; its last snapshot is skipped");
-        }
+        stop_writer(ledger).await;
         served.context("serving HTTP")
     });
     Ok(Running { addr, admin_token: token, admin_token_is_new: is_new, stop, task })

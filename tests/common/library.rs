@@ -41,8 +41,10 @@ fn wait_for_address(child: &mut Child, prefix: &str) -> String {
 }
 
 impl ServerProcess {
-    /// hydracluster listening on `addr` (so a restart keeps its URL).
+    /// hydracluster listening on `addr` (port 0 for any; a fixed one so a restart keeps
+    /// its URL), with the test admin and observer tokens.
     pub fn start_on(data: &Path, addr: SocketAddr, extra_config: &str) -> ServerProcess {
+        // Tests enroll many machines from one address: lift the per-address limit.
         let config = data.with_extension("yaml");
         std::fs::write(&config, format!("enroll_per_minute: 0\n{extra_config}")).unwrap();
         let mut child = Command::new(hydracluster())

@@ -7,9 +7,8 @@ pub mod library;
 
 use hydra::config::Config;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 pub const ADMIN: &str = "test-admin-token";
@@ -149,31 +148,7 @@ impl ServerProcess {
 
     /// Starts with more lines of YAML config (e.g. shorter timeouts).
     pub fn start_with(data: &Path, extra_config: &str) -> ServerProcess {
-        // Tests enroll many machines from one address: lift the per-address limit.
-        let config = data.with_extension("yaml");
-        std::fs::write(&config, format!("enroll_per_minute: 0\n{extra_config}")).unwrap();
-        let mut child = Command::new(hydracluster())
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .arg("--data")
-            .arg(data)
-            .env("HYDRACLUSTER_ADMIN_TOKEN", ADMIN)
-            .env("HYDRA_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("hydracluster starts");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            let line = lines.next().expect("server printed its address").unwrap();
-            if let Some(addr) = line.strip_prefix("hydracluster listening on ") {
-                break addr.trim().to_owned();
-            }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        ServerProcess { child, url }
+        Self::start_on(data, "127.0.0.1:0".parse().unwrap(), extra_config)
     }
 
     pub fn kill9(&mut self) {

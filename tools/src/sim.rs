@@ -1,6 +1,8 @@
 //! Simulated agents, shared by `hydra-sim` and `hydra-bench exec`: enrolling and
 //! approving a fleet over HTTP, and the agent side of the exec protocol (long-poll the
-//! next command, pretend to run it, watch for a cancel, post the result).
+//! next command, pretend to run it, watch for a cancel, post the result), kiosk heads
+//! registered with the fleet token, and the agent side of reprovisioning (the flag in
+//! the heartbeat answer, then `POST /api/v1/body/provision-result`).
 //!
 //! Everything takes a borrowed `reqwest::Client`: thousands of agents in one process
 //! share one client and its connection pool, as one process can afford thousands of
@@ -60,8 +62,20 @@ pub async fn enroll_fleet(
     admin_token: &str,
     fleet: &Fleet<'_>,
 ) -> anyhow::Result<Vec<SimNode>> {
+    enroll_fleet_in(http, base, admin_token, fleet, None).await
+}
+
+/// [`enroll_fleet`], approving every node into `environment` (`staging` or
+/// `production`; `None` leaves the server's default, production).
+pub async fn enroll_fleet_in(
+    http: &reqwest::Client,
+    base: &str,
+    admin_token: &str,
+    fleet: &Fleet<'_>,
+    environment: Option<&str>,
+) -> anyhow::Result<Vec<SimNode>> {
     let mut nodes: Vec<SimNode> = stream::iter(0..fleet.count)
-        .map(|i| enroll_one(http, base, admin_token, fleet, i))
+        .map(|i| enroll_one(http, base, admin_token, fleet, environment, i))
         .buffer_unordered(fleet.concurrency.max(1))
         .try_collect()
         .await?;
@@ -74,6 +88,7 @@ async fn enroll_one(
     base: &str,
     admin_token: &str,
     fleet: &Fleet<'_>,
+    environment: Option<&str>,
     i: usize,
 ) -> anyhow::Result<SimNode> {
     let name = format!("{}-{i:05}", fleet.prefix);
@@ -92,8 +107,11 @@ async fn enroll_one(
     let (Some(id), Some(token)) = (body["node_id"].as_str(), body["token"].as_str()) else {
         bail!("enrolling {name}: no node_id and token in {body}");
     };
-    let venue = fleet.venues.get(i % fleet.venues.len().max(1)).map_or("sim-venue", String::as_str);
-    let approve = json!({"roles": ["hydrabody"], "district": fleet.district, "venue": venue});
+    let venue = venue_of(fleet, i);
+    let mut approve = json!({"roles": ["hydrabody"], "district": fleet.district, "venue": venue});
+    if let Some(env) = environment {
+        approve["environment"] = json!(env);
+    }
     let r = http
         .post(format!("{base}/api/v1/nodes/{id}/approve"))
         .bearer_auth(admin_token)
@@ -106,6 +124,114 @@ async fn enroll_one(
         bail!("approving {id}: {} {}", r.status(), r.text().await.unwrap_or_default());
     }
     Ok(SimNode { index: i, id: id.to_owned(), token: token.to_owned() })
+}
+
+/// The venue of node number `i`: the fleet's venues round-robin.
+fn venue_of<'a>(fleet: &'a Fleet<'_>, i: usize) -> &'a str {
+    fleet.venues.get(i % fleet.venues.len().max(1)).map_or("sim-venue", String::as_str)
+}
+
+/// Registers `fleet.count` kiosk heads (`POST /api/v1/heads` with the fleet
+/// enrollment token; heads are approved at once), in the fleet's district and venues
+/// round-robin, then places each in `environment` through the admin API when one is
+/// given (heads enroll into production). Returned in index order.
+pub async fn register_heads(
+    http: &reqwest::Client,
+    base: &str,
+    fleet_token: &str,
+    admin_token: &str,
+    fleet: &Fleet<'_>,
+    environment: Option<&str>,
+) -> anyhow::Result<Vec<SimNode>> {
+    let mut heads: Vec<SimNode> = stream::iter(0..fleet.count)
+        .map(|i| register_head(http, base, fleet_token, admin_token, fleet, environment, i))
+        .buffer_unordered(fleet.concurrency.max(1))
+        .try_collect()
+        .await?;
+    heads.sort_by_key(|n| n.index);
+    Ok(heads)
+}
+
+async fn register_head(
+    http: &reqwest::Client,
+    base: &str,
+    fleet_token: &str,
+    admin_token: &str,
+    fleet: &Fleet<'_>,
+    environment: Option<&str>,
+    i: usize,
+) -> anyhow::Result<SimNode> {
+    let name = format!("{}-{i:05}", fleet.prefix);
+    let venue = venue_of(fleet, i);
+    let r = http
+        .post(format!("{base}/api/v1/heads"))
+        .bearer_auth(fleet_token)
+        .json(&json!({"name": name, "district": fleet.district, "venue": venue}))
+        .timeout(REQUEST_TIMEOUT)
+        .send()
+        .await
+        .with_context(|| format!("registering head {name}"))?;
+    if !r.status().is_success() {
+        bail!("registering head {name}: {} {}", r.status(), r.text().await.unwrap_or_default());
+    }
+    let body: Value = r.json().await?;
+    let (Some(id), Some(token)) = (body["head_id"].as_str(), body["token"].as_str()) else {
+        bail!("registering head {name}: no head_id and token in {body}");
+    };
+    if let Some(env) = environment {
+        let placement = json!({"district": fleet.district, "venue": venue, "environment": env});
+        let r = http
+            .post(format!("{base}/api/v1/nodes/{id}/placement"))
+            .bearer_auth(admin_token)
+            .json(&placement)
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .with_context(|| format!("placing head {id}"))?;
+        if !r.status().is_success() {
+            bail!("placing head {id}: {} {}", r.status(), r.text().await.unwrap_or_default());
+        }
+    }
+    Ok(SimNode { index: i, id: id.to_owned(), token: token.to_owned() })
+}
+
+/// Whether a heartbeat answer tells the node to reinstall (`"reprovision": true`,
+/// carried once, by the answer to the heartbeat that recorded `provision.started`).
+pub fn reprovision_requested(answer: &Value) -> bool {
+    answer["reprovision"].as_bool().unwrap_or(false)
+}
+
+/// The body of `POST /api/v1/body/provision-result`: a success with the installed
+/// version, or the simulated failure.
+pub fn provision_result_body(success: bool, version: &str) -> Value {
+    if success {
+        json!({"success": true, "version": version})
+    } else {
+        json!({"success": false, "error": "simulated failure"})
+    }
+}
+
+/// `POST /api/v1/body/provision-result`. 409 means the node was not provisioning
+/// (its run ended meanwhile, e.g. by the server's deadline): `Discarded`.
+pub async fn post_provision_result(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    success: bool,
+    version: &str,
+) -> anyhow::Result<Posted> {
+    let r = http
+        .post(format!("{base}/api/v1/body/provision-result"))
+        .bearer_auth(token)
+        .json(&provision_result_body(success, version))
+        .timeout(REQUEST_TIMEOUT)
+        .send()
+        .await?;
+    Ok(match r.status() {
+        s if s.is_success() => Posted::Accepted,
+        StatusCode::CONFLICT => Posted::Discarded,
+        other => Posted::Refused(other),
+    })
 }
 
 /// A command handed to the agent by `GET /api/v1/body/exec`.
@@ -293,6 +419,23 @@ mod tests {
     fn exit_sets_the_code() {
         let (_, out) = simulate("exit 3", MINUTE, WORK);
         assert_eq!((out.exit_code, out.stdout.as_str()), (Some(3), ""));
+    }
+
+    #[test]
+    fn the_reprovision_flag_is_read_from_the_heartbeat_answer() {
+        assert!(reprovision_requested(&json!({"status": "approved", "reprovision": true})));
+        assert!(!reprovision_requested(&json!({"status": "approved", "reprovision": false})));
+        assert!(!reprovision_requested(&json!({"status": "approved"})));
+        assert!(!reprovision_requested(&Value::Null));
+    }
+
+    #[test]
+    fn provision_results_say_success_or_the_simulated_failure() {
+        assert_eq!(provision_result_body(true, "sim-2"), json!({"success": true, "version": "sim-2"}));
+        assert_eq!(
+            provision_result_body(false, "sim-2"),
+            json!({"success": false, "error": "simulated failure"})
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `hydra-bench` suites — `ledger` (disk fsync floor, durable appends, replay and
 //! start-up, SSE fan-out) and `exec` (dispatch latency, the CLI round trip, exec
-//! throughput) — and the helpers they share: realistic events and timing.
+//! throughput), and `rollout-report` (where a rollout's time goes) — and the helpers
+//! they share: realistic events and timing.
 
 pub mod append;
 pub mod exec;
@@ -9,6 +10,7 @@ pub mod fanout;
 pub mod fsync;
 pub mod replay;
 pub mod report;
+pub mod rollout;
 pub mod stats;
 
 use hydra::error::DomainError;

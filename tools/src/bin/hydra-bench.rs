@@ -4,17 +4,19 @@
 //! exec path: dispatch latency to a long-polling agent, the round trip of the real
 //! CLI and agent, and submit→result throughput over a thousand simulated agents.
 //! Each prints a report with every figure beside its target (or one JSON object with
-//! `--json`).
+//! `--json`). `hydra-bench rollout-report` reads a finished ExperienceLibrary rollout
+//! from the library and hydracluster and prints where its time went
+//! (tools/rollout-bench.sh runs one against a simulated fleet).
 
 use clap::{Parser, Subcommand, ValueEnum};
 use hydra_tools::bench::exec::{ExecBench, ExecSettings, Harness};
-use hydra_tools::bench::exec_report;
 use hydra_tools::bench::fanout::FanoutSettings;
 use hydra_tools::bench::fsync::SyncKind;
 use hydra_tools::bench::replay::Probe;
 use hydra_tools::bench::report::{self, LedgerBench};
 use hydra_tools::bench::stats::memory_mb;
 use hydra_tools::bench::{append, fanout, fsync, replay};
+use hydra_tools::bench::{exec_report, rollout};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,8 @@ enum Command {
     Ledger(LedgerArgs),
     /// Exec: dispatch latency, the real CLI's round trip, submit→result throughput.
     Exec(ExecArgs),
+    /// Where the time of one ExperienceLibrary rollout went (reads both services' logs).
+    RolloutReport(RolloutReportArgs),
     /// Internal: one replay or start-up measurement in a fresh process; prints JSON.
     #[command(hide = true)]
     Probe {
@@ -41,6 +45,26 @@ enum Command {
         #[arg(long)]
         write_snapshot: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct RolloutReportArgs {
+    /// The hydracluster server.
+    #[arg(long)]
+    cluster: String,
+    /// The hydraexperiencelibrary server.
+    #[arg(long)]
+    library: String,
+    /// A token the library accepts for reading (admin or observer); also used for
+    /// hydracluster unless --cluster-token is given.
+    #[arg(long, env = "HYDRA_BENCH_TOKEN", hide_env_values = true)]
+    token: String,
+    /// A token hydracluster accepts for reading its event log (admin or observer).
+    #[arg(long, env = "HYDRA_BENCH_CLUSTER_TOKEN", hide_env_values = true)]
+    cluster_token: Option<String>,
+    /// The rollout's id (`rollout_id` of the promotion).
+    #[arg(long)]
+    rollout: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -149,6 +173,18 @@ fn main() -> anyhow::Result<()> {
             if !bench.failures().is_empty() {
                 std::process::exit(1);
             }
+            return Ok(());
+        }
+        Command::RolloutReport(args) => {
+            let source = rollout::Source {
+                cluster_token: args.cluster_token.unwrap_or_else(|| args.token.clone()),
+                cluster: args.cluster,
+                library: args.library,
+                library_token: args.token,
+                rollout: args.rollout,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            print!("{}", runtime.block_on(rollout::report(&source))?);
             return Ok(());
         }
         Command::Probe { path, what, write_snapshot } => {

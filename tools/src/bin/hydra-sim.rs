@@ -3,9 +3,16 @@
 //! API, then heartbeats like a real one (provider up or down, streams starting and
 //! stopping, now and then an outage long enough to go offline) and, alongside, runs
 //! the exec loop: long-poll a command, pretend to run it, post the result.
+//!
+//! With `--heads N` it also registers N kiosk heads with the fleet enrollment token;
+//! they heartbeat the same way (no exec loop). Every simulated node, body or head,
+//! answers a heartbeat that carries `"reprovision": true` by "installing" for
+//! `--provision-ms` (heartbeating on meanwhile) and posting its provision result, a
+//! failure for `--provision-fail-pct` percent of them. `--environment` places the
+//! whole fleet in production (the default) or staging.
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use hydra_tools::bench::fanout::raise_fd_limit;
 use hydra_tools::sim::{self, Poll, Posted, SimNode};
 use serde_json::{json, Value};
@@ -62,6 +69,48 @@ struct Args {
     /// Enrollments in flight at once while the fleet starts.
     #[arg(long, default_value_t = 32)]
     enroll_concurrency: usize,
+    /// How many kiosk heads, registered with the fleet enrollment token in the same
+    /// district and venues (heartbeats only, no exec loop).
+    #[arg(long, default_value_t = 0)]
+    heads: usize,
+    /// The fleet enrollment token (needed with --heads).
+    #[arg(long, env = "HYDRACLUSTER_FLEET_ENROLLMENT_TOKEN", hide_env_values = true)]
+    fleet_token: Option<String>,
+    /// The environment every simulated node (body or head) is placed in.
+    #[arg(long, value_enum, default_value_t = Environment::Production)]
+    environment: Environment,
+    /// Milliseconds a simulated reinstall takes, from the heartbeat answer carrying
+    /// `"reprovision": true` to the provision result (the node heartbeats meanwhile).
+    #[arg(long, default_value_t = 2000)]
+    provision_ms: u64,
+    /// Percent of the reinstalls that report `{"success":false,"error":"simulated failure"}`.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    provision_fail_pct: u32,
+    /// The version a successful reinstall reports.
+    #[arg(long, default_value = "sim-provisioned")]
+    provision_version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Environment {
+    Production,
+    Staging,
+}
+
+impl Environment {
+    fn as_str(self) -> &'static str {
+        match self {
+            Environment::Production => "production",
+            Environment::Staging => "staging",
+        }
+    }
+}
+
+/// How the simulated nodes answer a reprovision request.
+struct Provisioning {
+    work: Duration,
+    fail_pct: u32,
+    version: String,
 }
 
 #[derive(Default)]
@@ -77,6 +126,13 @@ struct Stats {
     exec_errors: AtomicU64,
     /// Commands running right now.
     running: AtomicU64,
+    /// Reprovision flags received from heartbeat answers.
+    provisions: AtomicU64,
+    /// Provision results the server accepted: successes and simulated failures.
+    provisioned: AtomicU64,
+    provision_failed: AtomicU64,
+    /// Provision results the server refused (409 included) or that could not be sent.
+    provision_errors: AtomicU64,
 }
 
 /// A tiny xorshift generator: the simulation needs variety, not cryptography.
@@ -98,6 +154,7 @@ struct Agent {
     base: Arc<str>,
     node: Arc<SimNode>,
     stats: Arc<Stats>,
+    provisioning: Arc<Provisioning>,
 }
 
 #[tokio::main]
@@ -110,13 +167,26 @@ async fn main() -> anyhow::Result<()> {
             .trim()
             .to_owned(),
     };
+    let fleet_token = match (args.heads, &args.fleet_token) {
+        (0, _) => String::new(),
+        (_, Some(t)) if !t.is_empty() => t.clone(),
+        _ => anyhow::bail!("--heads needs --fleet-token or HYDRACLUSTER_FLEET_ENROLLMENT_TOKEN"),
+    };
+    let environment = match args.environment {
+        // Production is the server's default: the fleet enrolls exactly as before.
+        Environment::Production => None,
+        other => Some(other.as_str()),
+    };
     // Each agent may hold a long-poll, a heartbeat and a result post at once.
     let fd_limit = raise_fd_limit();
-    let wanted = args.nodes as u64 * if args.no_exec { 1 } else { 3 } + 64;
+    let wanted = args.nodes as u64 * if args.no_exec { 1 } else { 3 } + args.heads as u64 * 2 + 64;
     if fd_limit < wanted {
-        eprintln!("warning: {} agents may need {wanted} open files; the limit is {fd_limit}", args.nodes);
+        eprintln!(
+            "warning: {} agents may need {wanted} open files; the limit is {fd_limit}",
+            args.nodes + args.heads
+        );
     }
-    let http = sim::client(args.nodes * 2 + 64)?;
+    let http = sim::client((args.nodes + args.heads) * 2 + 64)?;
     let base: Arc<str> = args.server.trim_end_matches('/').into();
     let started = Instant::now();
     let fleet = sim::Fleet {
@@ -126,14 +196,52 @@ async fn main() -> anyhow::Result<()> {
         venues: &args.venues,
         concurrency: args.enroll_concurrency,
     };
-    let nodes = sim::enroll_fleet(&http, &base, &token, &fleet).await?;
-    println!("enrolled and approved {} agents in {:.1}s", args.nodes, started.elapsed().as_secs_f64());
+    let nodes = sim::enroll_fleet_in(&http, &base, &token, &fleet, environment).await?;
+    println!(
+        "enrolled and approved {} agents in {:.1}s ({})",
+        args.nodes,
+        started.elapsed().as_secs_f64(),
+        args.environment.as_str()
+    );
+    let heads = if args.heads > 0 {
+        let started = Instant::now();
+        let heads_fleet = sim::Fleet { count: args.heads, prefix: "sim-head", ..fleet.clone() };
+        let heads =
+            sim::register_heads(&http, &base, &fleet_token, &token, &heads_fleet, environment).await?;
+        println!("registered {} heads in {:.1}s", args.heads, started.elapsed().as_secs_f64());
+        heads
+    } else {
+        Vec::new()
+    };
 
     let stats = Arc::new(Stats::default());
+    let provisioning = Arc::new(Provisioning {
+        work: Duration::from_millis(args.provision_ms),
+        fail_pct: args.provision_fail_pct,
+        version: args.provision_version.clone(),
+    });
     let work = Duration::from_millis(args.exec_work_ms);
+    for head in heads {
+        // Heads get their own random streams: index past the bodies'.
+        let node = SimNode { index: args.nodes + head.index, ..head };
+        let agent = Agent {
+            http: http.clone(),
+            base: base.clone(),
+            node: Arc::new(node),
+            stats: stats.clone(),
+            provisioning: provisioning.clone(),
+        };
+        let (silent_tx, _) = watch::channel(false);
+        tokio::spawn(heartbeat_loop(agent, args.interval, args.churn, args.outages, silent_tx));
+    }
     for node in nodes {
-        let agent =
-            Agent { http: http.clone(), base: base.clone(), node: Arc::new(node), stats: stats.clone() };
+        let agent = Agent {
+            http: http.clone(),
+            base: base.clone(),
+            node: Arc::new(node),
+            stats: stats.clone(),
+            provisioning: provisioning.clone(),
+        };
         // The exec loop stays quiet while its machine is "down".
         let (silent_tx, silent_rx) = watch::channel(false);
         if !args.no_exec {
@@ -163,9 +271,20 @@ async fn main() -> anyhow::Result<()> {
                 stats.exec_errors.load(Ordering::Relaxed),
             )
         };
+        let provisions = stats.provisions.load(Ordering::Relaxed);
+        let provision = if provisions == 0 {
+            String::new()
+        } else {
+            format!(
+                "  reprovisions {provisions} (done {}, failed {}, errors {})",
+                stats.provisioned.load(Ordering::Relaxed),
+                stats.provision_failed.load(Ordering::Relaxed),
+                stats.provision_errors.load(Ordering::Relaxed),
+            )
+        };
         println!(
-            "agents {}  heartbeats/s {:.0}  errors {}  silent now {}{exec}  | server: online {} offline {} events {}",
-            args.nodes,
+            "agents {}  heartbeats/s {:.0}  errors {}  silent now {}{exec}{provision}  | server: online {} offline {} events {}",
+            args.nodes + args.heads,
             (hb - last_hb) as f64 / 2.0,
             stats.errors.load(Ordering::Relaxed),
             stats.silent.load(Ordering::Relaxed),
@@ -218,11 +337,35 @@ async fn heartbeat_loop(a: Agent, interval: f64, churn: u32, outages: u32, silen
             .send()
             .await;
         match sent {
-            Ok(r) if r.status().is_success() => a.stats.heartbeats.fetch_add(1, Ordering::Relaxed),
-            _ => a.stats.errors.fetch_add(1, Ordering::Relaxed),
+            Ok(r) if r.status().is_success() => {
+                a.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+                let answer: Value = r.json().await.unwrap_or_default();
+                if sim::reprovision_requested(&answer) {
+                    // Reinstall alongside: the heartbeats go on meanwhile.
+                    let success = !rng.percent(a.provisioning.fail_pct);
+                    tokio::spawn(reprovision(a.clone(), success));
+                }
+            }
+            _ => {
+                a.stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
         };
         tokio::time::sleep(Duration::from_secs_f64(interval)).await;
     }
+}
+
+/// A simulated reinstall: takes the provisioning time, then reports how it went.
+async fn reprovision(a: Agent, success: bool) {
+    a.stats.provisions.fetch_add(1, Ordering::Relaxed);
+    tokio::time::sleep(a.provisioning.work).await;
+    let p = &a.provisioning;
+    let posted = sim::post_provision_result(&a.http, &a.base, &a.node.token, success, &p.version).await;
+    let counter = match posted {
+        Ok(Posted::Accepted) if success => &a.stats.provisioned,
+        Ok(Posted::Accepted) => &a.stats.provision_failed,
+        Ok(Posted::Discarded | Posted::Refused(_)) | Err(_) => &a.stats.provision_errors,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Long-polls for commands and runs them one at a time, like the real agent.
