@@ -419,3 +419,44 @@ async fn a_paused_rollout_asks_for_no_new_node_until_resumed_and_a_cancelled_one
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_release_stream_is_resumed_after_a_kill_9_and_nothing_is_registered_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let release = ReleaseFeed::start().await;
+    // No hydracluster is listening: this test is about builds, not rollouts.
+    let nowhere = format!("http://{}", free_addr());
+    let mut lib = LibraryProcess::start(&dir.path().join("library"), &nowhere, Some(&release.url), "");
+    create_experience(&lib, &http, false).await;
+    let development = |v: &Value| v["environments"]["development"]["build"].as_str().map(str::to_owned);
+
+    release.upload("space-game", "b1", "1.0.0");
+    let first = eventually(Duration::from_secs(10), || async {
+        development(&lib.get(&http, "/api/v1/experiences/space").await.1).as_deref() == Some("b1")
+    })
+    .await;
+    assert!(first, "b1 became the development build");
+
+    // While the library is down, HydraRelease announces b2 and repeats b1.
+    lib.kill9();
+    release.upload("space-game", "b2", "2.0.0");
+    release.repeat(1);
+    lib.restart();
+    let second = eventually(Duration::from_secs(10), || async {
+        lib.get(&http, "/api/v1/experiences/space").await.1["builds"].as_array().is_some_and(|b| b.len() == 2)
+    })
+    .await;
+    let (_, x) = lib.get(&http, "/api/v1/experiences/space").await;
+    assert!(second, "b2 arrived after the restart: {x:#}");
+    // The repeat of b1 (id 3) came after b2: b1 is known, so b2 stays the development build.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, x) = lib.get(&http, "/api/v1/experiences/space").await;
+    assert_eq!(development(&x).as_deref(), Some("b2"), "{x:#}");
+    let registered = log(&http, &lib.url, "build.registered").await;
+    let builds: Vec<&str> = registered.iter().map(|e| e["data"]["build"].as_str().unwrap()).collect();
+    assert_eq!(builds, ["b1", "b2"], "each build registered once");
+    let resumes = release.resumes.lock().unwrap().clone();
+    assert_eq!(resumes.first(), Some(&None), "the first connection starts at the beginning");
+    assert_eq!(resumes.last(), Some(&Some("1".to_string())), "the restart resumed after b1: {resumes:?}");
+}

@@ -121,7 +121,7 @@ impl Cluster {
         let (url, r) = self.request(reqwest::Method::GET, "/api/v1/events/log");
         let since = since.to_string();
         let v = self
-            .json(url.clone(), r.query(&[("since", since.as_str()), ("limit", "1000"), ("types", types)]))
+            .json(url.clone(), r.query(&[("since", since.as_str()), ("limit", "10000"), ("types", types)]))
             .await?;
         serde_json::from_value(v).map_err(|e| ClusterError::BadAnswer { url, reason: e.to_string() })
     }
