@@ -1,6 +1,7 @@
-//! `GET /api/v1/health` (public fleet summary) and `/readyz` (components).
+//! `GET /api/v1/health` (public fleet summary) and `/readyz` (components; shared with
+//! ExperienceLibrary).
 
-use super::AppState;
+use super::{AppState, ServiceState};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -36,11 +37,11 @@ pub async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
 }
 
 /// Ready when the store answers and the views have caught up with the log.
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    let store = state.ledger.store().clone();
+pub async fn readyz<S: ServiceState>(State(state): State<S>) -> (StatusCode, Json<serde_json::Value>) {
+    let store = state.store().clone();
     let stored = tokio::task::spawn_blocking(move || store.last_seq()).await;
-    let committed = state.ledger.committed_seq();
-    let applied = state.ledger.read(|v| v.last_seq);
+    let committed = state.committed_seq();
+    let applied = state.applied_seq();
     let (store_ok, store_detail) = match stored {
         Ok(Ok(seq)) => (seq >= committed, format!("last stored event {seq}")),
         Ok(Err(e)) => (false, e.to_string()),
@@ -59,8 +60,8 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_js
                 "projections": { "ok": views_ok, "applied_seq": applied },
                 "sse": {
                     "ok": true,
-                    "subscribers": state.sse.subscribers.load(Ordering::Relaxed),
-                    "lag_recoveries": state.sse.lag_recoveries.load(Ordering::Relaxed),
+                    "subscribers": state.sse().subscribers.load(Ordering::Relaxed),
+                    "lag_recoveries": state.sse().lag_recoveries.load(Ordering::Relaxed),
                 },
             },
         })),

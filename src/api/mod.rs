@@ -7,7 +7,7 @@ pub mod events;
 mod exec;
 pub mod extract;
 mod heads;
-mod health;
+pub mod health;
 mod nodes;
 mod provision;
 mod remote;
@@ -59,6 +59,8 @@ pub trait ServiceState: Clone + Send + Sync + 'static {
     fn keepalive(&self) -> std::time::Duration;
     /// The last applied seq and the digest of the live views.
     fn digest(&self) -> (u64, String);
+    /// The seq of the last event applied to the shared views.
+    fn applied_seq(&self) -> u64;
 }
 
 impl ServiceState for AppState {
@@ -86,6 +88,9 @@ impl ServiceState for AppState {
     fn digest(&self) -> (u64, String) {
         let views = self.ledger.read(|v| v.clone());
         (views.last_seq, hydra_projections::digest(&views))
+    }
+    fn applied_seq(&self) -> u64 {
+        self.ledger.read(|v| v.last_seq)
     }
 }
 
@@ -124,8 +129,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/enroll", get(enroll::page).post(enroll::submit))
         .route("/api/v1/health", get(health::health))
-        .route("/readyz", get(health::readyz))
-        .route("/api/v1/readyz", get(health::readyz))
+        .route("/readyz", get(health::readyz::<AppState>))
+        .route("/api/v1/readyz", get(health::readyz::<AppState>))
         .route("/api/v1/nodes", get(nodes::list))
         .route("/api/v1/nodes/{id}", get(nodes::get_one).delete(nodes::remove))
         .route("/api/v1/nodes/{id}/approve", post(nodes::approve))

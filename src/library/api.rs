@@ -20,8 +20,8 @@ pub fn router(state: LibraryState) -> Router {
     let max_body = state.config.max_body_bytes;
     Router::new()
         .route("/api/v1/health", get(health))
-        .route("/readyz", get(readyz))
-        .route("/api/v1/readyz", get(readyz))
+        .route("/readyz", get(crate::api::health::readyz::<LibraryState>))
+        .route("/api/v1/readyz", get(crate::api::health::readyz::<LibraryState>))
         .route("/api/v1/experiences", get(list_experiences).post(create_experience))
         // A literal segment wins over `{id}` in axum's router, so `live` is never an id.
         .route("/api/v1/experiences/live", get(live))
@@ -185,38 +185,6 @@ async fn health(State(state): State<LibraryState>) -> Json<Value> {
         "cluster": { "url": state.config.cluster_url, "connected": cluster_up },
         "release": { "url": state.config.release_url, "connected": release_up, "cursor": cursor },
     }))
-}
-
-/// Ready when the store answers and the views have caught up with the log.
-async fn readyz(State(state): State<LibraryState>) -> (StatusCode, Json<Value>) {
-    let store = state.ledger.store().clone();
-    let stored = tokio::task::spawn_blocking(move || store.last_seq()).await;
-    let committed = state.ledger.committed_seq();
-    let applied = state.ledger.read(|v| v.last_seq);
-    let (store_ok, store_detail) = match stored {
-        Ok(Ok(seq)) => (seq >= committed, format!("last stored event {seq}")),
-        Ok(Err(e)) => (false, e.to_string()),
-        Err(e) => (false, e.to_string()),
-    };
-    let views_ok = applied == committed;
-    let ok = store_ok && views_ok;
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (
-        status,
-        Json(json!({
-            "ready": ok,
-            "components": {
-                "store": { "ok": store_ok, "detail": store_detail },
-                "ledger": { "ok": true, "committed_seq": committed },
-                "projections": { "ok": views_ok, "applied_seq": applied },
-                "sse": {
-                    "ok": true,
-                    "subscribers": state.sse.subscribers.load(Ordering::Relaxed),
-                    "lag_recoveries": state.sse.lag_recoveries.load(Ordering::Relaxed),
-                },
-            },
-        })),
-    )
 }
 
 async fn create_experience(

@@ -73,6 +73,9 @@ impl ServiceState for LibraryState {
         let views = self.ledger.read(|v| v.clone());
         (views.last_seq, hydra_projections::digest(&views))
     }
+    fn applied_seq(&self) -> u64 {
+        self.ledger.read(|v| v.last_seq)
+    }
 }
 
 /// `POST /api/v1/experiences/{id}/promote`: `to`, and optional overrides of the
