@@ -16,7 +16,7 @@ use crate::sse_client::{follow, SseItem, SseSource};
 use futures_util::StreamExt;
 use hydra_events::NodeId;
 use hydra_projections::{LibraryViews, NodeState};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
@@ -34,7 +34,7 @@ pub async fn run(state: LibraryState) {
     if state.cluster.is_none() && state.ledger.read(|v| v.active_rollouts().count()) > 0 {
         tracing::warn!("rollouts are running but no hydracluster is configured; they wait until one is");
     }
-    let mut posted: HashSet<(String, NodeId)> = HashSet::new();
+    let mut posted = Posted::default();
     // Nothing is asked of hydracluster before its events up to now are recorded.
     let mut caught_up = state.cluster.is_none();
     let mut tick = tokio::time::interval(state.config.rollout_tick);
@@ -76,6 +76,18 @@ pub async fn run(state: LibraryState) {
             request_new(&state, cluster, &mut posted, &reports);
         }
     }
+}
+
+/// How long after a failed reprovision request (hydracluster down or busy) it is sent
+/// again.
+const RETRY_REQUEST: Duration = Duration::from_secs(3);
+
+/// What this process has asked of hydracluster: requests sent (or being sent), and
+/// those to send again once hydracluster is back. Volatile: rebuilt after a restart.
+#[derive(Default)]
+struct Posted {
+    sent: HashSet<(String, NodeId)>,
+    retry_at: HashMap<(String, NodeId), Instant>,
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -121,7 +133,7 @@ async fn record(state: &LibraryState, node_id: NodeId, seq: u64, report: Cluster
 
 async fn sent(
     state: &LibraryState,
-    posted: &mut HashSet<(String, NodeId)>,
+    posted: &mut Posted,
     rollout_id: String,
     node_id: NodeId,
     outcome: Result<Requested, ClusterError>,
@@ -129,9 +141,11 @@ async fn sent(
     match outcome {
         Ok(_) => {}
         Err(e) if e.is_transient() => {
-            // Asked again on the next round; the node deadline bounds how long.
+            // Asked again a little later; the node deadline bounds how long.
             tracing::warn!(rollout = %rollout_id, node = %node_id, error = %e, "reprovision request failed; retrying");
-            posted.remove(&(rollout_id, node_id));
+            let key = (rollout_id, node_id);
+            posted.sent.remove(&key);
+            posted.retry_at.insert(key, Instant::now() + RETRY_REQUEST);
         }
         Err(e) => {
             let cause = format!("rollout:{rollout_id}");
@@ -165,15 +179,18 @@ async fn advance_all(state: &LibraryState) {
 fn request_new(
     state: &LibraryState,
     cluster: &Cluster,
-    posted: &mut HashSet<(String, NodeId)>,
+    posted: &mut Posted,
     reports: &mpsc::Sender<Input>,
 ) {
-    let asked: Vec<(String, NodeId)> = state.ledger.read(requested_nodes);
-    posted.retain(|key| asked.contains(key));
+    let asked: HashSet<(String, NodeId)> = state.ledger.read(requested_nodes).into_iter().collect();
+    posted.sent.retain(|key| asked.contains(key));
+    posted.retry_at.retain(|key, _| asked.contains(key));
+    let now = Instant::now();
     for key in asked {
-        if !posted.insert(key.clone()) {
+        if posted.retry_at.get(&key).is_some_and(|t| *t > now) || !posted.sent.insert(key.clone()) {
             continue;
         }
+        posted.retry_at.remove(&key);
         let (cluster, reports) = (cluster.clone(), reports.clone());
         tokio::spawn(async move {
             let (rollout_id, node_id) = key;
