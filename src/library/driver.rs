@@ -176,12 +176,7 @@ async fn advance_all(state: &LibraryState) {
 
 /// Sends a reprovision request for every node a rollout has asked for and this
 /// process has not sent yet (after a restart: those hydracluster has no word of).
-fn request_new(
-    state: &LibraryState,
-    cluster: &Cluster,
-    posted: &mut Posted,
-    reports: &mpsc::Sender<Input>,
-) {
+fn request_new(state: &LibraryState, cluster: &Cluster, posted: &mut Posted, reports: &mpsc::Sender<Input>) {
     let asked: HashSet<(String, NodeId)> = state.ledger.read(requested_nodes).into_iter().collect();
     posted.sent.retain(|key| asked.contains(key));
     posted.retry_at.retain(|key, _| asked.contains(key));
