@@ -239,3 +239,34 @@ async fn the_heartbeat_answer_carries_the_recipes_of_the_nodes_roles_once_approv
     assert_eq!(answer["roles"], json!(["hydrabody"]));
     assert_eq!(answer["reprovision"], false, "every other field is still there");
 }
+
+#[tokio::test]
+async fn a_flag_that_never_reached_the_node_is_carried_again_until_the_node_has_it() {
+    let s = spawn_app().await;
+    let (id, token) = approved_body(&s, "body-lost").await;
+    heartbeat(&s, &token, json!({"provisioning": false})).await;
+    let (status, _) = reprovision(&s, &id).await;
+    assert_eq!(status, 200);
+    let beat = |busy: Option<bool>| {
+        let body = busy.map_or(json!({}), |b| json!({"provisioning": b}));
+        let (s, token) = (&s, token.clone());
+        async move {
+            let (status, answer) = heartbeat(s, &token, body).await;
+            assert_eq!(status, 200, "{answer}");
+            answer["reprovision"].as_bool().unwrap()
+        }
+    };
+    assert!(beat(Some(false)).await, "the first answer carries the flag");
+    // That answer was lost: the node still says it has nothing in hand.
+    assert!(beat(Some(false)).await, "carried again");
+    assert!(!beat(None).await, "an agent that does not say is not asked again");
+    assert!(!beat(Some(true)).await, "the node has it now");
+    assert_eq!(
+        types(&events(&s, &id, "provision.").await),
+        ["provision.requested", "provision.started"],
+        "carrying the flag again records nothing"
+    );
+    let (status, r) = report(&s, &token, json!({"success": true, "version": "3"})).await;
+    assert_eq!(status, 200, "{r}");
+    assert!(!beat(Some(false)).await, "finished: nothing to carry");
+}

@@ -7,6 +7,8 @@ use super::provision::{recipes, Job};
 use super::{stopped, Revoked};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -74,6 +76,10 @@ pub struct Beats {
     /// Failed beats in a row, and when one was last logged at warn.
     failures: u32,
     warned_at: Option<std::time::Instant>,
+    /// A provisioning is in hand: from the flag until its result was delivered (set
+    /// here, cleared by the provisioning task). Sent with every beat, so the server
+    /// can tell a flag that never arrived.
+    pub provisioning: Arc<AtomicBool>,
 }
 
 /// A long outage logs a warning at most this often (the beats in between at debug).
@@ -96,10 +102,16 @@ impl Beats {
             }
             self.problem = problem;
         }
-        let answer = match server.heartbeat(&body(&fields)).await {
+        let busy = Value::from(self.provisioning.load(Ordering::SeqCst));
+        let with_state = |fields: &Map<String, Value>| {
+            let mut b = body(fields);
+            b["provisioning"] = busy.clone();
+            b
+        };
+        let answer = match server.heartbeat(&with_state(&fields)).await {
             Err(e) if matches!(e.status(), Some(400 | 422)) && !fields.is_empty() => {
                 tracing::warn!(error = %e, "the server refused the status file's fields; sending a bare heartbeat");
-                server.heartbeat(&body(&Map::new())).await
+                server.heartbeat(&with_state(&Map::new())).await
             }
             other => other,
         }?;
@@ -166,9 +178,11 @@ pub async fn heartbeat_loop(
     interval: Duration,
     status_file: PathBuf,
     provision: mpsc::Sender<Job>,
+    provisioning: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Revoked> {
     let mut beats = Beats::new(status_file);
+    beats.provisioning = provisioning;
     let mut backoff = Backoff::default();
     loop {
         let delay = tokio::select! {
@@ -178,6 +192,8 @@ pub async fn heartbeat_loop(
                     // provisioning task (never waited for here).
                     if answer.get("reprovision").and_then(Value::as_bool) == Some(true) {
                         let job = recipes(&answer);
+                        // Marked before the next beat, which must not look empty-handed.
+                        beats.provisioning.store(true, Ordering::SeqCst);
                         if provision.try_send(job).is_err() {
                             tracing::warn!("a provisioning is queued already; this reprovision is dropped");
                         }

@@ -19,6 +19,8 @@ use super::{stopped, Revoked};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
@@ -69,6 +71,7 @@ pub async fn provision_loop(
     server: Server,
     state: PathBuf,
     mut jobs: mpsc::Receiver<Job>,
+    provisioning: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Revoked> {
     loop {
@@ -108,6 +111,8 @@ pub async fn provision_loop(
             }
         };
         deliver(&server, &body, &mut stop).await?;
+        // Delivered (or dropped for good): the next beat says nothing is in hand.
+        provisioning.store(false, Ordering::SeqCst);
     }
 }
 

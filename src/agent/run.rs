@@ -73,13 +73,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Ended> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Provisioning runs in its own task, one at a time: heartbeats go on meanwhile.
     let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel(2);
+    let in_hand = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut provisioning =
-        tokio::spawn(provision_loop(server.clone(), dir.clone(), jobs_rx, stop_rx.clone()));
+        tokio::spawn(provision_loop(server.clone(), dir.clone(), jobs_rx, in_hand.clone(), stop_rx.clone()));
     let mut beating = tokio::spawn(heartbeat_loop(
         server.clone(),
         opts.heartbeat_interval,
         status_file.clone(),
         jobs_tx,
+        in_hand,
         stop_rx.clone(),
     ));
     // A head also reports its kiosk status; a body's stand-in never ends (it is aborted

@@ -21,6 +21,9 @@ pub struct Heartbeat {
     stream_status: Option<String>,
     telemetry: Option<serde_json::Value>,
     diagnostics: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The agent has a provisioning in hand (from the flag until its result was
+    /// delivered). Agents that do not say are taken at their word for nothing.
+    provisioning: Option<bool>,
 }
 
 fn field(name: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
@@ -90,6 +93,19 @@ pub async fn heartbeat(
                     hydra_events::UpdateTarget::Services => delivered.1 = true,
                 }
             }
+        }
+    }
+    // The answer that carried the flag was lost (the connection broke, the server was
+    // killed after recording `provision.started`): the node says it has nothing in
+    // hand while the log says it is provisioning. Carry the flag again, rather than
+    // let the run end as a timeout.
+    if !reprovision && body.provisioning == Some(false) {
+        let open = state.ledger.read(|v| {
+            v.provision.get(&id).is_some_and(|p| p.state == hydra_projections::ProvisionState::Provisioning)
+        });
+        if open {
+            tracing::info!(node = %id, "the reprovision flag did not reach the node; carrying it again");
+            reprovision = true;
         }
     }
     let node = state
