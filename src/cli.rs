@@ -1,11 +1,12 @@
 //! The `hydracluster` command line: `serve`, `audit`, and the admin commands that talk
 //! to a running server over its REST API.
 
-use crate::audit::{replay, Stop};
+use crate::audit::{replay_into, Stop};
 use crate::config::Config;
 use crate::store::Store;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use hydra_projections::{ClusterViews, Projection};
 use std::path::PathBuf;
 
 mod shell;
@@ -273,11 +274,24 @@ pub struct NodesArgs {
 
 /// Runs the audit: exit status 0 and the digest when the log is sound.
 pub fn audit(args: &AuditArgs) -> anyhow::Result<()> {
-    if !args.data.join("log").exists() {
-        bail!("no event log in {}", args.data.display());
+    audit_log::<ClusterViews>(&args.data, args.upto, args.json, ("nodes", |v| v.nodes.len()))
+}
+
+/// The offline audit of a service's log (the server must not be running on it):
+/// replays every record from seq 1 with every check, and prints the digest of the
+/// rebuilt views, to compare with the live `GET /api/v1/audit/digest`. `count` names
+/// one figure of the views to show (`nodes`, `experiences`).
+pub fn audit_log<P: Projection>(
+    data: &std::path::Path,
+    upto: Option<u64>,
+    json: bool,
+    count: (&str, fn(&P) -> usize),
+) -> anyhow::Result<()> {
+    if !data.join("log").exists() {
+        bail!("no event log in {}", data.display());
     }
-    let store = Store::open(&args.data)
-        .with_context(|| format!("opening {} (is a server still running on it?)", args.data.display()))?;
+    let store = Store::open(data)
+        .with_context(|| format!("opening {} (is a server still running on it?)", data.display()))?;
     let head = store.last_seq()?;
     let watermark = store.watermark()?;
     if head < watermark {
@@ -286,19 +300,20 @@ pub fn audit(args: &AuditArgs) -> anyhow::Result<()> {
              the log lost its tail"
         );
     }
-    let stop = args.upto.map(Stop::AtSeq).unwrap_or(Stop::End);
+    let stop = upto.map(Stop::AtSeq).unwrap_or(Stop::End);
     let started = std::time::Instant::now();
-    let r = replay(&store, stop, head).context("the log failed the audit")?;
+    let r = replay_into::<P>(&store, stop, head).context("the log failed the audit")?;
     let secs = started.elapsed().as_secs_f64();
-    if args.json {
+    let (name, counter) = count;
+    if json {
         println!(
             "{}",
-            serde_json::json!({"ok": true, "events": r.events, "seq": r.views.last_seq, "digest": r.digest, "nodes": r.views.nodes.len()})
+            serde_json::json!({"ok": true, "events": r.events, "seq": r.views.last_seq(), "digest": r.digest, name: counter(&r.views)})
         );
     } else {
         println!("log ok: {} events, sequence contiguous, hash chain intact", r.events);
-        println!("nodes: {}", r.views.nodes.len());
-        println!("seq: {}", r.views.last_seq);
+        println!("{name}: {}", counter(&r.views));
+        println!("seq: {}", r.views.last_seq());
         println!("digest: {}", r.digest);
         println!("replayed in {secs:.3} s");
     }

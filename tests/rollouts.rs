@@ -306,6 +306,19 @@ async fn a_rollout_carries_on_through_a_kill_9_of_the_library_and_a_cluster_rest
     }
     let requested = log(&http, &lib.url, "rollout.node_requested").await;
     assert_eq!(requested.len(), 5, "one request per node in the library's log: {requested:#?}");
+
+    // An auditor replays the library's log offline and finds the live state.
+    let (status, live) = lib.get(&http, "/api/v1/audit/digest").await;
+    assert_eq!(status, 200, "{live}");
+    lib.kill9();
+    let out = Command::new(library_bin())
+        .args(["audit", "--json", "--upto", &live["seq"].to_string(), "--data"])
+        .arg(&lib.data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((&audit["digest"], &audit["experiences"]), (&live["digest"], &json!(1)), "{audit}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,9 @@
-//! `hydraexperiencelibrary`: the ExperienceLibrary server (`serve`) and its CLI.
+//! `hydraexperiencelibrary`: the ExperienceLibrary server (`serve`), the offline
+//! `audit`, and its CLI.
 
 use clap::Parser;
 use hydra::cli::{exit_code, init_logging, quiet_on_closed_pipe};
-use hydra::library::cli::{run_client, serve, Cli, Command};
+use hydra::library::cli::{audit, run_client, serve, Cli, Command};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -10,6 +11,7 @@ async fn main() -> std::process::ExitCode {
     init_logging();
     exit_code(match cli.command {
         Command::Serve(args) => serve(args).await.map(|_| 0),
+        Command::Audit(args) => audit(&args).map(|_| 0),
         other => {
             quiet_on_closed_pipe();
             run_client(other).await

@@ -23,6 +23,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the library server.
     Serve(ServeArgs),
+    /// Replay the library's log offline (the server stopped), check every record and
+    /// print the digest of the rebuilt views, to compare with `GET /api/v1/audit/digest`.
+    Audit(AuditArgs),
     /// Promote an experience: development → staging, or staging → production. Prints
     /// the rollout id (nothing when there were no nodes to reprovision).
     Promote {
@@ -132,6 +135,28 @@ pub struct RolloutArgs {
     pub json: bool,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The data dir to audit (the server must not be running on it).
+    #[arg(long, env = "HYDRAEXPERIENCELIBRARY_DATA", default_value = "./hydra-library-data")]
+    pub data: PathBuf,
+    /// Replay only up to this sequence number (to compare with an older digest).
+    #[arg(long)]
+    pub upto: Option<u64>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `hydraexperiencelibrary audit`.
+pub fn audit(args: &AuditArgs) -> anyhow::Result<()> {
+    crate::cli::audit_log::<hydra_projections::LibraryViews>(
+        &args.data,
+        args.upto,
+        args.json,
+        ("experiences", |v| v.experiences.len()),
+    )
 }
 
 #[derive(Debug, Args)]
@@ -401,7 +426,7 @@ fn link(v: &Value) -> String {
 /// Runs a client command; returns the process exit code.
 pub async fn run_client(command: Command) -> anyhow::Result<u8> {
     match command {
-        Command::Serve(_) => unreachable!("handled by main"),
+        Command::Serve(_) | Command::Audit(_) => unreachable!("handled by main"),
         Command::Promote {
             experience,
             to,
