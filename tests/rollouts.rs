@@ -215,6 +215,21 @@ async fn an_uploaded_build_is_auto_promoted_and_rolled_out_to_bodies_then_heads(
     let registered = log(&http, &lib.url, "build.registered").await;
     assert_eq!(registered.len(), 1, "{registered:#?}");
 
+    // `hydrapipeline status` sees both services up, with their last event ids.
+    let out = Command::new(env!("CARGO_BIN_EXE_hydrapipeline"))
+        .args(["--service", &format!("hydracluster={}", cluster.url)])
+        .args(["--service", &format!("hydraexperiencelibrary={}", lib.url)])
+        .args(["--token", OBSERVER, "status", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let services = status["services"].as_array().unwrap();
+    assert_eq!(services.len(), 2, "{status:#}");
+    for s in services {
+        assert!(s["ok"] == true && s["last_event_id"].as_u64().unwrap() > 0, "{status:#}");
+    }
+
     // `hydrapipeline watch --json` told the whole story, in order.
     let story = eventually(Duration::from_secs(10), || async {
         watch.lines.lock().unwrap().iter().any(|l| l["type"] == "rollout.completed")
