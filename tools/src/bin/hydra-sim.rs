@@ -304,6 +304,9 @@ async fn heartbeat_loop(a: Agent, interval: f64, churn: u32, outages: u32, silen
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((i as u64 + 1) * 0x2545_F491_4F6C_DD1D));
     let mut streaming = false;
     let mut provider = "running";
+    // A reinstall in hand, said in every heartbeat like the real agent does, so a flag
+    // whose answer was lost is carried again.
+    let in_hand = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Spread the first heartbeats over one interval.
     tokio::time::sleep(Duration::from_secs_f64(interval * (i % 100) as f64 / 100.0)).await;
     loop {
@@ -327,6 +330,7 @@ async fn heartbeat_loop(a: Agent, interval: f64, churn: u32, outages: u32, silen
             "provider_version": "sunshine-0.23",
             "stream_status": if streaming { "streaming" } else { "idle" },
             "telemetry": {"gpu_utilization_pct": if streaming { 70 } else { 3 }, "stream_count": streaming as u8},
+            "provisioning": in_hand.load(Ordering::SeqCst),
         });
         let sent = a
             .http
@@ -343,7 +347,8 @@ async fn heartbeat_loop(a: Agent, interval: f64, churn: u32, outages: u32, silen
                 if sim::reprovision_requested(&answer) {
                     // Reinstall alongside: the heartbeats go on meanwhile.
                     let success = !rng.percent(a.provisioning.fail_pct);
-                    tokio::spawn(reprovision(a.clone(), success));
+                    in_hand.store(true, Ordering::SeqCst);
+                    tokio::spawn(reprovision(a.clone(), success, in_hand.clone()));
                 }
             }
             _ => {
@@ -355,7 +360,7 @@ async fn heartbeat_loop(a: Agent, interval: f64, churn: u32, outages: u32, silen
 }
 
 /// A simulated reinstall: takes the provisioning time, then reports how it went.
-async fn reprovision(a: Agent, success: bool) {
+async fn reprovision(a: Agent, success: bool, in_hand: Arc<std::sync::atomic::AtomicBool>) {
     a.stats.provisions.fetch_add(1, Ordering::Relaxed);
     tokio::time::sleep(a.provisioning.work).await;
     let p = &a.provisioning;
@@ -366,6 +371,7 @@ async fn reprovision(a: Agent, success: bool) {
         Ok(Posted::Discarded | Posted::Refused(_)) | Err(_) => &a.stats.provision_errors,
     };
     counter.fetch_add(1, Ordering::Relaxed);
+    in_hand.store(false, Ordering::SeqCst);
 }
 
 /// Long-polls for commands and runs them one at a time, like the real agent.
