@@ -307,16 +307,17 @@ async fn list_rollouts(
         })?),
     };
     let experience = q.experience.filter(|e| !e.is_empty());
-    let list = state.ledger.read(|v| {
+    // Copied out under the read lock, rendered after it: the writer waits for readers.
+    let picked: Vec<_> = state.ledger.read(|v| {
         v.rollouts
             .values()
             .rev()
             .filter(|r| wanted.is_none() || wanted == Some(r.state))
             .filter(|r| experience.is_none() || experience.as_ref() == Some(&r.experience_id))
-            .map(rollout_json)
+            .cloned()
             .collect()
     });
-    Ok(Json(Value::Array(list)))
+    Ok(Json(Value::Array(picked.iter().map(rollout_json).collect())))
 }
 
 async fn get_rollout(
