@@ -93,17 +93,9 @@ async fn enroll_one(
 ) -> anyhow::Result<SimNode> {
     let name = format!("{}-{i:05}", fleet.prefix);
     let ip = format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256);
-    let r = http
-        .post(format!("{base}/enroll"))
-        .json(&json!({"name": name, "ip": ip}))
-        .timeout(REQUEST_TIMEOUT)
-        .send()
-        .await
-        .with_context(|| format!("enrolling {name}"))?;
-    if !r.status().is_success() {
-        bail!("enrolling {name}: {} {}", r.status(), r.text().await.unwrap_or_default());
-    }
-    let body: Value = r.json().await?;
+    let what = format!("enrolling {name}");
+    let body =
+        post_json(http, &format!("{base}/enroll"), None, &json!({"name": name, "ip": ip}), &what).await?;
     let (Some(id), Some(token)) = (body["node_id"].as_str(), body["token"].as_str()) else {
         bail!("enrolling {name}: no node_id and token in {body}");
     };
@@ -112,18 +104,29 @@ async fn enroll_one(
     if let Some(env) = environment {
         approve["environment"] = json!(env);
     }
-    let r = http
-        .post(format!("{base}/api/v1/nodes/{id}/approve"))
-        .bearer_auth(admin_token)
-        .json(&approve)
-        .timeout(REQUEST_TIMEOUT)
-        .send()
-        .await
-        .with_context(|| format!("approving {id}"))?;
-    if !r.status().is_success() {
-        bail!("approving {id}: {} {}", r.status(), r.text().await.unwrap_or_default());
-    }
+    let url = format!("{base}/api/v1/nodes/{id}/approve");
+    post_json(http, &url, Some(admin_token), &approve, &format!("approving {id}")).await?;
     Ok(SimNode { index: i, id: id.to_owned(), token: token.to_owned() })
+}
+
+/// POSTs JSON (with a bearer token when given) and returns the JSON answer; a failure
+/// or an error status says `what` was being done.
+async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: &Value,
+    what: &str,
+) -> anyhow::Result<Value> {
+    let mut request = http.post(url).json(body).timeout(REQUEST_TIMEOUT);
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    let r = request.send().await.with_context(|| what.to_owned())?;
+    if !r.status().is_success() {
+        bail!("{what}: {} {}", r.status(), r.text().await.unwrap_or_default());
+    }
+    Ok(r.json().await.unwrap_or_default())
 }
 
 /// The venue of node number `i`: the fleet's venues round-robin.
@@ -163,34 +166,17 @@ async fn register_head(
 ) -> anyhow::Result<SimNode> {
     let name = format!("{}-{i:05}", fleet.prefix);
     let venue = venue_of(fleet, i);
-    let r = http
-        .post(format!("{base}/api/v1/heads"))
-        .bearer_auth(fleet_token)
-        .json(&json!({"name": name, "district": fleet.district, "venue": venue}))
-        .timeout(REQUEST_TIMEOUT)
-        .send()
-        .await
-        .with_context(|| format!("registering head {name}"))?;
-    if !r.status().is_success() {
-        bail!("registering head {name}: {} {}", r.status(), r.text().await.unwrap_or_default());
-    }
-    let body: Value = r.json().await?;
+    let register = json!({"name": name, "district": fleet.district, "venue": venue});
+    let url = format!("{base}/api/v1/heads");
+    let body =
+        post_json(http, &url, Some(fleet_token), &register, &format!("registering head {name}")).await?;
     let (Some(id), Some(token)) = (body["head_id"].as_str(), body["token"].as_str()) else {
         bail!("registering head {name}: no head_id and token in {body}");
     };
     if let Some(env) = environment {
         let placement = json!({"district": fleet.district, "venue": venue, "environment": env});
-        let r = http
-            .post(format!("{base}/api/v1/nodes/{id}/placement"))
-            .bearer_auth(admin_token)
-            .json(&placement)
-            .timeout(REQUEST_TIMEOUT)
-            .send()
-            .await
-            .with_context(|| format!("placing head {id}"))?;
-        if !r.status().is_success() {
-            bail!("placing head {id}: {} {}", r.status(), r.text().await.unwrap_or_default());
-        }
+        let url = format!("{base}/api/v1/nodes/{id}/placement");
+        post_json(http, &url, Some(admin_token), &placement, &format!("placing head {id}")).await?;
     }
     Ok(SimNode { index: i, id: id.to_owned(), token: token.to_owned() })
 }

@@ -301,7 +301,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn heartbeat_loop(a: Agent, interval: f64, churn: u32, outages: u32, silent: watch::Sender<bool>) {
     let i = a.node.index;
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((i as u64 + 1) * 0x2545_F491_4F6C_DD1D));
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
     let mut streaming = false;
     let mut provider = "running";
     // A reinstall in hand, said in every heartbeat like the real agent does, so a flag
