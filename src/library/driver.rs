@@ -41,22 +41,16 @@ pub async fn run(state: LibraryState) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_auto_attempt: Option<Instant> = None;
     loop {
-        tokio::select! {
+        let mut next = tokio::select! {
             input = reported.recv() => match input {
-                Some(Input::Cluster { seq, node_id, report }) => {
-                    record(&state, node_id, seq, report).await;
-                }
-                Some(Input::CaughtUp) => caught_up = true,
-                Some(Input::Sent { rollout_id, node_id, outcome }) => {
-                    sent(&state, &mut posted, rollout_id, node_id, outcome).await;
-                }
+                Some(input) => Some(input),
                 None => return,
             },
-            _ = state.wake.notified() => {}
-            _ = tick.tick() => {}
-        }
-        // Drain whatever else arrived, so a burst of events is one round of decisions.
-        while let Ok(input) = reported.try_recv() {
+            _ = state.wake.notified() => None,
+            _ = tick.tick() => None,
+        };
+        // Take whatever else arrived too, so a burst of events is one round of decisions.
+        while let Some(input) = next.take().or_else(|| reported.try_recv().ok()) {
             match input {
                 Input::Cluster { seq, node_id, report } => record(&state, node_id, seq, report).await,
                 Input::CaughtUp => caught_up = true,
