@@ -4,77 +4,20 @@
 
 mod common;
 
+use common::pipeline::{hydrapipeline, Watcher};
 use common::*;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Stdio;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(15);
-
-fn hydrapipeline() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hydrapipeline"));
-    // The developer's environment must not add services or a token.
-    c.env_remove("HYDRAPIPELINE_SERVICES").env_remove("HYDRAPIPELINE_TOKEN");
-    c
-}
 
 /// A `hydracluster serve` on a given address (`127.0.0.1:0` for any), with the test
 /// admin and observer tokens, so a restart can come back on the same port.
 fn cluster_on(data: &Path, listen: &str) -> ServerProcess {
     ServerProcess::start_on(data, listen.parse().unwrap(), "")
-}
-
-/// A running `hydrapipeline watch` whose stdout lines are collected as they come.
-struct Watcher {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Watcher {
-    fn start(args: &[&str]) -> Watcher {
-        let mut child = hydrapipeline()
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("hydrapipeline starts");
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sink = lines.clone();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Watcher { child, lines }
-    }
-
-    fn json(&self) -> Vec<Value> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
-            .collect()
-    }
-
-    fn events(&self) -> Vec<Value> {
-        self.json().into_iter().filter(|v| v.get("id").is_some()).collect()
-    }
-
-    fn ids(&self) -> Vec<u64> {
-        self.events().iter().map(|v| v["id"].as_u64().unwrap()).collect()
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn head(http: &reqwest::Client, url: &str) -> u64 {

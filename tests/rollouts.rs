@@ -8,13 +8,12 @@ mod common;
 
 use common::agent::{real_agent, real_head, Agent};
 use common::library::{free_addr, library_bin, LibraryProcess, ReleaseFeed};
+use common::pipeline::{hydrapipeline, Watcher};
 use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
 const FLEET: &str = "rollout-fleet-token";
@@ -115,42 +114,24 @@ fn node_ids(agents: &[Agent]) -> Vec<String> {
     agents.iter().map(|a| a.node.clone()).collect()
 }
 
-/// `hydrapipeline watch --json` over both services, collecting its lines.
-struct Watch {
-    child: Child,
-    lines: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Watch {
-    fn start(cluster: &str, library: &str) -> Watch {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hydrapipeline"))
-            .args(["--service", &format!("hydracluster={cluster}")])
-            .args(["--service", &format!("hydraexperiencelibrary={library}")])
-            .args(["--token", OBSERVER, "watch", "--json", "--since", "0"])
-            .args(["--types", "experience.*,rollout.*,provision.*"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("hydrapipeline starts");
-        let lines: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let sink = lines.clone();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str(&line) {
-                    sink.lock().unwrap().push(v);
-                }
-            }
-        });
-        Watch { child, lines }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `hydrapipeline watch --json` over both services, from the start of their logs.
+fn watch(cluster: &str, library: &str) -> Watcher {
+    let cluster = format!("hydracluster={cluster}");
+    let library = format!("hydraexperiencelibrary={library}");
+    Watcher::start(&[
+        "--service",
+        &cluster,
+        "--service",
+        &library,
+        "--token",
+        OBSERVER,
+        "watch",
+        "--json",
+        "--since",
+        "0",
+        "--types",
+        "experience.*,rollout.*,provision.*",
+    ])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +144,7 @@ async fn an_uploaded_build_is_auto_promoted_and_rolled_out_to_bodies_then_heads(
     let (production, _) = fleet(&cluster, &http, dir.path(), 1, 0, "production").await;
     let release = ReleaseFeed::start().await;
     let lib = LibraryProcess::start(&dir.path().join("library"), &cluster.url, Some(&release.url), "");
-    let watch = Watch::start(&cluster.url, &lib.url);
+    let watcher = watch(&cluster.url, &lib.url);
     create_experience(&lib, &http, true).await;
 
     let first = release.upload("space-game", "b1", "1.0.0");
@@ -216,7 +197,7 @@ async fn an_uploaded_build_is_auto_promoted_and_rolled_out_to_bodies_then_heads(
     assert_eq!(registered.len(), 1, "{registered:#?}");
 
     // `hydrapipeline status` sees both services up, with their last event ids.
-    let out = Command::new(env!("CARGO_BIN_EXE_hydrapipeline"))
+    let out = hydrapipeline()
         .args(["--service", &format!("hydracluster={}", cluster.url)])
         .args(["--service", &format!("hydraexperiencelibrary={}", lib.url)])
         .args(["--token", OBSERVER, "status", "--json"])
@@ -232,11 +213,11 @@ async fn an_uploaded_build_is_auto_promoted_and_rolled_out_to_bodies_then_heads(
 
     // `hydrapipeline watch --json` told the whole story, in order.
     let story = eventually(Duration::from_secs(10), || async {
-        watch.lines.lock().unwrap().iter().any(|l| l["type"] == "rollout.completed")
+        watcher.json().iter().any(|l| l["type"] == "rollout.completed")
     })
     .await;
     assert!(story, "watch saw the rollout complete");
-    let lines = watch.lines.lock().unwrap().clone();
+    let lines = watcher.json();
     let position = |pred: &dyn Fn(&Value) -> bool| -> usize {
         lines.iter().position(pred).unwrap_or_else(|| panic!("missing from watch: {lines:#?}"))
     };
@@ -254,20 +235,18 @@ async fn an_uploaded_build_is_auto_promoted_and_rolled_out_to_bodies_then_heads(
             && wave1_done < wave2
             && wave2 < completed
     );
+    let cluster_event = |kind: &'static str, node: &str| {
+        let node = node.to_owned();
+        position(&move |l: &Value| {
+            l["service"] == "hydracluster" && l["type"] == kind && l["data"]["node_id"] == node.as_str()
+        })
+    };
     for b in node_ids(&bodies) {
-        let p = position(&|l: &Value| {
-            l["service"] == "hydracluster"
-                && l["type"] == "provision.completed"
-                && l["data"]["node_id"] == b.as_str()
-        });
+        let p = cluster_event("provision.completed", &b);
         assert!(wave1 < p && p < wave2, "body {b} completed inside wave 1");
     }
     for h in node_ids(&heads) {
-        let p = position(&|l: &Value| {
-            l["service"] == "hydracluster"
-                && l["type"] == "provision.started"
-                && l["data"]["node_id"] == h.as_str()
-        });
+        let p = cluster_event("provision.started", &h);
         assert!(wave2 < p && p < completed, "head {h} started inside wave 2");
     }
 }

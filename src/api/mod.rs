@@ -27,7 +27,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hydra_projections::ClusterViews;
+use hydra_projections::{ClusterViews, Projection};
 use std::sync::Arc;
 
 /// Everything a handler can reach. Cheap to clone; holds no lock.
@@ -47,34 +47,45 @@ pub struct AppState {
 }
 
 /// What the event endpoints and the auth extractors need of a service: hydracluster's
-/// state and ExperienceLibrary's both provide it, so both serve the same SSE.
+/// state and ExperienceLibrary's both provide it, so both serve the same SSE. A
+/// service names its ledger, its tokens and its stream settings; the rest follows.
 pub trait ServiceState: Clone + Send + Sync + 'static {
+    type Views: hydra_projections::Projection;
+    fn ledger(&self) -> &Ledger<Self::Views>;
     fn tokens(&self) -> &Tokens;
-    fn store(&self) -> &crate::store::Store;
-    fn committed_seq(&self) -> u64;
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<crate::ledger::Published>>;
     /// Turns true when the server stops, so that live streams end.
     fn stopping(&self) -> tokio::sync::watch::Receiver<bool>;
     fn sse(&self) -> &Arc<SseStats>;
     fn keepalive(&self) -> std::time::Duration;
-    /// The last applied seq and the digest of the live views.
-    fn digest(&self) -> (u64, String);
+
+    fn store(&self) -> &crate::store::Store {
+        self.ledger().store()
+    }
+    fn committed_seq(&self) -> u64 {
+        self.ledger().committed_seq()
+    }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<crate::ledger::Published>> {
+        self.ledger().subscribe()
+    }
     /// The seq of the last event applied to the shared views.
-    fn applied_seq(&self) -> u64;
+    fn applied_seq(&self) -> u64 {
+        self.ledger().read(|v| v.last_seq())
+    }
+    /// The last applied seq and the digest of the live views (copied out of the lock
+    /// first: the digest encodes all of them).
+    fn digest(&self) -> (u64, String) {
+        let views = self.ledger().read(|v| v.clone());
+        (views.last_seq(), hydra_projections::digest(&views))
+    }
 }
 
 impl ServiceState for AppState {
+    type Views = ClusterViews;
+    fn ledger(&self) -> &Ledger<ClusterViews> {
+        &self.ledger
+    }
     fn tokens(&self) -> &Tokens {
         &self.tokens
-    }
-    fn store(&self) -> &crate::store::Store {
-        self.ledger.store()
-    }
-    fn committed_seq(&self) -> u64 {
-        self.ledger.committed_seq()
-    }
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<crate::ledger::Published>> {
-        self.ledger.subscribe()
     }
     fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
         self.stopping.clone()
@@ -84,13 +95,6 @@ impl ServiceState for AppState {
     }
     fn keepalive(&self) -> std::time::Duration {
         self.config.sse_keepalive
-    }
-    fn digest(&self) -> (u64, String) {
-        let views = self.ledger.read(|v| v.clone());
-        (views.last_seq, hydra_projections::digest(&views))
-    }
-    fn applied_seq(&self) -> u64 {
-        self.ledger.read(|v| v.last_seq)
     }
 }
 

@@ -198,7 +198,9 @@ async fn create_experience(
 }
 
 async fn list_experiences(State(state): State<LibraryState>, Reader(_): Reader) -> Json<Value> {
-    Json(Value::Array(state.ledger.read(|v| v.experiences.values().map(experience_json).collect())))
+    // Copied out under the read lock, rendered after it: the writer waits for readers.
+    let all: Vec<_> = state.ledger.read(|v| v.experiences.values().cloned().collect());
+    Json(Value::Array(all.iter().map(experience_json).collect()))
 }
 
 async fn get_experience(

@@ -223,20 +223,7 @@ impl ServeArgs {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let data = config.data.clone();
-    let running = super::server::start(config).await?;
-    if running.admin_token_is_new {
-        // Printed once, on the start that created it; kept in the data dir (0600).
-        println!("admin token (shown once; kept in {}/admin-token): {}", data.display(), running.admin_token);
-    }
-    println!("hydraexperiencelibrary listening on http://{}", running.addr);
-    tracing::info!(addr = %running.addr, data = %data.display(), "serving");
-    let stopper = running.stopper();
-    tokio::spawn(async move {
-        crate::server::shutdown_signal().await;
-        tracing::info!("stopping");
-        let _ = stopper.send(true);
-    });
-    running.wait().await
+    super::server::start(config).await?.until_signal("hydraexperiencelibrary", &data).await
 }
 
 #[derive(Debug, Args, Clone)]

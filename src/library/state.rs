@@ -7,14 +7,13 @@ use super::config::LibraryConfig;
 use crate::api::{ServiceState, SseStats};
 use crate::auth::Tokens;
 use crate::error::DomainError;
-use crate::ledger::{Ledger, LedgerError, Published};
-use crate::store::Store;
+use crate::ledger::{Ledger, LedgerError};
 use hydra_events::{Event, FailureThreshold, RolloutPolicy};
 use hydra_projections::LibraryViews;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{watch, Notify};
 
 /// Cheap to clone; holds no lock.
 #[derive(Clone)]
@@ -48,17 +47,12 @@ impl Links {
 }
 
 impl ServiceState for LibraryState {
+    type Views = LibraryViews;
+    fn ledger(&self) -> &Ledger<LibraryViews> {
+        &self.ledger
+    }
     fn tokens(&self) -> &Tokens {
         &self.tokens
-    }
-    fn store(&self) -> &Store {
-        self.ledger.store()
-    }
-    fn committed_seq(&self) -> u64 {
-        self.ledger.committed_seq()
-    }
-    fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
-        self.ledger.subscribe()
     }
     fn stopping(&self) -> watch::Receiver<bool> {
         self.stopping.clone()
@@ -68,13 +62,6 @@ impl ServiceState for LibraryState {
     }
     fn keepalive(&self) -> Duration {
         self.config.sse_keepalive
-    }
-    fn digest(&self) -> (u64, String) {
-        let views = self.ledger.read(|v| v.clone());
-        (views.last_seq, hydra_projections::digest(&views))
-    }
-    fn applied_seq(&self) -> u64 {
-        self.ledger.read(|v| v.last_seq)
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod library;
+pub mod pipeline;
 
 use hydra::config::Config;
 use serde_json::{json, Value};

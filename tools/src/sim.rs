@@ -74,8 +74,18 @@ pub async fn enroll_fleet_in(
     fleet: &Fleet<'_>,
     environment: Option<&str>,
 ) -> anyhow::Result<Vec<SimNode>> {
+    each_node(fleet, |i| enroll_one(http, base, admin_token, fleet, environment, i)).await
+}
+
+/// Runs `one` for node numbers `0..fleet.count`, `fleet.concurrency` at a time; the
+/// nodes in index order.
+async fn each_node<F, Fut>(fleet: &Fleet<'_>, one: F) -> anyhow::Result<Vec<SimNode>>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<SimNode>>,
+{
     let mut nodes: Vec<SimNode> = stream::iter(0..fleet.count)
-        .map(|i| enroll_one(http, base, admin_token, fleet, environment, i))
+        .map(one)
         .buffer_unordered(fleet.concurrency.max(1))
         .try_collect()
         .await?;
@@ -146,13 +156,7 @@ pub async fn register_heads(
     fleet: &Fleet<'_>,
     environment: Option<&str>,
 ) -> anyhow::Result<Vec<SimNode>> {
-    let mut heads: Vec<SimNode> = stream::iter(0..fleet.count)
-        .map(|i| register_head(http, base, fleet_token, admin_token, fleet, environment, i))
-        .buffer_unordered(fleet.concurrency.max(1))
-        .try_collect()
-        .await?;
-    heads.sort_by_key(|n| n.index);
-    Ok(heads)
+    each_node(fleet, |i| register_head(http, base, fleet_token, admin_token, fleet, environment, i)).await
 }
 
 async fn register_head(
