@@ -31,6 +31,9 @@ pub struct Config {
     pub enroll_per_minute: u32,
     pub max_body_bytes: usize,
     pub snapshot_every: u64,
+    /// Mutations are refused (503, read-only) while the data dir's filesystem has less
+    /// free space than this, so that a stop's final snapshot can always finish.
+    pub min_free_bytes: u64,
     pub broadcast_capacity: usize,
     pub sse_keepalive: Duration,
     pub experience_library_url: Option<String>,
@@ -85,6 +88,7 @@ impl Default for Config {
             enroll_per_minute: 30,
             max_body_bytes: 1024 * 1024,
             snapshot_every: 10_000,
+            min_free_bytes: 128 * 1024 * 1024,
             broadcast_capacity: 4096,
             sse_keepalive: Duration::from_secs(15),
             experience_library_url: None,
@@ -128,6 +132,7 @@ pub struct FileConfig {
     pub enroll_per_minute: Option<u32>,
     pub max_body_bytes: Option<usize>,
     pub snapshot_every: Option<u64>,
+    pub min_free_bytes: Option<u64>,
     pub broadcast_capacity: Option<usize>,
     pub sse_keepalive: Option<DurationValue>,
     #[serde(rename = "experienceLibrary", alias = "experience_library")]
@@ -302,6 +307,9 @@ impl Config {
         }
         if let Some(v) = f.snapshot_every {
             self.snapshot_every = v.max(1);
+        }
+        if let Some(v) = f.min_free_bytes {
+            self.min_free_bytes = v;
         }
         if let Some(v) = f.broadcast_capacity {
             self.broadcast_capacity = v;

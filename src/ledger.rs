@@ -49,6 +49,10 @@ pub enum LedgerError {
     Domain(#[from] DomainError),
     #[error("the event log is unavailable: {0}")]
     Unavailable(String),
+    /// The log takes no writes (disk full, or a write failed); reads still work. The
+    /// message says why and what brings writes back.
+    #[error("{0}")]
+    ReadOnly(String),
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +66,9 @@ pub struct LedgerConfig {
     /// Stop taking more commands into a batch once it holds this many events: sled
     /// keeps memory it never gives back after very large batches.
     pub max_batch_events: usize,
+    /// Refuse new mutations while the data dir's filesystem has less free space than
+    /// this: the reserve lets a stop's final snapshot (and sled's own) always finish.
+    pub min_free_bytes: u64,
 }
 
 impl Default for LedgerConfig {
@@ -71,6 +78,7 @@ impl Default for LedgerConfig {
             broadcast_capacity: 4096,
             max_batch: 4096,
             max_batch_events: 2048,
+            min_free_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -88,7 +96,29 @@ pub struct Ledger<P: Projection> {
     committed: Arc<AtomicU64>,
     live: broadcast::Sender<Arc<Published>>,
     store: Store,
+    writes: Arc<WriteHealth>,
+    min_free_bytes: u64,
     thread: Arc<parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+/// Whether the log takes writes, kept by the writer and read by `/readyz` and health.
+#[derive(Debug, Default)]
+pub struct WriteHealth {
+    /// Why writes are refused; `None` while the log takes them.
+    refusal: parking_lot::Mutex<Option<String>>,
+    /// Free bytes on the data dir's filesystem at the writer's last check.
+    free_bytes: AtomicU64,
+    /// Commands refused because the log takes no writes, since start.
+    refused: AtomicU64,
+}
+
+/// A copy of `WriteHealth` for a reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteStatus {
+    pub refusal: Option<String>,
+    pub free_bytes: u64,
+    pub min_free_bytes: u64,
+    pub refused: u64,
 }
 
 impl<P: Projection> Clone for Ledger<P> {
@@ -99,6 +129,8 @@ impl<P: Projection> Clone for Ledger<P> {
             committed: self.committed.clone(),
             live: self.live.clone(),
             store: self.store.clone(),
+            writes: self.writes.clone(),
+            min_free_bytes: self.min_free_bytes,
             thread: self.thread.clone(),
         }
     }
@@ -113,9 +145,27 @@ impl<P: Projection> Ledger<P> {
         let committed = Arc::new(AtomicU64::new(recovered.views.last_seq()));
         let (live, _) = broadcast::channel(config.broadcast_capacity.max(16));
         let (tx, rx) = mpsc::channel(16_384);
+        let writes = Arc::new(WriteHealth::default());
+        let min_free_bytes = config.min_free_bytes;
+        // Said before the first command arrives, so that a server started on a full
+        // disk shows it at once.
+        let free = store.free_bytes().ok();
+        if let Some(free) = free {
+            writes.free_bytes.store(free, Ordering::Relaxed);
+            if free < min_free_bytes {
+                *writes.refusal.lock() = Some(disk_full_message(free, min_free_bytes));
+            }
+        }
+        let ballast = free
+            .is_some_and(|f| f >= min_free_bytes.saturating_add(2 * crate::store::BALLAST_BYTES))
+            && store.ensure_ballast();
         let writer = Writer {
             store: store.clone(),
             config,
+            writes: writes.clone(),
+            failed: None,
+            ballast,
+            committed_hash: recovered.prev_hash,
             views: recovered.views,
             shared: views.clone(),
             committed: committed.clone(),
@@ -135,6 +185,8 @@ impl<P: Projection> Ledger<P> {
             committed,
             live,
             store,
+            writes,
+            min_free_bytes,
             thread: Arc::new(parking_lot::Mutex::new(Some(thread))),
         })
     }
@@ -167,6 +219,16 @@ impl<P: Projection> Ledger<P> {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Whether the log takes writes and, if not, why.
+    pub fn write_status(&self) -> WriteStatus {
+        WriteStatus {
+            refusal: self.writes.refusal.lock().clone(),
+            free_bytes: self.writes.free_bytes.load(Ordering::Relaxed),
+            min_free_bytes: self.min_free_bytes,
+            refused: self.writes.refused.load(Ordering::Relaxed),
+        }
     }
 
     /// Stops accepting commands once every handle is dropped; waits for the writer to
@@ -294,6 +356,15 @@ struct Writer<P: Projection> {
     shared: Arc<RwLock<P>>,
     committed: Arc<AtomicU64>,
     live: broadcast::Sender<Arc<Published>>,
+    writes: Arc<WriteHealth>,
+    /// Set when an append or flush failed: the store may hold part of a batch that was
+    /// never acknowledged, so nothing more is written until a restart replays the disk.
+    failed: Option<String>,
+    /// Whether `<data>/ballast` is known to be there (see `store::BALLAST_BYTES`).
+    ballast: bool,
+    /// The hash of the last acknowledged event: where `prev_hash` goes back to when a
+    /// batch fails.
+    committed_hash: Hash,
     prev_hash: Hash,
     last_at_ms: u64,
     last_snapshot: u64,
@@ -317,7 +388,9 @@ impl<P: Projection> Writer<P> {
                 self.commit(&mut batch);
             }
         }
-        if self.views.last_seq() > self.last_snapshot {
+        // The free-space reserve exists for this last snapshot; after a failed write
+        // nothing more is written.
+        if self.failed.is_none() && self.views.last_seq() > self.last_snapshot {
             self.snapshot();
             if let Err(e) = self.store.flush() {
                 tracing::error!(error = %e, "final flush failed");
@@ -335,6 +408,13 @@ impl<P: Projection> Writer<P> {
         let mut encoded: Vec<Vec<u8>> = Vec::new();
         let mut tokens: Vec<TokenWrite> = Vec::new();
         let mut pending: Vec<Pending> = Vec::new();
+        if let Some(reason) = self.refusal() {
+            self.writes.refused.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            for request in batch.drain(..) {
+                let _ = request.reply.send(Err(LedgerError::ReadOnly(reason.clone())));
+            }
+            return;
+        }
         let now = now_ms();
         while envelopes.len() < self.config.max_batch_events {
             let Some(request) = batch.pop_front() else { break };
@@ -378,15 +458,30 @@ impl<P: Projection> Writer<P> {
             .collect();
         let written = self.store.append(&records, &tokens).and_then(|_| self.store.flush());
         if let Err(e) = written {
-            // The disk state is now unknown: the writer's views may be ahead of it.
-            // Answer every caller with an error and stop the process; on restart the
-            // log on disk is the truth and is replayed.
-            tracing::error!(error = %e, "append failed; stopping so the log can be recovered");
+            // The disk state is now unknown: part of the batch may be on disk, and sled
+            // refuses every write after an I/O error. Nothing of the batch was
+            // acknowledged: answer every caller, go back to the acknowledged views and
+            // stay read-only. On restart the log on disk is the truth and is replayed.
+            let reason = if e.is_disk_full() {
+                format!(
+                    "the disk is full ({e}); the server is read-only: free space on the data dir's \
+                     filesystem and restart it"
+                )
+            } else {
+                format!("the event log could not be written ({e}); the server is read-only until restarted")
+            };
+            tracing::error!(error = %e, "append failed; the log is read-only until a restart");
             for (reply, _) in pending {
-                let _ = reply.send(Err(LedgerError::Unavailable(e.to_string())));
+                let _ = reply.send(Err(LedgerError::ReadOnly(reason.clone())));
             }
-            std::process::exit(70);
+            drop(records);
+            self.views = self.shared.read().clone();
+            self.prev_hash = self.committed_hash;
+            *self.writes.refusal.lock() = Some(reason.clone());
+            self.failed = Some(reason);
+            return;
         }
+        self.committed_hash = self.prev_hash;
         drop(records);
         let envelopes: Vec<Arc<Envelope>> = envelopes.into_iter().map(Arc::new).collect();
         {
@@ -414,6 +509,36 @@ impl<P: Projection> Writer<P> {
         }
     }
 
+    /// Why the next batch must be refused: a failed write earlier, or less free space
+    /// than the reserve. Says so once in the log when it starts and when it ends.
+    fn refusal(&mut self) -> Option<String> {
+        if let Some(reason) = &self.failed {
+            return Some(reason.clone());
+        }
+        let floor = self.config.min_free_bytes;
+        // Unknown is not full: the write itself will say if it fails.
+        let free = self.store.free_bytes().unwrap_or(u64::MAX);
+        self.writes.free_bytes.store(free, Ordering::Relaxed);
+        let mut refusal = self.writes.refusal.lock();
+        if free < floor {
+            let reason = disk_full_message(free, floor);
+            if refusal.is_none() {
+                tracing::error!(free_bytes = free, min_free_bytes = floor, "disk full: the log is read-only");
+            }
+            *refusal = Some(reason.clone());
+            Some(reason)
+        } else {
+            if refusal.take().is_some() {
+                tracing::info!(free_bytes = free, "disk space is back: the log takes writes again");
+            }
+            drop(refusal);
+            if !self.ballast && free >= floor.saturating_add(2 * crate::store::BALLAST_BYTES) {
+                self.ballast = self.store.ensure_ballast();
+            }
+            None
+        }
+    }
+
     fn snapshot(&mut self) {
         let seq = self.views.last_seq();
         let bytes = encode_snapshot(&self.views);
@@ -422,6 +547,16 @@ impl<P: Projection> Writer<P> {
             Err(e) => tracing::warn!(error = %e, "snapshot not written; will retry"),
         }
     }
+}
+
+fn disk_full_message(free: u64, floor: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    format!(
+        "the disk is full: {} MiB free on the data dir's filesystem, below the {} MiB reserve \
+         (min_free_bytes); the server is read-only and takes writes again by itself once space is freed",
+        free / MIB,
+        floor.div_ceil(MIB)
+    )
 }
 
 /// Runs a command, turning a panic inside it into an error for that one caller

@@ -81,6 +81,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let ledger_config = LedgerConfig {
         snapshot_every: config.snapshot_every,
         broadcast_capacity: config.broadcast_capacity,
+        min_free_bytes: config.min_free_bytes,
         ..LedgerConfig::default()
     };
     let (token, is_new, ledger) =

@@ -13,6 +13,18 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// True when the filesystem ran out of space (ENOSPC) or of quota (EDQUOT).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Sled(sled::Error::Io(e)) => {
+                matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A record for the `events` tree, prepared by the ledger.
 pub struct Record<'a> {
     pub seq: u64,
@@ -44,8 +56,30 @@ pub struct Store {
 
 const LAYOUT_KEY: &[u8] = b"layout_version";
 
+/// Size of `<data>/ballast`, a file of zeros kept only to be deleted: sled needs room to
+/// open a log (it pads the tail of its last segment, ~512 KiB), so on a disk that
+/// something else filled, giving this back lets the server start read-only instead of
+/// failing to open. Re-created once space is back.
+pub const BALLAST_BYTES: u64 = 8 * 1024 * 1024;
+
 impl Store {
+    /// Opens the store; on a full disk, releases the ballast and tries once more.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        match Store::open_sled(dir) {
+            Err(e) if e.is_disk_full() && release_ballast(dir) => {
+                tracing::warn!(
+                    "the disk is full: released the {} MiB ballast in {} so the log can open (read-only \
+                     until space is freed)",
+                    BALLAST_BYTES / (1024 * 1024),
+                    dir.display()
+                );
+                Store::open_sled(dir)
+            }
+            opened => opened,
+        }
+    }
+
+    fn open_sled(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(sled::Error::Io)?;
         let db = sled::Config::new().path(dir.join("log")).cache_capacity(256 * 1024 * 1024).open()?;
         let data_file = std::fs::File::open(dir.join("log").join("db")).map_err(sled::Error::Io)?;
@@ -221,10 +255,48 @@ impl Store {
         Ok(())
     }
 
+    /// Bytes free for us on the data dir's filesystem (what an unprivileged writer may
+    /// still use).
+    pub fn free_bytes(&self) -> Result<u64, StoreError> {
+        let stat = nix::sys::statvfs::statvfs(&self.dir)
+            .map_err(|e| StoreError::Sled(sled::Error::Io(std::io::Error::from(e))))?;
+        Ok((stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64))
+    }
+
+    /// Writes the ballast if it is missing (see `BALLAST_BYTES`); true when it is there.
+    pub fn ensure_ballast(&self) -> bool {
+        let path = self.dir.join("ballast");
+        if std::fs::metadata(&path).map(|m| m.len() == BALLAST_BYTES).unwrap_or(false) {
+            return true;
+        }
+        let written = (|| -> std::io::Result<()> {
+            use std::io::Write;
+            let tmp = self.dir.join("ballast.tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            let zeros = vec![0u8; 1024 * 1024];
+            for _ in 0..BALLAST_BYTES / zeros.len() as u64 {
+                f.write_all(&zeros)?;
+            }
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(self.dir.join("ballast.tmp"));
+            tracing::warn!(error = %e, "the ballast file could not be written");
+            return false;
+        }
+        true
+    }
+
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
     }
+}
+
+/// Deletes `<dir>/ballast`; true when there was one.
+fn release_ballast(dir: &Path) -> bool {
+    std::fs::remove_file(dir.join("ballast")).is_ok()
 }
 
 /// The reverse entry (principal → hash), so that a token can be revoked by owner.

@@ -234,6 +234,7 @@ impl From<LedgerError> for ApiError {
                 tracing::error!(error = %m, "ledger unavailable");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "the event log is unavailable; retry")
             }
+            LedgerError::ReadOnly(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, m),
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct LibraryConfig {
     pub sse_keepalive: Duration,
     pub snapshot_every: u64,
     pub max_body_bytes: usize,
+    /// Mutations are refused while the data dir's filesystem has less free space.
+    pub min_free_bytes: u64,
 }
 
 impl Default for LibraryConfig {
@@ -55,6 +57,7 @@ impl Default for LibraryConfig {
             sse_keepalive: Duration::from_secs(15),
             snapshot_every: 10_000,
             max_body_bytes: 1 << 20,
+            min_free_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -73,6 +76,7 @@ struct File {
     release_token: Option<String>,
     rollout: Option<RolloutFile>,
     sse_keepalive: Option<Humantime>,
+    min_free_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +125,9 @@ impl LibraryConfig {
             if value.is_some() {
                 *slot = value;
             }
+        }
+        if let Some(v) = f.min_free_bytes {
+            self.min_free_bytes = v;
         }
         if let Some(k) = f.sse_keepalive {
             self.sse_keepalive = k.0;

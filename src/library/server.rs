@@ -24,7 +24,11 @@ pub type Running = crate::server::Running<LibraryViews>;
 /// Opens the library's data dir and starts serving on `config.listen`.
 pub async fn start(config: LibraryConfig) -> anyhow::Result<Running> {
     config.check().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let ledger_config = LedgerConfig { snapshot_every: config.snapshot_every, ..LedgerConfig::default() };
+    let ledger_config = LedgerConfig {
+        snapshot_every: config.snapshot_every,
+        min_free_bytes: config.min_free_bytes,
+        ..LedgerConfig::default()
+    };
     let (token, is_new, ledger) =
         open_service::<LibraryViews>(&config.data, config.admin_token.as_deref(), ledger_config).await?;
     let listener =
