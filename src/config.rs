@@ -11,6 +11,9 @@ use std::time::Duration;
 pub const DEFAULT_ROLES: [&str; 5] =
     ["render-node", "hydraguard-air", "hydraheadflatscreen", "hydraheadwindows", "hydrabody"];
 
+/// The roles that make a node a head unless the config says otherwise.
+pub const DEFAULT_HEAD_ROLES: [&str; 2] = ["hydraheadflatscreen", "hydraheadwindows"];
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -22,6 +25,8 @@ pub struct Config {
     pub observer_token: Option<String>,
     pub fleet_enrollment_token: Option<String>,
     pub role_catalog: Vec<String>,
+    /// The roles that make a node a head (a kiosk), whatever way it enrolled.
+    pub head_roles: Vec<String>,
     /// What a role needs on the node (a role without one is a name only): delivered
     /// with the heartbeat answer and installed by `hydranode` on reprovision.
     pub role_recipes: BTreeMap<String, RoleRecipe>,
@@ -82,6 +87,7 @@ impl Default for Config {
             observer_token: None,
             fleet_enrollment_token: None,
             role_catalog: DEFAULT_ROLES.iter().map(|s| s.to_string()).collect(),
+            head_roles: DEFAULT_HEAD_ROLES.iter().map(|s| s.to_string()).collect(),
             role_recipes: BTreeMap::new(),
             heartbeat_timeout: Duration::from_secs(90),
             offline_check_interval: Duration::from_secs(5),
@@ -125,6 +131,8 @@ pub struct FileConfig {
     pub fleet_enrollment_token: Option<String>,
     #[serde(alias = "roleCatalog")]
     pub role_catalog: Option<Vec<String>>,
+    #[serde(alias = "headRoles")]
+    pub head_roles: Option<Vec<String>>,
     #[serde(alias = "roleRecipes")]
     pub role_recipes: Option<BTreeMap<String, RoleRecipe>>,
     pub heartbeat_timeout: Option<DurationValue>,
@@ -289,6 +297,9 @@ impl Config {
         self.fleet_enrollment_token = f.fleet_enrollment_token.or(self.fleet_enrollment_token.take());
         if let Some(v) = f.role_catalog {
             self.role_catalog = v;
+        }
+        if let Some(v) = f.head_roles {
+            self.head_roles = v;
         }
         if let Some(v) = f.role_recipes {
             self.role_recipes = v;

@@ -290,8 +290,80 @@ async fn the_stream_config_follows_the_assignment() {
     assert_eq!(status, 204);
     let (_, config) = get(&s, &format!("/api/v1/heads/{head}"), &token).await;
     assert_eq!(config["assigned_body_id"], Value::Null);
-    let assigned = types_in_log(&s, &format!("types=head.assigned&node={head}")).await;
-    assert_eq!(assigned.len(), 4, "assign, clear, assign, unpin on removal: {assigned:?}");
+    let assigned = types_in_log(&s, &format!("types=head.assigned,head.unassigned&node={head}")).await;
+    let kinds: Vec<&str> = assigned.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["head.assigned", "head.assigned", "head.assigned", "head.unassigned"],
+        "assign, clear, assign, unpin on removal"
+    );
+}
+
+/// Ids in `GET /api/v1/heads`.
+async fn listed_heads(s: &TestServer) -> Vec<String> {
+    let (status, heads) = get(s, "/api/v1/heads", ADMIN).await;
+    assert_eq!(status, 200, "{heads}");
+    heads.as_array().unwrap().iter().map(|h| h["id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn a_machine_approved_with_a_head_role_is_a_head_until_its_roles_say_otherwise() {
+    let s = spawn_fleet_app().await;
+    let (body, body_token) = approved_body(&s, "body-1").await;
+    heartbeat(&s, &body_token, json!({"provider_status": "running"})).await;
+
+    // A Windows screen enrolls through /enroll like a body and is approved as a head.
+    let (screen, screen_token) = enroll(&s.url, &s.http, "windows-screen").await;
+    let (status, answer) = post(
+        &s,
+        &format!("/api/v1/nodes/{screen}/approve"),
+        ADMIN,
+        json!({"roles": ["hydraheadwindows"], "district": "north", "venue": "arena"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(listed_heads(&s).await.contains(&screen), "listed with the heads");
+    let (_, node) = get(&s, &format!("/api/v1/nodes/{screen}"), ADMIN).await;
+    assert_eq!(node["kind"], "head", "{node}");
+    let (status, config) = get(&s, &format!("/api/v1/heads/{screen}"), &screen_token).await;
+    assert_eq!(status, 200, "its stream config answers: {config}");
+    let (status, eligible) = get(&s, &format!("/api/v1/bodies/eligible?head={screen}"), ADMIN).await;
+    assert_eq!(status, 200, "{eligible}");
+    let offered: Vec<&str> = eligible.as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap()).collect();
+    assert_eq!(offered, [body.as_str()], "bodies are offered to it, never a head");
+    let (status, answer) =
+        post(&s, &format!("/api/v1/nodes/{screen}/head-assignment"), ADMIN, json!({"body_id": body})).await;
+    assert_eq!(status, 200, "a head by role can be pinned to a body: {answer}");
+    let (status, err) =
+        post(&s, &format!("/api/v1/nodes/{body}/head-assignment"), ADMIN, json!({"body_id": screen})).await;
+    assert_eq!(status, 400, "a body is not a head: {err}");
+
+    // Its roles change to a body's: it leaves the heads and its assignment, with reasons.
+    let (status, answer) =
+        post(&s, &format!("/api/v1/nodes/{screen}/roles"), ADMIN, json!({"roles": ["render-node"]})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(!listed_heads(&s).await.contains(&screen), "no longer a head");
+    let (_, node) = get(&s, &format!("/api/v1/nodes/{screen}"), ADMIN).await;
+    assert_eq!(node["kind"], "body");
+    let (status, _) = get(&s, &format!("/api/v1/heads/{screen}"), &screen_token).await;
+    assert_eq!(status, 400, "a body has no stream config");
+    let (_, log) = get(&s, &format!("/api/v1/events/log?node={screen}"), ADMIN).await;
+    let events: Vec<&Value> = log["events"].as_array().unwrap().iter().collect();
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["type"] == "node.kind_changed")
+        .map(|e| (e["data"]["kind"].as_str().unwrap(), e["data"]["roles"][0].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("head", "hydraheadwindows"), ("body", "render-node")],
+        "the history says when and why"
+    );
+    let unassigned =
+        events.iter().find(|e| e["type"] == "head.unassigned").expect("head.unassigned recorded");
+    assert_eq!(unassigned["data"]["head_id"], screen.as_str());
+    assert_eq!(unassigned["data"]["body_id"], body.as_str());
+    assert_eq!(unassigned["data"]["reason"], "no_longer_a_head");
 }
 
 #[tokio::test]

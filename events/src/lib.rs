@@ -336,6 +336,20 @@ pub enum Event {
     RolloutCancelled {
         rollout_id: String,
     },
+    /// The node became a head or a body (`kind`: `head` or `body`) because of its
+    /// roles: `roles` are the roles that decided it.
+    NodeKindChanged {
+        node_id: NodeId,
+        kind: String,
+        roles: Vec<String>,
+    },
+    /// A head lost the body it was pinned to, and why (`no_longer_a_head`,
+    /// `body_no_longer_a_body`, `placement_changed`, `body_drained`, `body_removed`).
+    HeadUnassigned {
+        head_id: NodeId,
+        body_id: NodeId,
+        reason: String,
+    },
 }
 
 /// A node a rollout left out, and why (`offline`, …).
@@ -460,6 +474,8 @@ impl Event {
             Event::RolloutCompleted { .. } => "rollout.completed",
             Event::RolloutAborted { .. } => "rollout.aborted",
             Event::RolloutCancelled { .. } => "rollout.cancelled",
+            Event::NodeKindChanged { .. } => "node.kind_changed",
+            Event::HeadUnassigned { .. } => "head.unassigned",
         }
     }
 
@@ -506,7 +522,9 @@ impl Event {
             | Event::RolloutNodeRequested { node_id, .. }
             | Event::RolloutNodeStarted { node_id, .. }
             | Event::RolloutNodeCompleted { node_id, .. }
-            | Event::RolloutNodeFailed { node_id, .. } => Some(node_id),
+            | Event::RolloutNodeFailed { node_id, .. }
+            | Event::NodeKindChanged { node_id, .. }
+            | Event::HeadUnassigned { head_id: node_id, .. } => Some(node_id),
             _ => None,
         }
     }

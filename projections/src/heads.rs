@@ -57,6 +57,21 @@ pub(crate) fn apply(heads: &mut BTreeMap<NodeId, HeadView>, envelope: &Envelope)
                 h.allowed_experiences = experiences.clone();
             }
         }
+        // A node that becomes a head by its roles starts as a fresh kiosk; one that
+        // stops being a head has nothing left here (its assignment was cleared first).
+        Event::NodeKindChanged { node_id, kind, .. } => {
+            if kind == "head" {
+                heads.entry(node_id.clone()).or_default();
+            } else {
+                heads.remove(node_id);
+            }
+        }
+        Event::HeadUnassigned { head_id, .. } => {
+            if let Some(h) = heads.get_mut(head_id) {
+                h.assigned_body = None;
+                h.app_id = None;
+            }
+        }
         _ => {}
     }
 }

@@ -176,6 +176,9 @@ pub(crate) fn apply(nodes: &mut BTreeMap<NodeId, NodeView>, envelope: &Envelope)
         Event::ProvisionStarted { .. } => node.reprovision = false,
         // A force-stop clears the stream state; a body still streaming says so again.
         Event::StreamStopped { .. } => node.stream_status = "idle".into(),
+        Event::NodeKindChanged { kind, .. } => {
+            node.kind = if kind == "head" { NodeKind::Head } else { NodeKind::Body };
+        }
         _ => {}
     }
 }

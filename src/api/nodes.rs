@@ -287,7 +287,10 @@ pub async fn approve(
     let roles = check_roles(&state, &body.roles)?;
     let placement =
         check_placement(&body.district, &body.venue, body.environment.as_deref(), body.owner.as_deref())?;
-    state.ledger.submit(admin.cause(), nodes::approve(id.clone(), roles, placement)).await?;
+    state
+        .ledger
+        .submit(admin.cause(), nodes::approve(id.clone(), roles, placement, state.config.head_roles.clone()))
+        .await?;
     current(&state, &id)
 }
 
@@ -315,7 +318,10 @@ pub async fn roles(
 ) -> Result<Json<NodeJson>, ApiError> {
     let id = node_id(&id)?;
     let roles = check_roles(&state, &body.roles)?;
-    state.ledger.submit(admin.cause(), nodes::set_roles(id.clone(), roles)).await?;
+    state
+        .ledger
+        .submit(admin.cause(), nodes::set_roles(id.clone(), roles, state.config.head_roles.clone()))
+        .await?;
     current(&state, &id)
 }
 

@@ -89,6 +89,12 @@ pub fn assign(
                 h_node.venue
             )));
         }
+        if b.environment != h_node.environment {
+            return Err(DomainError::Conflict(format!(
+                "body {body_id} is in {} but head {id} is in {}: a head streams only from its own environment",
+                b.environment, h_node.environment
+            )));
+        }
         if !b.online {
             return Err(DomainError::Conflict(format!("body {body_id} is offline")));
         }
@@ -200,15 +206,59 @@ pub fn eligible_bodies(views: &ClusterViews, id: &NodeId) -> Result<Vec<Eligible
         .collect())
 }
 
-/// When a body leaves the fleet, the heads pinned to it are unpinned in the same
-/// command, so no head points at a node that no longer exists.
-pub fn unassign_from(views: &ClusterViews, body: &NodeId) -> Vec<Event> {
+/// The heads pinned to `body` lose it, in the same command as what makes the pairing
+/// wrong (the body is removed, drained, moved or no longer a body), so no head
+/// points at a body it cannot use.
+pub fn unassign_from(views: &ClusterViews, body: &NodeId, reason: &str) -> Vec<Event> {
     views
         .heads
         .iter()
         .filter(|(_, h)| h.assigned_body.as_ref() == Some(body))
-        .map(|(id, _)| Event::HeadAssigned { node_id: id.clone(), body_id: None, app_id: None })
+        .map(|(id, _)| Event::HeadUnassigned {
+            head_id: id.clone(),
+            body_id: body.clone(),
+            reason: reason.into(),
+        })
         .collect()
+}
+
+/// The head loses its body, if it has one.
+pub fn unassign_head(views: &ClusterViews, head: &NodeId, reason: &str) -> Option<Event> {
+    let body = views.heads.get(head)?.assigned_body.clone()?;
+    Some(Event::HeadUnassigned { head_id: head.clone(), body_id: body, reason: reason.into() })
+}
+
+/// The assignments that no longer hold once node `n` moves to placement `p`: a head
+/// and its body must share district, venue and environment.
+pub fn unassign_mismatched(views: &ClusterViews, n: &NodeView, p: &super::nodes::Placement) -> Vec<Event> {
+    let same = |other: &NodeView| {
+        (other.district.as_str(), other.venue.as_str(), other.environment.as_str())
+            == (p.district.as_str(), p.venue.as_str(), p.environment.as_str())
+    };
+    let reason = "placement_changed";
+    match n.kind {
+        NodeKind::Head => views
+            .heads
+            .get(&n.id)
+            .and_then(|h| h.assigned_body.as_ref())
+            .and_then(|b| views.nodes.get(b))
+            .filter(|b| !same(b))
+            .and_then(|_| unassign_head(views, &n.id, reason))
+            .into_iter()
+            .collect(),
+        NodeKind::Body => views
+            .heads
+            .iter()
+            .filter(|(id, h)| {
+                h.assigned_body.as_ref() == Some(&n.id) && views.nodes.get(*id).is_some_and(|hn| !same(hn))
+            })
+            .map(|(id, _)| Event::HeadUnassigned {
+                head_id: id.clone(),
+                body_id: n.id.clone(),
+                reason: reason.into(),
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]
@@ -306,14 +356,102 @@ mod tests {
         assert!(matches!(eligible_bodies(&v, &id("node-nope")), Err(DomainError::NotFound(_))));
     }
 
-    #[test]
-    fn removing_a_body_unpins_its_heads() {
+    fn unassigned(reason: &str) -> Event {
+        Event::HeadUnassigned { head_id: id("node-h"), body_id: id("node-b"), reason: reason.into() }
+    }
+
+    fn pinned() -> ClusterViews {
         let mut v = fleet();
         v.heads.get_mut(&id("node-h")).unwrap().assigned_body = Some(id("node-b"));
+        v
+    }
+
+    #[test]
+    fn removing_a_body_unpins_its_heads() {
+        let v = pinned();
+        assert_eq!(unassign_from(&v, &id("node-b"), "body_removed"), vec![unassigned("body_removed")]);
+        assert!(unassign_from(&v, &id("node-far"), "body_removed").is_empty());
+        let d = crate::cluster::nodes::remove(id("node-b"))(&v).unwrap();
+        assert_eq!(d.events[0], unassigned("body_removed"));
+    }
+
+    #[test]
+    fn roles_decide_the_kind_and_a_changed_kind_ends_the_assignment() {
+        use crate::cluster::nodes::set_roles;
+        use hydra_projections::Projection;
+        let heads: Vec<String> = vec!["hydraheadwindows".into()];
+        let kind = |node: &str, kind: &str, roles: &[&str]| Event::NodeKindChanged {
+            node_id: id(node),
+            kind: kind.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        };
+        let changed = |node: &str, roles: &[&str]| Event::NodeRolesChanged {
+            node_id: id(node),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        };
+        let v = pinned();
+        // The fleet kiosk given a body's role becomes a body and loses its body.
+        let d = set_roles(id("node-h"), vec!["render-node".into()], heads.clone())(&v).unwrap();
         assert_eq!(
-            unassign_from(&v, &id("node-b")),
-            vec![Event::HeadAssigned { node_id: id("node-h"), body_id: None, app_id: None }]
+            d.events,
+            vec![
+                changed("node-h", &["render-node"]),
+                unassigned("no_longer_a_head"),
+                kind("node-h", "body", &["render-node"])
+            ]
         );
-        assert!(unassign_from(&v, &id("node-far")).is_empty());
+        // The body given a head role becomes a head; the kiosk pinned to it is let go.
+        let d = set_roles(id("node-b"), vec!["hydraheadwindows".into()], heads.clone())(&v).unwrap();
+        assert_eq!(
+            d.events,
+            vec![
+                changed("node-b", &["hydraheadwindows"]),
+                unassigned("body_no_longer_a_body"),
+                kind("node-b", "head", &["hydraheadwindows"])
+            ]
+        );
+        // Roles that leave the kind as it is write no kind change.
+        let d = set_roles(id("node-b"), vec!["hydrabody".into()], heads.clone())(&v).unwrap();
+        assert_eq!(d.events, vec![changed("node-b", &["hydrabody"])]);
+        // Folded, the new head is listed with the heads and the old one is not.
+        let mut after = v.clone();
+        for e in set_roles(id("node-b"), vec!["hydraheadwindows".into()], heads)(&v).unwrap().events {
+            after.apply(&hydra_events::Envelope {
+                seq: after.last_seq + 1,
+                at_ms: 0,
+                schema: hydra_events::CURRENT_SCHEMA,
+                cause: String::new(),
+                prev_hash: hydra_events::ZERO_HASH,
+                event: e,
+            });
+        }
+        assert_eq!(after.nodes[&id("node-b")].kind, NodeKind::Head);
+        assert!(after.heads.contains_key(&id("node-b")));
+        assert_eq!(after.heads[&id("node-h")].assigned_body, None);
+    }
+
+    #[test]
+    fn a_drained_or_moved_body_lets_its_heads_go() {
+        use crate::cluster::nodes::{set_drain, set_placement, Placement};
+        let v = pinned();
+        let d = set_drain(id("node-b"), true)(&v).unwrap();
+        assert_eq!(d.events[0], unassigned("body_drained"));
+        let moved = |venue: &str, env: &str| Placement {
+            district: "north".into(),
+            venue: venue.into(),
+            environment: env.into(),
+            owner: None,
+        };
+        let d = set_placement(id("node-b"), moved("hall", "production"))(&v).unwrap();
+        assert_eq!(d.events[0], unassigned("placement_changed"));
+        let d = set_placement(id("node-h"), moved("arena", "staging"))(&v).unwrap();
+        assert_eq!(d.events[0], unassigned("placement_changed"));
+        // An owner change keeps the pair together.
+        let d = set_placement(
+            id("node-b"),
+            Placement { owner: Some("ops".into()), ..moved("arena", "production") },
+        )(&v)
+        .unwrap();
+        assert_eq!(d.events.len(), 1, "{:?}", d.events);
     }
 }

@@ -6,7 +6,7 @@ use crate::error::DomainError;
 use crate::ledger::Decision;
 use crate::store::TokenWrite;
 use hydra_events::{Event, NodeId, UpdateTarget};
-use hydra_projections::{ClusterViews, NodeStatus, NodeView};
+use hydra_projections::{ClusterViews, NodeKind, NodeStatus, NodeView};
 
 pub const ENVIRONMENTS: [&str; 2] = ["staging", "production"];
 
@@ -57,16 +57,50 @@ pub struct Placement {
     pub owner: Option<String>,
 }
 
+/// The kind a node has with `roles`: a head when one of them is a head role, a body
+/// when it has roles and none is. With no roles it keeps the kind it has: a kiosk
+/// registered with the fleet token has none and is a head.
+pub fn kind_for(current: NodeKind, roles: &[String], head_roles: &[String]) -> NodeKind {
+    if roles.iter().any(|r| head_roles.contains(r)) {
+        NodeKind::Head
+    } else if roles.is_empty() {
+        current
+    } else {
+        NodeKind::Body
+    }
+}
+
+/// What follows from giving node `n` the roles `roles`: nothing when its kind stays;
+/// otherwise the assignments that no longer hold, then `node.kind_changed`.
+fn kind_events(views: &ClusterViews, n: &NodeView, roles: &[String], head_roles: &[String]) -> Vec<Event> {
+    let kind = kind_for(n.kind, roles, head_roles);
+    if kind == n.kind {
+        return Vec::new();
+    }
+    let mut events = match kind {
+        NodeKind::Body => super::heads::unassign_head(views, &n.id, "no_longer_a_head").into_iter().collect(),
+        NodeKind::Head => super::heads::unassign_from(views, &n.id, "body_no_longer_a_body"),
+    };
+    events.push(Event::NodeKindChanged {
+        node_id: n.id.clone(),
+        kind: kind.as_str().into(),
+        roles: roles.to_vec(),
+    });
+    events
+}
+
 pub fn approve(
     id: NodeId,
     roles: Vec<String>,
     placement: Placement,
+    head_roles: Vec<String>,
 ) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
     move |views| {
         let n = node(views, &id)?;
         if n.status == NodeStatus::Approved {
             return Err(DomainError::Conflict(format!("node {id} is approved already")));
         }
+        let kind_changes = kind_events(views, n, &roles, &head_roles);
         let mut events = vec![Event::NodeApproved {
             node_id: id.clone(),
             roles,
@@ -74,6 +108,7 @@ pub fn approve(
             venue: placement.venue.clone(),
             environment: placement.environment.clone(),
         }];
+        events.extend(kind_changes);
         if placement.owner.is_some() {
             events.push(Event::NodePlacementChanged {
                 node_id: id,
@@ -104,7 +139,7 @@ pub fn remove(id: NodeId) -> impl FnOnce(&ClusterViews) -> Result<Decision, Doma
     move |views| {
         node(views, &id)?;
         let mut events = super::exec::fail_all(views, &id, "node_removed");
-        events.extend(super::heads::unassign_from(views, &id));
+        events.extend(super::heads::unassign_from(views, &id, "body_removed"));
         events.push(Event::NodeRemoved { node_id: id.clone() });
         Ok(Decision { tokens: vec![TokenWrite::Revoke { principal: node_principal(&id) }], events })
     }
@@ -113,13 +148,17 @@ pub fn remove(id: NodeId) -> impl FnOnce(&ClusterViews) -> Result<Decision, Doma
 pub fn set_roles(
     id: NodeId,
     roles: Vec<String>,
+    head_roles: Vec<String>,
 ) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
     move |views| {
         let n = approved(views, &id)?;
         if n.roles == roles {
             return Ok(Decision::default());
         }
-        Ok(Decision::events(vec![Event::NodeRolesChanged { node_id: id, roles }]))
+        let kind_changes = kind_events(views, n, &roles, &head_roles);
+        let mut events = vec![Event::NodeRolesChanged { node_id: id, roles }];
+        events.extend(kind_changes);
+        Ok(Decision::events(events))
     }
 }
 
@@ -137,13 +176,15 @@ pub fn set_placement(
         {
             return Ok(Decision::default());
         }
-        Ok(Decision::events(vec![Event::NodePlacementChanged {
+        let mut events = super::heads::unassign_mismatched(views, n, &p);
+        events.push(Event::NodePlacementChanged {
             node_id: id,
             district: p.district,
             venue: p.venue,
             environment: p.environment,
             owner: p.owner,
-        }]))
+        });
+        Ok(Decision::events(events))
     }
 }
 
@@ -153,7 +194,11 @@ pub fn set_drain(id: NodeId, draining: bool) -> impl FnOnce(&ClusterViews) -> Re
         if n.draining == draining {
             return Ok(Decision::default());
         }
-        Ok(Decision::events(vec![Event::NodeDrainChanged { node_id: id, draining }]))
+        // A drained body takes no new sessions: the heads pinned to it are let go.
+        let mut events =
+            if draining { super::heads::unassign_from(views, &id, "body_drained") } else { Vec::new() };
+        events.push(Event::NodeDrainChanged { node_id: id, draining });
+        Ok(Decision::events(events))
     }
 }
 
@@ -321,7 +366,7 @@ mod tests {
     #[test]
     fn roles_need_an_approved_node() {
         let v = online_body();
-        let err = set_roles(id(), vec!["hydrabody".into()])(&v).unwrap_err();
+        let err = set_roles(id(), vec!["hydrabody".into()], vec![])(&v).unwrap_err();
         assert!(matches!(err, DomainError::Conflict(m) if m.contains("pending")));
     }
 }
