@@ -30,6 +30,7 @@ mkdir -p target/demo
 cat > target/demo/config.yaml <<YAML
 enroll_per_minute: 0
 heartbeat_timeout: 6s
+heartbeat_interval: 2s
 offline_check_interval: 1s
 YAML
 cat > target/demo/library.yaml <<YAML

@@ -31,6 +31,9 @@ pub struct Config {
     /// with the heartbeat answer and installed by `hydranode` on reprovision.
     pub role_recipes: BTreeMap<String, RoleRecipe>,
     pub heartbeat_timeout: Duration,
+    /// How often agents heartbeat (`heartbeat_interval_s` in every heartbeat answer);
+    /// shorter than `heartbeat_timeout`.
+    pub heartbeat_interval: Duration,
     pub offline_check_interval: Duration,
     /// Enrollments allowed per remote address per minute (and as a burst).
     pub enroll_per_minute: u32,
@@ -90,6 +93,7 @@ impl Default for Config {
             head_roles: DEFAULT_HEAD_ROLES.iter().map(|s| s.to_string()).collect(),
             role_recipes: BTreeMap::new(),
             heartbeat_timeout: Duration::from_secs(90),
+            heartbeat_interval: Duration::from_secs(30),
             offline_check_interval: Duration::from_secs(5),
             enroll_per_minute: 30,
             max_body_bytes: 1024 * 1024,
@@ -136,6 +140,7 @@ pub struct FileConfig {
     #[serde(alias = "roleRecipes")]
     pub role_recipes: Option<BTreeMap<String, RoleRecipe>>,
     pub heartbeat_timeout: Option<DurationValue>,
+    pub heartbeat_interval: Option<DurationValue>,
     pub offline_check_interval: Option<DurationValue>,
     pub enroll_per_minute: Option<u32>,
     pub max_body_bytes: Option<usize>,
@@ -261,6 +266,20 @@ impl Config {
         Ok(config)
     }
 
+    /// What must hold between settings, checked once at start-up: the recipes, and a
+    /// heartbeat interval that fits in the heartbeat timeout.
+    pub fn check(&self) -> Result<(), String> {
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.heartbeat_timeout {
+            return Err(format!(
+                "heartbeat_interval ({}) must be more than 0 and less than heartbeat_timeout ({}), or every \
+                 node would go offline between two heartbeats",
+                humantime::format_duration(self.heartbeat_interval),
+                humantime::format_duration(self.heartbeat_timeout)
+            ));
+        }
+        self.check_recipes()
+    }
+
     /// Every recipe is well formed and for a role of the catalog (whose name becomes a
     /// directory on the node, so it must be path-safe).
     pub fn check_recipes(&self) -> Result<(), String> {
@@ -306,6 +325,9 @@ impl Config {
         }
         if let Some(v) = f.heartbeat_timeout {
             self.heartbeat_timeout = v.0;
+        }
+        if let Some(v) = f.heartbeat_interval {
+            self.heartbeat_interval = v.0;
         }
         if let Some(v) = f.offline_check_interval {
             self.offline_check_interval = v.0;

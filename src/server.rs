@@ -77,7 +77,7 @@ impl<P: Projection> Running<P> {
 
 /// Opens the data dir and starts serving on `config.listen` (port 0 picks one).
 pub async fn start(mut config: Config) -> anyhow::Result<Running> {
-    config.check_recipes().map_err(|e| anyhow::anyhow!("{e}"))?;
+    config.check().map_err(|e| anyhow::anyhow!("{e}"))?;
     let ledger_config = LedgerConfig {
         snapshot_every: config.snapshot_every,
         broadcast_capacity: config.broadcast_capacity,

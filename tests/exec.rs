@@ -356,6 +356,7 @@ async fn undelivered_commands_expire() {
 async fn when_a_node_goes_offline_its_command_is_retried_or_failed() {
     let s = spawn_app_with(|c| {
         c.heartbeat_timeout = Duration::from_millis(300);
+        c.heartbeat_interval = Duration::from_millis(100);
         c.offline_check_interval = Duration::from_millis(50);
     })
     .await;

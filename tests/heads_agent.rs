@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::agent::{hydranode, real_agent, real_head};
+use common::agent::{hydranode, real_agent, real_head, run_agent, Agent};
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -202,6 +202,50 @@ async fn a_real_head_enrolls_reports_its_status_and_streams_from_a_real_body() {
     let (status, _) =
         admin(&server, &http, Method::DELETE, &format!("/api/v1/nodes/{}/stream", head.node)).await;
     assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_enrolled_as_a_body_and_approved_with_a_head_role_runs_as_a_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with(&dir.path().join("data"), &config_with(dir.path(), ""));
+    let http = reqwest::Client::new();
+
+    // A Windows screen enrolls through /enroll, as a body would.
+    let state = dir.path().join("screen");
+    let out = std::process::Command::new(hydranode())
+        .args(["enroll", "--server", &server.url, "--name", "windows-screen", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let identity: Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("identity.json")).unwrap()).unwrap();
+    assert_eq!(identity["kind"], "body", "enrolled through /enroll");
+    let node = identity["node_id"].as_str().unwrap().to_owned();
+    std::fs::write(
+        state.join("status.json"),
+        json!({"head_status": "streaming", "head_detail": "lobby"}).to_string(),
+    )
+    .unwrap();
+    let _agent = Agent { child: run_agent(&state), state, node: node.clone() };
+
+    // Approved with a head role, its agent reports as a kiosk: its status arrives.
+    let approve = json!({"roles": ["hydraheadwindows"], "district": "north", "venue": "arena"});
+    let (status, body) = call(
+        &http,
+        Method::POST,
+        &format!("{}/api/v1/nodes/{node}/approve", server.url),
+        Some(ADMIN),
+        Some(approve),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let reported = eventually(Duration::from_secs(20), || async {
+        head_in_list(&server, &http, &node).await["status"] == "streaming"
+    })
+    .await;
+    assert!(reported, "the agent reports as a head: {}", head_in_list(&server, &http, &node).await);
+    assert_eq!(head_in_list(&server, &http, &node).await["detail"], "lobby");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

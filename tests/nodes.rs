@@ -322,6 +322,7 @@ async fn an_enrollment_flood_is_rate_limited_per_address() {
 async fn silent_nodes_go_offline_and_come_back() {
     let s = spawn_app_with(|c| {
         c.heartbeat_timeout = Duration::from_millis(300);
+        c.heartbeat_interval = Duration::from_millis(100);
         c.offline_check_interval = Duration::from_millis(50);
     })
     .await;

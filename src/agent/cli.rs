@@ -68,9 +68,10 @@ pub struct RunArgs {
     /// The server to talk to, instead of the one kept at enrollment.
     #[arg(long)]
     pub server: Option<String>,
-    /// Time between heartbeats (e.g. 30s, 500ms, or plain seconds).
-    #[arg(long, default_value = "30s", value_parser = parse_interval)]
-    pub heartbeat_interval: Duration,
+    /// Time between heartbeats (e.g. 30s, 500ms, or plain seconds) [default: what the
+    /// server's heartbeat answer says, `heartbeat_interval_s`; 30s until it has answered].
+    #[arg(long, value_parser = parse_interval)]
+    pub heartbeat_interval: Option<Duration>,
     /// How long each poll for commands waits on the server, in seconds (the server allows up to 60).
     #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(0..=60))]
     pub exec_wait: u64,

@@ -170,12 +170,39 @@ impl Beats {
     }
 }
 
-/// Heartbeats every `interval` until stopped. A failed beat is retried with backoff,
-/// but never later than the interval. Ends with `Revoked` when the server no longer
-/// accepts the token.
+/// What the server's heartbeat answers tell the rest of the agent: whether the node is
+/// a head now (its roles decide), and how often to beat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Direction {
+    pub head: bool,
+    pub interval: Duration,
+}
+
+impl Direction {
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+
+    /// The direction an answer gives; `interval` only when the agent follows the
+    /// server's (bounded: an answer cannot make the agent spin or go silent).
+    fn after_answer(&self, answer: &Value, follow_interval: bool) -> Direction {
+        let head = match answer.get("kind").and_then(Value::as_str) {
+            Some(kind) => kind == "head",
+            None => self.head,
+        };
+        let interval = match answer.get("heartbeat_interval_s").and_then(Value::as_u64) {
+            Some(s) if follow_interval => Duration::from_secs(s.clamp(1, 3600)),
+            _ => self.interval,
+        };
+        Direction { head, interval }
+    }
+}
+
+/// Heartbeats until stopped, as often as `direction` says (which the answers update
+/// when `follow_interval`). A failed beat is retried with backoff, but never later
+/// than the interval. Ends with `Revoked` when the server no longer accepts the token.
 pub async fn heartbeat_loop(
     server: Server,
-    interval: Duration,
+    follow_interval: bool,
+    direction: watch::Sender<Direction>,
     status_file: PathBuf,
     provision: mpsc::Sender<Job>,
     provisioning: Arc<AtomicBool>,
@@ -188,6 +215,8 @@ pub async fn heartbeat_loop(
         let delay = tokio::select! {
             r = beats.beat(&server) => match r {
                 Ok(answer) => {
+                    let next = direction.borrow().after_answer(&answer, follow_interval);
+                    direction.send_if_modified(|d| std::mem::replace(d, next) != next);
                     // The flag comes in one answer only: hand the recipes to the
                     // provisioning task (never waited for here).
                     if answer.get("reprovision").and_then(Value::as_bool) == Some(true) {
@@ -200,11 +229,12 @@ pub async fn heartbeat_loop(
                     }
                     beats.recovered(server.base());
                     backoff.reset();
-                    interval
+                    next.interval
                 }
                 Err(e) if e.revoked() => return Err(Revoked(e.to_string())),
                 Err(e) => {
                     beats.failed(&e);
+                    let interval = direction.borrow().interval;
                     backoff.next_delay().min(interval.max(super::backoff::START))
                 }
             },
@@ -221,6 +251,28 @@ pub async fn heartbeat_loop(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_answer_says_the_kind_and_the_interval_when_the_agent_follows_it() {
+        let d = Direction { head: false, interval: Direction::DEFAULT_INTERVAL };
+        let answer = json!({"kind": "head", "heartbeat_interval_s": 5});
+        assert_eq!(d.after_answer(&answer, true), Direction { head: true, interval: Duration::from_secs(5) });
+        // An explicit --heartbeat-interval wins; the kind is followed all the same.
+        assert_eq!(
+            d.after_answer(&answer, false),
+            Direction { head: true, interval: Direction::DEFAULT_INTERVAL }
+        );
+        // Bounded: an answer cannot make the agent spin or go silent.
+        let d2 = d.after_answer(&json!({"heartbeat_interval_s": 0}), true);
+        assert_eq!(d2.interval, Duration::from_secs(1));
+        assert_eq!(
+            d.after_answer(&json!({"heartbeat_interval_s": u64::MAX}), true).interval,
+            Duration::from_secs(3600)
+        );
+        // An older server that says nothing changes nothing.
+        assert_eq!(d.after_answer(&json!({}), true), d);
+        assert!(!d.after_answer(&json!({"kind": "body"}), true).head);
+    }
 
     #[test]
     fn the_status_file_gives_known_fields_and_says_what_is_wrong() {

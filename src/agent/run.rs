@@ -4,7 +4,7 @@
 use super::client::{self, Server};
 use super::exec::{exec_loop, ExecOptions};
 use super::head::{head_loop, Reports};
-use super::heartbeat::{heartbeat_loop, Beats};
+use super::heartbeat::{heartbeat_loop, Beats, Direction};
 use super::identity::Kind;
 use super::provision::provision_loop;
 use super::shell::shell_loop;
@@ -17,7 +17,8 @@ use std::time::Duration;
 pub struct RunOptions {
     pub state: Option<PathBuf>,
     pub server: Option<String>,
-    pub heartbeat_interval: Duration,
+    /// `None`: follow the server's `heartbeat_interval_s`.
+    pub heartbeat_interval: Option<Duration>,
     pub exec_wait_s: u64,
     pub status_file: Option<PathBuf>,
     pub once: bool,
@@ -66,7 +67,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Ended> {
         name = %identity.name,
         kind = if head { "head" } else { "body" },
         server = %base,
-        interval = %humantime::format_duration(opts.heartbeat_interval),
+        interval = %opts.heartbeat_interval.map(|i| humantime::format_duration(i).to_string()).unwrap_or_else(|| "as the server says".into()),
         "hydranode {} running",
         env!("CARGO_PKG_VERSION")
     );
@@ -76,27 +77,28 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Ended> {
     let in_hand = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut provisioning =
         tokio::spawn(provision_loop(server.clone(), dir.clone(), jobs_rx, in_hand.clone(), stop_rx.clone()));
+    let (direction_tx, direction) = tokio::sync::watch::channel(Direction {
+        head,
+        interval: opts.heartbeat_interval.unwrap_or(Direction::DEFAULT_INTERVAL),
+    });
     let mut beating = tokio::spawn(heartbeat_loop(
         server.clone(),
-        opts.heartbeat_interval,
+        opts.heartbeat_interval.is_none(),
+        direction_tx,
         status_file.clone(),
         jobs_tx,
         in_hand,
         stop_rx.clone(),
     ));
-    // A head also reports its kiosk status; a body's stand-in never ends (it is aborted
-    // when the agent stops).
-    let mut reporting = if head {
-        tokio::spawn(head_loop(
-            server.clone(),
-            identity.node_id.clone(),
-            opts.heartbeat_interval,
-            status_file,
-            stop_rx.clone(),
-        ))
-    } else {
-        tokio::spawn(std::future::pending())
-    };
+    // A head also reports its kiosk status, for as long as the server says it is one
+    // (a machine enrolled as a body becomes a head when its roles make it one).
+    let mut reporting = tokio::spawn(report_while_head(
+        server.clone(),
+        identity.node_id.clone(),
+        direction,
+        status_file,
+        stop_rx.clone(),
+    ));
     // Shells have their own loop, so a busy exec queue never holds a terminal back.
     let mut shelling = tokio::spawn(shell_loop(server.clone(), opts.exec_wait_s, stop_rx.clone()));
     let exec_opts = ExecOptions { wait_s: opts.exec_wait_s, state: dir };
@@ -122,9 +124,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Ended> {
     // Let the other loops finish: a running command is killed and its result sent,
     // open shells are hung up.
     let rest = async {
-        if !head {
-            reporting.abort();
-        }
         for task in [&mut beating, &mut executing, &mut shelling, &mut provisioning, &mut reporting] {
             if task.is_finished() {
                 continue;
@@ -140,6 +139,34 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Ended> {
         tracing::warn!("the agent loops did not stop in time");
     }
     Ok(ended)
+}
+
+/// Runs the head's status reports while the server's answers say this node is a head;
+/// ends only when the agent stops (or the reports find the token revoked).
+async fn report_while_head(
+    server: Server,
+    node_id: String,
+    mut direction: tokio::sync::watch::Receiver<Direction>,
+    status_file: PathBuf,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Revoked> {
+    loop {
+        let beats_ended = tokio::select! {
+            became = direction.wait_for(|d| d.head) => became.is_err(),
+            _ = super::stopped(&mut stop) => return Ok(()),
+        };
+        if beats_ended {
+            // The heartbeat loop says why it ended; this one waits for the stop.
+            super::stopped(&mut stop).await;
+            return Ok(());
+        }
+        tracing::info!("reporting as a kiosk head");
+        let interval = direction.borrow().interval;
+        tokio::select! {
+            r = head_loop(server.clone(), node_id.clone(), interval, status_file.clone(), stop.clone()) => return r,
+            _ = direction.wait_for(|d| !d.head) => tracing::info!("no longer a head: status reports stop"),
+        }
+    }
 }
 
 /// SIGTERM or SIGINT.

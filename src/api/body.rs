@@ -144,6 +144,8 @@ pub async fn heartbeat(
         "reprovision": reprovision,
         "update_node": delivered.0,
         "update_services": delivered.1,
-        "heartbeat_interval_s": 30,
+        "heartbeat_interval_s": state.config.heartbeat_interval.as_secs().max(1),
+        // A body's agent becomes a kiosk's (status reports) when its roles make it a head.
+        "kind": node.kind.as_str(),
     })))
 }
