@@ -3,10 +3,12 @@
 //! upload is auto-promoted and rolled out to the bodies, then the heads; rollouts abort
 //! past their failure threshold, pause, resume and cancel, and carry on through a
 //! kill -9 of the library and a restart of hydracluster without asking any node twice.
+//! Heads by role (enrolled through `/enroll`, approved with a head role) are heads in
+//! the waves, like kiosks registered with the fleet token.
 
 mod common;
 
-use common::agent::{real_agent, real_head, Agent};
+use common::agent::{real_agent, real_agent_as, real_head, Agent};
 use common::library::{free_addr, library_bin, LibraryProcess, ReleaseFeed};
 use common::pipeline::{hydrapipeline, Watcher};
 use common::*;
@@ -313,6 +315,58 @@ async fn a_rollout_carries_on_through_a_kill_9_of_the_library_and_a_cluster_rest
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((&audit["digest"], &audit["experiences"]), (&live["digest"], &json!(1)), "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_by_role_are_reprovisioned_after_every_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let cluster = ServerProcess::start_on(&dir.path().join("cluster"), free_addr(), &cluster_config(""));
+    // Three bodies and one fleet kiosk, plus a flat screen and a Windows screen that
+    // enrolled through /enroll like bodies and were approved with head roles.
+    let (bodies, mut heads) = fleet(&cluster, &http, dir.path(), 3, 1, "staging").await;
+    for (name, role) in [("flat", "hydraheadflatscreen"), ("win", "hydraheadwindows")] {
+        let agent = real_agent_as(&cluster, &http, &dir.path().join(name), name, role).await;
+        let url = format!("{}/api/v1/nodes/{}/placement", cluster.url, agent.node);
+        let body = json!({"district": "north", "venue": "arena", "environment": "staging"});
+        let (status, answer) = call(&http, reqwest::Method::POST, &url, Some(ADMIN), Some(body)).await;
+        assert_eq!(status, 200, "{answer}");
+        heads.push(agent);
+    }
+    let lib = LibraryProcess::start(&dir.path().join("library"), &cluster.url, None, "");
+    create_experience(&lib, &http, false).await;
+    register_build(&lib, &http, "b1").await;
+    let (status, answer) =
+        lib.post(&http, "/api/v1/experiences/space/promote", json!({"to": "staging"})).await;
+    assert_eq!(status, 201, "{answer}");
+    let r = until_final(&lib, &http, "r1", Duration::from_secs(90)).await;
+    assert_eq!(r["state"], "completed", "{r:#}");
+
+    // From hydracluster's own log: every head starts after every body has ended.
+    let events = log(&http, &cluster.url, "provision.*").await;
+    let seq_of = |node: &str, types: &[&str]| -> Vec<u64> {
+        events
+            .iter()
+            .filter(|e| e["data"]["node_id"] == node && types.contains(&e["type"].as_str().unwrap()))
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    };
+    let last_body_end = node_ids(&bodies)
+        .iter()
+        .map(|b| {
+            *seq_of(b, &["provision.completed", "provision.failed"]).iter().max().expect("every body ended")
+        })
+        .max()
+        .unwrap();
+    for head in node_ids(&heads) {
+        let started = seq_of(&head, &["provision.started"]);
+        assert_eq!(started.len(), 1, "head {head} reprovisioned once: {started:?}");
+        assert!(
+            started[0] > last_body_end,
+            "head {head} started at seq {} before the bodies ended ({last_body_end})",
+            started[0]
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,12 +49,17 @@ pub fn run_agent(state: &Path) -> Child {
 }
 
 pub async fn approve(server: &ServerProcess, http: &reqwest::Client, node: &str) {
+    approve_as(server, http, node, "hydrabody").await;
+}
+
+/// Approves at north/arena with one role.
+pub async fn approve_as(server: &ServerProcess, http: &reqwest::Client, node: &str, role: &str) {
     let (status, body) = call(
         http,
         reqwest::Method::POST,
         &format!("{}/api/v1/nodes/{node}/approve", server.url),
         Some(ADMIN),
-        Some(json!({"roles": ["hydrabody"], "district": "north", "venue": "arena"})),
+        Some(json!({"roles": [role], "district": "north", "venue": "arena"})),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -63,6 +68,17 @@ pub async fn approve(server: &ServerProcess, http: &reqwest::Client, node: &str)
 /// Enrolls `name` with its state in `dir/agent`, approves it, runs it and waits until
 /// it shows online.
 pub async fn real_agent(server: &ServerProcess, http: &reqwest::Client, dir: &Path, name: &str) -> Agent {
+    real_agent_as(server, http, dir, name, "hydrabody").await
+}
+
+/// `real_agent`, approved with `role` (a head role makes it a head).
+pub async fn real_agent_as(
+    server: &ServerProcess,
+    http: &reqwest::Client,
+    dir: &Path,
+    name: &str,
+    role: &str,
+) -> Agent {
     let state = dir.join("agent");
     let out = Command::new(hydranode())
         .args(["enroll", "--server", &server.url, "--name", name, "--state"])
@@ -73,7 +89,7 @@ pub async fn real_agent(server: &ServerProcess, http: &reqwest::Client, dir: &Pa
     let identity: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(state.join("identity.json")).unwrap()).unwrap();
     let node = identity["node_id"].as_str().unwrap().to_owned();
-    approve(server, http, &node).await;
+    approve_as(server, http, &node, role).await;
     let agent = Agent { child: run_agent(&state), state, node };
     let url = format!("{}/api/v1/nodes/{}", server.url, agent.node);
     let online = eventually(Duration::from_secs(30), || async {
