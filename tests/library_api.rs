@@ -240,6 +240,38 @@ async fn promotion_moves_builds_through_environments_without_a_cluster() {
 }
 
 #[tokio::test]
+async fn a_pinned_build_is_promoted_and_numeric_build_ids_are_the_same_build_as_strings() {
+    let mut lib = spawn_lib().await;
+    lib.create("space", &["v1"], false).await;
+    // HydraRelease may send the build as a number: `1` and `"1"` are one build.
+    let numeric = json!({"build": 1, "version": "1.0", "artifact_url": "https://a.example/1.zip", "sha256": "ab".repeat(32)});
+    let (status, v) = lib.admin("POST", "/api/v1/experiences/space/builds", Some(numeric)).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["build"], "1", "shown back as a string");
+    let (status, v) = lib.build("space", "1", "1.0").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["duplicate"], true, "\"1\" is the build registered as 1: {v}");
+    let bad = json!({"build": [1], "version": "1", "artifact_url": "https://a.example/x.zip", "sha256": "ab".repeat(32)});
+    let (status, v) = lib.admin("POST", "/api/v1/experiences/space/builds", Some(bad)).await;
+    assert!(status == 400 || status == 422, "{status} {v}");
+    assert!(error(&v).contains("build must be a string or a whole number"), "{v}");
+
+    // A later build is the development build; an operator pins the earlier one.
+    lib.build("space", "2", "2.0").await;
+    let pin = |build: Value| json!({"to": "staging", "build": build});
+    let (status, v) = lib.admin("POST", "/api/v1/experiences/space/promote", Some(pin(json!("9")))).await;
+    assert_eq!(status, 404, "{v}");
+    assert!(error(&v).contains("no build \"9\""), "the unknown build is named: {v}");
+    let (status, v) = lib.admin("POST", "/api/v1/experiences/space/promote", Some(pin(json!(1)))).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!((v["build"].as_str(), v["version"].as_str()), (Some("1"), Some("1.0")), "{v}");
+    let (_, x) = lib.admin("GET", "/api/v1/experiences/space", None).await;
+    assert_eq!(x["environments"]["staging"]["build"], "1");
+    assert_eq!(x["environments"]["development"]["build"], "2", "the development build is untouched");
+    lib.stop().await;
+}
+
+#[tokio::test]
 async fn the_live_list_is_public_and_holds_only_production_builds_of_the_venue() {
     let mut lib = spawn_lib().await;
     lib.create("space", &["v1", "v2"], false).await;

@@ -41,6 +41,9 @@ pub enum Command {
         /// How long one node may take: `30m`, `90s`…
         #[arg(long)]
         node_deadline: Option<String>,
+        /// Promote this registered build instead of the source environment's.
+        #[arg(long)]
+        build: Option<String>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -420,6 +423,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<u8> {
             max_parallel,
             failure_threshold,
             node_deadline,
+            build,
             json: as_json,
             client,
         } => {
@@ -428,6 +432,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<u8> {
                 "max_parallel": max_parallel,
                 "failure_threshold": failure_threshold,
                 "node_deadline": node_deadline,
+                "build": build,
             });
             let path = format!("/api/v1/experiences/{}/promote", seg(&experience));
             let v = Client::new(&client).send(Method::POST, &path, Some(body)).await?;

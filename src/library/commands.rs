@@ -23,10 +23,34 @@ pub struct NewExperience {
 /// A build: `POST /api/v1/experiences/{id}/builds`, or HydraRelease's `build.uploaded`.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct NewBuild {
+    #[serde(deserialize_with = "build_id")]
     pub build: String,
     pub version: String,
     pub artifact_url: String,
     pub sha256: String,
+}
+
+/// A build id as HydraRelease sends it: a JSON string or a whole number, one build
+/// either way (`1` is `"1"`); Hydra keeps and shows it as the string.
+pub fn build_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    optional_build_id(d)?.ok_or_else(|| serde::de::Error::custom("build must be a string or a whole number"))
+}
+
+/// `build_id` for an optional field (`null` is none).
+pub fn optional_build_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Number(u64),
+    }
+    match <Option<Id> as serde::Deserialize>::deserialize(d) {
+        Ok(id) => Ok(id.map(|id| match id {
+            Id::Text(s) => s,
+            Id::Number(n) => n.to_string(),
+        })),
+        Err(_) => Err(serde::de::Error::custom("build must be a string or a whole number")),
+    }
 }
 
 /// Experience ids, projects, builds, districts and venues: short plain names.
@@ -137,21 +161,31 @@ pub struct Targets {
 }
 
 /// The build a promotion to `to` would take, checked against the views: the
-/// experience exists, the source environment has a build, and no rollout of the same
-/// experience and environment is still going.
+/// experience exists, the pinned build is one of its builds (or, unpinned, the source
+/// environment has a build), and no rollout of the same experience and environment is
+/// still going.
 pub fn promotion_check(
     views: &LibraryViews,
     experience_id: &str,
     to: &str,
+    pinned: Option<&str>,
 ) -> Result<(String, String), DomainError> {
     let from = source_environment(to)?;
     let x = views
         .experiences
         .get(experience_id)
         .ok_or_else(|| DomainError::NotFound(format!("no experience {experience_id}")))?;
-    let source = x.environments.get(from).ok_or_else(|| {
-        DomainError::Conflict(format!("{experience_id} has no {from} build to promote to {to}"))
-    })?;
+    let source = match pinned {
+        Some(build) => {
+            let b = x.builds.get(build).ok_or_else(|| {
+                DomainError::NotFound(format!("{experience_id} has no build {build:?}; register it first"))
+            })?;
+            (build.to_owned(), b.version.clone())
+        }
+        None => x.environments.get(from).map(|e| (e.build.clone(), e.version.clone())).ok_or_else(|| {
+            DomainError::Conflict(format!("{experience_id} has no {from} build to promote to {to}"))
+        })?,
+    };
     if let Some(r) = views.active_rollouts().find(|r| r.experience_id == experience_id && r.environment == to)
     {
         return Err(DomainError::Conflict(format!(
@@ -160,7 +194,7 @@ pub fn promotion_check(
             r.state.as_str()
         )));
     }
-    Ok((source.build.clone(), source.version.clone()))
+    Ok(source)
 }
 
 /// Promotes the source environment's build to `to` and, when there are nodes to
@@ -172,6 +206,7 @@ pub fn promote(
     experience_id: String,
     to: String,
     expected_build: String,
+    pinned: Option<String>,
     targets: Option<Targets>,
     policy: RolloutPolicy,
     skip_if_current: bool,
@@ -181,7 +216,7 @@ pub fn promote(
         if skip_if_current && current.is_some_and(|c| c.build == expected_build) {
             return Ok(Decision::default());
         }
-        let (build, version) = promotion_check(views, &experience_id, &to)?;
+        let (build, version) = promotion_check(views, &experience_id, &to, pinned.as_deref())?;
         if build != expected_build {
             return Err(DomainError::Conflict(format!(
                 "the build of {experience_id} changed to {build} while promoting; promote again"
@@ -521,10 +556,19 @@ mod tests {
         };
         let e = w.run(
             0,
-            promote("space".into(), "staging".into(), "b1".into(), Some(targets.clone()), p.clone(), true),
+            promote(
+                "space".into(),
+                "staging".into(),
+                "b1".into(),
+                None,
+                Some(targets.clone()),
+                p.clone(),
+                true,
+            ),
         );
         assert_eq!(names(&e), ["experience.promoted", "rollout.started"]);
-        let again = promote("space".into(), "staging".into(), "b1".into(), Some(targets), p, true)(&w.views);
+        let again =
+            promote("space".into(), "staging".into(), "b1".into(), None, Some(targets), p, true)(&w.views);
         assert!(again.unwrap().events.is_empty(), "an auto-promotion of the same build promotes once");
         w
     }
@@ -626,11 +670,11 @@ mod tests {
     #[test]
     fn promotion_needs_a_source_build_and_no_rollout_in_progress() {
         let w = world(policy(1, FailureThreshold::Count(5)));
-        let again = promotion_check(&w.views, "space", "staging").unwrap_err();
+        let again = promotion_check(&w.views, "space", "staging", None).unwrap_err();
         assert!(again.to_string().contains("rollout r1"), "{again}");
-        let prod = promotion_check(&w.views, "space", "production").unwrap();
+        let prod = promotion_check(&w.views, "space", "production", None).unwrap();
         assert_eq!(prod.0, "b1", "production takes what staging has");
-        assert!(matches!(promotion_check(&w.views, "nope", "staging"), Err(DomainError::NotFound(_))));
-        assert!(matches!(promotion_check(&w.views, "space", "qa"), Err(DomainError::Invalid(_))));
+        assert!(matches!(promotion_check(&w.views, "nope", "staging", None), Err(DomainError::NotFound(_))));
+        assert!(matches!(promotion_check(&w.views, "space", "qa", None), Err(DomainError::Invalid(_))));
     }
 }

@@ -76,6 +76,10 @@ pub struct PromoteRequest {
     pub failure_threshold: Option<String>,
     /// `30m`, `90s`…
     pub node_deadline: Option<String>,
+    /// A registered build of the experience to promote instead of the source
+    /// environment's (a string or a number: `1` is `"1"`).
+    #[serde(default, deserialize_with = "commands::optional_build_id")]
+    pub build: Option<String>,
     /// An auto-promotion: when the environment runs the source build already (the
     /// driver or the builds endpoint got there first), answer with that promotion
     /// instead of promoting again.
@@ -146,7 +150,8 @@ pub async fn promote(
             return Ok(done);
         }
     }
-    let (build, _) = state.ledger.read(|v| commands::promotion_check(v, experience_id, &req.to))?;
+    let (build, _) =
+        state.ledger.read(|v| commands::promotion_check(v, experience_id, &req.to, req.build.as_deref()))?;
     let (district, venues) = state.ledger.read(|v| {
         let x = &v.experiences[experience_id];
         (x.district.clone(), x.venues.clone())
@@ -163,8 +168,15 @@ pub async fn promote(
             Some(Targets { bodies, heads, skipped, cluster_since })
         }
     };
-    let command =
-        commands::promote(experience_id.to_owned(), req.to.clone(), build, targets, policy, req.auto);
+    let command = commands::promote(
+        experience_id.to_owned(),
+        req.to.clone(),
+        build,
+        req.build.clone(),
+        targets,
+        policy,
+        req.auto,
+    );
     let envelopes = state.ledger.submit(cause, command).await?;
     if envelopes.is_empty() {
         if let Some(done) = state.ledger.read(|v| current_promotion(v, experience_id, &req.to)) {
