@@ -79,6 +79,7 @@ async fn a_flapping_pending_node_writes_a_couple_of_events_and_ends_at_its_lates
     let coalesced = node["coalesced_changes"].as_u64().unwrap();
     // Every other flap goes back to what the log says, which is no change at all.
     assert!(coalesced as usize >= 100 - written, "{node}");
+    eprintln!("pending: 200 flaps in {elapsed:?} wrote {written} node.agent_changed, {coalesced} coalesced");
     let (_, health) = get(&s, "/api/v1/health", ADMIN).await;
     assert!(health["nodes"]["heartbeat_changes_coalesced"].as_u64().unwrap() >= coalesced, "{health}");
 
@@ -103,6 +104,7 @@ async fn a_flapping_approved_node_has_its_own_budget_and_flags_never_wait() {
         written <= allowed(3, interval, elapsed),
         "200 flaps in {elapsed:?} wrote {written} node.agent_changed events"
     );
+    eprintln!("approved: 200 flaps in {elapsed:?} wrote {written} node.agent_changed");
 
     // Its budget is spent, yet an update flag reaches it with its very next heartbeat.
     let (status, _) = post(&s, &format!("/api/v1/nodes/{id}/update-node"), ADMIN, json!({})).await;
