@@ -349,6 +349,40 @@ impl Client {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> anyhow::Result<serde_json::Value> {
+        Ok(self.exchange(method, path, body).await?.0)
+    }
+
+    /// Every entry of a paged list (`GET /api/v1/nodes`, `/heads`): asks again with
+    /// `after=` for as long as the answer names a next page.
+    pub async fn list(&self, path: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let page = match &after {
+                Some(a) => format!("{path}{sep}{}", serde_urlencoded::to_string([("after", a)])?),
+                None => path.to_owned(),
+            };
+            let (value, next) = self.exchange(reqwest::Method::GET, &page, None).await?;
+            match value {
+                serde_json::Value::Array(items) => all.extend(items),
+                other => bail!("expected a JSON array from {path}, got {other}"),
+            }
+            match next {
+                Some(n) if after.as_ref() != Some(&n) => after = Some(n),
+                Some(n) => bail!("{path}: the server named the same next page twice ({n})"),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// One request: the JSON answer and the next page's cursor, if the answer names one.
+    async fn exchange(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<(serde_json::Value, Option<String>)> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(b) = body {
@@ -356,6 +390,7 @@ impl Client {
         }
         let resp = req.send().await.with_context(|| format!("cannot reach {url}"))?;
         let status = resp.status();
+        let next = resp.headers().get("x-hydra-next-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let text = resp.text().await.unwrap_or_default();
         let value: serde_json::Value = if text.is_empty() {
             serde_json::Value::Null
@@ -370,7 +405,7 @@ impl Client {
                 .unwrap_or_else(|| value.to_string());
             bail!("{status}: {msg}");
         }
-        Ok(value)
+        Ok((value, next))
     }
 }
 
@@ -430,11 +465,11 @@ pub async fn run_client(command: Command) -> anyhow::Result<u8> {
                 ("role", &a.role),
                 ("status", &a.status),
             ]);
-            let v = c.send(Method::GET, &format!("/api/v1/nodes{q}"), None).await?;
+            let nodes = c.list(&format!("/api/v1/nodes{q}")).await?;
             if a.json {
-                pretty(&v);
+                pretty(&serde_json::Value::Array(nodes));
             } else {
-                print_nodes(v.as_array().map(Vec::as_slice).unwrap_or(&[]));
+                print_nodes(&nodes);
             }
         }
         Command::Node { id, json: as_json, client } => {
@@ -516,15 +551,15 @@ pub async fn run_client(command: Command) -> anyhow::Result<u8> {
             }
         }
         Command::Heads { json: as_json, client } => {
-            let v = Client::new(&client)?.send(Method::GET, "/api/v1/heads", None).await?;
+            let heads = Client::new(&client)?.list("/api/v1/heads").await?;
             if as_json {
-                pretty(&v);
+                pretty(&serde_json::Value::Array(heads));
             } else {
                 println!(
                     "{:<22} {:<20} {:<8} {:<10} {:<20} {:<20} LAST_SEEN",
                     "ID", "NAME", "LIVE", "STATUS", "DISTRICT/VENUE", "BODY"
                 );
-                for h in v.as_array().map(Vec::as_slice).unwrap_or(&[]) {
+                for h in &heads {
                     let place = format!("{}/{}", s(h, "district"), s(h, "venue"));
                     println!(
                         "{:<22} {:<20} {:<8} {:<10} {:<20} {:<20} {}",

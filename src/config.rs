@@ -77,6 +77,19 @@ pub struct Config {
     /// from which an idle body counts as busy.
     pub anomaly_check_interval: Duration,
     pub gpu_busy_threshold_pct: f64,
+    /// Largest serialized size of one agent-supplied map (a heartbeat's `diagnostics`
+    /// or `telemetry`, a head's `diagnostics`); over it the request is refused (413).
+    pub max_diagnostics_bytes: usize,
+    /// At most one write of heartbeat-driven changes (versions, os, ip, provider and
+    /// stream status) per node per interval, for approved nodes; changes in between
+    /// are folded into the next write (the latest value wins). 0 = no limit.
+    pub heartbeat_event_interval: Duration,
+    /// The same for nodes not approved (pending): the smallest budget, since anyone
+    /// who can reach `/enroll` has such a node.
+    pub pending_heartbeat_event_interval: Duration,
+    /// Pending nodes at most; `POST /enroll` is refused (503) until an admin approves,
+    /// rejects or removes some.
+    pub max_pending_nodes: usize,
 }
 
 impl Default for Config {
@@ -119,6 +132,10 @@ impl Default for Config {
             stream_stop_timeout: Duration::from_secs(10),
             anomaly_check_interval: Duration::from_secs(10),
             gpu_busy_threshold_pct: 50.0,
+            max_diagnostics_bytes: 4096,
+            heartbeat_event_interval: Duration::from_secs(10),
+            pending_heartbeat_event_interval: Duration::from_secs(60),
+            max_pending_nodes: 1000,
         }
     }
 }
@@ -166,6 +183,10 @@ pub struct FileConfig {
     pub stream_stop_timeout: Option<DurationValue>,
     pub anomaly_check_interval: Option<DurationValue>,
     pub gpu_busy_threshold_pct: Option<f64>,
+    pub max_diagnostics_bytes: Option<usize>,
+    pub heartbeat_event_interval: Option<DurationValue>,
+    pub pending_heartbeat_event_interval: Option<DurationValue>,
+    pub max_pending_nodes: Option<usize>,
 }
 
 /// A role's recipe: the artifact to download (http or https), its version (a
@@ -406,6 +427,18 @@ impl Config {
         if let Some(v) = f.gpu_busy_threshold_pct {
             self.gpu_busy_threshold_pct = v;
         }
+        if let Some(v) = f.max_diagnostics_bytes {
+            self.max_diagnostics_bytes = v;
+        }
+        if let Some(v) = f.heartbeat_event_interval {
+            self.heartbeat_event_interval = v.0;
+        }
+        if let Some(v) = f.pending_heartbeat_event_interval {
+            self.pending_heartbeat_event_interval = v.0;
+        }
+        if let Some(v) = f.max_pending_nodes {
+            self.max_pending_nodes = v;
+        }
     }
 }
 
@@ -477,6 +510,22 @@ mod tests {
         assert!(
             serde_yaml::from_str::<FileConfig>("role_recipes: {a: {artifact_url: x, version: 1}}").is_err()
         );
+    }
+
+    #[test]
+    fn agent_abuse_limits_are_read() {
+        let file: FileConfig = serde_yaml::from_str(
+            "max_diagnostics_bytes: 1024\nheartbeat_event_interval: 2s\n\
+             pending_heartbeat_event_interval: 5m\nmax_pending_nodes: 7\n",
+        )
+        .unwrap();
+        let mut c = Config::default();
+        assert_eq!(c.heartbeat_event_interval, Duration::from_secs(10));
+        c.merge_file(file);
+        assert_eq!(c.max_diagnostics_bytes, 1024);
+        assert_eq!(c.heartbeat_event_interval, Duration::from_secs(2));
+        assert_eq!(c.pending_heartbeat_event_interval, Duration::from_secs(300));
+        assert_eq!(c.max_pending_nodes, 7);
     }
 
     #[test]

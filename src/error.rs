@@ -15,4 +15,7 @@ pub enum DomainError {
     /// The caller may not act on this thing (another node's command).
     #[error("{0}")]
     Forbidden(String),
+    /// The request is fine but cannot be taken now (a full queue); retry later.
+    #[error("{0}")]
+    Unavailable(String),
 }

@@ -122,6 +122,17 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         state.config.gpu_busy_threshold_pct,
         state.config.anomaly_check_interval,
     ));
+    let (approved, pending) =
+        (state.config.heartbeat_event_interval, state.config.pending_heartbeat_event_interval);
+    let held = watchdogs::held_changes_tick(approved, pending).map(|every| {
+        tokio::spawn(watchdogs::held_changes(
+            ledger.clone(),
+            state.liveness.clone(),
+            approved,
+            pending,
+            every,
+        ))
+    });
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let mut on_stop = stopped;
     let handle = ledger.clone();
@@ -131,7 +142,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
                 let _ = on_stop.wait_for(|s| *s).await;
             })
             .await;
-        for task in [checker, wake, deadlines, provisioning, anomalies] {
+        for task in [checker, wake, deadlines, provisioning, anomalies].into_iter().chain(held) {
             task.abort();
             let _ = task.await;
         }

@@ -1,15 +1,17 @@
 //! Agent endpoints (node token): the heartbeat. Liveness is volatile; only real
-//! changes become events, so a fleet of quiet nodes writes nothing.
+//! changes become events, so a fleet of quiet nodes writes nothing, and a node's
+//! changes are written at most once per interval (its event budget), so a flapping
+//! node cannot fill the disk. What it sends is bounded (`limits`).
 
+use super::limits::{self, MAX_FIELD_BYTES};
 use super::{ApiError, ApiJson, AppState, NodeCaller};
-use crate::cluster::nodes::{self, heartbeat_events, Report};
+use crate::cluster::liveness::{self, Budget};
+use crate::cluster::nodes::{self, coalescable, heartbeat_events, Part, Report};
 use crate::ledger::now_ms;
 use axum::extract::State;
 use axum::Json;
 use hydra_projections::NodeStatus;
 use serde::Deserialize;
-
-const MAX_FIELD: usize = 256;
 
 #[derive(Debug, Deserialize)]
 pub struct Heartbeat {
@@ -27,17 +29,25 @@ pub struct Heartbeat {
 }
 
 fn field(name: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
-    match v {
-        Some(s) if s.len() > MAX_FIELD || s.chars().any(char::is_control) => {
-            Err(ApiError::bad_request(format!("{name} must be at most {MAX_FIELD} printable characters")))
+    if let Some(s) = &v {
+        limits::check_len(name, s, MAX_FIELD_BYTES)?;
+        if s.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(format!("{name} must be printable characters only")));
         }
-        Some(s) if s.is_empty() => Ok(None),
-        other => Ok(other),
     }
+    Ok(v.filter(|s| !s.is_empty()))
 }
 
 impl Heartbeat {
-    fn report(self) -> Result<(Report, Heartbeat), ApiError> {
+    /// Checks every field (nothing is stored before this passes) and splits off what
+    /// may become events.
+    fn report(self, max_map_bytes: usize) -> Result<(Report, Heartbeat), ApiError> {
+        if let Some(d) = &self.diagnostics {
+            limits::check_map("diagnostics", d, max_map_bytes)?;
+        }
+        if let Some(t) = &self.telemetry {
+            limits::check_object("telemetry", t, max_map_bytes)?;
+        }
         if let Some(s) = &self.stream_status {
             if !["idle", "streaming"].contains(&s.as_str()) {
                 return Err(ApiError::bad_request(format!(
@@ -67,22 +77,51 @@ pub async fn heartbeat(
     NodeCaller(id): NodeCaller,
     ApiJson(body): ApiJson<Heartbeat>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (report, body) = body.report()?;
+    let (report, body) = body.report(state.config.max_diagnostics_bytes)?;
     state.liveness.touch(&id, now_ms(), body.diagnostics, body.telemetry);
+    // What the node says now, over what it said before and is still held back.
+    let report = state.liveness.with_held(&id, report);
     // Decide on the committed views first: a heartbeat that changes nothing never
     // reaches the writer.
-    let changes =
-        state
-            .ledger
-            .read(|v| v.nodes.get(&id).map(|n| !heartbeat_events(n, &report).is_empty()))
-            .ok_or_else(|| ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "missing or invalid token"))?;
+    let (urgent, changes, approved) = state
+        .ledger
+        .read(|v| {
+            v.nodes.get(&id).map(|n| {
+                let events = heartbeat_events(n, &report);
+                (
+                    events.iter().any(|e| !coalescable(e)),
+                    events.iter().any(coalescable),
+                    n.status == NodeStatus::Approved,
+                )
+            })
+        })
+        .ok_or_else(|| ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "missing or invalid token"))?;
+    // Pending nodes get the smallest budget: anyone who reaches `/enroll` has one.
+    let c = &state.config;
+    let budget = liveness::budget(approved, c.heartbeat_event_interval, c.pending_heartbeat_event_interval);
+    let part = match state.liveness.spend(&id, now_ms(), budget, &report, changes) {
+        Budget::Write => Part::All,
+        Budget::Hold => Part::Urgent,
+    };
     let mut delivered = (false, false);
     // The reprovision flag is carried by the answer to the heartbeat that recorded
     // `provision.started`, once: a node that keeps heartbeating does not reinstall again.
     let mut reprovision = false;
-    if changes {
-        let envelopes =
-            state.ledger.submit(format!("node:{id}"), nodes::heartbeat(id.clone(), report)).await?;
+    if urgent || (changes && part == Part::All) {
+        let written = state
+            .ledger
+            .submit(format!("node:{id}"), nodes::heartbeat(id.clone(), report.clone(), part))
+            .await;
+        let envelopes = match written {
+            Ok(envelopes) => envelopes,
+            Err(e) => {
+                // The changes were taken off the budget: keep them for the next write.
+                if changes && part == Part::All {
+                    state.liveness.restore(&id, report);
+                }
+                return Err(e.into());
+            }
+        };
         for e in &envelopes {
             if let hydra_events::Event::ProvisionStarted { .. } = &e.event {
                 reprovision = true;

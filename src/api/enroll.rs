@@ -1,6 +1,7 @@
 //! Public enrollment: `GET /enroll` (an HTML form, pre-filled from `?name=`/`?ip=`,
 //! with recovery instructions) and `POST /enroll` (form or JSON), rate limited per
-//! remote address. The node token is shown once and stored only as a hash.
+//! remote address and capped by the number of pending nodes. The node token is shown
+//! once and stored only as a hash.
 
 use super::{ApiError, AppState};
 use crate::auth::{hash_token, new_token, random_hex};
@@ -227,12 +228,19 @@ pub async fn submit(
             remote.ok_or_else(|| ApiError::bad_request("no ip given and the remote address is unknown"))?
         }
     };
+    // The global cap, decided on the committed views first so that a full queue
+    // costs a refused enrollment no write (the writer decides again).
+    let max_pending = state.config.max_pending_nodes;
+    state.ledger.read(|v| nodes::pending_room(v, max_pending))?;
     let id = NodeId::from_random_hex(&random_hex());
     let token = new_token("hyn_");
     let cause = format!("enroll:{ip}");
     state
         .ledger
-        .submit(cause, nodes::enroll(id.clone(), name.clone(), ip.to_string(), hash_token(&token)))
+        .submit(
+            cause,
+            nodes::enroll(id.clone(), name.clone(), ip.to_string(), hash_token(&token), max_pending),
+        )
         .await?;
     let server_url = state.config.server_url.clone();
     if is_json {

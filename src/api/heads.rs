@@ -3,14 +3,15 @@
 
 use super::extract::{node_id, principal, Fleet};
 use super::nodes::{check_label, rfc3339};
+use super::{limits, page};
 use super::{Admin, ApiError, ApiJson, AppState, NodeCaller, Reader};
 use crate::auth::{hash_token, new_token, random_hex, Principal};
 use crate::cluster::heads::{self, HeadEnrollment};
 use crate::cluster::Live;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hydra_events::NodeId;
 use hydra_projections::{HeadView, NodeStatus, NodeView, HEAD_STATUSES};
@@ -114,20 +115,38 @@ fn head_json(s: Snapshot, live: Option<Live>) -> HeadJson {
     }
 }
 
-/// `GET /api/v1/heads`: every head (admin or observer).
-pub async fn list(State(state): State<AppState>, _: Reader) -> Json<Vec<HeadJson>> {
-    let heads: Vec<Snapshot> = state.ledger.read(|v| {
-        v.heads.iter().filter_map(|(id, h)| v.nodes.get(id).map(|n| snapshot(n, h, &v.nodes))).collect()
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// `GET /api/v1/heads`: one page of the heads in id order (admin or observer).
+pub async fn list(
+    State(state): State<AppState>,
+    _: Reader,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (limit, after) = page::bounds(q.limit, q.after.as_deref())?;
+    let (heads, next): (Vec<Snapshot>, _) = state.ledger.read(|v| {
+        let (found, next) = page::page(&v.heads, after.as_ref(), limit, |id, _| v.nodes.contains_key(id));
+        (
+            found
+                .into_iter()
+                .filter_map(|(id, h)| v.nodes.get(id).map(|n| snapshot(n, h, &v.nodes)))
+                .collect(),
+            next,
+        )
     });
-    Json(
-        heads
-            .into_iter()
-            .map(|s| {
-                let live = state.liveness.get(&s.node.id);
-                head_json(s, live)
-            })
-            .collect(),
-    )
+    let out: Vec<HeadJson> = heads
+        .into_iter()
+        .map(|s| {
+            let live = state.liveness.get(&s.node.id);
+            head_json(s, live)
+        })
+        .collect();
+    Ok(page::answer(out, next))
 }
 
 fn find(state: &AppState, id: &NodeId) -> Result<Snapshot, ApiError> {
@@ -212,11 +231,22 @@ pub async fn report(
             body.status.chars().take(80).collect::<String>()
         )));
     }
+    // Everything is checked before anything is stored.
+    if let Some(d) = &body.diagnostics {
+        limits::check_map("diagnostics", d, state.config.max_diagnostics_bytes)?;
+    }
     let detail = match body.detail {
-        Some(d) if d.chars().count() > MAX_DETAIL_CHARS || d.chars().any(|c| c.is_control() && c != '\n') => {
-            return Err(ApiError::bad_request(format!(
-                "detail must be at most {MAX_DETAIL_CHARS} printable characters"
-            )))
+        Some(d) if d.chars().count() > MAX_DETAIL_CHARS => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "detail is {} characters; at most {MAX_DETAIL_CHARS} are accepted",
+                    d.chars().count()
+                ),
+            ))
+        }
+        Some(d) if d.chars().any(|c| c.is_control() && c != '\n') => {
+            return Err(ApiError::bad_request("detail must be printable characters (and newlines) only"))
         }
         Some(d) if d.trim().is_empty() => None,
         other => other,

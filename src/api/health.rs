@@ -34,6 +34,8 @@ pub async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
             "pending": pending,
             "approved": approved,
             "rejected": rejected,
+            // Heartbeats whose changes waited for their node's event budget.
+            "heartbeat_changes_coalesced": state.liveness.coalesced_total(),
         },
     }))
 }

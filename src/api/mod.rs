@@ -8,7 +8,9 @@ mod exec;
 pub mod extract;
 mod heads;
 pub mod health;
+mod limits;
 mod nodes;
+mod page;
 mod provision;
 mod remote;
 mod shell;
@@ -222,6 +224,7 @@ impl From<DomainError> for ApiError {
             DomainError::Conflict(m) => Self::new(StatusCode::CONFLICT, m),
             DomainError::Invalid(m) => Self::new(StatusCode::BAD_REQUEST, m),
             DomainError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, m),
+            DomainError::Unavailable(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, m),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use super::events::{envelope_json, read_envelopes};
 use super::extract::node_id;
+use super::page;
 use super::{Admin, ApiError, ApiJson, AppState, Reader};
 use crate::audit::{replay, Stop};
 use crate::cluster::nodes::{self, Placement, ENVIRONMENTS};
@@ -10,7 +11,7 @@ use crate::cluster::Live;
 use crate::ledger::now_ms;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hydra_events::{NodeId, UpdateTarget};
 use hydra_projections::{ClusterViews, NodeView, ProvisionView};
@@ -53,6 +54,11 @@ pub struct NodeJson {
     pub diagnostics: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<serde_json::Value>,
+    /// Heartbeats since start-up whose changes were held back by the node's event
+    /// budget and folded into a later write (volatile).
+    pub coalesced_changes: u64,
+    /// A change the node reported waits for its budget (written when it passes).
+    pub change_held: bool,
 }
 
 pub fn rfc3339(ms: u64) -> String {
@@ -91,6 +97,8 @@ pub fn node_json(n: &NodeView, provision: Option<&ProvisionView>, live: Option<L
         enrolled_at: rfc3339(n.enrolled_at_ms),
         diagnostics: live.diagnostics.filter(|d| !d.is_empty()),
         telemetry: live.telemetry,
+        coalesced_changes: live.coalesced,
+        change_held: live.held.is_some(),
     }
 }
 
@@ -116,6 +124,10 @@ pub struct ListQuery {
     kind: Option<String>,
     as_of_seq: Option<u64>,
     as_of: Option<String>,
+    /// Nodes per page (default 500, at most 5000); the next page's `after` is in the
+    /// `X-Hydra-Next-After` header.
+    limit: Option<usize>,
+    after: Option<String>,
 }
 
 impl ListQuery {
@@ -130,11 +142,12 @@ impl ListQuery {
     }
 }
 
+/// `GET /api/v1/nodes`: one page of the matching nodes in id order.
 pub async fn list(
     State(state): State<AppState>,
     _: Reader,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     if let Some(s) = &q.status {
         if !["pending", "approved", "rejected"].contains(&s.as_str()) {
@@ -143,6 +156,7 @@ pub async fn list(
             )));
         }
     }
+    let (limit, after) = page::bounds(q.limit, q.after.as_deref())?;
     let stop = match (q.as_of_seq, &q.as_of) {
         (Some(_), Some(_)) => return Err(ApiError::bad_request("give as_of_seq or as_of, not both")),
         (Some(seq), None) => Some(Stop::AtSeq(seq)),
@@ -164,23 +178,18 @@ pub async fn list(
             .map_err(ApiError::internal)?
             .map_err(ApiError::internal)?
             .views;
-        let nodes: Vec<NodeJson> = views
-            .nodes
-            .values()
-            .filter(|n| q.matches(n))
-            .map(|n| node_json(n, views.provision.get(&n.id), None))
-            .collect();
-        return Ok(Json(nodes));
+        let (found, next) = page::page(&views.nodes, after.as_ref(), limit, |_, n| q.matches(n));
+        let nodes: Vec<NodeJson> =
+            found.into_iter().map(|(id, n)| node_json(n, views.provision.get(id), None)).collect();
+        return Ok(page::answer(nodes, next));
     }
-    let nodes: Vec<(NodeView, Option<ProvisionView>)> = state.ledger.read(|v| {
-        v.nodes
-            .values()
-            .filter(|n| q.matches(n))
-            .map(|n| (n.clone(), v.provision.get(&n.id).cloned()))
-            .collect()
+    let (nodes, next): (Vec<(NodeView, Option<ProvisionView>)>, _) = state.ledger.read(|v| {
+        let (found, next) = page::page(&v.nodes, after.as_ref(), limit, |_, n| q.matches(n));
+        (found.into_iter().map(|(id, n)| (n.clone(), v.provision.get(id).cloned())).collect(), next)
     });
-    let out = nodes.iter().map(|(n, p)| node_json(n, p.as_ref(), state.liveness.get(&n.id))).collect();
-    Ok(Json::<Vec<NodeJson>>(out))
+    let out: Vec<NodeJson> =
+        nodes.iter().map(|(n, p)| node_json(n, p.as_ref(), state.liveness.get(&n.id))).collect();
+    Ok(page::answer(out, next))
 }
 
 fn find(state: &AppState, id: &NodeId) -> Result<(NodeView, Option<ProvisionView>), ApiError> {

@@ -22,13 +22,32 @@ fn approved<'a>(views: &'a ClusterViews, id: &NodeId) -> Result<&'a NodeView, Do
     Ok(n)
 }
 
+/// Public enrollment: a pending node, while fewer than `max_pending` wait for an admin.
 pub fn enroll(
     id: NodeId,
     name: String,
     ip: String,
     token: TokenHash,
+    max_pending: usize,
 ) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
-    move |views| join(views, &id, token, Event::NodeEnrolled { node_id: id.clone(), name, ip })
+    move |views| {
+        pending_room(views, max_pending)?;
+        join(views, &id, token, Event::NodeEnrolled { node_id: id.clone(), name, ip })
+    }
+}
+
+/// The global cap on pending nodes: anyone who can reach `/enroll` makes one, so
+/// without it the fleet (and every list and heartbeat budget) grows at the will of
+/// whoever has addresses to spare.
+pub fn pending_room(views: &ClusterViews, max_pending: usize) -> Result<(), DomainError> {
+    let pending = views.nodes.values().filter(|n| n.status == NodeStatus::Pending).count();
+    if pending >= max_pending {
+        return Err(DomainError::Unavailable(format!(
+            "the pending queue is full ({pending} nodes wait for approval; max_pending_nodes is \
+             {max_pending}): an admin must approve, reject or remove pending nodes first"
+        )));
+    }
+    Ok(())
 }
 
 /// A new machine joins the fleet: `event` records it, and its node token's hash is
@@ -230,6 +249,49 @@ pub struct Report {
     pub stream_status: Option<String>,
 }
 
+impl Report {
+    /// This report with the fields it leaves out taken from `older`.
+    pub fn over(self, older: &Report) -> Report {
+        let or = |new: Option<String>, old: &Option<String>| new.or_else(|| old.clone());
+        Report {
+            agent_version: or(self.agent_version, &older.agent_version),
+            os: or(self.os, &older.os),
+            wireguard_ip: or(self.wireguard_ip, &older.wireguard_ip),
+            provider_status: or(self.provider_status, &older.provider_status),
+            provider_version: or(self.provider_version, &older.provider_version),
+            stream_status: or(self.stream_status, &older.stream_status),
+        }
+    }
+}
+
+/// Whether a heartbeat's event may wait for the node's event budget: what the node
+/// says about itself (versions, os, ip, provider and stream status), where only the
+/// latest value matters and a flapping node could otherwise write without bound.
+/// Never `node.online` (liveness must show at once, and it is bounded by the
+/// heartbeat timeout), nor the delivery of update flags and `provision.started`
+/// (they are carried by this very heartbeat's answer and happen once per request).
+pub fn coalescable(e: &Event) -> bool {
+    matches!(
+        e,
+        Event::NodeProviderChanged { .. }
+            | Event::NodeAgentChanged { .. }
+            | Event::NodeNetworkChanged { .. }
+            | Event::NodeStreamChanged { .. }
+    )
+}
+
+/// Which of a heartbeat's events a write carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Everything the heartbeat brings about (the node's budget allows its changes).
+    All,
+    /// Only what never waits: the changes are held back by the node's budget.
+    Urgent,
+    /// Only the held changes, written by the watchdog once the interval passed; never
+    /// what belongs to a heartbeat's answer.
+    Changes,
+}
+
 /// The events a heartbeat brings about: `node.online` if the node was offline, one
 /// event per kind of reported change, and the delivery of pending update flags.
 /// An empty list means the heartbeat changes nothing and writes nothing.
@@ -278,9 +340,26 @@ pub fn heartbeat_events(n: &NodeView, r: &Report) -> Vec<Event> {
     events
 }
 
-/// The heartbeat command: decides again on the writer's views, which are authoritative.
-pub fn heartbeat(id: NodeId, report: Report) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
-    move |views| Ok(Decision::events(heartbeat_events(node(views, &id)?, &report)))
+/// The heartbeat command: decides again on the writer's views, which are authoritative,
+/// and keeps the `part` of the events asked for. The watchdog's write of held changes
+/// finds nothing to do for a node removed or rejected meanwhile.
+pub fn heartbeat(
+    id: NodeId,
+    report: Report,
+    part: Part,
+) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
+    move |views| {
+        if part == Part::Changes && views.nodes.get(&id).is_none_or(|n| n.status == NodeStatus::Rejected) {
+            return Ok(Decision::default());
+        }
+        let mut events = heartbeat_events(node(views, &id)?, &report);
+        events.retain(|e| match part {
+            Part::All => true,
+            Part::Urgent => !coalescable(e),
+            Part::Changes => coalescable(e),
+        });
+        Ok(Decision::events(events))
+    }
 }
 
 /// Marks a node offline if it is still online and still silent past `cutoff_ms`
@@ -346,6 +425,22 @@ mod tests {
     }
 
     #[test]
+    fn held_changes_wait_while_online_and_flags_do_not() {
+        let mut v = online_body();
+        v.nodes.get_mut(&id()).unwrap().online = false;
+        let r = Report { os: Some("linux".into()), ..Default::default() };
+        let types = |part| -> Vec<&str> {
+            heartbeat(id(), r.clone(), part)(&v).unwrap().events.iter().map(|e| e.type_name()).collect()
+        };
+        assert_eq!(types(Part::All), vec!["node.online", "node.agent_changed"]);
+        assert_eq!(types(Part::Urgent), vec!["node.online"]);
+        assert_eq!(types(Part::Changes), vec!["node.agent_changed"]);
+        // A node removed before the watchdog wrote its held change: nothing to do.
+        let other = NodeId::parse("node-2").unwrap();
+        assert!(heartbeat(other, r, Part::Changes)(&v).unwrap().events.is_empty());
+    }
+
+    #[test]
     fn an_offline_node_comes_back_online_with_its_first_heartbeat() {
         let mut v = online_body();
         v.nodes.get_mut(&id()).unwrap().online = false;
@@ -361,6 +456,16 @@ mod tests {
         assert!(d.events.is_empty());
         let d = mark_offline(id(), 1_000, |_| 500)(&v).unwrap();
         assert_eq!(d.events, vec![Event::NodeOffline { node_id: id(), last_seen_ms: 500 }]);
+    }
+
+    #[test]
+    fn enrollment_stops_at_the_pending_cap() {
+        let v = online_body();
+        let other = NodeId::parse("node-2").unwrap();
+        let token = crate::auth::hash_token("t");
+        let e = enroll(other.clone(), "n".into(), "1.2.3.4".into(), token, 1)(&v).unwrap_err();
+        assert!(matches!(e, DomainError::Unavailable(m) if m.contains("pending queue is full")));
+        assert!(enroll(other, "n".into(), "1.2.3.4".into(), token, 2)(&v).is_ok());
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Watchdogs: background tasks that turn the passing of time into commands, sent to
 //! the ledger like any other client's: the offline checker, the exec and provisioning
-//! deadlines, and the body anomaly pass.
+//! deadlines, the body anomaly pass, and the write of heartbeat changes held back by
+//! a node's event budget.
 
-use crate::cluster::{exec, nodes, provision, streams, Liveness};
+use crate::cluster::{exec, liveness, nodes, provision, streams, Liveness};
 use crate::ledger::{now_ms, Ledger};
-use hydra_projections::ClusterViews;
+use hydra_projections::{ClusterViews, NodeStatus};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,6 +103,51 @@ pub async fn body_anomalies(
         }
         if let Err(e) = ledger.submit("watchdog:anomalies", streams::reconcile(gpu_busy)).await {
             tracing::warn!(error = %e, "anomaly watchdog could not record a change");
+        }
+    }
+}
+
+/// How often held heartbeat changes are looked at: a fraction of the shorter budget
+/// interval, so that a held change waits at most about one interval and a half.
+/// `None` when neither interval limits anything.
+pub fn held_changes_tick(approved: Duration, pending: Duration) -> Option<Duration> {
+    let shortest = [approved, pending].into_iter().filter(|d| !d.is_zero()).min()?;
+    Some((shortest / 2).clamp(Duration::from_millis(50), Duration::from_secs(5)))
+}
+
+/// Writes the heartbeat changes held back by a node's event budget once its interval
+/// (`approved` or, for every other node, `pending`) has passed, so that the log ends
+/// at the latest value a node reported even when it stops heartbeating.
+pub async fn held_changes(
+    ledger: Ledger<ClusterViews>,
+    liveness: Arc<Liveness>,
+    approved: Duration,
+    pending: Duration,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let held = liveness.held_nodes();
+        if held.is_empty() {
+            continue;
+        }
+        let budgets: Vec<_> = ledger.read(|v| {
+            held.into_iter()
+                .map(|id| {
+                    let ok = v.nodes.get(&id).is_some_and(|n| n.status == NodeStatus::Approved);
+                    (id, liveness::budget(ok, approved, pending))
+                })
+                .collect()
+        });
+        for (id, report) in liveness.take_due(now_ms(), &budgets) {
+            // The node's own report, only late: its cause is the node's.
+            let command = nodes::heartbeat(id.clone(), report.clone(), nodes::Part::Changes);
+            if let Err(e) = ledger.submit(format!("node:{id}"), command).await {
+                tracing::warn!(node = %id, error = %e, "could not write a node's held heartbeat changes");
+                liveness.restore(&id, report);
+            }
         }
     }
 }

@@ -82,11 +82,21 @@ impl Cluster {
     }
 
     async fn json(&self, url: String, r: reqwest::RequestBuilder) -> Result<serde_json::Value, ClusterError> {
+        Ok(self.json_page(url, r).await?.0)
+    }
+
+    /// An answer and the cursor of the next page (`X-Hydra-Next-After`), if any.
+    async fn json_page(
+        &self,
+        url: String,
+        r: reqwest::RequestBuilder,
+    ) -> Result<(serde_json::Value, Option<String>), ClusterError> {
         let resp = r
             .send()
             .await
             .map_err(|e| ClusterError::Unreachable { url: url.clone(), reason: describe(&e) })?;
         let status = resp.status();
+        let next = resp.headers().get("x-hydra-next-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body = resp
             .bytes()
             .await
@@ -96,7 +106,7 @@ impl Cluster {
             let message = value.get("error").and_then(|m| m.as_str()).unwrap_or("").to_owned();
             return Err(ClusterError::Status { url, status: status.as_u16(), message });
         }
-        Ok(value)
+        Ok((value, next))
     }
 
     /// hydracluster's last event id (from its public health answer).
@@ -109,11 +119,32 @@ impl Cluster {
         })
     }
 
-    /// The nodes of a district's venue.
+    /// The nodes of a district's venue, every page of them: a rollout must reach every
+    /// node however big the fleet.
     pub async fn nodes(&self, district: &str, venue: &str) -> Result<Vec<ClusterNode>, ClusterError> {
-        let (url, r) = self.request(reqwest::Method::GET, "/api/v1/nodes");
-        let v = self.json(url.clone(), r.query(&[("district", district), ("venue", venue)])).await?;
-        serde_json::from_value(v).map_err(|e| ClusterError::BadAnswer { url, reason: e.to_string() })
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let (url, r) = self.request(reqwest::Method::GET, "/api/v1/nodes");
+            let mut query = vec![("district", district), ("venue", venue)];
+            if let Some(a) = &after {
+                query.push(("after", a.as_str()));
+            }
+            let (v, next) = self.json_page(url.clone(), r.query(&query)).await?;
+            let page: Vec<ClusterNode> = serde_json::from_value(v)
+                .map_err(|e| ClusterError::BadAnswer { url: url.clone(), reason: e.to_string() })?;
+            all.extend(page);
+            match next {
+                Some(n) if after.as_ref() == Some(&n) => {
+                    return Err(ClusterError::BadAnswer {
+                        url,
+                        reason: format!("the same next page twice ({n})"),
+                    })
+                }
+                Some(n) => after = Some(n),
+                None => return Ok(all),
+            }
+        }
     }
 
     /// One page of hydracluster's log after `since`, filtered by type.
