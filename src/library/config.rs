@@ -31,6 +31,10 @@ pub struct LibraryConfig {
     pub sse_keepalive: Duration,
     pub snapshot_every: u64,
     pub max_body_bytes: usize,
+    /// Failed authentications allowed per remote address within `auth_fail_window`
+    /// before that address gets 429 until the window ends (0: never throttle).
+    pub auth_fail_burst: u32,
+    pub auth_fail_window: Duration,
 }
 
 impl Default for LibraryConfig {
@@ -55,6 +59,8 @@ impl Default for LibraryConfig {
             sse_keepalive: Duration::from_secs(15),
             snapshot_every: 10_000,
             max_body_bytes: 1 << 20,
+            auth_fail_burst: 20,
+            auth_fail_window: Duration::from_secs(60),
         }
     }
 }
@@ -73,6 +79,8 @@ struct File {
     release_token: Option<String>,
     rollout: Option<RolloutFile>,
     sse_keepalive: Option<Humantime>,
+    auth_fail_burst: Option<u32>,
+    auth_fail_window: Option<Humantime>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,9 +98,7 @@ struct Humantime(Duration);
 impl<'de> Deserialize<'de> for Humantime {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(Humantime)
-            .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+        crate::config::parse_duration(&s).map(Humantime).map_err(serde::de::Error::custom)
     }
 }
 
@@ -125,6 +131,12 @@ impl LibraryConfig {
         if let Some(k) = f.sse_keepalive {
             self.sse_keepalive = k.0;
         }
+        if let Some(n) = f.auth_fail_burst {
+            self.auth_fail_burst = n;
+        }
+        if let Some(w) = f.auth_fail_window {
+            self.auth_fail_window = w.0;
+        }
         if let Some(r) = f.rollout {
             if let Some(n) = r.max_parallel {
                 self.rollout.max_parallel = n;
@@ -133,7 +145,7 @@ impl LibraryConfig {
                 self.rollout.failure_threshold = FailureThreshold::parse(&t)?;
             }
             if let Some(d) = r.node_deadline {
-                self.rollout.node_deadline_ms = d.0.as_millis() as u64;
+                self.rollout.node_deadline_ms = crate::config::millis(d.0);
             }
             if let Some(t) = r.tick {
                 self.rollout_tick = t.0;
