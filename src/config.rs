@@ -90,6 +90,10 @@ pub struct Config {
     /// Pending nodes at most; `POST /enroll` is refused (503) until an admin approves,
     /// rejects or removes some.
     pub max_pending_nodes: usize,
+    /// Failed authentications allowed per remote address within `auth_fail_window`
+    /// before that address gets 429 until the window ends (0: never throttle).
+    pub auth_fail_burst: u32,
+    pub auth_fail_window: Duration,
 }
 
 impl Default for Config {
@@ -136,6 +140,8 @@ impl Default for Config {
             heartbeat_event_interval: Duration::from_secs(10),
             pending_heartbeat_event_interval: Duration::from_secs(60),
             max_pending_nodes: 1000,
+            auth_fail_burst: 20,
+            auth_fail_window: Duration::from_secs(60),
         }
     }
 }
@@ -187,6 +193,8 @@ pub struct FileConfig {
     pub heartbeat_event_interval: Option<DurationValue>,
     pub pending_heartbeat_event_interval: Option<DurationValue>,
     pub max_pending_nodes: Option<usize>,
+    pub auth_fail_burst: Option<u32>,
+    pub auth_fail_window: Option<DurationValue>,
 }
 
 /// A role's recipe: the artifact to download (http or https), its version (a
@@ -256,21 +264,43 @@ impl TryFrom<serde_yaml::Value> for DurationValue {
             serde_yaml::Value::Number(n) => n
                 .as_f64()
                 .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(|s| DurationValue(Duration::from_secs_f64(s)))
-                .ok_or_else(|| format!("{n} is not a number of seconds")),
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .ok_or_else(|| format!("{n} is not a number of seconds"))
+                .and_then(bounded)
+                .map(DurationValue),
             serde_yaml::Value::String(s) => parse_duration(&s).map(DurationValue),
             other => Err(format!("expected a duration like \"90s\", found {other:?}")),
         }
     }
 }
 
-/// Parses `90s`, `1m30s`, `250ms` or a plain number of seconds.
+/// The longest duration any setting or request accepts (366 days): longer is a
+/// mistake, and the bound keeps every sum of times far from overflowing.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+fn bounded(d: Duration) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        return Err(format!("{} is too long; the most is 366d", humantime::format_duration(d)));
+    }
+    Ok(d)
+}
+
+/// Parses `90s`, `1m30s`, `250ms` or a plain number of seconds, up to `MAX_DURATION`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration ({e}); try \"90s\""))
+    let d = match s.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration ({e}); try \"90s\""))?
+        }
+    };
+    bounded(d)
+}
+
+/// Whole milliseconds of `d`, saturating: a duration too long for a `u64` of
+/// milliseconds becomes `u64::MAX`, which every range check then refuses.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Config {
@@ -439,6 +469,12 @@ impl Config {
         if let Some(v) = f.max_pending_nodes {
             self.max_pending_nodes = v;
         }
+        if let Some(v) = f.auth_fail_burst {
+            self.auth_fail_burst = v;
+        }
+        if let Some(v) = f.auth_fail_window {
+            self.auth_fail_window = v.0;
+        }
     }
 }
 
@@ -532,5 +568,15 @@ mod tests {
     fn unknown_keys_and_bad_durations_are_errors() {
         assert!(serde_yaml::from_str::<FileConfig>("heartbeat_timout: 5s").is_err());
         assert!(serde_yaml::from_str::<FileConfig>("heartbeat_timeout: soon").is_err());
+        // Too long for a Duration (from_secs_f64 would panic), or past the bound.
+        assert!(serde_yaml::from_str::<FileConfig>("heartbeat_timeout: 1e30").is_err());
+        assert!(serde_yaml::from_str::<FileConfig>("heartbeat_timeout: 400d").is_err());
+        assert!(serde_yaml::from_str::<FileConfig>("heartbeat_timeout: 18446744073709551615").is_err());
+        assert!(parse_duration("18446744073709553").is_err());
+        assert_eq!(parse_duration("366d"), Ok(MAX_DURATION));
+        let c: FileConfig = serde_yaml::from_str("auth_fail_burst: 5\nauth_fail_window: 10s").unwrap();
+        let mut config = Config::default();
+        config.merge_file(c);
+        assert_eq!((config.auth_fail_burst, config.auth_fail_window), (5, Duration::from_secs(10)));
     }
 }

@@ -36,11 +36,13 @@ impl Decision {
 pub type Command<P> = Box<dyn FnOnce(&P) -> Result<Decision, DomainError> + Send>;
 
 /// An event as published to live subscribers. `json` is rendered once, by the first
-/// subscriber that needs it, and shared by all the others.
+/// subscriber that needs it, and shared by all the others; `observer_json` likewise for
+/// observers, who never see command text or output.
 #[derive(Debug)]
 pub struct Published {
     pub envelope: Envelope,
     pub json: OnceLock<String>,
+    pub observer_json: OnceLock<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -492,7 +494,11 @@ impl<P: Projection> Writer<P> {
         }
         for e in &envelopes {
             self.committed.store(e.seq, Ordering::SeqCst);
-            let _ = self.live.send(Arc::new(Published { envelope: (**e).clone(), json: OnceLock::new() }));
+            let _ = self.live.send(Arc::new(Published {
+                envelope: (**e).clone(),
+                json: OnceLock::new(),
+                observer_json: OnceLock::new(),
+            }));
         }
         for (reply, range) in pending {
             let _ = reply.send(Ok(envelopes[range].to_vec()));

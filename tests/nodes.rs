@@ -287,11 +287,11 @@ async fn tokens_are_checked_by_kind_401_for_unknown_403_for_wrong_kind() {
     assert_eq!(status, 200);
     let (status, _) = heartbeat(&s, ADMIN, json!({})).await;
     assert_eq!(status, 403, "an admin token is not a node token");
-    // Rejected nodes are told so.
+    // A rejected node's token is revoked with the rejection.
     let (other, other_token) = enroll(&s.url, &s.http, "body-2").await;
     post(&s, &format!("/api/v1/nodes/{other}/reject"), ADMIN, json!({})).await;
     let (status, body) = heartbeat(&s, &other_token, json!({})).await;
-    assert_eq!(status, 403, "{body}");
+    assert_eq!(status, 401, "{body}");
     // The admin token never reaches the log or the stream.
     let (_, log) = get(&s, "/api/v1/events/log?limit=1000", ADMIN).await;
     let text = log.to_string();

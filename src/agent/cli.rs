@@ -134,7 +134,7 @@ pub async fn main(cli: Cli) -> ExitCode {
             let why = if message.to_lowercase().contains("rejected") {
                 "it was rejected by an admin"
             } else {
-                "it was removed"
+                "it was removed or rejected"
             };
             eprintln!(
                 "error: the server no longer accepts this node's token: {why}; enroll again \

@@ -4,6 +4,7 @@
 
 use super::nodes::rfc3339;
 use super::{ApiError, Reader, ServiceState, SseStats};
+use crate::auth::Principal;
 use crate::ledger::Published;
 use crate::store::{Store, StoreError};
 use axum::extract::{Query, State};
@@ -12,7 +13,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::Stream;
-use hydra_events::Envelope;
+use hydra_events::{Envelope, Event, ExecOutput};
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -22,16 +23,37 @@ use tokio::sync::broadcast::error::RecvError;
 /// How many events one read of the log returns while catching up.
 const CATCH_UP_CHUNK: u64 = 512;
 
+/// Who reads an event. Admins see everything; observers see what happened to a
+/// command (ids, status, exit code, sizes) but never its text or what it printed,
+/// which can hold secrets (`db_password=…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    Admin,
+    Observer,
+}
+
+impl Audience {
+    pub fn of(reader: &Reader) -> Audience {
+        match reader.0 {
+            Principal::Admin { .. } => Audience::Admin,
+            _ => Audience::Observer,
+        }
+    }
+}
+
 /// The JSON form of an event: `{"seq","type","at","cause","data"}`, where `data` holds
-/// the event's fields (`node_id`, …).
-pub fn envelope_json(e: &Envelope) -> serde_json::Value {
-    let data = match serde_json::to_value(&e.event) {
+/// the event's fields (`node_id`, …), without command text and output for observers.
+pub fn envelope_json(e: &Envelope, audience: Audience) -> serde_json::Value {
+    let mut data = match serde_json::to_value(&e.event) {
         Ok(serde_json::Value::Object(m)) if m.len() == 1 => {
             m.into_iter().next().map(|(_, v)| v).unwrap_or_default()
         }
         Ok(other) => other,
         Err(_) => serde_json::Value::Null,
     };
+    if audience == Audience::Observer {
+        redact(&e.event, &mut data);
+    }
     serde_json::json!({
         "seq": e.seq,
         "type": e.event.type_name(),
@@ -41,8 +63,94 @@ pub fn envelope_json(e: &Envelope) -> serde_json::Value {
     })
 }
 
-fn rendered(p: &Published) -> &str {
-    p.json.get_or_init(|| envelope_json(&p.envelope).to_string())
+/// Takes command text and output out of an event's `data`, leaving their sizes.
+/// Exhaustive on purpose: a new event type must be decided on here.
+fn redact(event: &Event, data: &mut serde_json::Value) {
+    use serde_json::json;
+    let Some(fields) = data.as_object_mut() else { return };
+    let output = |o: &ExecOutput| {
+        json!({
+            "exit_code": o.exit_code,
+            "truncated": o.truncated,
+            "duration_ms": o.duration_ms,
+            "stdout_bytes": o.stdout.len(),
+            "stderr_bytes": o.stderr.len(),
+        })
+    };
+    match event {
+        Event::ExecQueued { command, .. } | Event::ShellOpened { command: Some(command), .. } => {
+            fields.remove("command");
+            fields.insert("command_bytes".into(), json!(command.len()));
+        }
+        Event::ExecCompleted { output: o, .. } | Event::ExecTimedOut { output: Some(o), .. } => {
+            fields.insert("output".into(), output(o));
+        }
+        // A provisioning error ends with what the install hook or tar printed: keep
+        // only the part before it ("install hook exited 1", "timeout").
+        Event::ProvisionFailed { error, .. } | Event::RolloutNodeFailed { error, .. } => {
+            let summary = error.split(':').next().unwrap_or_default().trim();
+            fields.insert("error".into(), json!(summary));
+            fields.insert("error_bytes".into(), json!(error.len()));
+        }
+        Event::NodeEnrolled { .. }
+        | Event::NodeApproved { .. }
+        | Event::NodeRejected { .. }
+        | Event::NodeRemoved { .. }
+        | Event::NodeRolesChanged { .. }
+        | Event::NodePlacementChanged { .. }
+        | Event::NodeDrainChanged { .. }
+        | Event::NodeUpdateRequested { .. }
+        | Event::NodeUpdateDelivered { .. }
+        | Event::NodeOnline { .. }
+        | Event::NodeOffline { .. }
+        | Event::NodeProviderChanged { .. }
+        | Event::NodeAgentChanged { .. }
+        | Event::NodeNetworkChanged { .. }
+        | Event::NodeStreamChanged { .. }
+        | Event::ExecDispatched { .. }
+        | Event::ExecTimedOut { output: None, .. }
+        | Event::ExecCancelled { .. }
+        | Event::ExecRequeued { .. }
+        | Event::ExecFailed { .. }
+        | Event::ExecExpired { .. }
+        | Event::ShellOpened { command: None, .. }
+        | Event::ShellClosed { .. }
+        | Event::HeadRegistered { .. }
+        | Event::HeadStatusChanged { .. }
+        | Event::HeadAssigned { .. }
+        | Event::HeadExperiencesAllowed { .. }
+        | Event::ReprovisionRequested { .. }
+        | Event::ProvisionStarted { .. }
+        | Event::ProvisionCompleted { .. }
+        | Event::StreamStopped { .. }
+        | Event::AnomalyStarted { .. }
+        | Event::AnomalyCleared { .. }
+        | Event::ExperienceCreated { .. }
+        | Event::BuildRegistered { .. }
+        | Event::ExperiencePromoted { .. }
+        | Event::RolloutStarted { .. }
+        | Event::RolloutWaveStarted { .. }
+        | Event::RolloutNodeRequested { .. }
+        | Event::RolloutNodeStarted { .. }
+        | Event::RolloutNodeCompleted { .. }
+        | Event::RolloutWaveCompleted { .. }
+        | Event::RolloutPaused { .. }
+        | Event::RolloutResumed { .. }
+        | Event::RolloutCompleted { .. }
+        | Event::RolloutAborted { .. }
+        | Event::NodeKindChanged { .. }
+        | Event::HeadUnassigned { .. }
+        | Event::RolloutCancelled { .. } => {}
+    }
+}
+
+/// The live event rendered once per audience and shared by every subscriber of it.
+fn rendered(p: &Published, audience: Audience) -> &str {
+    let cache = match audience {
+        Audience::Admin => &p.json,
+        Audience::Observer => &p.observer_json,
+    };
+    cache.get_or_init(|| envelope_json(&p.envelope, audience).to_string())
 }
 
 /// Reads and decodes events `from..=to` from the log.
@@ -118,7 +226,7 @@ fn resume_point(headers: &HeaderMap, since: Option<u64>) -> Result<u64, ApiError
 
 pub async fn stream<S: ServiceState>(
     State(state): State<S>,
-    _: Reader,
+    reader: Reader,
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -127,7 +235,7 @@ pub async fn stream<S: ServiceState>(
     let since = resume_point(&headers, q.since)?;
     let head = state.committed_seq();
     let keepalive = KeepAlive::new().interval(state.keepalive()).text("keep-alive");
-    let events = subscription(state, since, filter);
+    let events = subscription(state, since, filter, Audience::of(&reader));
     let mut response = Sse::new(events).keep_alive(keepalive).into_response();
     // Hydra keeps the whole log, so every id resumes exactly; say where we resumed.
     let h = response.headers_mut();
@@ -142,10 +250,10 @@ enum Item {
     Logged(Box<Envelope>),
 }
 
-fn sse_event(item: &Item) -> SseEvent {
+fn sse_event(item: &Item, audience: Audience) -> SseEvent {
     let (envelope, json) = match item {
-        Item::Live(p) => (&p.envelope, rendered(p).to_owned()),
-        Item::Logged(e) => (&**e, envelope_json(e).to_string()),
+        Item::Live(p) => (&p.envelope, rendered(p, audience).to_owned()),
+        Item::Logged(e) => (&**e, envelope_json(e, audience).to_string()),
     };
     SseEvent::default().id(envelope.seq.to_string()).event(envelope.event.type_name()).data(json)
 }
@@ -157,6 +265,7 @@ fn subscription<S: ServiceState>(
     state: S,
     since: u64,
     filter: Filter,
+    audience: Audience,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     async_stream::stream! {
         let _guard = SubscriberGuard::new(state.sse().clone());
@@ -182,7 +291,7 @@ fn subscription<S: ServiceState>(
                 for e in chunk {
                     sent = e.seq;
                     if filter.matches(&e) {
-                        yield Ok(sse_event(&Item::Logged(Box::new(e))));
+                        yield Ok(sse_event(&Item::Logged(Box::new(e)), audience));
                     }
                 }
             }
@@ -208,13 +317,13 @@ fn subscription<S: ServiceState>(
                             let Ok(Ok(gap)) = gap else { return };
                             for e in gap {
                                 if filter.matches(&e) {
-                                    yield Ok(sse_event(&Item::Logged(Box::new(e))));
+                                    yield Ok(sse_event(&Item::Logged(Box::new(e)), audience));
                                 }
                             }
                         }
                         sent = seq;
                         if filter.matches(&p.envelope) {
-                            yield Ok(sse_event(&Item::Live(p)));
+                            yield Ok(sse_event(&Item::Live(p), audience));
                         }
                     }
                     Err(RecvError::Lagged(_)) => {
@@ -258,23 +367,27 @@ pub struct LogQuery {
 /// Ask again with `since=next_since` until `next_since == head`.
 pub async fn log<S: ServiceState>(
     State(state): State<S>,
-    _: Reader,
+    reader: Reader,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let filter = Filter::parse(q.types.as_deref(), q.node.as_deref())?;
     let limit = q.limit.unwrap_or(500).clamp(1, 10_000);
     let head = state.committed_seq();
+    // Never wraps: a `since` at or past the head gives an empty page whose
+    // `next_since` is the head.
     let to = head.min(q.since.saturating_add(limit));
     let store = state.store().clone();
-    let from = q.since + 1;
+    let from = q.since.saturating_add(1);
     let envelopes = tokio::task::spawn_blocking(move || read_envelopes(&store, from, to))
         .await
         .map_err(ApiError::internal)??;
-    let events: Vec<_> = envelopes.iter().filter(|e| filter.matches(e)).map(envelope_json).collect();
+    let audience = Audience::of(&reader);
+    let events: Vec<_> =
+        envelopes.iter().filter(|e| filter.matches(e)).map(|e| envelope_json(e, audience)).collect();
     Ok(Json(serde_json::json!({
         "events": events,
-        "next_since": to.max(q.since),
+        "next_since": to,
         "head": head,
     })))
 }

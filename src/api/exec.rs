@@ -8,7 +8,7 @@ use super::nodes::rfc3339;
 use super::{Admin, ApiError, ApiJson, AppState, NodeCaller};
 use crate::auth::random_hex;
 use crate::cluster::exec::{self, ExecRequest};
-use crate::config::parse_duration;
+use crate::config::{millis, parse_duration};
 use crate::ledger::now_ms;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -47,7 +47,7 @@ fn timeout_ms(v: Option<&Value>) -> Result<u64, ApiError> {
             }
             (secs * 1000.0) as u64
         }
-        Some(Value::String(s)) => parse_duration(s).map_err(|_| bad(format!("{s:?}")))?.as_millis() as u64,
+        Some(Value::String(s)) => millis(parse_duration(s).map_err(|_| bad(format!("{s:?}")))?),
         Some(other) => return Err(bad(other.to_string())),
     };
     if !(1000..=MAX_TIMEOUT_MS).contains(&ms) {
@@ -78,7 +78,7 @@ pub async fn submit(
     }
     let timeout_ms = timeout_ms(body.timeout.as_ref())?;
     let exec_id = ExecId::from_random_hex(&random_hex());
-    let deliver_by_ms = now_ms() + state.config.exec_delivery_deadline.as_millis() as u64;
+    let deliver_by_ms = now_ms().saturating_add(millis(state.config.exec_delivery_deadline));
     let req = ExecRequest {
         command: body.command,
         timeout_ms,
@@ -272,10 +272,11 @@ where
     Fut: std::future::Future<Output = Result<Option<T>, ApiError>>,
 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_s.min(MAX_WAIT_S));
-    let notify = state.waiters.of(node);
+    // Held for the whole wait; the node's entry goes with the last waiter.
+    let waiter = state.waiters.of(node);
     let mut stopping = state.stopping.clone();
     loop {
-        let notified = notify.notified();
+        let notified = waiter.notify().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         if let Some(found) = check().await? {

@@ -46,6 +46,7 @@ pub struct AppState {
     pub waiters: Arc<Waiters>,
     /// Shell sessions waiting for, or relaying to, a node's agent.
     pub shells: Arc<shell::ShellRegistry>,
+    pub auth_throttle: Arc<extract::AuthThrottle>,
 }
 
 /// What the event endpoints and the auth extractors need of a service: hydracluster's
@@ -59,6 +60,8 @@ pub trait ServiceState: Clone + Send + Sync + 'static {
     fn stopping(&self) -> tokio::sync::watch::Receiver<bool>;
     fn sse(&self) -> &Arc<SseStats>;
     fn keepalive(&self) -> std::time::Duration;
+    /// Failed authentications per remote address (see `extract::AuthThrottle`).
+    fn auth_throttle(&self) -> &extract::AuthThrottle;
 
     fn store(&self) -> &crate::store::Store {
         self.ledger().store()
@@ -98,6 +101,9 @@ impl ServiceState for AppState {
     fn keepalive(&self) -> std::time::Duration {
         self.config.sse_keepalive
     }
+    fn auth_throttle(&self) -> &extract::AuthThrottle {
+        &self.auth_throttle
+    }
 }
 
 /// Counters about live subscribers, shown in `/readyz`.
@@ -116,6 +122,7 @@ impl AppState {
         stopping: tokio::sync::watch::Receiver<bool>,
     ) -> AppState {
         let limiter = enroll::RateLimiter::new(config.enroll_per_minute);
+        let (config_burst, config_window) = (config.auth_fail_burst, config.auth_fail_window);
         AppState {
             config: Arc::new(config),
             ledger,
@@ -126,6 +133,7 @@ impl AppState {
             sse: Arc::new(SseStats::default()),
             waiters: Arc::new(Waiters::default()),
             shells: Arc::default(),
+            auth_throttle: Arc::new(extract::AuthThrottle::new(config_burst, config_window)),
         }
     }
 }
@@ -193,11 +201,17 @@ pub fn router(state: AppState) -> Router {
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Seconds for a `Retry-After` header (429s).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into() }
+        ApiError { status, message: message.into(), retry_after: None }
+    }
+    /// A 429 with a `Retry-After` of `secs`.
+    pub fn too_many_requests(message: impl Into<String>, secs: u64) -> Self {
+        ApiError { retry_after: Some(secs), ..Self::new(StatusCode::TOO_MANY_REQUESTS, message) }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -213,7 +227,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+        let mut response = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

@@ -1,7 +1,7 @@
 //! Admin endpoints for nodes: list (with filters and as-of queries), get, approve,
 //! reject, remove, roles, placement, drain, update flags and per-node history.
 
-use super::events::{envelope_json, read_envelopes};
+use super::events::{envelope_json, read_envelopes, Audience};
 use super::extract::node_id;
 use super::page;
 use super::{Admin, ApiError, ApiJson, AppState, Reader};
@@ -411,7 +411,7 @@ pub struct HistoryQuery {
 /// nodes keep their history: the log forgets nothing.
 pub async fn history(
     State(state): State<AppState>,
-    _: Reader,
+    reader: Reader,
     Path(id): Path<String>,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -438,7 +438,8 @@ pub async fn history(
         return Err(ApiError::not_found(format!("no events for node {id}")));
     }
     let next = envelopes.last().map(|e| e.seq).unwrap_or(q.since);
-    let events: Vec<serde_json::Value> = envelopes.iter().map(envelope_json).collect();
+    let audience = Audience::of(&reader);
+    let events: Vec<serde_json::Value> = envelopes.iter().map(|e| envelope_json(e, audience)).collect();
     Ok(Json(
         serde_json::json!({ "node_id": id, "events": events, "next_since": next, "now": rfc3339(now_ms()) }),
     ))

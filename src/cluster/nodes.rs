@@ -116,8 +116,18 @@ pub fn approve(
 ) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
     move |views| {
         let n = node(views, &id)?;
-        if n.status == NodeStatus::Approved {
-            return Err(DomainError::Conflict(format!("node {id} is approved already")));
+        match n.status {
+            NodeStatus::Approved => {
+                return Err(DomainError::Conflict(format!("node {id} is approved already")));
+            }
+            // Its token was revoked with the rejection: the machine comes back only
+            // as a new enrollment, which the log records as such.
+            NodeStatus::Rejected => {
+                return Err(DomainError::Conflict(format!(
+                    "node {id} was rejected; rejected nodes must enroll again"
+                )));
+            }
+            NodeStatus::Pending => {}
         }
         let kind_changes = kind_events(views, n, &roles, &head_roles);
         let mut events = vec![Event::NodeApproved {
@@ -148,8 +158,10 @@ pub fn reject(id: NodeId) -> impl FnOnce(&ClusterViews) -> Result<Decision, Doma
             return Err(DomainError::Conflict(format!("node {id} is rejected already")));
         }
         let mut events = super::exec::fail_all(views, &id, "node_rejected");
-        events.push(Event::NodeRejected { node_id: id });
-        Ok(Decision::events(events))
+        events.push(Event::NodeRejected { node_id: id.clone() });
+        // Revoked in the same flush as the event, as removal does: a rejected
+        // machine's token never works again, whatever happens to the node later.
+        Ok(Decision { tokens: vec![TokenWrite::Revoke { principal: node_principal(&id) }], events })
     }
 }
 

@@ -11,15 +11,54 @@ use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Notify;
 
+/// The nodes someone is waiting on right now. An entry lives exactly as long as a
+/// `Waiter` for it, so asking about any number of node ids (unknown ones included)
+/// leaves nothing behind.
 #[derive(Default)]
 pub struct Waiters {
     nodes: Mutex<HashMap<NodeId, Arc<Notify>>>,
 }
 
+/// One wait on a node: its `Notify`, shared with every other wait on that node.
+/// Dropping the last one removes the node's entry.
+pub struct Waiter {
+    waiters: Arc<Waiters>,
+    node: NodeId,
+    notify: Option<Arc<Notify>>,
+}
+
+impl Waiter {
+    pub fn notify(&self) -> &Notify {
+        self.notify.as_deref().expect("present until dropped")
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let mut nodes = self.waiters.nodes.lock();
+        // Our handle goes under the lock, so the count below is exact: only the map's
+        // own handle left means no one else waits on this node.
+        drop(self.notify.take());
+        if nodes.get(&self.node).is_some_and(|n| Arc::strong_count(n) == 1) {
+            nodes.remove(&self.node);
+        }
+    }
+}
+
 impl Waiters {
-    /// The node's `Notify` (created on first use).
-    pub fn of(&self, node: &NodeId) -> Arc<Notify> {
-        self.nodes.lock().entry(node.clone()).or_default().clone()
+    /// A wait on the node's `Notify` (created for the first waiter).
+    pub fn of(self: &Arc<Self>, node: &NodeId) -> Waiter {
+        let notify = self.nodes.lock().entry(node.clone()).or_default().clone();
+        Waiter { waiters: self.clone(), node: node.clone(), notify: Some(notify) }
+    }
+
+    /// How many nodes are waited on now.
+    pub fn len(&self) -> usize {
+        self.nodes.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn wake(&self, node: &NodeId) {
@@ -51,5 +90,49 @@ pub async fn run(ledger: Ledger<ClusterViews>, waiters: Arc<Waiters>) {
             Err(RecvError::Lagged(_)) => waiters.wake_all(),
             Err(RecvError::Closed) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(i: usize) -> NodeId {
+        NodeId::parse(&format!("node-{i}")).unwrap()
+    }
+
+    #[test]
+    fn entries_last_only_while_someone_waits() {
+        let waiters = Arc::new(Waiters::default());
+        for i in 0..1000 {
+            drop(waiters.of(&node(i)));
+        }
+        assert_eq!(waiters.len(), 0, "a thousand distinct ids leave nothing behind");
+        let a = waiters.of(&node(1));
+        let b = waiters.of(&node(1));
+        assert_eq!(waiters.len(), 1);
+        drop(a);
+        assert_eq!(waiters.len(), 1, "b still waits");
+        drop(b);
+        assert!(waiters.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_wait_armed_before_the_wake_is_woken() {
+        let waiters = Arc::new(Waiters::default());
+        let w = waiters.of(&node(7));
+        {
+            let notified = w.notify().notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            waiters.wake(&node(7));
+            // Completes at once: the wake reached the armed future.
+            tokio::time::timeout(std::time::Duration::from_secs(5), notified).await.unwrap();
+        }
+        // A wake for another node, or with nobody waiting, creates no entry.
+        waiters.wake(&node(8));
+        drop(w);
+        waiters.wake(&node(7));
+        assert!(waiters.is_empty());
     }
 }

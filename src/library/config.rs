@@ -33,6 +33,10 @@ pub struct LibraryConfig {
     pub max_body_bytes: usize,
     /// Mutations are refused while the data dir's filesystem has less free space.
     pub min_free_bytes: u64,
+    /// Failed authentications allowed per remote address within `auth_fail_window`
+    /// before that address gets 429 until the window ends (0: never throttle).
+    pub auth_fail_burst: u32,
+    pub auth_fail_window: Duration,
 }
 
 impl Default for LibraryConfig {
@@ -58,6 +62,8 @@ impl Default for LibraryConfig {
             snapshot_every: 10_000,
             max_body_bytes: 1 << 20,
             min_free_bytes: 128 * 1024 * 1024,
+            auth_fail_burst: 20,
+            auth_fail_window: Duration::from_secs(60),
         }
     }
 }
@@ -77,6 +83,8 @@ struct File {
     rollout: Option<RolloutFile>,
     sse_keepalive: Option<Humantime>,
     min_free_bytes: Option<u64>,
+    auth_fail_burst: Option<u32>,
+    auth_fail_window: Option<Humantime>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,9 +102,7 @@ struct Humantime(Duration);
 impl<'de> Deserialize<'de> for Humantime {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(Humantime)
-            .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+        crate::config::parse_duration(&s).map(Humantime).map_err(serde::de::Error::custom)
     }
 }
 
@@ -132,6 +138,12 @@ impl LibraryConfig {
         if let Some(k) = f.sse_keepalive {
             self.sse_keepalive = k.0;
         }
+        if let Some(n) = f.auth_fail_burst {
+            self.auth_fail_burst = n;
+        }
+        if let Some(w) = f.auth_fail_window {
+            self.auth_fail_window = w.0;
+        }
         if let Some(r) = f.rollout {
             if let Some(n) = r.max_parallel {
                 self.rollout.max_parallel = n;
@@ -140,7 +152,7 @@ impl LibraryConfig {
                 self.rollout.failure_threshold = FailureThreshold::parse(&t)?;
             }
             if let Some(d) = r.node_deadline {
-                self.rollout.node_deadline_ms = d.0.as_millis() as u64;
+                self.rollout.node_deadline_ms = crate::config::millis(d.0);
             }
             if let Some(t) = r.tick {
                 self.rollout_tick = t.0;

@@ -7,6 +7,7 @@ use super::api::router;
 use super::cluster::Cluster;
 use super::config::LibraryConfig;
 use super::state::{LibraryState, Links};
+use crate::api::extract::AuthThrottle;
 use crate::api::SseStats;
 use crate::auth::Tokens;
 use crate::ledger::LedgerConfig;
@@ -41,6 +42,7 @@ pub async fn start(config: LibraryConfig) -> anyhow::Result<Running> {
         .map(|url| Cluster::new(url, config.cluster_token.clone(), config.http_timeout));
     let (stop, stopped) = watch::channel(false);
     let max_body = config.max_body_bytes;
+    let (auth_fail_burst, auth_fail_window) = (config.auth_fail_burst, config.auth_fail_window);
     let state = LibraryState {
         config: Arc::new(config),
         ledger: ledger.clone(),
@@ -50,6 +52,7 @@ pub async fn start(config: LibraryConfig) -> anyhow::Result<Running> {
         cluster,
         wake: Arc::new(Notify::new()),
         links: Arc::new(Links::default()),
+        auth_throttle: Arc::new(AuthThrottle::new(auth_fail_burst, auth_fail_window)),
     };
     let driver = tokio::spawn(super::driver::run(state.clone()));
     let release = tokio::spawn(super::release::run(state.clone()));

@@ -28,6 +28,7 @@ pub struct LibraryState {
     /// Wakes the rollout driver (a rollout started, resumed…).
     pub wake: Arc<Notify>,
     pub links: Arc<Links>,
+    pub auth_throttle: Arc<crate::api::extract::AuthThrottle>,
 }
 
 /// Whether the streams this service follows are connected right now, for `/health`.
@@ -62,6 +63,9 @@ impl ServiceState for LibraryState {
     }
     fn keepalive(&self) -> Duration {
         self.config.sse_keepalive
+    }
+    fn auth_throttle(&self) -> &crate::api::extract::AuthThrottle {
+        &self.auth_throttle
     }
 }
 
@@ -125,12 +129,12 @@ pub fn policy(defaults: &RolloutPolicy, req: &PromoteRequest) -> Result<RolloutP
         p.failure_threshold = FailureThreshold::parse(t).map_err(DomainError::Invalid)?;
     }
     if let Some(d) = &req.node_deadline {
-        let d = humantime::parse_duration(d)
-            .map_err(|e| DomainError::Invalid(format!("node_deadline {d:?}: {e} (use 30m, 90s…)")))?;
+        let d = crate::config::parse_duration(d)
+            .map_err(|e| DomainError::Invalid(format!("node_deadline: {e} (use 30m, 90s…)")))?;
         if d.is_zero() {
             return Err(DomainError::Invalid("node_deadline must be longer than zero".into()));
         }
-        p.node_deadline_ms = d.as_millis() as u64;
+        p.node_deadline_ms = crate::config::millis(d);
     }
     Ok(p)
 }

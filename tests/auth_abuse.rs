@@ -1,0 +1,262 @@
+//! End to end: abuse of authentication and of what a token may see — failed tokens
+//! throttled per address (and logged once per burst), a rejected node's token staying
+//! dead, observers never reading command text or output, and input that used to wrap
+//! (an exec timeout, an event-log `since`).
+
+mod common;
+
+use common::*;
+use futures_util::StreamExt;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Everything the server logs while the guard lives (the tests run on a current-thread
+/// runtime, so the handlers log on this thread).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let me = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || me.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// A client whose connections come from `ip` (another loopback address).
+fn client_from(ip: Ipv4Addr) -> reqwest::Client {
+    reqwest::Client::builder().local_address(IpAddr::V4(ip)).build().unwrap()
+}
+
+async fn status_of(http: &reqwest::Client, url: &str, token: &str) -> reqwest::Response {
+    http.get(url).bearer_auth(token).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_burst_of_wrong_tokens_is_throttled_per_address_and_logged_once() {
+    let log = Captured::default();
+    let _guard = log.install();
+    let s = spawn_app_with(|c| {
+        c.auth_fail_burst = 5;
+        c.auth_fail_window = Duration::from_secs(600);
+    })
+    .await;
+    let nodes = format!("{}/api/v1/nodes", s.url);
+    let wrong = "hya_wrong-guess-0123456789";
+    for _ in 0..5 {
+        assert_eq!(status_of(&s.http, &nodes, wrong).await.status(), 401);
+    }
+    // The burst is used up: 429 with Retry-After, even for the right token.
+    let r = status_of(&s.http, &nodes, wrong).await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=600).contains(&retry), "Retry-After {retry}");
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("too many failed authentications"), "{body}");
+    assert_eq!(status_of(&s.http, &nodes, ADMIN).await.status(), 429);
+    // Every token-checked extractor: reader, node caller, fleet.
+    assert_eq!(status_of(&s.http, &format!("{}/api/v1/events/log", s.url), OBSERVER).await.status(), 429);
+    assert_eq!(heartbeat(&s, "hyn_nope", json!({})).await.0, 429);
+    assert_eq!(call(&s.http, Method::POST, &format!("{}/api/v1/heads", s.url), Some("x"), None).await.0, 429);
+    // Public routes stay public.
+    assert_eq!(call(&s.http, Method::GET, &format!("{}/api/v1/health", s.url), None, None).await.0, 200);
+
+    // Another address is not blocked by this one's failures, and has its own burst.
+    let other = client_from(Ipv4Addr::new(127, 0, 0, 2));
+    assert_eq!(status_of(&other, &nodes, ADMIN).await.status(), 200);
+    assert_eq!(status_of(&other, &nodes, wrong).await.status(), 401);
+    assert_eq!(status_of(&other, &nodes, ADMIN).await.status(), 200);
+
+    let text = log.text();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("failed authentications")).collect();
+    assert_eq!(lines.len(), 1, "one line per burst: {text}");
+    assert!(lines[0].contains("WARN") && lines[0].contains("127.0.0.1") && lines[0].contains("failures=5"));
+    assert!(!text.contains(wrong) && !text.contains(ADMIN), "no token in the log");
+}
+
+#[tokio::test]
+async fn the_experience_library_throttles_failed_tokens_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = hydra::library::config::LibraryConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data: dir.path().to_owned(),
+        admin_token: Some(ADMIN.into()),
+        auth_fail_burst: 3,
+        ..Default::default()
+    };
+    let running = hydra::library::server::start(config).await.unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/experiences", running.addr);
+    for _ in 0..3 {
+        assert_eq!(status_of(&http, &url, "wrong").await.status(), 401);
+    }
+    let r = status_of(&http, &url, ADMIN).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_rejected_node_stays_out_until_it_enrolls_again() {
+    let s = spawn_app().await;
+    let (id, token) = approved_body(&s, "body-1").await;
+    assert_eq!(heartbeat(&s, &token, json!({})).await.0, 200);
+    let (status, body) = post(&s, &format!("/api/v1/nodes/{id}/reject"), ADMIN, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    // The token was revoked with the rejection: it is no token at all now.
+    assert_eq!(heartbeat(&s, &token, json!({})).await.0, 401);
+    let approve = json!({"roles": ["hydrabody"], "district": "north", "venue": "arena"});
+    let (status, body) = post(&s, &format!("/api/v1/nodes/{id}/approve"), ADMIN, approve.clone()).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("rejected nodes must enroll again"), "{body}");
+    assert_eq!(heartbeat(&s, &token, json!({})).await.0, 401, "the old token stays dead");
+    let (_, history) = get(&s, &format!("/api/v1/nodes/{id}/history"), ADMIN).await;
+    let types: Vec<&str> =
+        history["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types.last(), Some(&"node.rejected"), "{types:?}");
+    assert_eq!(types.iter().filter(|t| **t == "node.approved").count(), 1);
+    // A pending node that is rejected cannot be approved either.
+    let (pending, pending_token) = enroll(&s.url, &s.http, "body-2").await;
+    post(&s, &format!("/api/v1/nodes/{pending}/reject"), ADMIN, json!({})).await;
+    assert_eq!(post(&s, &format!("/api/v1/nodes/{pending}/approve"), ADMIN, approve).await.0, 409);
+    assert_eq!(heartbeat(&s, &pending_token, json!({})).await.0, 401);
+}
+
+/// Queues `command` on the node and plays the agent: fetch it, report `stdout`.
+async fn run_command(s: &TestServer, node: &str, token: &str, command: &str, stdout: &str) -> String {
+    let (status, queued) =
+        post(s, &format!("/api/v1/nodes/{node}/exec"), ADMIN, json!({"command": command})).await;
+    assert_eq!(status, 202, "{queued}");
+    let exec = queued["id"].as_str().unwrap().to_owned();
+    assert_eq!(get(s, "/api/v1/body/exec?wait=5", token).await.0, 200);
+    let report = json!({"id": exec, "exit_code": 0, "stdout": stdout, "stderr": "", "duration_ms": 5});
+    assert_eq!(post(s, "/api/v1/body/exec/result", token, report).await.0, 200);
+    exec
+}
+
+/// Reads an SSE stream until `until` appears; returns the text.
+async fn sse_until(s: &TestServer, token: &str, since: u64, until: &str) -> String {
+    let resp =
+        s.http.get(format!("{}/api/v1/events?since={since}", s.url)).bearer_auth(token).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    while !text.contains(until) {
+        let chunk =
+            tokio::time::timeout(Duration::from_secs(10), body.next()).await.unwrap().unwrap().unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    text
+}
+
+#[tokio::test]
+async fn observers_see_what_happened_to_commands_but_never_their_text_or_output() {
+    let s = spawn_app().await;
+    let (node, token) = approved_body(&s, "body-1").await;
+    heartbeat(&s, &token, json!({})).await;
+    // A live observer, subscribed before the command exists.
+    let live = {
+        let (url, http) = (s.url.clone(), s.http.clone());
+        tokio::spawn(async move {
+            let resp = http.get(format!("{url}/api/v1/events")).bearer_auth(OBSERVER).send().await.unwrap();
+            let mut body = resp.bytes_stream();
+            let mut text = String::new();
+            while !text.contains("event: exec.completed") {
+                let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .unwrap();
+                text.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            text
+        })
+    };
+    // The live subscriber is counted once its stream runs.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            get(&s, "/readyz", ADMIN).await.1["components"]["sse"]["subscribers"].as_u64().unwrap_or(0) >= 1
+        })
+        .await
+    );
+    let exec =
+        run_command(&s, &node, &token, "export db_password=hunter2; deploy", "db_password=hunter2\n").await;
+
+    let (_, log) = get(&s, "/api/v1/events/log?types=exec.*", OBSERVER).await;
+    let text = log.to_string();
+    assert!(!text.contains("hunter2"), "{text}");
+    let events = log["events"].as_array().unwrap();
+    let queued = events.iter().find(|e| e["type"] == "exec.queued").unwrap();
+    assert_eq!(queued["data"]["exec_id"], exec.as_str());
+    assert_eq!(queued["data"]["command_bytes"], 34);
+    assert!(queued["data"].get("command").is_none());
+    let completed = events.iter().find(|e| e["type"] == "exec.completed").unwrap();
+    assert_eq!(completed["data"]["node_id"], node.as_str());
+    assert_eq!(completed["data"]["output"]["exit_code"], 0);
+    assert_eq!(completed["data"]["output"]["stdout_bytes"], 20);
+    assert!(completed["data"]["output"].get("stdout").is_none());
+
+    // The admin sees everything, in the log and the stream.
+    let (_, admin_log) = get(&s, "/api/v1/events/log?types=exec.*", ADMIN).await;
+    assert!(admin_log.to_string().contains("hunter2"));
+    let admin_sse = sse_until(&s, ADMIN, 0, "event: exec.completed").await;
+    assert!(admin_sse.contains("db_password=hunter2"));
+
+    // SSE for the observer: live, and caught up from the log; and the node history.
+    let live = live.await.unwrap();
+    assert!(!live.contains("hunter2") && live.contains("\"stdout_bytes\":20"), "{live}");
+    let caught_up = sse_until(&s, OBSERVER, 0, "event: exec.completed").await;
+    assert!(!caught_up.contains("hunter2") && caught_up.contains("\"command_bytes\":34"), "{caught_up}");
+    let (_, history) = get(&s, &format!("/api/v1/nodes/{node}/history"), OBSERVER).await;
+    assert!(!history.to_string().contains("hunter2"));
+    assert!(history.to_string().contains("exec.completed"));
+}
+
+#[tokio::test]
+async fn durations_and_sequence_numbers_from_input_never_wrap() {
+    let s = spawn_app().await;
+    let (node, _) = approved_body(&s, "body-1").await;
+    for timeout in [json!("18446744073709553"), json!("25h"), json!(1e30), json!("99999999999999999999d")] {
+        let (status, body) = post(
+            &s,
+            &format!("/api/v1/nodes/{node}/exec"),
+            ADMIN,
+            json!({"command": "true", "timeout": timeout}),
+        )
+        .await;
+        assert_eq!(status, 400, "timeout {timeout}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("timeout"), "{body}");
+    }
+    let head = s.ledger().committed_seq();
+    assert!(head >= 2);
+    let (status, page) = get(&s, &format!("/api/v1/events/log?since={}&limit=1", u64::MAX), ADMIN).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["events"], json!([]), "nothing is after u64::MAX");
+    assert_eq!(page["next_since"], head);
+    let (_, page) = get(&s, &format!("/api/v1/events/log?since={}&limit=1", u64::MAX - 1), ADMIN).await;
+    assert_eq!(page["events"], json!([]));
+    let (_, page) = get(&s, "/api/v1/events/log?since=0&limit=1", ADMIN).await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 1);
+    assert_eq!(page["next_since"], 1);
+}
