@@ -28,17 +28,25 @@ pub fn encode(envelope: &Envelope) -> Vec<u8> {
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
+    let (envelope, used) = decode_prefix(bytes)?;
+    if used != bytes.len() {
+        return Err(CodecError::Trailing(bytes.len() - used));
+    }
+    Ok(envelope)
+}
+
+/// Decodes the envelope at the start of `bytes` and says how many bytes it took: for
+/// finding records inside a damaged store file, where they sit among other bytes.
+/// Lengths inside the record are capped (64 MiB) so that garbage never allocates more.
+pub fn decode_prefix(bytes: &[u8]) -> Result<(Envelope, usize), CodecError> {
     let (&format, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     if format != FORMAT_V1 {
         return Err(CodecError::UnknownFormat(format));
     }
+    let config = bincode::config::standard().with_limit::<{ 64 << 20 }>();
     let (envelope, used): (Envelope, usize) =
-        bincode::serde::decode_from_slice(body, bincode::config::standard())
-            .map_err(|e| CodecError::Bincode(e.to_string()))?;
-    if used != body.len() {
-        return Err(CodecError::Trailing(body.len() - used));
-    }
-    Ok(envelope)
+        bincode::serde::decode_from_slice(body, config).map_err(|e| CodecError::Bincode(e.to_string()))?;
+    Ok((envelope, used + 1))
 }
 
 /// The chain hash of an encoded envelope.

@@ -25,8 +25,13 @@ pub type Running = crate::server::Running<LibraryViews>;
 pub async fn start(config: LibraryConfig) -> anyhow::Result<Running> {
     config.check().map_err(|e| anyhow::anyhow!("{e}"))?;
     let ledger_config = LedgerConfig { snapshot_every: config.snapshot_every, ..LedgerConfig::default() };
-    let (token, is_new, ledger) =
-        open_service::<LibraryViews>(&config.data, config.admin_token.as_deref(), ledger_config).await?;
+    let (token, is_new, ledger) = open_service::<LibraryViews>(
+        "hydraexperiencelibrary",
+        &config.data,
+        config.admin_token.as_deref(),
+        ledger_config,
+    )
+    .await?;
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
