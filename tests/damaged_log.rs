@@ -10,7 +10,6 @@ use common::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 fn run(args: &[&str], data: &Path) -> (bool, String) {
     let out = Command::new(hydracluster()).args(args).arg("--data").arg(data).output().unwrap();
