@@ -327,6 +327,7 @@ async fn sleds_leftover_snapshot_files_and_a_bad_projection_snapshot_never_block
     assert_eq!((seqs.len(), head), (20, 20));
     server.terminate();
     assert!(!log.join("snap.FFFFFFFFFFFFFFF0.generating").exists());
+    assert!(!log.join("bad-snap.FFFFFFFFFFFFFFF0.generating").exists(), "removed, not set aside");
 
     // A finished but garbled sled snapshot is set aside, not fatal.
     std::fs::write(log.join("snap.FFFFFFFFFFFFFFF1"), b"not a snapshot at all, not at all").unwrap();
