@@ -205,7 +205,14 @@ pub fn recover<P: Projection>(store: &Store) -> Result<Recovered<P>, StoreError>
     let mut start: Option<(u64, P)> = None;
     if plan.is_empty() {
         for item in store.snapshots_newest_first() {
-            let (seq, bytes) = item?;
+            // Snapshots are optional: one sled cannot read means replaying from further back.
+            let (seq, bytes) = match item {
+                Ok(snapshot) => snapshot,
+                Err(e) => {
+                    tracing::warn!(error = %e, "projection snapshots not readable; replaying without them");
+                    break;
+                }
+            };
             if seq > last {
                 return Err(StoreError::Corrupt(format!(
                     "a snapshot covers the log up to seq {seq} but the log ends at seq {last}: \

@@ -68,21 +68,27 @@ fn number_after(text: &str, prefix: &str) -> u64 {
     text[at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap()
 }
 
-/// Flips 16 bytes in the middle of every copy of `record` in `file` (sled keeps each
-/// record in every version of its page it wrote): as if a bad sector hit them all.
-/// Returns how many copies it found.
-fn flip_record(file: &Path, record: &[u8]) -> usize {
-    let mut bytes = std::fs::read(file).unwrap();
-    let at: Vec<usize> =
-        bytes.windows(record.len()).enumerate().filter(|(_, w)| *w == record).map(|(i, _)| i).collect();
-    for start in &at {
-        let middle = start + record.len() / 2 - 8;
-        for b in &mut bytes[middle..middle + 16] {
-            *b ^= 0xff;
+/// Flips 16 bytes in the middle of every copy of `record` in sled's files (it keeps a
+/// record in every version of its page it wrote, in `db` or, for large pages, in
+/// `blobs/`): as if a bad sector hit them all. Returns how many copies it found.
+fn flip_record(log: &Path, record: &[u8]) -> usize {
+    let mut files = vec![log.join("db")];
+    files.extend(std::fs::read_dir(log.join("blobs")).unwrap().map(|e| e.unwrap().path()));
+    let mut found = 0;
+    for file in files {
+        let mut bytes = std::fs::read(&file).unwrap();
+        let at: Vec<usize> =
+            bytes.windows(record.len()).enumerate().filter(|(_, w)| *w == record).map(|(i, _)| i).collect();
+        for start in &at {
+            let middle = start + record.len() / 2 - 8;
+            for b in &mut bytes[middle..middle + 16] {
+                *b ^= 0xff;
+            }
         }
+        std::fs::write(&file, bytes).unwrap();
+        found += at.len();
     }
-    std::fs::write(file, bytes).unwrap();
-    at.len()
+    found
 }
 
 /// Every event of the log through `/events/log`, page by page: (seqs, head).
@@ -168,7 +174,7 @@ async fn flipped_bytes_are_refused_with_the_last_good_seq_and_repaired_on_reques
 
     // Event 1500, in the middle of the log, hit where sled keeps it.
     let record = hydra::store::Store::open(&data).unwrap().get(1500).unwrap().unwrap().to_vec();
-    assert!(flip_record(&data.join("log").join("db"), &record) > 0);
+    assert!(flip_record(&data.join("log"), &record) > 0);
 
     let refused = serve_refused(&data);
     assert!(!refused.contains("panicked") && !refused.contains("backtrace"), "{refused}");
