@@ -2,7 +2,7 @@
 //! (continuity, decoding, hash chain). The offline `audit`, the as-of queries and the
 //! benchmarks all use it.
 
-use crate::ledger::check_record;
+use crate::ledger::{check_index, check_record};
 use crate::store::{Store, StoreError};
 use hydra_events::ZERO_HASH;
 use hydra_projections::{digest, ClusterViews, Projection};
@@ -58,4 +58,23 @@ pub fn replay_into<P: Projection>(store: &Store, stop: Stop, head: u64) -> Resul
     }
     let digest = digest(&views);
     Ok(Replay { events: expected - 1, views, digest })
+}
+
+/// Checks the per-node index against the log, both ways: every entry points at an
+/// event about its node, and every event about a node has its entry.
+pub fn audit_index(store: &Store, head: u64) -> Result<(), StoreError> {
+    check_index(store, 0, head)?;
+    for item in store.range(1, head) {
+        let (seq, bytes) = item?;
+        let envelope = hydra_migrations::read_envelope(&bytes)
+            .map_err(|e| StoreError::Corrupt(format!("event {seq} does not decode: {e}")))?;
+        if let Some(node) = envelope.event.node_id() {
+            if !store.is_indexed(node, seq)? {
+                return Err(StoreError::Corrupt(format!(
+                    "event {seq} is about node {node} but the per-node index does not list it"
+                )));
+            }
+        }
+    }
+    Ok(())
 }

@@ -24,6 +24,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Replay a data dir's log offline: check it and print the state digest.
     Audit(AuditArgs),
+    /// Rebuild a damaged log from its intact prefix (the server stopped): keeps events
+    /// 1..=SEQ, moves the damaged data dir aside and exports what it drops.
+    Repair(RepairArgs),
     /// List nodes.
     Nodes(NodesArgs),
     /// Show one node.
@@ -246,6 +249,19 @@ pub struct AuditArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// The damaged data dir (the server must not be running on it).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Keep events 1..=SEQ, the last good seq that `serve` and `audit` name.
+    #[arg(long, value_name = "SEQ")]
+    pub truncate_after: u64,
+    /// Go on when the node tokens cannot be read (every node must enroll again).
+    #[arg(long)]
+    pub drop_tokens: bool,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct ClientArgs {
     /// The hydracluster server.
@@ -274,7 +290,21 @@ pub struct NodesArgs {
 
 /// Runs the audit: exit status 0 and the digest when the log is sound.
 pub fn audit(args: &AuditArgs) -> anyhow::Result<()> {
-    audit_log::<ClusterViews>(&args.data, args.upto, args.json, ("nodes", |v| v.nodes.len()))
+    audit_log::<ClusterViews>("hydracluster", &args.data, args.upto, args.json, ("nodes", |v| v.nodes.len()))
+}
+
+/// `repair`: rebuilds the data dir from events 1..=SEQ (see `crate::repair`) and says
+/// what it did.
+pub fn repair_log<P: Projection>(args: &RepairArgs) -> anyhow::Result<()> {
+    let r = crate::repair::repair::<P>(&args.data, args.truncate_after, args.drop_tokens)?;
+    println!("repaired {}: kept events 1..={}", args.data.display(), r.kept);
+    println!("the damaged data dir, untouched: {}", r.damaged_copy.display());
+    println!("{} readable events past seq {} exported to {}", r.dropped, r.kept, r.dropped_file.display());
+    println!(
+        "node tokens carried over: {} ({} of nodes no longer in the log dropped)",
+        r.tokens_kept, r.tokens_dropped
+    );
+    Ok(())
 }
 
 /// The offline audit of a service's log (the server must not be running on it):
@@ -282,6 +312,7 @@ pub fn audit(args: &AuditArgs) -> anyhow::Result<()> {
 /// rebuilt views, to compare with the live `GET /api/v1/audit/digest`. `count` names
 /// one figure of the views to show (`nodes`, `experiences`).
 pub fn audit_log<P: Projection>(
+    program: &str,
     data: &std::path::Path,
     upto: Option<u64>,
     json: bool,
@@ -290,19 +321,31 @@ pub fn audit_log<P: Projection>(
     if !data.join("log").exists() {
         bail!("no event log in {}", data.display());
     }
-    let store = Store::open(data)
-        .with_context(|| format!("opening {} (is a server still running on it?)", data.display()))?;
-    let head = store.last_seq()?;
+    let damaged = |e: crate::store::StoreError| match crate::repair::refusal(data, program, &e) {
+        Some(message) => anyhow::anyhow!("the log failed the audit: {message}"),
+        None => anyhow::Error::new(e).context("the log failed the audit"),
+    };
+    let store = Store::open(data).map_err(|e| {
+        if crate::store::in_use(data) {
+            anyhow::anyhow!("a server is running on {}: stop it first ({e})", data.display())
+        } else {
+            damaged(e)
+        }
+    })?;
+    let head = store.last_seq().map_err(damaged)?;
     let watermark = store.watermark()?;
     if head < watermark {
-        bail!(
+        return Err(damaged(crate::store::StoreError::Corrupt(format!(
             "the log ends at seq {head} but events up to seq {watermark} were acknowledged: \
              the log lost its tail"
-        );
+        ))));
     }
     let stop = upto.map(Stop::AtSeq).unwrap_or(Stop::End);
     let started = std::time::Instant::now();
-    let r = replay_into::<P>(&store, stop, head).context("the log failed the audit")?;
+    let r = replay_into::<P>(&store, stop, head).map_err(damaged)?;
+    if upto.is_none() {
+        crate::audit::audit_index(&store, head).map_err(damaged)?;
+    }
     let secs = started.elapsed().as_secs_f64();
     let (name, counter) = count;
     if json {
@@ -638,7 +681,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<u8> {
                 crate::config::parse_duration(&timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
             return exec(&Client::new(&client)?, &node, command, timeout, retry_on_disconnect, as_json).await;
         }
-        Command::Serve(_) | Command::Audit(_) => unreachable!("handled by main"),
+        Command::Serve(_) | Command::Audit(_) | Command::Repair(_) => unreachable!("handled by main"),
     }
     Ok(0)
 }

@@ -253,7 +253,8 @@ pub struct Recovered<P> {
 
 /// Loads the newest usable snapshot and replays the log after it, checking that
 /// sequence numbers are contiguous, that every record decodes and that the hash chain
-/// holds. A damaged log is reported with the sequence number where it breaks; it is
+/// holds, from seq 1 (the records under the snapshot are read and checked, not
+/// applied). A damaged log is reported with the sequence number where it breaks; it is
 /// never "repaired" by dropping events.
 pub fn recover<P: Projection>(store: &Store) -> Result<Recovered<P>, StoreError> {
     let plan = hydra_migrations::layout_plan(store.layout_version()?)
@@ -268,7 +269,14 @@ pub fn recover<P: Projection>(store: &Store) -> Result<Recovered<P>, StoreError>
     let mut start: Option<(u64, P)> = None;
     if plan.is_empty() {
         for item in store.snapshots_newest_first() {
-            let (seq, bytes) = item?;
+            // Snapshots are optional: one sled cannot read means replaying from further back.
+            let (seq, bytes) = match item {
+                Ok(snapshot) => snapshot,
+                Err(e) => {
+                    tracing::warn!(error = %e, "projection snapshots not readable; replaying without them");
+                    break;
+                }
+            };
             if seq > last {
                 return Err(StoreError::Corrupt(format!(
                     "a snapshot covers the log up to seq {seq} but the log ends at seq {last}: \
@@ -286,20 +294,50 @@ pub fn recover<P: Projection>(store: &Store) -> Result<Recovered<P>, StoreError>
         }
     }
     let (snapshot_seq, mut views) = start.unwrap_or_default();
+    // The events under the snapshot are not replayed, but they are served (SSE
+    // catch-up, `/events/log`, history): read and check every one, so that a log sled
+    // can no longer read (damage it does not see at open) is refused, not served.
     let mut prev_hash = ZERO_HASH;
-    if snapshot_seq > 0 {
-        let bytes = store.get(snapshot_seq)?.ok_or_else(|| {
-            StoreError::Corrupt(format!("event {snapshot_seq} under the snapshot is missing"))
-        })?;
+    let mut expected = 1;
+    for item in store.range(1, snapshot_seq) {
+        let (seq, bytes) = item?;
+        if seq != expected {
+            return Err(StoreError::Corrupt(format!(
+                "gap in the log: expected seq {expected}, found seq {seq}"
+            )));
+        }
+        // The chain alone proves each record whole, so the event is not decoded.
+        let (said, prev) = hydra_events::decode_link(&bytes)
+            .map_err(|e| StoreError::Corrupt(format!("event {seq} does not decode: {e}")))?;
+        if said != seq {
+            return Err(StoreError::Corrupt(format!("event stored under seq {seq} says it is seq {said}")));
+        }
+        if prev != prev_hash {
+            return Err(StoreError::Corrupt(format!(
+                "hash chain broken at seq {seq}: the event before it was altered or removed"
+            )));
+        }
+        if seq == snapshot_seq {
+            // The last one has no successor here to vouch for it: decode it whole.
+            check_record(seq, expected, &bytes, &prev_hash)?;
+        }
         prev_hash = hydra_events::hash(&bytes);
+        expected = seq + 1;
+    }
+    if expected != snapshot_seq + 1 {
+        return Err(StoreError::Corrupt(format!("event {expected} under the snapshot is missing")));
     }
     let reindex = !plan.is_empty();
-    let mut expected = snapshot_seq + 1;
     for item in store.range(snapshot_seq + 1, last) {
         let (seq, bytes) = item?;
         let envelope = check_record(seq, expected, &bytes, &prev_hash)?;
-        if reindex {
-            if let Some(node) = envelope.event.node_id() {
+        if let Some(node) = envelope.event.node_id() {
+            // A crash between an event and its index entry (two writes, one flush)
+            // can leave the entry out; it is derived data, so it is put back.
+            if reindex || !store.is_indexed(node, seq)? {
+                if !reindex {
+                    tracing::warn!(seq, node = %node, "index entry missing; added");
+                }
                 store.reindex(node, seq)?;
             }
         }
@@ -313,6 +351,8 @@ pub fn recover<P: Projection>(store: &Store) -> Result<Recovered<P>, StoreError>
             expected - 1
         )));
     }
+    // Every index entry past the snapshot must point at an event about its node.
+    check_index(store, snapshot_seq, last)?;
     let watermark = store.watermark()?;
     if last < watermark {
         return Err(StoreError::Corrupt(format!(
@@ -347,6 +387,40 @@ pub fn check_record(seq: u64, expected: u64, bytes: &[u8], prev_hash: &Hash) -> 
         )));
     }
     Ok(envelope)
+}
+
+/// Checks the per-node index entries for events after `after`: each one points at an
+/// event that exists (at most `head`) and is about that node. Start-up checks those
+/// after its snapshot, `audit` all of them.
+pub fn check_index(store: &Store, after: u64, head: u64) -> Result<(), StoreError> {
+    for (node, seq) in store.index_entries()? {
+        if seq <= after {
+            continue;
+        }
+        let about = if seq > head {
+            None
+        } else {
+            let bytes = store.get(seq)?.ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "the per-node index lists seq {seq} for node {node}, but event {seq} is missing"
+                ))
+            })?;
+            let envelope = hydra_migrations::read_envelope(&bytes)
+                .map_err(|e| StoreError::Corrupt(format!("event {seq} does not decode: {e}")))?;
+            envelope.event.node_id().map(|n| n.as_str().to_owned())
+        };
+        if about.as_deref() != Some(node.as_str()) {
+            return Err(StoreError::Corrupt(format!(
+                "the per-node index lists seq {seq} for node {node}, but {}",
+                match (seq > head, about) {
+                    (true, _) => format!("the log ends at seq {head}"),
+                    (false, Some(other)) => format!("event {seq} is about node {other}"),
+                    (false, None) => format!("event {seq} is about no node"),
+                }
+            )));
+        }
+    }
+    Ok(())
 }
 
 struct Writer<P: Projection> {

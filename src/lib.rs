@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod library;
 pub mod library_client;
 pub mod pipeline;
+pub mod repair;
 pub mod server;
 pub mod sse_client;
 pub mod store;

@@ -84,8 +84,13 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         min_free_bytes: config.min_free_bytes,
         ..LedgerConfig::default()
     };
-    let (token, is_new, ledger) =
-        open_service::<ClusterViews>(&config.data, config.admin_token.as_deref(), ledger_config).await?;
+    let (token, is_new, ledger) = open_service::<ClusterViews>(
+        "hydracluster",
+        &config.data,
+        config.admin_token.as_deref(),
+        ledger_config,
+    )
+    .await?;
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -155,8 +160,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
 
 /// Opens a service's data dir: its admin token (the configured one, or the one kept
 /// there, or a new one) and its event log, recovered. Returns the token, whether it
-/// is new, and the ledger.
+/// is new, and the ledger. `program` is the binary named in the refusal of a damaged
+/// log (`… repair --data DIR --truncate-after SEQ`).
 pub async fn open_service<P: Projection>(
+    program: &str,
     data: &Path,
     configured_token: Option<&str>,
     ledger_config: LedgerConfig,
@@ -165,13 +172,22 @@ pub async fn open_service<P: Projection>(
     let (token, is_new) = admin_token(data, configured_token)
         .with_context(|| format!("reading or creating {}/admin-token", data.display()))?;
     let dir = data.to_owned();
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
-        .await?
-        .with_context(|| format!("opening the event log in {}", data.display()))?;
-    let ledger = tokio::task::spawn_blocking(move || Ledger::<P>::open(store, ledger_config))
-        .await?
-        .context("recovering the event log")?;
-    Ok((token, is_new, ledger))
+    let opened = tokio::task::spawn_blocking(move || {
+        Store::open(&dir).and_then(|store| Ledger::<P>::open(store, ledger_config))
+    })
+    .await?;
+    match opened {
+        Ok(ledger) => Ok((token, is_new, ledger)),
+        // A damaged log is refused with its last good seq and the ways on, never served.
+        Err(e) => match crate::repair::refusal(data, program, &e) {
+            Some(message) => {
+                Err(anyhow::anyhow!("refusing to serve the event log in {}: {message}", data.display()))
+            }
+            None => {
+                Err(anyhow::Error::new(e).context(format!("opening the event log in {}", data.display())))
+            }
+        },
+    }
 }
 
 /// Waits for the writer to finish (it does once every other handle is gone) and to

@@ -28,17 +28,48 @@ pub fn encode(envelope: &Envelope) -> Vec<u8> {
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
+    let (envelope, used) = decode_prefix(bytes)?;
+    if used != bytes.len() {
+        return Err(CodecError::Trailing(bytes.len() - used));
+    }
+    Ok(envelope)
+}
+
+/// Decodes the envelope at the start of `bytes` and says how many bytes it took: for
+/// finding records inside a damaged store file, where they sit among other bytes.
+/// Lengths inside the record are capped (64 MiB) so that garbage never allocates more.
+pub fn decode_prefix(bytes: &[u8]) -> Result<(Envelope, usize), CodecError> {
     let (&format, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     if format != FORMAT_V1 {
         return Err(CodecError::UnknownFormat(format));
     }
+    let config = bincode::config::standard().with_limit::<{ 64 << 20 }>();
     let (envelope, used): (Envelope, usize) =
-        bincode::serde::decode_from_slice(body, bincode::config::standard())
-            .map_err(|e| CodecError::Bincode(e.to_string()))?;
-    if used != body.len() {
-        return Err(CodecError::Trailing(body.len() - used));
+        bincode::serde::decode_from_slice(body, config).map_err(|e| CodecError::Bincode(e.to_string()))?;
+    Ok((envelope, used + 1))
+}
+
+/// The sequence number and `prev_hash` of an encoded envelope, without decoding its
+/// event: enough to follow the hash chain over records that are not replayed (the
+/// chain itself proves the rest of each record is as written).
+pub fn decode_link(bytes: &[u8]) -> Result<(u64, Hash), CodecError> {
+    /// The envelope's leading fields, in their order (bincode has no field names).
+    #[derive(serde::Deserialize)]
+    struct Link<'a> {
+        seq: u64,
+        _at_ms: u64,
+        _schema: u16,
+        _cause: &'a str,
+        prev_hash: Hash,
     }
-    Ok(envelope)
+    let (&format, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if format != FORMAT_V1 {
+        return Err(CodecError::UnknownFormat(format));
+    }
+    let (link, _): (Link<'_>, usize) =
+        bincode::serde::borrow_decode_from_slice(body, bincode::config::standard())
+            .map_err(|e| CodecError::Bincode(e.to_string()))?;
+    Ok((link.seq, link.prev_hash))
 }
 
 /// The chain hash of an encoded envelope.
@@ -49,6 +80,19 @@ pub fn hash(encoded: &[u8]) -> Hash {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_link_reads_the_seq_and_prev_hash_only() {
+        let e = Envelope {
+            seq: 42,
+            at_ms: 7,
+            schema: crate::CURRENT_SCHEMA,
+            cause: "admin:test".into(),
+            prev_hash: [9; 32],
+            event: crate::Event::NodeRejected { node_id: crate::NodeId::parse("node-a").unwrap() },
+        };
+        assert_eq!(decode_link(&encode(&e)).unwrap(), (42, [9; 32]));
+    }
     use crate::{Event, NodeId, ZERO_HASH};
 
     fn sample() -> Envelope {

@@ -7,7 +7,7 @@ mod codec;
 mod envelope;
 mod ids;
 
-pub use codec::{decode, encode, hash, CodecError, FORMAT_V1};
+pub use codec::{decode, decode_link, decode_prefix, encode, hash, CodecError, FORMAT_V1};
 pub use envelope::{Envelope, Hash, CURRENT_SCHEMA, ZERO_HASH};
 pub use ids::{ExecId, IdError, NodeId};
 

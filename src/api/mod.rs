@@ -262,6 +262,11 @@ impl From<LedgerError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if e.is_damage() {
+            // Logged in full; the caller learns it is the server's log, not the request.
+            tracing::error!(error = %e, "the event log is damaged; stop the server, then audit and repair it");
+            return Self::new(StatusCode::SERVICE_UNAVAILABLE, format!("the event log is damaged: {e}"));
+        }
         Self::internal(e)
     }
 }

@@ -1,4 +1,4 @@
-//! `hydracluster`: the control plane server (`serve`), the offline `audit`, and the
+//! `hydracluster`: the control plane server (`serve`), the offline `audit` and `repair`, and the
 //! admin CLI.
 
 use clap::Parser;
@@ -11,6 +11,7 @@ async fn main() -> std::process::ExitCode {
     exit_code(match cli.command {
         Command::Serve(args) => serve(args).await.map(|_| 0),
         Command::Audit(args) => audit(&args).map(|_| 0),
+        Command::Repair(args) => hydra::cli::repair_log::<hydra_projections::ClusterViews>(&args).map(|_| 0),
         other => {
             quiet_on_closed_pipe();
             run_client(other).await

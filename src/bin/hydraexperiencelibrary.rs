@@ -1,5 +1,5 @@
 //! `hydraexperiencelibrary`: the ExperienceLibrary server (`serve`), the offline
-//! `audit`, and its CLI.
+//! `audit` and `repair`, and its CLI.
 
 use clap::Parser;
 use hydra::cli::{exit_code, init_logging, quiet_on_closed_pipe};
@@ -12,6 +12,7 @@ async fn main() -> std::process::ExitCode {
     exit_code(match cli.command {
         Command::Serve(args) => serve(args).await.map(|_| 0),
         Command::Audit(args) => audit(&args).map(|_| 0),
+        Command::Repair(args) => hydra::cli::repair_log::<hydra_projections::LibraryViews>(&args).map(|_| 0),
         other => {
             quiet_on_closed_pipe();
             run_client(other).await

@@ -26,6 +26,9 @@ pub enum Command {
     /// Replay the library's log offline (the server stopped), check every record and
     /// print the digest of the rebuilt views, to compare with `GET /api/v1/audit/digest`.
     Audit(AuditArgs),
+    /// Rebuild a damaged log from its intact prefix (the server stopped): keeps events
+    /// 1..=SEQ, moves the damaged data dir aside and exports what it drops.
+    Repair(crate::cli::RepairArgs),
     /// Promote an experience: development → staging, or staging → production. Prints
     /// the rollout id (nothing when there were no nodes to reprovision).
     Promote {
@@ -155,6 +158,7 @@ pub struct AuditArgs {
 /// `hydraexperiencelibrary audit`.
 pub fn audit(args: &AuditArgs) -> anyhow::Result<()> {
     crate::cli::audit_log::<hydra_projections::LibraryViews>(
+        "hydraexperiencelibrary",
         &args.data,
         args.upto,
         args.json,
@@ -416,7 +420,7 @@ fn link(v: &Value) -> String {
 /// Runs a client command; returns the process exit code.
 pub async fn run_client(command: Command) -> anyhow::Result<u8> {
     match command {
-        Command::Serve(_) | Command::Audit(_) => unreachable!("handled by main"),
+        Command::Serve(_) | Command::Audit(_) | Command::Repair(_) => unreachable!("handled by main"),
         Command::Promote {
             experience,
             to,

@@ -30,8 +30,13 @@ pub async fn start(config: LibraryConfig) -> anyhow::Result<Running> {
         min_free_bytes: config.min_free_bytes,
         ..LedgerConfig::default()
     };
-    let (token, is_new, ledger) =
-        open_service::<LibraryViews>(&config.data, config.admin_token.as_deref(), ledger_config).await?;
+    let (token, is_new, ledger) = open_service::<LibraryViews>(
+        "hydraexperiencelibrary",
+        &config.data,
+        config.admin_token.as_deref(),
+        ledger_config,
+    )
+    .await?;
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;

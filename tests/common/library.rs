@@ -44,9 +44,11 @@ impl ServerProcess {
     /// hydracluster listening on `addr` (port 0 for any; a fixed one so a restart keeps
     /// its URL), with the test admin and observer tokens.
     pub fn start_on(data: &Path, addr: SocketAddr, extra_config: &str) -> ServerProcess {
-        // Tests enroll many machines from one address: lift the per-address limit.
+        // Tests enroll many machines from one address, most left pending: lift the
+        // per-address limit and the cap on pending nodes.
         let config = data.with_extension("yaml");
-        std::fs::write(&config, format!("enroll_per_minute: 0\n{extra_config}")).unwrap();
+        std::fs::write(&config, format!("enroll_per_minute: 0\nmax_pending_nodes: 1000000\n{extra_config}"))
+            .unwrap();
         let mut child = Command::new(hydracluster())
             .args(["serve", "--listen", &addr.to_string(), "--config"])
             .arg(&config)
