@@ -116,6 +116,40 @@ fn node_ids(agents: &[Agent]) -> Vec<String> {
     agents.iter().map(|a| a.node.clone()).collect()
 }
 
+/// From hydracluster's own log: each head reprovisioned once, and started only after
+/// every body had ended (completed or failed).
+async fn heads_started_after_every_body(
+    http: &reqwest::Client,
+    cluster: &str,
+    bodies: &[Agent],
+    heads: &[Agent],
+) {
+    let events = log(http, cluster, "provision.*").await;
+    let seq_of = |node: &str, types: &[&str]| -> Vec<u64> {
+        events
+            .iter()
+            .filter(|e| e["data"]["node_id"] == node && types.contains(&e["type"].as_str().unwrap()))
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    };
+    let last_body_end = node_ids(bodies)
+        .iter()
+        .map(|b| {
+            *seq_of(b, &["provision.completed", "provision.failed"]).first().expect("every body finished")
+        })
+        .max()
+        .unwrap();
+    for h in node_ids(heads) {
+        let started = seq_of(&h, &["provision.started"]);
+        assert_eq!(started.len(), 1, "head {h} provisioned once: {events:#?}");
+        assert!(
+            started[0] > last_body_end,
+            "head {h} started at {} before the bodies ended at {last_body_end}",
+            started[0]
+        );
+    }
+}
+
 /// `hydrapipeline watch --json` over both services, from the start of their logs.
 fn watch(cluster: &str, library: &str) -> Watcher {
     let cluster = format!("hydracluster={cluster}");
@@ -156,31 +190,7 @@ async fn an_uploaded_build_is_auto_promoted_and_rolled_out_to_bodies_then_heads(
     assert_eq!(r["build"], "b1");
     assert_eq!(r["environment"], "staging");
 
-    // From hydracluster's log: every head started after every body had finished.
-    let events = log(&http, &cluster.url, "provision.*").await;
-    let seq_of = |node: &str, types: &[&str]| -> Vec<u64> {
-        events
-            .iter()
-            .filter(|e| e["data"]["node_id"] == node && types.contains(&e["type"].as_str().unwrap()))
-            .map(|e| e["seq"].as_u64().unwrap())
-            .collect()
-    };
-    let last_body_end = node_ids(&bodies)
-        .iter()
-        .map(|b| {
-            *seq_of(b, &["provision.completed", "provision.failed"]).first().expect("every body finished")
-        })
-        .max()
-        .unwrap();
-    for h in node_ids(&heads) {
-        let started = seq_of(&h, &["provision.started"]);
-        assert_eq!(started.len(), 1, "head {h} provisioned once: {events:#?}");
-        assert!(
-            started[0] > last_body_end,
-            "head {h} started at {} before the bodies ended at {last_body_end}",
-            started[0]
-        );
-    }
+    heads_started_after_every_body(&http, &cluster.url, &bodies, &heads).await;
     let asked = requests_per_node(&http, &cluster.url).await;
     for n in node_ids(&bodies).iter().chain(&node_ids(&heads)) {
         assert_eq!(asked.get(n), Some(&1), "{n} was asked once: {asked:?}");
@@ -342,31 +352,7 @@ async fn heads_by_role_are_reprovisioned_after_every_body() {
     let r = until_final(&lib, &http, "r1", Duration::from_secs(90)).await;
     assert_eq!(r["state"], "completed", "{r:#}");
 
-    // From hydracluster's own log: every head starts after every body has ended.
-    let events = log(&http, &cluster.url, "provision.*").await;
-    let seq_of = |node: &str, types: &[&str]| -> Vec<u64> {
-        events
-            .iter()
-            .filter(|e| e["data"]["node_id"] == node && types.contains(&e["type"].as_str().unwrap()))
-            .map(|e| e["seq"].as_u64().unwrap())
-            .collect()
-    };
-    let last_body_end = node_ids(&bodies)
-        .iter()
-        .map(|b| {
-            *seq_of(b, &["provision.completed", "provision.failed"]).iter().max().expect("every body ended")
-        })
-        .max()
-        .unwrap();
-    for head in node_ids(&heads) {
-        let started = seq_of(&head, &["provision.started"]);
-        assert_eq!(started.len(), 1, "head {head} reprovisioned once: {started:?}");
-        assert!(
-            started[0] > last_body_end,
-            "head {head} started at seq {} before the bodies ended ({last_body_end})",
-            started[0]
-        );
-    }
+    heads_started_after_every_body(&http, &cluster.url, &bodies, &heads).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
