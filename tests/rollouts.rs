@@ -392,6 +392,138 @@ async fn past_the_failure_threshold_a_rollout_aborts_and_never_reaches_the_heads
     assert!(node_ids(&bodies).iter().filter(|b| asked.contains_key(*b)).count() == 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_rollout_is_rolled_back_to_the_earlier_build_bodies_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let cluster = ServerProcess::start_on(&dir.path().join("cluster"), free_addr(), &cluster_config(""));
+    let (bodies, heads) = fleet(&cluster, &http, dir.path(), 2, 1, "staging").await;
+    let lib = LibraryProcess::start(&dir.path().join("library"), &cluster.url, None, "");
+    create_experience(&lib, &http, false).await;
+    register_build(&lib, &http, "b1").await;
+    let promote = json!({"to": "staging"});
+    assert_eq!(lib.post(&http, "/api/v1/experiences/space/promote", promote.clone()).await.0, 201);
+    until_final(&lib, &http, "r1", Duration::from_secs(60)).await;
+    // r1 had nothing before it: no rollback.
+    let (status, answer) = lib.post(&http, "/api/v1/rollouts/r1/rollback", json!({})).await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("no build in staging before rollout r1"), "{answer}");
+    let (status, answer) = lib.post(&http, "/api/v1/rollouts/r1/retry", json!({})).await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("no failed node"), "{answer}");
+
+    let body = json!({"build": "b2", "version": "2.0", "artifact_url": "https://release.example/b2.tar.gz",
+        "sha256": "cd".repeat(32)});
+    assert_eq!(lib.post(&http, "/api/v1/experiences/space/builds", body).await.0, 201);
+    assert_eq!(lib.post(&http, "/api/v1/experiences/space/promote", promote).await.0, 201);
+    until_final(&lib, &http, "r2", Duration::from_secs(60)).await;
+    let cluster_before =
+        log(&http, &cluster.url, "provision.started").await.last().unwrap()["seq"].as_u64().unwrap();
+
+    // The operator's CLI: the new rollout's id alone on stdout.
+    let out = Command::new(library_bin())
+        .args(["rollout", "rollback", "r2", "--server", &lib.url, "--token", ADMIN])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "r3");
+    let r3 = until_final(&lib, &http, "r3", Duration::from_secs(60)).await;
+    assert_eq!(r3["state"], "completed", "{r3:#}");
+    assert_eq!(
+        (r3["build"].as_str(), r3["origin"]["kind"].as_str()),
+        (Some("b1"), Some("rollback")),
+        "{r3:#}"
+    );
+    assert_eq!(r3["origin"]["rollout_id"], "r2");
+    let (_, x) = lib.get(&http, "/api/v1/experiences/space").await;
+    assert_eq!(x["environments"]["staging"]["build"], "b1", "the environment's build went back: {x}");
+    let origin = log(&http, &lib.url, "rollout.origin").await;
+    assert_eq!(origin.len(), 1);
+    assert_eq!(origin[0]["data"]["of_rollout"], "r2", "its events name the rollout it rolls back");
+
+    // Every node r2 reached was reprovisioned again, once, heads after bodies.
+    let again: Vec<Value> = log(&http, &cluster.url, "provision.started")
+        .await
+        .into_iter()
+        .filter(|e| e["seq"].as_u64().unwrap() > cluster_before)
+        .collect();
+    let mut nodes: Vec<&str> = again.iter().map(|e| e["data"]["node_id"].as_str().unwrap()).collect();
+    nodes.sort();
+    let mut expected: Vec<String> = node_ids(&bodies).into_iter().chain(node_ids(&heads)).collect();
+    expected.sort();
+    assert_eq!(nodes, expected);
+    assert_eq!(again.last().unwrap()["data"]["node_id"], heads[0].node.as_str(), "the head comes last");
+
+    // Both services' offline audits give their live digests.
+    let digest = |url: String| {
+        let http = http.clone();
+        async move {
+            call(&http, reqwest::Method::GET, &format!("{url}/api/v1/audit/digest"), Some(ADMIN), None)
+                .await
+                .1
+        }
+    };
+    let (live_cluster, live_library) = (digest(cluster.url.clone()).await, digest(lib.url.clone()).await);
+    drop(lib);
+    drop(cluster);
+    for (bin, data, live) in [
+        (hydracluster(), dir.path().join("cluster"), live_cluster),
+        (library_bin(), dir.path().join("library"), live_library),
+    ] {
+        let out = Command::new(bin).args(["audit", "--json", "--data"]).arg(&data).output().unwrap();
+        let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(audit["digest"], live["digest"], "{audit} vs {live}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_reaches_only_the_nodes_that_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let recipes = format!(
+        "role_catalog: [hydrabody, render-node]\nrole_recipes:\n  hydrabody:\n    artifact_url: http://{}/gone.tar.gz\n    \
+         version: \"2\"\n    sha256: \"{}\"\n    install: \"true\"\n",
+        free_addr(),
+        "0".repeat(64)
+    );
+    let cluster =
+        ServerProcess::start_on(&dir.path().join("cluster"), free_addr(), &cluster_config(&recipes));
+    let (bodies, _) = fleet(&cluster, &http, dir.path(), 3, 0, "staging").await;
+    // One body has a role without a recipe: it completes; the other two fail.
+    let fine = &bodies[0].node;
+    let url = format!("{}/api/v1/nodes/{fine}/roles", cluster.url);
+    let (status, answer) =
+        call(&http, reqwest::Method::POST, &url, Some(ADMIN), Some(json!({"roles": ["render-node"]}))).await;
+    assert_eq!(status, 200, "{answer}");
+    let lib = LibraryProcess::start(&dir.path().join("library"), &cluster.url, None, "");
+    create_experience(&lib, &http, false).await;
+    register_build(&lib, &http, "b1").await;
+    let body = json!({"to": "staging", "failure_threshold": "5"});
+    assert_eq!(lib.post(&http, "/api/v1/experiences/space/promote", body).await.0, 201);
+    let r1 = until_final(&lib, &http, "r1", Duration::from_secs(60)).await;
+    assert_eq!(r1["state"], "completed_with_failures", "{r1:#}");
+    let before = requests_per_node(&http, &cluster.url).await;
+
+    let (status, answer) = lib.post(&http, "/api/v1/rollouts/r1/retry", json!({"max_parallel": 1})).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["rollout_id"], "r2");
+    let r2 = until_final(&lib, &http, "r2", Duration::from_secs(60)).await;
+    assert_eq!(r2["origin"]["kind"], "retry");
+    let retried: Vec<&str> =
+        r2["nodes"].as_array().unwrap().iter().map(|n| n["node_id"].as_str().unwrap()).collect();
+    let failed: Vec<&str> =
+        r1["failures"].as_array().unwrap().iter().map(|f| f["node_id"].as_str().unwrap()).collect();
+    assert_eq!(retried.len(), 2, "{r2:#}");
+    for n in &retried {
+        assert!(failed.contains(n), "{n} had not failed");
+    }
+    let after = requests_per_node(&http, &cluster.url).await;
+    assert_eq!(after[fine], before[fine], "the node that completed was not asked again");
+    for n in failed {
+        assert_eq!(after[n], before[n] + 1, "{n} asked once more");
+    }
+}
+
 /// `hydraexperiencelibrary rollout <verb> r1` as an operator types it.
 fn control(lib: &LibraryProcess, verb: &str) -> Value {
     let out = Command::new(library_bin())

@@ -350,6 +350,14 @@ pub enum Event {
         body_id: NodeId,
         reason: String,
     },
+    /// The rollout redoes an earlier one (`kind`: `rollback`, putting back the build
+    /// the environment had before `of_rollout` on the nodes it reached; `retry`, the
+    /// same build on the nodes of `of_rollout` that failed).
+    RolloutOrigin {
+        rollout_id: String,
+        kind: String,
+        of_rollout: String,
+    },
 }
 
 /// A node a rollout left out, and why (`offline`, …).
@@ -476,6 +484,7 @@ impl Event {
             Event::RolloutCancelled { .. } => "rollout.cancelled",
             Event::NodeKindChanged { .. } => "node.kind_changed",
             Event::HeadUnassigned { .. } => "head.unassigned",
+            Event::RolloutOrigin { .. } => "rollout.origin",
         }
     }
 
@@ -544,7 +553,8 @@ impl Event {
             | Event::RolloutResumed { rollout_id }
             | Event::RolloutCompleted { rollout_id, .. }
             | Event::RolloutAborted { rollout_id, .. }
-            | Event::RolloutCancelled { rollout_id } => Some(rollout_id),
+            | Event::RolloutCancelled { rollout_id }
+            | Event::RolloutOrigin { rollout_id, .. } => Some(rollout_id),
             _ => None,
         }
     }

@@ -49,6 +49,9 @@ pub struct EnvironmentBuild {
     pub version: String,
     pub since_ms: u64,
     pub rollout_id: Option<String>,
+    /// The build and version the environment had before this one: what a rollback of
+    /// this promotion's rollout puts back.
+    pub previous: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +162,11 @@ pub struct RolloutView {
     pub finished_at_ms: Option<u64>,
     /// Why it aborted.
     pub reason: Option<String>,
+    /// The build and version its environment had before it: what a rollback puts back.
+    /// None for a retry (the build did not change) or a first promotion.
+    pub previous_build: Option<(String, String)>,
+    /// `(kind, rollout)` when it redoes an earlier rollout (`rollback` or `retry`).
+    pub origin: Option<(String, String)>,
 }
 
 impl RolloutView {
@@ -236,6 +244,9 @@ impl RolloutView {
                 self.state = RolloutState::Cancelled;
                 self.finished_at_ms = Some(at_ms);
             }
+            Event::RolloutOrigin { kind, of_rollout, .. } => {
+                self.origin = Some((kind.clone(), of_rollout.clone()))
+            }
             _ => {}
         }
     }
@@ -263,7 +274,7 @@ impl LibraryViews {
 }
 
 impl Projection for LibraryViews {
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
 
     fn apply(&mut self, envelope: &Envelope) {
         let at = envelope.at_ms;
@@ -313,12 +324,15 @@ impl Projection for LibraryViews {
                             version: version.clone(),
                             since_ms: at,
                             rollout_id: None,
+                            previous: None,
                         },
                     );
                 }
             }
             Event::ExperiencePromoted { experience_id, environment, build, version, rollout_id } => {
                 if let Some(x) = self.experiences.get_mut(experience_id) {
+                    let previous =
+                        x.environments.get(environment).map(|e| (e.build.clone(), e.version.clone()));
                     x.environments.insert(
                         environment.clone(),
                         EnvironmentBuild {
@@ -326,6 +340,7 @@ impl Projection for LibraryViews {
                             version: version.clone(),
                             since_ms: at,
                             rollout_id: rollout_id.clone(),
+                            previous,
                         },
                     );
                 }
@@ -345,6 +360,13 @@ impl Projection for LibraryViews {
                 cluster_since,
             } => {
                 let Some(n) = rollout_number(rollout_id) else { return };
+                // The promotion recorded just before names what the environment had.
+                let previous_build = self
+                    .experiences
+                    .get(experience_id)
+                    .and_then(|x| x.environments.get(environment))
+                    .filter(|e| e.rollout_id.as_deref() == Some(rollout_id.as_str()))
+                    .and_then(|e| e.previous.clone());
                 let nodes =
                     bodies.iter().chain(heads).map(|id| (id.clone(), NodeProgress::pending())).collect();
                 self.rollouts.insert(
@@ -369,6 +391,8 @@ impl Projection for LibraryViews {
                         started_at_ms: at,
                         finished_at_ms: None,
                         reason: None,
+                        previous_build,
+                        origin: None,
                     },
                 );
             }

@@ -140,6 +140,7 @@ fn redact(event: &Event, data: &mut serde_json::Value) {
         | Event::RolloutAborted { .. }
         | Event::NodeKindChanged { .. }
         | Event::HeadUnassigned { .. }
+        | Event::RolloutOrigin { .. }
         | Event::RolloutCancelled { .. } => {}
     }
 }

@@ -30,6 +30,8 @@ pub fn router(state: LibraryState) -> Router {
         .route("/api/v1/experiences/{id}/promote", post(promote))
         .route("/api/v1/rollouts", get(list_rollouts))
         .route("/api/v1/rollouts/{id}", get(get_rollout))
+        .route("/api/v1/rollouts/{id}/rollback", post(rollback))
+        .route("/api/v1/rollouts/{id}/retry", post(retry))
         .route("/api/v1/rollouts/{id}/{action}", post(control))
         .route("/api/v1/events", get(events::stream::<LibraryState>))
         .route("/api/v1/events/log", get(events::log::<LibraryState>))
@@ -123,6 +125,8 @@ pub fn rollout_json(r: &RolloutView) -> Value {
         "district": r.district,
         "venues": r.venues,
         "state": r.state.as_str(),
+        // Set when this rollout rolls back or retries an earlier one.
+        "origin": r.origin.as_ref().map(|(kind, of)| json!({ "kind": kind, "rollout_id": of })),
         "wave": r.wave,
         "policy": {
             "max_parallel": r.policy.max_parallel,
@@ -346,6 +350,44 @@ async fn control(
         state.wake.notify_one();
     }
     Ok(Json(state.ledger.read(|v| find_rollout(v, &id, rollout_json))?))
+}
+
+/// `POST /api/v1/rollouts/{id}/rollback`: 201 `{"rollout_id"}`, like promote.
+async fn rollback(
+    State(state): State<LibraryState>,
+    Admin(p): Admin,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    redo(state, p.cause(), id, commands::Redo::Rollback, &body).await
+}
+
+/// `POST /api/v1/rollouts/{id}/retry`: 201 `{"rollout_id"}`, like promote.
+async fn retry(
+    State(state): State<LibraryState>,
+    Admin(p): Admin,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    redo(state, p.cause(), id, commands::Redo::Retry, &body).await
+}
+
+/// The body is optional: `{}` or nothing keeps the earlier rollout's policy.
+async fn redo(
+    state: LibraryState,
+    cause: String,
+    id: String,
+    what: commands::Redo,
+    body: &[u8],
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let overrides: state::PolicyOverrides = if body.iter().all(u8::is_ascii_whitespace) {
+        state::PolicyOverrides::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))?
+    };
+    state.ledger.read(|v| find_rollout(v, &id, |_| ()))?;
+    let rollout_id = state::redo(&state, cause, &id, what, &overrides).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "rollout_id": rollout_id, "kind": what.as_str(), "of": id }))))
 }
 
 #[derive(Debug, Deserialize)]

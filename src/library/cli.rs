@@ -131,6 +131,30 @@ pub enum RolloutCommand {
     Resume(RolloutArgs),
     /// Stop a rollout for good.
     Cancel(RolloutArgs),
+    /// A new rollout that puts back the build the environment had before this one, on
+    /// every node it reached (bodies, then heads); prints the new rollout id.
+    Rollback(RedoArgs),
+    /// A new rollout of the same build over the nodes that failed; prints its id.
+    Retry(RedoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RedoArgs {
+    /// The rollout id (`r7`).
+    pub id: String,
+    /// How many nodes reprovision at once [default: the earlier rollout's].
+    #[arg(long)]
+    pub max_parallel: Option<u32>,
+    /// Past how many failed nodes the rollout aborts: `3` or `10%`.
+    #[arg(long)]
+    pub failure_threshold: Option<String>,
+    /// How long one node may take: `30m`, `90s`…
+    #[arg(long)]
+    pub node_deadline: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -534,8 +558,11 @@ pub async fn run_client(command: Command) -> anyhow::Result<u8> {
                 print_rollouts(items(&v));
             }
         }
+        Command::Rollout { command: RolloutCommand::Rollback(a) } => return redo(a, "rollback").await,
+        Command::Rollout { command: RolloutCommand::Retry(a) } => return redo(a, "retry").await,
         Command::Rollout { command } => {
             let (action, a) = match command {
+                RolloutCommand::Rollback(_) | RolloutCommand::Retry(_) => unreachable!("matched above"),
                 RolloutCommand::Get(a) => (None, a),
                 RolloutCommand::Pause(a) => (Some("pause"), a),
                 RolloutCommand::Resume(a) => (Some("resume"), a),
@@ -598,6 +625,24 @@ pub async fn run_client(command: Command) -> anyhow::Result<u8> {
                 }
             }
         }
+    }
+    Ok(0)
+}
+
+/// `rollout rollback|retry ID`: the new rollout's id alone on stdout, for scripts.
+async fn redo(a: RedoArgs, verb: &str) -> anyhow::Result<u8> {
+    let body = json!({
+        "max_parallel": a.max_parallel,
+        "failure_threshold": a.failure_threshold,
+        "node_deadline": a.node_deadline,
+    });
+    let path = format!("/api/v1/rollouts/{}/{verb}", seg(&a.id));
+    let v = Client::new(&a.client).send(Method::POST, &path, Some(body)).await?;
+    if a.json {
+        pretty(&v);
+    } else {
+        eprintln!("{verb} of {} started as rollout {}", a.id, s(&v, "rollout_id"));
+        println!("{}", s(&v, "rollout_id"));
     }
     Ok(0)
 }

@@ -252,6 +252,111 @@ pub fn promote(
     }
 }
 
+/// A new rollout that redoes a finished one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redo {
+    /// The build the environment had before, on every node the rollout reached.
+    Rollback,
+    /// The same build, on the nodes that failed.
+    Retry,
+}
+
+impl Redo {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Redo::Rollback => "rollback",
+            Redo::Retry => "retry",
+        }
+    }
+}
+
+/// Starts a rollout that redoes `of` (see `Redo`), bodies then heads as always, with
+/// `policy` (the earlier rollout's unless overridden). A paused rollout is cancelled
+/// in the same step; a running one is refused (pause or cancel it first), and so is a
+/// rollback with no earlier build or a retry with nothing failed. A rollback also puts
+/// the environment's build back.
+pub fn redo(
+    of: String,
+    what: Redo,
+    policy: Option<RolloutPolicy>,
+    cluster_since: u64,
+) -> impl FnOnce(&LibraryViews) -> Result<Decision, DomainError> {
+    move |views| {
+        let r = views.rollout(&of).ok_or_else(|| DomainError::NotFound(format!("no rollout {of}")))?;
+        let verb = what.as_str();
+        if r.state == RolloutState::Running {
+            return Err(DomainError::Conflict(format!(
+                "rollout {of} is still running; pause or cancel it before a {verb}"
+            )));
+        }
+        if let Some(other) = views
+            .active_rollouts()
+            .find(|o| o.id != r.id && o.experience_id == r.experience_id && o.environment == r.environment)
+        {
+            return Err(DomainError::Conflict(format!(
+                "rollout {} of {} to {} is still {}; cancel it or wait",
+                other.id,
+                r.experience_id,
+                r.environment,
+                other.state.as_str()
+            )));
+        }
+        let wanted = |state: NodeState| match what {
+            Redo::Rollback => state != NodeState::Pending,
+            Redo::Retry => state == NodeState::Failed,
+        };
+        let pick = |ids: &[NodeId]| -> Vec<NodeId> {
+            ids.iter().filter(|id| r.nodes.get(*id).is_some_and(|p| wanted(p.state))).cloned().collect()
+        };
+        let (bodies, heads) = (pick(&r.bodies), pick(&r.heads));
+        if bodies.is_empty() && heads.is_empty() {
+            return Err(DomainError::Conflict(match what {
+                Redo::Rollback => format!("rollout {of} reached no node: there is nothing to roll back"),
+                Redo::Retry => format!("rollout {of} has no failed node: there is nothing to retry"),
+            }));
+        }
+        let (build, version) = match what {
+            Redo::Retry => (r.build.clone(), r.version.clone()),
+            Redo::Rollback => r.previous_build.clone().ok_or_else(|| {
+                DomainError::Conflict(format!(
+                    "{} had no build in {} before rollout {of}: there is nothing to roll back to",
+                    r.experience_id, r.environment
+                ))
+            })?,
+        };
+        let rollout_id = views.next_rollout_id();
+        let mut events = Vec::new();
+        if r.state == RolloutState::Paused {
+            events.push(Event::RolloutCancelled { rollout_id: of.clone() });
+        }
+        if what == Redo::Rollback {
+            events.push(Event::ExperiencePromoted {
+                experience_id: r.experience_id.clone(),
+                environment: r.environment.clone(),
+                build: build.clone(),
+                version: version.clone(),
+                rollout_id: Some(rollout_id.clone()),
+            });
+        }
+        events.push(Event::RolloutStarted {
+            rollout_id: rollout_id.clone(),
+            experience_id: r.experience_id.clone(),
+            environment: r.environment.clone(),
+            build,
+            version,
+            district: r.district.clone(),
+            venues: r.venues.clone(),
+            bodies,
+            heads,
+            skipped: Vec::new(),
+            policy: policy.unwrap_or_else(|| r.policy.clone()),
+            cluster_since,
+        });
+        events.push(Event::RolloutOrigin { rollout_id, kind: verb.into(), of_rollout: of });
+        Ok(Decision::events(events))
+    }
+}
+
 /// What an operator can do to a rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {

@@ -116,8 +116,28 @@ pub enum PromoteError {
     Cluster(#[from] ClusterError),
 }
 
-/// The rollout policy: the configured defaults with the request's overrides.
-pub fn policy(defaults: &RolloutPolicy, req: &PromoteRequest) -> Result<RolloutPolicy, DomainError> {
+/// `POST /api/v1/rollouts/{id}/rollback` and `…/retry`: optional overrides of the
+/// earlier rollout's policy.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyOverrides {
+    pub max_parallel: Option<u32>,
+    pub failure_threshold: Option<String>,
+    pub node_deadline: Option<String>,
+}
+
+impl PromoteRequest {
+    fn overrides(&self) -> PolicyOverrides {
+        PolicyOverrides {
+            max_parallel: self.max_parallel,
+            failure_threshold: self.failure_threshold.clone(),
+            node_deadline: self.node_deadline.clone(),
+        }
+    }
+}
+
+/// The rollout policy: `defaults` with the request's overrides.
+pub fn policy(defaults: &RolloutPolicy, req: &PolicyOverrides) -> Result<RolloutPolicy, DomainError> {
     let mut p = defaults.clone();
     if let Some(n) = req.max_parallel {
         if n == 0 {
@@ -139,6 +159,39 @@ pub fn policy(defaults: &RolloutPolicy, req: &PromoteRequest) -> Result<RolloutP
     Ok(p)
 }
 
+/// Starts a rollback or a retry of rollout `of` (see `commands::redo`); its id.
+pub async fn redo(
+    state: &LibraryState,
+    cause: String,
+    of: &str,
+    what: commands::Redo,
+    req: &PolicyOverrides,
+) -> Result<String, PromoteError> {
+    let earlier = state
+        .ledger
+        .read(|v| v.rollout(of).map(|r| r.policy.clone()))
+        .ok_or_else(|| DomainError::NotFound(format!("no rollout {of}")))?;
+    let policy = policy(&earlier, req)?;
+    let Some(cluster) = &state.cluster else {
+        return Err(DomainError::Conflict(
+            "no hydracluster is configured: nothing can be reprovisioned".into(),
+        )
+        .into());
+    };
+    // Only later cluster events can be about the new rollout.
+    let cluster_since = cluster.last_event_id().await?;
+    let envelopes =
+        state.ledger.submit(cause, commands::redo(of.to_owned(), what, Some(policy), cluster_since)).await?;
+    state.wake.notify_one();
+    envelopes
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::RolloutStarted { rollout_id, .. } => Some(rollout_id.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| PromoteError::Ledger(LedgerError::Unavailable("the rollout recorded no event".into())))
+}
+
 /// Promotes an experience: checks it can be promoted, lists the target nodes on
 /// hydracluster (its last event id first, so that no later provisioning event is
 /// missed), then records the promotion and the rollout in one step.
@@ -148,7 +201,7 @@ pub async fn promote(
     experience_id: &str,
     req: &PromoteRequest,
 ) -> Result<Promoted, PromoteError> {
-    let policy = policy(&state.config.rollout, req)?;
+    let policy = policy(&state.config.rollout, &req.overrides())?;
     if req.auto {
         if let Some(done) = state.ledger.read(|v| current_promotion(v, experience_id, &req.to)) {
             return Ok(done);
