@@ -11,6 +11,7 @@ pub mod health;
 mod nodes;
 mod provision;
 mod remote;
+pub mod serve;
 mod shell;
 mod streams;
 
@@ -44,6 +45,7 @@ pub struct AppState {
     pub waiters: Arc<Waiters>,
     /// Shell sessions waiting for, or relaying to, a node's agent.
     pub shells: Arc<shell::ShellRegistry>,
+    pub connections: Arc<serve::ConnStats>,
 }
 
 /// What the event endpoints and the auth extractors need of a service: hydracluster's
@@ -57,6 +59,8 @@ pub trait ServiceState: Clone + Send + Sync + 'static {
     fn stopping(&self) -> tokio::sync::watch::Receiver<bool>;
     fn sse(&self) -> &Arc<SseStats>;
     fn keepalive(&self) -> std::time::Duration;
+    /// Open, refused and timed-out connections, for `/readyz`.
+    fn connections(&self) -> &Arc<serve::ConnStats>;
 
     fn store(&self) -> &crate::store::Store {
         self.ledger().store()
@@ -96,6 +100,9 @@ impl ServiceState for AppState {
     fn keepalive(&self) -> std::time::Duration {
         self.config.sse_keepalive
     }
+    fn connections(&self) -> &Arc<serve::ConnStats> {
+        &self.connections
+    }
 }
 
 /// Counters about live subscribers, shown in `/readyz`.
@@ -124,6 +131,7 @@ impl AppState {
             sse: Arc::new(SseStats::default()),
             waiters: Arc::new(Waiters::default()),
             shells: Arc::default(),
+            connections: Arc::default(),
         }
     }
 }

@@ -28,6 +28,7 @@ pub struct LibraryState {
     /// Wakes the rollout driver (a rollout started, resumed…).
     pub wake: Arc<Notify>,
     pub links: Arc<Links>,
+    pub connections: Arc<crate::api::serve::ConnStats>,
 }
 
 /// Whether the streams this service follows are connected right now, for `/health`.
@@ -62,6 +63,9 @@ impl ServiceState for LibraryState {
     }
     fn keepalive(&self) -> Duration {
         self.config.sse_keepalive
+    }
+    fn connections(&self) -> &Arc<crate::api::serve::ConnStats> {
+        &self.connections
     }
 }
 
