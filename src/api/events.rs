@@ -24,6 +24,11 @@ use tokio::sync::broadcast::error::RecvError;
 /// client costs (512 made 3,000 half-read catch-ups take ~750 MiB).
 const CATCH_UP_CHUNK: u64 = 64;
 
+/// Catch-up reads running at once, across subscribers: thousands of subscribers
+/// connecting together would otherwise grow tokio's blocking pool towards 512
+/// threads, each keeping its stack and allocator caches for a while after.
+static CATCH_UP_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// The JSON form of an event: `{"seq","type","at","cause","data"}`, where `data` holds
 /// the event's fields (`node_id`, …).
 pub fn envelope_json(e: &Envelope) -> serde_json::Value {
@@ -180,7 +185,10 @@ fn subscription<S: ServiceState>(
                 let to = head.min(sent + CATCH_UP_CHUNK);
                 let store = state.store().clone();
                 let from = sent + 1;
-                let chunk = tokio::task::spawn_blocking(move || read_envelopes(&store, from, to)).await;
+                let chunk = {
+                    let _reading = CATCH_UP_READS.acquire().await;
+                    tokio::task::spawn_blocking(move || read_envelopes(&store, from, to)).await
+                };
                 let chunk = match chunk {
                     Ok(Ok(c)) => c,
                     Ok(Err(e)) => {

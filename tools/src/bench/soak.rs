@@ -35,12 +35,14 @@ pub struct SoakSettings {
 struct Sample {
     rss_mb: u64,
     fds: usize,
+    threads: usize,
 }
 
 fn sample(pid: u32) -> Sample {
     let (rss_mb, _) = process_memory_mb(&pid.to_string());
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
-    Sample { rss_mb, fds }
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+    Sample { rss_mb, fds, threads }
 }
 
 pub fn run(settings: &SoakSettings, dir: &Path, out: &mut dyn FnMut(String)) -> anyhow::Result<()> {
@@ -104,7 +106,10 @@ async fn soak(s: &SoakSettings, addr: &str, pid: u32, out: &mut dyn FnMut(String
     }
     let mut line = |phase: &str, extra: String| {
         let now = sample(pid);
-        out(format!("{phase:<34} RSS {:>5} MiB  fds {:>6}  {extra}", now.rss_mb, now.fds));
+        out(format!(
+            "{phase:<34} RSS {:>5} MiB  fds {:>6}  threads {:>4}  {extra}",
+            now.rss_mb, now.fds, now.threads
+        ));
     };
     line("started", String::new());
 
@@ -145,13 +150,23 @@ async fn soak(s: &SoakSettings, addr: &str, pid: u32, out: &mut dyn FnMut(String
     // Slowloris: partial headers, held.
     let mut held = Vec::new();
     let mut failed = 0;
+    let mut in_a_row = 0;
     for _ in 0..s.slowloris {
-        match TcpStream::connect(addr).await {
-            Ok(mut sock) => {
+        // A server that stopped accepting leaves connects hanging once its backlog is
+        // full: give up after a run of them.
+        match tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await {
+            Ok(Ok(mut sock)) => {
                 let _ = sock.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: soak\r\nX-Slow: ").await;
                 held.push(sock);
+                in_a_row = 0;
             }
-            Err(_) => failed += 1,
+            _ => {
+                failed += 1;
+                in_a_row += 1;
+                if in_a_row == 5 {
+                    break;
+                }
+            }
         }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
