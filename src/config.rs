@@ -44,6 +44,12 @@ pub struct Config {
     pub min_free_bytes: u64,
     pub broadcast_capacity: usize,
     pub sse_keepalive: Duration,
+    /// Open connections allowed (0: derived from the file-descriptor limit), how long
+    /// a new connection may take to send its request header, and how long a keep-alive
+    /// connection may sit with no request in flight.
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
     pub experience_library_url: Option<String>,
     /// How long a head's catalog request waits for ExperienceLibrary.
     pub experience_library_timeout: Duration,
@@ -118,6 +124,9 @@ impl Default for Config {
             min_free_bytes: 128 * 1024 * 1024,
             broadcast_capacity: 4096,
             sse_keepalive: Duration::from_secs(15),
+            max_connections: 0,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             experience_library_url: None,
             experience_library_timeout: Duration::from_secs(5),
             head_screenshot_path: "~/.hydranode/head/screenshot.jpg".into(),
@@ -171,6 +180,9 @@ pub struct FileConfig {
     pub min_free_bytes: Option<u64>,
     pub broadcast_capacity: Option<usize>,
     pub sse_keepalive: Option<DurationValue>,
+    pub max_connections: Option<usize>,
+    pub header_read_timeout: Option<DurationValue>,
+    pub idle_timeout: Option<DurationValue>,
     #[serde(rename = "experienceLibrary", alias = "experience_library")]
     pub experience_library: Option<LibraryConfig>,
     pub head_screenshot_path: Option<String>,
@@ -304,6 +316,15 @@ pub fn millis(d: Duration) -> u64 {
 }
 
 impl Config {
+    /// The connection settings of the HTTP server.
+    pub fn conn_limits(&self) -> crate::api::serve::ConnLimits {
+        crate::api::serve::ConnLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+        }
+    }
+
     /// Reads a config file over the defaults.
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
         use anyhow::Context;
@@ -400,6 +421,15 @@ impl Config {
         }
         if let Some(v) = f.sse_keepalive {
             self.sse_keepalive = v.0;
+        }
+        if let Some(v) = f.max_connections {
+            self.max_connections = v;
+        }
+        if let Some(v) = f.header_read_timeout {
+            self.header_read_timeout = v.0;
+        }
+        if let Some(v) = f.idle_timeout {
+            self.idle_timeout = v.0;
         }
         if let Some(library) = f.experience_library {
             if let Some(url) = library.url {

@@ -78,6 +78,8 @@ impl<P: Projection> Running<P> {
 /// Opens the data dir and starts serving on `config.listen` (port 0 picks one).
 pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     config.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let limits = config.conn_limits();
+    limits.check().map_err(|e| anyhow::anyhow!("{e}"))?;
     let ledger_config = LedgerConfig {
         snapshot_every: config.snapshot_every,
         broadcast_capacity: config.broadcast_capacity,
@@ -103,7 +105,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         config.fleet_enrollment_token.as_deref(),
     );
     let (stop, stopped) = watch::channel(false);
-    let state = AppState::new(config, ledger.clone(), tokens, stopped.clone());
+    let state = AppState::new(config, ledger.clone(), tokens, stopped);
     let checker = tokio::spawn(watchdogs::offline_checker(
         ledger.clone(),
         state.liveness.clone(),
@@ -138,15 +140,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             every,
         ))
     });
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let mut on_stop = stopped;
+    let app = router(state.clone());
     let handle = ledger.clone();
+    let serving = crate::api::serve::serve(listener, app, state, limits);
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = on_stop.wait_for(|s| *s).await;
-            })
-            .await;
+        let served = serving.await;
         for task in [checker, wake, deadlines, provisioning, anomalies].into_iter().chain(held) {
             task.abort();
             let _ = task.await;

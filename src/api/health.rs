@@ -79,6 +79,7 @@ pub async fn readyz<S: ServiceState>(State(state): State<S>) -> (StatusCode, Jso
                     "subscribers": state.sse().subscribers.load(Ordering::Relaxed),
                     "lag_recoveries": state.sse().lag_recoveries.load(Ordering::Relaxed),
                 },
+                "connections": state.connections().json(),
             },
         })),
     )

@@ -13,6 +13,7 @@ mod nodes;
 mod page;
 mod provision;
 mod remote;
+pub mod serve;
 mod shell;
 mod streams;
 
@@ -47,6 +48,7 @@ pub struct AppState {
     /// Shell sessions waiting for, or relaying to, a node's agent.
     pub shells: Arc<shell::ShellRegistry>,
     pub auth_throttle: Arc<extract::AuthThrottle>,
+    pub connections: Arc<serve::ConnStats>,
 }
 
 /// What the event endpoints and the auth extractors need of a service: hydracluster's
@@ -62,6 +64,8 @@ pub trait ServiceState: Clone + Send + Sync + 'static {
     fn keepalive(&self) -> std::time::Duration;
     /// Failed authentications per remote address (see `extract::AuthThrottle`).
     fn auth_throttle(&self) -> &extract::AuthThrottle;
+    /// Open, refused and timed-out connections, for `/readyz`.
+    fn connections(&self) -> &Arc<serve::ConnStats>;
 
     fn store(&self) -> &crate::store::Store {
         self.ledger().store()
@@ -104,6 +108,9 @@ impl ServiceState for AppState {
     fn auth_throttle(&self) -> &extract::AuthThrottle {
         &self.auth_throttle
     }
+    fn connections(&self) -> &Arc<serve::ConnStats> {
+        &self.connections
+    }
 }
 
 /// Counters about live subscribers, shown in `/readyz`.
@@ -134,6 +141,7 @@ impl AppState {
             waiters: Arc::new(Waiters::default()),
             shells: Arc::default(),
             auth_throttle: Arc::new(extract::AuthThrottle::new(config_burst, config_window)),
+            connections: Arc::default(),
         }
     }
 }

@@ -29,6 +29,10 @@ pub struct LibraryConfig {
     pub reconnect_delay: Duration,
     pub http_timeout: Duration,
     pub sse_keepalive: Duration,
+    /// Open connections allowed (0: from the fd limit), header-read and idle timeouts.
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
     pub snapshot_every: u64,
     pub max_body_bytes: usize,
     /// Mutations are refused while the data dir's filesystem has less free space.
@@ -59,6 +63,9 @@ impl Default for LibraryConfig {
             reconnect_delay: Duration::from_millis(500),
             http_timeout: Duration::from_secs(10),
             sse_keepalive: Duration::from_secs(15),
+            max_connections: 0,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             snapshot_every: 10_000,
             max_body_bytes: 1 << 20,
             min_free_bytes: 128 * 1024 * 1024,
@@ -85,6 +92,9 @@ struct File {
     min_free_bytes: Option<u64>,
     auth_fail_burst: Option<u32>,
     auth_fail_window: Option<Humantime>,
+    max_connections: Option<usize>,
+    header_read_timeout: Option<Humantime>,
+    idle_timeout: Option<Humantime>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +154,16 @@ impl LibraryConfig {
         if let Some(w) = f.auth_fail_window {
             self.auth_fail_window = w.0;
         }
+        if let Some(n) = f.max_connections {
+            self.max_connections = n;
+        }
+        for (slot, value) in
+            [(&mut self.header_read_timeout, f.header_read_timeout), (&mut self.idle_timeout, f.idle_timeout)]
+        {
+            if let Some(v) = value {
+                *slot = v.0;
+            }
+        }
         if let Some(r) = f.rollout {
             if let Some(n) = r.max_parallel {
                 self.rollout.max_parallel = n;
@@ -159,6 +179,15 @@ impl LibraryConfig {
             }
         }
         self.check()
+    }
+
+    /// The connection settings of the HTTP server.
+    pub fn conn_limits(&self) -> crate::api::serve::ConnLimits {
+        crate::api::serve::ConnLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+        }
     }
 
     pub fn check(&self) -> Result<(), String> {

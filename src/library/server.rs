@@ -14,7 +14,6 @@ use crate::ledger::LedgerConfig;
 use crate::server::{open_service, stop_writer};
 use anyhow::Context;
 use hydra_projections::LibraryViews;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
@@ -25,6 +24,8 @@ pub type Running = crate::server::Running<LibraryViews>;
 /// Opens the library's data dir and starts serving on `config.listen`.
 pub async fn start(config: LibraryConfig) -> anyhow::Result<Running> {
     config.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let limits = config.conn_limits();
+    limits.check().map_err(|e| anyhow::anyhow!("{e}"))?;
     let ledger_config = LedgerConfig {
         snapshot_every: config.snapshot_every,
         min_free_bytes: config.min_free_bytes,
@@ -52,26 +53,21 @@ pub async fn start(config: LibraryConfig) -> anyhow::Result<Running> {
         config: Arc::new(config),
         ledger: ledger.clone(),
         tokens: Arc::new(tokens),
-        stopping: stopped.clone(),
+        stopping: stopped,
         sse: Arc::new(SseStats::default()),
         cluster,
         wake: Arc::new(Notify::new()),
         links: Arc::new(Links::default()),
         auth_throttle: Arc::new(AuthThrottle::new(auth_fail_burst, auth_fail_window)),
+        connections: Arc::default(),
     };
     let driver = tokio::spawn(super::driver::run(state.clone()));
     let release = tokio::spawn(super::release::run(state.clone()));
-    let app = router(state)
-        .layer(axum::extract::DefaultBodyLimit::max(max_body))
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let mut on_stop = stopped;
+    let app = router(state.clone()).layer(axum::extract::DefaultBodyLimit::max(max_body));
     let handle = ledger.clone();
+    let serving = crate::api::serve::serve(listener, app, state, limits);
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = on_stop.wait_for(|s| *s).await;
-            })
-            .await;
+        let served = serving.await;
         for task in [driver, release] {
             task.abort();
             let _ = task.await;

@@ -29,6 +29,7 @@ pub struct LibraryState {
     pub wake: Arc<Notify>,
     pub links: Arc<Links>,
     pub auth_throttle: Arc<crate::api::extract::AuthThrottle>,
+    pub connections: Arc<crate::api::serve::ConnStats>,
 }
 
 /// Whether the streams this service follows are connected right now, for `/health`.
@@ -66,6 +67,9 @@ impl ServiceState for LibraryState {
     }
     fn auth_throttle(&self) -> &crate::api::extract::AuthThrottle {
         &self.auth_throttle
+    }
+    fn connections(&self) -> &Arc<crate::api::serve::ConnStats> {
+        &self.connections
     }
 }
 

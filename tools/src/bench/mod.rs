@@ -1,7 +1,8 @@
 //! The `hydra-bench` suites — `ledger` (disk fsync floor, durable appends, replay and
 //! start-up, SSE fan-out) and `exec` (dispatch latency, the CLI round trip, exec
-//! throughput), and `rollout-report` (where a rollout's time goes) — and the helpers
-//! they share: realistic events and timing.
+//! throughput), `rollout-report` (where a rollout's time goes) and `soak` (memory and
+//! descriptors of a real server under SSE and slowloris floods) — and the helpers they
+//! share: realistic events and timing.
 
 pub mod append;
 pub mod exec;
@@ -11,6 +12,7 @@ pub mod fsync;
 pub mod replay;
 pub mod report;
 pub mod rollout;
+pub mod soak;
 pub mod stats;
 
 use hydra::error::DomainError;

@@ -181,7 +181,13 @@ impl ThreadMeter {
 
 /// Resident memory of this process now and at its peak, in MB (from /proc).
 pub fn memory_mb() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    process_memory_mb("self")
+}
+
+/// Resident and peak resident memory of process `pid` (a number or `self`) in MB,
+/// from /proc (0 where unavailable).
+pub fn process_memory_mb(pid: &str) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
             .lines()

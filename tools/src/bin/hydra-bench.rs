@@ -4,7 +4,9 @@
 //! exec path: dispatch latency to a long-polling agent, the round trip of the real
 //! CLI and agent, and submit→result throughput over a thousand simulated agents.
 //! Each prints a report with every figure beside its target (or one JSON object with
-//! `--json`). `hydra-bench rollout-report` reads a finished ExperienceLibrary rollout
+//! `--json`). `hydra-bench soak` floods a real release `hydracluster` with SSE clients
+//! that vanish mid catch-up and with slowloris connections, printing its RSS and open
+//! descriptors before, during and after. `hydra-bench rollout-report` reads a finished ExperienceLibrary rollout
 //! from the library and hydracluster and prints where its time went
 //! (tools/rollout-bench.sh runs one against a simulated fleet).
 
@@ -16,7 +18,7 @@ use hydra_tools::bench::replay::Probe;
 use hydra_tools::bench::report::{self, LedgerBench};
 use hydra_tools::bench::stats::memory_mb;
 use hydra_tools::bench::{append, fanout, fsync, replay};
-use hydra_tools::bench::{exec_report, rollout};
+use hydra_tools::bench::{exec_report, rollout, soak};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -35,6 +37,8 @@ enum Command {
     Exec(ExecArgs),
     /// Where the time of one ExperienceLibrary rollout went (reads both services' logs).
     RolloutReport(RolloutReportArgs),
+    /// RSS and descriptors of a real hydracluster under SSE and slowloris floods.
+    Soak(SoakArgs),
     /// Internal: one replay or start-up measurement in a fresh process; prints JSON.
     #[command(hide = true)]
     Probe {
@@ -45,6 +49,34 @@ enum Command {
         #[arg(long)]
         write_snapshot: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct SoakArgs {
+    /// The hydracluster binary [default: next to this one].
+    #[arg(long)]
+    cluster: Option<PathBuf>,
+    /// Events in the log before the floods.
+    #[arg(long, default_value_t = 50_000)]
+    events: u64,
+    /// SSE clients that read half their catch-up and vanish.
+    #[arg(long, default_value_t = 3_000)]
+    sse_clients: usize,
+    /// Slowloris connections (a request header that never ends).
+    #[arg(long, default_value_t = 3_000)]
+    slowloris: usize,
+    /// The server's RLIMIT_NOFILE, to flood past it (default: this process's).
+    #[arg(long)]
+    server_fd_limit: Option<u64>,
+    /// Seconds the slowloris sockets are held (past the header-read timeout).
+    #[arg(long, default_value_t = 15)]
+    hold: u64,
+    /// Extra YAML for the server's config (e.g. "header_read_timeout: 5s").
+    #[arg(long, default_value = "")]
+    config: String,
+    /// Where the scratch data dir goes [default: the current directory].
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -185,6 +217,25 @@ fn main() -> anyhow::Result<()> {
             };
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             print!("{}", runtime.block_on(rollout::report(&source))?);
+            return Ok(());
+        }
+        Command::Soak(args) => {
+            let settings = soak::SoakSettings {
+                cluster: match args.cluster {
+                    Some(c) => c,
+                    None => std::env::current_exe()?.with_file_name("hydracluster"),
+                },
+                events: args.events,
+                sse_clients: args.sse_clients,
+                slowloris: args.slowloris,
+                server_fd_limit: args.server_fd_limit,
+                hold: Duration::from_secs(args.hold),
+                config: args.config.replace("\\n", "\n"),
+            };
+            let base = args.dir.unwrap_or_else(|| PathBuf::from("."));
+            std::fs::create_dir_all(&base)?;
+            let scratch = tempfile::Builder::new().prefix("hydra-soak-").tempdir_in(&base)?;
+            soak::run(&settings, scratch.path(), &mut |l| println!("{l}"))?;
             return Ok(());
         }
         Command::Probe { path, what, write_snapshot } => {
