@@ -12,6 +12,7 @@ pub mod error;
 pub mod ledger;
 pub mod library;
 pub mod library_client;
+pub mod names;
 pub mod pipeline;
 pub mod repair;
 pub mod server;

@@ -256,14 +256,7 @@ fn check_roles(state: &AppState, roles: &[String]) -> Result<Vec<String>, ApiErr
 
 /// A district, venue or owner: 1 to 64 printable characters.
 pub(super) fn check_label(what: &str, value: &str) -> Result<String, ApiError> {
-    let v = value.trim();
-    if v.is_empty() || v.chars().count() > 64 || v.chars().any(|c| c.is_control()) {
-        return Err(ApiError::bad_request(format!(
-            "{what} must be 1 to 64 printable characters, got {:?}",
-            value.chars().take(80).collect::<String>()
-        )));
-    }
-    Ok(v.to_owned())
+    Ok(crate::names::label(what, value)?)
 }
 
 fn check_placement(

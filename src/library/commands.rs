@@ -53,7 +53,8 @@ pub fn optional_build_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Optio
     }
 }
 
-/// Experience ids, projects, builds, districts and venues: short plain names.
+/// Experience ids, projects and builds: short plain names (districts and venues follow
+/// `names::label`, hydracluster's rule).
 pub fn check_name(what: &str, value: &str) -> Result<(), DomainError> {
     let ok = !value.is_empty()
         && value.len() <= 128
@@ -72,23 +73,23 @@ pub fn create_experience(x: NewExperience) -> impl FnOnce(&LibraryViews) -> Resu
     move |views| {
         check_name("experience id", &x.id)?;
         check_name("project", &x.project)?;
-        check_name("district", &x.district)?;
+        // Districts and venues follow hydracluster's rule, so every place it accepts
+        // can be rolled out to.
+        let district = crate::names::label("district", &x.district)?;
         if x.venues.is_empty() {
             return Err(DomainError::Invalid("venues must name at least one venue".into()));
         }
-        for v in &x.venues {
-            check_name("venue", v)?;
-        }
+        let mut venues =
+            x.venues.iter().map(|v| crate::names::label("venue", v)).collect::<Result<Vec<_>, _>>()?;
         if views.experiences.contains_key(&x.id) {
             return Err(DomainError::Conflict(format!("experience {} exists already", x.id)));
         }
-        let mut venues = x.venues;
         venues.sort();
         venues.dedup();
         Ok(Decision::events(vec![Event::ExperienceCreated {
             experience_id: x.id,
             project: x.project,
-            district: x.district,
+            district,
             venues,
             auto_promote: x.auto_promote,
         }]))
