@@ -154,6 +154,23 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Pin a head to a body (`none` clears the assignment).
+    Assign {
+        head: String,
+        body: String,
+        /// The app the kiosk starts on that body.
+        #[arg(long)]
+        app: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Set the experiences a head may offer (none: it offers nothing).
+    Allow {
+        head: String,
+        experiences: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Bodies in an anomalous state (orphan streams, busy GPUs without a stream).
     Anomalies {
         #[arg(long)]
@@ -616,6 +633,24 @@ pub async fn run_client(command: Command) -> anyhow::Result<u8> {
                     );
                 }
             }
+        }
+        Command::Assign { head, body, app, client } => {
+            let body_id = (body != "none").then_some(body);
+            let payload = serde_json::json!({ "body_id": body_id, "app_id": app });
+            let v = Client::new(&client)?
+                .send(Method::POST, &format!("/api/v1/nodes/{head}/head-assignment"), Some(payload))
+                .await?;
+            match v["assigned_body_id"].as_str() {
+                Some(b) => println!("{head}: pinned to {b} ({})", s(&v, "assigned_body_name")),
+                None => println!("{head}: not pinned to any body"),
+            }
+        }
+        Command::Allow { head, experiences, client } => {
+            let payload = serde_json::json!({ "experiences": experiences });
+            let v = Client::new(&client)?
+                .send(Method::POST, &format!("/api/v1/nodes/{head}/allowed-experiences"), Some(payload))
+                .await?;
+            println!("{head}: allows {}", v["allowed_experiences"]);
         }
         Command::Anomalies { json: as_json, client } => {
             let v = Client::new(&client)?.send(Method::GET, "/api/v1/body-anomalies", None).await?;

@@ -366,6 +366,45 @@ async fn a_machine_approved_with_a_head_role_is_a_head_until_its_roles_say_other
     assert_eq!(unassigned["data"]["reason"], "no_longer_a_head");
 }
 
+/// `hydracluster ARGS…` against the test server, as an admin types it.
+fn cli(s: &TestServer, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(hydracluster())
+        .args(args)
+        .env("HYDRACLUSTER_SERVER", &s.url)
+        .env("HYDRACLUSTER_TOKEN", ADMIN)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_pins_heads_and_sets_their_whitelist() {
+    let s = spawn_fleet_app().await;
+    let (body, body_token) = approved_body(&s, "body-1").await;
+    heartbeat(&s, &body_token, json!({"provider_status": "running"})).await;
+    let (head, token) = enroll_head(&s, "ipad-1", "north", "arena").await;
+
+    let (ok, out) = cli(&s, &["assign", &head, &body, "--app", "racing"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("pinned to") && out.contains("body-1"), "{out}");
+    let (ok, out) = cli(&s, &["allow", &head, "space", "ocean"]);
+    assert!(ok, "{out}");
+    let (_, config) = get(&s, &format!("/api/v1/heads/{head}"), &token).await;
+    assert_eq!(config["assigned_body_id"], body.as_str());
+    assert_eq!(config["app_id"], "racing");
+    assert_eq!(config["allowed_experiences"], json!(["space", "ocean"]));
+    let (ok, out) = cli(&s, &["heads"]);
+    assert!(ok && out.contains("ipad-1") && out.contains("body-1"), "{out}");
+
+    let (ok, out) = cli(&s, &["assign", &head, "none"]);
+    assert!(ok && out.contains("not pinned"), "{out}");
+    let (ok, out) = cli(&s, &["assign", &body, &head]);
+    assert!(!ok && out.contains("not a kiosk head"), "a refusal says why: {out}");
+}
+
 #[tokio::test]
 async fn assignments_to_the_wrong_body_are_refused_with_the_reason() {
     let s = spawn_fleet_app().await;
