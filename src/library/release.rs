@@ -105,4 +105,14 @@ mod tests {
         assert!(build_uploaded("build.uploaded", r#"{"project":"space"}"#).is_none(), "fields missing");
         assert!(build_uploaded("build.uploaded", "not json").is_none());
     }
+
+    #[test]
+    fn a_numeric_build_id_is_the_same_build_as_its_string() {
+        let numeric =
+            r#"{"project":"space","build":1,"version":"1.0","artifact_url":"https://x/1","sha256":"ab"}"#;
+        let text =
+            r#"{"project":"space","build":"1","version":"1.0","artifact_url":"https://x/1","sha256":"ab"}"#;
+        assert_eq!(build_uploaded("build.uploaded", numeric).unwrap().1.build, "1");
+        assert_eq!(build_uploaded("build.uploaded", text).unwrap().1.build, "1");
+    }
 }
