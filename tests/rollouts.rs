@@ -353,6 +353,25 @@ async fn heads_by_role_are_reprovisioned_after_every_body() {
     assert_eq!(r["state"], "completed", "{r:#}");
 
     heads_started_after_every_body(&http, &cluster.url, &bodies, &heads).await;
+
+    // The flat screen's roles change to a body's: the next rollout has it in wave 1.
+    let flat = heads[1].node.clone();
+    let url = format!("{}/api/v1/nodes/{flat}/roles", cluster.url);
+    let (status, answer) =
+        call(&http, reqwest::Method::POST, &url, Some(ADMIN), Some(json!({"roles": ["render-node"]}))).await;
+    assert_eq!(status, 200, "{answer}");
+    let body = json!({"build": "b2", "version": "2.0", "artifact_url": "https://release.example/b2.tar.gz",
+        "sha256": "cd".repeat(32)});
+    assert_eq!(lib.post(&http, "/api/v1/experiences/space/builds", body).await.0, 201);
+    let (status, answer) =
+        lib.post(&http, "/api/v1/experiences/space/promote", json!({"to": "staging"})).await;
+    assert_eq!(status, 201, "{answer}");
+    let r2 = rollout(&lib, &http, "r2").await;
+    let wave_of = |node: &str| {
+        r2["nodes"].as_array().unwrap().iter().find(|n| n["node_id"] == node).map(|n| n["wave"].clone())
+    };
+    assert_eq!(wave_of(&flat), Some(json!(1)), "now a body: {r2:#}");
+    assert_eq!(wave_of(&heads[2].node), Some(json!(2)), "the other role head is still a head");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
