@@ -8,7 +8,7 @@
 
 use crate::error::DomainError;
 use crate::store::{Record, Store, StoreError, TokenWrite};
-use hydra_events::{Envelope, Event, Hash, CURRENT_SCHEMA, ZERO_HASH};
+use hydra_events::{Envelope, Event, Hash, NodeId, CURRENT_SCHEMA, ZERO_HASH};
 use hydra_projections::{decode_snapshot, encode_snapshot, Projection};
 use parking_lot::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -327,19 +327,14 @@ pub fn recover<P: Projection>(store: &Store) -> Result<Recovered<P>, StoreError>
     if expected != snapshot_seq + 1 {
         return Err(StoreError::Corrupt(format!("event {expected} under the snapshot is missing")));
     }
-    let reindex = !plan.is_empty();
+    // The node of every replayed event, to check the index against in one scan of it
+    // rather than a point read per event.
+    let mut about = std::collections::HashMap::new();
     for item in store.range(snapshot_seq + 1, last) {
         let (seq, bytes) = item?;
         let envelope = check_record(seq, expected, &bytes, &prev_hash)?;
         if let Some(node) = envelope.event.node_id() {
-            // A crash between an event and its index entry (two writes, one flush)
-            // can leave the entry out; it is derived data, so it is put back.
-            if reindex || !store.is_indexed(node, seq)? {
-                if !reindex {
-                    tracing::warn!(seq, node = %node, "index entry missing; added");
-                }
-                store.reindex(node, seq)?;
-            }
+            about.insert(seq, node.clone());
         }
         views.apply(&envelope);
         prev_hash = hydra_events::hash(&bytes);
@@ -351,8 +346,18 @@ pub fn recover<P: Projection>(store: &Store) -> Result<Recovered<P>, StoreError>
             expected - 1
         )));
     }
-    // Every index entry past the snapshot must point at an event about its node.
-    check_index(store, snapshot_seq, last)?;
+    // Every index entry past the snapshot must point at an event about its node. An
+    // event left without one (a crash between the event and its entry: two writes, one
+    // flush) gets it back: the index is derived data. A migration rebuilds it whole.
+    check_index(store, snapshot_seq, last, &mut about)?;
+    let mut missing: Vec<_> = about.into_iter().collect();
+    missing.sort_unstable_by_key(|(seq, _)| *seq);
+    for (seq, node) in missing {
+        if plan.is_empty() {
+            tracing::warn!(seq, node = %node, "index entry missing; added");
+        }
+        store.reindex(&node, seq)?;
+    }
     let watermark = store.watermark()?;
     if last < watermark {
         return Err(StoreError::Corrupt(format!(
@@ -389,36 +394,42 @@ pub fn check_record(seq: u64, expected: u64, bytes: &[u8], prev_hash: &Hash) -> 
     Ok(envelope)
 }
 
-/// Checks the per-node index entries for events after `after`: each one points at an
-/// event that exists (at most `head`) and is about that node. Start-up checks those
-/// after its snapshot, `audit` all of them.
-pub fn check_index(store: &Store, after: u64, head: u64) -> Result<(), StoreError> {
+/// Checks the per-node index entries for events after `after` against `about` (seq →
+/// node of every event after `after` that is about a node, as the caller read them
+/// from the log): each entry must point at an event about its node, or it is damage,
+/// named by seq and node. The entries found are taken out of `about`, so what is left
+/// are the events without an entry. One scan of the index, no read per event;
+/// start-up checks the entries after its snapshot, `audit` all of them.
+pub fn check_index(
+    store: &Store,
+    after: u64,
+    head: u64,
+    about: &mut std::collections::HashMap<u64, NodeId>,
+) -> Result<(), StoreError> {
     for (node, seq) in store.index_entries()? {
         if seq <= after {
             continue;
         }
-        let about = if seq > head {
-            None
-        } else {
-            let bytes = store.get(seq)?.ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "the per-node index lists seq {seq} for node {node}, but event {seq} is missing"
-                ))
-            })?;
-            let envelope = hydra_migrations::read_envelope(&bytes)
-                .map_err(|e| StoreError::Corrupt(format!("event {seq} does not decode: {e}")))?;
-            envelope.event.node_id().map(|n| n.as_str().to_owned())
-        };
-        if about.as_deref() != Some(node.as_str()) {
-            return Err(StoreError::Corrupt(format!(
-                "the per-node index lists seq {seq} for node {node}, but {}",
-                match (seq > head, about) {
-                    (true, _) => format!("the log ends at seq {head}"),
-                    (false, Some(other)) => format!("event {seq} is about node {other}"),
-                    (false, None) => format!("event {seq} is about no node"),
-                }
-            )));
+        if about.get(&seq).is_some_and(|n| n.as_str() == node) {
+            about.remove(&seq);
+            continue;
         }
+        // Damage: read the event only now, to say what the entry points at.
+        let why = if seq > head {
+            format!("the log ends at seq {head}")
+        } else {
+            match store.get(seq)? {
+                None => format!("event {seq} is missing"),
+                Some(bytes) => match hydra_migrations::read_envelope(&bytes) {
+                    Err(e) => format!("event {seq} does not decode: {e}"),
+                    Ok(e) => match e.event.node_id() {
+                        Some(other) => format!("event {seq} is about node {other}"),
+                        None => format!("event {seq} is about no node"),
+                    },
+                },
+            }
+        };
+        return Err(StoreError::Corrupt(format!("the per-node index lists seq {seq} for node {node}, but {why}")));
     }
     Ok(())
 }

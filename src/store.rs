@@ -324,13 +324,6 @@ impl Store {
         })
     }
 
-    /// Whether the per-node index has the entry for event `seq` about `node`.
-    pub fn is_indexed(&self, node: &NodeId, seq: u64) -> Result<bool, StoreError> {
-        guarded(format_args!("reading the index entry of event {seq}"), || {
-            Ok(self.node_index.contains_key(index_key(node, seq))?)
-        })
-    }
-
     /// Every entry of the per-node index as (node id, seq), in key order (node, then
     /// seq). For the checks at start-up and in `audit`.
     pub fn index_entries(&self) -> Result<Vec<(String, u64)>, StoreError> {
