@@ -158,15 +158,22 @@ impl<P: Projection> Ledger<P> {
                 *writes.refusal.lock() = Some(disk_full_message(free, min_free_bytes));
             }
         }
-        let ballast = free
-            .is_some_and(|f| f >= min_free_bytes.saturating_add(2 * crate::store::BALLAST_BYTES))
-            && store.ensure_ballast();
+        // Written here, off the writer's path, when there is room; else once there is.
+        let now = std::time::Instant::now();
+        let ballast_due =
+            if free.is_none_or(|f| f < min_free_bytes.saturating_add(2 * crate::store::BALLAST_BYTES)) {
+                Some(now)
+            } else if store.ensure_ballast() {
+                None
+            } else {
+                Some(now + std::time::Duration::from_secs(60))
+            };
         let writer = Writer {
             store: store.clone(),
             config,
             writes: writes.clone(),
             failed: None,
-            ballast,
+            ballast_due,
             committed_hash: recovered.prev_hash,
             views: recovered.views,
             shared: views.clone(),
@@ -429,7 +436,9 @@ pub fn check_index(
                 },
             }
         };
-        return Err(StoreError::Corrupt(format!("the per-node index lists seq {seq} for node {node}, but {why}")));
+        return Err(StoreError::Corrupt(format!(
+            "the per-node index lists seq {seq} for node {node}, but {why}"
+        )));
     }
     Ok(())
 }
@@ -447,8 +456,9 @@ struct Writer<P: Projection> {
     /// Set when an append or flush failed: the store may hold part of a batch that was
     /// never acknowledged, so nothing more is written until a restart replays the disk.
     failed: Option<String>,
-    /// Whether `<data>/ballast` is known to be there (see `store::BALLAST_BYTES`).
-    ballast: bool,
+    /// When to make sure `<data>/ballast` is there (see `store::BALLAST_BYTES`); None once
+    /// it is. A failed write of it is tried again a minute later, not every batch.
+    ballast_due: Option<std::time::Instant>,
     /// The hash of the last acknowledged event: where `prev_hash` goes back to when a
     /// batch fails.
     committed_hash: Hash,
@@ -623,8 +633,12 @@ impl<P: Projection> Writer<P> {
                 tracing::info!(free_bytes = free, "disk space is back: the log takes writes again");
             }
             drop(refusal);
-            if !self.ballast && free >= floor.saturating_add(2 * crate::store::BALLAST_BYTES) {
-                self.ballast = self.store.ensure_ballast();
+            let now = std::time::Instant::now();
+            if self.ballast_due.is_some_and(|due| now >= due)
+                && free >= floor.saturating_add(2 * crate::store::BALLAST_BYTES)
+            {
+                self.ballast_due =
+                    (!self.store.ensure_ballast()).then(|| now + std::time::Duration::from_secs(60));
             }
             None
         }
