@@ -558,11 +558,10 @@ pub async fn run_client(command: Command) -> anyhow::Result<u8> {
                 print_rollouts(items(&v));
             }
         }
-        Command::Rollout { command: RolloutCommand::Rollback(a) } => return redo(a, "rollback").await,
-        Command::Rollout { command: RolloutCommand::Retry(a) } => return redo(a, "retry").await,
         Command::Rollout { command } => {
             let (action, a) = match command {
-                RolloutCommand::Rollback(_) | RolloutCommand::Retry(_) => unreachable!("matched above"),
+                RolloutCommand::Rollback(a) => return redo(a, "rollback").await,
+                RolloutCommand::Retry(a) => return redo(a, "retry").await,
                 RolloutCommand::Get(a) => (None, a),
                 RolloutCommand::Pause(a) => (Some("pause"), a),
                 RolloutCommand::Resume(a) => (Some("resume"), a),
