@@ -677,3 +677,42 @@ fn catch<P>(command: Command<P>, views: &P) -> Result<Decision, LedgerError> {
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hydra_projections::ClusterViews;
+
+    /// Writes `events` as a log, chained, with no index entries at all.
+    fn unindexed_log(store: &Store, events: Vec<Event>) {
+        let mut prev = ZERO_HASH;
+        for (i, event) in events.into_iter().enumerate() {
+            let envelope = Envelope {
+                seq: i as u64 + 1,
+                at_ms: 1,
+                schema: CURRENT_SCHEMA,
+                cause: "test".into(),
+                prev_hash: prev,
+                event,
+            };
+            let bytes = hydra_events::encode(&envelope);
+            prev = hydra_events::hash(&bytes);
+            store.append(&[Record { seq: envelope.seq, bytes: &bytes, node_id: None }], &[]).unwrap();
+        }
+        store.flush().unwrap();
+    }
+
+    #[test]
+    fn start_up_puts_back_the_index_entries_a_crash_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = NodeId::parse("node-a").unwrap();
+        let enrolled = Event::NodeEnrolled { node_id: a.clone(), name: "a".into(), ip: "10.0.0.1".into() };
+        unindexed_log(&store, vec![enrolled, Event::NodeOnline { node_id: a.clone() }]);
+        assert!(store.node_seqs(&a, 0, 10).unwrap().is_empty());
+        let recovered = recover::<ClusterViews>(&store).unwrap();
+        assert_eq!(recovered.views.last_seq, 2);
+        assert_eq!(store.node_seqs(&a, 0, 10).unwrap(), vec![1, 2], "both entries are back");
+        assert!(crate::audit::audit_index(&store, 2).is_ok());
+    }
+}
