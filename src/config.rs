@@ -513,6 +513,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_heartbeat_interval_must_fit_in_the_timeout() {
+        let mut c = Config::default();
+        assert!(c.check().is_ok());
+        c.heartbeat_interval = c.heartbeat_timeout;
+        assert!(c.check().unwrap_err().contains("less than heartbeat_timeout"));
+        c.heartbeat_interval = Duration::ZERO;
+        assert!(c.check().is_err());
+    }
+
+    #[test]
     fn a_config_file_overrides_the_defaults() {
         let file: FileConfig = serde_yaml::from_str(
             "listen: 127.0.0.1:9000\nheartbeat_timeout: 2m\nrole_catalog: [a, b]\n\

@@ -308,7 +308,11 @@ async fn listed_heads(s: &TestServer) -> Vec<String> {
 
 #[tokio::test]
 async fn a_machine_approved_with_a_head_role_is_a_head_until_its_roles_say_otherwise() {
-    let s = spawn_fleet_app().await;
+    let s = spawn_app_with(|c| {
+        c.fleet_enrollment_token = Some(FLEET.into());
+        c.heartbeat_interval = Duration::from_secs(7);
+    })
+    .await;
     let (body, body_token) = approved_body(&s, "body-1").await;
     heartbeat(&s, &body_token, json!({"provider_status": "running"})).await;
 
@@ -327,6 +331,10 @@ async fn a_machine_approved_with_a_head_role_is_a_head_until_its_roles_say_other
     assert_eq!(node["kind"], "head", "{node}");
     let (status, config) = get(&s, &format!("/api/v1/heads/{screen}"), &screen_token).await;
     assert_eq!(status, 200, "its stream config answers: {config}");
+    let (status, answer) = heartbeat(&s, &screen_token, json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["kind"], "head", "its agent is told to run as a head: {answer}");
+    assert_eq!(answer["heartbeat_interval_s"], 7, "the configured heartbeat_interval");
     let (status, eligible) = get(&s, &format!("/api/v1/bodies/eligible?head={screen}"), ADMIN).await;
     assert_eq!(status, 200, "{eligible}");
     let offered: Vec<&str> = eligible.as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap()).collect();
@@ -347,6 +355,7 @@ async fn a_machine_approved_with_a_head_role_is_a_head_until_its_roles_say_other
     assert_eq!(node["kind"], "body");
     let (status, _) = get(&s, &format!("/api/v1/heads/{screen}"), &screen_token).await;
     assert_eq!(status, 400, "a body has no stream config");
+    assert_eq!(heartbeat(&s, &screen_token, json!({})).await.1["kind"], "body", "its agent leaves head mode");
     let (_, log) = get(&s, &format!("/api/v1/events/log?node={screen}"), ADMIN).await;
     let events: Vec<&Value> = log["events"].as_array().unwrap().iter().collect();
     let kinds: Vec<(&str, &str)> = events
