@@ -1,6 +1,5 @@
 //! Test harness: real servers on port 0 with fresh data dirs, in-process or as a
 //! real `hydracluster` process, and small HTTP helpers.
-#![allow(dead_code)]
 
 pub mod agent;
 pub mod library;

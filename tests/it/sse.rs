@@ -2,9 +2,7 @@
 //! with Last-Event-ID with every event exactly once, filters, keep-alives, and a
 //! subscriber that falls behind the live buffer and still misses nothing.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use eventsource_client::{self as es, Client as _};
 use futures_util::StreamExt;
 use hydra::ledger::Decision;

@@ -4,14 +4,12 @@
 //! endpoints for what a real server does not do on demand (results through 503s,
 //! a result kept across an agent restart).
 
-mod common;
-
+use crate::common::*;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing;
 use axum::{Json, Router};
-use common::*;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};

@@ -2,10 +2,8 @@
 //! `hydranode run` starting bash on a real PTY, and the `hydracluster exec --shell` CLI;
 //! plus the protocol's bad cases with a WebSocket client playing either side.
 
-mod common;
-
-use common::agent::{approve, real_agent};
-use common::*;
+use crate::common::agent::{approve, real_agent};
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::io::Write;

@@ -1,10 +1,8 @@
 //! End to end: the exec queue over real HTTP, with the agent side played by the test
-//! (the real `hydranode` agent has its own tests in tests/agent.rs). Every command
+//! (the real `hydranode` agent has its own tests in tests/it/agent.rs). Every command
 //! ends: completed, timed out, cancelled, failed or expired — never pending forever.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;

@@ -3,9 +3,7 @@
 //! assignment, every assignment the server must refuse, eligible bodies, the catalog
 //! from a stand-in ExperienceLibrary, screenshots and logs through exec, and the QR code.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;

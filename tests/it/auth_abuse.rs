@@ -3,9 +3,7 @@
 //! dead, observers never reading command text or output, and input that used to wrap
 //! (an exec timeout, an event-log `since`).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -5,10 +5,8 @@
 //! a body's stream is force-stopped through its agent (and times out when the agent is
 //! gone); body anomalies open and clear from what real agents' status files say.
 
-mod common;
-
-use common::agent::{hydranode, real_agent, real_head, run_agent, Agent};
-use common::*;
+use crate::common::agent::{hydranode, real_agent, real_head, run_agent, Agent};
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::path::Path;

@@ -2,9 +2,7 @@
 //! flight, restart on the same data, and every acknowledged mutation is there; the
 //! offline audit agrees with the live digest; a damaged log is refused, not repaired.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;

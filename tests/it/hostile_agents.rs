@@ -3,9 +3,7 @@
 //! value; oversized reports are refused and store nothing; the pending queue has a
 //! cap; lists come in pages that together hold every node once.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};

@@ -2,9 +2,7 @@
 //! provisioning result) played by the test: the flag reaches the node once, the result
 //! ends the run, the deadline ends a silent one, and wrong requests change nothing.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 

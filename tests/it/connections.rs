@@ -5,9 +5,7 @@
 //! get answers; a resume point beyond the head is refused; a subscriber that leaves
 //! in the middle of its catch-up is no longer counted.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use hydra::ledger::Decision;
 use hydra_events::{Event, NodeId};

@@ -4,12 +4,10 @@
 //! a wrong checksum fails and leaves `current` alone; an agent killed mid-download is
 //! failed by the provisioning deadline.
 
-mod common;
-
+use crate::common::agent::real_agent;
+use crate::common::*;
 use axum::body::{Body, Bytes};
 use axum::routing::get;
-use common::agent::real_agent;
-use common::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};

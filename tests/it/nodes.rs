@@ -1,9 +1,7 @@
 //! End to end: the node lifecycle over real HTTP, from enrollment to removal, and
 //! every kind of bad input an attacker or a broken agent could send.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::json;
 use std::time::Duration;

@@ -1,10 +1,8 @@
 //! End to end with real processes only: `hydracluster serve`, a real `hydranode run`
 //! running real commands with bash, and the `hydracluster exec` CLI an operator types.
 
-mod common;
-
-use common::agent::real_agent;
-use common::*;
+use crate::common::agent::real_agent;
+use crate::common::*;
 use serde_json::json;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -164,7 +162,7 @@ async fn the_admin_cli_reaches_queue_cancel_reprovision_heads_and_anomalies() {
     let http = reqwest::Client::new();
     let (node, _token) = {
         let (id, token) = enroll(&server.url, &http, "cli-body").await;
-        common::agent::approve(&server, &http, &id).await;
+        crate::common::agent::approve(&server, &http, &id).await;
         (id, token)
     };
     // A queued command shows in the queue and can be cancelled by id.

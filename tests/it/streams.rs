@@ -2,9 +2,7 @@
 //! played by the test, answering or silent), and body anomalies opening and closing
 //! as events, decided by the watchdog pass.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;

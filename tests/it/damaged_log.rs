@@ -4,9 +4,7 @@
 //! serves events 1..=SEQ; a damaged per-node index fails the audit; sled's leftover
 //! snapshot files and a bad projection snapshot never block a start.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -5,9 +5,7 @@
 //! event across all of it. Skipped, with the reason printed, where no tmpfs can be
 //! mounted (not root, or no mount permission).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -2,10 +2,8 @@
 //! and a dead service, the replayed and filtered timeline, and a watch that survives a
 //! kill -9 and restart of the cluster without losing or repeating an event.
 
-mod common;
-
-use common::pipeline::{hydrapipeline, Watcher};
-use common::*;
+use crate::common::pipeline::{hydrapipeline, Watcher};
+use crate::common::*;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -6,12 +6,10 @@
 //! Heads by role (enrolled through `/enroll`, approved with a head role) are heads in
 //! the waves, like kiosks registered with the fleet token.
 
-mod common;
-
-use common::agent::{real_agent, real_agent_as, real_head, Agent};
-use common::library::{free_addr, library_bin, LibraryProcess, ReleaseFeed};
-use common::pipeline::{hydrapipeline, Watcher};
-use common::*;
+use crate::common::agent::{real_agent, real_agent_as, real_head, Agent};
+use crate::common::library::{free_addr, library_bin, LibraryProcess, ReleaseFeed};
+use crate::common::pipeline::{hydrapipeline, Watcher};
+use crate::common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -3,9 +3,7 @@
 //! authenticated POSTs run while a storm of authenticated GETs hits the same server;
 //! every POST must be answered, and readiness (`/readyz`) never flaps under the load.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

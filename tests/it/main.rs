@@ -1,0 +1,26 @@
+//! Hydra's integration tests, as one test binary (one link of the whole crate instead
+//! of one per file): a module per area, and the shared harness in `common`.
+
+mod common;
+
+mod agent;
+mod auth_abuse;
+mod cli_exec;
+mod connections;
+mod damaged_log;
+mod disk_full;
+mod durability;
+mod exec;
+mod heads;
+mod heads_agent;
+mod hostile_agents;
+mod library_api;
+mod lock_storm;
+mod nodes;
+mod pipeline;
+mod provision;
+mod provision_agent;
+mod rollouts;
+mod shell;
+mod sse;
+mod streams;
