@@ -138,14 +138,7 @@ async fn an_agent_enrolls_heartbeats_its_status_and_stops_when_removed() {
     let (_, node) = get(&s, &format!("/api/v1/nodes/{id}"), ADMIN).await;
     assert_eq!(node["status"], "pending");
 
-    let (status, body) = post(
-        &s,
-        &format!("/api/v1/nodes/{id}/approve"),
-        ADMIN,
-        json!({"roles": ["hydrabody"], "district": "north", "venue": "arena"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    approve(&s, &id).await;
 
     let status_file = state.join("status.json");
     write_status(&status_file, json!({"provider_status": "running", "stream_status": "streaming"}));
@@ -193,9 +186,7 @@ async fn an_agent_enrolls_heartbeats_its_status_and_stops_when_removed() {
         "the malformed status file was not reported; agent log:\n{}",
         agent.log()
     );
-    let (status, _) =
-        call(&s.http, reqwest::Method::DELETE, &format!("{}{node_path}", s.url), Some(ADMIN), None).await;
-    assert_eq!(status, 204);
+    assert_eq!(delete(&s, &node_path, ADMIN).await.0, 204);
     assert_eq!(agent.exit_code().await, 3, "agent log:\n{}", agent.log());
     let log = agent.log();
     assert!(log.contains("no longer accepts this node's token"), "{log}");
@@ -263,9 +254,7 @@ async fn enrolled_and_approved(s: &TestServer, name: &str) -> (String, tempfile:
     let identity: Value =
         serde_json::from_slice(&std::fs::read(state.path().join("identity.json")).unwrap()).unwrap();
     let id = identity["node_id"].as_str().unwrap().to_owned();
-    let approve = json!({"roles": ["hydrabody"], "district": "north", "venue": "arena"});
-    let (status, body) = post(s, &format!("/api/v1/nodes/{id}/approve"), ADMIN, approve).await;
-    assert_eq!(status, 200, "{body}");
+    approve(s, &id).await;
     (id, state)
 }
 
@@ -313,8 +302,7 @@ async fn the_agent_runs_commands_from_the_real_server() {
     let pid_file = state.path().join("pids");
     let exec = exec_on(&s, &node, json!({"command": pid_writer(&pid_file), "timeout": "30s"})).await;
     let pids = pids_in(&pid_file).await;
-    let cancel = format!("{}/api/v1/nodes/{node}/exec/queue/{exec}", s.url);
-    let (status, body) = call(&s.http, reqwest::Method::DELETE, &cancel, Some(ADMIN), None).await;
+    let (status, body) = delete(&s, &format!("/api/v1/nodes/{node}/exec/queue/{exec}"), ADMIN).await;
     assert_eq!(status, 200, "{body}");
     assert!(all_gone(&pids).await, "the cancelled command's group survived; agent log:\n{}", agent.log());
     assert_eq!(finished(&s, &node, &exec, &agent).await["status"], "cancelled");
@@ -449,6 +437,13 @@ fn enrolled_state(url: &str) -> tempfile::TempDir {
     dir
 }
 
+/// A fake server and a state dir enrolled at it.
+async fn fake_with_state() -> (Shared, tempfile::TempDir) {
+    let fake = Shared::default();
+    let url = fake_server(fake.clone()).await;
+    (fake, enrolled_state(&url))
+}
+
 fn run_args(state: &Path) -> Vec<String> {
     ["run", "--state", state.to_str().unwrap(), "--heartbeat-interval", "200ms", "--exec-wait", "1"]
         .map(String::from)
@@ -499,9 +494,7 @@ async fn all_gone(pids: &[i32]) -> bool {
 
 #[tokio::test]
 async fn exec_results_reach_the_server_through_failures() {
-    let fake = Shared::default();
-    let url = fake_server(fake.clone()).await;
-    let state = enrolled_state(&url);
+    let (fake, state) = fake_with_state().await;
     {
         let mut f = fake.lock().unwrap();
         f.failing_results = 2;
@@ -535,9 +528,7 @@ async fn exec_results_reach_the_server_through_failures() {
 
 #[tokio::test]
 async fn a_command_the_server_ends_is_killed_without_a_result() {
-    let fake = Shared::default();
-    let url = fake_server(fake.clone()).await;
-    let state = enrolled_state(&url);
+    let (fake, state) = fake_with_state().await;
     let pid_file = state.path().join("pids");
     fake.lock()
         .unwrap()
@@ -562,9 +553,7 @@ async fn a_command_the_server_ends_is_killed_without_a_result() {
 
 #[tokio::test]
 async fn a_stopping_agent_kills_the_command_and_keeps_its_result_until_delivered() {
-    let fake = Shared::default();
-    let url = fake_server(fake.clone()).await;
-    let state = enrolled_state(&url);
+    let (fake, state) = fake_with_state().await;
     let pid_file = state.path().join("pids");
     {
         let mut f = fake.lock().unwrap();

@@ -4,7 +4,6 @@
 //! (an exec timeout, an event-log `since`).
 
 use crate::common::*;
-use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::io::Write;
@@ -74,11 +73,11 @@ async fn a_burst_of_wrong_tokens_is_throttled_per_address_and_logged_once() {
     assert!(body["error"].as_str().unwrap().contains("too many failed authentications"), "{body}");
     assert_eq!(status_of(&s.http, &nodes, ADMIN).await.status(), 429);
     // Every token-checked extractor: reader, node caller, fleet.
-    assert_eq!(status_of(&s.http, &format!("{}/api/v1/events/log", s.url), OBSERVER).await.status(), 429);
+    assert_eq!(get(&s, "/api/v1/events/log", OBSERVER).await.0, 429);
     assert_eq!(heartbeat(&s, "hyn_nope", json!({})).await.0, 429);
-    assert_eq!(call(&s.http, Method::POST, &format!("{}/api/v1/heads", s.url), Some("x"), None).await.0, 429);
+    assert_eq!(request(&s, Method::POST, "/api/v1/heads", Some("x"), None).await.0, 429);
     // Public routes stay public.
-    assert_eq!(call(&s.http, Method::GET, &format!("{}/api/v1/health", s.url), None, None).await.0, 200);
+    assert_eq!(request(&s, Method::GET, "/api/v1/health", None, None).await.0, 200);
 
     // Another address is not blocked by this one's failures, and has its own burst.
     let other = client_from(Ipv4Addr::new(127, 0, 0, 2));
@@ -95,30 +94,20 @@ async fn a_burst_of_wrong_tokens_is_throttled_per_address_and_logged_once() {
 
 #[tokio::test]
 async fn the_experience_library_throttles_failed_tokens_too() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = hydra::library::config::LibraryConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data: dir.path().to_owned(),
-        admin_token: Some(ADMIN.into()),
-        auth_fail_burst: 3,
-        ..Default::default()
-    };
-    let running = hydra::library::server::start(config).await.unwrap();
-    let http = reqwest::Client::new();
-    let url = format!("http://{}/api/v1/experiences", running.addr);
+    let mut lib = crate::common::library::spawn_library(|c| c.auth_fail_burst = 3).await;
+    let url = format!("{}/api/v1/experiences", lib.url);
     for _ in 0..3 {
-        assert_eq!(status_of(&http, &url, "wrong").await.status(), 401);
+        assert_eq!(status_of(&lib.http, &url, "wrong").await.status(), 401);
     }
-    let r = status_of(&http, &url, ADMIN).await;
+    let r = status_of(&lib.http, &url, ADMIN).await;
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
-    running.stop().await.unwrap();
+    lib.stop().await;
 }
 
 #[tokio::test]
 async fn a_rejected_node_stays_out_until_it_enrolls_again() {
-    let s = spawn_app().await;
-    let (id, token) = approved_body(&s, "body-1").await;
+    let (s, id, token) = app_with_body(|_| {}).await;
     assert_eq!(heartbeat(&s, &token, json!({})).await.0, 200);
     let (status, body) = post(&s, &format!("/api/v1/nodes/{id}/reject"), ADMIN, json!({})).await;
     assert_eq!(status, 200, "{body}");
@@ -130,12 +119,11 @@ async fn a_rejected_node_stays_out_until_it_enrolls_again() {
     assert!(body["error"].as_str().unwrap().contains("rejected nodes must enroll again"), "{body}");
     assert_eq!(heartbeat(&s, &token, json!({})).await.0, 401, "the old token stays dead");
     let (_, history) = get(&s, &format!("/api/v1/nodes/{id}/history"), ADMIN).await;
-    let types: Vec<&str> =
-        history["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let types = types(history["events"].as_array().unwrap());
     assert_eq!(types.last(), Some(&"node.rejected"), "{types:?}");
     assert_eq!(types.iter().filter(|t| **t == "node.approved").count(), 1);
     // A pending node that is rejected cannot be approved either.
-    let (pending, pending_token) = enroll(&s.url, &s.http, "body-2").await;
+    let (pending, pending_token) = enroll(&s, "body-2").await;
     post(&s, &format!("/api/v1/nodes/{pending}/reject"), ADMIN, json!({})).await;
     assert_eq!(post(&s, &format!("/api/v1/nodes/{pending}/approve"), ADMIN, approve).await.0, 409);
     assert_eq!(heartbeat(&s, &pending_token, json!({})).await.0, 401);
@@ -153,51 +141,24 @@ async fn run_command(s: &TestServer, node: &str, token: &str, command: &str, std
     exec
 }
 
-/// Reads an SSE stream until `until` appears; returns the text.
-async fn sse_until(s: &TestServer, token: &str, since: u64, until: &str) -> String {
-    let resp =
-        s.http.get(format!("{}/api/v1/events?since={since}", s.url)).bearer_auth(token).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.bytes_stream();
-    let mut text = String::new();
-    while !text.contains(until) {
-        let chunk =
-            tokio::time::timeout(Duration::from_secs(10), body.next()).await.unwrap().unwrap().unwrap();
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    text
+/// Reads the event stream from the start until the command's end.
+async fn until_completed(s: &impl Service, token: &str) -> String {
+    sse_until(s, "/api/v1/events?since=0", token, |t| t.contains("event: exec.completed")).await
 }
 
 #[tokio::test]
 async fn observers_see_what_happened_to_commands_but_never_their_text_or_output() {
-    let s = spawn_app().await;
-    let (node, token) = approved_body(&s, "body-1").await;
+    let (s, node, token) = app_with_body(|_| {}).await;
     heartbeat(&s, &token, json!({})).await;
     // A live observer, subscribed before the command exists.
     let live = {
-        let (url, http) = (s.url.clone(), s.http.clone());
+        let s = s.endpoint();
         tokio::spawn(async move {
-            let resp = http.get(format!("{url}/api/v1/events")).bearer_auth(OBSERVER).send().await.unwrap();
-            let mut body = resp.bytes_stream();
-            let mut text = String::new();
-            while !text.contains("event: exec.completed") {
-                let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
-                    .await
-                    .unwrap()
-                    .unwrap()
-                    .unwrap();
-                text.push_str(&String::from_utf8_lossy(&chunk));
-            }
-            text
+            sse_until(&s, "/api/v1/events", OBSERVER, |t| t.contains("event: exec.completed")).await
         })
     };
     // The live subscriber is counted once its stream runs.
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            get(&s, "/readyz", ADMIN).await.1["components"]["sse"]["subscribers"].as_u64().unwrap_or(0) >= 1
-        })
-        .await
-    );
+    assert!(eventually(GUARD, || async { sse_subscribers(&s).await >= 1 }).await);
     let exec =
         run_command(&s, &node, &token, "export db_password=hunter2; deploy", "db_password=hunter2\n").await;
 
@@ -218,13 +179,13 @@ async fn observers_see_what_happened_to_commands_but_never_their_text_or_output(
     // The admin sees everything, in the log and the stream.
     let (_, admin_log) = get(&s, "/api/v1/events/log?types=exec.*", ADMIN).await;
     assert!(admin_log.to_string().contains("hunter2"));
-    let admin_sse = sse_until(&s, ADMIN, 0, "event: exec.completed").await;
+    let admin_sse = until_completed(&s, ADMIN).await;
     assert!(admin_sse.contains("db_password=hunter2"));
 
     // SSE for the observer: live, and caught up from the log; and the node history.
     let live = live.await.unwrap();
     assert!(!live.contains("hunter2") && live.contains("\"stdout_bytes\":20"), "{live}");
-    let caught_up = sse_until(&s, OBSERVER, 0, "event: exec.completed").await;
+    let caught_up = until_completed(&s, OBSERVER).await;
     assert!(!caught_up.contains("hunter2") && caught_up.contains("\"command_bytes\":34"), "{caught_up}");
     let (_, history) = get(&s, &format!("/api/v1/nodes/{node}/history"), OBSERVER).await;
     assert!(!history.to_string().contains("hunter2"));
@@ -233,8 +194,7 @@ async fn observers_see_what_happened_to_commands_but_never_their_text_or_output(
 
 #[tokio::test]
 async fn durations_and_sequence_numbers_from_input_never_wrap() {
-    let s = spawn_app().await;
-    let (node, _) = approved_body(&s, "body-1").await;
+    let (s, node, _) = app_with_body(|_| {}).await;
     for timeout in [json!("18446744073709553"), json!("25h"), json!(1e30), json!("99999999999999999999d")] {
         let (status, body) = post(
             &s,

@@ -1,29 +1,20 @@
 //! End to end with real processes only: `hydracluster serve`, a real `hydranode run`
 //! running real commands with bash, and the `hydracluster exec` CLI an operator types.
 
-use crate::common::agent::real_agent;
+use crate::common::agent::server_with_agent;
 use crate::common::*;
-use serde_json::json;
-use std::process::{Command, Output};
+use serde_json::{json, Value};
+use std::process::Output;
 use std::time::Duration;
 
-/// Runs `hydracluster exec` (a blocking process, so off the async runtime).
+/// Runs `hydracluster exec ARGS…` as an admin.
 async fn cli_exec(server: &ServerProcess, args: &[&str]) -> Output {
-    let mut cmd = Command::new(hydracluster());
-    cmd.arg("exec").args(args).args(["--server", &server.url, "--admin-token", ADMIN]);
-    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    admin_cli(server, &[&["exec"], args].concat()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_runs_commands_on_a_real_agent() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(&dir.path().join("data"));
-    let http = reqwest::Client::new();
-    let agent = real_agent(&server, &http, dir.path(), "real-body").await;
+    let (dir, server, agent) = server_with_agent("", "real-body").await;
     let node = agent.node.clone();
 
     // stdout and stderr apart, and the exit code follows the remote command's.
@@ -35,7 +26,7 @@ async fn an_operator_runs_commands_on_a_real_agent() {
     // --json prints the result object for scripts.
     let out = cli_exec(&server, &[&node, "hostname >/dev/null && echo -n ok", "--json"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(result["stdout"], "ok");
     assert_eq!(result["status"], "completed");
     assert_eq!(result["exit_code"], 0);
@@ -65,131 +56,73 @@ async fn an_operator_runs_commands_on_a_real_agent() {
     assert!(text(&out.stderr).contains("404"), "{}", text(&out.stderr));
 }
 
+/// Queues `command` on the node; its exec id.
+async fn submit(server: &ServerProcess, node: &str, body: Value) -> String {
+    let (status, queued) = post(server, &format!("/api/v1/nodes/{node}/exec"), ADMIN, body).await;
+    assert_eq!(status, 202, "{queued}");
+    queued["id"].as_str().unwrap().to_owned()
+}
+
+/// The command's result, or its state so far.
+async fn result(server: &ServerProcess, node: &str, exec: &str) -> Value {
+    get(server, &format!("/api/v1/nodes/{node}/exec/{exec}/result"), ADMIN).await.1
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_killed_mid_command_and_a_server_restart_never_leave_a_command_pending() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut server = ServerProcess::start(&data);
-    let http = reqwest::Client::new();
-    let mut agent = real_agent(&server, &http, dir.path(), "real-body").await;
+    let (dir, mut server, mut agent) = server_with_agent("", "real-body").await;
     let node = agent.node.clone();
-    let submit = |url: String, body: serde_json::Value| {
-        let http = http.clone();
-        let node = node.clone();
-        async move {
-            call(
-                &http,
-                reqwest::Method::POST,
-                &format!("{url}/api/v1/nodes/{node}/exec"),
-                Some(ADMIN),
-                Some(body),
-            )
-            .await
-            .1["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-    };
-    let result = |url: String, exec: String| {
-        let http = http.clone();
-        let node = node.clone();
-        async move {
-            call(
-                &http,
-                reqwest::Method::GET,
-                &format!("{url}/api/v1/nodes/{node}/exec/{exec}/result"),
-                Some(ADMIN),
-                None,
-            )
-            .await
-            .1
-        }
-    };
 
     // The agent dies while running a command; when it comes back it asks for work,
     // and the server ends the lost command instead of leaving it dispatched forever.
-    let lost = submit(server.url.clone(), json!({"command": "sleep 60", "timeout": 120})).await;
-    let url = server.url.clone();
+    let lost = submit(&server, &node, json!({"command": "sleep 60", "timeout": 120})).await;
     assert!(
-        eventually(Duration::from_secs(20), || async {
-            result(url.clone(), lost.clone()).await["status"] == "dispatched"
-        })
-        .await
+        eventually(GUARD, || async { result(&server, &node, &lost).await["status"] == "dispatched" }).await
     );
     agent.kill9();
     agent.start();
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            result(url.clone(), lost.clone()).await["status"] == "failed"
-        })
-        .await
-    );
-    assert_eq!(result(server.url.clone(), lost.clone()).await["reason"], "agent_restarted");
+    let failed = eventually(Duration::from_secs(30), || async {
+        result(&server, &node, &lost).await["status"] == "failed"
+    });
+    assert!(failed.await);
+    assert_eq!(result(&server, &node, &lost).await["reason"], "agent_restarted");
 
     // Commands queued while the agent is away survive a kill -9 of the server.
     agent.kill9();
-    let queued = submit(server.url.clone(), json!({"command": "echo survived"})).await;
+    let queued = submit(&server, &node, json!({"command": "echo survived"})).await;
     server.kill9();
-    let server = ServerProcess::start(&data);
+    let server = ServerProcess::start(&dir.path().join("data"));
     // The agent keeps its server address from enrollment: point it at the new port.
-    let mut identity: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(agent.state.join("identity.json")).unwrap()).unwrap();
-    identity["server_url"] = json!(server.url);
-    std::fs::write(agent.state.join("identity.json"), identity.to_string()).unwrap();
+    agent.move_to(&server);
     agent.start();
-    let url = server.url.clone();
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            result(url.clone(), queued.clone()).await["status"] == "completed"
-        })
-        .await
-    );
-    assert_eq!(result(server.url.clone(), queued).await["stdout"], "survived\n");
-}
-
-/// Runs an admin `hydracluster` command against the server.
-async fn cli(server: &ServerProcess, args: &[&str]) -> Output {
-    let mut cmd = Command::new(hydracluster());
-    cmd.args(args).args(["--server", &server.url, "--admin-token", ADMIN]);
-    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+    let completed = eventually(Duration::from_secs(30), || async {
+        result(&server, &node, &queued).await["status"] == "completed"
+    });
+    assert!(completed.await);
+    assert_eq!(result(&server, &node, &queued).await["stdout"], "survived\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_cli_reaches_queue_cancel_reprovision_heads_and_anomalies() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(&dir.path().join("data"));
-    let http = reqwest::Client::new();
-    let (node, _token) = {
-        let (id, token) = enroll(&server.url, &http, "cli-body").await;
-        crate::common::agent::approve(&server, &http, &id).await;
-        (id, token)
-    };
+    let (_dir, server) = server_in_temp_dir("");
+    let (node, _) = approved_body(&server, "cli-body").await;
     // A queued command shows in the queue and can be cancelled by id.
-    let (_, queued) = call(
-        &http,
-        reqwest::Method::POST,
-        &format!("{}/api/v1/nodes/{node}/exec", server.url),
-        Some(ADMIN),
-        Some(json!({"command": "echo later"})),
-    )
-    .await;
-    let exec = queued["id"].as_str().unwrap();
-    let out = cli(&server, &["queue", &node]).await;
+    let exec = &submit(&server, &node, json!({"command": "echo later"})).await;
+    let out = admin_cli(&server, &["queue", &node]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains(exec) && text(&out.stdout).contains("echo later"));
-    let out = cli(&server, &["cancel", &node, exec]).await;
+    let out = admin_cli(&server, &["cancel", &node, exec]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("cancelled"));
-    let out = cli(&server, &["cancel", &node, exec]).await;
+    let out = admin_cli(&server, &["cancel", &node, exec]).await;
     assert!(!out.status.success(), "cancelling twice is refused");
     assert!(text(&out.stderr).contains("409"));
 
-    let out = cli(&server, &["reprovision", &node]).await;
+    let out = admin_cli(&server, &["reprovision", &node]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("reprovision requested"));
-    let out = cli(&server, &["heads", "--json"]).await;
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(), json!([]));
-    let out = cli(&server, &["anomalies"]).await;
+    let out = admin_cli(&server, &["heads", "--json"]).await;
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), json!([]));
+    let out = admin_cli(&server, &["anomalies"]).await;
     assert_eq!(text(&out.stdout), "no anomalies\n");
 }

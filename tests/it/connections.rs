@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A hang guard only: every wait below ends on a marker long before it.
-const GUARD: Duration = Duration::from_secs(60);
+const LONG_GUARD: Duration = Duration::from_secs(60);
 
 /// A client that opens a new connection per request, so that no call rides on a
 /// kept-alive connection from before the cap was reached.
@@ -23,8 +23,9 @@ fn fresh_client() -> reqwest::Client {
     reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap()
 }
 
-async fn readyz(http: &reqwest::Client, url: &str) -> Value {
-    call(http, reqwest::Method::GET, &format!("{url}/readyz"), None, None).await.1
+/// The server through a client that opens a new connection per request.
+fn fresh(s: &TestServer) -> Endpoint {
+    Endpoint { url: s.url.clone(), http: fresh_client() }
 }
 
 /// Reads until the server closes the connection; returns what it sent.
@@ -32,7 +33,7 @@ async fn read_until_closed(sock: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        match tokio::time::timeout(GUARD, sock.read(&mut buf))
+        match tokio::time::timeout(LONG_GUARD, sock.read(&mut buf))
             .await
             .expect("the server closes the connection")
         {
@@ -60,7 +61,7 @@ async fn a_partial_header_and_a_silent_socket_are_closed_after_the_header_read_t
     let mut silent = TcpStream::connect(s.url.trim_start_matches("http://")).await.unwrap();
     assert!(read_until_closed(&mut partial).await.is_empty(), "closed without an answer");
     assert!(read_until_closed(&mut silent).await.is_empty(), "closed without an answer");
-    let ready = readyz(&fresh_client(), &s.url).await;
+    let ready = readyz(&fresh(&s)).await.1;
     assert!(ready["components"]["connections"]["timed_out"].as_u64().unwrap() >= 2, "{ready}");
 }
 
@@ -79,14 +80,8 @@ async fn an_idle_keep_alive_connection_is_closed_while_a_quiet_stream_and_a_long
     let sse =
         s.http.get(format!("{}/api/v1/events?since={head}", s.url)).bearer_auth(ADMIN).send().await.unwrap();
     assert_eq!(sse.status(), 200);
-    let mut sse = sse.bytes_stream();
     // A long poll waiting for a command.
-    let poll = {
-        let url = format!("{}/api/v1/body/exec?wait=30", s.url);
-        tokio::spawn(
-            async move { call(&fresh_client(), reqwest::Method::GET, &url, Some(&token), None).await },
-        )
-    };
+    let poll = spawn_get(&fresh(&s), "/api/v1/body/exec?wait=30", &token);
 
     // One request on a keep-alive connection, then silence: closed by the idle timeout.
     let mut idle = TcpStream::connect(s.url.trim_start_matches("http://")).await.unwrap();
@@ -99,16 +94,11 @@ async fn an_idle_keep_alive_connection_is_closed_while_a_quiet_stream_and_a_long
     let (status, queued) =
         post(&s, &format!("/api/v1/nodes/{node}/exec"), ADMIN, json!({"command": "date"})).await;
     assert_eq!(status, 202, "{queued}");
-    let (status, got) = tokio::time::timeout(GUARD, poll).await.unwrap().unwrap();
+    let (status, got) = tokio::time::timeout(LONG_GUARD, poll).await.unwrap().unwrap();
     assert_eq!((status, got["command"].as_str()), (200, Some("date")), "{got}");
-    let mut text = String::new();
-    while !text.contains("event: exec.queued") {
-        let chunk = tokio::time::timeout(GUARD, sse.next()).await.unwrap().expect("stream open").unwrap();
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    let ready = readyz(&fresh_client(), &s.url).await;
+    read_until(sse, |t| t.contains("event: exec.queued")).await;
+    let ready = readyz(&fresh(&s)).await.1;
     assert!(ready["components"]["connections"]["timed_out"].as_u64().unwrap() >= 1, "{ready}");
-    drop(sse);
     s.stop().await;
 }
 
@@ -120,16 +110,16 @@ async fn health_and_admin_calls_answer_while_the_connection_cap_is_full() {
         c.idle_timeout = Duration::from_secs(3600);
     })
     .await;
-    let http = fresh_client();
+    let http = fresh(&s);
     let mut held = Vec::new();
     for _ in 0..20 {
         held.push(slowloris(&s.url).await);
     }
     // Wait until a health check is served over the cap (the slowloris sockets are
     // accepted in the background).
-    let ready = tokio::time::timeout(GUARD, async {
+    let ready = tokio::time::timeout(LONG_GUARD, async {
         loop {
-            let ready = readyz(&http, &s.url).await;
+            let ready = readyz(&http).await.1;
             if ready["components"]["connections"]["over_limit"].as_u64() >= Some(1) {
                 return ready;
             }
@@ -141,14 +131,12 @@ async fn health_and_admin_calls_answer_while_the_connection_cap_is_full() {
     assert_eq!(conns["limit"], 20, "{ready}");
     assert!(conns["current"].as_u64().unwrap() > 20, "{ready}");
 
-    let (status, health) =
-        call(&http, reqwest::Method::GET, &format!("{}/api/v1/health", s.url), None, None).await;
+    let (status, health) = request(&http, reqwest::Method::GET, "/api/v1/health", None, None).await;
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")), "{health}");
-    let nodes = format!("{}/api/v1/nodes", s.url);
-    let (status, listed) = call(&http, reqwest::Method::GET, &nodes, Some(ADMIN), None).await;
+    let (status, listed) = get(&http, "/api/v1/nodes", ADMIN).await;
     assert_eq!(status, 200, "an admin is served over the cap: {listed}");
     // Anyone else is told why, at once.
-    let (status, refused) = call(&http, reqwest::Method::GET, &nodes, Some(OBSERVER), None).await;
+    let (status, refused) = get(&http, "/api/v1/nodes", OBSERVER).await;
     assert_eq!(status, 503, "{refused}");
     assert!(refused["error"].as_str().unwrap().contains("connection limit (20)"), "{refused}");
 
@@ -156,7 +144,7 @@ async fn health_and_admin_calls_answer_while_the_connection_cap_is_full() {
     // (Reserve connections get a short header-read timeout, so each try refills it.)
     let reserve = conns["reserve"].as_u64().unwrap();
     let mut spare = Vec::new();
-    tokio::time::timeout(GUARD, async {
+    tokio::time::timeout(LONG_GUARD, async {
         loop {
             for _ in 0..reserve {
                 spare.push(slowloris(&s.url).await);
@@ -174,11 +162,10 @@ async fn health_and_admin_calls_answer_while_the_connection_cap_is_full() {
     // Slots come back as the sockets go.
     drop(spare);
     drop(held);
-    let ready = tokio::time::timeout(GUARD, async {
+    let ready = tokio::time::timeout(LONG_GUARD, async {
         loop {
-            let (status, _) = call(&http, reqwest::Method::GET, &nodes, Some(OBSERVER), None).await;
-            if status == 200 {
-                return readyz(&http, &s.url).await;
+            if get(&http, "/api/v1/nodes", OBSERVER).await.0 == 200 {
+                return readyz(&http).await.1;
             }
         }
     })
@@ -190,10 +177,9 @@ async fn health_and_admin_calls_answer_while_the_connection_cap_is_full() {
 #[tokio::test]
 async fn a_resume_point_beyond_the_head_is_refused() {
     let s = spawn_app().await;
-    enroll(&s.url, &s.http, "b").await;
+    enroll(&s, "b").await;
     let head = s.ledger().committed_seq();
-    let events = format!("{}/api/v1/events", s.url);
-    let resp = s.http.get(&events).bearer_auth(ADMIN).header("Last-Event-ID", "999").send().await.unwrap();
+    let resp = resume_events(&s, "/api/v1/events", "999").await;
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     let message = body["error"].as_str().unwrap();
@@ -201,15 +187,7 @@ async fn a_resume_point_beyond_the_head_is_refused() {
     let (status, body) = get(&s, "/api/v1/events?since=999", ADMIN).await;
     assert_eq!(status, 400, "{body}");
     // The head itself is a fine place to resume from.
-    let ok = s
-        .http
-        .get(&events)
-        .bearer_auth(ADMIN)
-        .header("Last-Event-ID", head.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
+    assert_eq!(resume_events(&s, "/api/v1/events", &head.to_string()).await.status(), 200);
 }
 
 #[tokio::test]
@@ -225,23 +203,18 @@ async fn a_subscriber_that_leaves_in_the_middle_of_its_catch_up_is_no_longer_cou
             .await
             .unwrap();
     }
-    let http = fresh_client();
-    let resp = http.get(format!("{}/api/v1/events", s.url)).bearer_auth(ADMIN).send().await.unwrap();
+    let http = fresh(&s);
+    let resp = http.http.get(format!("{}/api/v1/events", s.url)).bearer_auth(ADMIN).send().await.unwrap();
     let mut body = resp.bytes_stream();
     let mut text = String::new();
     while !text.contains("id: 100\n") {
-        let chunk = tokio::time::timeout(GUARD, body.next()).await.unwrap().expect("stream open").unwrap();
+        let chunk =
+            tokio::time::timeout(LONG_GUARD, body.next()).await.unwrap().expect("stream open").unwrap();
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
-    let subscribers = |ready: &Value| ready["components"]["sse"]["subscribers"].as_u64().unwrap();
-    assert_eq!(subscribers(&readyz(&http, &s.url).await), 1);
+    assert_eq!(sse_subscribers(&http).await, 1);
     // Gone with 20,000 events not yet read.
     drop(body);
-    tokio::time::timeout(GUARD, async {
-        while subscribers(&readyz(&http, &s.url).await) != 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the subscriber count goes back to 0");
+    let gone = eventually(LONG_GUARD, || async { sse_subscribers(&http).await == 0 });
+    assert!(gone.await, "the subscriber count goes back to 0");
 }

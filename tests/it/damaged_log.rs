@@ -9,12 +9,6 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-fn run(args: &[&str], data: &Path) -> (bool, String) {
-    let out = Command::new(hydracluster()).args(args).arg("--data").arg(data).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
 /// Runs `serve` on a data dir: `Ok` when it starts serving (then it is stopped), or
 /// `Err` with its output when it exits.
 fn serve_outcome(data: &Path) -> Result<(), String> {
@@ -90,25 +84,9 @@ fn flip_record(log: &Path, record: &[u8]) -> usize {
 }
 
 /// Every event of the log through `/events/log`, page by page: (seqs, head).
-async fn whole_log(http: &reqwest::Client, url: &str) -> (Vec<u64>, u64) {
-    let (mut seqs, mut since) = (Vec::new(), 0);
-    loop {
-        let (status, page) = call(
-            http,
-            reqwest::Method::GET,
-            &format!("{url}/api/v1/events/log?since={since}&limit=10000"),
-            Some(ADMIN),
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{page}");
-        seqs.extend(page["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()));
-        let (next, head) = (page["next_since"].as_u64().unwrap(), page["head"].as_u64().unwrap());
-        if next == head {
-            return (seqs, head);
-        }
-        since = next;
-    }
+async fn whole_log(server: &ServerProcess) -> (Vec<u64>, u64) {
+    let (events, head) = event_log(server, "").await;
+    (events.iter().map(|e| e["seq"].as_u64().unwrap()).collect(), head)
 }
 
 fn siblings(data: &Path, infix: &str) -> Vec<PathBuf> {
@@ -122,16 +100,14 @@ fn siblings(data: &Path, infix: &str) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn flipped_bytes_are_refused_with_the_last_good_seq_and_repaired_on_request() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, mut server) = server_in_temp_dir("");
     let data = dir.path().join("data");
-    let mut server = ServerProcess::start(&data);
-    let http = reqwest::Client::new();
     let mut writers = Vec::new();
     for w in 0..8 {
-        let (http, url) = (http.clone(), server.url.clone());
+        let server = server.endpoint();
         writers.push(tokio::spawn(async move {
             for i in 0..375 {
-                enroll(&url, &http, &format!("w{w}-{i}")).await;
+                enroll(&server, &format!("w{w}-{i}")).await;
             }
         }));
     }
@@ -139,7 +115,7 @@ async fn flipped_bytes_are_refused_with_the_last_good_seq_and_repaired_on_reques
         w.await.unwrap();
     }
     server.terminate();
-    let (ok, out) = run(&["audit"], &data);
+    let (ok, out) = offline(&["audit"], &data);
     assert!(ok, "{out}");
     assert!(out.contains("seq: 3000"), "{out}");
 
@@ -155,7 +131,7 @@ async fn flipped_bytes_are_refused_with_the_last_good_seq_and_repaired_on_reques
         bytes[at..at + 16].iter_mut().for_each(|b| *b ^= 0xff);
         std::fs::write(&file, bytes).unwrap();
         let served = serve_outcome(&copy);
-        let (audit_ok, audited) = run(&["audit"], &copy);
+        let (audit_ok, audited) = offline(&["audit"], &copy);
         eprintln!("flipped at {fraction}: serve {}, audit {}", served.is_ok(), audit_ok);
         assert_eq!(
             served.is_ok(),
@@ -179,7 +155,7 @@ async fn flipped_bytes_are_refused_with_the_last_good_seq_and_repaired_on_reques
     assert!(refused.contains("repair --data") && refused.contains("--truncate-after"), "{refused}");
     let good = number_after(&refused, "the last good event is seq ");
     assert_eq!(good, 1499, "{refused}");
-    let (ok, audited) = run(&["audit"], &data);
+    let (ok, audited) = offline(&["audit"], &data);
     assert!(!ok, "the audit passed a damaged log: {audited}");
     assert!(!audited.contains("panicked") && !audited.contains("file offset"), "{audited}");
     assert_eq!(number_after(&audited, "the last good event is seq "), good, "{audited}");
@@ -187,7 +163,7 @@ async fn flipped_bytes_are_refused_with_the_last_good_seq_and_repaired_on_reques
     // Keep a little less than what is intact, so that something is dropped.
     let keep = good - 7;
     let keep_arg = keep.to_string();
-    let (ok, repaired) = run(&["repair", "--truncate-after", &keep_arg], &data);
+    let (ok, repaired) = offline(&["repair", "--truncate-after", &keep_arg], &data);
     let repaired = if ok {
         repaired
     } else {
@@ -195,7 +171,7 @@ async fn flipped_bytes_are_refused_with_the_last_good_seq_and_repaired_on_reques
         // are lost, and repair says so and waits for the operator's word.
         assert!(repaired.contains("--drop-tokens"), "{repaired}");
         assert!(siblings(&data, "damaged").is_empty(), "nothing was moved before the operator agreed");
-        let (ok, out) = run(&["repair", "--truncate-after", &keep_arg, "--drop-tokens"], &data);
+        let (ok, out) = offline(&["repair", "--truncate-after", &keep_arg, "--drop-tokens"], &data);
         assert!(ok, "{out}");
         out
     };
@@ -209,65 +185,51 @@ async fn flipped_bytes_are_refused_with_the_last_good_seq_and_repaired_on_reques
     assert!(dropped.iter().all(|e| e["seq"].as_u64().unwrap() > keep));
     assert!(siblings(&data, "repair").is_empty(), "the work dir is gone");
 
-    let (ok, audited) = run(&["audit", "--json"], &data);
+    let (ok, audited) = offline(&["audit", "--json"], &data);
     assert!(ok, "{audited}");
     let report: serde_json::Value = serde_json::from_str(audited.trim()).unwrap();
     assert_eq!(report["seq"], keep);
 
     let mut server = ServerProcess::start(&data);
-    let (seqs, head) = whole_log(&http, &server.url).await;
+    let (seqs, head) = whole_log(&server).await;
     assert_eq!(head, keep);
     assert_eq!(seqs, (1..=keep).collect::<Vec<_>>());
-    let (_, digest) =
-        call(&http, reqwest::Method::GET, &format!("{}/api/v1/audit/digest", server.url), Some(ADMIN), None)
-            .await;
+    let (_, digest) = get(&server, "/api/v1/audit/digest", ADMIN).await;
     assert_eq!(digest["digest"], report["digest"]);
     // The repaired log takes new events on the same chain.
-    enroll(&server.url, &http, "after-repair").await;
+    enroll(&server, "after-repair").await;
     server.terminate();
-    let (ok, audited) = run(&["audit", "--json"], &data);
+    let (ok, audited) = offline(&["audit", "--json"], &data);
     assert!(ok, "{audited}");
     assert_eq!(serde_json::from_str::<serde_json::Value>(audited.trim()).unwrap()["seq"], keep + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn repair_carries_the_tokens_over_when_sled_can_read_them() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, mut server) = server_in_temp_dir("");
     let data = dir.path().join("data");
-    let mut server = ServerProcess::start(&data);
-    let http = reqwest::Client::new();
-    let (a, token_a) = enroll(&server.url, &http, "body-a").await;
-    let (_, token_b) = enroll(&server.url, &http, "body-b").await;
+    let (a, token_a) = enroll(&server, "body-a").await;
+    let (_, token_b) = enroll(&server, "body-b").await;
     server.terminate();
-    let (ok, out) = run(&["repair", "--truncate-after", "1"], &data);
+    let (ok, out) = offline(&["repair", "--truncate-after", "1"], &data);
     assert!(ok, "{out}");
     assert!(out.contains("node tokens carried over: 1 (1 of nodes no longer in the log dropped)"), "{out}");
     let server = ServerProcess::start(&data);
-    let beat = |token: String| {
-        let (http, url) = (http.clone(), server.url.clone());
-        async move {
-            call(
-                &http,
-                reqwest::Method::POST,
-                &format!("{url}/api/v1/body/heartbeat"),
-                Some(&token),
-                Some(json!({})),
-            )
-            .await
-            .0
-        }
-    };
-    assert_eq!(beat(token_a).await, 200, "node {a} keeps its token");
-    assert_eq!(beat(token_b).await, 401, "the dropped node's token is gone with it");
+    assert_eq!(heartbeat(&server, &token_a, json!({})).await.0, 200, "node {a} keeps its token");
+    assert_eq!(
+        heartbeat(&server, &token_b, json!({})).await.0,
+        401,
+        "the dropped node's token is gone with it"
+    );
 }
 
 #[tokio::test]
 async fn a_damaged_per_node_index_fails_the_audit_and_start_up() {
     let mut s = spawn_app().await;
-    let (a, _) = enroll(&s.url, &s.http, "body-a").await;
-    let (b, _) = enroll(&s.url, &s.http, "body-b").await;
+    let (a, _) = enroll(&s, "body-a").await;
+    let (b, _) = enroll(&s, "body-b").await;
     s.stop().await;
-    let (ok, out) = run(&["audit"], s.dir.path());
+    let (ok, out) = offline(&["audit"], s.dir.path());
     assert!(ok, "{out}");
 
     // A stale entry: event 1 (a's enrollment) listed under b.
@@ -276,7 +238,7 @@ async fn a_damaged_per_node_index_fails_the_audit_and_start_up() {
         store.reindex(&hydra_events::NodeId::parse(&b).unwrap(), 1).unwrap();
         store.flush().unwrap();
     }
-    let (ok, out) = run(&["audit"], s.dir.path());
+    let (ok, out) = offline(&["audit"], s.dir.path());
     assert!(!ok, "{out}");
     assert!(out.contains(&format!("lists seq 1 for node {b}, but event 1 is about node {a}")), "{out}");
 
@@ -305,7 +267,7 @@ async fn a_damaged_per_node_index_fails_the_audit_and_start_up() {
         }
         db.flush().unwrap();
     }
-    let (ok, out) = run(&["audit"], s.dir.path());
+    let (ok, out) = offline(&["audit"], s.dir.path());
     assert!(!ok, "{out}");
     assert!(
         out.contains(&format!("event 1 is about node {a} but the per-node index does not list it")),
@@ -315,19 +277,12 @@ async fn a_damaged_per_node_index_fails_the_audit_and_start_up() {
 
 #[tokio::test]
 async fn sleds_leftover_snapshot_files_and_a_bad_projection_snapshot_never_block_a_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut server = ServerProcess::start(&data);
-    let http = reqwest::Client::new();
-    for i in 0..20 {
-        enroll(&server.url, &http, &format!("b{i}")).await;
-    }
-    server.terminate();
+    let (_dir, data) = data_with_enrollments(20, ServerProcess::terminate).await;
     let log = data.join("log");
     // What a disk-full stop leaves: an empty, unfinished sled snapshot newer than any.
     std::fs::write(log.join("snap.FFFFFFFFFFFFFFF0.generating"), b"").unwrap();
     let mut server = ServerProcess::start(&data);
-    let (seqs, head) = whole_log(&http, &server.url).await;
+    let (seqs, head) = whole_log(&server).await;
     assert_eq!((seqs.len(), head), (20, 20));
     server.terminate();
     assert!(!log.join("snap.FFFFFFFFFFFFFFF0.generating").exists());
@@ -336,7 +291,7 @@ async fn sleds_leftover_snapshot_files_and_a_bad_projection_snapshot_never_block
     // A finished but garbled sled snapshot is set aside, not fatal.
     std::fs::write(log.join("snap.FFFFFFFFFFFFFFF1"), b"not a snapshot at all, not at all").unwrap();
     let mut server = ServerProcess::start(&data);
-    let (seqs, _) = whole_log(&http, &server.url).await;
+    let (seqs, _) = whole_log(&server).await;
     assert_eq!(seqs.len(), 20);
     server.terminate();
     assert!(log.join("bad-snap.FFFFFFFFFFFFFFF1").exists());
@@ -350,10 +305,9 @@ async fn sleds_leftover_snapshot_files_and_a_bad_projection_snapshot_never_block
         db.flush().unwrap();
     }
     let mut server = ServerProcess::start(&data);
-    let (seqs, head) = whole_log(&http, &server.url).await;
+    let (seqs, head) = whole_log(&server).await;
     assert_eq!((seqs.len(), head), (20, 20));
-    let (_, nodes) =
-        call(&http, reqwest::Method::GET, &format!("{}/api/v1/nodes", server.url), Some(ADMIN), None).await;
+    let (_, nodes) = get(&server, "/api/v1/nodes", ADMIN).await;
     assert_eq!(nodes.as_array().unwrap().len(), 20);
     server.terminate();
 }

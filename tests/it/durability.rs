@@ -3,33 +3,29 @@
 //! offline audit agrees with the live digest; a damaged log is refused, not repaired.
 
 use crate::common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn audit(data: &Path) -> (bool, String) {
-    let out = Command::new(hydracluster()).args(["audit", "--json", "--data"]).arg(data).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
+    offline(&["audit", "--json"], data)
 }
 
-async fn live_digest(http: &reqwest::Client, url: &str) -> serde_json::Value {
-    call(http, reqwest::Method::GET, &format!("{url}/api/v1/audit/digest"), Some(ADMIN), None).await.1
+async fn live_digest(s: &impl Service) -> Value {
+    get(s, "/api/v1/audit/digest", ADMIN).await.1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_acknowledged_mutation_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = ServerProcess::start(dir.path());
-    let http = reqwest::Client::new();
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
 
     // Eight writers enroll machines as fast as they can; we record what was acknowledged.
     let mut writers = Vec::new();
     for w in 0..8 {
-        let (http, url, acked) = (http.clone(), server.url.clone(), acked.clone());
+        let (Endpoint { http, url }, acked) = (server.endpoint(), acked.clone());
         writers.push(tokio::spawn(async move {
             for i in 0.. {
                 let resp = http
@@ -39,7 +35,7 @@ async fn every_acknowledged_mutation_survives_kill_9() {
                     .await;
                 match resp {
                     Ok(r) if r.status() == 201 => {
-                        let body: serde_json::Value = match r.json().await {
+                        let body: Value = match r.json().await {
                             Ok(b) => b,
                             Err(_) => return,
                         };
@@ -59,8 +55,7 @@ async fn every_acknowledged_mutation_survives_kill_9() {
     let acked = acked.lock().unwrap().clone();
 
     let mut server = ServerProcess::start(dir.path());
-    let (status, nodes) =
-        call(&http, reqwest::Method::GET, &format!("{}/api/v1/nodes", server.url), Some(ADMIN), None).await;
+    let (status, nodes) = get(&server, "/api/v1/nodes", ADMIN).await;
     assert_eq!(status, 200);
     let present: std::collections::HashSet<&str> =
         nodes.as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
@@ -75,12 +70,12 @@ async fn every_acknowledged_mutation_survives_kill_9() {
 
     // The restarted server keeps appending on the same chain, and the offline audit
     // of the whole log arrives at the live digest.
-    enroll(&server.url, &http, "after-restart").await;
-    let live = live_digest(&http, &server.url).await;
+    enroll(&server, "after-restart").await;
+    let live = live_digest(&server).await;
     server.terminate();
     let (ok, out) = audit(dir.path());
     assert!(ok, "audit failed: {out}");
-    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let report: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(report["digest"], live["digest"]);
     assert_eq!(report["seq"], live["seq"]);
 }
@@ -88,18 +83,12 @@ async fn every_acknowledged_mutation_survives_kill_9() {
 #[tokio::test]
 async fn the_offline_replay_equals_the_live_state_and_as_of_queries_show_the_past() {
     let mut s = spawn_app().await;
-    let (a, token) = enroll(&s.url, &s.http, "body-a").await;
+    let (a, token) = enroll(&s, "body-a").await;
     let t_after_enroll = hydra::ledger::now_ms();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    post(
-        &s,
-        &format!("/api/v1/nodes/{a}/approve"),
-        ADMIN,
-        json!({"roles": ["hydrabody"], "district": "n", "venue": "v"}),
-    )
-    .await;
+    clock_passes(t_after_enroll).await;
+    approve_at(&s, &a, &["hydrabody"], "n", "v").await;
     heartbeat(&s, &token, json!({"provider_status": "running"})).await;
-    let (b, _) = enroll(&s.url, &s.http, "body-b").await;
+    let (b, _) = enroll(&s, "body-b").await;
 
     let (_, then) = get(&s, "/api/v1/nodes?as_of_seq=1", ADMIN).await;
     let then = then.as_array().unwrap();
@@ -118,25 +107,25 @@ async fn the_offline_replay_equals_the_live_state_and_as_of_queries_show_the_pas
     let (status, _) = get(&s, "/api/v1/nodes?as_of=yesterday", ADMIN).await;
     assert_eq!(status, 400);
 
-    let live = live_digest(&s.http, &s.url).await;
+    let live = live_digest(&s).await;
     s.stop().await;
     let (ok, out) = audit(s.dir.path());
     assert!(ok, "{out}");
-    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let report: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(report["digest"], live["digest"]);
 
     // Restart: the views come back from the snapshot and the log, equal to before.
     s.restart().await;
-    assert_eq!(live_digest(&s.http, &s.url).await, live);
+    assert_eq!(live_digest(&s).await, live);
 }
 
 #[tokio::test]
 async fn snapshots_make_start_up_resume_from_the_middle_of_the_log() {
     let mut s = spawn_app_with(|c| c.snapshot_every = 5).await;
     for i in 0..12 {
-        enroll(&s.url, &s.http, &format!("b{i}")).await;
+        enroll(&s, &format!("b{i}")).await;
     }
-    let live = live_digest(&s.http, &s.url).await;
+    let live = live_digest(&s).await;
     s.stop().await;
     {
         let store = hydra::store::Store::open(s.dir.path()).unwrap();
@@ -144,7 +133,7 @@ async fn snapshots_make_start_up_resume_from_the_middle_of_the_log() {
         assert!(!snaps.is_empty() && snaps[0] >= 10, "snapshots were written: {snaps:?}");
     }
     s.restart().await;
-    assert_eq!(live_digest(&s.http, &s.url).await, live);
+    assert_eq!(live_digest(&s).await, live);
 }
 
 /// Opens the raw sled tree of a stopped server's log, to damage it like a disk would.
@@ -156,15 +145,8 @@ fn raw_events(data: &Path) -> (sled::Db, sled::Tree) {
 
 #[tokio::test]
 async fn an_altered_event_is_detected_at_start_up_and_by_the_audit() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut server = ServerProcess::start(&data);
-    let http = reqwest::Client::new();
-    for i in 0..6 {
-        enroll(&server.url, &http, &format!("b{i}")).await;
-    }
     // Killed: no final snapshot, so start-up replays (and checks) the whole log.
-    server.kill9();
+    let (_dir, data) = data_with_enrollments(6, ServerProcess::kill9).await;
     {
         // Rewrite event 3 as if someone edited it: it still decodes, but the chain breaks at 4.
         let (db, events) = raw_events(&data);
@@ -184,7 +166,7 @@ async fn an_altered_event_is_detected_at_start_up_and_by_the_audit() {
 async fn a_log_that_lost_acknowledged_events_is_refused() {
     let mut s = spawn_app().await;
     for i in 0..6 {
-        enroll(&s.url, &s.http, &format!("b{i}")).await;
+        enroll(&s, &format!("b{i}")).await;
     }
     s.stop().await; // writes the watermark: 6 acknowledged
     {

@@ -3,7 +3,7 @@
 //! ends: completed, timed out, cancelled, failed or expired — never pending forever.
 
 use crate::common::*;
-use reqwest::Method;
+use hydra::config::Config;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -23,14 +23,25 @@ async fn result(s: &TestServer, node: &str, exec: &str) -> (u16, Value) {
     get(s, &format!("/api/v1/nodes/{node}/exec/{exec}/result"), ADMIN).await
 }
 
+/// The watchdog ends a command 200 ms past its timeout, looking every 50 ms.
+fn short_grace(c: &mut Config) {
+    c.exec_timeout_grace = Duration::from_millis(200);
+    c.exec_watchdog_interval = Duration::from_millis(50);
+}
+
+/// A command not delivered within 300 ms expires.
+fn short_delivery(c: &mut Config) {
+    c.exec_delivery_deadline = Duration::from_millis(300);
+    c.exec_watchdog_interval = Duration::from_millis(50);
+}
+
 fn id_of(v: &Value) -> String {
     v["id"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
 async fn a_command_goes_from_queued_to_dispatched_to_completed() {
-    let s = spawn_app().await;
-    let (node, token) = approved_body(&s, "body-1").await;
+    let (s, node, token) = app_with_body(|_| {}).await;
     heartbeat(&s, &token, json!({})).await;
     let (status, queued) = submit(&s, &node, json!({"command": "echo hi", "timeout": "30s"})).await;
     assert_eq!(status, 202, "{queued}");
@@ -70,36 +81,25 @@ async fn a_command_goes_from_queued_to_dispatched_to_completed() {
 
 #[tokio::test]
 async fn a_long_polling_agent_gets_a_command_the_moment_it_is_queued() {
-    let s = spawn_app().await;
-    let (node, token) = approved_body(&s, "body-1").await;
-    let poll = {
-        let (http, url, token) = (s.http.clone(), s.url.clone(), token.clone());
-        tokio::spawn(async move {
-            call(&http, Method::GET, &format!("{url}/api/v1/body/exec?wait=30"), Some(&token), None).await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (s, node, token) = app_with_body(|_| {}).await;
+    let poll = spawn_get(&s, "/api/v1/body/exec?wait=30", &token);
+    let_the_poll_park().await;
     let (_, queued) = submit(&s, &node, json!({"command": "uptime"})).await;
     // The poll was waiting up to 30 s; it answers with the command instead of 204.
-    let (status, cmd) = tokio::time::timeout(Duration::from_secs(20), poll).await.unwrap().unwrap();
+    let (status, cmd) = tokio::time::timeout(GUARD, poll).await.unwrap().unwrap();
     assert_eq!(status, 200);
     assert_eq!(cmd["id"], queued["id"]);
 }
 
 #[tokio::test]
 async fn a_waiting_result_request_answers_the_moment_the_command_ends() {
-    let s = spawn_app().await;
-    let (node, token) = approved_body(&s, "body-1").await;
+    let (s, node, token) = app_with_body(|_| {}).await;
     let exec = id_of(&submit(&s, &node, json!({"command": "date"})).await.1);
-    let waiting = {
-        let (http, url) =
-            (s.http.clone(), format!("{}/api/v1/nodes/{node}/exec/{exec}/result?wait=30", s.url));
-        tokio::spawn(async move { call(&http, Method::GET, &url, Some(ADMIN), None).await })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiting = spawn_get(&s, &format!("/api/v1/nodes/{node}/exec/{exec}/result?wait=30"), ADMIN);
+    let_the_poll_park().await;
     fetch(&s, &token, 0).await;
     report(&s, &token, json!({"id": exec, "exit_code": 0, "stdout": "now"})).await;
-    let (status, r) = tokio::time::timeout(Duration::from_secs(20), waiting).await.unwrap().unwrap();
+    let (status, r) = tokio::time::timeout(GUARD, waiting).await.unwrap().unwrap();
     assert_eq!(status, 200);
     assert_eq!(r["stdout"], "now");
     // Without wait, an unfinished command answers 202 at once.
@@ -110,16 +110,10 @@ async fn a_waiting_result_request_answers_the_moment_the_command_ends() {
 #[tokio::test]
 async fn two_polls_racing_for_one_command_do_not_end_it() {
     // A half-open connection or a client retry can leave two polls of one node parked.
-    let s = spawn_app().await;
-    let (node, token) = approved_body(&s, "body-1").await;
-    let poll = || {
-        let (http, url, token) = (s.http.clone(), s.url.clone(), token.clone());
-        tokio::spawn(async move {
-            call(&http, Method::GET, &format!("{url}/api/v1/body/exec?wait=3"), Some(&token), None).await
-        })
-    };
+    let (s, node, token) = app_with_body(|_| {}).await;
+    let poll = || spawn_get(&s, "/api/v1/body/exec?wait=3", &token);
     let (a, b) = (poll(), poll());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let_the_poll_park().await;
     let exec = id_of(&submit(&s, &node, json!({"command": "once"})).await.1);
     let (a, b) = (a.await.unwrap(), b.await.unwrap());
     let got: Vec<u16> = [a.0, b.0].into_iter().filter(|s| *s == 200).collect();
@@ -130,8 +124,7 @@ async fn two_polls_racing_for_one_command_do_not_end_it() {
 
 #[tokio::test]
 async fn commands_run_one_at_a_time_in_fifo_order() {
-    let s = spawn_app().await;
-    let (node, token) = approved_body(&s, "body-1").await;
+    let (s, node, token) = app_with_body(|_| {}).await;
     let mut ids = Vec::new();
     for i in 0..1000 {
         ids.push(id_of(&submit(&s, &node, json!({"command": format!("echo {i}")})).await.1));
@@ -154,35 +147,16 @@ async fn commands_run_one_at_a_time_in_fifo_order() {
 
 #[tokio::test]
 async fn cancelling_in_flight_discards_the_late_result() {
-    let s = spawn_app().await;
-    let (node, token) = approved_body(&s, "body-1").await;
+    let (s, node, token) = app_with_body(|_| {}).await;
     let exec = id_of(&submit(&s, &node, json!({"command": "sleep 100"})).await.1);
     fetch(&s, &token, 0).await;
     // The agent watches its command and learns of the cancel at once.
-    let watch = {
-        let (http, url, token, exec) = (s.http.clone(), s.url.clone(), token.clone(), exec.clone());
-        tokio::spawn(async move {
-            call(
-                &http,
-                Method::GET,
-                &format!("{url}/api/v1/body/exec/{exec}/watch?wait=30"),
-                Some(&token),
-                None,
-            )
-            .await
-        })
-    };
-    let (status, c) = call(
-        &s.http,
-        Method::DELETE,
-        &format!("{}/api/v1/nodes/{node}/exec/queue/{exec}", s.url),
-        Some(ADMIN),
-        None,
-    )
-    .await;
+    let watch = spawn_get(&s, &format!("/api/v1/body/exec/{exec}/watch?wait=30"), &token);
+    let cancel = format!("/api/v1/nodes/{node}/exec/queue/{exec}");
+    let (status, c) = delete(&s, &cancel, ADMIN).await;
     assert_eq!(status, 200);
     assert_eq!(c, json!({"id": exec, "status": "cancelled", "was": "dispatched"}));
-    let (_, w) = tokio::time::timeout(Duration::from_secs(20), watch).await.unwrap().unwrap();
+    let (_, w) = tokio::time::timeout(GUARD, watch).await.unwrap().unwrap();
     assert_eq!(w["status"], "cancelled");
     let (status, body) = report(&s, &token, json!({"id": exec, "exit_code": 0, "stdout": "late"})).await;
     assert_eq!(status, 409, "{body}");
@@ -190,42 +164,30 @@ async fn cancelling_in_flight_discards_the_late_result() {
     assert_eq!(r["status"], "cancelled");
     assert_eq!(r["stdout"], "", "the late output was discarded");
     // Cancelling again is a clear conflict.
-    let (status, _) = call(
-        &s.http,
-        Method::DELETE,
-        &format!("{}/api/v1/nodes/{node}/exec/queue/{exec}", s.url),
-        Some(ADMIN),
-        None,
-    )
-    .await;
-    assert_eq!(status, 409);
+    assert_eq!(delete(&s, &cancel, ADMIN).await.0, 409);
 }
 
 #[tokio::test]
 async fn a_cancel_racing_the_result_ends_the_command_exactly_once() {
-    let s = spawn_app().await;
-    let (node, token) = approved_body(&s, "body-1").await;
+    let (s, node, token) = app_with_body(|_| {}).await;
     for _ in 0..20 {
         let exec = id_of(&submit(&s, &node, json!({"command": "true"})).await.1);
         fetch(&s, &token, 0).await;
-        let url = format!("{}/api/v1/nodes/{node}/exec/queue/{exec}", s.url);
-        let (c, r) = tokio::join!(
-            call(&s.http, Method::DELETE, &url, Some(ADMIN), None),
-            report(&s, &token, json!({"id": exec, "exit_code": 0}))
-        );
+        let cancel = format!("/api/v1/nodes/{node}/exec/queue/{exec}");
+        let (c, r) =
+            tokio::join!(delete(&s, &cancel, ADMIN), report(&s, &token, json!({"id": exec, "exit_code": 0})));
         // Exactly one of them wins; the other gets 409.
         assert!(matches!((c.0, r.0), (200, 409) | (409, 200)), "cancel {} result {}", c.0, r.0);
         let (_, end) = result(&s, &node, &exec).await;
         assert_eq!(end["status"], if c.0 == 200 { "cancelled" } else { "completed" });
     }
-    let (_, log) = get(&s, "/api/v1/events/log?types=exec.completed,exec.cancelled&limit=1000", ADMIN).await;
-    assert_eq!(log["events"].as_array().unwrap().len(), 20, "one ending per command");
+    let ends = events(&s, "types=exec.completed,exec.cancelled").await;
+    assert_eq!(ends.len(), 20, "one ending per command");
 }
 
 #[tokio::test]
 async fn results_from_the_wrong_node_duplicates_and_unknown_ids_are_refused() {
-    let s = spawn_app().await;
-    let (node, token) = approved_body(&s, "body-1").await;
+    let (s, node, token) = app_with_body(|_| {}).await;
     let (_, other_token) = approved_body(&s, "body-2").await;
     let exec = id_of(&submit(&s, &node, json!({"command": "id"})).await.1);
     fetch(&s, &token, 0).await;
@@ -245,9 +207,8 @@ async fn results_from_the_wrong_node_duplicates_and_unknown_ids_are_refused() {
 
 #[tokio::test]
 async fn bad_submissions_get_clear_errors() {
-    let s = spawn_app_with(|c| c.exec_max_command_bytes = 1000).await;
-    let (node, _) = approved_body(&s, "body-1").await;
-    let (pending, _) = enroll(&s.url, &s.http, "pending-1").await;
+    let (s, node, _) = app_with_body(|c| c.exec_max_command_bytes = 1000).await;
+    let (pending, _) = enroll(&s, "pending-1").await;
     let cases = [
         (json!({"command": "  "}), 400, "empty"),
         (json!({"command": "x", "timeout": 0}), 400, "timeout"),
@@ -271,8 +232,7 @@ async fn bad_submissions_get_clear_errors() {
 
 #[tokio::test]
 async fn an_offline_node_accepts_commands_and_says_so() {
-    let s = spawn_app().await;
-    let (node, token) = approved_body(&s, "body-1").await;
+    let (s, node, token) = app_with_body(|_| {}).await;
     let (status, queued) = submit(&s, &node, json!({"command": "hostname"})).await;
     assert_eq!(status, 202);
     assert_eq!(queued["node_status"], "offline");
@@ -284,8 +244,7 @@ async fn an_offline_node_accepts_commands_and_says_so() {
 
 #[tokio::test]
 async fn output_over_the_cap_is_cut_and_marked() {
-    let s = spawn_app_with(|c| c.exec_output_cap = 1000).await;
-    let (node, token) = approved_body(&s, "body-1").await;
+    let (s, node, token) = app_with_body(|c| c.exec_output_cap = 1000).await;
     let exec = id_of(&submit(&s, &node, json!({"command": "yes"})).await.1);
     fetch(&s, &token, 0).await;
     let (status, _) =
@@ -300,8 +259,7 @@ async fn output_over_the_cap_is_cut_and_marked() {
 
 #[tokio::test]
 async fn the_default_cap_of_one_mebibyte_per_stream_fits_in_a_result() {
-    let s = spawn_app().await;
-    let (node, token) = approved_body(&s, "body-1").await;
+    let (s, node, token) = app_with_body(|_| {}).await;
     let exec = id_of(&submit(&s, &node, json!({"command": "big"})).await.1);
     fetch(&s, &token, 0).await;
     let mib = "o".repeat(1024 * 1024);
@@ -315,17 +273,11 @@ async fn the_default_cap_of_one_mebibyte_per_stream_fits_in_a_result() {
 
 #[tokio::test]
 async fn the_watchdog_times_out_a_silent_agent_and_the_queue_moves_on() {
-    let s = spawn_app_with(|c| {
-        c.exec_timeout_grace = Duration::from_millis(200);
-        c.exec_watchdog_interval = Duration::from_millis(50);
-    })
-    .await;
-    let (node, token) = approved_body(&s, "body-1").await;
+    let (s, node, token) = app_with_body(short_grace).await;
     let first = id_of(&submit(&s, &node, json!({"command": "hang", "timeout": 1})).await.1);
     let second = id_of(&submit(&s, &node, json!({"command": "next"})).await.1);
     fetch(&s, &token, 0).await;
-    let ended =
-        eventually(Duration::from_secs(20), || async { result(&s, &node, &first).await.0 == 200 }).await;
+    let ended = eventually(GUARD, || async { result(&s, &node, &first).await.0 == 200 }).await;
     assert!(ended);
     let (_, r) = result(&s, &node, &first).await;
     assert_eq!(r["status"], "timed_out");
@@ -337,38 +289,23 @@ async fn the_watchdog_times_out_a_silent_agent_and_the_queue_moves_on() {
 
 #[tokio::test]
 async fn undelivered_commands_expire() {
-    let s = spawn_app_with(|c| {
-        c.exec_delivery_deadline = Duration::from_millis(300);
-        c.exec_watchdog_interval = Duration::from_millis(50);
-    })
-    .await;
-    let (node, _) = approved_body(&s, "body-1").await;
+    let (s, node, _) = app_with_body(short_delivery).await;
     let exec = id_of(&submit(&s, &node, json!({"command": "later"})).await.1);
-    let ended =
-        eventually(Duration::from_secs(20), || async { result(&s, &node, &exec).await.0 == 200 }).await;
+    let ended = eventually(GUARD, || async { result(&s, &node, &exec).await.0 == 200 }).await;
     assert!(ended);
     assert_eq!(result(&s, &node, &exec).await.1["status"], "expired");
 }
 
 #[tokio::test]
 async fn when_a_node_goes_offline_its_command_is_retried_or_failed() {
-    let s = spawn_app_with(|c| {
-        c.heartbeat_timeout = Duration::from_millis(300);
-        c.heartbeat_interval = Duration::from_millis(100);
-        c.offline_check_interval = Duration::from_millis(50);
-    })
-    .await;
-    let (node, token) = approved_body(&s, "body-1").await;
+    let (s, node, token) = app_with_body(quick_offline).await;
     heartbeat(&s, &token, json!({})).await;
     let retried = id_of(&submit(&s, &node, json!({"command": "a", "retry_on_disconnect": true})).await.1);
     let failed = id_of(&submit(&s, &node, json!({"command": "b"})).await.1);
     fetch(&s, &token, 0).await;
-    let path = format!("/api/v1/nodes/{node}");
     assert!(
-        eventually(Duration::from_secs(20), || async {
-            get(&s, &path, ADMIN).await.1["node_status"] == "offline"
-        })
-        .await
+        eventually(GUARD, || async { crate::common::node(&s, &node).await["node_status"] == "offline" })
+            .await
     );
     // exec-a went back to the front of the queue; it is sent again when the node returns.
     assert_eq!(result(&s, &node, &retried).await.1["status"], "pending");
@@ -377,9 +314,7 @@ async fn when_a_node_goes_offline_its_command_is_retried_or_failed() {
     report(&s, &token, json!({"id": retried, "exit_code": 0})).await;
     // exec-b does not allow retry: when the node drops again while running it, it fails.
     fetch(&s, &token, 0).await;
-    assert!(
-        eventually(Duration::from_secs(20), || async { result(&s, &node, &failed).await.0 == 200 }).await
-    );
+    assert!(eventually(GUARD, || async { result(&s, &node, &failed).await.0 == 200 }).await);
     let (_, r) = result(&s, &node, &failed).await;
     assert_eq!(r["status"], "failed");
     assert_eq!(r["reason"], "node_offline");
@@ -387,8 +322,7 @@ async fn when_a_node_goes_offline_its_command_is_retried_or_failed() {
 
 #[tokio::test]
 async fn the_queue_survives_a_restart_and_can_be_cleared() {
-    let mut s = spawn_app().await;
-    let (node, token) = approved_body(&s, "body-1").await;
+    let (mut s, node, token) = app_with_body(|_| {}).await;
     let in_flight = id_of(&submit(&s, &node, json!({"command": "one"})).await.1);
     for c in ["two", "three"] {
         submit(&s, &node, json!({"command": c})).await;
@@ -402,14 +336,7 @@ async fn the_queue_survives_a_restart_and_can_be_cleared() {
     assert_eq!(commands, ["two", "three"]);
     // The result of the command in flight before the restart is still accepted.
     assert_eq!(report(&s, &token, json!({"id": in_flight, "exit_code": 0})).await.0, 200);
-    let (status, cleared) = call(
-        &s.http,
-        Method::DELETE,
-        &format!("{}/api/v1/nodes/{node}/exec/queue", s.url),
-        Some(ADMIN),
-        None,
-    )
-    .await;
+    let (status, cleared) = delete(&s, &format!("/api/v1/nodes/{node}/exec/queue"), ADMIN).await;
     assert_eq!(status, 200);
     assert_eq!(cleared["cancelled"], 2);
     assert_eq!(fetch(&s, &token, 0).await.0, 204);
@@ -417,14 +344,12 @@ async fn the_queue_survives_a_restart_and_can_be_cleared() {
 
 #[tokio::test]
 async fn removing_a_node_fails_its_commands() {
-    let s = spawn_app().await;
-    let (node, token) = approved_body(&s, "body-1").await;
+    let (s, node, token) = app_with_body(|_| {}).await;
     submit(&s, &node, json!({"command": "a"})).await;
     submit(&s, &node, json!({"command": "b"})).await;
     fetch(&s, &token, 0).await;
-    call(&s.http, Method::DELETE, &format!("{}/api/v1/nodes/{node}", s.url), Some(ADMIN), None).await;
-    let (_, log) = get(&s, "/api/v1/events/log?types=exec.failed", ADMIN).await;
-    let reasons: Vec<&str> =
-        log["events"].as_array().unwrap().iter().map(|e| e["data"]["reason"].as_str().unwrap()).collect();
+    delete(&s, &format!("/api/v1/nodes/{node}"), ADMIN).await;
+    let failed = events(&s, "types=exec.failed").await;
+    let reasons: Vec<&str> = failed.iter().map(|e| e["data"]["reason"].as_str().unwrap()).collect();
     assert_eq!(reasons, ["node_removed", "node_removed"]);
 }

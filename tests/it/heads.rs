@@ -8,35 +8,17 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-const FLEET: &str = "test-fleet-token";
-
 async fn spawn_fleet_app() -> TestServer {
     spawn_app_with(|c| {
-        c.fleet_enrollment_token = Some(FLEET.into());
+        with_fleet(c);
         c.experience_library_url = Some("http://library.test:8090".into());
     })
     .await
 }
 
-/// Enrolls a kiosk with the fleet token; returns (head id, node token).
-async fn enroll_head(s: &TestServer, name: &str, district: &str, venue: &str) -> (String, String) {
-    let (status, body) =
-        post(s, "/api/v1/heads", FLEET, json!({"name": name, "district": district, "venue": venue})).await;
-    assert_eq!(status, 201, "head enrollment answered {body}");
-    assert!(body["server_url"].as_str().is_some_and(|u| u.starts_with("http")), "{body}");
-    (body["head_id"].as_str().unwrap().to_owned(), body["token"].as_str().unwrap().to_owned())
-}
-
-async fn put(s: &TestServer, path: &str, token: &str, body: Value) -> (u16, Value) {
-    call(&s.http, Method::PUT, &format!("{}{path}", s.url), Some(token), Some(body)).await
-}
-
 async fn types_in_log(s: &TestServer, query: &str) -> Vec<(String, String)> {
-    let (status, log) = get(s, &format!("/api/v1/events/log?{query}"), ADMIN).await;
-    assert_eq!(status, 200, "{log}");
-    log["events"]
-        .as_array()
-        .unwrap()
+    events(s, query)
+        .await
         .iter()
         .map(|e| {
             (e["type"].as_str().unwrap().to_owned(), e["data"]["node_id"].as_str().unwrap_or("").to_owned())
@@ -57,8 +39,7 @@ async fn fleet_enrollment_needs_the_fleet_token_and_the_fleet_token_nothing_else
     assert!(err["error"].as_str().unwrap().contains("fleet_enrollment_token"), "{err}");
 
     let s = spawn_fleet_app().await;
-    let (status, _) =
-        call(&s.http, Method::POST, &format!("{}/api/v1/heads", s.url), None, Some(body.clone())).await;
+    let (status, _) = request(&s, Method::POST, "/api/v1/heads", None, Some(body.clone())).await;
     assert_eq!(status, 401, "no token");
     let (status, _) = post(&s, "/api/v1/heads", "wrong-fleet-token", body.clone()).await;
     assert_eq!(status, 401, "wrong token");
@@ -104,8 +85,8 @@ async fn fleet_enrollment_needs_the_fleet_token_and_the_fleet_token_nothing_else
 #[tokio::test]
 async fn heads_heartbeat_and_report_their_status_once_per_change() {
     let s = spawn_fleet_app().await;
-    let (id, token) = enroll_head(&s, "ipad-1", "north", "arena").await;
-    let (other, other_token) = enroll_head(&s, "ipad-2", "north", "arena").await;
+    let (id, token) = enroll_head(&s, "ipad-1").await;
+    let (other, other_token) = enroll_head(&s, "ipad-2").await;
 
     // It heartbeats at once, with no approval step, through the agents' endpoint.
     let diag = json!({"version": "3.1", "wireguard": "up", "latency_ms": 12});
@@ -173,27 +154,10 @@ async fn heads_heartbeat_and_report_their_status_once_per_change() {
             ("head.status_changed".to_string(), id.clone()),
         ]
     );
-    let mut sse = s
-        .http
-        .get(format!("{}/api/v1/events?since=0&types=head.status_changed", s.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sse.status().as_u16(), 200);
-    let mut text = String::new();
-    let found = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(chunk) = sse.chunk().await.unwrap() {
-            text.push_str(&String::from_utf8_lossy(&chunk));
-            if text.matches("event: head.status_changed").count() >= 2 {
-                return true;
-            }
-        }
-        false
+    let text = sse_until(&s, "/api/v1/events?since=0&types=head.status_changed", ADMIN, |t| {
+        t.matches("event: head.status_changed").count() >= 2
     })
-    .await
-    .unwrap_or(false);
-    assert!(found, "SSE showed: {text}");
+    .await;
     assert!(text.contains(&format!("\"node_id\":\"{id}\"")), "{text}");
     assert!(text.contains("\"status\":\"error\""), "{text}");
 }
@@ -203,8 +167,8 @@ async fn the_stream_config_follows_the_assignment() {
     let s = spawn_fleet_app().await;
     let (body, body_token) = approved_body(&s, "body-1").await;
     heartbeat(&s, &body_token, json!({"wireguard_ip": "10.9.0.5", "provider_status": "running"})).await;
-    let (head, token) = enroll_head(&s, "ipad-1", "north", "arena").await;
-    let (_, other_token) = enroll_head(&s, "ipad-2", "north", "arena").await;
+    let (head, token) = enroll_head(&s, "ipad-1").await;
+    let (_, other_token) = enroll_head(&s, "ipad-2").await;
 
     // Unassigned: nowhere to stream from yet.
     let (status, config) = get(&s, &format!("/api/v1/heads/{head}"), &token).await;
@@ -283,8 +247,7 @@ async fn the_stream_config_follows_the_assignment() {
 
     // Removing a body unpins the heads that stream from it, in the same command.
     post(&s, &format!("/api/v1/nodes/{head}/head-assignment"), ADMIN, json!({"body_id": body})).await;
-    let (status, _) =
-        call(&s.http, Method::DELETE, &format!("{}/api/v1/nodes/{body}", s.url), Some(ADMIN), None).await;
+    let (status, _) = delete(&s, &format!("/api/v1/nodes/{body}"), ADMIN).await;
     assert_eq!(status, 204);
     let (_, config) = get(&s, &format!("/api/v1/heads/{head}"), &token).await;
     assert_eq!(config["assigned_body_id"], Value::Null);
@@ -307,7 +270,7 @@ async fn listed_heads(s: &TestServer) -> Vec<String> {
 #[tokio::test]
 async fn a_machine_approved_with_a_head_role_is_a_head_until_its_roles_say_otherwise() {
     let s = spawn_app_with(|c| {
-        c.fleet_enrollment_token = Some(FLEET.into());
+        with_fleet(c);
         c.heartbeat_interval = Duration::from_secs(7);
     })
     .await;
@@ -315,15 +278,8 @@ async fn a_machine_approved_with_a_head_role_is_a_head_until_its_roles_say_other
     heartbeat(&s, &body_token, json!({"provider_status": "running"})).await;
 
     // A Windows screen enrolls through /enroll like a body and is approved as a head.
-    let (screen, screen_token) = enroll(&s.url, &s.http, "windows-screen").await;
-    let (status, answer) = post(
-        &s,
-        &format!("/api/v1/nodes/{screen}/approve"),
-        ADMIN,
-        json!({"roles": ["hydraheadwindows"], "district": "north", "venue": "arena"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    let (screen, screen_token) = enroll(&s, "windows-screen").await;
+    approve_at(&s, &screen, &["hydraheadwindows"], "north", "arena").await;
     assert!(listed_heads(&s).await.contains(&screen), "listed with the heads");
     let (_, node) = get(&s, &format!("/api/v1/nodes/{screen}"), ADMIN).await;
     assert_eq!(node["kind"], "head", "{node}");
@@ -373,7 +329,8 @@ async fn a_machine_approved_with_a_head_role_is_a_head_until_its_roles_say_other
     assert_eq!(unassigned["data"]["reason"], "no_longer_a_head");
 }
 
-/// `hydracluster ARGS…` against the test server, as an admin types it.
+/// `hydracluster ARGS…` against the test server, as an admin types it (the server and
+/// token from the environment).
 fn cli(s: &TestServer, args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(hydracluster())
         .args(args)
@@ -381,10 +338,7 @@ fn cli(s: &TestServer, args: &[&str]) -> (bool, String) {
         .env("HYDRACLUSTER_TOKEN", ADMIN)
         .output()
         .unwrap();
-    (
-        out.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
-    )
+    (out.status.success(), all_output(&out))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,7 +346,7 @@ async fn the_cli_pins_heads_and_sets_their_whitelist() {
     let s = spawn_fleet_app().await;
     let (body, body_token) = approved_body(&s, "body-1").await;
     heartbeat(&s, &body_token, json!({"provider_status": "running"})).await;
-    let (head, token) = enroll_head(&s, "ipad-1", "north", "arena").await;
+    let (head, token) = enroll_head(&s, "ipad-1").await;
 
     let (ok, out) = cli(&s, &["assign", &head, &body, "--app", "racing"]);
     assert!(ok, "{out}");
@@ -415,19 +369,12 @@ async fn the_cli_pins_heads_and_sets_their_whitelist() {
 #[tokio::test]
 async fn assignments_to_the_wrong_body_are_refused_with_the_reason() {
     let s = spawn_fleet_app().await;
-    let (head, _) = enroll_head(&s, "ipad-1", "north", "arena").await;
-    let (other_head, _) = enroll_head(&s, "ipad-2", "north", "arena").await;
+    let (head, _) = enroll_head(&s, "ipad-1").await;
+    let (other_head, _) = enroll_head(&s, "ipad-2").await;
 
     // Online, but in another venue.
-    let (far, far_token) = enroll(&s.url, &s.http, "body-far").await;
-    let (status, _) = post(
-        &s,
-        &format!("/api/v1/nodes/{far}/approve"),
-        ADMIN,
-        json!({"roles": ["hydrabody"], "district": "north", "venue": "hall"}),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let (far, far_token) = enroll(&s, "body-far").await;
+    approve_at(&s, &far, &["hydrabody"], "north", "hall").await;
     heartbeat(&s, &far_token, json!({})).await;
     // Right venue, but never heard from.
     let (offline, _) = approved_body(&s, "body-off").await;
@@ -480,7 +427,7 @@ async fn heads_their_tokens_and_assignments_survive_a_restart() {
     let mut s = spawn_fleet_app().await;
     let (body, body_token) = approved_body(&s, "body-1").await;
     heartbeat(&s, &body_token, json!({"wireguard_ip": "10.9.0.5"})).await;
-    let (head, token) = enroll_head(&s, "ipad-1", "north", "arena").await;
+    let (head, token) = enroll_head(&s, "ipad-1").await;
     post(&s, &format!("/api/v1/nodes/{head}/head-assignment"), ADMIN, json!({"body_id": body})).await;
     post(&s, &format!("/api/v1/nodes/{head}/allowed-experiences"), ADMIN, json!({"experiences": ["racing"]}))
         .await;
@@ -499,40 +446,9 @@ async fn heads_their_tokens_and_assignments_survive_a_restart() {
     assert_eq!(heads[0]["assigned_body_name"], "body-1");
 }
 
-/// A stand-in for ExperienceLibrary on a real port: `/ok/…` serves a fixed catalog
-/// for north/arena (and checks the query), `/fail/…` answers 500, `/bad/…` sends
-/// something that is not JSON. Returns its base URL.
-async fn fake_library() -> String {
-    use axum::extract::Query;
-    use axum::routing::get;
-    use std::collections::HashMap;
-    let live = |Query(q): Query<HashMap<String, String>>| async move {
-        let at = (q.get("district").map(String::as_str), q.get("venue").map(String::as_str));
-        if at != (Some("north"), Some("arena")) {
-            return axum::Json(json!([]));
-        }
-        axum::Json(json!([
-            {"id": "racing", "title": "Racing", "build": {"version": "1.2"}},
-            {"id": "space", "title": "Space"},
-            {"id": "ocean", "title": "Ocean"},
-        ]))
-    };
-    let app = axum::Router::new()
-        .route("/ok/api/v1/experiences/live", get(live))
-        .route(
-            "/fail/api/v1/experiences/live",
-            get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
-        )
-        .route("/bad/api/v1/experiences/live", get(|| async { "<html>not json</html>" }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
-}
-
 async fn app_with_library(url: Option<String>) -> TestServer {
     spawn_app_with(move |c| {
-        c.fleet_enrollment_token = Some(FLEET.into());
+        with_fleet(c);
         c.experience_library_url = url;
     })
     .await
@@ -540,10 +456,10 @@ async fn app_with_library(url: Option<String>) -> TestServer {
 
 #[tokio::test]
 async fn the_catalog_is_the_live_library_list_filtered_by_the_whitelist() {
-    let library = fake_library().await;
+    let library = crate::common::library::fake_library().await;
     let s = app_with_library(Some(format!("{library}/ok/"))).await;
-    let (head, token) = enroll_head(&s, "ipad-1", "north", "arena").await;
-    let (_, other_token) = enroll_head(&s, "ipad-2", "north", "arena").await;
+    let (head, token) = enroll_head(&s, "ipad-1").await;
+    let (_, other_token) = enroll_head(&s, "ipad-2").await;
     let path = format!("/api/v1/heads/{head}/experiences");
 
     // An empty whitelist allows nothing: the kiosk offers only what an admin chose.
@@ -589,13 +505,13 @@ async fn the_catalog_is_the_live_library_list_filtered_by_the_whitelist() {
         (down, "unreachable"),
     ] {
         let s = app_with_library(Some(url)).await;
-        let (head, token) = enroll_head(&s, "ipad-1", "north", "arena").await;
+        let (head, token) = enroll_head(&s, "ipad-1").await;
         let (status, err) = get(&s, &format!("/api/v1/heads/{head}/experiences"), &token).await;
         assert_eq!(status, 502, "{err}");
         assert!(err["error"].as_str().unwrap().contains(says), "{says}: {err}");
     }
     let s = app_with_library(None).await;
-    let (head, token) = enroll_head(&s, "ipad-1", "north", "arena").await;
+    let (head, token) = enroll_head(&s, "ipad-1").await;
     let (status, err) = get(&s, &format!("/api/v1/heads/{head}/experiences"), &token).await;
     assert_eq!(status, 503, "{err}");
     assert!(err["error"].as_str().unwrap().contains("experienceLibrary.url"), "{err}");
@@ -604,8 +520,8 @@ async fn the_catalog_is_the_live_library_list_filtered_by_the_whitelist() {
 #[tokio::test]
 async fn eligible_bodies_follow_the_selection_rules_and_say_why() {
     let s = spawn_fleet_app().await;
-    let (head, token) = enroll_head(&s, "ipad-1", "north", "arena").await;
-    let (other_head, _) = enroll_head(&s, "ipad-2", "north", "arena").await;
+    let (head, token) = enroll_head(&s, "ipad-1").await;
+    let (other_head, _) = enroll_head(&s, "ipad-2").await;
     let ready = json!({"provider_status": "running", "stream_status": "idle", "wireguard_ip": "10.9.0.1"});
     let (b, b_token) = approved_body(&s, "body-b").await;
     let (a, a_token) = approved_body(&s, "body-a").await;
@@ -620,16 +536,10 @@ async fn eligible_bodies_follow_the_selection_rules_and_say_why() {
     heartbeat(&s, &t, ready.clone()).await;
     post(&s, &format!("/api/v1/nodes/{drained}/drain"), ADMIN, json!({"draining": true})).await;
     approved_body(&s, "silent").await;
-    let (_, pending_token) = enroll(&s.url, &s.http, "pending").await;
+    let (_, pending_token) = enroll(&s, "pending").await;
     heartbeat(&s, &pending_token, ready.clone()).await;
-    let (far, t) = enroll(&s.url, &s.http, "far").await;
-    post(
-        &s,
-        &format!("/api/v1/nodes/{far}/approve"),
-        ADMIN,
-        json!({"roles": [], "district": "north", "venue": "hall"}),
-    )
-    .await;
+    let (far, t) = enroll(&s, "far").await;
+    approve_at(&s, &far, &[], "north", "hall").await;
     heartbeat(&s, &t, ready.clone()).await;
 
     let path = format!("/api/v1/bodies/eligible?head={head}");
@@ -672,38 +582,31 @@ async fn eligible_bodies_follow_the_selection_rules_and_say_why() {
     assert_eq!(status, 403, "a body's token");
 }
 
-/// Plays the head's agent once: takes the next command and answers it with `answer`.
+/// Plays the head's agent once: takes the next command, which holds `expect`, and
+/// answers it with `answer`.
 fn agent_answers(
     s: &TestServer,
     token: &str,
     expect: &'static str,
     answer: Value,
 ) -> tokio::task::JoinHandle<()> {
-    let (http, url, token) = (s.http.clone(), s.url.clone(), token.to_owned());
+    let one = answer_one_command(s, token, answer);
     tokio::spawn(async move {
-        let (status, cmd) =
-            call(&http, Method::GET, &format!("{url}/api/v1/body/exec?wait=20"), Some(&token), None).await;
-        assert_eq!(status, 200, "{cmd}");
+        let cmd = one.await.unwrap();
         let command = cmd["command"].as_str().unwrap();
         assert!(command.contains(expect), "{command}");
-        let mut answer = answer;
-        answer["id"] = cmd["id"].clone();
-        let (status, r) =
-            call(&http, Method::POST, &format!("{url}/api/v1/body/exec/result"), Some(&token), Some(answer))
-                .await;
-        assert_eq!(status, 200, "{r}");
     })
 }
 
 #[tokio::test]
 async fn screenshots_and_logs_come_through_the_exec_channel() {
     let s = spawn_app_with(|c| {
-        c.fleet_enrollment_token = Some(FLEET.into());
+        with_fleet(c);
         c.head_exec_timeout = Duration::from_secs(1);
         c.head_log_path = "/var/log/kiosk.log".into();
     })
     .await;
-    let (head, token) = enroll_head(&s, "ipad-1", "north", "arena").await;
+    let (head, token) = enroll_head(&s, "ipad-1").await;
     let shot = format!("{}/api/v1/heads/{head}/screenshot", s.url);
 
     // Offline: nothing would answer, so it says so at once.

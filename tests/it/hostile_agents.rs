@@ -8,14 +8,19 @@ use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-const FLEET: &str = "test-fleet-token";
-
 /// The node's `node.agent_changed` events, oldest first.
 async fn agent_changes(s: &TestServer, id: &str) -> Vec<Value> {
-    let (status, log) =
-        get(s, &format!("/api/v1/events/log?node={id}&types=node.agent_changed&limit=10000"), ADMIN).await;
-    assert_eq!(status, 200, "{log}");
-    log["events"].as_array().unwrap().clone()
+    events(s, &format!("node={id}&types=node.agent_changed")).await
+}
+
+/// A server whose event budget for heartbeat changes is one per `approved` for
+/// approved nodes and one per `pending` for pending ones.
+async fn with_budgets(approved: Duration, pending: Duration) -> TestServer {
+    spawn_app_with(|c| {
+        c.heartbeat_event_interval = approved;
+        c.pending_heartbeat_event_interval = pending;
+    })
+    .await
 }
 
 /// Two alternating (agent_version, os) pairs; heartbeat `i` reports pair `i % 2`.
@@ -34,6 +39,24 @@ async fn flap_200(s: &TestServer, token: &str) -> Duration {
     started.elapsed()
 }
 
+/// Flaps 200 times; the node's `node.agent_changed` events are no more than a budget
+/// of `burst` then one per `interval` allows. How many, and how long the flaps took.
+async fn flap_within_budget(
+    s: &TestServer,
+    id: &str,
+    token: &str,
+    burst: u64,
+    interval: Duration,
+) -> (usize, Duration) {
+    let elapsed = flap_200(s, token).await;
+    let written = agent_changes(s, id).await.len();
+    assert!(
+        written <= allowed(burst, interval, elapsed),
+        "200 flaps in {elapsed:?} wrote {written} node.agent_changed events"
+    );
+    (written, elapsed)
+}
+
 /// The most writes a budget of `burst` then one per `interval` allows in `elapsed`.
 fn allowed(burst: u64, interval: Duration, elapsed: Duration) -> usize {
     (burst + elapsed.as_millis() as u64 / interval.as_millis() as u64 + 1) as usize
@@ -43,7 +66,7 @@ fn allowed(burst: u64, interval: Duration, elapsed: Duration) -> usize {
 /// the last reported pair, (2.0, windows).
 async fn ends_at_the_latest_value(s: &TestServer, id: &str) {
     let settled = eventually(Duration::from_secs(30), || async {
-        let (_, node) = get(s, &format!("/api/v1/nodes/{id}"), ADMIN).await;
+        let node = node(s, id).await;
         let last = agent_changes(s, id).await.pop().unwrap_or(Value::Null);
         node["os"] == "windows"
             && node["agent_version"] == "2.0"
@@ -52,27 +75,21 @@ async fn ends_at_the_latest_value(s: &TestServer, id: &str) {
             && last["data"]["agent_version"] == "2.0"
     })
     .await;
-    let (_, node) = get(s, &format!("/api/v1/nodes/{id}"), ADMIN).await;
-    assert!(settled, "the latest value never reached the log: {node} {:?}", agent_changes(s, id).await);
+    assert!(
+        settled,
+        "the latest value never reached the log: {} {:?}",
+        node(s, id).await,
+        agent_changes(s, id).await
+    );
 }
 
 #[tokio::test]
 async fn a_flapping_pending_node_writes_a_couple_of_events_and_ends_at_its_latest_value() {
     let interval = Duration::from_secs(2);
-    let s = spawn_app_with(|c| {
-        c.pending_heartbeat_event_interval = interval;
-        // Were the pending node given the approved budget, its last value would wait an hour.
-        c.heartbeat_event_interval = Duration::from_secs(3600);
-    })
-    .await;
-    let (id, token) = enroll(&s.url, &s.http, "flapper").await;
-    let elapsed = flap_200(&s, &token).await;
-
-    let written = agent_changes(&s, &id).await.len();
-    assert!(
-        written <= allowed(1, interval, elapsed),
-        "200 flaps in {elapsed:?} wrote {written} node.agent_changed events"
-    );
+    // Were the pending node given the approved budget, its last value would wait an hour.
+    let s = with_budgets(Duration::from_secs(3600), interval).await;
+    let (id, token) = enroll(&s, "flapper").await;
+    let (written, elapsed) = flap_within_budget(&s, &id, &token, 1, interval).await;
     let (_, node) = get(&s, &format!("/api/v1/nodes/{id}"), ADMIN).await;
     let coalesced = node["coalesced_changes"].as_u64().unwrap();
     // Every other flap goes back to what the log says, which is no change at all.
@@ -90,18 +107,9 @@ async fn a_flapping_pending_node_writes_a_couple_of_events_and_ends_at_its_lates
 #[tokio::test]
 async fn a_flapping_approved_node_has_its_own_budget_and_flags_never_wait() {
     let interval = Duration::from_secs(2);
-    let s = spawn_app_with(|c| {
-        c.heartbeat_event_interval = interval;
-        c.pending_heartbeat_event_interval = Duration::from_secs(3600);
-    })
-    .await;
+    let s = with_budgets(interval, Duration::from_secs(3600)).await;
     let (id, token) = approved_body(&s, "flapper").await;
-    let elapsed = flap_200(&s, &token).await;
-    let written = agent_changes(&s, &id).await.len();
-    assert!(
-        written <= allowed(3, interval, elapsed),
-        "200 flaps in {elapsed:?} wrote {written} node.agent_changed events"
-    );
+    let (written, elapsed) = flap_within_budget(&s, &id, &token, 3, interval).await;
     eprintln!("approved: 200 flaps in {elapsed:?} wrote {written} node.agent_changed");
 
     // Its budget is spent, yet an update flag reaches it with its very next heartbeat.
@@ -117,8 +125,8 @@ async fn a_flapping_approved_node_has_its_own_budget_and_flags_never_wait() {
 
 #[tokio::test]
 async fn oversized_reports_are_refused_naming_the_field_and_store_nothing() {
-    let s = spawn_app_with(|c| c.fleet_enrollment_token = Some(FLEET.into())).await;
-    let (id, token) = enroll(&s.url, &s.http, "chatty").await;
+    let s = spawn_app_with(with_fleet).await;
+    let (id, token) = enroll(&s, "chatty").await;
     let (status, _) =
         heartbeat(&s, &token, json!({"agent_version": "1.0", "diagnostics": {"disk": "ok"}})).await;
     assert_eq!(status, 200);
@@ -152,12 +160,9 @@ async fn oversized_reports_are_refused_naming_the_field_and_store_nothing() {
     assert!(node.get("telemetry").is_none(), "{node}");
 
     // A kiosk's status report is bounded the same way.
-    let (_, head) =
-        post(&s, "/api/v1/heads", FLEET, json!({"name": "kiosk", "district": "north", "venue": "arena"}))
-            .await;
-    let (head_id, head_token) = (head["head_id"].as_str().unwrap(), head["token"].as_str().unwrap());
-    let url = format!("{}/api/v1/heads/{head_id}", s.url);
-    let put = |body: Value| call(&s.http, reqwest::Method::PUT, &url, Some(head_token), Some(body));
+    let (head_id, head_token) = enroll_head(&s, "kiosk").await;
+    let path = format!("/api/v1/heads/{head_id}");
+    let put = |body: Value| put(&s, &path, &head_token, body);
     let before = s.ledger().committed_seq();
     let (status, err) =
         put(json!({"status": "streaming", "diagnostics": {"blob": "x".repeat(10_000)}})).await;
@@ -175,15 +180,8 @@ async fn oversized_reports_are_refused_naming_the_field_and_store_nothing() {
 #[tokio::test]
 async fn the_pending_queue_is_capped_until_an_admin_decides() {
     let s = spawn_app_with(|c| c.max_pending_nodes = 3).await;
-    let mut ids = Vec::new();
-    for i in 0..3 {
-        ids.push(enroll(&s.url, &s.http, &format!("queued-{i}")).await.0);
-    }
-    let enroll_url = format!("{}/enroll", s.url);
-    let enroll_one = |name: &str| {
-        let body = json!({"name": name, "ip": "10.0.0.9"});
-        call(&s.http, reqwest::Method::POST, &enroll_url, None, Some(body))
-    };
+    let ids = enroll_n(&s, "queued", 3).await;
+    let enroll_one = |name: &'static str| try_enroll(&s, name);
     let before = s.ledger().committed_seq();
     let (status, err) = enroll_one("one-too-many").await;
     assert_eq!(status, 503, "{err}");
@@ -191,14 +189,7 @@ async fn the_pending_queue_is_capped_until_an_admin_decides() {
     assert!(message.contains("pending queue is full") && message.contains("approve"), "{message}");
     assert_eq!(s.ledger().committed_seq(), before, "a refused enrollment wrote an event");
 
-    let (status, _) = post(
-        &s,
-        &format!("/api/v1/nodes/{}/approve", ids[0]),
-        ADMIN,
-        json!({"roles": [], "district": "north", "venue": "arena"}),
-    )
-    .await;
-    assert_eq!(status, 200);
+    approve_at(&s, &ids[0], &[], "north", "arena").await;
     assert_eq!(enroll_one("after-approval").await.0, 201);
     assert_eq!(enroll_one("full-again").await.0, 503);
     let (status, _) = post(&s, &format!("/api/v1/nodes/{}/reject", ids[1]), ADMIN, json!({})).await;
@@ -229,13 +220,9 @@ async fn all_pages(s: &TestServer, path: &str, limit: usize) -> (Vec<Value>, usi
     }
 }
 
-fn ids(items: &[Value]) -> Vec<String> {
-    items.iter().map(|n| n["id"].as_str().unwrap().to_owned()).collect()
-}
-
 #[tokio::test]
 async fn lists_come_in_pages_that_hold_every_node_once() {
-    let s = spawn_app_with(|c| c.fleet_enrollment_token = Some(FLEET.into())).await;
+    let s = spawn_app_with(with_fleet).await;
     // One more than the default page, so that the CLI and the library must follow pages.
     let count = 501;
     let mut enrolled: Vec<String> = stream::iter(0..count)
@@ -264,12 +251,8 @@ async fn lists_come_in_pages_that_hold_every_node_once() {
     }
 
     // The CLI lists every node, across pages.
-    let out = tokio::process::Command::new(hydracluster())
-        .args(["nodes", "--json", "--server", &s.url, "--admin-token", ADMIN])
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = admin_cli(&s, &["nodes", "--json"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ids(&listed), enrolled);
     // So does ExperienceLibrary's client, which picks rollout targets from it.
@@ -281,8 +264,7 @@ async fn lists_come_in_pages_that_hold_every_node_once() {
 
     // Heads page the same way.
     for i in 0..3 {
-        let body = json!({"name": format!("kiosk-{i}"), "district": "north", "venue": "arena"});
-        assert_eq!(post(&s, "/api/v1/heads", FLEET, body).await.0, 201);
+        enroll_head(&s, &format!("kiosk-{i}")).await;
     }
     let (heads, pages) = all_pages(&s, "/api/v1/heads", 2).await;
     assert_eq!((heads.len(), pages), (3, 2));

@@ -2,48 +2,31 @@
 //! cluster configured): experiences, builds, promotion, the public live list, auth,
 //! body errors, SSE, and the CLI binary against the same server.
 
+use crate::common::library::{spawn_library, TestLibrary};
+use crate::common::{dead_url, ADMIN, OBSERVER};
 use eventsource_client::{self as es, Client as _};
 use futures_util::StreamExt;
-use hydra::library::config::LibraryConfig;
-use hydra::library::server::{start, Running};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-const ADMIN: &str = "library-admin-token";
-const OBSERVER: &str = "library-observer-token";
-
-struct Lib {
-    url: String,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-    running: Option<Running>,
+async fn spawn_lib() -> TestLibrary {
+    spawn_library(|_| {}).await
 }
 
-async fn spawn_lib() -> Lib {
-    spawn_lib_with(None).await
+async fn spawn_lib_with(cluster_url: Option<String>) -> TestLibrary {
+    spawn_library(|c| c.cluster_url = cluster_url).await
 }
 
-async fn spawn_lib_with(cluster_url: Option<String>) -> Lib {
-    let dir = tempfile::tempdir().unwrap();
-    let config = LibraryConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data: dir.path().to_owned(),
-        admin_token: Some(ADMIN.into()),
-        observer_token: Some(OBSERVER.into()),
-        cluster_url,
-        http_timeout: Duration::from_secs(5),
-        ..LibraryConfig::default()
-    };
-    let running = start(config).await.expect("library starts");
-    Lib {
-        url: format!("http://{}", running.addr),
-        http: reqwest::Client::new(),
-        _dir: dir,
-        running: Some(running),
-    }
+/// A library (following `cluster_url` when given) with the experience `space` at v1
+/// and its build b1.
+async fn lib_with_b1(cluster_url: Option<String>) -> TestLibrary {
+    let lib = spawn_lib_with(cluster_url).await;
+    lib.create("space", &["v1"], false).await;
+    lib.build("space", "b1", "1.0").await;
+    lib
 }
 
-impl Lib {
+impl TestLibrary {
     async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self.http.request(method, format!("{}{path}", self.url));
@@ -75,12 +58,6 @@ impl Lib {
             .unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn stop(&mut self) {
-        if let Some(r) = self.running.take() {
-            r.stop().await.unwrap();
-        }
     }
 
     async fn create(&self, id: &str, venues: &[&str], auto_promote: bool) -> Value {
@@ -135,23 +112,25 @@ async fn experiences_are_created_listed_and_read_with_clear_refusals() {
     assert_eq!(status, 404);
     assert!(error(&v).contains("nope"));
 
-    let again = json!({"id": "space", "project": "p", "district": "d1", "venues": ["v1"]});
-    let (status, v) = lib.admin("POST", "/api/v1/experiences", Some(again)).await;
-    assert_eq!(status, 409);
-    assert!(error(&v).contains("exists already"), "{v}");
-
-    let bad_id = json!({"id": "no spaces", "project": "p", "district": "d1", "venues": ["v1"]});
-    let (status, v) = lib.admin("POST", "/api/v1/experiences", Some(bad_id)).await;
-    assert_eq!(status, 400);
-    assert!(error(&v).contains("experience id"), "{v}");
-    let no_venue = json!({"id": "x1", "project": "p", "district": "d1", "venues": []});
-    let (status, v) = lib.admin("POST", "/api/v1/experiences", Some(no_venue)).await;
-    assert_eq!(status, 400);
-    assert!(error(&v).contains("venues"), "{v}");
-    let bad_venue = json!({"id": "x1", "project": "p", "district": "d1", "venues": ["v\n1"]});
-    let (status, v) = lib.admin("POST", "/api/v1/experiences", Some(bad_venue)).await;
-    assert_eq!(status, 400);
-    assert!(error(&v).contains("venue must be 1 to 64 printable characters"), "{v}");
+    let refused = [
+        (json!({"id": "space", "project": "p", "district": "d1", "venues": ["v1"]}), 409, "exists already"),
+        (
+            json!({"id": "no spaces", "project": "p", "district": "d1", "venues": ["v1"]}),
+            400,
+            "experience id",
+        ),
+        (json!({"id": "x1", "project": "p", "district": "d1", "venues": []}), 400, "venues"),
+        (
+            json!({"id": "x1", "project": "p", "district": "d1", "venues": ["v\n1"]}),
+            400,
+            "venue must be 1 to 64 printable characters",
+        ),
+    ];
+    for (body, want, says) in refused {
+        let (status, v) = lib.admin("POST", "/api/v1/experiences", Some(body)).await;
+        assert_eq!(status, want, "{v}");
+        assert!(error(&v).contains(says), "{v}");
+    }
     // Places follow hydracluster's rule: a venue it accepts, like `Hall A`, is fine here.
     let spaced = json!({"id": "x2", "project": "p", "district": "North Side", "venues": ["Hall A"]});
     let (status, v) = lib.admin("POST", "/api/v1/experiences", Some(spaced)).await;
@@ -397,9 +376,7 @@ async fn tokens_bodies_and_unknown_paths_get_clear_errors() {
 
 #[tokio::test]
 async fn the_event_stream_carries_experience_and_build_events_to_an_observer() {
-    let mut lib = spawn_lib().await;
-    lib.create("space", &["v1"], false).await;
-    lib.build("space", "b1", "1.0").await;
+    let mut lib = lib_with_b1(None).await;
 
     let client = es::ClientBuilder::for_url(&format!("{}/api/v1/events?since=0", lib.url))
         .unwrap()
@@ -426,9 +403,7 @@ async fn the_event_stream_carries_experience_and_build_events_to_an_observer() {
 
 #[tokio::test]
 async fn the_cli_reads_an_experience_and_lists_rollouts() {
-    let mut lib = spawn_lib().await;
-    lib.create("space", &["v1"], false).await;
-    lib.build("space", "b1", "1.0").await;
+    let mut lib = lib_with_b1(None).await;
     let bin = env!("CARGO_BIN_EXE_hydraexperiencelibrary");
     let url = lib.url.clone();
     let run = move |args: &[&str]| {
@@ -524,9 +499,7 @@ async fn fake_cluster() -> String {
 
 #[tokio::test]
 async fn a_promotion_over_a_venue_starts_a_rollout_that_can_be_paused_resumed_and_cancelled() {
-    let mut lib = spawn_lib_with(Some(fake_cluster().await)).await;
-    lib.create("space", &["v1"], false).await;
-    lib.build("space", "b1", "1.0").await;
+    let mut lib = lib_with_b1(Some(fake_cluster().await)).await;
     let body = json!({"to": "staging", "max_parallel": 1, "failure_threshold": "1", "node_deadline": "10m"});
     let (status, p) = lib.admin("POST", "/api/v1/experiences/space/promote", Some(body)).await;
     assert_eq!(status, 201, "{p}");
@@ -607,11 +580,7 @@ async fn a_promotion_over_a_venue_starts_a_rollout_that_can_be_paused_resumed_an
 #[tokio::test]
 async fn a_promotion_that_cannot_reach_hydracluster_is_a_502_and_promotes_nothing() {
     // A port that was just free: nothing listens there.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", l.local_addr().unwrap())
-    };
-    let mut lib = spawn_lib_with(Some(closed)).await;
+    let mut lib = spawn_lib_with(Some(dead_url())).await;
     lib.create("space", &["v1"], true).await;
     let (status, v) = lib.build("space", "b1", "1.0").await;
     assert_eq!(status, 201, "the build stays registered: {v}");

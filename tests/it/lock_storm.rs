@@ -52,11 +52,7 @@ async fn every_post_is_answered_during_a_storm_of_gets() {
                         let stream = if i % 2 == 0 { "streaming" } else { "idle" };
                         heartbeat(&s, &node_token, json!({"stream_status": stream})).await
                     }
-                    _ => {
-                        let url = format!("{}/enroll", s.url);
-                        let body = json!({"name": format!("n{w}-{i}"), "ip": "10.0.0.1"});
-                        call(&s.http, reqwest::Method::POST, &url, None, Some(body)).await
-                    }
+                    _ => try_enroll(&s, &format!("n{w}-{i}")).await,
                 };
                 assert!(status == 200 || status == 201, "{status} {body}");
                 answered.fetch_add(1, Ordering::Relaxed);

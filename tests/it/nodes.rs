@@ -6,10 +6,14 @@ use reqwest::Method;
 use serde_json::json;
 use std::time::Duration;
 
+async fn place(s: &TestServer, id: &str, placement: serde_json::Value) -> (u16, serde_json::Value) {
+    post(s, &format!("/api/v1/nodes/{id}/placement"), ADMIN, placement).await
+}
+
 #[tokio::test]
 async fn a_node_goes_from_enrollment_to_approval_to_removal() {
     let s = spawn_app().await;
-    let (id, token) = enroll(&s.url, &s.http, "body-1").await;
+    let (id, token) = enroll(&s, "body-1").await;
     assert!(id.starts_with("node-") && token.starts_with("hyn_"));
 
     // Pending: may heartbeat (shows online) but gets no roles.
@@ -41,13 +45,7 @@ async fn a_node_goes_from_enrollment_to_approval_to_removal() {
     assert_eq!(status, 200);
     assert_eq!(node["roles"], json!(["hydraguard-air"]));
 
-    let (status, node) = post(
-        &s,
-        &format!("/api/v1/nodes/{id}/placement"),
-        ADMIN,
-        json!({"district": "south", "venue": "hall", "owner": "ops"}),
-    )
-    .await;
+    let (status, node) = place(&s, &id, json!({"district": "south", "venue": "hall", "owner": "ops"})).await;
     assert_eq!(status, 200);
     assert_eq!((node["district"].as_str(), node["venue"].as_str()), (Some("south"), Some("hall")));
     assert_eq!(node["environment"], "production", "placement without environment means production");
@@ -56,9 +54,7 @@ async fn a_node_goes_from_enrollment_to_approval_to_removal() {
     assert_eq!(node["draining"], true);
 
     // Remove: the node's token stops working.
-    let (status, _) =
-        call(&s.http, Method::DELETE, &format!("{}/api/v1/nodes/{id}", s.url), Some(ADMIN), None).await;
-    assert_eq!(status, 204);
+    assert_eq!(delete(&s, &format!("/api/v1/nodes/{id}"), ADMIN).await.0, 204);
     let (status, _) = heartbeat(&s, &token, json!({})).await;
     assert_eq!(status, 401);
     let (status, _) = get(&s, &format!("/api/v1/nodes/{id}"), ADMIN).await;
@@ -66,10 +62,8 @@ async fn a_node_goes_from_enrollment_to_approval_to_removal() {
     // The log forgets nothing: the history is still there.
     let (status, history) = get(&s, &format!("/api/v1/nodes/{id}/history"), ADMIN).await;
     assert_eq!(status, 200);
-    let types: Vec<&str> =
-        history["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(
-        types,
+        types(history["events"].as_array().unwrap()),
         [
             "node.enrolled",
             "node.online",
@@ -85,8 +79,7 @@ async fn a_node_goes_from_enrollment_to_approval_to_removal() {
 
 #[tokio::test]
 async fn heartbeats_that_change_nothing_write_nothing() {
-    let s = spawn_app().await;
-    let (_, token) = approved_body(&s, "body-1").await;
+    let (s, _, token) = app_with_body(|_| {}).await;
     let report = json!({"provider_status": "running", "agent_version": "2.1", "stream_status": "idle",
                         "telemetry": {"gpu_utilization_pct": 12}, "diagnostics": {"disk": "ok"}});
     heartbeat(&s, &token, report.clone()).await;
@@ -108,8 +101,7 @@ async fn heartbeats_that_change_nothing_write_nothing() {
 
 #[tokio::test]
 async fn update_flags_reach_the_node_exactly_once() {
-    let s = spawn_app().await;
-    let (id, token) = approved_body(&s, "body-1").await;
+    let (s, id, token) = app_with_body(|_| {}).await;
     let (status, node) = post(&s, &format!("/api/v1/nodes/{id}/update-node"), ADMIN, json!({})).await;
     assert_eq!(status, 200);
     assert_eq!(node["update_node"], true);
@@ -124,18 +116,15 @@ async fn update_flags_reach_the_node_exactly_once() {
 async fn list_filters_by_district_venue_role_and_status() {
     let s = spawn_app().await;
     let (a, _) = approved_body(&s, "body-a").await;
-    let (b, _) = enroll(&s.url, &s.http, "pending-b").await;
-    let ids = |v: &serde_json::Value| -> Vec<String> {
-        v.as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap().to_owned()).collect()
-    };
+    let (b, _) = enroll(&s, "pending-b").await;
     let (_, v) = get(&s, "/api/v1/nodes?district=north&venue=arena", ADMIN).await;
-    assert_eq!(ids(&v), vec![a.clone()]);
+    assert_eq!(ids(v.as_array().unwrap()), vec![a.clone()]);
     let (_, v) = get(&s, "/api/v1/nodes?role=hydrabody", ADMIN).await;
-    assert_eq!(ids(&v), vec![a.clone()]);
+    assert_eq!(ids(v.as_array().unwrap()), vec![a.clone()]);
     let (_, v) = get(&s, "/api/v1/nodes?status=pending", ADMIN).await;
-    assert_eq!(ids(&v), vec![b]);
+    assert_eq!(ids(v.as_array().unwrap()), vec![b]);
     let (_, v) = get(&s, "/api/v1/nodes?district=south", OBSERVER).await;
-    assert!(ids(&v).is_empty());
+    assert!(ids(v.as_array().unwrap()).is_empty());
     let (status, v) = get(&s, "/api/v1/nodes?status=sleeping", ADMIN).await;
     assert_eq!(status, 400);
     assert!(v["error"].as_str().unwrap().contains("sleeping"));
@@ -175,8 +164,7 @@ async fn the_enrollment_page_prefills_safely_and_the_form_enrolls() {
 #[tokio::test]
 async fn enrollment_without_an_ip_uses_the_remote_address() {
     let s = spawn_app().await;
-    let (status, body) =
-        call(&s.http, Method::POST, &format!("{}/enroll", s.url), None, Some(json!({"name": "b"}))).await;
+    let (status, body) = request(&s, Method::POST, "/enroll", None, Some(json!({"name": "b"}))).await;
     assert_eq!(status, 201, "{body}");
     let (_, node) = get(&s, &format!("/api/v1/nodes/{}", body["node_id"].as_str().unwrap()), ADMIN).await;
     assert_eq!(node["ip"], "127.0.0.1");
@@ -184,11 +172,9 @@ async fn enrollment_without_an_ip_uses_the_remote_address() {
 
 #[tokio::test]
 async fn bad_requests_get_clear_errors_and_change_nothing() {
-    let s = spawn_app_with(|c| c.max_body_bytes = 4096).await;
-    let (id, token) = approved_body(&s, "body-1").await;
+    let (s, id, token) = app_with_body(|c| c.max_body_bytes = 4096).await;
     let before = s.ledger().committed_seq();
     let (_, digest_before) = get(&s, "/api/v1/audit/digest", ADMIN).await;
-    let url = |p: &str| format!("{}{p}", s.url);
 
     let raw = |path: String, body: &'static str, token: &'static str| {
         let http = s.http.clone();
@@ -205,7 +191,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
             (status, r.json::<serde_json::Value>().await.unwrap_or_default())
         }
     };
-    let roles_url = url(&format!("/api/v1/nodes/{id}/roles"));
+    let roles_url = format!("{}/api/v1/nodes/{id}/roles", s.url);
     // Malformed JSON.
     let (status, body) = raw(roles_url.clone(), "{\"roles\": [", ADMIN).await;
     assert_eq!(status, 400, "{body}");
@@ -236,7 +222,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         json!({"name": "a b<c>", "ip": "10.0.0.1"}),
         json!({"name": "ok", "ip": "999.1.1.1"}),
     ] {
-        let (status, body) = call(&s.http, Method::POST, &url("/enroll"), None, Some(bad)).await;
+        let (status, body) = request(&s, Method::POST, "/enroll", None, Some(bad)).await;
         assert_eq!(status, 400, "{body}");
         assert!(body["error"].as_str().is_some());
     }
@@ -244,18 +230,10 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let (status, _) = heartbeat(&s, &token, json!({"stream_status": "dancing"})).await;
     assert_eq!(status, 400);
     // Bad environment, empty district.
-    let (status, body) = post(
-        &s,
-        &format!("/api/v1/nodes/{id}/placement"),
-        ADMIN,
-        json!({"district": "n", "venue": "v", "environment": "qa"}),
-    )
-    .await;
+    let (status, body) = place(&s, &id, json!({"district": "n", "venue": "v", "environment": "qa"})).await;
     assert_eq!(status, 400);
     assert!(body["error"].as_str().unwrap().contains("qa"));
-    let (status, _) =
-        post(&s, &format!("/api/v1/nodes/{id}/placement"), ADMIN, json!({"district": " ", "venue": "v"}))
-            .await;
+    let (status, _) = place(&s, &id, json!({"district": " ", "venue": "v"})).await;
     assert_eq!(status, 400);
     // Approving twice is a conflict.
     let (status, _) =
@@ -269,14 +247,12 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
 
 #[tokio::test]
 async fn tokens_are_checked_by_kind_401_for_unknown_403_for_wrong_kind() {
-    let s = spawn_app().await;
-    let (id, token) = approved_body(&s, "body-1").await;
-    let nodes = format!("{}/api/v1/nodes", s.url);
-    let (status, _) = call(&s.http, Method::GET, &nodes, None, None).await;
+    let (s, id, token) = app_with_body(|_| {}).await;
+    let (status, _) = request(&s, Method::GET, "/api/v1/nodes", None, None).await;
     assert_eq!(status, 401);
-    let (status, _) = call(&s.http, Method::GET, &nodes, Some("hyn_forged"), None).await;
+    let (status, _) = get(&s, "/api/v1/nodes", "hyn_forged").await;
     assert_eq!(status, 401);
-    let (status, body) = call(&s.http, Method::GET, &nodes, Some(&token), None).await;
+    let (status, body) = get(&s, "/api/v1/nodes", &token).await;
     assert_eq!(status, 403, "a node token on an admin route: {body}");
     let (status, _) =
         post(&s, &format!("/api/v1/nodes/{id}/drain"), OBSERVER, json!({"draining": true})).await;
@@ -286,7 +262,7 @@ async fn tokens_are_checked_by_kind_401_for_unknown_403_for_wrong_kind() {
     let (status, _) = heartbeat(&s, ADMIN, json!({})).await;
     assert_eq!(status, 403, "an admin token is not a node token");
     // A rejected node's token is revoked with the rejection.
-    let (other, other_token) = enroll(&s.url, &s.http, "body-2").await;
+    let (other, other_token) = enroll(&s, "body-2").await;
     post(&s, &format!("/api/v1/nodes/{other}/reject"), ADMIN, json!({})).await;
     let (status, body) = heartbeat(&s, &other_token, json!({})).await;
     assert_eq!(status, 401, "{body}");
@@ -301,15 +277,7 @@ async fn an_enrollment_flood_is_rate_limited_per_address() {
     let s = spawn_app_with(|c| c.enroll_per_minute = 3).await;
     let mut statuses = Vec::new();
     for i in 0..5 {
-        let (status, _) = call(
-            &s.http,
-            Method::POST,
-            &format!("{}/enroll", s.url),
-            None,
-            Some(json!({"name": format!("flood-{i}"), "ip": "10.0.0.1"})),
-        )
-        .await;
-        statuses.push(status);
+        statuses.push(try_enroll(&s, &format!("flood-{i}")).await.0);
     }
     assert_eq!(statuses, vec![201, 201, 201, 429, 429]);
     let (_, nodes) = get(&s, "/api/v1/nodes", ADMIN).await;
@@ -318,34 +286,22 @@ async fn an_enrollment_flood_is_rate_limited_per_address() {
 
 #[tokio::test]
 async fn silent_nodes_go_offline_and_come_back() {
-    let s = spawn_app_with(|c| {
-        c.heartbeat_timeout = Duration::from_millis(300);
-        c.heartbeat_interval = Duration::from_millis(100);
-        c.offline_check_interval = Duration::from_millis(50);
-    })
-    .await;
-    let (id, token) = approved_body(&s, "body-1").await;
+    let (s, id, token) = app_with_body(quick_offline).await;
     heartbeat(&s, &token, json!({})).await;
-    let path = format!("/api/v1/nodes/{id}");
-    let went_offline = eventually(Duration::from_secs(10), || async {
-        get(&s, &path, ADMIN).await.1["node_status"] == "offline"
-    })
-    .await;
-    assert!(went_offline);
+    let went_offline =
+        eventually(Duration::from_secs(10), || async { node(&s, &id).await["node_status"] == "offline" });
+    assert!(went_offline.await);
     heartbeat(&s, &token, json!({})).await;
-    assert_eq!(get(&s, &path, ADMIN).await.1["node_status"], "online");
-    let (_, log) =
-        get(&s, &format!("/api/v1/events/log?node={id}&types=node.online,node.offline"), ADMIN).await;
-    let types: Vec<&str> =
-        log["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["node.online", "node.offline", "node.online"]);
+    assert_eq!(node(&s, &id).await["node_status"], "online");
+    let log = events(&s, &format!("node={id}&types=node.online,node.offline")).await;
+    assert_eq!(types(&log), ["node.online", "node.offline", "node.online"]);
 }
 
 #[tokio::test]
 async fn health_is_public_and_summarises_the_fleet() {
     let s = spawn_app().await;
     approved_body(&s, "body-1").await;
-    enroll(&s.url, &s.http, "body-2").await;
+    enroll(&s, "body-2").await;
     let health: serde_json::Value =
         s.http.get(format!("{}/api/v1/health", s.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok");

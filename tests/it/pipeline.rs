@@ -4,7 +4,7 @@
 
 use crate::common::pipeline::{hydrapipeline, Watcher};
 use crate::common::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
@@ -18,30 +18,10 @@ fn cluster_on(data: &Path, listen: &str) -> ServerProcess {
     ServerProcess::start_on(data, listen.parse().unwrap(), "")
 }
 
-async fn head(http: &reqwest::Client, url: &str) -> u64 {
-    let (status, body) = call(http, reqwest::Method::GET, &format!("{url}/api/v1/health"), None, None).await;
+async fn head(s: &ServerProcess) -> u64 {
+    let (status, body) = request(s, reqwest::Method::GET, "/api/v1/health", None, None).await;
     assert_eq!(status, 200);
     body["last_event_id"].as_u64().unwrap()
-}
-
-async fn approve(http: &reqwest::Client, url: &str, id: &str) {
-    let (status, body) = call(
-        http,
-        reqwest::Method::POST,
-        &format!("{url}/api/v1/nodes/{id}/approve"),
-        Some(ADMIN),
-        Some(json!({"roles": ["hydrabody"], "district": "north", "venue": "arena"})),
-    )
-    .await;
-    assert_eq!(status, 200, "approve answered {body}");
-}
-
-/// A port that was just free: bound, then closed, so connecting to it is refused.
-fn dead_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    format!("http://{addr}")
 }
 
 fn consecutive(ids: &[u64]) -> bool {
@@ -52,10 +32,8 @@ fn consecutive(ids: &[u64]) -> bool {
 async fn status_reports_a_running_cluster_as_ok_and_a_dead_url_as_down_with_exit_code_1() {
     let dir = tempfile::tempdir().unwrap();
     let s = cluster_on(&dir.path().join("data"), "127.0.0.1:0");
-    let http = reqwest::Client::new();
-    let (id, _) = enroll(&s.url, &http, "body-1").await;
-    approve(&http, &s.url, &id).await;
-    let last = head(&http, &s.url).await;
+    approved_body(&s, "body-1").await;
+    let last = head(&s).await;
     assert!(last >= 2);
 
     let out = hydrapipeline()
@@ -119,16 +97,13 @@ async fn bad_services_are_refused_with_a_clear_error() {
 async fn watch_since_0_prints_the_clusters_events_in_order_and_types_keeps_only_those() {
     let dir = tempfile::tempdir().unwrap();
     let s = cluster_on(&dir.path().join("data"), "127.0.0.1:0");
-    let http = reqwest::Client::new();
     for name in ["body-1", "body-2", "body-3"] {
-        let (id, _) = enroll(&s.url, &http, name).await;
-        approve(&http, &s.url, &id).await;
+        approved_body(&s, name).await;
     }
-    let last = head(&http, &s.url).await;
+    let last = head(&s).await;
     let service = format!("hydracluster={}", s.url);
 
-    let all =
-        Watcher::start(&["--service", &service, "--token", OBSERVER, "watch", "--json", "--since", "0"]);
+    let all = Watcher::watch(&[("hydracluster", &s.url)], &["--since", "0"]);
     assert!(
         eventually(LIMIT, || async { all.ids().last() == Some(&last) }).await,
         "saw {:?}",
@@ -141,22 +116,10 @@ async fn watch_since_0_prints_the_clusters_events_in_order_and_types_keeps_only_
     assert_eq!(types.iter().filter(|t| **t == "node.approved").count(), 3, "{types:?}");
     assert!(types.contains(&"node.enrolled"));
 
-    let approved = Watcher::start(&[
-        "--service",
-        &service,
-        "--token",
-        OBSERVER,
-        "watch",
-        "--json",
-        "--since",
-        "0",
-        "--types",
-        "node.approved",
-    ]);
+    let approved = Watcher::watch(&[("hydracluster", &s.url)], &["--since", "0", "--types", "node.approved"]);
     assert!(eventually(LIMIT, || async { approved.events().len() >= 3 }).await);
     // A fourth approval arrives live, through the filtered stream.
-    let (id, _) = enroll(&s.url, &http, "body-4").await;
-    approve(&http, &s.url, &id).await;
+    let (id, _) = approved_body(&s, "body-4").await;
     assert!(eventually(LIMIT, || async { approved.events().len() >= 4 }).await);
     let events = approved.events();
     assert!(events.iter().all(|e| e["type"] == "node.approved"), "{events:?}");
@@ -202,28 +165,18 @@ async fn watch_survives_a_kill_9_and_restart_without_losing_or_repeating_an_even
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut s = cluster_on(&data, "127.0.0.1:0");
-    let http = reqwest::Client::new();
-    enroll(&s.url, &http, "before").await;
-    let start = head(&http, &s.url).await;
+    enroll(&s, "before").await;
+    let start = head(&s).await;
 
     // Default start: live only, from the head.
-    let w = Watcher::start(&[
-        "--service",
-        &format!("hydracluster={}", s.url),
-        "--token",
-        OBSERVER,
-        "watch",
-        "--json",
-    ]);
+    let w = Watcher::watch(&[("hydracluster", &s.url)], &[]);
     let url = s.url.clone();
-    let subscribed = || async {
-        let (_, ready) = call(&http, reqwest::Method::GET, &format!("{url}/readyz"), None, None).await;
-        ready["components"]["sse"]["subscribers"].as_u64() == Some(1)
-    };
-    assert!(eventually(LIMIT, subscribed).await, "the watcher never subscribed");
-    let (a, _) = enroll(&s.url, &http, "a").await;
-    approve(&http, &s.url, &a).await;
-    let mid = head(&http, &s.url).await;
+    assert!(
+        eventually(LIMIT, || async { sse_subscribers(&s).await == 1 }).await,
+        "the watcher never subscribed"
+    );
+    approved_body(&s, "a").await;
+    let mid = head(&s).await;
     assert!(eventually(LIMIT, || async { w.ids().last() == Some(&mid) }).await, "{:?}", w.lines);
 
     s.kill9();
@@ -233,13 +186,11 @@ async fn watch_survives_a_kill_9_and_restart_without_losing_or_repeating_an_even
         w.lines
     );
     let addr = url.trim_start_matches("http://").to_string();
+    // A new process, with a new client: the old one's pooled connections died with it.
     let s = cluster_on(&data, &addr);
     assert_eq!(s.url, url);
-    // A fresh client: the old one's pooled connections died with the killed process.
-    let http = reqwest::Client::new();
-    let (b, _) = enroll(&s.url, &http, "b").await;
-    approve(&http, &s.url, &b).await;
-    let end = head(&http, &s.url).await;
+    approved_body(&s, "b").await;
+    let end = head(&s).await;
     assert!(end > mid);
     assert!(eventually(LIMIT, || async { w.ids().last() == Some(&end) }).await, "{:?}", w.lines);
 
@@ -258,28 +209,16 @@ async fn watch_merges_the_history_of_two_services_by_event_time() {
     let dir = tempfile::tempdir().unwrap();
     let a = cluster_on(&dir.path().join("a"), "127.0.0.1:0");
     let b = cluster_on(&dir.path().join("b"), "127.0.0.1:0");
-    let http = reqwest::Client::new();
-    // Interleaved in time: a, b, a, b (a few ms apart, so no two share a timestamp,
-    // which is the merge's only clock).
+    // Interleaved in time: a, b, a, b (each once the clock has moved past the one
+    // before, so no two share a timestamp, which is the merge's only clock).
     for i in 0..2 {
-        enroll(&a.url, &http, &format!("a-{i}")).await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        enroll(&b.url, &http, &format!("b-{i}")).await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        enroll(&a, &format!("a-{i}")).await;
+        clock_passes(hydra::ledger::now_ms()).await;
+        enroll(&b, &format!("b-{i}")).await;
+        clock_passes(hydra::ledger::now_ms()).await;
     }
-    let (head_a, head_b) = (head(&http, &a.url).await, head(&http, &b.url).await);
-    let w = Watcher::start(&[
-        "--service",
-        &format!("alpha={}", a.url),
-        "--service",
-        &format!("beta={}", b.url),
-        "--token",
-        OBSERVER,
-        "watch",
-        "--json",
-        "--since",
-        "0",
-    ]);
+    let (head_a, head_b) = (head(&a).await, head(&b).await);
+    let w = Watcher::watch(&[("alpha", &a.url), ("beta", &b.url)], &["--since", "0"]);
     let total = (head_a + head_b) as usize;
     assert!(eventually(LIMIT, || async { w.events().len() >= total }).await, "{:?}", w.lines);
     let events = w.events();

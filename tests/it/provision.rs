@@ -7,23 +7,12 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 /// The node's events whose type starts with `prefix`, oldest first.
-async fn events(s: &TestServer, node: &str, prefix: &str) -> Vec<Value> {
-    let (status, page) =
-        get(s, &format!("/api/v1/events/log?node={node}&types={prefix}*&limit=1000"), ADMIN).await;
-    assert_eq!(status, 200, "{page}");
-    page["events"].as_array().unwrap().clone()
-}
-
-fn types(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
+async fn events_of(s: &TestServer, node: &str, prefix: &str) -> Vec<Value> {
+    events(s, &format!("node={node}&types={prefix}*")).await
 }
 
 async fn reprovision(s: &TestServer, node: &str) -> (u16, Value) {
     post(s, &format!("/api/v1/nodes/{node}/reprovision"), ADMIN, json!({})).await
-}
-
-async fn node(s: &TestServer, node: &str) -> Value {
-    get(s, &format!("/api/v1/nodes/{node}"), ADMIN).await.1
 }
 
 async fn report(s: &TestServer, token: &str, body: Value) -> (u16, Value) {
@@ -44,7 +33,7 @@ async fn start_provisioning(s: &TestServer, id: &str, token: &str) {
         flags.push(answer["reprovision"].as_bool().unwrap());
     }
     assert_eq!(flags, [true, false, false, false], "the first answer carries the flag, once");
-    assert_eq!(types(&events(s, id, "provision.").await), ["provision.requested", "provision.started"]);
+    assert_eq!(types(&events_of(s, id, "provision.").await), ["provision.requested", "provision.started"]);
     let n = node(s, id).await;
     assert_eq!(n["reprovision"], false, "the pending flag is cleared once delivered");
     assert_eq!(n["provision_state"], "provisioning");
@@ -53,8 +42,7 @@ async fn start_provisioning(s: &TestServer, id: &str, token: &str) {
 
 #[tokio::test]
 async fn a_reprovision_reaches_the_node_once_and_its_result_completes_it() {
-    let s = spawn_app().await;
-    let (id, token) = approved_body(&s, "body-1").await;
+    let (s, id, token) = app_with_body(|_| {}).await;
     heartbeat(&s, &token, json!({})).await;
     start_provisioning(&s, &id, &token).await;
 
@@ -64,20 +52,19 @@ async fn a_reprovision_reaches_the_node_once_and_its_result_completes_it() {
     let n = node(&s, &id).await;
     assert_eq!(n["provision_state"], "completed");
     assert_eq!(n["provisioning"]["version"], "2.4.1");
-    let e = events(&s, &id, "provision.").await;
+    let e = events_of(&s, &id, "provision.").await;
     assert_eq!(types(&e), ["provision.requested", "provision.started", "provision.completed"]);
     assert_eq!(e[2]["data"]["version"], "2.4.1");
     assert_eq!(e[2]["cause"], format!("node:{id}"));
 
     // A duplicate result is refused and recorded nowhere.
     assert_eq!(report(&s, &token, json!({"success": true, "version": "9"})).await.0, 409);
-    assert_eq!(events(&s, &id, "provision.").await.len(), 3);
+    assert_eq!(events_of(&s, &id, "provision.").await.len(), 3);
 }
 
 #[tokio::test]
 async fn a_failed_result_is_recorded_with_its_error_and_the_last_version_stays() {
-    let s = spawn_app().await;
-    let (id, token) = approved_body(&s, "body-1").await;
+    let (s, id, token) = app_with_body(|_| {}).await;
     start_provisioning(&s, &id, &token).await;
     report(&s, &token, json!({"success": true, "version": "1.0"})).await;
     start_provisioning_again(&s, &id, &token).await;
@@ -92,7 +79,7 @@ async fn a_failed_result_is_recorded_with_its_error_and_the_last_version_stays()
     assert_eq!(n["provision_state"], "failed");
     assert_eq!(n["provisioning"]["error"], "sha256 mismatch");
     assert_eq!(n["provisioning"]["version"], "1.0", "the node still runs the last good version");
-    let e = events(&s, &id, "provision.failed").await;
+    let e = events_of(&s, &id, "provision.failed").await;
     assert_eq!(e.len(), 1);
     assert_eq!(e[0]["data"]["error"], "sha256 mismatch");
 }
@@ -105,21 +92,19 @@ async fn start_provisioning_again(s: &TestServer, id: &str, token: &str) {
 
 #[tokio::test]
 async fn a_result_from_a_node_that_is_not_provisioning_is_refused_and_not_recorded() {
-    let s = spawn_app().await;
-    let (id, token) = approved_body(&s, "body-1").await;
+    let (s, id, token) = app_with_body(|_| {}).await;
     let (status, err) = report(&s, &token, json!({"success": true, "version": "1"})).await;
     assert_eq!(status, 409, "{err}");
     assert!(err["error"].as_str().unwrap().contains("not provisioning"), "{err}");
     // Requested but not yet delivered is not provisioning either.
     reprovision(&s, &id).await;
     assert_eq!(report(&s, &token, json!({"success": false, "error": "x"})).await.0, 409);
-    assert_eq!(types(&events(&s, &id, "provision.").await), ["provision.requested"]);
+    assert_eq!(types(&events_of(&s, &id, "provision.").await), ["provision.requested"]);
 }
 
 #[tokio::test]
 async fn a_second_request_while_one_is_open_is_refused() {
-    let s = spawn_app().await;
-    let (id, token) = approved_body(&s, "body-1").await;
+    let (s, id, token) = app_with_body(|_| {}).await;
     assert_eq!(reprovision(&s, &id).await.0, 200);
     let (status, err) = reprovision(&s, &id).await;
     assert_eq!(status, 409);
@@ -128,13 +113,13 @@ async fn a_second_request_while_one_is_open_is_refused() {
     let (status, err) = reprovision(&s, &id).await;
     assert_eq!(status, 409);
     assert!(err["error"].as_str().unwrap().contains("provisioning already"), "{err}");
-    assert_eq!(events(&s, &id, "provision.requested").await.len(), 1);
+    assert_eq!(events_of(&s, &id, "provision.requested").await.len(), 1);
 }
 
 #[tokio::test]
 async fn pending_unknown_and_unauthorised_requests_are_refused() {
     let s = spawn_app().await;
-    let (pending, _) = enroll(&s.url, &s.http, "new-body").await;
+    let (pending, _) = enroll(&s, "new-body").await;
     let (status, err) = reprovision(&s, &pending).await;
     assert_eq!(status, 409);
     assert!(err["error"].as_str().unwrap().contains("pending"), "{err}");
@@ -143,23 +128,20 @@ async fn pending_unknown_and_unauthorised_requests_are_refused() {
     assert_eq!(post(&s, &format!("/api/v1/nodes/{id}/reprovision"), OBSERVER, json!({})).await.0, 403);
     assert_eq!(post(&s, &format!("/api/v1/nodes/{id}/reprovision"), &token, json!({})).await.0, 403);
     assert_eq!(report(&s, ADMIN, json!({"success": true})).await.0, 403);
-    assert!(events(&s, &pending, "provision.").await.is_empty());
+    assert!(events_of(&s, &pending, "provision.").await.is_empty());
 }
 
 #[tokio::test]
 async fn a_node_silent_past_the_deadline_fails_with_timeout() {
-    let s = spawn_app_with(|c| {
+    let deadline = |c: &mut hydra::config::Config| {
         c.provision_deadline = Duration::from_millis(300);
         c.provision_watchdog_interval = Duration::from_millis(50);
-    })
-    .await;
-    let (id, token) = approved_body(&s, "body-1").await;
+    };
+    let (s, id, token) = app_with_body(deadline).await;
     start_provisioning(&s, &id, &token).await;
-    let failed =
-        eventually(Duration::from_secs(20), || async { node(&s, &id).await["provision_state"] == "failed" })
-            .await;
+    let failed = eventually(GUARD, || async { node(&s, &id).await["provision_state"] == "failed" }).await;
     assert!(failed, "the deadline ended the run: {}", node(&s, &id).await);
-    let e = events(&s, &id, "provision.failed").await;
+    let e = events_of(&s, &id, "provision.failed").await;
     assert_eq!(e.len(), 1);
     assert_eq!(e[0]["data"]["error"], "timeout");
     assert_eq!(e[0]["cause"], "watchdog:provision");
@@ -170,16 +152,9 @@ async fn a_node_silent_past_the_deadline_fails_with_timeout() {
 
 #[tokio::test]
 async fn the_node_list_filtered_by_venue_has_what_a_rollout_needs() {
-    let s = spawn_app().await;
-    let (id, _) = approved_body(&s, "body-1").await;
-    let (other, _) = enroll(&s.url, &s.http, "elsewhere").await;
-    post(
-        &s,
-        &format!("/api/v1/nodes/{other}/approve"),
-        ADMIN,
-        json!({"roles": ["hydrabody"], "district": "south", "venue": "hall"}),
-    )
-    .await;
+    let (s, id, _) = app_with_body(|_| {}).await;
+    let (other, _) = enroll(&s, "elsewhere").await;
+    approve_at(&s, &other, &["hydrabody"], "south", "hall").await;
     reprovision(&s, &id).await;
     let (status, list) = get(&s, "/api/v1/nodes?district=north&venue=arena", ADMIN).await;
     assert_eq!(status, 200);
@@ -199,8 +174,7 @@ async fn the_node_list_filtered_by_venue_has_what_a_rollout_needs() {
 
 #[tokio::test]
 async fn provisioning_survives_a_restart() {
-    let mut s = spawn_app().await;
-    let (id, token) = approved_body(&s, "body-1").await;
+    let (mut s, id, token) = app_with_body(|_| {}).await;
     start_provisioning(&s, &id, &token).await;
     s.restart().await;
     assert_eq!(node(&s, &id).await["provision_state"], "provisioning");
@@ -221,7 +195,7 @@ async fn the_heartbeat_answer_carries_the_recipes_of_the_nodes_roles_once_approv
         c.role_recipes.insert("render-node".into(), recipe.clone());
     })
     .await;
-    let (_, pending_token) = enroll(&s.url, &s.http, "pending-body").await;
+    let (_, pending_token) = enroll(&s, "pending-body").await;
     let (status, answer) = heartbeat(&s, &pending_token, json!({})).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["recipes"], json!([]), "a pending node gets no recipes");
@@ -260,7 +234,7 @@ async fn a_flag_that_never_reached_the_node_is_carried_again_until_the_node_has_
     assert!(!beat(None).await, "an agent that does not say is not asked again");
     assert!(!beat(Some(true)).await, "the node has it now");
     assert_eq!(
-        types(&events(&s, &id, "provision.").await),
+        types(&events_of(&s, &id, "provision.").await),
         ["provision.requested", "provision.started"],
         "carrying the flag again records nothing"
     );

@@ -4,94 +4,47 @@
 //! a wrong checksum fails and leaves `current` alone; an agent killed mid-download is
 //! failed by the provisioning deadline.
 
-use crate::common::agent::real_agent;
+use crate::common::agent::{server_with_agent, Agent};
+use crate::common::artifacts::{artifact_server, tarball};
 use crate::common::*;
-use axum::body::{Body, Bytes};
-use axum::routing::get;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tempfile::TempDir;
 
-/// Builds `<dir>/<name>.tar.gz` holding an install script that writes a marker.
-fn tarball(dir: &Path, name: &str) -> (Vec<u8>, String) {
-    let src = dir.join(format!("src-{name}"));
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("payload.txt"), format!("payload {name}\n")).unwrap();
-    std::fs::write(src.join("install.sh"), format!("echo {name} > installed-marker\n")).unwrap();
-    let out = dir.join(format!("{name}.tar.gz"));
-    let status = std::process::Command::new("tar")
-        .arg("-czf")
-        .arg(&out)
-        .arg("-C")
-        .arg(&src)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let bytes = std::fs::read(&out).unwrap();
-    let sha: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-    (bytes, sha)
+/// The node's provisioning events.
+async fn provisioning(server: &ServerProcess, node: &str) -> Vec<Value> {
+    events(server, &format!("node={node}&types=provision.*")).await
 }
 
-/// Serves `/a.tar.gz` (the bytes given) and `/stall.tar.gz` (a first chunk, then
-/// nothing, forever). Returns its base URL.
-async fn artifact_server(bytes: Vec<u8>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().route("/a.tar.gz", get(move || async move { bytes.clone() })).route(
-        "/stall.tar.gz",
-        get(|| async {
-            use futures_util::StreamExt;
-            let first = futures_util::stream::once(async {
-                Ok::<_, std::io::Error>(Bytes::from_static(&[0x1f, 0x8b]))
-            });
-            Body::from_stream(first.chain(futures_util::stream::pending()))
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
-}
-
-fn config(url: &str, version: &str, sha: &str, extra: &str) -> String {
-    config_with_hook(url, version, sha, "bash install.sh", extra)
-}
-
-fn config_with_hook(url: &str, version: &str, sha: &str, hook: &str, extra: &str) -> String {
-    format!(
-        "role_catalog: [hydrabody, render-node]\nrole_recipes:\n  hydrabody:\n    artifact_url: {url}\n    \
-         version: \"{version}\"\n    sha256: \"{sha}\"\n    install: \"{hook}\"\n{extra}"
-    )
-}
-
-async fn events(server: &ServerProcess, http: &reqwest::Client, node: &str) -> Vec<Value> {
-    let url = format!("{}/api/v1/events/log?node={node}&types=provision.*&limit=1000", server.url);
-    let (status, page) = call(http, reqwest::Method::GET, &url, Some(ADMIN), None).await;
-    assert_eq!(status, 200, "{page}");
-    page["events"].as_array().unwrap().clone()
-}
-
-fn types(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
-}
-
-async fn reprovision(server: &ServerProcess, http: &reqwest::Client, node: &str) {
-    let url = format!("{}/api/v1/nodes/{node}/reprovision", server.url);
-    let (status, body) = call(http, reqwest::Method::POST, &url, Some(ADMIN), Some(json!({}))).await;
+async fn reprovision(server: &ServerProcess, node: &str) {
+    let (status, body) = post(server, &format!("/api/v1/nodes/{node}/reprovision"), ADMIN, json!({})).await;
     assert_eq!(status, 200, "{body}");
 }
 
 /// Waits for the node's `n`th provisioning event to be an end; returns the events.
-async fn until_ended(server: &ServerProcess, http: &reqwest::Client, node: &str, n: usize) -> Vec<Value> {
+async fn until_ended(server: &ServerProcess, node: &str, n: usize) -> Vec<Value> {
     let ended = eventually(Duration::from_secs(15), || async {
-        let e = events(server, http, node).await;
+        let e = provisioning(server, node).await;
         e.len() >= n
             && ["provision.completed", "provision.failed"].contains(&e[n - 1]["type"].as_str().unwrap())
     })
     .await;
-    let e = events(server, http, node).await;
+    let e = provisioning(server, node).await;
     assert!(ended, "provisioning ended: {e:?}");
     e
+}
+
+/// A real server whose recipe for `hydrabody` is `url`, and a real agent `name`
+/// approved as a body; `extra` is more config.
+async fn recipe_and_agent(
+    url: &str,
+    sha: &str,
+    hook: &str,
+    extra: &str,
+    name: &str,
+) -> (TempDir, ServerProcess, Agent) {
+    server_with_agent(&format!("{}{extra}", body_recipe(url, "1.0.0", sha, hook)), name).await
 }
 
 fn current(state: &Path) -> PathBuf {
@@ -100,18 +53,15 @@ fn current(state: &Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recipe_is_installed_and_a_bad_checksum_leaves_current_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let (bytes, sha) = tarball(dir.path(), "v1");
-    let artifacts = artifact_server(bytes).await;
-    let data = dir.path().join("data");
-    let artifact = format!("{artifacts}/a.tar.gz");
-    let mut server = ServerProcess::start_with(&data, &config(&artifact, "1.0.0", &sha, ""));
-    let http = reqwest::Client::new();
-    let mut agent = real_agent(&server, &http, dir.path(), "prov-body").await;
+    let src = tempfile::tempdir().unwrap();
+    let (bytes, sha) = tarball(src.path(), "v1");
+    let artifact = format!("{}/a.tar.gz", artifact_server(bytes).await);
+    let (dir, mut server, mut agent) =
+        recipe_and_agent(&artifact, &sha, "bash install.sh", "", "prov-body").await;
     let node = agent.node.clone();
 
-    reprovision(&server, &http, &node).await;
-    let e = until_ended(&server, &http, &node, 3).await;
+    reprovision(&server, &node).await;
+    let e = until_ended(&server, &node, 3).await;
     assert_eq!(types(&e), ["provision.requested", "provision.started", "provision.completed"], "{e:?}");
     assert_eq!(e[2]["data"]["version"], "hydrabody=1.0.0");
     let version_dir = agent.state.join("roles/hydrabody/1.0.0");
@@ -128,14 +78,12 @@ async fn a_recipe_is_installed_and_a_bad_checksum_leaves_current_alone() {
     agent.kill9();
     server.kill9();
     let wrong = "0".repeat(64);
-    let server = ServerProcess::start_with(&data, &config(&artifact, "2.0.0", &wrong, ""));
-    let mut identity: Value =
-        serde_json::from_str(&std::fs::read_to_string(agent.state.join("identity.json")).unwrap()).unwrap();
-    identity["server_url"] = json!(server.url);
-    std::fs::write(agent.state.join("identity.json"), identity.to_string()).unwrap();
+    let config = body_recipe(&artifact, "2.0.0", &wrong, "bash install.sh");
+    let server = ServerProcess::start_with(&dir.path().join("data"), &config);
+    agent.move_to(&server);
     agent.start();
-    reprovision(&server, &http, &node).await;
-    let e = until_ended(&server, &http, &node, 6).await;
+    reprovision(&server, &node).await;
+    let e = until_ended(&server, &node, 6).await;
     assert_eq!(e[5]["type"], "provision.failed", "{e:?}");
     let error = e[5]["data"]["error"].as_str().unwrap();
     assert!(error.contains("hydrabody") && error.contains("checksum"), "{error}");
@@ -145,23 +93,17 @@ async fn a_recipe_is_installed_and_a_bad_checksum_leaves_current_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_killed_mid_download_is_failed_by_the_deadline() {
-    let dir = tempfile::tempdir().unwrap();
-    let artifacts = artifact_server(Vec::new()).await;
-    let data = dir.path().join("data");
+    let stall = format!("{}/stall.tar.gz", artifact_server(Vec::new()).await);
     let extra = "provision_deadline: 2s\nprovision_watchdog_interval: 200ms\n";
-    let server = ServerProcess::start_with(
-        &data,
-        &config(&format!("{artifacts}/stall.tar.gz"), "1.0.0", &"ab".repeat(32), extra),
-    );
-    let http = reqwest::Client::new();
-    let mut agent = real_agent(&server, &http, dir.path(), "stalled-body").await;
+    let (_dir, server, mut agent) =
+        recipe_and_agent(&stall, &"ab".repeat(32), "bash install.sh", extra, "stalled-body").await;
     let node = agent.node.clone();
 
-    reprovision(&server, &http, &node).await;
+    reprovision(&server, &node).await;
     let part = agent.state.join("artifacts/hydrabody/1.0.0.part");
     assert!(eventually(Duration::from_secs(10), || async { part.exists() }).await, "the download started");
     agent.kill9();
-    let e = until_ended(&server, &http, &node, 3).await;
+    let e = until_ended(&server, &node, 3).await;
     assert_eq!(types(&e), ["provision.requested", "provision.started", "provision.failed"], "{e:?}");
     assert_eq!(e[2]["data"]["error"], "timeout");
     assert!(
@@ -172,18 +114,13 @@ async fn an_agent_killed_mid_download_is_failed_by_the_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_install_hook_fails_the_run_and_switches_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (bytes, sha) = tarball(dir.path(), "v1");
-    let artifacts = artifact_server(bytes).await;
+    let src = tempfile::tempdir().unwrap();
+    let (bytes, sha) = tarball(src.path(), "v1");
+    let artifact = format!("{}/a.tar.gz", artifact_server(bytes).await);
     let hook = "echo disk full >&2; exit 3";
-    let server = ServerProcess::start_with(
-        &dir.path().join("data"),
-        &config_with_hook(&format!("{artifacts}/a.tar.gz"), "1.0.0", &sha, hook, ""),
-    );
-    let http = reqwest::Client::new();
-    let agent = real_agent(&server, &http, dir.path(), "hook-body").await;
-    reprovision(&server, &http, &agent.node).await;
-    let e = until_ended(&server, &http, &agent.node, 3).await;
+    let (_dir, server, agent) = recipe_and_agent(&artifact, &sha, hook, "", "hook-body").await;
+    reprovision(&server, &agent.node).await;
+    let e = until_ended(&server, &agent.node, 3).await;
     assert_eq!(e[2]["type"], "provision.failed", "{e:?}");
     let error = e[2]["data"]["error"].as_str().unwrap();
     assert!(error.contains("hydrabody: install hook exited 3") && error.contains("disk full"), "{error}");

@@ -2,12 +2,12 @@
 //! `hydranode run` starting bash on a real PTY, and the `hydracluster exec --shell` CLI;
 //! plus the protocol's bad cases with a WebSocket client playing either side.
 
-use crate::common::agent::{approve, real_agent};
+use crate::common::agent::server_with_agent;
 use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::header::{HeaderValue, AUTHORIZATION};
@@ -18,7 +18,7 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<t
 /// Runs `hydracluster exec <args> --shell …` with `stdin` piped in (a blocking
 /// process, so off the async runtime).
 async fn cli_shell(server: &ServerProcess, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(hydracluster());
+    let mut cmd = std::process::Command::new(hydracluster());
     cmd.arg("exec").args(args).args(["--server", &server.url, "--admin-token", ADMIN]);
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -33,10 +33,6 @@ async fn cli_shell(server: &ServerProcess, args: &[&str], stdin: Option<&str>) -
     })
     .await
     .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// A raw WebSocket connection (the test plays the CLI or the agent); Err is the
@@ -82,19 +78,13 @@ async fn read_exit(ws: &mut Ws) -> (Option<i64>, Option<String>) {
     }
 }
 
-async fn shell_events(server: &ServerProcess, http: &reqwest::Client) -> Vec<Value> {
-    let url = format!("{}/api/v1/events/log?since=0&limit=1000&types=shell.*", server.url);
-    let (status, body) = call(http, reqwest::Method::GET, &url, Some(ADMIN), None).await;
-    assert_eq!(status, 200, "{body}");
-    body["events"].as_array().unwrap().clone()
+async fn shell_events(server: &ServerProcess) -> Vec<Value> {
+    events(server, "types=shell.*").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_opens_shells_on_a_real_agent() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(&dir.path().join("data"));
-    let http = reqwest::Client::new();
-    let agent = real_agent(&server, &http, dir.path(), "shell-body").await;
+    let (_dir, server, agent) = server_with_agent("", "shell-body").await;
     let node = agent.node.clone();
 
     // A command on a real terminal: its output, a /dev/pts path, its exit code.
@@ -110,31 +100,28 @@ async fn an_operator_opens_shells_on_a_real_agent() {
     assert!(text(&out.stdout).contains("marker-42"), "{:?}", text(&out.stdout));
 
     // With the exec slot busy (a long command in flight), a shell still answers at once.
-    let (status, queued) = call(
-        &http,
-        reqwest::Method::POST,
-        &format!("{}/api/v1/nodes/{node}/exec", server.url),
-        Some(ADMIN),
-        Some(json!({"command": "sleep 30", "timeout": 60})),
+    let (status, queued) = post(
+        &server,
+        &format!("/api/v1/nodes/{node}/exec"),
+        ADMIN,
+        json!({"command": "sleep 30", "timeout": 60}),
     )
     .await;
     assert_eq!(status, 202, "{queued}");
     let exec = queued["id"].as_str().unwrap().to_owned();
-    let result_url = format!("{}/api/v1/nodes/{node}/exec/{exec}/result", server.url);
-    let dispatched = eventually(Duration::from_secs(20), || async {
-        call(&http, reqwest::Method::GET, &result_url, Some(ADMIN), None).await.1["status"] == "dispatched"
-    })
-    .await;
+    let result_path = format!("/api/v1/nodes/{node}/exec/{exec}/result");
+    let dispatched =
+        eventually(GUARD, || async { get(&server, &result_path, ADMIN).await.1["status"] == "dispatched" })
+            .await;
     assert!(dispatched, "the long command is in flight");
     let started = Instant::now();
     let out = cli_shell(&server, &[&node, "--shell", "echo shell-while-busy"], None).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("shell-while-busy"));
     assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
-    let still = call(&http, reqwest::Method::GET, &result_url, Some(ADMIN), None).await.1;
+    let still = get(&server, &result_path, ADMIN).await.1;
     assert_eq!(still["status"], "dispatched", "the exec queue was not touched");
-    let cancel = format!("{}/api/v1/nodes/{node}/exec/queue/{exec}", server.url);
-    assert_eq!(call(&http, reqwest::Method::DELETE, &cancel, Some(ADMIN), None).await.0, 200);
+    assert_eq!(delete(&server, &format!("/api/v1/nodes/{node}/exec/queue/{exec}"), ADMIN).await.0, 200);
 
     // The protocol itself: the size asked for at the start, then a resize message.
     let url = format!(
@@ -149,8 +136,7 @@ async fn an_operator_opens_shells_on_a_real_agent() {
     assert_eq!(read_exit(&mut ws).await.0, Some(0));
 
     // A node token may not open a shell (it is an admin route).
-    let node_token = std::fs::read_to_string(agent.state.join("token")).unwrap().trim().to_owned();
-    let refused = ws_connect(&format!("{}/api/v1/nodes/{node}/shell", server.url), &node_token).await;
+    let refused = ws_connect(&format!("{}/api/v1/nodes/{node}/shell", server.url), &agent.token()).await;
     assert_eq!(refused.err().map(|e| e.0), Some(403));
 
     // An unknown node is refused before the upgrade, with a clear message.
@@ -165,12 +151,12 @@ async fn an_operator_opens_shells_on_a_real_agent() {
 
     // The log says who opened which shell on which node and how it ended, and holds
     // nothing that went through the terminal (neither what was typed nor printed).
-    let ok = eventually(Duration::from_secs(20), || async {
-        shell_events(&server, &http).await.iter().filter(|e| e["type"] == "shell.closed").count() >= 4
+    let ok = eventually(GUARD, || async {
+        shell_events(&server).await.iter().filter(|e| e["type"] == "shell.closed").count() >= 4
     })
     .await;
-    assert!(ok, "every session's end is recorded: {:#?}", shell_events(&server, &http).await);
-    let events = shell_events(&server, &http).await;
+    assert!(ok, "every session's end is recorded: {:#?}", shell_events(&server).await);
+    let events = shell_events(&server).await;
     let opened: Vec<&Value> = events.iter().filter(|e| e["type"] == "shell.opened").collect();
     assert_eq!(opened.len(), 4, "{events:#?}");
     assert_eq!(opened[0]["data"]["command"], "echo hi; tty; exit 3");
@@ -194,13 +180,9 @@ async fn an_operator_opens_shells_on_a_real_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shells_without_an_agent_fail_clearly_and_sessions_are_guarded() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start_with(&dir.path().join("data"), "shell_attach_timeout: 3s\n");
-    let http = reqwest::Client::new();
-    let (node, token) = enroll(&server.url, &http, "quiet-body").await;
-    approve(&server, &http, &node).await;
-    let (other, other_token) = enroll(&server.url, &http, "other-body").await;
-    approve(&server, &http, &other).await;
+    let (_dir, server) = server_in_temp_dir("shell_attach_timeout: 3s\n");
+    let (node, token) = approved_body(&server, "quiet-body").await;
+    let (_, other_token) = approved_body(&server, "other-body").await;
 
     // No agent runs for the node: the CLI fails after the attach timeout and says why.
     let started = Instant::now();
@@ -211,27 +193,21 @@ async fn shells_without_an_agent_fail_clearly_and_sessions_are_guarded() {
     assert!(started.elapsed() >= Duration::from_secs(3) && started.elapsed() < Duration::from_secs(15));
 
     // A pending node gets no shell.
-    let (pending, _) = enroll(&server.url, &http, "pending-body").await;
+    let (pending, _) = enroll(&server, "pending-body").await;
     let out = cli_shell(&server, &[&pending, "--shell"], None).await;
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("409"), "{}", text(&out.stderr));
 
     // The agent's side, played by the test: a long poll answers the moment a session
     // is opened, and only the node's own agent may attach, once.
-    let check_url = format!("{}/api/v1/body/shell/check?wait=20", server.url);
-    let waiting = {
-        let (http, url, token) = (http.clone(), check_url.clone(), token.clone());
-        tokio::spawn(async move {
-            let asked = Instant::now();
-            let answer = call(&http, reqwest::Method::GET, &url, Some(&token), None).await;
-            (answer, asked.elapsed())
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = Instant::now();
+    let waiting = spawn_get(&server, "/api/v1/body/shell/check?wait=20", &token);
+    let_the_poll_park().await;
     let open_url = format!("{}/api/v1/nodes/{node}/shell?command=echo%20x&cols=90&rows=33", server.url);
     let mut admin = ws_connect(&open_url, ADMIN).await.expect("the admin's side opens");
     admin.send(Message::Binary(b"typed early".to_vec().into())).await.unwrap();
-    let ((status, offer), took) = waiting.await.unwrap();
+    let (status, offer) = waiting.await.unwrap();
+    let took = asked.elapsed();
     assert_eq!(status, 200, "{offer}");
     assert!(took < Duration::from_secs(10), "the long poll answered at once: {took:?}");
     assert_eq!(offer["command"], "echo x");
@@ -246,15 +222,7 @@ async fn shells_without_an_agent_fail_clearly_and_sessions_are_guarded() {
     let mut agent = ws_connect(&attach(&session), &token).await.expect("the node's agent attaches");
     assert_eq!(ws_connect(&attach(&session), &token).await.err().map(|e| e.0), Some(409));
     // The other node's poll sees nothing of it.
-    let (status, _) = call(
-        &http,
-        reqwest::Method::GET,
-        &format!("{}/api/v1/body/shell/check?wait=0", server.url),
-        Some(&other_token),
-        None,
-    )
-    .await;
-    assert_eq!(status, 204);
+    assert_eq!(get(&server, "/api/v1/body/shell/check?wait=0", &other_token).await.0, 204);
 
     // The relay: what the admin typed before the attach arrives, bytes flow both ways,
     // resize messages pass, anything else in text does not, and the exit code ends it.
@@ -277,15 +245,15 @@ async fn shells_without_an_agent_fail_clearly_and_sessions_are_guarded() {
     .await;
     assert!(over, "the session is forgotten when it ends");
     let ok = eventually(Duration::from_secs(10), || async {
-        shell_events(&server, &http).await.iter().any(|e| {
+        shell_events(&server).await.iter().any(|e| {
             e["type"] == "shell.closed"
                 && e["data"]["session_id"] == session.as_str()
                 && e["data"]["exit_code"] == 7
         })
     })
     .await;
-    assert!(ok, "{:#?}", shell_events(&server, &http).await);
+    assert!(ok, "{:#?}", shell_events(&server).await);
     // The session that timed out was never opened: only the attached one is in the log.
-    let events = shell_events(&server, &http).await;
+    let events = shell_events(&server).await;
     assert_eq!(events.len(), 2, "{events:#?}");
 }

@@ -44,7 +44,7 @@ async fn take_events(
 async fn a_subscriber_that_disconnects_resumes_and_gets_every_event_exactly_once() {
     let s = spawn_app().await;
     for i in 0..5 {
-        enroll(&s.url, &s.http, &format!("body-{i}")).await;
+        enroll(&s, &format!("body-{i}")).await;
     }
     let url = format!("{}/api/v1/events", s.url);
     let client = sse_client(&url, ADMIN, None);
@@ -52,7 +52,7 @@ async fn a_subscriber_that_disconnects_resumes_and_gets_every_event_exactly_once
     let mut seen = take_events(&mut stream, 3).await;
     // Live: events made while connected arrive too.
     for i in 5..8 {
-        enroll(&s.url, &s.http, &format!("body-{i}")).await;
+        enroll(&s, &format!("body-{i}")).await;
     }
     seen.extend(take_events(&mut stream, 5).await);
     drop(stream);
@@ -61,7 +61,7 @@ async fn a_subscriber_that_disconnects_resumes_and_gets_every_event_exactly_once
 
     // Meanwhile, more happens.
     for i in 8..12 {
-        enroll(&s.url, &s.http, &format!("body-{i}")).await;
+        enroll(&s, &format!("body-{i}")).await;
     }
     let client = sse_client(&url, ADMIN, Some(last));
     let mut stream = client.stream();
@@ -108,7 +108,7 @@ async fn a_subscriber_behind_the_live_buffer_reads_the_log_and_misses_nothing() 
     let client = sse_client(&url, ADMIN, None);
     let mut stream = client.stream();
     // Connected and live before the burst.
-    enroll(&s.url, &s.http, "first").await;
+    enroll(&s, "first").await;
     take_events(&mut stream, 1).await;
 
     // One command of 5,000 events: the writer publishes them far faster than one
@@ -133,42 +133,21 @@ async fn a_subscriber_behind_the_live_buffer_reads_the_log_and_misses_nothing() 
 #[tokio::test]
 async fn idle_streams_get_keep_alive_comments_and_resume_headers() {
     let s = spawn_app_with(|c| c.sse_keepalive = Duration::from_millis(100)).await;
-    enroll(&s.url, &s.http, "b").await;
-    let resp = s
-        .http
-        .get(format!("{}/api/v1/events?since=0", s.url))
-        .bearer_auth(ADMIN)
-        .header("Last-Event-ID", "1")
-        .send()
-        .await
-        .unwrap();
+    enroll(&s, "b").await;
+    let resp = resume_events(&s, "/api/v1/events?since=0", "1").await;
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     assert_eq!(resp.headers()["x-hydra-resumed-from"], "1", "Last-Event-ID wins over ?since=");
-    let mut body = resp.bytes_stream();
-    let mut text = String::new();
-    while !text.contains(": keep-alive\n") {
-        let chunk =
-            tokio::time::timeout(Duration::from_secs(10), body.next()).await.unwrap().unwrap().unwrap();
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    let text = read_until(resp, |t| t.contains(": keep-alive\n")).await;
     assert!(!text.contains("id: 1\n"), "event 1 was before the resume point");
 
-    let bad = s
-        .http
-        .get(format!("{}/api/v1/events", s.url))
-        .bearer_auth(ADMIN)
-        .header("Last-Event-ID", "abc")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+    assert_eq!(resume_events(&s, "/api/v1/events", "abc").await.status(), 400);
 }
 
 #[tokio::test]
 async fn the_json_log_pages_through_every_event() {
     let s = spawn_app().await;
     for i in 0..7 {
-        enroll(&s.url, &s.http, &format!("b{i}")).await;
+        enroll(&s, &format!("b{i}")).await;
     }
     let mut since = 0;
     let mut seqs = Vec::new();

@@ -3,24 +3,11 @@
 //! as events, decided by the watchdog pass.
 
 use crate::common::*;
-use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-const FLEET: &str = "test-fleet-token";
-
 async fn stop_stream(s: &TestServer, node: &str, token: &str) -> (u16, Value) {
-    call(&s.http, Method::DELETE, &format!("{}/api/v1/nodes/{node}/stream", s.url), Some(token), None).await
-}
-
-async fn node(s: &TestServer, node: &str) -> Value {
-    get(s, &format!("/api/v1/nodes/{node}"), ADMIN).await.1
-}
-
-async fn log(s: &TestServer, query: &str) -> Vec<Value> {
-    let (status, page) = get(s, &format!("/api/v1/events/log?{query}&limit=1000"), ADMIN).await;
-    assert_eq!(status, 200, "{page}");
-    page["events"].as_array().unwrap().clone()
+    delete(s, &format!("/api/v1/nodes/{node}/stream"), token).await
 }
 
 /// An approved body that heartbeats as streaming.
@@ -33,19 +20,8 @@ async fn streaming_body(s: &TestServer, name: &str) -> (String, String) {
 }
 
 /// Plays the agent for one command: long-polls it, then answers with `stdout`.
-fn answering_agent(s: &TestServer, token: &str, stdout: &'static str) -> tokio::task::JoinHandle<Value> {
-    let (http, url, token) = (s.http.clone(), s.url.clone(), token.to_owned());
-    tokio::spawn(async move {
-        let (status, cmd) =
-            call(&http, Method::GET, &format!("{url}/api/v1/body/exec?wait=20"), Some(&token), None).await;
-        assert_eq!(status, 200, "the agent got a command");
-        let result = json!({"id": cmd["id"], "exit_code": 0, "stdout": stdout, "duration_ms": 5});
-        let (status, _) =
-            call(&http, Method::POST, &format!("{url}/api/v1/body/exec/result"), Some(&token), Some(result))
-                .await;
-        assert_eq!(status, 200);
-        cmd
-    })
+fn answering_agent(s: &TestServer, token: &str, stdout: &str) -> tokio::task::JoinHandle<Value> {
+    answer_one_command(s, token, json!({"exit_code": 0, "stdout": stdout, "duration_ms": 5}))
 }
 
 #[tokio::test]
@@ -61,11 +37,11 @@ async fn a_force_stop_runs_the_stop_command_and_clears_the_stream() {
     let cmd = agent.await.unwrap();
     assert_eq!(cmd["command"], "hydra-stream-stop || true");
     assert_eq!(node(&s, &id).await["stream_status"], "idle");
-    let stopped = log(&s, &format!("types=stream.stopped&node={id}")).await;
+    let stopped = events(&s, &format!("types=stream.stopped&node={id}")).await;
     assert_eq!(stopped.len(), 1);
     assert_eq!(stopped[0]["data"]["exec"], "exec succeeded");
     // The stop command went through the ordinary queue: it is in the log like any other.
-    assert_eq!(log(&s, &format!("types=exec.completed&node={id}")).await.len(), 1);
+    assert_eq!(events(&s, &format!("types=exec.completed&node={id}")).await.len(), 1);
 }
 
 #[tokio::test]
@@ -82,29 +58,26 @@ async fn a_silent_body_times_out_the_stop_but_the_state_is_cleared_anyway() {
     let (_, queue) = get(&s, &format!("/api/v1/nodes/{id}/exec/queue"), ADMIN).await;
     assert_eq!(queue["queued"], json!([]), "{queue}");
     assert_eq!(queue["in_flight"], Value::Null, "{queue}");
-    assert_eq!(log(&s, &format!("types=stream.stopped&node={id}")).await[0]["data"]["exec"], "timed out");
+    assert_eq!(events(&s, &format!("types=stream.stopped&node={id}")).await[0]["data"]["exec"], "timed out");
     // A body that still streams says so with its next heartbeat, recorded as usual.
     heartbeat(&s, &token, json!({"stream_status": "streaming"})).await;
     assert_eq!(node(&s, &id).await["stream_status"], "streaming");
-    let changes = log(&s, &format!("types=node.stream_changed&node={id}")).await;
+    let changes = events(&s, &format!("types=node.stream_changed&node={id}")).await;
     assert_eq!(changes.len(), 2, "streaming, stopped, streaming again: {changes:?}");
 }
 
 #[tokio::test]
 async fn a_force_stop_is_for_admins_and_approved_bodies() {
-    let s = spawn_app_with(|c| c.fleet_enrollment_token = Some(FLEET.into())).await;
-    let (id, token) = approved_body(&s, "body-1").await;
+    let (s, id, token) = app_with_body(with_fleet).await;
     assert_eq!(stop_stream(&s, &id, OBSERVER).await.0, 403);
     assert_eq!(stop_stream(&s, &id, &token).await.0, 403);
     assert_eq!(stop_stream(&s, "node-nosuchbody", ADMIN).await.0, 404);
-    let (pending, _) = enroll(&s.url, &s.http, "pending").await;
+    let (pending, _) = enroll(&s, "pending").await;
     assert_eq!(stop_stream(&s, &pending, ADMIN).await.0, 409);
-    let (_, head) =
-        post(&s, "/api/v1/heads", FLEET, json!({"name": "ipad", "district": "north", "venue": "arena"}))
-            .await;
-    let (status, err) = stop_stream(&s, head["head_id"].as_str().unwrap(), ADMIN).await;
+    let (head, _) = enroll_head(&s, "ipad").await;
+    let (status, err) = stop_stream(&s, &head, ADMIN).await;
     assert_eq!(status, 400, "{err}");
-    assert!(log(&s, "types=stream.stopped").await.is_empty());
+    assert!(events(&s, "types=stream.stopped").await.is_empty());
 }
 
 async fn anomalies(s: &TestServer) -> Vec<Value> {
@@ -124,7 +97,32 @@ async fn anomaly_kinds(s: &TestServer, node: &str) -> Vec<String> {
 
 fn fast_anomalies(c: &mut hydra::config::Config) {
     c.anomaly_check_interval = Duration::from_millis(50);
-    c.fleet_enrollment_token = Some(FLEET.into());
+    with_fleet(c);
+}
+
+/// A body whose own anomaly marks the watchdog's passes.
+struct Sentinel {
+    id: String,
+    token: String,
+}
+
+impl Sentinel {
+    async fn new(s: &TestServer) -> Sentinel {
+        let (id, token) = approved_body(s, "sentinel").await;
+        Sentinel { id, token }
+    }
+
+    /// Waits for a pass of the anomaly watchdog that judged every body as it is now:
+    /// the sentinel heartbeats a stream it did not have (or stops the one it had), and
+    /// only a pass that reads the views after that opens (or clears) its orphan stream.
+    async fn pass(&self, s: &TestServer) {
+        let open = anomaly_kinds(s, &self.id).await.is_empty();
+        let (stream, want): (&str, &[&str]) =
+            if open { ("streaming", &["orphan_stream"]) } else { ("idle", &[]) };
+        assert_eq!(heartbeat(s, &self.token, json!({"stream_status": stream})).await.0, 200);
+        let passed = eventually(GUARD, || async { anomaly_kinds(s, &self.id).await == want }).await;
+        assert!(passed, "the watchdog made a pass: {:?}", anomalies(s).await);
+    }
 }
 
 #[tokio::test]
@@ -144,7 +142,7 @@ async fn a_stream_with_no_head_watching_is_an_orphan_until_it_stops() {
     let closed =
         eventually(Duration::from_secs(20), || async { anomaly_kinds(&s, &id).await.is_empty() }).await;
     assert!(closed, "{:?}", anomalies(&s).await);
-    let events: Vec<_> = log(&s, &format!("types=anomaly.*&node={id}"))
+    let events: Vec<_> = events(&s, &format!("types=anomaly.*&node={id}"))
         .await
         .iter()
         .map(|e| (e["type"].as_str().unwrap().to_owned(), e["data"]["kind"].as_str().unwrap().to_owned()))
@@ -162,38 +160,30 @@ async fn a_stream_with_no_head_watching_is_an_orphan_until_it_stops() {
 async fn a_stream_a_head_is_watching_is_not_an_orphan() {
     let s = spawn_app_with(fast_anomalies).await;
     let (body, _) = streaming_body(&s, "body-1").await;
-    let (status, head) =
-        post(&s, "/api/v1/heads", FLEET, json!({"name": "ipad", "district": "north", "venue": "arena"}))
-            .await;
-    assert_eq!(status, 201, "{head}");
-    let (head_id, head_token) = (head["head_id"].as_str().unwrap(), head["token"].as_str().unwrap());
-    heartbeat(&s, head_token, json!({})).await;
+    let sentinel = Sentinel::new(&s).await;
+    let (head_id, head_token) = enroll_head(&s, "ipad").await;
+    heartbeat(&s, &head_token, json!({})).await;
     let (status, r) =
         post(&s, &format!("/api/v1/nodes/{head_id}/head-assignment"), ADMIN, json!({"body_id": body})).await;
     assert_eq!(status, 200, "{r}");
-    let (status, r) = call(
-        &s.http,
-        Method::PUT,
-        &format!("{}/api/v1/heads/{head_id}", s.url),
-        Some(head_token),
-        Some(json!({"status": "streaming"})),
-    )
-    .await;
+    let (status, r) =
+        put(&s, &format!("/api/v1/heads/{head_id}"), &head_token, json!({"status": "streaming"})).await;
     assert_eq!(status, 200, "{r}");
     // The orphan may have opened before the head connected; it must be closed now.
     let clear =
         eventually(Duration::from_secs(20), || async { anomaly_kinds(&s, &body).await.is_empty() }).await;
     assert!(clear, "{:?}", anomalies(&s).await);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    sentinel.pass(&s).await;
     assert!(anomaly_kinds(&s, &body).await.is_empty());
 }
 
 #[tokio::test]
 async fn a_busy_gpu_on_an_idle_body_is_an_anomaly_and_since_survives_a_restart() {
     let mut s = spawn_app_with(fast_anomalies).await;
+    let sentinel = Sentinel::new(&s).await;
     let (id, token) = approved_body(&s, "body-1").await;
     heartbeat(&s, &token, json!({"stream_status": "idle", "telemetry": {"gpu_utilization_pct": 30}})).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    sentinel.pass(&s).await;
     assert!(anomaly_kinds(&s, &id).await.is_empty(), "30% is below the threshold");
     heartbeat(&s, &token, json!({"telemetry": {"gpu_utilization_pct": 97.5}})).await;
     let opened = eventually(Duration::from_secs(20), || async {
@@ -201,13 +191,15 @@ async fn a_busy_gpu_on_an_idle_body_is_an_anomaly_and_since_survives_a_restart()
     })
     .await;
     assert!(opened, "{:?}", anomalies(&s).await);
-    let since = anomalies(&s).await[0]["since"].clone();
+    let of_body = |all: Vec<Value>| all.into_iter().find(|a| a["node_id"] == id.as_str()).unwrap();
+    let since = of_body(anomalies(&s).await)["since"].clone();
     // The open anomaly is in the log: after a restart it is still open, since the same time.
     s.restart().await;
-    // No telemetry since the restart: the watchdog's passes leave the anomaly as it was.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No telemetry since the restart: the watchdog's passes leave the anomaly as it was
+    // (and the sentinel's pass closes its own).
+    sentinel.pass(&s).await;
     let after = anomalies(&s).await;
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(after[0]["since"], since);
-    assert_eq!(log(&s, &format!("types=anomaly.started&node={id}")).await.len(), 1);
+    assert_eq!(events(&s, &format!("types=anomaly.started&node={id}")).await.len(), 1);
 }

@@ -1,75 +1,70 @@
-//! Test harness for rollouts: a real `hydraexperiencelibrary` process, hydracluster on
-//! a fixed port (so that it can restart where the library expects it), and a
-//! HydraRelease-like SSE stream of `build.uploaded` events that honours Last-Event-ID.
+//! ExperienceLibrary and its neighbours for end-to-end tests: a real
+//! `hydraexperiencelibrary` process, a stand-in for its live list as hydracluster reads
+//! it, and a HydraRelease-like SSE stream of `build.uploaded` events that honours
+//! Last-Event-ID.
 
-use super::{call, hydracluster, ServerProcess, ADMIN, OBSERVER};
+use super::{free_addr, spawn_piped, wait_for_line, ADMIN, OBSERVER};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use hydra::library::config::LibraryConfig;
+use hydra::library::server::{start, Running};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// An ExperienceLibrary running inside the test process on a fresh data dir, with the
+/// `ADMIN` and `OBSERVER` tokens and no cluster unless `tweak` gives one.
+pub struct TestLibrary {
+    pub url: String,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    running: Option<Running>,
+}
+
+super::service_by_fields!(TestLibrary, LibraryProcess);
+
+pub async fn spawn_library(tweak: impl FnOnce(&mut LibraryConfig)) -> TestLibrary {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LibraryConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data: dir.path().to_owned(),
+        admin_token: Some(ADMIN.into()),
+        observer_token: Some(OBSERVER.into()),
+        http_timeout: Duration::from_secs(5),
+        ..LibraryConfig::default()
+    };
+    tweak(&mut config);
+    let running = start(config).await.expect("library starts");
+    TestLibrary {
+        url: format!("http://{}", running.addr),
+        http: reqwest::Client::new(),
+        _dir: dir,
+        running: Some(running),
+    }
+}
+
+impl TestLibrary {
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await.unwrap();
+        }
+    }
+}
+
 pub fn library_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hydraexperiencelibrary"))
-}
-
-/// A loopback address with a port that was free a moment ago.
-pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-/// Reads the child's stdout until the line that starts with `prefix`, returns the
-/// address after it, and keeps draining stdout in the background.
-fn wait_for_address(child: &mut Child, prefix: &str) -> String {
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines.next().expect("the server printed its address").unwrap();
-        if let Some(addr) = line.strip_prefix(prefix) {
-            break addr.trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    url
-}
-
-impl ServerProcess {
-    /// hydracluster listening on `addr` (port 0 for any; a fixed one so a restart keeps
-    /// its URL), with the test admin and observer tokens.
-    pub fn start_on(data: &Path, addr: SocketAddr, extra_config: &str) -> ServerProcess {
-        // Tests enroll many machines from one address, most left pending: lift the
-        // per-address limit and the cap on pending nodes.
-        let config = data.with_extension("yaml");
-        std::fs::write(&config, format!("enroll_per_minute: 0\nmax_pending_nodes: 1000000\n{extra_config}"))
-            .unwrap();
-        let mut child = Command::new(hydracluster())
-            .args(["serve", "--listen", &addr.to_string(), "--config"])
-            .arg(&config)
-            .arg("--data")
-            .arg(data)
-            .env("HYDRACLUSTER_ADMIN_TOKEN", ADMIN)
-            .env("HYDRACLUSTER_OBSERVER_TOKEN", OBSERVER)
-            .env("HYDRA_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("hydracluster starts");
-        let url = wait_for_address(&mut child, "hydracluster listening on ");
-        ServerProcess { child, url }
-    }
 }
 
 /// A running `hydraexperiencelibrary serve`; killed when dropped.
 pub struct LibraryProcess {
     pub child: Child,
     pub url: String,
+    pub http: reqwest::Client,
     pub addr: SocketAddr,
     pub data: PathBuf,
     cluster: String,
@@ -84,6 +79,7 @@ impl LibraryProcess {
         let mut p = LibraryProcess {
             child: Command::new("true").spawn().unwrap(),
             url: String::new(),
+            http: reqwest::Client::new(),
             addr: free_addr(),
             data: data.to_owned(),
             cluster: cluster.to_owned(),
@@ -107,28 +103,19 @@ impl LibraryProcess {
             .env("HYDRAEXPERIENCELIBRARY_ADMIN_TOKEN", ADMIN)
             .env("HYDRAEXPERIENCELIBRARY_OBSERVER_TOKEN", OBSERVER)
             .env("HYDRAEXPERIENCELIBRARY_CLUSTER_URL", &self.cluster)
-            .env("HYDRAEXPERIENCELIBRARY_CLUSTER_TOKEN", ADMIN)
-            .env("HYDRA_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .env("HYDRAEXPERIENCELIBRARY_CLUSTER_TOKEN", ADMIN);
         if let Some(r) = &self.release {
             cmd.env("HYDRAEXPERIENCELIBRARY_RELEASE_URL", r);
         }
-        self.child = cmd.spawn().expect("hydraexperiencelibrary starts");
-        self.url = wait_for_address(&mut self.child, "hydraexperiencelibrary listening on ");
+        self.child = spawn_piped(cmd, "hydraexperiencelibrary");
+        self.url = wait_for_line(&mut self.child, "hydraexperiencelibrary listening on ");
+        // Pooled connections died with the old process.
+        self.http = reqwest::Client::new();
     }
 
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-
-    pub async fn get(&self, http: &reqwest::Client, path: &str) -> (u16, Value) {
-        call(http, reqwest::Method::GET, &format!("{}{path}", self.url), Some(ADMIN), None).await
-    }
-
-    pub async fn post(&self, http: &reqwest::Client, path: &str, body: Value) -> (u16, Value) {
-        call(http, reqwest::Method::POST, &format!("{}{path}", self.url), Some(ADMIN), Some(body)).await
     }
 }
 
@@ -210,4 +197,35 @@ async fn stream(
         }
     };
     Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(1)))
+}
+
+/// A stand-in for ExperienceLibrary's live list on a real port: `/ok/…` serves a fixed
+/// catalog for north/arena (and nothing elsewhere), `/fail/…` answers 500, `/bad/…`
+/// sends something that is not JSON. Returns its base URL.
+pub async fn fake_library() -> String {
+    use axum::extract::Query;
+    use axum::routing::get;
+    use std::collections::HashMap;
+    let live = |Query(q): Query<HashMap<String, String>>| async move {
+        let at = (q.get("district").map(String::as_str), q.get("venue").map(String::as_str));
+        if at != (Some("north"), Some("arena")) {
+            return axum::Json(json!([]));
+        }
+        axum::Json(json!([
+            {"id": "racing", "title": "Racing", "build": {"version": "1.2"}},
+            {"id": "space", "title": "Space"},
+            {"id": "ocean", "title": "Ocean"},
+        ]))
+    };
+    let app = axum::Router::new()
+        .route("/ok/api/v1/experiences/live", get(live))
+        .route(
+            "/fail/api/v1/experiences/live",
+            get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
+        )
+        .route("/bad/api/v1/experiences/live", get(|| async { "<html>not json</html>" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
 }

@@ -1,9 +1,10 @@
 //! `hydrapipeline` for end-to-end tests: the command with a clean environment, and a
 //! running `watch` whose stdout lines are collected as they come.
 
+use super::OBSERVER;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 
 /// `hydrapipeline`, with no services or token from the developer's environment.
@@ -21,12 +22,9 @@ pub struct Watcher {
 
 impl Watcher {
     pub fn start(args: &[&str]) -> Watcher {
-        let mut child = hydrapipeline()
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("hydrapipeline starts");
+        let mut cmd = hydrapipeline();
+        cmd.args(args);
+        let mut child = super::spawn_piped(cmd, "hydrapipeline");
         let lines: Arc<Mutex<Vec<String>>> = Arc::default();
         let sink = lines.clone();
         let stdout = child.stdout.take().unwrap();
@@ -36,6 +34,18 @@ impl Watcher {
             }
         });
         Watcher { child, lines }
+    }
+
+    /// `hydrapipeline --service NAME=URL… --token OBSERVER watch --json ARGS…`.
+    pub fn watch(services: &[(&str, &str)], args: &[&str]) -> Watcher {
+        let services: Vec<String> = services
+            .iter()
+            .flat_map(|(name, url)| ["--service".to_owned(), format!("{name}={url}")])
+            .collect();
+        let mut all: Vec<&str> = services.iter().map(String::as_str).collect();
+        all.extend(["--token", OBSERVER, "watch", "--json"]);
+        all.extend(args);
+        Watcher::start(&all)
     }
 
     pub fn json(&self) -> Vec<Value> {
