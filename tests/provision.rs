@@ -212,7 +212,7 @@ async fn provisioning_survives_a_restart() {
 
 #[tokio::test]
 async fn the_heartbeat_answer_carries_the_recipes_of_the_nodes_roles_once_approved() {
-    let recipe = hydra::config::RoleRecipe {
+    let recipe = hydra::cluster::config::RoleRecipe {
         artifact_url: "http://artifacts.local/body-2.tar.gz".into(),
         version: "2.0".into(),
         sha256: "AB".repeat(32),

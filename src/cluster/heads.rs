@@ -2,9 +2,9 @@
 //! admin pins them to and their experience whitelist. Plain functions that read the
 //! views and decide the events, like the node commands.
 
-use crate::auth::TokenHash;
-use crate::error::DomainError;
-use crate::ledger::Decision;
+use hydra_core::auth::TokenHash;
+use hydra_core::error::DomainError;
+use hydra_core::ledger::Decision;
 use hydra_events::{Event, NodeId};
 use hydra_projections::{ClusterViews, HeadView, NodeKind, NodeView};
 

@@ -1,11 +1,17 @@
-//! `hydracluster`'s domain: the decisions behind each node command, volatile liveness
-//! and the watchdogs. Nothing here knows HTTP.
+//! `hydracluster`: its domain (the decisions behind each node command, volatile
+//! liveness, the watchdogs), its HTTP API (`api`), its CLI (`cli`), its config and its
+//! server. Only `api` and `cli` know HTTP.
 
+pub mod api;
+pub mod cli;
+pub mod config;
 pub mod exec;
 pub mod heads;
+pub mod library_client;
 pub mod liveness;
 pub mod nodes;
 pub mod provision;
+pub mod server;
 pub mod shell;
 pub mod streams;
 pub mod waiters;

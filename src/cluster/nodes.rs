@@ -1,10 +1,10 @@
 //! Node commands: each function checks a request against the views and decides the
 //! events. They run on the ledger thread, so they only read and compute.
 
-use crate::auth::{node_principal, TokenHash};
-use crate::error::DomainError;
-use crate::ledger::Decision;
-use crate::store::TokenWrite;
+use hydra_core::auth::{node_principal, TokenHash};
+use hydra_core::error::DomainError;
+use hydra_core::ledger::Decision;
+use hydra_core::store::TokenWrite;
 use hydra_events::{Event, NodeId, UpdateTarget};
 use hydra_projections::{ClusterViews, NodeKind, NodeStatus, NodeView};
 
@@ -474,7 +474,7 @@ mod tests {
     fn enrollment_stops_at_the_pending_cap() {
         let v = online_body();
         let other = NodeId::parse("node-2").unwrap();
-        let token = crate::auth::hash_token("t");
+        let token = hydra_core::auth::hash_token("t");
         let e = enroll(other.clone(), "n".into(), "1.2.3.4".into(), token, 1)(&v).unwrap_err();
         assert!(matches!(e, DomainError::Unavailable(m) if m.contains("pending queue is full")));
         assert!(enroll(other, "n".into(), "1.2.3.4".into(), token, 2)(&v).is_ok());

@@ -2,8 +2,8 @@
 //! result, and the deadline that turns a silent node into a failure. The heartbeat
 //! records `provision.started` (see `nodes::heartbeat_events`).
 
-use crate::error::DomainError;
-use crate::ledger::Decision;
+use hydra_core::error::DomainError;
+use hydra_core::ledger::Decision;
 use hydra_events::{Event, NodeId};
 use hydra_projections::{ClusterViews, NodeStatus, ProvisionState};
 

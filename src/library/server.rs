@@ -4,22 +4,22 @@
 //! writer cleanly.
 
 use super::api::router;
-use super::cluster::Cluster;
+use super::cluster_client::Cluster;
 use super::config::LibraryConfig;
 use super::state::{LibraryState, Links};
-use crate::api::extract::AuthThrottle;
-use crate::api::SseStats;
-use crate::auth::Tokens;
-use crate::ledger::LedgerConfig;
-use crate::server::{open_service, stop_writer};
+use crate::service::extract::AuthThrottle;
+use crate::service::start::{open_service, stop_writer};
+use crate::service::SseStats;
 use anyhow::Context;
+use hydra_core::auth::Tokens;
+use hydra_core::ledger::LedgerConfig;
 use hydra_projections::LibraryViews;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
 /// A library that is up and answering (stop, wait, serve until a signal).
-pub type Running = crate::server::Running<LibraryViews>;
+pub type Running = crate::service::start::Running<LibraryViews>;
 
 /// Opens the library's data dir and starts serving on `config.listen`.
 pub async fn start(config: LibraryConfig) -> anyhow::Result<Running> {
@@ -65,7 +65,7 @@ pub async fn start(config: LibraryConfig) -> anyhow::Result<Running> {
     let release = tokio::spawn(super::release::run(state.clone()));
     let app = router(state.clone()).layer(axum::extract::DefaultBodyLimit::max(max_body));
     let handle = ledger.clone();
-    let serving = crate::api::serve::serve(listener, app, state, limits);
+    let serving = crate::service::serve::serve(listener, app, state, limits);
     let task = tokio::spawn(async move {
         let served = serving.await;
         for task in [driver, release] {

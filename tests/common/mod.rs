@@ -6,7 +6,7 @@ pub mod agent;
 pub mod library;
 pub mod pipeline;
 
-use hydra::config::Config;
+use hydra::cluster::config::Config;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -20,7 +20,7 @@ pub struct TestServer {
     pub url: String,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
-    pub running: Option<hydra::server::Running>,
+    pub running: Option<hydra::service::start::Running>,
 }
 
 pub fn test_config(dir: &Path) -> Config {
@@ -42,7 +42,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     tweak(&mut config);
-    let running = hydra::server::start(config).await.expect("server starts");
+    let running = hydra::cluster::server::start(config).await.expect("server starts");
     TestServer {
         url: format!("http://{}", running.addr),
         http: reqwest::Client::new(),
@@ -61,12 +61,13 @@ impl TestServer {
     /// Starts again on the same data dir (a new port).
     pub async fn restart(&mut self) {
         self.stop().await;
-        let running = hydra::server::start(test_config(self.dir.path())).await.expect("server restarts");
+        let running =
+            hydra::cluster::server::start(test_config(self.dir.path())).await.expect("server restarts");
         self.url = format!("http://{}", running.addr);
         self.running = Some(running);
     }
 
-    pub fn ledger(&self) -> &hydra::ledger::Ledger<hydra_projections::ClusterViews> {
+    pub fn ledger(&self) -> &hydra_core::ledger::Ledger<hydra_projections::ClusterViews> {
         self.running.as_ref().unwrap().ledger()
     }
 }

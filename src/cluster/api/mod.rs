@@ -1,36 +1,31 @@
-//! The HTTP API of `hydracluster`: routes, shared state, auth extractors and the one
-//! mapping from errors to status codes. Only this module knows HTTP.
+//! The HTTP API of `hydracluster`: its routes and the state its handlers reach. The
+//! shared kit (errors, extractors, the event stream, health) is `crate::service`.
 
 mod body;
+mod callers;
 mod enroll;
-pub mod events;
 mod exec;
-pub mod extract;
 mod heads;
-pub mod health;
-mod limits;
+mod health;
 mod nodes;
-mod page;
 mod provision;
 mod remote;
-pub mod serve;
 mod shell;
 mod streams;
 
-pub use extract::{Admin, ApiJson, NodeCaller, Reader};
+use crate::service::{events, extract, limits, page, serve};
+use crate::service::{Admin, ApiError, ApiJson, Reader, ServiceState, SseStats};
+use callers::NodeCaller;
 
-use crate::auth::Tokens;
+use crate::cluster::config::Config;
 use crate::cluster::waiters::Waiters;
 use crate::cluster::Liveness;
-use crate::config::Config;
-use crate::error::DomainError;
-use crate::ledger::{Ledger, LedgerError};
-use crate::store::StoreError;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use hydra_projections::{ClusterViews, Projection};
+use axum::Router;
+use hydra_core::auth::Tokens;
+use hydra_core::ledger::Ledger;
+use hydra_projections::ClusterViews;
 use std::sync::Arc;
 
 /// Everything a handler can reach. Cheap to clone; holds no lock.
@@ -49,43 +44,6 @@ pub struct AppState {
     pub shells: Arc<shell::ShellRegistry>,
     pub auth_throttle: Arc<extract::AuthThrottle>,
     pub connections: Arc<serve::ConnStats>,
-}
-
-/// What the event endpoints and the auth extractors need of a service: hydracluster's
-/// state and ExperienceLibrary's both provide it, so both serve the same SSE. A
-/// service names its ledger, its tokens and its stream settings; the rest follows.
-pub trait ServiceState: Clone + Send + Sync + 'static {
-    type Views: hydra_projections::Projection;
-    fn ledger(&self) -> &Ledger<Self::Views>;
-    fn tokens(&self) -> &Tokens;
-    /// Turns true when the server stops, so that live streams end.
-    fn stopping(&self) -> tokio::sync::watch::Receiver<bool>;
-    fn sse(&self) -> &Arc<SseStats>;
-    fn keepalive(&self) -> std::time::Duration;
-    /// Failed authentications per remote address (see `extract::AuthThrottle`).
-    fn auth_throttle(&self) -> &extract::AuthThrottle;
-    /// Open, refused and timed-out connections, for `/readyz`.
-    fn connections(&self) -> &Arc<serve::ConnStats>;
-
-    fn store(&self) -> &crate::store::Store {
-        self.ledger().store()
-    }
-    fn committed_seq(&self) -> u64 {
-        self.ledger().committed_seq()
-    }
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<crate::ledger::Published>> {
-        self.ledger().subscribe()
-    }
-    /// The seq of the last event applied to the shared views.
-    fn applied_seq(&self) -> u64 {
-        self.ledger().read(|v| v.last_seq())
-    }
-    /// The last applied seq and the digest of the live views (copied out of the lock
-    /// first: the digest encodes all of them).
-    fn digest(&self) -> (u64, String) {
-        let views = self.ledger().read(|v| v.clone());
-        (views.last_seq(), hydra_projections::digest(&views))
-    }
 }
 
 impl ServiceState for AppState {
@@ -111,14 +69,6 @@ impl ServiceState for AppState {
     fn connections(&self) -> &Arc<serve::ConnStats> {
         &self.connections
     }
-}
-
-/// Counters about live subscribers, shown in `/readyz`.
-#[derive(Debug, Default)]
-pub struct SseStats {
-    pub subscribers: std::sync::atomic::AtomicU64,
-    /// Times a subscriber fell behind the live broadcast and read from the log instead.
-    pub lag_recoveries: std::sync::atomic::AtomicU64,
 }
 
 impl AppState {
@@ -151,8 +101,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/enroll", get(enroll::page).post(enroll::submit))
         .route("/api/v1/health", get(health::health))
-        .route("/readyz", get(health::readyz::<AppState>))
-        .route("/api/v1/readyz", get(health::readyz::<AppState>))
+        .route("/readyz", get(crate::service::health::readyz::<AppState>))
+        .route("/api/v1/readyz", get(crate::service::health::readyz::<AppState>))
         .route("/api/v1/nodes", get(nodes::list))
         .route("/api/v1/nodes/{id}", get(nodes::get_one).delete(nodes::remove))
         .route("/api/v1/nodes/{id}/approve", post(nodes::approve))
@@ -201,80 +151,4 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(state)
-}
-
-/// An error answer: a status and a message that says what was wrong, as
-/// `{"error": "..."}`. Our own failures say nothing of internals.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    /// Seconds for a `Retry-After` header (429s).
-    pub retry_after: Option<u64>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), retry_after: None }
-    }
-    /// A 429 with a `Retry-After` of `secs`.
-    pub fn too_many_requests(message: impl Into<String>, secs: u64) -> Self {
-        ApiError { retry_after: Some(secs), ..Self::new(StatusCode::TOO_MANY_REQUESTS, message) }
-    }
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, message)
-    }
-    pub fn internal(error: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %error, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server log")
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
-        if let Some(secs) = self.retry_after {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
-        }
-        response
-    }
-}
-
-impl From<DomainError> for ApiError {
-    fn from(e: DomainError) -> Self {
-        match e {
-            DomainError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, m),
-            DomainError::Conflict(m) => Self::new(StatusCode::CONFLICT, m),
-            DomainError::Invalid(m) => Self::new(StatusCode::BAD_REQUEST, m),
-            DomainError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, m),
-            DomainError::Unavailable(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, m),
-        }
-    }
-}
-
-impl From<LedgerError> for ApiError {
-    fn from(e: LedgerError) -> Self {
-        match e {
-            LedgerError::Domain(d) => d.into(),
-            LedgerError::Unavailable(m) => {
-                tracing::error!(error = %m, "ledger unavailable");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "the event log is unavailable; retry")
-            }
-            LedgerError::ReadOnly(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, m),
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        if e.is_damage() {
-            // Logged in full; the caller learns it is the server's log, not the request.
-            tracing::error!(error = %e, "the event log is damaged; stop the server, then audit and repair it");
-            return Self::new(StatusCode::SERVICE_UNAVAILABLE, format!("the event log is damaged: {e}"));
-        }
-        Self::internal(e)
-    }
 }

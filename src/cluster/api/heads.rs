@@ -1,11 +1,11 @@
 //! Kiosk heads (SPEC §4): fleet enrollment, the QR payload, the list of heads, each
 //! head's stream config and status report, and the admin's assignment and whitelist.
 
-use super::extract::{node_id, principal, Fleet};
-use super::nodes::{check_label, rfc3339};
+use super::callers::Fleet;
+use super::extract::{node_id, principal};
+use super::nodes::check_label;
 use super::{limits, page};
 use super::{Admin, ApiError, ApiJson, AppState, NodeCaller, Reader};
-use crate::auth::{hash_token, new_token, random_hex, Principal};
 use crate::cluster::heads::{self, HeadEnrollment};
 use crate::cluster::Live;
 use axum::extract::{Path, Query, State};
@@ -13,6 +13,8 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use hydra_core::auth::{hash_token, new_token, random_hex, Principal};
+use hydra_core::envelope::rfc3339;
 use hydra_events::NodeId;
 use hydra_projections::{HeadView, NodeStatus, NodeView, HEAD_STATUSES};
 use serde::{Deserialize, Serialize};
@@ -394,7 +396,7 @@ pub async fn experiences(
             "no ExperienceLibrary is configured: set experienceLibrary.url in the config",
         )
     })?;
-    let items = crate::library_client::live_experiences(
+    let items = crate::cluster::library_client::live_experiences(
         base,
         &s.node.district,
         &s.node.venue,
@@ -402,7 +404,7 @@ pub async fn experiences(
     )
     .await
     .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
-    Ok(Json(crate::library_client::allowed(items, &s.head.allowed_experiences)))
+    Ok(Json(crate::cluster::library_client::allowed(items, &s.head.allowed_experiences)))
 }
 
 /// Exit codes of the commands below that say why there is nothing to show.

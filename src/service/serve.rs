@@ -5,11 +5,11 @@
 //! shutdown. Counts are shown in `/readyz` under `connections`.
 
 use super::{ApiError, ServiceState};
-use crate::auth::Principal;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, Response, StatusCode};
 use axum::Router;
+use hydra_core::auth::Principal;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;

@@ -2,18 +2,17 @@
 //! subscriber that falls behind the broadcast goes back to the log and misses
 //! nothing), `GET /api/v1/events/log` (JSON pages) and the live state digest.
 
-use super::nodes::rfc3339;
 use super::{ApiError, Reader, ServiceState, SseStats};
-use crate::auth::Principal;
-use crate::ledger::Published;
-use crate::store::{Store, StoreError};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::Stream;
-use hydra_events::{Envelope, Event, ExecOutput};
+use hydra_core::envelope::{envelope_json, Audience};
+use hydra_core::ledger::Published;
+use hydra_core::store::{Store, StoreError};
+use hydra_events::Envelope;
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -29,128 +28,6 @@ const CATCH_UP_CHUNK: u64 = 64;
 /// connecting together would otherwise grow tokio's blocking pool towards 512
 /// threads, each keeping its stack and allocator caches for a while after.
 static CATCH_UP_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
-
-/// Who reads an event. Admins see everything; observers see what happened to a
-/// command (ids, status, exit code, sizes) but never its text or what it printed,
-/// which can hold secrets (`db_password=…`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Audience {
-    Admin,
-    Observer,
-}
-
-impl Audience {
-    pub fn of(reader: &Reader) -> Audience {
-        match reader.0 {
-            Principal::Admin { .. } => Audience::Admin,
-            _ => Audience::Observer,
-        }
-    }
-}
-
-/// The JSON form of an event: `{"seq","type","at","cause","data"}`, where `data` holds
-/// the event's fields (`node_id`, …), without command text and output for observers.
-pub fn envelope_json(e: &Envelope, audience: Audience) -> serde_json::Value {
-    let mut data = match serde_json::to_value(&e.event) {
-        Ok(serde_json::Value::Object(m)) if m.len() == 1 => {
-            m.into_iter().next().map(|(_, v)| v).unwrap_or_default()
-        }
-        Ok(other) => other,
-        Err(_) => serde_json::Value::Null,
-    };
-    if audience == Audience::Observer {
-        redact(&e.event, &mut data);
-    }
-    serde_json::json!({
-        "seq": e.seq,
-        "type": e.event.type_name(),
-        "at": rfc3339(e.at_ms),
-        "cause": e.cause,
-        "data": data,
-    })
-}
-
-/// Takes command text and output out of an event's `data`, leaving their sizes.
-/// Exhaustive on purpose: a new event type must be decided on here.
-fn redact(event: &Event, data: &mut serde_json::Value) {
-    use serde_json::json;
-    let Some(fields) = data.as_object_mut() else { return };
-    let output = |o: &ExecOutput| {
-        json!({
-            "exit_code": o.exit_code,
-            "truncated": o.truncated,
-            "duration_ms": o.duration_ms,
-            "stdout_bytes": o.stdout.len(),
-            "stderr_bytes": o.stderr.len(),
-        })
-    };
-    match event {
-        Event::ExecQueued { command, .. } | Event::ShellOpened { command: Some(command), .. } => {
-            fields.remove("command");
-            fields.insert("command_bytes".into(), json!(command.len()));
-        }
-        Event::ExecCompleted { output: o, .. } | Event::ExecTimedOut { output: Some(o), .. } => {
-            fields.insert("output".into(), output(o));
-        }
-        // A provisioning error ends with what the install hook or tar printed: keep
-        // only the part before it ("install hook exited 1", "timeout").
-        Event::ProvisionFailed { error, .. } | Event::RolloutNodeFailed { error, .. } => {
-            let summary = error.split(':').next().unwrap_or_default().trim();
-            fields.insert("error".into(), json!(summary));
-            fields.insert("error_bytes".into(), json!(error.len()));
-        }
-        Event::NodeEnrolled { .. }
-        | Event::NodeApproved { .. }
-        | Event::NodeRejected { .. }
-        | Event::NodeRemoved { .. }
-        | Event::NodeRolesChanged { .. }
-        | Event::NodePlacementChanged { .. }
-        | Event::NodeDrainChanged { .. }
-        | Event::NodeUpdateRequested { .. }
-        | Event::NodeUpdateDelivered { .. }
-        | Event::NodeOnline { .. }
-        | Event::NodeOffline { .. }
-        | Event::NodeProviderChanged { .. }
-        | Event::NodeAgentChanged { .. }
-        | Event::NodeNetworkChanged { .. }
-        | Event::NodeStreamChanged { .. }
-        | Event::ExecDispatched { .. }
-        | Event::ExecTimedOut { output: None, .. }
-        | Event::ExecCancelled { .. }
-        | Event::ExecRequeued { .. }
-        | Event::ExecFailed { .. }
-        | Event::ExecExpired { .. }
-        | Event::ShellOpened { command: None, .. }
-        | Event::ShellClosed { .. }
-        | Event::HeadRegistered { .. }
-        | Event::HeadStatusChanged { .. }
-        | Event::HeadAssigned { .. }
-        | Event::HeadExperiencesAllowed { .. }
-        | Event::ReprovisionRequested { .. }
-        | Event::ProvisionStarted { .. }
-        | Event::ProvisionCompleted { .. }
-        | Event::StreamStopped { .. }
-        | Event::AnomalyStarted { .. }
-        | Event::AnomalyCleared { .. }
-        | Event::ExperienceCreated { .. }
-        | Event::BuildRegistered { .. }
-        | Event::ExperiencePromoted { .. }
-        | Event::RolloutStarted { .. }
-        | Event::RolloutWaveStarted { .. }
-        | Event::RolloutNodeRequested { .. }
-        | Event::RolloutNodeStarted { .. }
-        | Event::RolloutNodeCompleted { .. }
-        | Event::RolloutWaveCompleted { .. }
-        | Event::RolloutPaused { .. }
-        | Event::RolloutResumed { .. }
-        | Event::RolloutCompleted { .. }
-        | Event::RolloutAborted { .. }
-        | Event::NodeKindChanged { .. }
-        | Event::HeadUnassigned { .. }
-        | Event::RolloutOrigin { .. }
-        | Event::RolloutCancelled { .. } => {}
-    }
-}
 
 /// The live event rendered once per audience and shared by every subscriber of it.
 fn rendered(p: &Published, audience: Audience) -> &str {
@@ -251,7 +128,7 @@ pub async fn stream<S: ServiceState>(
         )));
     }
     let keepalive = KeepAlive::new().interval(state.keepalive()).text("keep-alive");
-    let events = subscription(state, since, filter, Audience::of(&reader));
+    let events = subscription(state, since, filter, reader.audience());
     let mut response = Sse::new(events).keep_alive(keepalive).into_response();
     // Hydra keeps the whole log, so every id resumes exactly; say where we resumed.
     let h = response.headers_mut();
@@ -393,7 +270,7 @@ pub async fn log<S: ServiceState>(
     let envelopes = tokio::task::spawn_blocking(move || read_envelopes(&store, from, to))
         .await
         .map_err(ApiError::internal)??;
-    let audience = Audience::of(&reader);
+    let audience = reader.audience();
     let events: Vec<_> =
         envelopes.iter().filter(|e| filter.matches(e)).map(|e| envelope_json(e, audience)).collect();
     Ok(Json(serde_json::json!({

@@ -1,19 +1,15 @@
-//! Starting and stopping `hydracluster serve`: open the store, recover the views,
-//! start the writer, the watchdogs and the HTTP server; on shutdown, end live streams,
-//! stop the writer cleanly (final snapshot) and return.
+//! Starting and stopping a service, the same for both: open the data dir (admin
+//! token, store, recovered views), serve until a signal, then stop the writer cleanly
+//! (final snapshot). Each service's `server.rs` wires its own tasks and routes.
 
-use crate::api::{router, AppState};
-use crate::auth::{admin_token, Tokens};
-use crate::cluster::watchdogs;
-use crate::config::Config;
-use crate::ledger::{Ledger, LedgerConfig};
-use crate::store::Store;
 use anyhow::Context;
+use hydra_core::auth::admin_token;
+use hydra_core::ledger::{Ledger, LedgerConfig};
+use hydra_core::store::Store;
 use hydra_projections::{ClusterViews, Projection};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// A server that is up and answering: hydracluster's (`P` = `ClusterViews`) or
@@ -75,87 +71,6 @@ impl<P: Projection> Running<P> {
     }
 }
 
-/// Opens the data dir and starts serving on `config.listen` (port 0 picks one).
-pub async fn start(mut config: Config) -> anyhow::Result<Running> {
-    config.check().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let limits = config.conn_limits();
-    limits.check().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let ledger_config = LedgerConfig {
-        snapshot_every: config.snapshot_every,
-        broadcast_capacity: config.broadcast_capacity,
-        min_free_bytes: config.min_free_bytes,
-        ..LedgerConfig::default()
-    };
-    let (token, is_new, ledger) = open_service::<ClusterViews>(
-        "hydracluster",
-        &config.data,
-        config.admin_token.as_deref(),
-        ledger_config,
-    )
-    .await?;
-    let listener =
-        TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    if config.listen.port() == 0 && config.server_url.ends_with(":0") {
-        config.server_url = format!("http://{addr}");
-    }
-    let tokens = Tokens::new(
-        &[("admin".into(), token.clone())],
-        config.observer_token.as_deref(),
-        config.fleet_enrollment_token.as_deref(),
-    );
-    let (stop, stopped) = watch::channel(false);
-    let state = AppState::new(config, ledger.clone(), tokens, stopped);
-    let checker = tokio::spawn(watchdogs::offline_checker(
-        ledger.clone(),
-        state.liveness.clone(),
-        state.config.heartbeat_timeout,
-        state.config.offline_check_interval,
-    ));
-    let wake = tokio::spawn(crate::cluster::waiters::run(ledger.clone(), state.waiters.clone()));
-    let deadlines = tokio::spawn(watchdogs::exec_deadlines(
-        ledger.clone(),
-        state.config.exec_timeout_grace,
-        state.config.exec_watchdog_interval,
-    ));
-    let provisioning = tokio::spawn(watchdogs::provision_deadlines(
-        ledger.clone(),
-        state.config.provision_deadline,
-        state.config.provision_watchdog_interval,
-    ));
-    let anomalies = tokio::spawn(watchdogs::body_anomalies(
-        ledger.clone(),
-        state.liveness.clone(),
-        state.config.gpu_busy_threshold_pct,
-        state.config.anomaly_check_interval,
-    ));
-    let (approved, pending) =
-        (state.config.heartbeat_event_interval, state.config.pending_heartbeat_event_interval);
-    let held = watchdogs::held_changes_tick(approved, pending).map(|every| {
-        tokio::spawn(watchdogs::held_changes(
-            ledger.clone(),
-            state.liveness.clone(),
-            approved,
-            pending,
-            every,
-        ))
-    });
-    let app = router(state.clone());
-    let handle = ledger.clone();
-    let serving = crate::api::serve::serve(listener, app, state, limits);
-    let task = tokio::spawn(async move {
-        let served = serving.await;
-        for task in [checker, wake, deadlines, provisioning, anomalies].into_iter().chain(held) {
-            task.abort();
-            let _ = task.await;
-        }
-        // Every other handle is gone with the router.
-        stop_writer(ledger).await;
-        served.context("serving HTTP")
-    });
-    Ok(Running { addr, admin_token: token, admin_token_is_new: is_new, stop, task, ledger: Some(handle) })
-}
-
 /// Opens a service's data dir: its admin token (the configured one, or the one kept
 /// there, or a new one) and its event log, recovered. Returns the token, whether it
 /// is new, and the ledger. `program` is the binary named in the refusal of a damaged
@@ -177,7 +92,7 @@ pub async fn open_service<P: Projection>(
     match opened {
         Ok(ledger) => Ok((token, is_new, ledger)),
         // A damaged log is refused with its last good seq and the ways on, never served.
-        Err(e) => match crate::repair::refusal(data, program, &e) {
+        Err(e) => match hydra_core::repair::refusal(data, program, &e) {
             Some(message) => {
                 Err(anyhow::anyhow!("refusing to serve the event log in {}: {message}", data.display()))
             }

@@ -119,7 +119,7 @@ pub fn repair<P: Projection>(data: &Path, keep: u64, drop_tokens: bool) -> anyho
     let mut dropped = 0;
     for (in_chain, bytes) in past_chain.chain(rest) {
         let Ok(e) = hydra_migrations::read_envelope(bytes) else { continue };
-        let mut line = crate::api::events::envelope_json(&e, crate::api::events::Audience::Admin);
+        let mut line = crate::envelope::envelope_json(&e, crate::envelope::Audience::Admin);
         line["chained"] = in_chain.into();
         lines.push_str(&line.to_string());
         lines.push('\n');

@@ -1,5 +1,5 @@
-//! Domain errors: what a command can refuse, independent of HTTP. `src/api` maps
-//! them to status codes.
+//! Domain errors: what a command can refuse, independent of HTTP. `service::ApiError`
+//! (in the `hydra` crate) maps them to status codes.
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {

@@ -7,9 +7,9 @@ use super::limits::{self, MAX_FIELD_BYTES};
 use super::{ApiError, ApiJson, AppState, NodeCaller};
 use crate::cluster::liveness::{self, Budget};
 use crate::cluster::nodes::{self, coalescable, heartbeat_events, Part, Report};
-use crate::ledger::now_ms;
 use axum::extract::State;
 use axum::Json;
+use hydra_core::ledger::now_ms;
 use hydra_projections::NodeStatus;
 use serde::Deserialize;
 

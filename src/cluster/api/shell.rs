@@ -11,9 +11,7 @@
 
 use super::extract::node_id;
 use super::{Admin, ApiError, AppState, NodeCaller};
-use crate::auth::{random_hex, Principal};
 use crate::cluster::shell::{AttachError, Offer, Shells};
-use crate::ledger::Decision;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -21,6 +19,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::{SinkExt, StreamExt};
+use hydra_core::auth::{random_hex, Principal};
+use hydra_core::ledger::Decision;
 use hydra_events::{Event, NodeId};
 use hydra_projections::NodeStatus;
 use serde::{Deserialize, Serialize};

@@ -1,18 +1,19 @@
 //! Admin endpoints for nodes: list (with filters and as-of queries), get, approve,
 //! reject, remove, roles, placement, drain, update flags and per-node history.
 
-use super::events::{envelope_json, read_envelopes, Audience};
+use super::events::read_envelopes;
 use super::extract::node_id;
 use super::page;
 use super::{Admin, ApiError, ApiJson, AppState, Reader};
-use crate::audit::{replay, Stop};
 use crate::cluster::nodes::{self, Placement, ENVIRONMENTS};
 use crate::cluster::Live;
-use crate::ledger::now_ms;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use hydra_core::audit::{replay, Stop};
+use hydra_core::envelope::{envelope_json, rfc3339};
+use hydra_core::ledger::now_ms;
 use hydra_events::{NodeId, UpdateTarget};
 use hydra_projections::{ClusterViews, NodeView, ProvisionView};
 use serde::{Deserialize, Serialize};
@@ -59,10 +60,6 @@ pub struct NodeJson {
     pub coalesced_changes: u64,
     /// A change the node reported waits for its budget (written when it passes).
     pub change_held: bool,
-}
-
-pub fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
 }
 
 /// The node with its provisioning record (`views.provision`), if it has one.
@@ -256,7 +253,7 @@ fn check_roles(state: &AppState, roles: &[String]) -> Result<Vec<String>, ApiErr
 
 /// A district, venue or owner: 1 to 64 printable characters.
 pub(super) fn check_label(what: &str, value: &str) -> Result<String, ApiError> {
-    Ok(crate::names::label(what, value)?)
+    Ok(hydra_core::names::label(what, value)?)
 }
 
 fn check_placement(
@@ -423,7 +420,7 @@ pub async fn history(
                 read_envelopes(&store, seq, seq)?.into_iter().filter(|e| e.event.node_id() == Some(&node)),
             );
         }
-        Ok::<_, crate::store::StoreError>(out)
+        Ok::<_, hydra_core::store::StoreError>(out)
     })
     .await
     .map_err(ApiError::internal)??;
@@ -431,7 +428,7 @@ pub async fn history(
         return Err(ApiError::not_found(format!("no events for node {id}")));
     }
     let next = envelopes.last().map(|e| e.seq).unwrap_or(q.since);
-    let audience = Audience::of(&reader);
+    let audience = reader.audience();
     let events: Vec<serde_json::Value> = envelopes.iter().map(|e| envelope_json(e, audience)).collect();
     Ok(Json(
         serde_json::json!({ "node_id": id, "events": events, "next_since": next, "now": rfc3339(now_ms()) }),

@@ -4,7 +4,6 @@
 //! once and stored only as a hash.
 
 use super::{ApiError, AppState};
-use crate::auth::{hash_token, new_token, random_hex};
 use crate::cluster::nodes;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
@@ -12,6 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
+use hydra_core::auth::{hash_token, new_token, random_hex};
 use hydra_events::NodeId;
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -136,7 +136,10 @@ fn is_admin(state: &AppState, headers: &HeaderMap) -> bool {
             c.split(';').find_map(|kv| kv.trim().strip_prefix(ADMIN_COOKIE)?.strip_prefix('='))
         });
     bearer.into_iter().chain(cookie).map(str::trim).filter(|t| !t.is_empty()).any(|t| {
-        matches!(state.tokens.resolve(state.ledger.store(), t), Some(crate::auth::Principal::Admin { .. }))
+        matches!(
+            state.tokens.resolve(state.ledger.store(), t),
+            Some(hydra_core::auth::Principal::Admin { .. })
+        )
     })
 }
 

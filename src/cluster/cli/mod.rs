@@ -1,11 +1,11 @@
 //! The `hydracluster` command line: `serve`, `audit`, and the admin commands that talk
 //! to a running server over its REST API.
 
-use crate::audit::{replay_into, Stop};
-use crate::config::Config;
-use crate::store::Store;
+use crate::cluster::config::Config;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use hydra_core::audit::{replay_into, Stop};
+use hydra_core::store::Store;
 use hydra_projections::{ClusterViews, Projection};
 use std::path::PathBuf;
 
@@ -310,10 +310,10 @@ pub fn audit(args: &AuditArgs) -> anyhow::Result<()> {
     audit_log::<ClusterViews>("hydracluster", &args.data, args.upto, args.json, ("nodes", |v| v.nodes.len()))
 }
 
-/// `repair`: rebuilds the data dir from events 1..=SEQ (see `crate::repair`) and says
+/// `repair`: rebuilds the data dir from events 1..=SEQ (see `hydra_core::repair`) and says
 /// what it did.
 pub fn repair_log<P: Projection>(args: &RepairArgs) -> anyhow::Result<()> {
-    let r = crate::repair::repair::<P>(&args.data, args.truncate_after, args.drop_tokens)?;
+    let r = hydra_core::repair::repair::<P>(&args.data, args.truncate_after, args.drop_tokens)?;
     println!("repaired {}: kept events 1..={}", args.data.display(), r.kept);
     println!("the damaged data dir, untouched: {}", r.damaged_copy.display());
     println!("{} readable events past seq {} exported to {}", r.dropped, r.kept, r.dropped_file.display());
@@ -338,12 +338,12 @@ pub fn audit_log<P: Projection>(
     if !data.join("log").exists() {
         bail!("no event log in {}", data.display());
     }
-    let damaged = |e: crate::store::StoreError| match crate::repair::refusal(data, program, &e) {
+    let damaged = |e: hydra_core::store::StoreError| match hydra_core::repair::refusal(data, program, &e) {
         Some(message) => anyhow::anyhow!("the log failed the audit: {message}"),
         None => anyhow::Error::new(e).context("the log failed the audit"),
     };
     let store = Store::open(data).map_err(|e| {
-        if crate::store::in_use(data) {
+        if hydra_core::store::in_use(data) {
             anyhow::anyhow!("a server is running on {}: stop it first ({e})", data.display())
         } else {
             damaged(e)
@@ -352,7 +352,7 @@ pub fn audit_log<P: Projection>(
     let head = store.last_seq().map_err(damaged)?;
     let watermark = store.watermark()?;
     if head < watermark {
-        return Err(damaged(crate::store::StoreError::Corrupt(format!(
+        return Err(damaged(hydra_core::store::StoreError::Corrupt(format!(
             "the log ends at seq {head} but events up to seq {watermark} were acknowledged: \
              the log lost its tail"
         ))));
@@ -361,7 +361,7 @@ pub fn audit_log<P: Projection>(
     let started = std::time::Instant::now();
     let r = replay_into::<P>(&store, stop, head).map_err(damaged)?;
     if upto.is_none() {
-        crate::audit::audit_index(&store, head).map_err(damaged)?;
+        hydra_core::audit::audit_index(&store, head).map_err(damaged)?;
     }
     let secs = started.elapsed().as_secs_f64();
     let (name, counter) = count;
@@ -712,8 +712,8 @@ pub async fn run_client(command: Command) -> anyhow::Result<u8> {
                 }
                 _ => bail!("give the command, or --file with a script"),
             };
-            let timeout =
-                crate::config::parse_duration(&timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+            let timeout = crate::cluster::config::parse_duration(&timeout)
+                .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
             return exec(&Client::new(&client)?, &node, command, timeout, retry_on_disconnect, as_json).await;
         }
         Command::Serve(_) | Command::Audit(_) | Command::Repair(_) => unreachable!("handled by main"),

@@ -1,7 +1,7 @@
 //! ExperienceLibrary's client of hydracluster: its last event id, the nodes of a
 //! venue, and reprovision requests. Errors say which call failed and why.
 
-use crate::library_client::describe;
+use crate::cluster::library_client::describe;
 use hydra_events::{NodeId, SkippedNode};
 use serde::Deserialize;
 use std::time::Duration;

@@ -5,10 +5,10 @@
 
 use super::exec::{ended_output, long_poll};
 use super::{ApiError, AppState};
-use crate::auth::random_hex;
 use crate::cluster::exec::{self, ExecRequest};
-use crate::error::DomainError;
-use crate::ledger::{now_ms, LedgerError};
+use hydra_core::auth::random_hex;
+use hydra_core::error::DomainError;
+use hydra_core::ledger::{now_ms, LedgerError};
 use hydra_events::{ExecId, ExecOutput, NodeId};
 use hydra_projections::{ExecRecord, ExecStatus};
 use std::time::Duration;

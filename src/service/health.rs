@@ -1,44 +1,11 @@
-//! `GET /api/v1/health` (public fleet summary) and `/readyz` (components; shared with
-//! ExperienceLibrary).
+//! `/readyz`: the components of a service (its log, its disk, its connections and
+//! subscribers), the same for both services.
 
-use super::{AppState, ServiceState};
+use super::ServiceState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use hydra_projections::NodeStatus;
 use std::sync::atomic::Ordering;
-
-pub async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let (total, online, pending, approved, rejected, last_seq) = state.ledger.read(|v| {
-        let count = |s: NodeStatus| v.nodes.values().filter(|n| n.status == s).count();
-        (
-            v.nodes.len(),
-            v.nodes.values().filter(|n| n.online).count(),
-            count(NodeStatus::Pending),
-            count(NodeStatus::Approved),
-            count(NodeStatus::Rejected),
-            v.last_seq,
-        )
-    });
-    Json(serde_json::json!({
-        "status": "ok",
-        "service": "hydracluster",
-        "version": env!("CARGO_PKG_VERSION"),
-        "last_event_id": last_seq,
-        // False while the log refuses writes (disk full); `/readyz` says why.
-        "writable": state.ledger.write_status().refusal.is_none(),
-        "nodes": {
-            "total": total,
-            "online": online,
-            "offline": total - online,
-            "pending": pending,
-            "approved": approved,
-            "rejected": rejected,
-            // Heartbeats whose changes waited for their node's event budget.
-            "heartbeat_changes_coalesced": state.liveness.coalesced_total(),
-        },
-    }))
-}
 
 /// Ready when the store answers, the views have caught up with the log and the log
 /// takes writes. The committed seq is read first: the writer stores it only after the

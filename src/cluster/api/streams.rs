@@ -2,13 +2,13 @@
 //! and the list of open body anomalies.
 
 use super::extract::node_id;
-use super::nodes::rfc3339;
 use super::remote::{self, Outcome};
 use super::{Admin, ApiError, AppState, Reader};
 use crate::cluster::streams;
-use crate::ledger::now_ms;
 use axum::extract::{Path, State};
 use axum::Json;
+use hydra_core::envelope::rfc3339;
+use hydra_core::ledger::now_ms;
 use hydra_projections::{ExecStatus, NodeKind, NodeStatus};
 use serde_json::{json, Value};
 

@@ -4,14 +4,14 @@
 //! counted per remote address here too (`AuthThrottle`), so every extractor that
 //! checks a token is throttled the same way.
 
-use super::{ApiError, AppState, ServiceState};
-use crate::auth::Principal;
+use super::{ApiError, ServiceState};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
+use hydra_core::auth::Principal;
+use hydra_core::envelope::Audience;
 use hydra_events::NodeId;
-use hydra_projections::NodeStatus;
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -110,7 +110,7 @@ fn remote_ip(parts: &Parts) -> Option<IpAddr> {
 /// A 401 for a token that did not resolve, counted against the caller's address; the
 /// failure that uses up the burst is logged once, with the address and the count and
 /// never the token.
-fn failed_auth<S: ServiceState>(parts: &Parts, state: &S) -> ApiError {
+pub(crate) fn failed_auth<S: ServiceState>(parts: &Parts, state: &S) -> ApiError {
     if let Some(ip) = remote_ip(parts) {
         let throttle = state.auth_throttle();
         if let Some(count) = throttle.failed(ip, Instant::now()) {
@@ -125,13 +125,13 @@ fn failed_auth<S: ServiceState>(parts: &Parts, state: &S) -> ApiError {
     unauthorized()
 }
 
-fn forbidden(what: &str) -> ApiError {
+pub(crate) fn forbidden(what: &str) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, format!("this token may not {what}"))
 }
 
 /// The principal behind the `Authorization: Bearer` header (401 when there is none or
 /// it is unknown; 429 while the caller's address is throttled for failing too often).
-pub(super) fn principal<S: ServiceState>(parts: &Parts, state: &S) -> Result<Principal, ApiError> {
+pub(crate) fn principal<S: ServiceState>(parts: &Parts, state: &S) -> Result<Principal, ApiError> {
     if let Some(ip) = remote_ip(parts) {
         if let Err(wait) = state.auth_throttle().check(ip, Instant::now()) {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -169,45 +169,23 @@ impl<S: ServiceState> FromRequestParts<S> for Admin {
 /// An admin or an observer: may read views and events, change nothing.
 pub struct Reader(pub Principal);
 
+impl Reader {
+    /// What this reader may see of an event: all of it for admins, no command text
+    /// or output for observers.
+    pub fn audience(&self) -> Audience {
+        match self.0 {
+            Principal::Admin { .. } => Audience::Admin,
+            _ => Audience::Observer,
+        }
+    }
+}
+
 impl<S: ServiceState> FromRequestParts<S> for Reader {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match principal(parts, state)? {
             p @ (Principal::Admin { .. } | Principal::Observer) => Ok(Reader(p)),
             _ => Err(forbidden("read fleet views")),
-        }
-    }
-}
-
-/// A kiosk enrolling itself with the fleet enrollment token. When no fleet token is
-/// configured no token resolves to `Fleet`, so every attempt is a 401.
-pub struct Fleet;
-
-impl FromRequestParts<AppState> for Fleet {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match principal(parts, state)? {
-            Principal::Fleet => Ok(Fleet),
-            _ => Err(forbidden("enroll kiosk heads; use the fleet enrollment token")),
-        }
-    }
-}
-
-/// A node agent, with a token of a node that still exists and is not rejected.
-pub struct NodeCaller(pub NodeId);
-
-impl FromRequestParts<AppState> for NodeCaller {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Principal::Node(id) = principal(parts, state)? else {
-            return Err(forbidden("act as a node"));
-        };
-        match state.ledger.read(|v| v.nodes.get(&id).map(|n| n.status)) {
-            None => Err(failed_auth(parts, state)),
-            Some(NodeStatus::Rejected) => {
-                Err(ApiError::new(StatusCode::FORBIDDEN, "this node was rejected by an admin; enroll again"))
-            }
-            Some(_) => Ok(NodeCaller(id)),
         }
     }
 }
@@ -240,7 +218,7 @@ fn json_error(rejection: JsonRejection) -> ApiError {
 }
 
 /// Parses a node id from the path, with a 400 that says what a node id looks like.
-pub(super) fn node_id(raw: &str) -> Result<NodeId, ApiError> {
+pub(crate) fn node_id(raw: &str) -> Result<NodeId, ApiError> {
     NodeId::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 

@@ -317,8 +317,8 @@ pub fn millis(d: Duration) -> u64 {
 
 impl Config {
     /// The connection settings of the HTTP server.
-    pub fn conn_limits(&self) -> crate::api::serve::ConnLimits {
-        crate::api::serve::ConnLimits {
+    pub fn conn_limits(&self) -> crate::service::serve::ConnLimits {
+        crate::service::serve::ConnLimits {
             max_connections: self.max_connections,
             header_read_timeout: self.header_read_timeout,
             idle_timeout: self.idle_timeout,

@@ -4,16 +4,16 @@
 
 use super::events::read_envelopes;
 use super::extract::node_id;
-use super::nodes::rfc3339;
 use super::{Admin, ApiError, ApiJson, AppState, NodeCaller};
-use crate::auth::random_hex;
+use crate::cluster::config::{millis, parse_duration};
 use crate::cluster::exec::{self, ExecRequest};
-use crate::config::{millis, parse_duration};
-use crate::ledger::now_ms;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use hydra_core::auth::random_hex;
+use hydra_core::envelope::rfc3339;
+use hydra_core::ledger::now_ms;
 use hydra_events::{Event, ExecId, ExecOutput, NodeId};
 use hydra_projections::{ExecRecord, ExecStatus};
 use serde::Deserialize;
