@@ -13,7 +13,7 @@ pub use exec::{ExecRecord, ExecStatus, ExecViews, NodeExec, FINISHED_KEPT};
 pub use heads::{HeadView, HEAD_STATUSES};
 pub use library::{
     rollout_number, BuildView, EnvironmentBuild, ExperienceView, LibraryViews, NodeProgress, NodeState,
-    RolloutState, RolloutView, ENVIRONMENTS,
+    RolloutState, RolloutView, ENVIRONMENTS, FLEET_ENVIRONMENTS,
 };
 pub use nodes::{NodeKind, NodeStatus, NodeView};
 pub use provision::{ProvisionState, ProvisionView};

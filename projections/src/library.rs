@@ -10,6 +10,10 @@ use std::collections::BTreeMap;
 /// The environments a build moves through, in order.
 pub const ENVIRONMENTS: [&str; 3] = ["development", "staging", "production"];
 
+/// The environments a machine can be placed in: the ladder but its first rung, which
+/// builds pass through and no machine stands in.
+pub const FLEET_ENVIRONMENTS: [&str; 2] = ["staging", "production"];
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LibraryViews {
     pub last_seq: u64,

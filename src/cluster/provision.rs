@@ -7,6 +7,18 @@ use hydra_core::ledger::Decision;
 use hydra_events::{Event, NodeId};
 use hydra_projections::{ClusterViews, NodeStatus, ProvisionState};
 
+/// Whether the reprovision flag must be carried again to a node that says it has no
+/// provisioning in hand: the answer that carried it was lost (the connection broke,
+/// the server was killed after recording `provision.started`) while the log says the
+/// node is provisioning. Carrying it again beats letting the run end as a timeout.
+pub fn flag_lost(views: &ClusterViews, id: &NodeId) -> bool {
+    let lost = views.provision.get(id).is_some_and(|p| p.state == ProvisionState::Provisioning);
+    if lost {
+        tracing::info!(node = %id, "the reprovision flag did not reach the node; carrying it again");
+    }
+    lost
+}
+
 /// Flags an approved node to reinstall on its next heartbeat. A node already asked
 /// and not yet answered is refused (409): a second request would only race the first,
 /// and a rollout must learn that the node is busy rather than wait on the wrong run.

@@ -7,6 +7,7 @@ use super::limits::{self, MAX_FIELD_BYTES};
 use super::{ApiError, ApiJson, AppState, NodeCaller};
 use crate::cluster::liveness::{self, Budget};
 use crate::cluster::nodes::{self, coalescable, heartbeat_events, Part, Report};
+use crate::cluster::provision;
 use axum::extract::State;
 use axum::Json;
 use hydra_core::ledger::now_ms;
@@ -134,18 +135,8 @@ pub async fn heartbeat(
             }
         }
     }
-    // The answer that carried the flag was lost (the connection broke, the server was
-    // killed after recording `provision.started`): the node says it has nothing in
-    // hand while the log says it is provisioning. Carry the flag again, rather than
-    // let the run end as a timeout.
     if !reprovision && body.provisioning == Some(false) {
-        let open = state.ledger.read(|v| {
-            v.provision.get(&id).is_some_and(|p| p.state == hydra_projections::ProvisionState::Provisioning)
-        });
-        if open {
-            tracing::info!(node = %id, "the reprovision flag did not reach the node; carrying it again");
-            reprovision = true;
-        }
+        reprovision = state.ledger.read(|v| provision::flag_lost(v, &id));
     }
     let node = state
         .ledger

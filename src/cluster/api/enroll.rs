@@ -181,20 +181,6 @@ pub struct EnrollBody {
     ip: Option<String>,
 }
 
-fn check_name(name: &str) -> Result<String, ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
-        Ok(name.to_owned())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "invalid name {:?}: use 1 to 64 letters, digits, dots, dashes or underscores",
-            name.chars().take(80).collect::<String>()
-        )))
-    }
-}
-
 pub async fn submit(
     State(state): State<AppState>,
     RemoteAddr(remote): RemoteAddr,
@@ -222,7 +208,8 @@ pub async fn submit(
             "send application/json or application/x-www-form-urlencoded",
         ));
     };
-    let name = check_name(form.name.trim())?;
+    // Checked before the queue, so that a bad name is told as such whatever the queue.
+    let name = nodes::machine_name(form.name.trim())?;
     let ip = match form.ip.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         Some(ip) => ip.parse::<IpAddr>().map_err(|_| {
             ApiError::bad_request(format!("invalid ip {ip:?}: expected an IPv4 or IPv6 address"))

@@ -3,7 +3,6 @@
 
 use super::callers::Fleet;
 use super::extract::{node_id, principal};
-use super::nodes::check_label;
 use super::{limits, page};
 use super::{Admin, ApiError, ApiJson, AppState, NodeCaller, Reader};
 use crate::cluster::heads::{self, HeadEnrollment};
@@ -19,8 +18,6 @@ use hydra_events::NodeId;
 use hydra_projections::{HeadView, NodeStatus, NodeView, HEAD_STATUSES};
 use serde::{Deserialize, Serialize};
 
-const MAX_EXPERIENCES: usize = 1000;
-const MAX_EXPERIENCE_CHARS: usize = 128;
 const MAX_DETAIL_CHARS: usize = 512;
 
 #[derive(Debug, Deserialize)]
@@ -38,11 +35,7 @@ pub async fn enroll(
     _: Fleet,
     ApiJson(body): ApiJson<EnrollBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let enrollment = HeadEnrollment {
-        name: check_label("name", &body.name)?,
-        district: check_label("district", &body.district)?,
-        venue: check_label("venue", &body.venue)?,
-    };
+    let enrollment = HeadEnrollment { name: body.name, district: body.district, venue: body.venue };
     let id = NodeId::from_random_hex(&random_hex());
     let token = new_token("hyn_");
     state.ledger.submit("fleet", heads::register(id.clone(), enrollment, hash_token(&token))).await?;
@@ -290,14 +283,7 @@ pub async fn assign(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = node_id(&id)?;
     let body_id = body.body_id.as_deref().map(node_id).transpose()?;
-    let app_id = match body.app_id {
-        Some(a) if body_id.is_none() => {
-            return Err(ApiError::bad_request(format!("app_id {a:?} needs a body_id")));
-        }
-        Some(a) => Some(check_short("app_id", a)?),
-        None => None,
-    };
-    state.ledger.submit(admin.cause(), heads::assign(id.clone(), body_id, app_id)).await?;
+    state.ledger.submit(admin.cause(), heads::assign(id.clone(), body_id, body.app_id)).await?;
     let s = find(&state, &id)?;
     Ok(Json(config_json(&state, &s)))
 }
@@ -316,31 +302,9 @@ pub async fn allowed_experiences(
     ApiJson(body): ApiJson<AllowedBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = node_id(&id)?;
-    if body.experiences.len() > MAX_EXPERIENCES {
-        return Err(ApiError::bad_request(format!("at most {MAX_EXPERIENCES} experiences")));
-    }
-    let mut list: Vec<String> = Vec::with_capacity(body.experiences.len());
-    for e in body.experiences {
-        let e = check_short("experience", e)?;
-        if !list.contains(&e) {
-            list.push(e);
-        }
-    }
-    state.ledger.submit(admin.cause(), heads::allow_experiences(id.clone(), list)).await?;
+    state.ledger.submit(admin.cause(), heads::allow_experiences(id.clone(), body.experiences)).await?;
     let s = find(&state, &id)?;
     Ok(Json(config_json(&state, &s)))
-}
-
-/// An identifier chosen elsewhere (an experience or app id): 1 to 128 printable characters.
-fn check_short(what: &str, v: String) -> Result<String, ApiError> {
-    let n = v.chars().count();
-    if n == 0 || n > MAX_EXPERIENCE_CHARS || v.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!(
-            "{what} must be 1 to {MAX_EXPERIENCE_CHARS} printable characters, got {:?}",
-            v.chars().take(80).collect::<String>()
-        )));
-    }
-    Ok(v)
 }
 
 #[derive(Debug, Deserialize)]

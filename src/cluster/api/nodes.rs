@@ -5,7 +5,7 @@ use super::events::read_envelopes;
 use super::extract::node_id;
 use super::page;
 use super::{Admin, ApiError, ApiJson, AppState, Reader};
-use crate::cluster::nodes::{self, Placement, ENVIRONMENTS};
+use crate::cluster::nodes::{self, Placement, RoleRules};
 use crate::cluster::Live;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -234,46 +234,18 @@ pub struct ApproveBody {
     owner: Option<String>,
 }
 
-/// Checks every role against the RoleCatalog; the error names the unknown one.
-fn check_roles(state: &AppState, roles: &[String]) -> Result<Vec<String>, ApiError> {
-    let mut out: Vec<String> = Vec::with_capacity(roles.len());
-    for r in roles {
-        if !state.config.role_catalog.iter().any(|c| c == r) {
-            return Err(ApiError::bad_request(format!(
-                "unknown role {r:?}; the RoleCatalog has: {}",
-                state.config.role_catalog.join(", ")
-            )));
-        }
-        if !out.contains(r) {
-            out.push(r.clone());
-        }
-    }
-    Ok(out)
+/// Where the body puts the node; the command checks it. No environment means production.
+fn asked_placement(
+    district: String,
+    venue: String,
+    environment: Option<String>,
+    owner: Option<String>,
+) -> Placement {
+    Placement { district, venue, environment: environment.unwrap_or_else(|| "production".into()), owner }
 }
 
-/// A district, venue or owner: 1 to 64 printable characters.
-pub(super) fn check_label(what: &str, value: &str) -> Result<String, ApiError> {
-    Ok(hydra_core::names::label(what, value)?)
-}
-
-fn check_placement(
-    district: &str,
-    venue: &str,
-    environment: Option<&str>,
-    owner: Option<&str>,
-) -> Result<Placement, ApiError> {
-    let environment = environment.unwrap_or("production");
-    if !ENVIRONMENTS.contains(&environment) {
-        return Err(ApiError::bad_request(format!(
-            "unknown environment {environment:?}: expected staging or production"
-        )));
-    }
-    Ok(Placement {
-        district: check_label("district", district)?,
-        venue: check_label("venue", venue)?,
-        environment: environment.to_owned(),
-        owner: owner.map(|o| check_label("owner", o)).transpose()?,
-    })
+fn role_rules(state: &AppState) -> RoleRules {
+    RoleRules { catalog: state.config.role_catalog.clone(), head_roles: state.config.head_roles.clone() }
 }
 
 pub async fn approve(
@@ -283,12 +255,10 @@ pub async fn approve(
     ApiJson(body): ApiJson<ApproveBody>,
 ) -> Result<Json<NodeJson>, ApiError> {
     let id = node_id(&id)?;
-    let roles = check_roles(&state, &body.roles)?;
-    let placement =
-        check_placement(&body.district, &body.venue, body.environment.as_deref(), body.owner.as_deref())?;
+    let placement = asked_placement(body.district, body.venue, body.environment, body.owner);
     state
         .ledger
-        .submit(admin.cause(), nodes::approve(id.clone(), roles, placement, state.config.head_roles.clone()))
+        .submit(admin.cause(), nodes::approve(id.clone(), body.roles, placement, role_rules(&state)))
         .await?;
     current(&state, &id)
 }
@@ -316,11 +286,7 @@ pub async fn roles(
     ApiJson(body): ApiJson<RolesBody>,
 ) -> Result<Json<NodeJson>, ApiError> {
     let id = node_id(&id)?;
-    let roles = check_roles(&state, &body.roles)?;
-    state
-        .ledger
-        .submit(admin.cause(), nodes::set_roles(id.clone(), roles, state.config.head_roles.clone()))
-        .await?;
+    state.ledger.submit(admin.cause(), nodes::set_roles(id.clone(), body.roles, role_rules(&state))).await?;
     current(&state, &id)
 }
 
@@ -340,7 +306,7 @@ pub async fn placement(
     ApiJson(body): ApiJson<PlacementBody>,
 ) -> Result<Json<NodeJson>, ApiError> {
     let id = node_id(&id)?;
-    let p = check_placement(&body.district, &body.venue, body.environment.as_deref(), body.owner.as_deref())?;
+    let p = asked_placement(body.district, body.venue, body.environment, body.owner);
     state.ledger.submit(admin.cause(), nodes::set_placement(id.clone(), p)).await?;
     current(&state, &id)
 }

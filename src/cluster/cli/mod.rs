@@ -350,13 +350,7 @@ pub fn audit_log<P: Projection>(
         }
     })?;
     let head = store.last_seq().map_err(damaged)?;
-    let watermark = store.watermark()?;
-    if head < watermark {
-        return Err(damaged(hydra_core::store::StoreError::Corrupt(format!(
-            "the log ends at seq {head} but events up to seq {watermark} were acknowledged: \
-             the log lost its tail"
-        ))));
-    }
+    hydra_core::audit::check_watermark(&store, head).map_err(damaged)?;
     let stop = upto.map(Stop::AtSeq).unwrap_or(Stop::End);
     let started = std::time::Instant::now();
     let r = replay_into::<P>(&store, stop, head).map_err(damaged)?;
