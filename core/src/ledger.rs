@@ -6,6 +6,7 @@
 //! It runs on its own OS thread because sled's writes and flushes block; async callers
 //! talk to it through a channel and wait on a oneshot answer.
 
+use crate::audit::{check_watermark, read_checked, Chain};
 use crate::error::DomainError;
 use crate::store::{Record, Store, StoreError, TokenWrite};
 use hydra_events::{Envelope, Event, Hash, NodeId, CURRENT_SCHEMA, ZERO_HASH};
@@ -142,6 +143,19 @@ impl<P: Projection> Ledger<P> {
     /// Opens the log: loads the newest usable snapshot, replays the rest (checking
     /// sequence continuity and the hash chain), and starts the writer thread.
     pub fn open(store: Store, config: LedgerConfig) -> Result<Ledger<P>, StoreError> {
+        let (ledger, writer, rx) = Self::unstarted(store, config)?;
+        let thread = std::thread::Builder::new().name("hydra-ledger".into()).spawn(move || writer.run(rx))?;
+        *ledger.thread.lock() = Some(thread);
+        Ok(ledger)
+    }
+
+    /// The handle and its writer, recovered but not yet running (tests drive the
+    /// writer's batches by hand).
+    #[allow(clippy::type_complexity)]
+    fn unstarted(
+        store: Store,
+        config: LedgerConfig,
+    ) -> Result<(Ledger<P>, Writer<P>, mpsc::Receiver<Request<P>>), StoreError> {
         let recovered = recover::<P>(&store)?;
         let views = Arc::new(RwLock::new(recovered.views.clone()));
         let committed = Arc::new(AtomicU64::new(recovered.views.last_seq()));
@@ -184,11 +198,7 @@ impl<P: Projection> Ledger<P> {
             last_snapshot: recovered.snapshot_seq,
             last_watermark: std::time::Instant::now(),
         };
-        let thread = std::thread::Builder::new()
-            .name("hydra-ledger".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
-        Ok(Ledger {
+        let ledger = Ledger {
             tx,
             views,
             committed,
@@ -196,8 +206,9 @@ impl<P: Projection> Ledger<P> {
             store,
             writes,
             min_free_bytes,
-            thread: Arc::new(parking_lot::Mutex::new(Some(thread))),
-        })
+            thread: Arc::new(parking_lot::Mutex::new(None)),
+        };
+        Ok((ledger, writer, rx))
     }
 
     /// Submits a command and waits until its events are durable and applied.
@@ -337,20 +348,19 @@ pub fn recover<P: Projection>(store: &Store) -> Result<Recovered<P>, StoreError>
     // The node of every replayed event, to check the index against in one scan of it
     // rather than a point read per event.
     let mut about = std::collections::HashMap::new();
-    for item in store.range(snapshot_seq + 1, last) {
-        let (seq, bytes) = item?;
-        let envelope = check_record(seq, expected, &bytes, &prev_hash)?;
+    let mut chain = Chain { next: expected, prev_hash };
+    read_checked(store, last, &mut chain, |envelope| {
         if let Some(node) = envelope.event.node_id() {
-            about.insert(seq, node.clone());
+            about.insert(envelope.seq, node.clone());
         }
         views.apply(&envelope);
-        prev_hash = hydra_events::hash(&bytes);
-        expected = seq + 1;
-    }
-    if expected != last + 1 {
+        true
+    })?;
+    let prev_hash = chain.prev_hash;
+    if chain.next != last + 1 {
         return Err(StoreError::Corrupt(format!(
             "the log ends at seq {} but its last key is {last}",
-            expected - 1
+            chain.next - 1
         )));
     }
     // Every index entry past the snapshot must point at an event about its node. An
@@ -365,13 +375,7 @@ pub fn recover<P: Projection>(store: &Store) -> Result<Recovered<P>, StoreError>
         }
         store.reindex(&node, seq)?;
     }
-    let watermark = store.watermark()?;
-    if last < watermark {
-        return Err(StoreError::Corrupt(format!(
-            "the log ends at seq {last} but events up to seq {watermark} were acknowledged: \
-             the log lost its tail (restore the data dir from a backup)"
-        )));
-    }
+    check_watermark(store, last)?;
     if !plan.is_empty() {
         store.set_layout_version(hydra_migrations::LAYOUT_VERSION)?;
         store.flush()?;
@@ -700,6 +704,97 @@ mod tests {
             store.append(&[Record { seq: envelope.seq, bytes: &bytes, node_id: None }], &[]).unwrap();
         }
         store.flush().unwrap();
+    }
+
+    type Answer = oneshot::Receiver<Result<Vec<Arc<Envelope>>, LedgerError>>;
+
+    /// A writer on a fresh store, not running: each test hands it batches itself.
+    fn writer(max_batch_events: usize) -> (tempfile::TempDir, Ledger<ClusterViews>, Writer<ClusterViews>) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LedgerConfig { max_batch_events, min_free_bytes: 0, ..LedgerConfig::default() };
+        let (ledger, writer, _rx) = Ledger::unstarted(Store::open(dir.path()).unwrap(), config).unwrap();
+        (dir, ledger, writer)
+    }
+
+    fn request(
+        command: impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> + Send + 'static,
+    ) -> (Request<ClusterViews>, Answer) {
+        let (reply, answer) = oneshot::channel();
+        (Request { cause: "test".into(), command: Box::new(command), reply }, answer)
+    }
+
+    fn enrolled(name: &str) -> Event {
+        Event::NodeEnrolled {
+            node_id: NodeId::parse(name).unwrap(),
+            name: name.into(),
+            ip: "10.0.0.1".into(),
+        }
+    }
+
+    /// Enrolls `name`; refused when `after` is named and not enrolled yet.
+    fn enroll(name: &'static str, after: Option<&'static str>) -> (Request<ClusterViews>, Answer) {
+        request(move |v: &ClusterViews| match after {
+            Some(a) if !v.nodes.contains_key(&NodeId::parse(a).unwrap()) => {
+                Err(DomainError::NotFound(format!("no node {a}")))
+            }
+            _ => Ok(Decision::events(vec![enrolled(name)])),
+        })
+    }
+
+    fn seqs(answer: &mut Answer) -> Result<Vec<u64>, LedgerError> {
+        answer.try_recv().expect("answered").map(|es| es.iter().map(|e| e.seq).collect())
+    }
+
+    #[test]
+    fn a_refused_or_panicking_command_mid_batch_costs_only_its_own_caller() {
+        let (dir, ledger, mut writer) = writer(2048);
+        let (a, mut a_answer) = enroll("node-a", None);
+        // Sees node-a, which only the command before it in the same batch decided.
+        let (b, mut b_answer) = enroll("node-b", Some("node-a"));
+        let (refused, mut refused_answer) = enroll("node-c", Some("node-x"));
+        let (panics, mut panic_answer) = request(|_| panic!("a bug in a command"));
+        let (d, mut d_answer) = enroll("node-d", None);
+        let mut batch = [a, b, refused, panics, d].into_iter().collect();
+        writer.commit(&mut batch);
+        assert!(batch.is_empty());
+        assert_eq!(seqs(&mut a_answer).unwrap(), vec![1]);
+        assert_eq!(seqs(&mut b_answer).unwrap(), vec![2]);
+        assert!(matches!(seqs(&mut refused_answer), Err(LedgerError::Domain(DomainError::NotFound(_)))));
+        assert!(
+            matches!(seqs(&mut panic_answer), Err(LedgerError::Unavailable(m)) if m.contains("unexpectedly"))
+        );
+        assert_eq!(seqs(&mut d_answer).unwrap(), vec![3], "no gap where the refused ones were");
+        assert_eq!(ledger.committed_seq(), 3);
+        assert_eq!(ledger.read(|v| v.nodes.len()), 3);
+        // The writer goes on, and what it wrote replays to the same views.
+        let (e, mut e_answer) = enroll("node-e", None);
+        writer.commit(&mut [e].into_iter().collect());
+        assert_eq!(seqs(&mut e_answer).unwrap(), vec![4]);
+        drop((ledger, writer));
+        let recovered = recover::<ClusterViews>(&Store::open(dir.path()).unwrap()).unwrap();
+        assert_eq!(recovered.views.nodes.len(), 4);
+        assert_eq!(recovered.views.last_seq, 4);
+    }
+
+    #[test]
+    fn a_batch_stops_taking_commands_once_it_holds_max_batch_events() {
+        let (_dir, ledger, mut writer) = writer(3);
+        let two = |a: &'static str, b: &'static str| {
+            request(move |_| Ok(Decision::events(vec![enrolled(a), enrolled(b)])))
+        };
+        let (first, mut first_answer) = two("node-a", "node-b");
+        let (second, mut second_answer) = two("node-c", "node-d");
+        let (third, mut third_answer) = two("node-e", "node-f");
+        let mut batch = [first, second, third].into_iter().collect::<std::collections::VecDeque<_>>();
+        writer.commit(&mut batch);
+        // Two commands made 4 events, past the 3 allowed: the third waits, unanswered.
+        assert_eq!(batch.len(), 1);
+        assert_eq!(seqs(&mut first_answer).unwrap(), vec![1, 2]);
+        assert_eq!(seqs(&mut second_answer).unwrap(), vec![3, 4]);
+        assert!(third_answer.try_recv().is_err(), "answered before its batch was written");
+        assert_eq!(ledger.committed_seq(), 4);
+        writer.commit(&mut batch);
+        assert_eq!(seqs(&mut third_answer).unwrap(), vec![5, 6]);
     }
 
     #[test]

@@ -14,6 +14,9 @@ use std::path::Path;
 pub enum StoreError {
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
+    /// Our own files beside sled's (the watermark, the writer thread, free space).
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
     #[error("the event log is corrupt: {0}")]
     Corrupt(String),
     #[error("the event log is damaged: sled failed inside while {0}")]
@@ -27,7 +30,7 @@ impl StoreError {
         match self {
             StoreError::Corrupt(_) | StoreError::Panicked(_) => true,
             StoreError::Sled(sled::Error::Corruption { .. }) => true,
-            StoreError::Sled(_) => false,
+            StoreError::Sled(_) | StoreError::Io(_) => false,
         }
     }
 }
@@ -92,7 +95,7 @@ impl StoreError {
     /// True when the filesystem ran out of space (ENOSPC) or of quota (EDQUOT).
     pub fn is_disk_full(&self) -> bool {
         match self {
-            StoreError::Sled(sled::Error::Io(e)) => {
+            StoreError::Sled(sled::Error::Io(e)) | StoreError::Io(e) => {
                 matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
             }
             _ => false,
@@ -410,7 +413,7 @@ impl Store {
                 StoreError::Corrupt(format!("the watermark file holds {:?}, not a number", s.trim()))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(StoreError::Sled(sled::Error::Io(e))),
+            Err(e) => Err(StoreError::Io(e)),
         }
     }
 
@@ -418,21 +421,19 @@ impl Store {
     pub fn set_watermark(&self, seq: u64) -> Result<(), StoreError> {
         use std::io::Write;
         let tmp = self.dir.join("watermark.tmp");
-        let io = |e| StoreError::Sled(sled::Error::Io(e));
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(seq.to_string().as_bytes()).map_err(io)?;
-        f.sync_data().map_err(io)?;
-        std::fs::rename(&tmp, self.dir.join("watermark")).map_err(io)?;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(seq.to_string().as_bytes())?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, self.dir.join("watermark"))?;
         // The rename is durable only once the directory is.
-        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)?;
+        std::fs::File::open(&self.dir).and_then(|d| d.sync_all())?;
         Ok(())
     }
 
     /// Bytes free for us on the data dir's filesystem (what an unprivileged writer may
     /// still use).
     pub fn free_bytes(&self) -> Result<u64, StoreError> {
-        let stat = nix::sys::statvfs::statvfs(&self.dir)
-            .map_err(|e| StoreError::Sled(sled::Error::Io(std::io::Error::from(e))))?;
+        let stat = nix::sys::statvfs::statvfs(&self.dir).map_err(std::io::Error::from)?;
         Ok((stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64))
     }
 
