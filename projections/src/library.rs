@@ -425,19 +425,7 @@ mod tests {
     }
 
     fn fold(events: Vec<Event>) -> LibraryViews {
-        let mut v = LibraryViews::default();
-        for (i, event) in events.into_iter().enumerate() {
-            let seq = i as u64 + 1;
-            v.apply(&Envelope {
-                seq,
-                at_ms: 1000 * seq,
-                schema: hydra_events::CURRENT_SCHEMA,
-                cause: "test".into(),
-                prev_hash: hydra_events::ZERO_HASH,
-                event,
-            });
-        }
-        v
+        crate::fold(events)
     }
 
     fn started() -> Event {

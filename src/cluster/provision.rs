@@ -167,20 +167,20 @@ mod tests {
 
     #[test]
     fn the_deadline_fails_silent_nodes_and_a_late_check_changes_nothing() {
-        // views_with stamps every event at 0 ms.
         let v = after(vec![
             Event::ReprovisionRequested { node_id: id() },
             Event::ProvisionStarted { node_id: id() },
         ]);
-        assert!(overdue(&v, 100, 100).is_empty());
-        assert_eq!(overdue(&v, 101, 100), vec![id()]);
-        let d = end_overdue(vec![id()], 101, 100)(&v).unwrap();
+        let started = v.provision[&id()].started_at_ms.unwrap();
+        assert!(overdue(&v, started + 100, 100).is_empty());
+        assert_eq!(overdue(&v, started + 101, 100), vec![id()]);
+        let d = end_overdue(vec![id()], started + 101, 100)(&v).unwrap();
         assert_eq!(d.events, vec![Event::ProvisionFailed { node_id: id(), error: "timeout".into() }]);
         let done = after(vec![
             Event::ReprovisionRequested { node_id: id() },
             Event::ProvisionStarted { node_id: id() },
             Event::ProvisionCompleted { node_id: id(), version: None },
         ]);
-        assert!(end_overdue(vec![id()], 101, 100)(&done).unwrap().events.is_empty());
+        assert!(end_overdue(vec![id()], started + 101, 100)(&done).unwrap().events.is_empty());
     }
 }

@@ -4,12 +4,10 @@
 use super::api::{router, AppState};
 use super::config::Config;
 use super::watchdogs;
-use crate::service::start::{open_service, stop_writer, Running};
-use anyhow::Context;
+use crate::service::start::{self, Running};
 use hydra_core::auth::Tokens;
 use hydra_core::ledger::LedgerConfig;
 use hydra_projections::ClusterViews;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// Opens the data dir and starts serving on `config.listen` (port 0 picks one).
@@ -23,21 +21,20 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         min_free_bytes: config.min_free_bytes,
         ..LedgerConfig::default()
     };
-    let (token, is_new, ledger) = open_service::<ClusterViews>(
+    let opened = start::open::<ClusterViews>(
         "hydracluster",
         &config.data,
         config.admin_token.as_deref(),
         ledger_config,
+        config.listen,
     )
     .await?;
-    let listener =
-        TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr()?;
     if config.listen.port() == 0 && config.server_url.ends_with(":0") {
-        config.server_url = format!("http://{addr}");
+        config.server_url = format!("http://{}", opened.addr);
     }
+    let ledger = opened.ledger.clone();
     let tokens = Tokens::new(
-        &[("admin".into(), token.clone())],
+        &[("admin".into(), opened.admin_token.clone())],
         config.observer_token.as_deref(),
         config.fleet_enrollment_token.as_deref(),
     );
@@ -78,17 +75,6 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         ))
     });
     let app = router(state.clone());
-    let handle = ledger.clone();
-    let serving = crate::service::serve::serve(listener, app, state, limits);
-    let task = tokio::spawn(async move {
-        let served = serving.await;
-        for task in [checker, wake, deadlines, provisioning, anomalies].into_iter().chain(held) {
-            task.abort();
-            let _ = task.await;
-        }
-        // Every other handle is gone with the router.
-        stop_writer(ledger).await;
-        served.context("serving HTTP")
-    });
-    Ok(Running { addr, admin_token: token, admin_token_is_new: is_new, stop, task, ledger: Some(handle) })
+    let tasks = [checker, wake, deadlines, provisioning, anomalies].into_iter().chain(held).collect();
+    Ok(start::launch(opened, app, state, limits, stop, tasks))
 }
