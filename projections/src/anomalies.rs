@@ -30,7 +30,7 @@ pub(crate) fn apply(open: &mut OpenAnomalies, envelope: &Envelope) {
 
 #[cfg(test)]
 mod tests {
-    use crate::tests::fold;
+    use crate::fold;
     use hydra_events::{Event, NodeId};
 
     fn id() -> NodeId {
@@ -40,19 +40,20 @@ mod tests {
     #[test]
     fn anomalies_open_with_their_start_and_close() {
         let started = |kind: &str| Event::AnomalyStarted { node_id: id(), kind: kind.into() };
-        let v = fold(vec![
+        let v: crate::ClusterViews = fold(vec![
             started("orphan_stream"),
             started("orphan_stream"),
             started("gpu_busy_without_stream"),
         ]);
         assert_eq!(v.anomalies[&id()]["orphan_stream"], 1000, "a repeated start keeps the first time");
         assert_eq!(v.anomalies[&id()]["gpu_busy_without_stream"], 3000);
-        let v = fold(vec![
+        let v: crate::ClusterViews = fold(vec![
             started("orphan_stream"),
             Event::AnomalyCleared { node_id: id(), kind: "orphan_stream".into() },
         ]);
         assert!(v.anomalies.is_empty());
-        let v = fold(vec![started("orphan_stream"), Event::NodeRemoved { node_id: id() }]);
+        let v: crate::ClusterViews =
+            fold(vec![started("orphan_stream"), Event::NodeRemoved { node_id: id() }]);
         assert!(v.anomalies.is_empty());
     }
 }

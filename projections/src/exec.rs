@@ -201,7 +201,7 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::fold;
+    use crate::fold;
 
     use hydra_events::ExecOutput;
 
@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn commands_queue_in_order_and_one_is_in_flight() {
-        let v = fold(vec![
+        let v: crate::ClusterViews = fold(vec![
             queued(1),
             queued(2),
             queued(3),
@@ -251,7 +251,7 @@ mod tests {
 
     #[test]
     fn a_finished_command_frees_the_node_and_remembers_its_end_event() {
-        let v = fold(vec![
+        let v: crate::ClusterViews = fold(vec![
             queued(1),
             queued(2),
             Event::ExecDispatched { exec_id: x(1), node_id: node() },
@@ -266,7 +266,7 @@ mod tests {
 
     #[test]
     fn a_requeued_command_goes_back_to_the_front() {
-        let v = fold(vec![
+        let v: crate::ClusterViews = fold(vec![
             queued(1),
             queued(2),
             Event::ExecDispatched { exec_id: x(1), node_id: node() },
@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn cancelling_a_queued_command_removes_it_from_the_queue() {
-        let v = fold(vec![
+        let v: crate::ClusterViews = fold(vec![
             queued(1),
             queued(2),
             Event::ExecCancelled { exec_id: x(2), node_id: node(), was_dispatched: false },
@@ -296,7 +296,7 @@ mod tests {
             events.push(queued(n));
             events.push(Event::ExecExpired { exec_id: x(n), node_id: node() });
         }
-        let v = fold(events);
+        let v: crate::ClusterViews = fold(events);
         assert_eq!(v.exec.node(&node()).unwrap().finished.len(), FINISHED_KEPT);
         assert!(v.exec.get(&x(0)).is_none());
         assert!(v.exec.get(&x(FINISHED_KEPT as u32 + 4)).is_some());

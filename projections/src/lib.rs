@@ -13,7 +13,7 @@ pub use exec::{ExecRecord, ExecStatus, ExecViews, NodeExec, FINISHED_KEPT};
 pub use heads::{HeadView, HEAD_STATUSES};
 pub use library::{
     rollout_number, BuildView, EnvironmentBuild, ExperienceView, LibraryViews, NodeProgress, NodeState,
-    RolloutState, RolloutView, ENVIRONMENTS,
+    RolloutState, RolloutView, ENVIRONMENTS, FLEET_ENVIRONMENTS,
 };
 pub use nodes::{NodeKind, NodeStatus, NodeView};
 pub use provision::{ProvisionState, ProvisionView};
@@ -107,10 +107,32 @@ impl Projection for ClusterViews {
     }
 }
 
+/// Views folded from `events`, numbered from 1 (one second apart, unchained): the
+/// one helper behind the projections' and commands' tests and the tools.
+pub fn fold<P: Projection>(events: impl IntoIterator<Item = hydra_events::Event>) -> P {
+    let mut views = P::default();
+    for (i, event) in events.into_iter().enumerate() {
+        views.apply(&numbered(i as u64 + 1, event));
+    }
+    views
+}
+
+/// `event` as the `seq`th of a test log, at `seq` seconds.
+fn numbered(seq: u64, event: hydra_events::Event) -> Envelope {
+    Envelope {
+        seq,
+        at_ms: 1_000 * seq,
+        schema: hydra_events::CURRENT_SCHEMA,
+        cause: "test".into(),
+        prev_hash: hydra_events::ZERO_HASH,
+        event,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hydra_events::{Event, ZERO_HASH};
+    use hydra_events::Event;
 
     /// One row of a projection's table test: events in, a check on the views out.
     pub(crate) struct Case {
@@ -124,21 +146,12 @@ mod tests {
     pub(crate) fn run_table(cases: Vec<Case>) {
         for case in cases {
             eprintln!("case: {}", case.name);
-            (case.check)(&fold(case.events));
+            (case.check)(&crate::fold(case.events));
         }
-    }
-
-    /// Folds events numbered from 1 into fresh views.
-    pub(crate) fn fold(events: Vec<Event>) -> ClusterViews {
-        let mut views = ClusterViews::default();
-        for (i, e) in events.into_iter().enumerate() {
-            views.apply(&env(i as u64 + 1, e));
-        }
-        views
     }
 
     pub(crate) fn env(seq: u64, event: Event) -> Envelope {
-        Envelope { seq, at_ms: 1_000 * seq, schema: 1, cause: "test".into(), prev_hash: ZERO_HASH, event }
+        crate::numbered(seq, event)
     }
 
     #[test]

@@ -10,6 +10,10 @@ use std::collections::BTreeMap;
 /// The environments a build moves through, in order.
 pub const ENVIRONMENTS: [&str; 3] = ["development", "staging", "production"];
 
+/// The environments a machine can be placed in: the ladder but its first rung, which
+/// builds pass through and no machine stands in.
+pub const FLEET_ENVIRONMENTS: [&str; 2] = ["staging", "production"];
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LibraryViews {
     pub last_seq: u64,
@@ -421,19 +425,7 @@ mod tests {
     }
 
     fn fold(events: Vec<Event>) -> LibraryViews {
-        let mut v = LibraryViews::default();
-        for (i, event) in events.into_iter().enumerate() {
-            let seq = i as u64 + 1;
-            v.apply(&Envelope {
-                seq,
-                at_ms: 1000 * seq,
-                schema: hydra_events::CURRENT_SCHEMA,
-                cause: "test".into(),
-                prev_hash: hydra_events::ZERO_HASH,
-                event,
-            });
-        }
-        v
+        crate::fold(events)
     }
 
     fn started() -> Event {

@@ -2,7 +2,7 @@
 //! admin CLI.
 
 use clap::Parser;
-use hydra::cli::{audit, exit_code, init_logging, quiet_on_closed_pipe, run_client, Cli, Command};
+use hydra::cluster::cli::{audit, exit_code, init_logging, quiet_on_closed_pipe, run_client, Cli, Command};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -11,7 +11,9 @@ async fn main() -> std::process::ExitCode {
     exit_code(match cli.command {
         Command::Serve(args) => serve(args).await.map(|_| 0),
         Command::Audit(args) => audit(&args).map(|_| 0),
-        Command::Repair(args) => hydra::cli::repair_log::<hydra_projections::ClusterViews>(&args).map(|_| 0),
+        Command::Repair(args) => {
+            hydra::cluster::cli::repair_log::<hydra_projections::ClusterViews>(&args).map(|_| 0)
+        }
         other => {
             quiet_on_closed_pipe();
             run_client(other).await
@@ -19,8 +21,8 @@ async fn main() -> std::process::ExitCode {
     })
 }
 
-async fn serve(args: hydra::cli::ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: hydra::cluster::cli::ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let data = config.data.clone();
-    hydra::server::start(config).await?.until_signal("hydracluster", &data).await
+    hydra::cluster::server::start(config).await?.until_signal("hydracluster", &data).await
 }

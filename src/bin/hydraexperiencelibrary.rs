@@ -2,7 +2,7 @@
 //! `audit` and `repair`, and its CLI.
 
 use clap::Parser;
-use hydra::cli::{exit_code, init_logging, quiet_on_closed_pipe};
+use hydra::cluster::cli::{exit_code, init_logging, quiet_on_closed_pipe};
 use hydra::library::cli::{audit, run_client, serve, Cli, Command};
 
 #[tokio::main]
@@ -12,7 +12,9 @@ async fn main() -> std::process::ExitCode {
     exit_code(match cli.command {
         Command::Serve(args) => serve(args).await.map(|_| 0),
         Command::Audit(args) => audit(&args).map(|_| 0),
-        Command::Repair(args) => hydra::cli::repair_log::<hydra_projections::LibraryViews>(&args).map(|_| 0),
+        Command::Repair(args) => {
+            hydra::cluster::cli::repair_log::<hydra_projections::LibraryViews>(&args).map(|_| 0)
+        }
         other => {
             quiet_on_closed_pipe();
             run_client(other).await

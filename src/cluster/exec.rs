@@ -2,8 +2,8 @@
 //! deadlines that make sure every command ends — completed, timed out, cancelled,
 //! failed or expired — and never stays pending forever.
 
-use crate::error::DomainError;
-use crate::ledger::Decision;
+use hydra_core::error::DomainError;
+use hydra_core::ledger::Decision;
 use hydra_events::{Event, ExecId, ExecOutput, NodeId};
 use hydra_projections::{ClusterViews, ExecRecord, ExecStatus, NodeStatus};
 

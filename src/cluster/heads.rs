@@ -2,9 +2,10 @@
 //! admin pins them to and their experience whitelist. Plain functions that read the
 //! views and decide the events, like the node commands.
 
-use crate::auth::TokenHash;
-use crate::error::DomainError;
-use crate::ledger::Decision;
+use hydra_core::auth::TokenHash;
+use hydra_core::error::DomainError;
+use hydra_core::ledger::Decision;
+use hydra_core::names::label;
 use hydra_events::{Event, NodeId};
 use hydra_projections::{ClusterViews, HeadView, NodeKind, NodeView};
 
@@ -18,7 +19,24 @@ pub fn head<'a>(views: &'a ClusterViews, id: &NodeId) -> Result<(&'a NodeView, &
     }
 }
 
-/// Where a head stands, already validated.
+/// The most experiences a head's whitelist holds.
+pub const MAX_EXPERIENCES: usize = 1000;
+/// The longest experience or app id, in characters.
+const MAX_ID_CHARS: usize = 128;
+
+/// An identifier chosen elsewhere (an experience or app id): 1 to 128 printable characters.
+fn outside_id(what: &str, v: String) -> Result<String, DomainError> {
+    let n = v.chars().count();
+    if n == 0 || n > MAX_ID_CHARS || v.chars().any(char::is_control) {
+        return Err(DomainError::Invalid(format!(
+            "{what} must be 1 to {MAX_ID_CHARS} printable characters, got {:?}",
+            v.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(v)
+}
+
+/// Where a kiosk says it stands; `register` checks it.
 #[derive(Debug, Clone)]
 pub struct HeadEnrollment {
     pub name: String,
@@ -34,8 +52,9 @@ pub fn register(
     token: TokenHash,
 ) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
     move |views| {
-        let event =
-            Event::HeadRegistered { node_id: id.clone(), name: e.name, district: e.district, venue: e.venue };
+        let (name, district, venue) =
+            (label("name", &e.name)?, label("district", &e.district)?, label("venue", &e.venue)?);
+        let event = Event::HeadRegistered { node_id: id.clone(), name, district, venue };
         super::nodes::join(views, &id, token, event)
     }
 }
@@ -64,6 +83,10 @@ pub fn assign(
     app_id: Option<String>,
 ) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
     move |views| {
+        let app_id = match (app_id, &body_id) {
+            (Some(a), None) => return Err(DomainError::Invalid(format!("app_id {a:?} needs a body_id"))),
+            (a, _) => a.map(|a| outside_id("app_id", a)).transpose()?,
+        };
         let (h_node, h) = head(views, &id)?;
         let Some(body_id) = body_id else {
             if h.assigned_body.is_none() && h.app_id.is_none() {
@@ -113,12 +136,22 @@ fn show(label: &str) -> &str {
     }
 }
 
-/// Replaces the head's whitelist (already validated and deduplicated).
+/// Replaces the head's whitelist (repeats dropped).
 pub fn allow_experiences(
     id: NodeId,
-    experiences: Vec<String>,
+    requested: Vec<String>,
 ) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
     move |views| {
+        if requested.len() > MAX_EXPERIENCES {
+            return Err(DomainError::Invalid(format!("at most {MAX_EXPERIENCES} experiences")));
+        }
+        let mut experiences: Vec<String> = Vec::with_capacity(requested.len());
+        for e in requested {
+            let e = outside_id("experience", e)?;
+            if !experiences.contains(&e) {
+                experiences.push(e);
+            }
+        }
         let (_, h) = head(views, &id)?;
         if h.allowed_experiences == experiences {
             return Ok(Decision::default());
@@ -377,9 +410,10 @@ mod tests {
 
     #[test]
     fn roles_decide_the_kind_and_a_changed_kind_ends_the_assignment() {
-        use crate::cluster::nodes::set_roles;
+        use crate::cluster::nodes::{set_roles, RoleRules};
         use hydra_projections::Projection;
-        let heads: Vec<String> = vec!["hydraheadwindows".into()];
+        let catalog = ["render-node", "hydraheadwindows", "hydrabody"].map(String::from).to_vec();
+        let heads = RoleRules { catalog, head_roles: vec!["hydraheadwindows".into()] };
         let kind = |node: &str, kind: &str, roles: &[&str]| Event::NodeKindChanged {
             node_id: id(node),
             kind: kind.into(),

@@ -4,7 +4,7 @@
 //! passes). Lost on restart by design; the log keeps the transitions.
 
 use super::nodes::Report;
-use crate::ledger::now_ms;
+use hydra_core::ledger::now_ms;
 use hydra_events::NodeId;
 use parking_lot::Mutex;
 use std::collections::HashMap;

@@ -1,11 +1,17 @@
-//! `hydracluster`'s domain: the decisions behind each node command, volatile liveness
-//! and the watchdogs. Nothing here knows HTTP.
+//! `hydracluster`: its domain (the decisions behind each node command, volatile
+//! liveness, the watchdogs), its HTTP API (`api`), its CLI (`cli`), its config and its
+//! server. Only `api` and `cli` know HTTP.
 
+pub mod api;
+pub mod cli;
+pub mod config;
 pub mod exec;
 pub mod heads;
+pub mod library_client;
 pub mod liveness;
 pub mod nodes;
 pub mod provision;
+pub mod server;
 pub mod shell;
 pub mod streams;
 pub mod waiters;
@@ -16,17 +22,5 @@ pub use liveness::{Live, Liveness};
 /// Views folded from events numbered from 1, for the command functions' tests.
 #[cfg(test)]
 pub(crate) fn views_with(events: Vec<hydra_events::Event>) -> hydra_projections::ClusterViews {
-    use hydra_projections::Projection;
-    let mut v = hydra_projections::ClusterViews::default();
-    for (i, event) in events.into_iter().enumerate() {
-        v.apply(&hydra_events::Envelope {
-            seq: i as u64 + 1,
-            at_ms: 0,
-            schema: 1,
-            cause: "t".into(),
-            prev_hash: hydra_events::ZERO_HASH,
-            event,
-        });
-    }
-    v
+    hydra_projections::fold(events)
 }

@@ -1,14 +1,15 @@
 //! Node commands: each function checks a request against the views and decides the
 //! events. They run on the ledger thread, so they only read and compute.
 
-use crate::auth::{node_principal, TokenHash};
-use crate::error::DomainError;
-use crate::ledger::Decision;
-use crate::store::TokenWrite;
+use hydra_core::auth::{node_principal, TokenHash};
+use hydra_core::error::DomainError;
+use hydra_core::ledger::Decision;
+use hydra_core::store::TokenWrite;
 use hydra_events::{Event, NodeId, UpdateTarget};
 use hydra_projections::{ClusterViews, NodeKind, NodeStatus, NodeView};
 
-pub const ENVIRONMENTS: [&str; 2] = ["staging", "production"];
+use hydra_core::names::label;
+use hydra_projections::FLEET_ENVIRONMENTS;
 
 fn node<'a>(views: &'a ClusterViews, id: &NodeId) -> Result<&'a NodeView, DomainError> {
     views.nodes.get(id).ok_or_else(|| DomainError::NotFound(format!("no node {id}")))
@@ -20,6 +21,21 @@ fn approved<'a>(views: &'a ClusterViews, id: &NodeId) -> Result<&'a NodeView, Do
         return Err(DomainError::Conflict(format!("node {id} is {}; approve it first", n.status.as_str())));
     }
     Ok(n)
+}
+
+/// A machine's name as it enrolls itself: 1 to 64 letters, digits, dots, dashes or
+/// underscores (it becomes part of file names and log lines on the agent's side).
+pub fn machine_name(name: &str) -> Result<String, DomainError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !ok {
+        return Err(DomainError::Invalid(format!(
+            "invalid name {:?}: use 1 to 64 letters, digits, dots, dashes or underscores",
+            name.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(name.to_owned())
 }
 
 /// Public enrollment: a pending node, while fewer than `max_pending` wait for an admin.
@@ -67,13 +83,60 @@ pub(crate) fn join(
     })
 }
 
-/// Where an admin puts a node, already validated.
+/// Where an admin puts a node. The commands check it (`Placement::checked`).
 #[derive(Debug, Clone)]
 pub struct Placement {
     pub district: String,
     pub venue: String,
     pub environment: String,
     pub owner: Option<String>,
+}
+
+impl Placement {
+    /// A district, venue and owner of 1 to 64 printable characters, in one of the
+    /// fleet's environments.
+    pub fn checked(self) -> Result<Placement, DomainError> {
+        let environment = self.environment;
+        if !FLEET_ENVIRONMENTS.contains(&environment.as_str()) {
+            return Err(DomainError::Invalid(format!(
+                "unknown environment {environment:?}: expected {}",
+                FLEET_ENVIRONMENTS.join(" or ")
+            )));
+        }
+        Ok(Placement {
+            district: label("district", &self.district)?,
+            venue: label("venue", &self.venue)?,
+            environment,
+            owner: self.owner.map(|o| label("owner", &o)).transpose()?,
+        })
+    }
+}
+
+/// What an admin may say of a node's roles: the RoleCatalog, and which of its roles
+/// make a node a head.
+#[derive(Debug, Clone, Default)]
+pub struct RoleRules {
+    pub catalog: Vec<String>,
+    pub head_roles: Vec<String>,
+}
+
+impl RoleRules {
+    /// Every role in the catalog (the error names the unknown one), repeats dropped.
+    pub fn check(&self, roles: Vec<String>) -> Result<Vec<String>, DomainError> {
+        let mut out: Vec<String> = Vec::with_capacity(roles.len());
+        for r in roles {
+            if !self.catalog.contains(&r) {
+                return Err(DomainError::Invalid(format!(
+                    "unknown role {r:?}; the RoleCatalog has: {}",
+                    self.catalog.join(", ")
+                )));
+            }
+            if !out.contains(&r) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The kind a node has with `roles`: a head when one of them is a head role, a body
@@ -112,9 +175,11 @@ pub fn approve(
     id: NodeId,
     roles: Vec<String>,
     placement: Placement,
-    head_roles: Vec<String>,
+    rules: RoleRules,
 ) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
     move |views| {
+        let roles = rules.check(roles)?;
+        let placement = placement.checked()?;
         let n = node(views, &id)?;
         match n.status {
             NodeStatus::Approved => {
@@ -129,7 +194,7 @@ pub fn approve(
             }
             NodeStatus::Pending => {}
         }
-        let kind_changes = kind_events(views, n, &roles, &head_roles);
+        let kind_changes = kind_events(views, n, &roles, &rules.head_roles);
         let mut events = vec![Event::NodeApproved {
             node_id: id.clone(),
             roles,
@@ -179,14 +244,15 @@ pub fn remove(id: NodeId) -> impl FnOnce(&ClusterViews) -> Result<Decision, Doma
 pub fn set_roles(
     id: NodeId,
     roles: Vec<String>,
-    head_roles: Vec<String>,
+    rules: RoleRules,
 ) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
     move |views| {
+        let roles = rules.check(roles)?;
         let n = approved(views, &id)?;
         if n.roles == roles {
             return Ok(Decision::default());
         }
-        let kind_changes = kind_events(views, n, &roles, &head_roles);
+        let kind_changes = kind_events(views, n, &roles, &rules.head_roles);
         let mut events = vec![Event::NodeRolesChanged { node_id: id, roles }];
         events.extend(kind_changes);
         Ok(Decision::events(events))
@@ -198,6 +264,7 @@ pub fn set_placement(
     p: Placement,
 ) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
     move |views| {
+        let p = p.checked()?;
         let n = node(views, &id)?;
         if n.status == NodeStatus::Rejected {
             return Err(DomainError::Conflict(format!("node {id} is rejected")));
@@ -474,7 +541,7 @@ mod tests {
     fn enrollment_stops_at_the_pending_cap() {
         let v = online_body();
         let other = NodeId::parse("node-2").unwrap();
-        let token = crate::auth::hash_token("t");
+        let token = hydra_core::auth::hash_token("t");
         let e = enroll(other.clone(), "n".into(), "1.2.3.4".into(), token, 1)(&v).unwrap_err();
         assert!(matches!(e, DomainError::Unavailable(m) if m.contains("pending queue is full")));
         assert!(enroll(other, "n".into(), "1.2.3.4".into(), token, 2)(&v).is_ok());
@@ -483,7 +550,32 @@ mod tests {
     #[test]
     fn roles_need_an_approved_node() {
         let v = online_body();
-        let err = set_roles(id(), vec!["hydrabody".into()], vec![])(&v).unwrap_err();
+        let rules = RoleRules { catalog: vec!["hydrabody".into()], head_roles: vec![] };
+        let err = set_roles(id(), vec!["hydrabody".into()], rules)(&v).unwrap_err();
         assert!(matches!(err, DomainError::Conflict(m) if m.contains("pending")));
+    }
+
+    #[test]
+    fn roles_and_placement_are_checked_by_the_commands() {
+        let v = online_body();
+        let rules = RoleRules { catalog: vec!["hydrabody".into()], head_roles: vec![] };
+        let err = set_roles(id(), vec!["hydrabody".into(), "miner".into()], rules.clone())(&v).unwrap_err();
+        assert!(
+            matches!(&err, DomainError::Invalid(m) if m.contains("\"miner\"") && m.contains("hydrabody")),
+            "{err}"
+        );
+        let place = |environment: &str, venue: &str| Placement {
+            district: "north".into(),
+            venue: venue.into(),
+            environment: environment.into(),
+            owner: None,
+        };
+        let err = approve(id(), vec![], place("development", "arena"), rules.clone())(&v).unwrap_err();
+        assert!(matches!(&err, DomainError::Invalid(m) if m.contains("staging or production")), "{err}");
+        let err = set_placement(id(), place("production", "ar\nena"))(&v).unwrap_err();
+        assert!(matches!(&err, DomainError::Invalid(m) if m.contains("venue")), "{err}");
+        let d =
+            approve(id(), vec!["hydrabody".into(), "hydrabody".into()], place("staging", "arena"), rules)(&v);
+        assert!(matches!(&d.unwrap().events[0], Event::NodeApproved { roles, .. } if roles.len() == 1));
     }
 }

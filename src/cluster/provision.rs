@@ -2,10 +2,22 @@
 //! result, and the deadline that turns a silent node into a failure. The heartbeat
 //! records `provision.started` (see `nodes::heartbeat_events`).
 
-use crate::error::DomainError;
-use crate::ledger::Decision;
+use hydra_core::error::DomainError;
+use hydra_core::ledger::Decision;
 use hydra_events::{Event, NodeId};
 use hydra_projections::{ClusterViews, NodeStatus, ProvisionState};
+
+/// Whether the reprovision flag must be carried again to a node that says it has no
+/// provisioning in hand: the answer that carried it was lost (the connection broke,
+/// the server was killed after recording `provision.started`) while the log says the
+/// node is provisioning. Carrying it again beats letting the run end as a timeout.
+pub fn flag_lost(views: &ClusterViews, id: &NodeId) -> bool {
+    let lost = views.provision.get(id).is_some_and(|p| p.state == ProvisionState::Provisioning);
+    if lost {
+        tracing::info!(node = %id, "the reprovision flag did not reach the node; carrying it again");
+    }
+    lost
+}
 
 /// Flags an approved node to reinstall on its next heartbeat. A node already asked
 /// and not yet answered is refused (409): a second request would only race the first,
@@ -155,20 +167,20 @@ mod tests {
 
     #[test]
     fn the_deadline_fails_silent_nodes_and_a_late_check_changes_nothing() {
-        // views_with stamps every event at 0 ms.
         let v = after(vec![
             Event::ReprovisionRequested { node_id: id() },
             Event::ProvisionStarted { node_id: id() },
         ]);
-        assert!(overdue(&v, 100, 100).is_empty());
-        assert_eq!(overdue(&v, 101, 100), vec![id()]);
-        let d = end_overdue(vec![id()], 101, 100)(&v).unwrap();
+        let started = v.provision[&id()].started_at_ms.unwrap();
+        assert!(overdue(&v, started + 100, 100).is_empty());
+        assert_eq!(overdue(&v, started + 101, 100), vec![id()]);
+        let d = end_overdue(vec![id()], started + 101, 100)(&v).unwrap();
         assert_eq!(d.events, vec![Event::ProvisionFailed { node_id: id(), error: "timeout".into() }]);
         let done = after(vec![
             Event::ReprovisionRequested { node_id: id() },
             Event::ProvisionStarted { node_id: id() },
             Event::ProvisionCompleted { node_id: id(), version: None },
         ]);
-        assert!(end_overdue(vec![id()], 101, 100)(&done).unwrap().events.is_empty());
+        assert!(end_overdue(vec![id()], started + 101, 100)(&done).unwrap().events.is_empty());
     }
 }

@@ -2,8 +2,8 @@
 //! watchdog pass — a body streaming with no head watching (`orphan_stream`) and a GPU
 //! busy with no stream (`gpu_busy_without_stream`).
 
-use crate::error::DomainError;
-use crate::ledger::Decision;
+use hydra_core::error::DomainError;
+use hydra_core::ledger::Decision;
 use hydra_events::{Event, NodeId};
 use hydra_projections::{ClusterViews, NodeKind};
 use std::collections::{BTreeMap, BTreeSet};

@@ -2,7 +2,7 @@
 //! event about that node is committed, so a queued command reaches a connected agent
 //! at once instead of on its next poll.
 
-use crate::ledger::Ledger;
+use hydra_core::ledger::Ledger;
 use hydra_events::NodeId;
 use hydra_projections::ClusterViews;
 use parking_lot::Mutex;

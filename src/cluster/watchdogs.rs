@@ -4,7 +4,7 @@
 //! a node's event budget.
 
 use crate::cluster::{exec, liveness, nodes, provision, streams, Liveness};
-use crate::ledger::{now_ms, Ledger};
+use hydra_core::ledger::{now_ms, Ledger};
 use hydra_projections::{ClusterViews, NodeStatus};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,7 @@ pub async fn offline_checker(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let cutoff = now_ms().saturating_sub(crate::config::millis(timeout));
+        let cutoff = now_ms().saturating_sub(crate::cluster::config::millis(timeout));
         let silent: Vec<_> = ledger.read(|v| {
             v.nodes
                 .values()
@@ -43,7 +43,7 @@ pub async fn offline_checker(
 pub async fn exec_deadlines(ledger: Ledger<ClusterViews>, grace: Duration, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let grace_ms = crate::config::millis(grace);
+    let grace_ms = crate::cluster::config::millis(grace);
     loop {
         tick.tick().await;
         let now = now_ms();
@@ -62,7 +62,7 @@ pub async fn exec_deadlines(ledger: Ledger<ClusterViews>, grace: Duration, every
 pub async fn provision_deadlines(ledger: Ledger<ClusterViews>, deadline: Duration, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let deadline_ms = crate::config::millis(deadline);
+    let deadline_ms = crate::cluster::config::millis(deadline);
     loop {
         tick.tick().await;
         let now = now_ms();

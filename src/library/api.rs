@@ -4,11 +4,12 @@
 
 use super::commands::{self, Control, NewBuild, NewExperience};
 use super::state::{self, LibraryState, PromoteError, PromoteRequest};
-use crate::api::{events, Admin, ApiError, ApiJson, Reader};
+use crate::service::{events, Admin, ApiError, ApiJson, Reader};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hydra_core::envelope::rfc3339;
 use hydra_projections::{
     rollout_number, ExperienceView, LibraryViews, NodeState, RolloutState, RolloutView, ENVIRONMENTS,
 };
@@ -20,8 +21,8 @@ pub fn router(state: LibraryState) -> Router {
     let max_body = state.config.max_body_bytes;
     Router::new()
         .route("/api/v1/health", get(health))
-        .route("/readyz", get(crate::api::health::readyz::<LibraryState>))
-        .route("/api/v1/readyz", get(crate::api::health::readyz::<LibraryState>))
+        .route("/readyz", get(crate::service::health::readyz::<LibraryState>))
+        .route("/api/v1/readyz", get(crate::service::health::readyz::<LibraryState>))
         .route("/api/v1/experiences", get(list_experiences).post(create_experience))
         // A literal segment wins over `{id}` in axum's router, so `live` is never an id.
         .route("/api/v1/experiences/live", get(live))
@@ -42,10 +43,6 @@ pub fn router(state: LibraryState) -> Router {
         })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(state)
-}
-
-fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
 }
 
 fn opt_time(ms: Option<u64>) -> Value {

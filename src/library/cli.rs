@@ -28,7 +28,7 @@ pub enum Command {
     Audit(AuditArgs),
     /// Rebuild a damaged log from its intact prefix (the server stopped): keeps events
     /// 1..=SEQ, moves the damaged data dir aside and exports what it drops.
-    Repair(crate::cli::RepairArgs),
+    Repair(crate::cluster::cli::RepairArgs),
     /// Promote an experience: development → staging, or staging → production. Prints
     /// the rollout id (nothing when there were no nodes to reprovision).
     Promote {
@@ -181,7 +181,7 @@ pub struct AuditArgs {
 
 /// `hydraexperiencelibrary audit`.
 pub fn audit(args: &AuditArgs) -> anyhow::Result<()> {
-    crate::cli::audit_log::<hydra_projections::LibraryViews>(
+    crate::cluster::cli::audit_log::<hydra_projections::LibraryViews>(
         "hydraexperiencelibrary",
         &args.data,
         args.upto,

@@ -3,8 +3,8 @@
 //! still pending?) and the events it leads to are one atomic step: a rollout never
 //! asks for the same node twice, and the same `build.uploaded` never acts twice.
 
-use crate::error::DomainError;
-use crate::ledger::Decision;
+use hydra_core::error::DomainError;
+use hydra_core::ledger::Decision;
 use hydra_events::{Event, NodeId, RolloutPolicy, SkippedNode};
 use hydra_projections::{LibraryViews, NodeState, RolloutState, RolloutView};
 
@@ -75,12 +75,12 @@ pub fn create_experience(x: NewExperience) -> impl FnOnce(&LibraryViews) -> Resu
         check_name("project", &x.project)?;
         // Districts and venues follow hydracluster's rule, so every place it accepts
         // can be rolled out to.
-        let district = crate::names::label("district", &x.district)?;
+        let district = hydra_core::names::label("district", &x.district)?;
         if x.venues.is_empty() {
             return Err(DomainError::Invalid("venues must name at least one venue".into()));
         }
         let mut venues =
-            x.venues.iter().map(|v| crate::names::label("venue", v)).collect::<Result<Vec<_>, _>>()?;
+            x.venues.iter().map(|v| hydra_core::names::label("venue", v)).collect::<Result<Vec<_>, _>>()?;
         if views.experiences.contains_key(&x.id) {
             return Err(DomainError::Conflict(format!("experience {} exists already", x.id)));
         }

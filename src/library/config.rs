@@ -112,7 +112,7 @@ struct Humantime(Duration);
 impl<'de> Deserialize<'de> for Humantime {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        crate::config::parse_duration(&s).map(Humantime).map_err(serde::de::Error::custom)
+        crate::cluster::config::parse_duration(&s).map(Humantime).map_err(serde::de::Error::custom)
     }
 }
 
@@ -172,7 +172,7 @@ impl LibraryConfig {
                 self.rollout.failure_threshold = FailureThreshold::parse(&t)?;
             }
             if let Some(d) = r.node_deadline {
-                self.rollout.node_deadline_ms = crate::config::millis(d.0);
+                self.rollout.node_deadline_ms = crate::cluster::config::millis(d.0);
             }
             if let Some(t) = r.tick {
                 self.rollout_tick = t.0;
@@ -182,8 +182,8 @@ impl LibraryConfig {
     }
 
     /// The connection settings of the HTTP server.
-    pub fn conn_limits(&self) -> crate::api::serve::ConnLimits {
-        crate::api::serve::ConnLimits {
+    pub fn conn_limits(&self) -> crate::service::serve::ConnLimits {
+        crate::service::serve::ConnLimits {
             max_connections: self.max_connections,
             header_read_timeout: self.header_read_timeout,
             idle_timeout: self.idle_timeout,

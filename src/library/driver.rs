@@ -9,10 +9,10 @@
 //! catching up with hydracluster first and asking again only for nodes it has no
 //! word of (hydracluster answers "already" for one it is working on).
 
-use super::cluster::{Cluster, ClusterError, Requested};
+use super::cluster_client::{Cluster, ClusterError, Requested};
 use super::commands::{self, ClusterReport};
 use super::state::{promote, LibraryState, PromoteRequest};
-use crate::sse_client::{follow, SseItem, SseSource};
+use crate::service::sse_client::{follow, SseItem, SseSource};
 use futures_util::StreamExt;
 use hydra_events::NodeId;
 use hydra_projections::{LibraryViews, NodeState};

@@ -4,7 +4,7 @@
 
 pub mod api;
 pub mod cli;
-pub mod cluster;
+pub mod cluster_client;
 pub mod commands;
 pub mod config;
 pub mod driver;

@@ -6,7 +6,7 @@
 
 use super::commands::{self, NewBuild};
 use super::state::LibraryState;
-use crate::sse_client::{follow, SseItem, SseSource};
+use crate::service::sse_client::{follow, SseItem, SseSource};
 use futures_util::StreamExt;
 use serde_json::Value;
 

@@ -4,22 +4,20 @@
 //! writer cleanly.
 
 use super::api::router;
-use super::cluster::Cluster;
+use super::cluster_client::Cluster;
 use super::config::LibraryConfig;
 use super::state::{LibraryState, Links};
-use crate::api::extract::AuthThrottle;
-use crate::api::SseStats;
-use crate::auth::Tokens;
-use crate::ledger::LedgerConfig;
-use crate::server::{open_service, stop_writer};
-use anyhow::Context;
+use crate::service::extract::AuthThrottle;
+use crate::service::start;
+use crate::service::SseStats;
+use hydra_core::auth::Tokens;
+use hydra_core::ledger::LedgerConfig;
 use hydra_projections::LibraryViews;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
 /// A library that is up and answering (stop, wait, serve until a signal).
-pub type Running = crate::server::Running<LibraryViews>;
+pub type Running = start::Running<LibraryViews>;
 
 /// Opens the library's data dir and starts serving on `config.listen`.
 pub async fn start(config: LibraryConfig) -> anyhow::Result<Running> {
@@ -31,17 +29,17 @@ pub async fn start(config: LibraryConfig) -> anyhow::Result<Running> {
         min_free_bytes: config.min_free_bytes,
         ..LedgerConfig::default()
     };
-    let (token, is_new, ledger) = open_service::<LibraryViews>(
+    let opened = start::open::<LibraryViews>(
         "hydraexperiencelibrary",
         &config.data,
         config.admin_token.as_deref(),
         ledger_config,
+        config.listen,
     )
     .await?;
-    let listener =
-        TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let tokens = Tokens::new(&[("admin".into(), token.clone())], config.observer_token.as_deref(), None);
+    let ledger = opened.ledger.clone();
+    let tokens =
+        Tokens::new(&[("admin".into(), opened.admin_token.clone())], config.observer_token.as_deref(), None);
     let cluster = config
         .cluster_url
         .as_deref()
@@ -64,17 +62,5 @@ pub async fn start(config: LibraryConfig) -> anyhow::Result<Running> {
     let driver = tokio::spawn(super::driver::run(state.clone()));
     let release = tokio::spawn(super::release::run(state.clone()));
     let app = router(state.clone()).layer(axum::extract::DefaultBodyLimit::max(max_body));
-    let handle = ledger.clone();
-    let serving = crate::api::serve::serve(listener, app, state, limits);
-    let task = tokio::spawn(async move {
-        let served = serving.await;
-        for task in [driver, release] {
-            task.abort();
-            let _ = task.await;
-        }
-        // Every other handle is gone with the router and the tasks.
-        stop_writer(ledger).await;
-        served.context("serving HTTP")
-    });
-    Ok(Running { addr, admin_token: token, admin_token_is_new: is_new, stop, task, ledger: Some(handle) })
+    Ok(start::launch(opened, app, state, limits, stop, vec![driver, release]))
 }

@@ -1,13 +1,13 @@
 //! What ExperienceLibrary's handlers and background tasks share, and the promotion
 //! every path goes through (the API, the CLI through the API, and auto-promotion).
 
-use super::cluster::{pick_targets, Cluster, ClusterError};
+use super::cluster_client::{pick_targets, Cluster, ClusterError};
 use super::commands::{self, Targets};
 use super::config::LibraryConfig;
-use crate::api::{ServiceState, SseStats};
-use crate::auth::Tokens;
-use crate::error::DomainError;
-use crate::ledger::{Ledger, LedgerError};
+use crate::service::{ServiceState, SseStats};
+use hydra_core::auth::Tokens;
+use hydra_core::error::DomainError;
+use hydra_core::ledger::{Ledger, LedgerError};
 use hydra_events::{Event, FailureThreshold, RolloutPolicy};
 use hydra_projections::LibraryViews;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +28,8 @@ pub struct LibraryState {
     /// Wakes the rollout driver (a rollout started, resumed…).
     pub wake: Arc<Notify>,
     pub links: Arc<Links>,
-    pub auth_throttle: Arc<crate::api::extract::AuthThrottle>,
-    pub connections: Arc<crate::api::serve::ConnStats>,
+    pub auth_throttle: Arc<crate::service::extract::AuthThrottle>,
+    pub connections: Arc<crate::service::serve::ConnStats>,
 }
 
 /// Whether the streams this service follows are connected right now, for `/health`.
@@ -65,10 +65,10 @@ impl ServiceState for LibraryState {
     fn keepalive(&self) -> Duration {
         self.config.sse_keepalive
     }
-    fn auth_throttle(&self) -> &crate::api::extract::AuthThrottle {
+    fn auth_throttle(&self) -> &crate::service::extract::AuthThrottle {
         &self.auth_throttle
     }
-    fn connections(&self) -> &Arc<crate::api::serve::ConnStats> {
+    fn connections(&self) -> &Arc<crate::service::serve::ConnStats> {
         &self.connections
     }
 }
@@ -153,12 +153,12 @@ pub fn policy(defaults: &RolloutPolicy, req: &PolicyOverrides) -> Result<Rollout
         p.failure_threshold = FailureThreshold::parse(t).map_err(DomainError::Invalid)?;
     }
     if let Some(d) = &req.node_deadline {
-        let d = crate::config::parse_duration(d)
+        let d = crate::cluster::config::parse_duration(d)
             .map_err(|e| DomainError::Invalid(format!("node_deadline: {e} (use 30m, 90s…)")))?;
         if d.is_zero() {
             return Err(DomainError::Invalid("node_deadline must be longer than zero".into()));
         }
-        p.node_deadline_ms = crate::config::millis(d);
+        p.node_deadline_ms = crate::cluster::config::millis(d);
     }
     Ok(p)
 }

@@ -87,7 +87,7 @@ pub fn request_error(e: &reqwest::Error) -> String {
     if let Some(status) = e.status() {
         return format!("HTTP {}", status.as_u16());
     }
-    crate::sse_client::error_reason(e)
+    crate::service::sse_client::error_reason(e)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! event lag (how long its SSE stream takes to deliver its newest event).
 
 use super::{http_client, request_error, Service};
-use crate::sse_client::{follow, SseItem, SseSource};
+use crate::service::sse_client::{follow, SseItem, SseSource};
 use futures_util::StreamExt;
 use serde::Serialize;
 use std::time::{Duration, Instant};

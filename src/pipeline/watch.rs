@@ -4,7 +4,7 @@
 
 use super::format::{human, now_clock, types_query, wanted, Observed, TypeFilter};
 use super::{http_client, request_error, Service};
-use crate::sse_client::{follow, SseItem, SseSource};
+use crate::service::sse_client::{follow, SseItem, SseSource};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::collections::VecDeque;

@@ -7,7 +7,7 @@
 
 use crate::common::*;
 use futures_util::StreamExt;
-use hydra::ledger::Decision;
+use hydra_core::ledger::Decision;
 use hydra_events::{Event, NodeId};
 use serde_json::{json, Value};
 use std::time::Duration;

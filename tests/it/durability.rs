@@ -84,7 +84,7 @@ async fn every_acknowledged_mutation_survives_kill_9() {
 async fn the_offline_replay_equals_the_live_state_and_as_of_queries_show_the_past() {
     let mut s = spawn_app().await;
     let (a, token) = enroll(&s, "body-a").await;
-    let t_after_enroll = hydra::ledger::now_ms();
+    let t_after_enroll = hydra_core::ledger::now_ms();
     clock_passes(t_after_enroll).await;
     approve_at(&s, &a, &["hydrabody"], "n", "v").await;
     heartbeat(&s, &token, json!({"provider_status": "running"})).await;
@@ -128,7 +128,7 @@ async fn snapshots_make_start_up_resume_from_the_middle_of_the_log() {
     let live = live_digest(&s).await;
     s.stop().await;
     {
-        let store = hydra::store::Store::open(s.dir.path()).unwrap();
+        let store = hydra_core::store::Store::open(s.dir.path()).unwrap();
         let snaps: Vec<u64> = store.snapshots_newest_first().map(|r| r.unwrap().0).collect();
         assert!(!snaps.is_empty() && snaps[0] >= 10, "snapshots were written: {snaps:?}");
     }
@@ -158,7 +158,10 @@ async fn an_altered_event_is_detected_at_start_up_and_by_the_audit() {
     let (ok, out) = audit(&data);
     assert!(!ok);
     assert!(out.contains("hash chain broken at seq 4"), "{out}");
-    let err = hydra::server::start(test_config(&data)).await.err().expect("start-up refuses a damaged log");
+    let err = hydra::cluster::server::start(test_config(&data))
+        .await
+        .err()
+        .expect("start-up refuses a damaged log");
     assert!(format!("{err:#}").contains("seq 4"), "{err:#}");
 }
 
@@ -178,7 +181,7 @@ async fn a_log_that_lost_acknowledged_events_is_refused() {
     let (ok, out) = audit(s.dir.path());
     assert!(!ok);
     assert!(out.contains("ends at seq 4") && out.contains("up to seq 6"), "{out}");
-    let err = hydra::server::start(test_config(s.dir.path())).await.err().expect("refused");
+    let err = hydra::cluster::server::start(test_config(s.dir.path())).await.err().expect("refused");
     // The snapshot written at stop covers seq 6: start-up sees the log is short of it.
     assert!(format!("{err:#}").contains("log ends at seq 4"), "{err:#}");
 

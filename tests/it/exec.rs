@@ -3,7 +3,7 @@
 //! ends: completed, timed out, cancelled, failed or expired — never pending forever.
 
 use crate::common::*;
-use hydra::config::Config;
+use hydra::cluster::config::Config;
 use serde_json::{json, Value};
 use std::time::Duration;
 

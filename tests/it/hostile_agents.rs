@@ -256,7 +256,8 @@ async fn lists_come_in_pages_that_hold_every_node_once() {
     let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ids(&listed), enrolled);
     // So does ExperienceLibrary's client, which picks rollout targets from it.
-    let cluster = hydra::library::cluster::Cluster::new(&s.url, Some(ADMIN.into()), Duration::from_secs(30));
+    let cluster =
+        hydra::library::cluster_client::Cluster::new(&s.url, Some(ADMIN.into()), Duration::from_secs(30));
     let venue = cluster.nodes("north", "arena").await.unwrap();
     let mut got: Vec<String> = venue.into_iter().map(|n| n.id).collect();
     got.sort();

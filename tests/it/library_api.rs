@@ -302,9 +302,11 @@ async fn the_live_list_is_public_and_holds_only_production_builds_of_the_venue()
 
     // hydracluster's own client accepts the answer.
     let items =
-        hydra::library_client::live_experiences(&lib.url, "d1", "v3", Duration::from_secs(5)).await.unwrap();
+        hydra::cluster::library_client::live_experiences(&lib.url, "d1", "v3", Duration::from_secs(5))
+            .await
+            .unwrap();
     assert_eq!(items.len(), 1);
-    assert_eq!(hydra::library_client::experience_id(&items[0]).as_deref(), Some("desert"));
+    assert_eq!(hydra::cluster::library_client::experience_id(&items[0]).as_deref(), Some("desert"));
     lib.stop().await;
 }
 

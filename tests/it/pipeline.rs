@@ -213,9 +213,9 @@ async fn watch_merges_the_history_of_two_services_by_event_time() {
     // before, so no two share a timestamp, which is the merge's only clock).
     for i in 0..2 {
         enroll(&a, &format!("a-{i}")).await;
-        clock_passes(hydra::ledger::now_ms()).await;
+        clock_passes(hydra_core::ledger::now_ms()).await;
         enroll(&b, &format!("b-{i}")).await;
-        clock_passes(hydra::ledger::now_ms()).await;
+        clock_passes(hydra_core::ledger::now_ms()).await;
     }
     let (head_a, head_b) = (head(&a).await, head(&b).await);
     let w = Watcher::watch(&[("alpha", &a.url), ("beta", &b.url)], &["--since", "0"]);

@@ -133,7 +133,7 @@ async fn pending_unknown_and_unauthorised_requests_are_refused() {
 
 #[tokio::test]
 async fn a_node_silent_past_the_deadline_fails_with_timeout() {
-    let deadline = |c: &mut hydra::config::Config| {
+    let deadline = |c: &mut hydra::cluster::config::Config| {
         c.provision_deadline = Duration::from_millis(300);
         c.provision_watchdog_interval = Duration::from_millis(50);
     };
@@ -184,7 +184,7 @@ async fn provisioning_survives_a_restart() {
 
 #[tokio::test]
 async fn the_heartbeat_answer_carries_the_recipes_of_the_nodes_roles_once_approved() {
-    let recipe = hydra::config::RoleRecipe {
+    let recipe = hydra::cluster::config::RoleRecipe {
         artifact_url: "http://artifacts.local/body-2.tar.gz".into(),
         version: "2.0".into(),
         sha256: "AB".repeat(32),

@@ -5,7 +5,7 @@
 use crate::common::*;
 use eventsource_client::{self as es, Client as _};
 use futures_util::StreamExt;
-use hydra::ledger::Decision;
+use hydra_core::ledger::Decision;
 use hydra_events::{Event, NodeId};
 use std::time::Duration;
 

@@ -95,7 +95,7 @@ async fn anomaly_kinds(s: &TestServer, node: &str) -> Vec<String> {
         .collect()
 }
 
-fn fast_anomalies(c: &mut hydra::config::Config) {
+fn fast_anomalies(c: &mut hydra::cluster::config::Config) {
     c.anomaly_check_interval = Duration::from_millis(50);
     with_fleet(c);
 }

@@ -7,7 +7,7 @@ pub mod library;
 pub mod pipeline;
 
 use futures_util::StreamExt;
-use hydra::config::Config;
+use hydra::cluster::config::Config;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -71,7 +71,7 @@ pub struct TestServer {
     pub url: String,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
-    pub running: Option<hydra::server::Running>,
+    pub running: Option<hydra::service::start::Running>,
 }
 
 pub fn test_config(dir: &Path) -> Config {
@@ -93,7 +93,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     tweak(&mut config);
-    let running = hydra::server::start(config).await.expect("server starts");
+    let running = hydra::cluster::server::start(config).await.expect("server starts");
     TestServer {
         url: format!("http://{}", running.addr),
         http: reqwest::Client::new(),
@@ -132,12 +132,13 @@ impl TestServer {
     /// Starts again on the same data dir (a new port).
     pub async fn restart(&mut self) {
         self.stop().await;
-        let running = hydra::server::start(test_config(self.dir.path())).await.expect("server restarts");
+        let running =
+            hydra::cluster::server::start(test_config(self.dir.path())).await.expect("server restarts");
         self.url = format!("http://{}", running.addr);
         self.running = Some(running);
     }
 
-    pub fn ledger(&self) -> &hydra::ledger::Ledger<hydra_projections::ClusterViews> {
+    pub fn ledger(&self) -> &hydra_core::ledger::Ledger<hydra_projections::ClusterViews> {
         self.running.as_ref().unwrap().ledger()
     }
 }
@@ -508,7 +509,7 @@ where
 /// Waits until the wall clock (milliseconds, as event times are kept) has moved past
 /// `ms`, so that whatever happens from now on has a later time.
 pub async fn clock_passes(ms: u64) {
-    assert!(eventually(GUARD, || async { hydra::ledger::now_ms() > ms }).await, "the clock moves on");
+    assert!(eventually(GUARD, || async { hydra_core::ledger::now_ms() > ms }).await, "the clock moves on");
 }
 
 /// Reads the child's stdout until the line that starts with `prefix`, returns what

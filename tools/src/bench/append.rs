@@ -5,8 +5,8 @@
 
 use super::stats::{nanos_since, rate, summarize, CpuMeter, Summary, ThreadMeter};
 use super::{enroll_all, node_ids, toggle_stream};
-use hydra::ledger::{Ledger, LedgerConfig};
-use hydra::store::Store;
+use hydra_core::ledger::{Ledger, LedgerConfig};
+use hydra_core::store::Store;
 use hydra_projections::ClusterViews;
 use std::path::Path;
 use std::sync::Arc;
@@ -119,7 +119,7 @@ pub fn typical_event_bytes() -> usize {
     let node_id = node_ids(1, 4).remove(0);
     let envelope = hydra_events::Envelope {
         seq: 123_456,
-        at_ms: hydra::ledger::now_ms(),
+        at_ms: hydra_core::ledger::now_ms(),
         schema: hydra_events::CURRENT_SCHEMA,
         cause: "bench:stream".into(),
         prev_hash: [7; 32],

@@ -16,8 +16,9 @@ use super::stats::{nanos_since, rate, summarize, CpuMeter, MachineMeter, Summary
 use crate::sim::{self, Fleet, Poll, Posted, SimNode};
 use anyhow::{bail, Context};
 use futures_util::{stream, StreamExt, TryStreamExt};
-use hydra::config::Config;
-use hydra::server::{self, Running};
+use hydra::cluster::config::Config;
+use hydra::cluster::server;
+use hydra::service::start::Running;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -766,7 +767,7 @@ type Done = (usize, String, usize);
 async fn measure_throughput(
     http: &reqwest::Client,
     base: &str,
-    ledger: &hydra::ledger::Ledger<hydra_projections::ClusterViews>,
+    ledger: &hydra_core::ledger::Ledger<hydra_projections::ClusterViews>,
     s: &ExecSettings,
     progress: &dyn Fn(&str),
 ) -> anyhow::Result<ThroughputReport> {

@@ -12,8 +12,8 @@
 use super::stats::{nanos_since, percentile, rate, CpuMeter, ThreadMeter};
 use super::{enroll_all, node_ids, toggle_stream};
 use futures_util::StreamExt;
-use hydra::config::Config;
-use hydra::server;
+use hydra::cluster::config::Config;
+use hydra::cluster::server;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -311,7 +311,7 @@ pub fn run(dir: &Path, s: &FanoutSettings, progress: &dyn Fn(&str)) -> anyhow::R
 /// Appends the burst with `s.submitters` concurrent one-event commands and records,
 /// for each seq, when its submitter got the ack.
 async fn append_burst(
-    ledger: &hydra::ledger::Ledger<hydra_projections::ClusterViews>,
+    ledger: &hydra_core::ledger::Ledger<hydra_projections::ClusterViews>,
     ids: &Arc<Vec<hydra_events::NodeId>>,
     s: &FanoutSettings,
     since: u64,

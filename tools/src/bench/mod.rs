@@ -15,8 +15,8 @@ pub mod rollout;
 pub mod soak;
 pub mod stats;
 
-use hydra::error::DomainError;
-use hydra::ledger::{Decision, Ledger};
+use hydra_core::error::DomainError;
+use hydra_core::ledger::{Decision, Ledger};
 use hydra_events::{Event, NodeId};
 use hydra_projections::ClusterViews;
 

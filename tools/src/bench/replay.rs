@@ -6,9 +6,9 @@
 
 use super::stats::{rate, CpuMeter};
 use super::{enrollment, node_ids};
-use hydra::audit::{self, Stop};
-use hydra::ledger::{now_ms, Ledger, LedgerConfig};
-use hydra::store::{Record, Store};
+use hydra_core::audit::{self, Stop};
+use hydra_core::ledger::{now_ms, Ledger, LedgerConfig};
+use hydra_core::store::{Record, Store};
 use hydra_events::{Envelope, Event, NodeId, UpdateTarget, CURRENT_SCHEMA, ZERO_HASH};
 use hydra_projections::{digest, encode_snapshot, ClusterViews};
 use std::path::Path;

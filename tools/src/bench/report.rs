@@ -185,7 +185,7 @@ pub fn text(b: &LedgerBench) -> String {
         );
         let _ = writeln!(
             o,
-            "   full verified replay (hydra::audit::replay): {:.2?} = {} events/s ({:.2} cores)   target >= {}/s: {}",
+            "   full verified replay (hydra_core::audit::replay): {:.2?} = {} events/s ({:.2} cores)   target >= {}/s: {}",
             r.replay,
             thousands(r.replay_per_sec()),
             r.replay_cores,

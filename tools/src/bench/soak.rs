@@ -47,7 +47,7 @@ fn sample(pid: u32) -> Sample {
 
 pub fn run(settings: &SoakSettings, dir: &Path, out: &mut dyn FnMut(String)) -> anyhow::Result<()> {
     // The clients need descriptors too.
-    hydra::api::serve::raise_fd_limit();
+    hydra::service::serve::raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let addr = format!("127.0.0.1:{port}");

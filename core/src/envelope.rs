@@ -1,0 +1,122 @@
+//! The JSON form of a logged event, as each audience may read it: the one rendering
+//! behind the SSE stream, `/events/log`, `audit` and `repair`'s dropped-events file.
+
+use hydra_events::{Envelope, Event, ExecOutput};
+
+/// Who reads an event. Admins see everything; observers see what happened to a
+/// command (ids, status, exit code, sizes) but never its text or what it printed,
+/// which can hold secrets (`db_password=…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    Admin,
+    Observer,
+}
+
+/// The JSON form of an event: `{"seq","type","at","cause","data"}`, where `data` holds
+/// the event's fields (`node_id`, …), without command text and output for observers.
+pub fn envelope_json(e: &Envelope, audience: Audience) -> serde_json::Value {
+    let mut data = match serde_json::to_value(&e.event) {
+        Ok(serde_json::Value::Object(m)) if m.len() == 1 => {
+            m.into_iter().next().map(|(_, v)| v).unwrap_or_default()
+        }
+        Ok(other) => other,
+        Err(_) => serde_json::Value::Null,
+    };
+    if audience == Audience::Observer {
+        redact(&e.event, &mut data);
+    }
+    serde_json::json!({
+        "seq": e.seq,
+        "type": e.event.type_name(),
+        "at": rfc3339(e.at_ms),
+        "cause": e.cause,
+        "data": data,
+    })
+}
+
+/// Takes command text and output out of an event's `data`, leaving their sizes.
+/// Exhaustive on purpose: a new event type must be decided on here.
+fn redact(event: &Event, data: &mut serde_json::Value) {
+    use serde_json::json;
+    let Some(fields) = data.as_object_mut() else { return };
+    let output = |o: &ExecOutput| {
+        json!({
+            "exit_code": o.exit_code,
+            "truncated": o.truncated,
+            "duration_ms": o.duration_ms,
+            "stdout_bytes": o.stdout.len(),
+            "stderr_bytes": o.stderr.len(),
+        })
+    };
+    match event {
+        Event::ExecQueued { command, .. } | Event::ShellOpened { command: Some(command), .. } => {
+            fields.remove("command");
+            fields.insert("command_bytes".into(), json!(command.len()));
+        }
+        Event::ExecCompleted { output: o, .. } | Event::ExecTimedOut { output: Some(o), .. } => {
+            fields.insert("output".into(), output(o));
+        }
+        // A provisioning error ends with what the install hook or tar printed: keep
+        // only the part before it ("install hook exited 1", "timeout").
+        Event::ProvisionFailed { error, .. } | Event::RolloutNodeFailed { error, .. } => {
+            let summary = error.split(':').next().unwrap_or_default().trim();
+            fields.insert("error".into(), json!(summary));
+            fields.insert("error_bytes".into(), json!(error.len()));
+        }
+        Event::NodeEnrolled { .. }
+        | Event::NodeApproved { .. }
+        | Event::NodeRejected { .. }
+        | Event::NodeRemoved { .. }
+        | Event::NodeRolesChanged { .. }
+        | Event::NodePlacementChanged { .. }
+        | Event::NodeDrainChanged { .. }
+        | Event::NodeUpdateRequested { .. }
+        | Event::NodeUpdateDelivered { .. }
+        | Event::NodeOnline { .. }
+        | Event::NodeOffline { .. }
+        | Event::NodeProviderChanged { .. }
+        | Event::NodeAgentChanged { .. }
+        | Event::NodeNetworkChanged { .. }
+        | Event::NodeStreamChanged { .. }
+        | Event::ExecDispatched { .. }
+        | Event::ExecTimedOut { output: None, .. }
+        | Event::ExecCancelled { .. }
+        | Event::ExecRequeued { .. }
+        | Event::ExecFailed { .. }
+        | Event::ExecExpired { .. }
+        | Event::ShellOpened { command: None, .. }
+        | Event::ShellClosed { .. }
+        | Event::HeadRegistered { .. }
+        | Event::HeadStatusChanged { .. }
+        | Event::HeadAssigned { .. }
+        | Event::HeadExperiencesAllowed { .. }
+        | Event::ReprovisionRequested { .. }
+        | Event::ProvisionStarted { .. }
+        | Event::ProvisionCompleted { .. }
+        | Event::StreamStopped { .. }
+        | Event::AnomalyStarted { .. }
+        | Event::AnomalyCleared { .. }
+        | Event::ExperienceCreated { .. }
+        | Event::BuildRegistered { .. }
+        | Event::ExperiencePromoted { .. }
+        | Event::RolloutStarted { .. }
+        | Event::RolloutWaveStarted { .. }
+        | Event::RolloutNodeRequested { .. }
+        | Event::RolloutNodeStarted { .. }
+        | Event::RolloutNodeCompleted { .. }
+        | Event::RolloutWaveCompleted { .. }
+        | Event::RolloutPaused { .. }
+        | Event::RolloutResumed { .. }
+        | Event::RolloutCompleted { .. }
+        | Event::RolloutAborted { .. }
+        | Event::NodeKindChanged { .. }
+        | Event::HeadUnassigned { .. }
+        | Event::RolloutOrigin { .. }
+        | Event::RolloutCancelled { .. } => {}
+    }
+}
+
+/// A time in ms since the epoch as RFC 3339 with milliseconds (`2026-11-29T05:30:00.000Z`).
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+}

@@ -1,0 +1,634 @@
+//! The sled-backed event store: the only module that knows sled. Events are keyed by
+//! big-endian sequence number; beside them live a per-node index, projection
+//! snapshots, hashed tokens and `meta` (layout version).
+//!
+//! sled panics on some kinds of damage (at open, while recovering, while reading):
+//! every call into it goes through `guarded`, which turns a panic into a
+//! `StoreError::Panicked` so that the caller can refuse clearly instead of crashing.
+
+use hydra_events::{Hash, NodeId, ZERO_HASH};
+use std::cell::{Cell, RefCell};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    /// Our own files beside sled's (the watermark, the writer thread, free space).
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the event log is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the event log is damaged: sled failed inside while {0}")]
+    Panicked(String),
+}
+
+impl StoreError {
+    /// True when the data on disk is bad (as opposed to, say, a lock held by a
+    /// running server): the case for restoring a backup or `repair`.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            StoreError::Corrupt(_) | StoreError::Panicked(_) => true,
+            StoreError::Sled(sled::Error::Corruption { .. }) => true,
+            StoreError::Sled(_) | StoreError::Io(_) => false,
+        }
+    }
+}
+
+thread_local! {
+    /// Set while this thread is inside sled through `guarded`: its panics are caught
+    /// and reported as errors, so the panic hook keeps them out of stderr.
+    static IN_STORE: Cell<bool> = const { Cell::new(false) };
+    static CAUGHT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Installs (once) a panic hook that records panics raised inside `guarded` instead of
+/// printing them with a backtrace; every other panic goes to the previous hook.
+fn quiet_store_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_STORE.with(Cell::get) {
+                let what = info
+                    .payload()
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                let at =
+                    info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+                CAUGHT.with(|c| *c.borrow_mut() = Some(format!("{what}{at}")));
+            } else {
+                previous(info)
+            }
+        }));
+    });
+}
+
+/// Runs `f` (a call into sled), turning a panic into `StoreError::Panicked`.
+fn guarded<T>(
+    doing: impl std::fmt::Display,
+    f: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    quiet_store_panics();
+    let outer = IN_STORE.with(|s| s.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    IN_STORE.with(|s| s.set(outer));
+    match result {
+        // sled's own message names a file offset; the operator needs the sequence.
+        Ok(Err(StoreError::Sled(sled::Error::Corruption { .. }))) => {
+            Err(StoreError::Corrupt(format!("{doing}: sled finds the data there corrupt")))
+        }
+        Ok(r) => r,
+        Err(_) => caught_panic(doing),
+    }
+}
+
+fn caught_panic<T>(doing: impl std::fmt::Display) -> Result<T, StoreError> {
+    let caught = CAUGHT.with(|c| c.borrow_mut().take()).unwrap_or_else(|| "a panic".into());
+    tracing::error!(doing = %doing, panic = %caught, "sled panicked; the log is damaged");
+    Err(StoreError::Panicked(format!("{doing} ({caught})")))
+}
+
+impl StoreError {
+    /// True when the filesystem ran out of space (ENOSPC) or of quota (EDQUOT).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Sled(sled::Error::Io(e)) | StoreError::Io(e) => {
+                matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A record for the `events` tree, prepared by the ledger.
+pub struct Record<'a> {
+    pub seq: u64,
+    pub bytes: &'a [u8],
+    pub node_id: Option<&'a NodeId>,
+}
+
+/// A write to the `tokens` tree that must be as durable as the events beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenWrite {
+    /// Stores a token hash for a principal (`node:<id>`).
+    Put { hash: [u8; 32], principal: String },
+    /// Revokes whatever token the principal has.
+    Revoke { principal: String },
+}
+
+#[derive(Clone)]
+pub struct Store {
+    dir: std::path::PathBuf,
+    db: sled::Db,
+    /// sled's data file, fdatasync'd after every flush (see `flush`).
+    data_file: std::sync::Arc<std::fs::File>,
+    events: sled::Tree,
+    node_index: sled::Tree,
+    snapshots: sled::Tree,
+    tokens: sled::Tree,
+    meta: sled::Tree,
+}
+
+const LAYOUT_KEY: &[u8] = b"layout_version";
+
+/// Size of `<data>/ballast`, a file of zeros kept only to be deleted: sled needs room to
+/// open a log (it pads the tail of its last segment, ~512 KiB), so on a disk that
+/// something else filled, giving this back lets the server start read-only instead of
+/// failing to open. Re-created once space is back.
+pub const BALLAST_BYTES: u64 = 8 * 1024 * 1024;
+
+impl Store {
+    /// Opens the store; on a full disk, releases the ballast and tries once more.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        match Store::open_checked(dir) {
+            Err(e) if e.is_disk_full() && release_ballast(dir) => {
+                tracing::warn!(
+                    "the disk is full: released the {} MiB ballast in {} so the log can open (read-only \
+                     until space is freed)",
+                    BALLAST_BYTES / (1024 * 1024),
+                    dir.display()
+                );
+                Store::open_checked(dir)
+            }
+            opened => opened,
+        }
+    }
+
+    /// Opens the store. sled's own leftover snapshot files never block it: a stale
+    /// `snap.*.generating` (a snapshot that never finished, e.g. on a full disk) is
+    /// removed first, and if sled still fails while a finished `snap.*` exists, that
+    /// snapshot is set aside (renamed `bad-snap.*`) and the open is tried once more:
+    /// sled rebuilds its page table from the log without it.
+    fn open_checked(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(sled::Error::Io)?;
+        let log = dir.join("log");
+        for stale in
+            sled_snapshot_files(&log).into_iter().filter(|p| p.to_string_lossy().ends_with(".generating"))
+        {
+            tracing::warn!(file = %stale.display(), "removing sled's unfinished snapshot file");
+            std::fs::remove_file(&stale).map_err(sled::Error::Io)?;
+        }
+        match guarded("opening the log", || Store::open_sled(dir)) {
+            Err(e) if e.is_damage() && !sled_snapshot_files(&log).is_empty() => {
+                for snap in sled_snapshot_files(&log) {
+                    let name = snap.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    tracing::warn!(file = %snap.display(), error = %e, "sled's snapshot is not usable; set aside");
+                    std::fs::rename(&snap, log.join(format!("bad-{name}"))).map_err(sled::Error::Io)?;
+                }
+                guarded("opening the log", || Store::open_sled(dir))
+            }
+            other => other,
+        }
+    }
+
+    fn open_sled(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new().path(dir.join("log")).cache_capacity(256 * 1024 * 1024).open()?;
+        let data_file = std::fs::File::open(dir.join("log").join("db")).map_err(sled::Error::Io)?;
+        Ok(Store {
+            dir: dir.to_owned(),
+            data_file: std::sync::Arc::new(data_file),
+            events: db.open_tree("events")?,
+            node_index: db.open_tree("node_index")?,
+            snapshots: db.open_tree("snapshots")?,
+            tokens: db.open_tree("tokens")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    pub fn layout_version(&self) -> Result<u32, StoreError> {
+        Ok(match guarded("reading the layout version", || Ok(self.meta.get(LAYOUT_KEY)?))? {
+            Some(v) if v.len() == 4 => u32::from_be_bytes(v.as_ref().try_into().expect("4")),
+            Some(_) => return Err(StoreError::Corrupt("meta.layout_version is not 4 bytes".into())),
+            None => 0,
+        })
+    }
+
+    pub fn set_layout_version(&self, version: u32) -> Result<(), StoreError> {
+        self.meta.insert(LAYOUT_KEY, &version.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// The sequence number of the last stored event, 0 for an empty log.
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        match guarded("reading the last event", || Ok(self.events.last()?))? {
+            Some((k, _)) => decode_seq(&k),
+            None => Ok(0),
+        }
+    }
+
+    pub fn first_seq(&self) -> Result<u64, StoreError> {
+        match guarded("reading the first event", || Ok(self.events.first()?))? {
+            Some((k, _)) => decode_seq(&k),
+            None => Ok(0),
+        }
+    }
+
+    /// Writes a batch of events, their index entries and token writes. Nothing is
+    /// durable until `flush`.
+    pub fn append(&self, records: &[Record<'_>], tokens: &[TokenWrite]) -> Result<(), StoreError> {
+        let mut events = sled::Batch::default();
+        let mut index = sled::Batch::default();
+        for r in records {
+            events.insert(&r.seq.to_be_bytes(), r.bytes);
+            if let Some(node) = r.node_id {
+                index.insert(index_key(node, r.seq), &[]);
+            }
+        }
+        self.events.apply_batch(events)?;
+        self.node_index.apply_batch(index)?;
+        for t in tokens {
+            match t {
+                TokenWrite::Put { hash, principal } => {
+                    self.tokens.insert(hash, principal.as_bytes())?;
+                    self.tokens.insert(principal_key(principal), hash)?;
+                }
+                TokenWrite::Revoke { principal } => {
+                    if let Some(hash) = self.tokens.remove(principal_key(principal))? {
+                        self.tokens.remove(hash)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes everything written so far durable: one flush and one fdatasync for the
+    /// whole batch. sled 0.34's own flush ends in `sync_file_range`, which neither
+    /// empties the disk's write cache nor records the file's new length, so on its own
+    /// it would acknowledge events that a power cut can still take away.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        self.data_file.sync_data().map_err(sled::Error::Io)?;
+        Ok(())
+    }
+
+    /// Adds index entries again (idempotent): used when replaying the tail at start-up,
+    /// in case a crash came between the events and their index.
+    pub fn reindex(&self, node: &NodeId, seq: u64) -> Result<(), StoreError> {
+        self.node_index.insert(index_key(node, seq), &[])?;
+        Ok(())
+    }
+
+    /// Events with `from <= seq <= to`, in order, as raw encoded bytes. A read that
+    /// fails names the sequence number it was after.
+    pub fn range(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = Result<(u64, sled::IVec), StoreError>> + use<> {
+        let mut iter = if from > to {
+            self.events.range(1u64.to_be_bytes()..1u64.to_be_bytes())
+        } else {
+            self.events.range(from.to_be_bytes()..=to.to_be_bytes())
+        };
+        let mut after = from.saturating_sub(1);
+        let mut failed = false;
+        std::iter::from_fn(move || {
+            if failed {
+                return None;
+            }
+            let item = guarded(format_args!("reading the event after seq {after}"), || {
+                iter.next().transpose().map_err(StoreError::from)
+            });
+            match item {
+                Ok(Some((k, v))) => Some(decode_seq(&k).map(|seq| {
+                    after = seq;
+                    (seq, v)
+                })),
+                Ok(None) => None,
+                Err(e) => {
+                    // sled's iterator is not to be trusted after a panic.
+                    failed = true;
+                    Some(Err(e))
+                }
+            }
+        })
+    }
+
+    pub fn get(&self, seq: u64) -> Result<Option<sled::IVec>, StoreError> {
+        guarded(format_args!("reading event {seq}"), || Ok(self.events.get(seq.to_be_bytes())?))
+    }
+
+    /// Sequence numbers of the events about `node`, from `since` (exclusive), at most `limit`.
+    pub fn node_seqs(&self, node: &NodeId, since: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
+        let start = index_key(node, since.saturating_add(1));
+        let end = index_key(node, u64::MAX);
+        guarded(format_args!("reading the index of node {node}"), || {
+            let mut out = Vec::new();
+            for item in self.node_index.range(start..=end).take(limit) {
+                let (k, _) = item?;
+                out.push(decode_seq(&k[k.len() - 8..])?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Every entry of the per-node index as (node id, seq), in key order (node, then
+    /// seq). For the checks at start-up and in `audit`.
+    pub fn index_entries(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        guarded("reading the per-node index", || {
+            let mut out = Vec::new();
+            for item in self.node_index.iter() {
+                let (k, _) = item?;
+                let bad =
+                    || StoreError::Corrupt(format!("a per-node index key of {} bytes is malformed", k.len()));
+                if k.len() < 10 || k[k.len() - 9] != 0 {
+                    return Err(bad());
+                }
+                let node = std::str::from_utf8(&k[..k.len() - 9]).map_err(|_| bad())?.to_owned();
+                out.push((node, decode_seq(&k[k.len() - 8..])?));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Every token as (hash, principal): what `repair` carries over to a new store.
+    pub fn tokens(&self) -> Result<Vec<([u8; 32], String)>, StoreError> {
+        guarded("reading the tokens", || {
+            let mut out = Vec::new();
+            for item in self.tokens.iter() {
+                let (k, v) = item?;
+                if k.starts_with(b"principal:") {
+                    continue;
+                }
+                if let Ok(hash) = <[u8; 32]>::try_from(k.as_ref()) {
+                    out.push((hash, String::from_utf8_lossy(&v).into_owned()));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn put_snapshot(&self, seq: u64, bytes: &[u8], keep: usize) -> Result<(), StoreError> {
+        self.snapshots.insert(seq.to_be_bytes(), bytes)?;
+        let count = self.snapshots.len();
+        if count > keep {
+            let old: Vec<_> = self.snapshots.iter().keys().take(count - keep).collect();
+            for k in old {
+                self.snapshots.remove(k?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Snapshots, newest first, as (sequence, bytes).
+    pub fn snapshots_newest_first(
+        &self,
+    ) -> impl Iterator<Item = Result<(u64, sled::IVec), StoreError>> + use<> {
+        let mut iter = self.snapshots.iter().rev();
+        let mut failed = false;
+        std::iter::from_fn(move || {
+            if failed {
+                return None;
+            }
+            let item = guarded("reading the projection snapshots", || {
+                iter.next().transpose().map_err(StoreError::from)
+            });
+            match item {
+                Ok(Some((k, v))) => Some(decode_seq(&k).map(|seq| (seq, v))),
+                Ok(None) => None,
+                Err(e) => {
+                    failed = true;
+                    Some(Err(e))
+                }
+            }
+        })
+    }
+
+    pub fn token(&self, hash: &[u8; 32]) -> Result<Option<String>, StoreError> {
+        let found = guarded("reading a token", || Ok(self.tokens.get(hash)?))?;
+        Ok(found.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// The acknowledged high-water mark, kept outside sled so that a log that lost
+    /// acknowledged events (sled recovers a damaged file by truncating it) is caught
+    /// at start-up instead of silently served. 0 when never written.
+    pub fn watermark(&self) -> Result<u64, StoreError> {
+        match std::fs::read_to_string(self.dir.join("watermark")) {
+            Ok(s) => s.trim().parse().map_err(|_| {
+                StoreError::Corrupt(format!("the watermark file holds {:?}, not a number", s.trim()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(StoreError::Io(e)),
+        }
+    }
+
+    /// Records that every event up to `seq` is durable (write, fsync, rename).
+    pub fn set_watermark(&self, seq: u64) -> Result<(), StoreError> {
+        use std::io::Write;
+        let tmp = self.dir.join("watermark.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(seq.to_string().as_bytes())?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, self.dir.join("watermark"))?;
+        // The rename is durable only once the directory is.
+        std::fs::File::open(&self.dir).and_then(|d| d.sync_all())?;
+        Ok(())
+    }
+
+    /// Bytes free for us on the data dir's filesystem (what an unprivileged writer may
+    /// still use).
+    pub fn free_bytes(&self) -> Result<u64, StoreError> {
+        let stat = nix::sys::statvfs::statvfs(&self.dir).map_err(std::io::Error::from)?;
+        Ok((stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64))
+    }
+
+    /// Writes the ballast if it is missing (see `BALLAST_BYTES`); true when it is there.
+    pub fn ensure_ballast(&self) -> bool {
+        let path = self.dir.join("ballast");
+        if std::fs::metadata(&path).map(|m| m.len() == BALLAST_BYTES).unwrap_or(false) {
+            return true;
+        }
+        let written = (|| -> std::io::Result<()> {
+            use std::io::Write;
+            let tmp = self.dir.join("ballast.tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            let zeros = vec![0u8; 1024 * 1024];
+            for _ in 0..BALLAST_BYTES / zeros.len() as u64 {
+                f.write_all(&zeros)?;
+            }
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(self.dir.join("ballast.tmp"));
+            tracing::warn!(error = %e, "the ballast file could not be written");
+            return false;
+        }
+        true
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// Deletes `<dir>/ballast`; true when there was one.
+fn release_ballast(dir: &Path) -> bool {
+    std::fs::remove_file(dir.join("ballast")).is_ok()
+}
+
+/// sled's own page-table snapshots in its directory (`snap.<lsn>` and unfinished
+/// `snap.<lsn>.generating`): every file sled would try to read at open.
+fn sled_snapshot_files(log: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(log) else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("snap.")))
+        .collect()
+}
+
+/// True when a process (a running server) holds sled's lock on the store in `dir`.
+pub fn in_use(dir: &Path) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(dir.join("log").join("db")) else {
+        return false;
+    };
+    // sled takes an exclusive flock on its data file for as long as it is open.
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
+}
+
+/// What a raw scan of a store's files found: the events that chain from seq 1 (each
+/// one's hash is the next one's `prev_hash`), and the readable events past them.
+#[derive(Debug, Default)]
+pub struct Salvage {
+    /// Events 1..=n as encoded bytes, the hash chain verified.
+    pub chain: Vec<Vec<u8>>,
+    /// Other records found with a sequence number past the chain (one per distinct
+    /// content, in sequence order): what a truncation drops.
+    pub beyond: Vec<(u64, Vec<u8>)>,
+}
+
+/// Reads the events of a store without sled, straight from its files (`log/db` and
+/// `log/blobs/*`, read-only): sled keeps values uncompressed, and every version of a
+/// page it ever wrote holds them, so a record lost in one place is often whole in
+/// another. A record counts only if it decodes and chains: event 1 to the zero hash,
+/// each next one to the hash of the one before. For when sled cannot open or read a
+/// damaged log, and for `repair`, which must not depend on sled's own recovery.
+pub fn salvage(dir: &Path) -> std::io::Result<Salvage> {
+    let log = dir.join("log");
+    let mut files = vec![log.join("db")];
+    if let Ok(blobs) = std::fs::read_dir(log.join("blobs")) {
+        files.extend(blobs.filter_map(|e| e.ok().map(|e| e.path())));
+    }
+    // seq → distinct records: (hash, prev_hash, bytes).
+    let mut found: std::collections::BTreeMap<u64, Vec<(Hash, Hash, Vec<u8>)>> = Default::default();
+    for file in files {
+        let data = std::fs::read(&file)?;
+        let mut at = 0;
+        while let Some(offset) = data[at..].iter().position(|b| *b == hydra_events::FORMAT_V1) {
+            let start = at + offset;
+            at = start + 1;
+            let Ok((envelope, len)) = hydra_events::decode_prefix(&data[start..]) else { continue };
+            if envelope.seq == 0 {
+                continue;
+            }
+            let bytes = &data[start..start + len];
+            // Only what the codec writes back identically is a record, not a lucky parse.
+            if hydra_events::encode(&envelope) != bytes {
+                continue;
+            }
+            let hash = hydra_events::hash(bytes);
+            let same = found.entry(envelope.seq).or_default();
+            if !same.iter().any(|(h, _, _)| *h == hash) {
+                same.push((hash, envelope.prev_hash, bytes.to_vec()));
+            }
+        }
+    }
+    let mut out = Salvage::default();
+    let mut prev = ZERO_HASH;
+    let mut seq = 1;
+    while let Some(candidates) = found.get(&seq) {
+        let fits: Vec<&(Hash, Hash, Vec<u8>)> = candidates.iter().filter(|(_, p, _)| *p == prev).collect();
+        // Two different records that both chain here: keep the one the next event
+        // vouches for; with no such witness the chain ends before them.
+        let chosen = match fits.as_slice() {
+            [one] => Some(*one),
+            [] => None,
+            many => {
+                let next = found.get(&(seq + 1));
+                let vouched: Vec<_> = many
+                    .iter()
+                    .filter(|(h, _, _)| next.is_some_and(|n| n.iter().any(|(_, p, _)| p == h)))
+                    .collect();
+                match vouched.as_slice() {
+                    [one] => Some(**one),
+                    _ => None,
+                }
+            }
+        };
+        let Some((hash, _, bytes)) = chosen else { break };
+        prev = *hash;
+        out.chain.push(bytes.clone());
+        seq += 1;
+    }
+    for (s, records) in found.range(seq..) {
+        out.beyond.extend(records.iter().map(|(_, _, b)| (*s, b.clone())));
+    }
+    Ok(out)
+}
+
+/// The reverse entry (principal → hash), so that a token can be revoked by owner.
+fn principal_key(principal: &str) -> Vec<u8> {
+    [b"principal:".as_slice(), principal.as_bytes()].concat()
+}
+
+fn index_key(node: &NodeId, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(node.as_str().len() + 9);
+    key.extend_from_slice(node.as_str().as_bytes());
+    key.push(0);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn decode_seq(key: &[u8]) -> Result<u64, StoreError> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("event key of {} bytes, expected 8", key.len())))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appended_events_read_back_in_order_and_by_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = NodeId::parse("node-a").unwrap();
+        let b = NodeId::parse("node-b").unwrap();
+        let records = [
+            Record { seq: 1, bytes: b"one", node_id: Some(&a) },
+            Record { seq: 2, bytes: b"two", node_id: Some(&b) },
+            Record { seq: 3, bytes: b"three", node_id: Some(&a) },
+            Record { seq: 4, bytes: b"four", node_id: None },
+        ];
+        store.append(&records, &[]).unwrap();
+        store.flush().unwrap();
+        let seqs: Vec<u64> = store.range(2, 10).map(|r| r.unwrap().0).collect();
+        assert_eq!(seqs, vec![2, 3, 4]);
+        assert_eq!(store.range(5, 4).count(), 0);
+        assert_eq!(store.last_seq().unwrap(), 4);
+        assert_eq!(store.node_seqs(&a, 0, 10).unwrap(), vec![1, 3]);
+        assert_eq!(store.node_seqs(&a, 1, 10).unwrap(), vec![3]);
+        // "node-a" must not match "node-ab": the index key ends the id with a 0 byte.
+        let ab = NodeId::parse("node-ab").unwrap();
+        assert!(store.node_seqs(&ab, 0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn old_snapshots_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for seq in 1..=5 {
+            store.put_snapshot(seq * 10, b"x", 2).unwrap();
+        }
+        let seqs: Vec<u64> = store.snapshots_newest_first().map(|r| r.unwrap().0).collect();
+        assert_eq!(seqs, vec![50, 40]);
+    }
+}

@@ -1,0 +1,402 @@
+//! Admin endpoints for nodes: list (with filters and as-of queries), get, approve,
+//! reject, remove, roles, placement, drain, update flags and per-node history.
+
+use super::events::read_envelopes;
+use super::extract::node_id;
+use super::page;
+use super::{Admin, ApiError, ApiJson, AppState, Reader};
+use crate::cluster::nodes::{self, Placement, RoleRules};
+use crate::cluster::Live;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use hydra_core::audit::{replay, Stop};
+use hydra_core::envelope::{envelope_json, rfc3339};
+use hydra_core::ledger::now_ms;
+use hydra_events::{NodeId, UpdateTarget};
+use hydra_projections::{ClusterViews, NodeView, ProvisionView};
+use serde::{Deserialize, Serialize};
+
+/// A node as the API shows it (SPEC §1).
+#[derive(Debug, Serialize)]
+pub struct NodeJson {
+    pub id: String,
+    /// `body` or `head`.
+    pub kind: &'static str,
+    pub name: String,
+    pub ip: String,
+    pub roles: Vec<String>,
+    pub district: String,
+    pub venue: String,
+    pub environment: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    pub status: &'static str,
+    pub node_status: &'static str,
+    pub last_seen: Option<String>,
+    pub provider_status: Option<String>,
+    pub provider_version: Option<String>,
+    pub agent_version: Option<String>,
+    pub os: Option<String>,
+    pub wireguard_ip: Option<String>,
+    pub stream_status: String,
+    pub draining: bool,
+    /// The pending flag: asked, not yet carried to the node by a heartbeat answer.
+    pub reprovision: bool,
+    /// `idle`, `requested`, `provisioning`, `completed` or `failed`.
+    pub provision_state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<serde_json::Value>,
+    pub update_node: bool,
+    pub update_services: bool,
+    pub enrolled_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<serde_json::Value>,
+    /// Heartbeats since start-up whose changes were held back by the node's event
+    /// budget and folded into a later write (volatile).
+    pub coalesced_changes: u64,
+    /// A change the node reported waits for its budget (written when it passes).
+    pub change_held: bool,
+}
+
+/// The node with its provisioning record (`views.provision`), if it has one.
+pub fn node_json(n: &NodeView, provision: Option<&ProvisionView>, live: Option<Live>) -> NodeJson {
+    let live = live.unwrap_or_default();
+    let last_seen_ms = live.last_seen_ms.max(n.last_seen_ms);
+    NodeJson {
+        id: n.id.to_string(),
+        kind: n.kind.as_str(),
+        name: n.name.clone(),
+        ip: n.ip.clone(),
+        roles: n.roles.clone(),
+        district: n.district.clone(),
+        venue: n.venue.clone(),
+        environment: n.environment.clone(),
+        owner: n.owner.clone(),
+        status: n.status.as_str(),
+        node_status: if n.online { "online" } else { "offline" },
+        last_seen: (last_seen_ms > 0).then(|| rfc3339(last_seen_ms)),
+        provider_status: n.provider_status.clone(),
+        provider_version: n.provider_version.clone(),
+        agent_version: n.agent_version.clone(),
+        os: n.os.clone(),
+        wireguard_ip: n.wireguard_ip.clone(),
+        stream_status: n.stream_status.clone(),
+        draining: n.draining,
+        reprovision: n.reprovision,
+        provision_state: provision.map(|p| p.state).unwrap_or_default().as_str(),
+        provisioning: provision.map(provisioning_json),
+        update_node: n.update_node,
+        update_services: n.update_services,
+        enrolled_at: rfc3339(n.enrolled_at_ms),
+        diagnostics: live.diagnostics.filter(|d| !d.is_empty()),
+        telemetry: live.telemetry,
+        coalesced_changes: live.coalesced,
+        change_held: live.held.is_some(),
+    }
+}
+
+fn provisioning_json(p: &ProvisionView) -> serde_json::Value {
+    serde_json::json!({
+        "state": p.state.as_str(),
+        "requested_at": p.requested_at_ms.map(rfc3339),
+        "started_at": p.started_at_ms.map(rfc3339),
+        "finished_at": p.finished_at_ms.map(rfc3339),
+        "version": p.version,
+        "error": p.error,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    district: Option<String>,
+    venue: Option<String>,
+    role: Option<String>,
+    status: Option<String>,
+    node_status: Option<String>,
+    kind: Option<String>,
+    as_of_seq: Option<u64>,
+    as_of: Option<String>,
+    /// Nodes per page (default 500, at most 5000); the next page's `after` is in the
+    /// `X-Hydra-Next-After` header.
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+impl ListQuery {
+    fn matches(&self, n: &NodeView) -> bool {
+        let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        eq(&self.district, &n.district)
+            && eq(&self.venue, &n.venue)
+            && eq(&self.status, n.status.as_str())
+            && eq(&self.node_status, if n.online { "online" } else { "offline" })
+            && eq(&self.kind, n.kind.as_str())
+            && self.role.as_deref().is_none_or(|r| n.roles.iter().any(|x| x == r))
+    }
+}
+
+/// `GET /api/v1/nodes`: one page of the matching nodes in id order.
+pub async fn list(
+    State(state): State<AppState>,
+    _: Reader,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if let Some(s) = &q.status {
+        if !["pending", "approved", "rejected"].contains(&s.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "unknown status {s:?}: expected pending, approved or rejected"
+            )));
+        }
+    }
+    let (limit, after) = page::bounds(q.limit, q.after.as_deref())?;
+    let stop = match (q.as_of_seq, &q.as_of) {
+        (Some(_), Some(_)) => return Err(ApiError::bad_request("give as_of_seq or as_of, not both")),
+        (Some(seq), None) => Some(Stop::AtSeq(seq)),
+        (None, Some(t)) => {
+            let at = humantime::parse_rfc3339_weak(t)
+                .map_err(|e| ApiError::bad_request(format!("as_of {t:?} is not an RFC 3339 time: {e}")))?;
+            let ms = at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            Some(Stop::AtTime(ms))
+        }
+        (None, None) => None,
+    };
+    if let Some(stop) = stop {
+        // The fleet as it was: replay the log up to that point (liveness is not in
+        // the log, so diagnostics are absent and last_seen is the logged one).
+        let store = state.ledger.store().clone();
+        let head = state.ledger.committed_seq();
+        let views: ClusterViews = tokio::task::spawn_blocking(move || replay(&store, stop, head))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?
+            .views;
+        let (found, next) = page::page(&views.nodes, after.as_ref(), limit, |_, n| q.matches(n));
+        let nodes: Vec<NodeJson> =
+            found.into_iter().map(|(id, n)| node_json(n, views.provision.get(id), None)).collect();
+        return Ok(page::answer(nodes, next));
+    }
+    let (nodes, next): (Vec<(NodeView, Option<ProvisionView>)>, _) = state.ledger.read(|v| {
+        let (found, next) = page::page(&v.nodes, after.as_ref(), limit, |_, n| q.matches(n));
+        (found.into_iter().map(|(id, n)| (n.clone(), v.provision.get(id).cloned())).collect(), next)
+    });
+    let out: Vec<NodeJson> =
+        nodes.iter().map(|(n, p)| node_json(n, p.as_ref(), state.liveness.get(&n.id))).collect();
+    Ok(page::answer(out, next))
+}
+
+fn find(state: &AppState, id: &NodeId) -> Result<(NodeView, Option<ProvisionView>), ApiError> {
+    state
+        .ledger
+        .read(|v| v.nodes.get(id).map(|n| (n.clone(), v.provision.get(id).cloned())))
+        .ok_or_else(|| ApiError::not_found(format!("no node {id}")))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(id): Path<String>,
+) -> Result<Json<NodeJson>, ApiError> {
+    let id = node_id(&id)?;
+    let (n, p) = find(&state, &id)?;
+    Ok(Json(node_json(&n, p.as_ref(), state.liveness.get(&id))))
+}
+
+/// Answers with the node as it is after the command.
+pub(super) fn current(state: &AppState, id: &NodeId) -> Result<Json<NodeJson>, ApiError> {
+    let (n, p) = find(state, id)?;
+    Ok(Json(node_json(&n, p.as_ref(), state.liveness.get(id))))
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = node_id(&id)?;
+    state.ledger.submit(admin.cause(), nodes::remove(id.clone())).await?;
+    state.liveness.forget(&id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveBody {
+    #[serde(default)]
+    roles: Vec<String>,
+    district: String,
+    venue: String,
+    environment: Option<String>,
+    owner: Option<String>,
+}
+
+/// Where the body puts the node; the command checks it. No environment means production.
+fn asked_placement(
+    district: String,
+    venue: String,
+    environment: Option<String>,
+    owner: Option<String>,
+) -> Placement {
+    Placement { district, venue, environment: environment.unwrap_or_else(|| "production".into()), owner }
+}
+
+fn role_rules(state: &AppState) -> RoleRules {
+    RoleRules { catalog: state.config.role_catalog.clone(), head_roles: state.config.head_roles.clone() }
+}
+
+pub async fn approve(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ApproveBody>,
+) -> Result<Json<NodeJson>, ApiError> {
+    let id = node_id(&id)?;
+    let placement = asked_placement(body.district, body.venue, body.environment, body.owner);
+    state
+        .ledger
+        .submit(admin.cause(), nodes::approve(id.clone(), body.roles, placement, role_rules(&state)))
+        .await?;
+    current(&state, &id)
+}
+
+pub async fn reject(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<NodeJson>, ApiError> {
+    let id = node_id(&id)?;
+    state.ledger.submit(admin.cause(), nodes::reject(id.clone())).await?;
+    current(&state, &id)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolesBody {
+    roles: Vec<String>,
+}
+
+pub async fn roles(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<RolesBody>,
+) -> Result<Json<NodeJson>, ApiError> {
+    let id = node_id(&id)?;
+    state.ledger.submit(admin.cause(), nodes::set_roles(id.clone(), body.roles, role_rules(&state))).await?;
+    current(&state, &id)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementBody {
+    district: String,
+    venue: String,
+    environment: Option<String>,
+    owner: Option<String>,
+}
+
+pub async fn placement(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<PlacementBody>,
+) -> Result<Json<NodeJson>, ApiError> {
+    let id = node_id(&id)?;
+    let p = asked_placement(body.district, body.venue, body.environment, body.owner);
+    state.ledger.submit(admin.cause(), nodes::set_placement(id.clone(), p)).await?;
+    current(&state, &id)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainBody {
+    draining: bool,
+}
+
+pub async fn drain(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<DrainBody>,
+) -> Result<Json<NodeJson>, ApiError> {
+    let id = node_id(&id)?;
+    state.ledger.submit(admin.cause(), nodes::set_drain(id.clone(), body.draining)).await?;
+    current(&state, &id)
+}
+
+async fn flag_update(
+    state: AppState,
+    admin: Admin,
+    id: String,
+    target: UpdateTarget,
+) -> Result<Json<NodeJson>, ApiError> {
+    let id = node_id(&id)?;
+    state.ledger.submit(admin.0.cause(), nodes::request_update(id.clone(), target)).await?;
+    current(&state, &id)
+}
+
+pub async fn update_node(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<NodeJson>, ApiError> {
+    flag_update(state, admin, id, UpdateTarget::Node).await
+}
+
+pub async fn update_services(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<NodeJson>, ApiError> {
+    flag_update(state, admin, id, UpdateTarget::Services).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    #[serde(default)]
+    since: u64,
+    limit: Option<usize>,
+}
+
+/// The node's events from the per-node index (no full scan), oldest first. Removed
+/// nodes keep their history: the log forgets nothing.
+pub async fn history(
+    State(state): State<AppState>,
+    reader: Reader,
+    Path(id): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let id = node_id(&id)?;
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let store = state.ledger.store().clone();
+    let head = state.ledger.committed_seq();
+    let node = id.clone();
+    let envelopes = tokio::task::spawn_blocking(move || {
+        let seqs = store.node_seqs(&node, q.since, limit)?;
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs.into_iter().filter(|s| *s <= head) {
+            // An index entry is checked against the event it points to.
+            out.extend(
+                read_envelopes(&store, seq, seq)?.into_iter().filter(|e| e.event.node_id() == Some(&node)),
+            );
+        }
+        Ok::<_, hydra_core::store::StoreError>(out)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    if envelopes.is_empty() && q.since == 0 {
+        return Err(ApiError::not_found(format!("no events for node {id}")));
+    }
+    let next = envelopes.last().map(|e| e.seq).unwrap_or(q.since);
+    let audience = reader.audience();
+    let events: Vec<serde_json::Value> = envelopes.iter().map(|e| envelope_json(e, audience)).collect();
+    Ok(Json(
+        serde_json::json!({ "node_id": id, "events": events, "next_since": next, "now": rfc3339(now_ms()) }),
+    ))
+}
