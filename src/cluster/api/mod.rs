@@ -12,6 +12,8 @@ mod provision;
 mod remote;
 mod shell;
 mod streams;
+#[cfg(test)]
+mod tests;
 
 use crate::service::{events, extract, limits, page, serve};
 use crate::service::{Admin, ApiError, ApiJson, Reader, ServiceState, SseStats};

@@ -1,0 +1,105 @@
+//! Handler error cases through the router, without a socket (`oneshot`): what a
+//! client that sends the wrong thing is told, status and message.
+
+use super::{router, AppState};
+use crate::cluster::config::Config;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use hydra_core::auth::Tokens;
+use hydra_core::ledger::{Ledger, LedgerConfig};
+use hydra_core::store::Store;
+use serde_json::Value;
+use tower::ServiceExt;
+
+const ADMIN: &str = "hya_test-admin";
+
+/// hydracluster's router on a fresh data dir, with `ADMIN` as its admin token.
+fn app() -> (tempfile::TempDir, axum::Router) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let ledger = Ledger::open(store, LedgerConfig { min_free_bytes: 0, ..LedgerConfig::default() }).unwrap();
+    let tokens = Tokens::new(&[("admin".into(), ADMIN.into())], None, None);
+    let (_, stopping) = tokio::sync::watch::channel(false);
+    let config = Config { data: dir.path().to_owned(), ..Config::default() };
+    (dir, router(AppState::new(config, ledger, tokens, stopping)))
+}
+
+/// One request; the answer's status and JSON body (`null` when it is not JSON).
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    if body.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_owned()));
+    let response = app.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn error(body: &Value) -> &str {
+    body["error"].as_str().unwrap_or_else(|| panic!("no error message in {body}"))
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_say_so_in_json() {
+    let (_dir, app) = app();
+    let (status, body) = call(&app, "GET", "/api/v1/nope", Some(ADMIN), None).await;
+    assert_eq!((status, error(&body)), (StatusCode::NOT_FOUND, "no such endpoint"));
+    let (status, body) = call(&app, "PUT", "/api/v1/nodes", Some(ADMIN), None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(error(&body).contains("method not allowed"), "{body}");
+}
+
+#[tokio::test]
+async fn a_missing_or_unknown_token_is_a_401() {
+    let (_dir, app) = app();
+    for token in [None, Some("hya_not-the-token")] {
+        let (status, body) = call(&app, "GET", "/api/v1/nodes", token, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}: {body}");
+        assert!(error(&body).contains("token"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_node_id_or_body_names_what_was_wrong() {
+    let (_dir, app) = app();
+    let approve = |id: &str| format!("/api/v1/nodes/{id}/approve");
+    let placement = r#"{"district": "north", "venue": "arena"}"#;
+    let (status, body) = call(&app, "POST", &approve("node-..%2Fetc"), Some(ADMIN), Some(placement)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).contains("invalid node id"), "{body}");
+    let (status, body) = call(&app, "POST", &approve("node-a"), Some(ADMIN), Some("{not json")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = call(&app, "POST", &approve("node-a"), Some(ADMIN), Some(r#"{"venue": 3}"#)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(error(&body).contains("venue: invalid type"), "{body}");
+}
+
+#[tokio::test]
+async fn the_domain_refusals_map_to_their_status() {
+    let (_dir, app) = app();
+    let approve = "/api/v1/nodes/node-a/approve";
+    // Checked by the command: an unknown role is named, with the catalog.
+    let body = r#"{"roles": ["miner"], "district": "north", "venue": "arena"}"#;
+    let (status, answer) = call(&app, "POST", approve, Some(ADMIN), Some(body)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(error(&answer).contains("unknown role \"miner\""), "{answer}");
+    let body = r#"{"roles": [], "district": "north", "venue": "arena", "environment": "development"}"#;
+    let (status, answer) = call(&app, "POST", approve, Some(ADMIN), Some(body)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(error(&answer).contains("staging or production"), "{answer}");
+    // Well-formed, but there is no such node.
+    let body = r#"{"roles": [], "district": "north", "venue": "arena"}"#;
+    let (status, answer) = call(&app, "POST", approve, Some(ADMIN), Some(body)).await;
+    assert_eq!((status, error(&answer)), (StatusCode::NOT_FOUND, "no node node-a"));
+}
