@@ -7,6 +7,7 @@ use hydra_events::NodeId;
 use hydra_projections::ClusterViews;
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Notify;
@@ -17,6 +18,18 @@ use tokio::sync::Notify;
 #[derive(Default)]
 pub struct Waiters {
     nodes: Mutex<HashMap<NodeId, Arc<Notify>>>,
+    /// Long polls (exec and shell) parked now: armed, looked once and found nothing.
+    /// `/readyz` shows it, so a client can tell a poll is parked before it acts.
+    parked: Arc<AtomicU64>,
+}
+
+/// One parked long poll, counted while it lives.
+pub struct Parked(Arc<AtomicU64>);
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// One wait on a node: its `Notify`, shared with every other wait on that node.
@@ -50,6 +63,19 @@ impl Waiters {
     pub fn of(self: &Arc<Self>, node: &NodeId) -> Waiter {
         let notify = self.nodes.lock().entry(node.clone()).or_default().clone();
         Waiter { waiters: self.clone(), node: node.clone(), notify: Some(notify) }
+    }
+
+    /// Counts a long poll as parked until the guard drops. Take it after the poll's
+    /// wake-up is armed and its first look found nothing: from then on anything that
+    /// concerns it wakes it.
+    pub fn park(&self) -> Parked {
+        self.parked.fetch_add(1, Ordering::Relaxed);
+        Parked(self.parked.clone())
+    }
+
+    /// Long polls parked now.
+    pub fn parked(&self) -> u64 {
+        self.parked.load(Ordering::Relaxed)
     }
 
     /// How many nodes are waited on now.

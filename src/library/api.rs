@@ -185,6 +185,7 @@ async fn health(State(state): State<LibraryState>) -> Json<Value> {
         "rollouts": { "active": active, "total": total },
         "cluster": { "url": state.config.cluster_url, "connected": cluster_up },
         "release": { "url": state.config.release_url, "connected": release_up, "cursor": cursor },
+        "driver": { "rounds": links.driver_rounds.load(Ordering::Relaxed) },
     }))
 }
 

@@ -69,6 +69,7 @@ pub async fn run(state: LibraryState) {
         if let Some(cluster) = &state.cluster {
             request_new(&state, cluster, &mut posted, &reports);
         }
+        state.links.driver_rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

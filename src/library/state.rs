@@ -37,6 +37,9 @@ pub struct LibraryState {
 pub struct Links {
     pub cluster_connected: AtomicBool,
     pub release_connected: AtomicBool,
+    /// Rounds of decisions the rollout driver has made since start: a client that
+    /// needs the driver to have looked again waits for this to move.
+    pub driver_rounds: std::sync::atomic::AtomicU64,
 }
 
 impl Links {

@@ -26,9 +26,7 @@ pub async fn readyz<S: ServiceState>(State(state): State<S>) -> (StatusCode, Jso
     let disk_ok = writes.refusal.is_none();
     let ok = store_ok && views_ok && disk_ok;
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (
-        status,
-        Json(serde_json::json!({
+    let mut answer = serde_json::json!({
             "ready": ok,
             "components": {
                 "store": { "ok": store_ok, "detail": store_detail },
@@ -48,6 +46,7 @@ pub async fn readyz<S: ServiceState>(State(state): State<S>) -> (StatusCode, Jso
                 },
                 "connections": state.connections().json(),
             },
-        })),
-    )
+    });
+    answer["components"].as_object_mut().expect("an object").extend(state.components());
+    (status, Json(answer))
 }

@@ -38,6 +38,10 @@ pub trait ServiceState: Clone + Send + Sync + 'static {
     fn auth_throttle(&self) -> &extract::AuthThrottle;
     /// Open, refused and timed-out connections, for `/readyz`.
     fn connections(&self) -> &Arc<serve::ConnStats>;
+    /// The service's own components for `/readyz`, beside the shared ones.
+    fn components(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
 
     fn store(&self) -> &hydra_core::store::Store {
         self.ledger().store()

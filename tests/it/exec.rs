@@ -83,7 +83,7 @@ async fn a_command_goes_from_queued_to_dispatched_to_completed() {
 async fn a_long_polling_agent_gets_a_command_the_moment_it_is_queued() {
     let (s, node, token) = app_with_body(|_| {}).await;
     let poll = spawn_get(&s, "/api/v1/body/exec?wait=30", &token);
-    let_the_poll_park().await;
+    polls_parked(&s, 1).await;
     let (_, queued) = submit(&s, &node, json!({"command": "uptime"})).await;
     // The poll was waiting up to 30 s; it answers with the command instead of 204.
     let (status, cmd) = tokio::time::timeout(GUARD, poll).await.unwrap().unwrap();
@@ -96,7 +96,7 @@ async fn a_waiting_result_request_answers_the_moment_the_command_ends() {
     let (s, node, token) = app_with_body(|_| {}).await;
     let exec = id_of(&submit(&s, &node, json!({"command": "date"})).await.1);
     let waiting = spawn_get(&s, &format!("/api/v1/nodes/{node}/exec/{exec}/result?wait=30"), ADMIN);
-    let_the_poll_park().await;
+    polls_parked(&s, 1).await;
     fetch(&s, &token, 0).await;
     report(&s, &token, json!({"id": exec, "exit_code": 0, "stdout": "now"})).await;
     let (status, r) = tokio::time::timeout(GUARD, waiting).await.unwrap().unwrap();
@@ -113,7 +113,7 @@ async fn two_polls_racing_for_one_command_do_not_end_it() {
     let (s, node, token) = app_with_body(|_| {}).await;
     let poll = || spawn_get(&s, "/api/v1/body/exec?wait=3", &token);
     let (a, b) = (poll(), poll());
-    let_the_poll_park().await;
+    polls_parked(&s, 2).await;
     let exec = id_of(&submit(&s, &node, json!({"command": "once"})).await.1);
     let (a, b) = (a.await.unwrap(), b.await.unwrap());
     let got: Vec<u16> = [a.0, b.0].into_iter().filter(|s| *s == 200).collect();

@@ -232,14 +232,16 @@ fn watch(cluster: &str, library: &str) -> Watcher {
     )
 }
 
-/// Lets the library's rollout driver go round a few times (its tick is 200 ms) and
-/// the agents heartbeat: the one timer left in place of a marker, before checking that
-/// a paused or cancelled rollout asked for nothing new. Nothing the library shows
-/// counts the driver's rounds today; with a count of them in its `/readyz` (e.g.
-/// `components.driver.rounds`), this becomes a wait until that count has gone up by
-/// two.
-async fn let_the_driver_go_round() {
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+/// Waits until the library's rollout driver has made three more rounds of decisions
+/// (`driver.rounds` in its health; it goes round at least every 200 ms), before checking
+/// that a paused or cancelled rollout asked for nothing new.
+async fn let_the_driver_go_round(lib: &impl Service) {
+    let rounds = || async { get(lib, "/api/v1/health", ADMIN).await.1["driver"]["rounds"].as_u64().unwrap() };
+    let before = rounds().await;
+    assert!(
+        eventually(GUARD, || async { rounds().await >= before + 3 }).await,
+        "the driver stopped going round"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -586,7 +588,7 @@ async fn a_paused_rollout_asks_for_no_new_node_until_resumed_and_a_cancelled_one
     .await;
     assert!(finished, "the in-flight body finishes while paused");
     // A few rounds of the driver and heartbeats later, nothing new.
-    let_the_driver_go_round().await;
+    let_the_driver_go_round(&lib).await;
     let r = rollout(&lib, "r1").await;
     assert_eq!((r["state"].as_str().unwrap(), count(&r, "pending")), ("paused", 2), "{r:#}");
 
@@ -597,7 +599,7 @@ async fn a_paused_rollout_asks_for_no_new_node_until_resumed_and_a_cancelled_one
     let cancelled = control(&lib, "cancel");
     assert_eq!(cancelled["state"], "cancelled");
     open_gate();
-    let_the_driver_go_round().await;
+    let_the_driver_go_round(&lib).await;
     let r = rollout(&lib, "r1").await;
     assert_eq!(
         (r["state"].as_str().unwrap(), count(&r, "pending")),

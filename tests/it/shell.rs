@@ -202,7 +202,7 @@ async fn shells_without_an_agent_fail_clearly_and_sessions_are_guarded() {
     // is opened, and only the node's own agent may attach, once.
     let asked = Instant::now();
     let waiting = spawn_get(&server, "/api/v1/body/shell/check?wait=20", &token);
-    let_the_poll_park().await;
+    polls_parked(&server, 1).await;
     let open_url = format!("{}/api/v1/nodes/{node}/shell?command=echo%20x&cols=90&rows=33", server.url);
     let mut admin = ws_connect(&open_url, ADMIN).await.expect("the admin's side opens");
     admin.send(Message::Binary(b"typed early".to_vec().into())).await.unwrap();

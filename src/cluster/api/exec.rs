@@ -275,6 +275,7 @@ where
     // Held for the whole wait; the node's entry goes with the last waiter.
     let waiter = state.waiters.of(node);
     let mut stopping = state.stopping.clone();
+    let mut parked = None;
     loop {
         let notified = waiter.notify().notified();
         tokio::pin!(notified);
@@ -285,6 +286,7 @@ where
         if tokio::time::Instant::now() >= deadline || *stopping.borrow() {
             return Ok(None);
         }
+        parked.get_or_insert_with(|| state.waiters.park());
         tokio::select! {
             _ = &mut notified => {}
             _ = tokio::time::sleep_until(deadline) => {}

@@ -71,6 +71,10 @@ impl ServiceState for AppState {
     fn connections(&self) -> &Arc<serve::ConnStats> {
         &self.connections
     }
+    fn components(&self) -> serde_json::Map<String, serde_json::Value> {
+        let parked = serde_json::json!({ "ok": true, "parked": self.waiters.parked() });
+        serde_json::Map::from_iter([("long_polls".to_owned(), parked)])
+    }
 }
 
 impl AppState {

@@ -339,6 +339,7 @@ pub async fn check(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(MAX_WAIT_S));
     let waker = state.shells.waker(&node);
     let mut stopping = state.stopping.clone();
+    let mut parked = None;
     loop {
         let notified = waker.notified();
         tokio::pin!(notified);
@@ -350,6 +351,7 @@ pub async fn check(
         if tokio::time::Instant::now() >= deadline {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
+        parked.get_or_insert_with(|| state.waiters.park());
         tokio::select! {
             _ = &mut notified => {}
             _ = tokio::time::sleep_until(deadline) => {}

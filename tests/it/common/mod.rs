@@ -212,14 +212,14 @@ pub fn answer_one_command(s: &impl Service, token: &str, answer: Value) -> tokio
     })
 }
 
-/// Gives a long poll just sent the time to park in the server: the one timer left in
-/// place of a marker. Nothing the server shows says that a request is parked today;
-/// it needs a count of parked long polls in `/readyz`, e.g.
-/// `components.long_polls.exec` (`Waiters::len`, the nodes with a parked exec or
-/// result poll) and `components.long_polls.shell` (the parked `shell/check` polls),
-/// and then this becomes `eventually(GUARD, || parked(s) >= n)`.
-pub async fn let_the_poll_park() {
-    tokio::time::sleep(Duration::from_millis(300)).await;
+/// Waits until `n` long polls are parked in the server (`/readyz` counts them once
+/// they are armed and found nothing): from then on whatever concerns them wakes them.
+pub async fn polls_parked(s: &impl Service, n: u64) {
+    let parked = eventually(GUARD, || async {
+        readyz(s).await.1["components"]["long_polls"]["parked"].as_u64() >= Some(n)
+    })
+    .await;
+    assert!(parked, "{n} long polls never parked: {}", readyz(s).await.1);
 }
 
 /// The public `/readyz` answer.
