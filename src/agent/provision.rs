@@ -16,6 +16,7 @@ use super::backoff::Backoff;
 use super::client::{CallError, Server};
 use super::runner;
 use super::{stopped, Revoked};
+use hydra_core::names::path_safe;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -51,15 +52,6 @@ pub fn recipes(answer: &serde_json::Value) -> Result<Vec<Recipe>, String> {
             serde_json::from_value(v.clone()).map_err(|e| format!("the recipes are not understood: {e}"))
         }
     }
-}
-
-/// A name that becomes one directory: no separators, no `.`/`..`.
-fn path_safe(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s != "."
-        && s != ".."
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
 }
 
 /// What a reprovision asks: the recipes, or why they could not be read.
@@ -362,14 +354,6 @@ mod tests {
         assert_eq!(r[0].install, None);
         assert!(recipes(&serde_json::json!({})).unwrap().is_empty());
         assert!(recipes(&serde_json::json!({"recipes": [{"role": 1}]})).is_err());
-    }
-
-    #[test]
-    fn names_that_would_escape_the_directory_are_refused() {
-        assert!(path_safe("1.2.0+build-3"));
-        assert!(!path_safe(".."));
-        assert!(!path_safe("a/b"));
-        assert!(!path_safe(""));
     }
 
     #[test]

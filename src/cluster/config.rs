@@ -1,6 +1,7 @@
 //! Configuration of `hydracluster serve`: built-in defaults, overridden by the YAML
 //! config file, overridden by environment variables and flags (clap merges those two).
 
+use hydra_core::names::path_safe;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -220,15 +221,6 @@ pub struct RoleRecipe {
     pub sha256: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install: Option<String>,
-}
-
-/// A name that may become one directory on the node: no separators, no `.`/`..`.
-fn path_safe(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s != "."
-        && s != ".."
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
 }
 
 impl RoleRecipe {
