@@ -9,7 +9,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging();
     exit_code(match cli.command {
-        Command::Serve(args) => serve(args).await.map(|_| 0),
+        Command::Serve(args) => args.serve().await.map(|_| 0),
         Command::Audit(args) => audit(&args).map(|_| 0),
         Command::Repair(args) => {
             hydra::cluster::cli::repair_log::<hydra_projections::ClusterViews>(&args).map(|_| 0)
@@ -19,10 +19,4 @@ async fn main() -> std::process::ExitCode {
             run_client(other).await
         }
     })
-}
-
-async fn serve(args: hydra::cluster::cli::ServeArgs) -> anyhow::Result<()> {
-    let config = args.config()?;
-    let data = config.data.clone();
-    hydra::cluster::server::start(config).await?.until_signal("hydracluster", &data).await
 }

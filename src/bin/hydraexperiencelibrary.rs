@@ -3,14 +3,14 @@
 
 use clap::Parser;
 use hydra::cluster::cli::{exit_code, init_logging, quiet_on_closed_pipe};
-use hydra::library::cli::{audit, run_client, serve, Cli, Command};
+use hydra::library::cli::{audit, run_client, Cli, Command};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging();
     exit_code(match cli.command {
-        Command::Serve(args) => serve(args).await.map(|_| 0),
+        Command::Serve(args) => args.serve().await.map(|_| 0),
         Command::Audit(args) => audit(&args).map(|_| 0),
         Command::Repair(args) => {
             hydra::cluster::cli::repair_log::<hydra_projections::LibraryViews>(&args).map(|_| 0)

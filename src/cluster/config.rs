@@ -1,12 +1,16 @@
 //! Configuration of `hydracluster serve`: built-in defaults, overridden by the YAML
 //! config file, overridden by environment variables and flags (clap merges those two).
 
-use hydra_core::names::path_safe;
+use crate::service::config::{duration, serve_env, set, set_opt, ServiceConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+// The CLI's `exec --timeout` reads its duration through this path (the CLI is being
+// split into files elsewhere; it can import `service::config` directly afterwards).
+pub use crate::service::config::parse_duration;
 
 /// The roles a node may be given when none are configured.
 pub const DEFAULT_ROLES: [&str; 5] =
@@ -15,73 +19,101 @@ pub const DEFAULT_ROLES: [&str; 5] =
 /// The roles that make a node a head unless the config says otherwise.
 pub const DEFAULT_HEAD_ROLES: [&str; 2] = ["hydraheadflatscreen", "hydraheadwindows"];
 
-#[derive(Debug, Clone)]
+/// Every setting of `hydracluster serve`, read straight from the YAML file: a key left
+/// out keeps its default, an unknown key is refused (a typo must not be ignored).
+/// `docs/configuration.md` lists exactly these keys (a test checks it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub listen: SocketAddr,
     pub data: PathBuf,
-    /// The URL agents are told to use; defaults to `http://<listen>`.
+    /// The URL agents are told to use; defaults to `http://<listen>`. Left out of the
+    /// file it reads as empty, which `resolve` turns into `http://<listen>` of the
+    /// file's `listen` (the `Default` impl has the default listen's).
+    #[serde(default)]
     pub server_url: String,
     /// An admin token given by the operator; otherwise one is generated in the data dir.
     pub admin_token: Option<String>,
     pub observer_token: Option<String>,
     pub fleet_enrollment_token: Option<String>,
+    #[serde(alias = "roleCatalog")]
     pub role_catalog: Vec<String>,
     /// The roles that make a node a head (a kiosk), whatever way it enrolled.
+    #[serde(alias = "headRoles")]
     pub head_roles: Vec<String>,
     /// What a role needs on the node (a role without one is a name only): delivered
     /// with the heartbeat answer and installed by `hydranode` on reprovision.
+    #[serde(alias = "roleRecipes")]
     pub role_recipes: BTreeMap<String, RoleRecipe>,
+    #[serde(with = "duration")]
     pub heartbeat_timeout: Duration,
     /// How often agents heartbeat (`heartbeat_interval_s` in every heartbeat answer);
     /// shorter than `heartbeat_timeout`.
+    #[serde(with = "duration")]
     pub heartbeat_interval: Duration,
+    #[serde(with = "duration")]
     pub offline_check_interval: Duration,
     /// Enrollments allowed per remote address per minute (and as a burst).
     pub enroll_per_minute: u32,
     pub max_body_bytes: usize,
+    /// 0 counts as 1 (see `server::start`).
     pub snapshot_every: u64,
     /// Mutations are refused (503, read-only) while the data dir's filesystem has less
     /// free space than this, so that a stop's final snapshot can always finish.
     pub min_free_bytes: u64,
     pub broadcast_capacity: usize,
+    #[serde(with = "duration")]
     pub sse_keepalive: Duration,
     /// Open connections allowed (0: derived from the file-descriptor limit), how long
     /// a new connection may take to send its request header, and how long a keep-alive
     /// connection may sit with no request in flight.
     pub max_connections: usize,
+    #[serde(with = "duration")]
     pub header_read_timeout: Duration,
+    #[serde(with = "duration")]
     pub idle_timeout: Duration,
-    pub experience_library_url: Option<String>,
-    /// How long a head's catalog request waits for ExperienceLibrary.
-    pub experience_library_timeout: Duration,
+    /// Where ExperienceLibrary is, for the kiosks' catalog (the `experienceLibrary`
+    /// section, as SPEC §11 names it).
+    #[serde(rename = "experienceLibrary", alias = "experience_library")]
+    pub experience_library: ExperienceLibraryLink,
     /// Where a head keeps its latest screenshot and its log (`~/` is the agent's home).
     pub head_screenshot_path: String,
     pub head_log_path: String,
     /// A screenshot older than this is stale: the kiosk stopped taking them.
+    #[serde(with = "duration")]
     pub head_screenshot_max_age: Duration,
     /// How long a screenshot or log request waits for the head's agent to answer.
+    #[serde(with = "duration")]
     pub head_exec_timeout: Duration,
     /// How long past its timeout an in-flight command may stay before the watchdog
     /// records it as timed out.
+    #[serde(with = "duration")]
     pub exec_timeout_grace: Duration,
     /// How long a queued command waits for its node before it expires.
+    #[serde(with = "duration")]
     pub exec_delivery_deadline: Duration,
     /// Largest stdout and stderr kept per command (each); the rest is cut and marked.
     pub exec_output_cap: usize,
     /// Largest command text (and `--file` script).
     pub exec_max_command_bytes: usize,
+    #[serde(with = "duration")]
     pub exec_watchdog_interval: Duration,
     /// How long an admin's shell waits for the node's agent to attach.
+    #[serde(with = "duration")]
     pub shell_attach_timeout: Duration,
     /// How long after `provision.started` a node may stay silent before its
     /// provisioning is recorded as failed (`timeout`).
+    #[serde(with = "duration")]
     pub provision_deadline: Duration,
+    #[serde(with = "duration")]
     pub provision_watchdog_interval: Duration,
     /// What a force-stop runs on the body, and how long it waits for the answer.
     pub stream_stop_command: String,
+    #[serde(with = "duration")]
     pub stream_stop_timeout: Duration,
     /// How often the body anomalies are checked, and the GPU utilisation (percent)
     /// from which an idle body counts as busy.
+    #[serde(with = "duration")]
     pub anomaly_check_interval: Duration,
     pub gpu_busy_threshold_pct: f64,
     /// Largest serialized size of one agent-supplied map (a heartbeat's `diagnostics`
@@ -90,9 +122,11 @@ pub struct Config {
     /// At most one write of heartbeat-driven changes (versions, os, ip, provider and
     /// stream status) per node per interval, for approved nodes; changes in between
     /// are folded into the next write (the latest value wins). 0 = no limit.
+    #[serde(with = "duration")]
     pub heartbeat_event_interval: Duration,
     /// The same for nodes not approved (pending): the smallest budget, since anyone
     /// who can reach `/enroll` has such a node.
+    #[serde(with = "duration")]
     pub pending_heartbeat_event_interval: Duration,
     /// Pending nodes at most; `POST /enroll` is refused (503) until an admin approves,
     /// rejects or removes some.
@@ -100,15 +134,16 @@ pub struct Config {
     /// Failed authentications allowed per remote address within `auth_fail_window`
     /// before that address gets 429 until the window ends (0: never throttle).
     pub auth_fail_burst: u32,
+    #[serde(with = "duration")]
     pub auth_fail_window: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        let listen: SocketAddr = "127.0.0.1:8080".parse().expect("valid address");
+        let listen: SocketAddr = Self::DEFAULT_LISTEN.parse().expect("valid address");
         Config {
             listen,
-            data: PathBuf::from("./hydra-data"),
+            data: PathBuf::from(Self::DEFAULT_DATA),
             server_url: format!("http://{listen}"),
             admin_token: None,
             observer_token: None,
@@ -128,8 +163,7 @@ impl Default for Config {
             max_connections: 0,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
-            experience_library_url: None,
-            experience_library_timeout: Duration::from_secs(5),
+            experience_library: ExperienceLibraryLink::default(),
             head_screenshot_path: "~/.hydranode/head/screenshot.jpg".into(),
             head_log_path: "~/.hydranode/head/head.log".into(),
             head_screenshot_max_age: Duration::from_secs(120),
@@ -156,58 +190,20 @@ impl Default for Config {
     }
 }
 
-/// The YAML file: every key optional, unknown keys refused (a typo must not be ignored).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub struct FileConfig {
-    pub listen: Option<SocketAddr>,
-    pub data: Option<PathBuf>,
-    pub server_url: Option<String>,
-    pub admin_token: Option<String>,
-    pub observer_token: Option<String>,
-    pub fleet_enrollment_token: Option<String>,
-    #[serde(alias = "roleCatalog")]
-    pub role_catalog: Option<Vec<String>>,
-    #[serde(alias = "headRoles")]
-    pub head_roles: Option<Vec<String>>,
-    #[serde(alias = "roleRecipes")]
-    pub role_recipes: Option<BTreeMap<String, RoleRecipe>>,
-    pub heartbeat_timeout: Option<DurationValue>,
-    pub heartbeat_interval: Option<DurationValue>,
-    pub offline_check_interval: Option<DurationValue>,
-    pub enroll_per_minute: Option<u32>,
-    pub max_body_bytes: Option<usize>,
-    pub snapshot_every: Option<u64>,
-    pub min_free_bytes: Option<u64>,
-    pub broadcast_capacity: Option<usize>,
-    pub sse_keepalive: Option<DurationValue>,
-    pub max_connections: Option<usize>,
-    pub header_read_timeout: Option<DurationValue>,
-    pub idle_timeout: Option<DurationValue>,
-    #[serde(rename = "experienceLibrary", alias = "experience_library")]
-    pub experience_library: Option<LibraryConfig>,
-    pub head_screenshot_path: Option<String>,
-    pub head_log_path: Option<String>,
-    pub head_screenshot_max_age: Option<DurationValue>,
-    pub head_exec_timeout: Option<DurationValue>,
-    pub exec_timeout_grace: Option<DurationValue>,
-    pub exec_delivery_deadline: Option<DurationValue>,
-    pub exec_output_cap: Option<usize>,
-    pub exec_max_command_bytes: Option<usize>,
-    pub exec_watchdog_interval: Option<DurationValue>,
-    pub shell_attach_timeout: Option<DurationValue>,
-    pub provision_deadline: Option<DurationValue>,
-    pub provision_watchdog_interval: Option<DurationValue>,
-    pub stream_stop_command: Option<String>,
-    pub stream_stop_timeout: Option<DurationValue>,
-    pub anomaly_check_interval: Option<DurationValue>,
-    pub gpu_busy_threshold_pct: Option<f64>,
-    pub max_diagnostics_bytes: Option<usize>,
-    pub heartbeat_event_interval: Option<DurationValue>,
-    pub pending_heartbeat_event_interval: Option<DurationValue>,
-    pub max_pending_nodes: Option<usize>,
-    pub auth_fail_burst: Option<u32>,
-    pub auth_fail_window: Option<DurationValue>,
+/// hydracluster's link to ExperienceLibrary: its URL (`GET /api/v1/heads/{id}/experiences`
+/// answers 503 without one) and how long a head's catalog request waits for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExperienceLibraryLink {
+    pub url: Option<String>,
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for ExperienceLibraryLink {
+    fn default() -> Self {
+        ExperienceLibraryLink { url: None, timeout: Duration::from_secs(5) }
+    }
 }
 
 /// A role's recipe: the artifact to download (http or https), its version (a
@@ -236,7 +232,7 @@ impl RoleRecipe {
         if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!("role_recipes.{role}.sha256 must be 64 hex characters"));
         }
-        if !path_safe(&self.version) {
+        if !hydra_core::names::path_safe(&self.version) {
             return Err(format!(
                 "role_recipes.{role}.version {:?} must be letters, digits, '.', '_', '-' or '+'",
                 self.version
@@ -249,64 +245,6 @@ impl RoleRecipe {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LibraryConfig {
-    pub url: Option<String>,
-    pub timeout: Option<DurationValue>,
-}
-
-/// A duration written as `90s`, `5m`, `250ms` or a plain number of seconds.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(try_from = "serde_yaml::Value")]
-pub struct DurationValue(pub Duration);
-
-impl TryFrom<serde_yaml::Value> for DurationValue {
-    type Error = String;
-    fn try_from(v: serde_yaml::Value) -> Result<Self, String> {
-        match v {
-            serde_yaml::Value::Number(n) => n
-                .as_f64()
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                .ok_or_else(|| format!("{n} is not a number of seconds"))
-                .and_then(bounded)
-                .map(DurationValue),
-            serde_yaml::Value::String(s) => parse_duration(&s).map(DurationValue),
-            other => Err(format!("expected a duration like \"90s\", found {other:?}")),
-        }
-    }
-}
-
-/// The longest duration any setting or request accepts (366 days): longer is a
-/// mistake, and the bound keeps every sum of times far from overflowing.
-pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
-
-fn bounded(d: Duration) -> Result<Duration, String> {
-    if d > MAX_DURATION {
-        return Err(format!("{} is too long; the most is 366d", humantime::format_duration(d)));
-    }
-    Ok(d)
-}
-
-/// Parses `90s`, `1m30s`, `250ms` or a plain number of seconds, up to `MAX_DURATION`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let d = match s.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => {
-            humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration ({e}); try \"90s\""))?
-        }
-    };
-    bounded(d)
-}
-
-/// Whole milliseconds of `d`, saturating: a duration too long for a `u64` of
-/// milliseconds becomes `u64::MAX`, which every range check then refuses.
-pub fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 impl Config {
     /// The connection settings of the HTTP server.
     pub fn conn_limits(&self) -> crate::service::serve::ConnLimits {
@@ -315,33 +253,6 @@ impl Config {
             header_read_timeout: self.header_read_timeout,
             idle_timeout: self.idle_timeout,
         }
-    }
-
-    /// Reads a config file over the defaults.
-    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
-        use anyhow::Context;
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config file {}", path.display()))?;
-        let file: FileConfig =
-            serde_yaml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
-        let mut config = Config::default();
-        config.merge_file(file);
-        config.check_recipes().map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
-        Ok(config)
-    }
-
-    /// What must hold between settings, checked once at start-up: the recipes, and a
-    /// heartbeat interval that fits in the heartbeat timeout.
-    pub fn check(&self) -> Result<(), String> {
-        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.heartbeat_timeout {
-            return Err(format!(
-                "heartbeat_interval ({}) must be more than 0 and less than heartbeat_timeout ({}), or every \
-                 node would go offline between two heartbeats",
-                humantime::format_duration(self.heartbeat_interval),
-                humantime::format_duration(self.heartbeat_timeout)
-            ));
-        }
-        self.check_recipes()
     }
 
     /// Every recipe is well formed and for a role of the catalog (whose name becomes a
@@ -354,7 +265,7 @@ impl Config {
                     self.role_catalog.join(", ")
                 ));
             }
-            if !path_safe(role) {
+            if !hydra_core::names::path_safe(role) {
                 return Err(format!(
                     "role {role:?} has a recipe, so it must be letters, digits, '.', '_', '-' or '+'"
                 ));
@@ -363,146 +274,84 @@ impl Config {
         }
         Ok(())
     }
+}
 
-    pub fn merge_file(&mut self, f: FileConfig) {
-        if let Some(v) = f.listen {
-            self.listen = v;
-            self.server_url = format!("http://{v}");
+/// `hydracluster serve`'s own flags, after the shared ones (`ServeArgs`).
+#[derive(Debug, clap::Args)]
+pub struct ServeFlags {
+    /// The URL agents are told to use [default: http://<listen>].
+    #[arg(long, env = "HYDRACLUSTER_SERVER_URL")]
+    pub server_url: Option<String>,
+    #[arg(long, env = "HYDRACLUSTER_FLEET_ENROLLMENT_TOKEN", hide_env_values = true)]
+    pub fleet_enrollment_token: Option<String>,
+}
+
+/// `hydracluster serve [--listen ADDR] [--data DIR] [--config FILE] …`.
+pub type ServeArgs = crate::service::config::ServeArgs<Config>;
+
+impl ServiceConfig for Config {
+    const PROGRAM: &'static str = "hydracluster";
+    const DEFAULT_LISTEN: &'static str = "127.0.0.1:8080";
+    const DEFAULT_DATA: &'static str = "./hydra-data";
+    serve_env!("HYDRACLUSTER");
+    type Flags = ServeFlags;
+    type Views = hydra_projections::ClusterViews;
+
+    fn apply(&mut self, args: &ServeArgs) {
+        // A server URL that follows the listen address keeps following it.
+        let follows = self.server_url == format!("http://{}", self.listen);
+        args.override_shared(
+            &mut self.listen,
+            &mut self.data,
+            &mut self.admin_token,
+            &mut self.observer_token,
+        );
+        if follows {
+            self.server_url = format!("http://{}", self.listen);
         }
-        if let Some(v) = f.data {
-            self.data = v;
+        set(&mut self.server_url, &args.own.server_url);
+        set_opt(&mut self.fleet_enrollment_token, &args.own.fleet_enrollment_token);
+    }
+
+    fn resolve(&mut self) {
+        if self.server_url.is_empty() {
+            self.server_url = format!("http://{}", self.listen);
         }
-        if let Some(v) = f.server_url {
-            self.server_url = v;
+    }
+
+    /// What must hold between settings, checked when the file is read and at start-up:
+    /// the recipes, and a heartbeat interval that fits in the heartbeat timeout.
+    fn check(&self) -> Result<(), String> {
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.heartbeat_timeout {
+            return Err(format!(
+                "heartbeat_interval ({}) must be more than 0 and less than heartbeat_timeout ({}), or every \
+                 node would go offline between two heartbeats",
+                humantime::format_duration(self.heartbeat_interval),
+                humantime::format_duration(self.heartbeat_timeout)
+            ));
         }
-        self.admin_token = f.admin_token.or(self.admin_token.take());
-        self.observer_token = f.observer_token.or(self.observer_token.take());
-        self.fleet_enrollment_token = f.fleet_enrollment_token.or(self.fleet_enrollment_token.take());
-        if let Some(v) = f.role_catalog {
-            self.role_catalog = v;
-        }
-        if let Some(v) = f.head_roles {
-            self.head_roles = v;
-        }
-        if let Some(v) = f.role_recipes {
-            self.role_recipes = v;
-        }
-        if let Some(v) = f.heartbeat_timeout {
-            self.heartbeat_timeout = v.0;
-        }
-        if let Some(v) = f.heartbeat_interval {
-            self.heartbeat_interval = v.0;
-        }
-        if let Some(v) = f.offline_check_interval {
-            self.offline_check_interval = v.0;
-        }
-        if let Some(v) = f.enroll_per_minute {
-            self.enroll_per_minute = v;
-        }
-        if let Some(v) = f.max_body_bytes {
-            self.max_body_bytes = v;
-        }
-        if let Some(v) = f.snapshot_every {
-            self.snapshot_every = v.max(1);
-        }
-        if let Some(v) = f.min_free_bytes {
-            self.min_free_bytes = v;
-        }
-        if let Some(v) = f.broadcast_capacity {
-            self.broadcast_capacity = v;
-        }
-        if let Some(v) = f.sse_keepalive {
-            self.sse_keepalive = v.0;
-        }
-        if let Some(v) = f.max_connections {
-            self.max_connections = v;
-        }
-        if let Some(v) = f.header_read_timeout {
-            self.header_read_timeout = v.0;
-        }
-        if let Some(v) = f.idle_timeout {
-            self.idle_timeout = v.0;
-        }
-        if let Some(library) = f.experience_library {
-            if let Some(url) = library.url {
-                self.experience_library_url = Some(url);
-            }
-            if let Some(v) = library.timeout {
-                self.experience_library_timeout = v.0;
-            }
-        }
-        if let Some(v) = f.head_screenshot_path {
-            self.head_screenshot_path = v;
-        }
-        if let Some(v) = f.head_log_path {
-            self.head_log_path = v;
-        }
-        if let Some(v) = f.head_screenshot_max_age {
-            self.head_screenshot_max_age = v.0;
-        }
-        if let Some(v) = f.head_exec_timeout {
-            self.head_exec_timeout = v.0;
-        }
-        if let Some(v) = f.exec_timeout_grace {
-            self.exec_timeout_grace = v.0;
-        }
-        if let Some(v) = f.exec_delivery_deadline {
-            self.exec_delivery_deadline = v.0;
-        }
-        if let Some(v) = f.exec_output_cap {
-            self.exec_output_cap = v;
-        }
-        if let Some(v) = f.exec_max_command_bytes {
-            self.exec_max_command_bytes = v;
-        }
-        if let Some(v) = f.exec_watchdog_interval {
-            self.exec_watchdog_interval = v.0;
-        }
-        if let Some(v) = f.shell_attach_timeout {
-            self.shell_attach_timeout = v.0;
-        }
-        if let Some(v) = f.provision_deadline {
-            self.provision_deadline = v.0;
-        }
-        if let Some(v) = f.provision_watchdog_interval {
-            self.provision_watchdog_interval = v.0;
-        }
-        if let Some(v) = f.stream_stop_command {
-            self.stream_stop_command = v;
-        }
-        if let Some(v) = f.stream_stop_timeout {
-            self.stream_stop_timeout = v.0;
-        }
-        if let Some(v) = f.anomaly_check_interval {
-            self.anomaly_check_interval = v.0;
-        }
-        if let Some(v) = f.gpu_busy_threshold_pct {
-            self.gpu_busy_threshold_pct = v;
-        }
-        if let Some(v) = f.max_diagnostics_bytes {
-            self.max_diagnostics_bytes = v;
-        }
-        if let Some(v) = f.heartbeat_event_interval {
-            self.heartbeat_event_interval = v.0;
-        }
-        if let Some(v) = f.pending_heartbeat_event_interval {
-            self.pending_heartbeat_event_interval = v.0;
-        }
-        if let Some(v) = f.max_pending_nodes {
-            self.max_pending_nodes = v;
-        }
-        if let Some(v) = f.auth_fail_burst {
-            self.auth_fail_burst = v;
-        }
-        if let Some(v) = f.auth_fail_window {
-            self.auth_fail_window = v.0;
-        }
+        self.check_recipes()
+    }
+
+    fn data(&self) -> &Path {
+        &self.data
+    }
+
+    fn start(
+        self,
+    ) -> impl std::future::Future<Output = anyhow::Result<crate::service::start::Running>> + Send {
+        crate::cluster::server::start(self)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::config::{from_yaml, testing, MAX_DURATION};
+
+    fn read(yaml: &str) -> Result<Config, String> {
+        from_yaml::<Config>(yaml)
+    }
 
     #[test]
     fn a_heartbeat_interval_must_fit_in_the_timeout() {
@@ -516,31 +365,51 @@ mod tests {
 
     #[test]
     fn a_config_file_overrides_the_defaults() {
-        let file: FileConfig = serde_yaml::from_str(
+        let c = read(
             "listen: 127.0.0.1:9000\nheartbeat_timeout: 2m\nrole_catalog: [a, b]\n\
              experienceLibrary:\n  url: http://lib:8090\n",
         )
         .unwrap();
-        let mut c = Config::default();
-        c.merge_file(file);
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.server_url, "http://127.0.0.1:9000");
         assert_eq!(c.heartbeat_timeout, Duration::from_secs(120));
         assert_eq!(c.role_catalog, vec!["a", "b"]);
-        assert_eq!(c.experience_library_url.as_deref(), Some("http://lib:8090"));
+        assert_eq!(c.experience_library.url.as_deref(), Some("http://lib:8090"));
+        assert_eq!(c.experience_library.timeout, Duration::from_secs(5));
+        // Keys left out keep their defaults.
+        assert_eq!(c.head_roles, Config::default().head_roles);
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_spellings_operators_use_are_read() {
+        let c = read(
+            "roleCatalog: [a]\nheadRoles: [a]\nroleRecipes: {}\n\
+             experience_library:\n  url: http://lib:8090\n  timeout: 1.5\n",
+        )
+        .unwrap();
+        assert_eq!((c.role_catalog, c.head_roles), (vec!["a".to_owned()], vec!["a".to_owned()]));
+        assert_eq!(c.experience_library.url.as_deref(), Some("http://lib:8090"));
+        assert_eq!(c.experience_library.timeout, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn a_server_url_follows_listen_unless_given() {
+        let c = read("server_url: https://hydra.example.net\nlisten: 0.0.0.0:9000\n").unwrap();
+        assert_eq!(c.server_url, "https://hydra.example.net");
+        assert_eq!(read("{}").unwrap().server_url, Config::default().server_url);
     }
 
     #[test]
     fn provisioning_and_stream_keys_are_read() {
-        let file: FileConfig = serde_yaml::from_str(
+        let c0 = Config::default();
+        assert_eq!(c0.provision_deadline, Duration::from_secs(1800));
+        assert_eq!(c0.stream_stop_command, "hydra-stream-stop || true");
+        let c = read(
             "provision_deadline: 45m\nprovision_watchdog_interval: 2s\nstream_stop_command: stop-it\n\
              stream_stop_timeout: 3s\nanomaly_check_interval: 1s\ngpu_busy_threshold_pct: 75\n",
         )
         .unwrap();
-        let mut c = Config::default();
-        assert_eq!(c.provision_deadline, Duration::from_secs(1800));
-        assert_eq!(c.stream_stop_command, "hydra-stream-stop || true");
-        c.merge_file(file);
         assert_eq!(c.provision_deadline, Duration::from_secs(2700));
         assert_eq!(c.provision_watchdog_interval, Duration::from_secs(2));
         assert_eq!(c.stream_stop_command, "stop-it");
@@ -556,8 +425,7 @@ mod tests {
             "role_catalog: [hydrabody, render-node]\nrole_recipes:\n  hydrabody:\n    artifact_url: http://a/b.tar.gz\n    \
              version: 1.2.0\n    sha256: {sha}\n    install: ./install.sh\n"
         );
-        let mut c = Config::default();
-        c.merge_file(serde_yaml::from_str(&yaml).unwrap());
+        let c = read(&yaml).unwrap();
         assert_eq!(c.check_recipes(), Ok(()));
         let r = &c.role_recipes["hydrabody"];
         assert_eq!((r.version.as_str(), r.install.as_deref()), ("1.2.0", Some("./install.sh")));
@@ -575,21 +443,17 @@ mod tests {
         assert!(e.contains("http"), "{e}");
         let e = bad(&|c| c.role_recipes.get_mut("hydrabody").unwrap().version = "../x".into());
         assert!(e.contains("version"), "{e}");
-        assert!(
-            serde_yaml::from_str::<FileConfig>("role_recipes: {a: {artifact_url: x, version: 1}}").is_err()
-        );
+        assert!(read("role_recipes: {a: {artifact_url: x, version: 1}}").is_err());
     }
 
     #[test]
     fn agent_abuse_limits_are_read() {
-        let file: FileConfig = serde_yaml::from_str(
+        assert_eq!(Config::default().heartbeat_event_interval, Duration::from_secs(10));
+        let c = read(
             "max_diagnostics_bytes: 1024\nheartbeat_event_interval: 2s\n\
              pending_heartbeat_event_interval: 5m\nmax_pending_nodes: 7\n",
         )
         .unwrap();
-        let mut c = Config::default();
-        assert_eq!(c.heartbeat_event_interval, Duration::from_secs(10));
-        c.merge_file(file);
         assert_eq!(c.max_diagnostics_bytes, 1024);
         assert_eq!(c.heartbeat_event_interval, Duration::from_secs(2));
         assert_eq!(c.pending_heartbeat_event_interval, Duration::from_secs(300));
@@ -598,17 +462,98 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_durations_are_errors() {
-        assert!(serde_yaml::from_str::<FileConfig>("heartbeat_timout: 5s").is_err());
-        assert!(serde_yaml::from_str::<FileConfig>("heartbeat_timeout: soon").is_err());
-        // Too long for a Duration (from_secs_f64 would panic), or past the bound.
-        assert!(serde_yaml::from_str::<FileConfig>("heartbeat_timeout: 1e30").is_err());
-        assert!(serde_yaml::from_str::<FileConfig>("heartbeat_timeout: 400d").is_err());
-        assert!(serde_yaml::from_str::<FileConfig>("heartbeat_timeout: 18446744073709551615").is_err());
+        let e = read("heartbeat_timout: 5s").unwrap_err();
+        assert!(e.contains("unknown field `heartbeat_timout`"), "{e}");
+        let e = read("experienceLibrary:\n  urll: x\n").unwrap_err();
+        assert!(e.contains("experienceLibrary") && e.contains("`urll`"), "{e}");
+        let e = read("heartbeat_timeout: soon").unwrap_err();
+        assert!(e.starts_with("heartbeat_timeout: "), "{e}");
+        let e = read("max_pending_nodes: many").unwrap_err();
+        assert!(e.starts_with("max_pending_nodes: "), "{e}");
+        // Too long for a Duration (from_secs_f64 would panic), or past the bound; the
+        // error names the key.
+        for huge in ["1e30", "400d", "18446744073709551615", "31622400.5"] {
+            let e = read(&format!("heartbeat_timeout: {huge}")).unwrap_err();
+            assert!(e.starts_with("heartbeat_timeout: ") && e.contains("too long"), "{huge}: {e}");
+        }
         assert!(parse_duration("18446744073709553").is_err());
         assert_eq!(parse_duration("366d"), Ok(MAX_DURATION));
-        let c: FileConfig = serde_yaml::from_str("auth_fail_burst: 5\nauth_fail_window: 10s").unwrap();
-        let mut config = Config::default();
-        config.merge_file(c);
+        let config = read("auth_fail_burst: 5\nauth_fail_window: 10s").unwrap();
         assert_eq!((config.auth_fail_burst, config.auth_fail_window), (5, Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn fractional_seconds_are_read() {
+        let c = read("heartbeat_interval: 0.5\nheader_read_timeout: 2.25\n").unwrap();
+        assert_eq!(c.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(c.header_read_timeout, Duration::from_millis(2250));
+    }
+
+    #[test]
+    fn a_bad_file_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hydra.yaml");
+        std::fs::write(&path, "listen: 127.0.0.1:9000\nheartbeat_timout: 5s\n").unwrap();
+        let e = format!("{:#}", crate::service::config::load::<Config>(&path).unwrap_err());
+        assert!(e.contains("hydra.yaml") && e.contains("heartbeat_timout"), "{e}");
+        std::fs::write(&path, "heartbeat_interval: 2m\n").unwrap();
+        let e = format!("{:#}", crate::service::config::load::<Config>(&path).unwrap_err());
+        assert!(e.contains("hydra.yaml") && e.contains("heartbeat_interval"), "{e}");
+    }
+
+    #[test]
+    fn the_reference_lists_every_key() {
+        testing::assert_documented(&Config::default(), "hydracluster");
+    }
+
+    #[test]
+    fn serve_keeps_its_environment_variables() {
+        let env = testing::env_vars::<Config>();
+        let names: Vec<&str> = env.iter().map(|(_, e)| e.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "HYDRACLUSTER_LISTEN",
+                "HYDRACLUSTER_DATA",
+                "HYDRACLUSTER_CONFIG",
+                "HYDRACLUSTER_ADMIN_TOKEN",
+                "HYDRACLUSTER_OBSERVER_TOKEN",
+                "HYDRACLUSTER_SERVER_URL",
+                "HYDRACLUSTER_FLEET_ENROLLMENT_TOKEN",
+            ]
+        );
+        assert!(env.iter().all(|(flag, e)| e.ends_with(&flag.to_uppercase().replace('-', "_"))), "{env:?}");
+    }
+
+    #[test]
+    fn serve_flags_override_the_file() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hydra.yaml");
+        std::fs::write(
+            &path,
+            "listen: 127.0.0.1:9000\nobserver_token: from-file\nfleet_enrollment_token: f\n",
+        )
+        .unwrap();
+        let args = Cli::parse_from([
+            "serve".as_ref(),
+            "--config".as_ref(),
+            path.as_os_str(),
+            "--listen".as_ref(),
+            "127.0.0.1:9001".as_ref(),
+            "--observer-token".as_ref(),
+            "from-flag".as_ref(),
+        ])
+        .serve;
+        let c = args.config().unwrap();
+        assert_eq!(c.listen.port(), 9001);
+        assert_eq!(c.server_url, "http://127.0.0.1:9001", "a derived server URL follows --listen");
+        assert_eq!(c.observer_token.as_deref(), Some("from-flag"));
+        assert_eq!(c.fleet_enrollment_token.as_deref(), Some("f"));
     }
 }

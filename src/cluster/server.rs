@@ -4,6 +4,7 @@
 use super::api::{router, AppState};
 use super::config::Config;
 use super::watchdogs;
+use crate::service::config::ServiceConfig;
 use crate::service::start::{self, Running};
 use hydra_core::auth::Tokens;
 use hydra_core::ledger::LedgerConfig;
@@ -16,7 +17,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let limits = config.conn_limits();
     limits.check().map_err(|e| anyhow::anyhow!("{e}"))?;
     let ledger_config = LedgerConfig {
-        snapshot_every: config.snapshot_every,
+        snapshot_every: config.snapshot_every.max(1),
         broadcast_capacity: config.broadcast_capacity,
         min_free_bytes: config.min_free_bytes,
         ..LedgerConfig::default()

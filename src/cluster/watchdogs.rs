@@ -20,7 +20,7 @@ pub async fn offline_checker(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let cutoff = now_ms().saturating_sub(crate::cluster::config::millis(timeout));
+        let cutoff = now_ms().saturating_sub(crate::service::config::millis(timeout));
         let silent: Vec<_> = ledger.read(|v| {
             v.nodes
                 .values()
@@ -43,7 +43,7 @@ pub async fn offline_checker(
 pub async fn exec_deadlines(ledger: Ledger<ClusterViews>, grace: Duration, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let grace_ms = crate::cluster::config::millis(grace);
+    let grace_ms = crate::service::config::millis(grace);
     loop {
         tick.tick().await;
         let now = now_ms();
@@ -62,7 +62,7 @@ pub async fn exec_deadlines(ledger: Ledger<ClusterViews>, grace: Duration, every
 pub async fn provision_deadlines(ledger: Ledger<ClusterViews>, deadline: Duration, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let deadline_ms = crate::cluster::config::millis(deadline);
+    let deadline_ms = crate::service::config::millis(deadline);
     loop {
         tick.tick().await;
         let now = now_ms();

@@ -1,7 +1,7 @@
 //! The `hydraexperiencelibrary` command line: `serve`, and client commands that talk
 //! to a running library over its HTTP API (SPEC §6, §11).
 
-use super::config::LibraryConfig;
+pub use super::config::ServeArgs;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use reqwest::Method;
@@ -188,73 +188,6 @@ pub fn audit(args: &AuditArgs) -> anyhow::Result<()> {
         args.json,
         ("experiences", |v| v.experiences.len()),
     )
-}
-
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:8090].
-    #[arg(long, env = "HYDRAEXPERIENCELIBRARY_LISTEN")]
-    pub listen: Option<std::net::SocketAddr>,
-    /// Data directory [default: ./hydra-library-data].
-    #[arg(long, env = "HYDRAEXPERIENCELIBRARY_DATA")]
-    pub data: Option<PathBuf>,
-    /// YAML config file (overridden by flags and environment).
-    #[arg(long, env = "HYDRAEXPERIENCELIBRARY_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Use this admin token instead of a generated one.
-    #[arg(long, env = "HYDRAEXPERIENCELIBRARY_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
-    /// A read-only token for watchers.
-    #[arg(long, env = "HYDRAEXPERIENCELIBRARY_OBSERVER_TOKEN", hide_env_values = true)]
-    pub observer_token: Option<String>,
-    /// hydracluster, whose nodes rollouts reprovision.
-    #[arg(long, env = "HYDRAEXPERIENCELIBRARY_CLUSTER_URL")]
-    pub cluster_url: Option<String>,
-    /// hydracluster's admin token.
-    #[arg(long, env = "HYDRAEXPERIENCELIBRARY_CLUSTER_TOKEN", hide_env_values = true)]
-    pub cluster_token: Option<String>,
-    /// HydraRelease's SSE stream (full URL), followed for `build.uploaded`.
-    #[arg(long, env = "HYDRAEXPERIENCELIBRARY_RELEASE_URL")]
-    pub release_url: Option<String>,
-    #[arg(long, env = "HYDRAEXPERIENCELIBRARY_RELEASE_TOKEN", hide_env_values = true)]
-    pub release_token: Option<String>,
-}
-
-impl ServeArgs {
-    /// The defaults, then the YAML file, then flags and environment.
-    pub fn config(&self) -> anyhow::Result<LibraryConfig> {
-        let mut config = LibraryConfig::default();
-        if let Some(path) = &self.config {
-            config.load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        if let Some(listen) = self.listen {
-            config.listen = listen;
-        }
-        if let Some(d) = &self.data {
-            config.data = d.clone();
-        }
-        for (slot, value) in [
-            (&mut config.admin_token, &self.admin_token),
-            (&mut config.observer_token, &self.observer_token),
-            (&mut config.cluster_url, &self.cluster_url),
-            (&mut config.cluster_token, &self.cluster_token),
-            (&mut config.release_url, &self.release_url),
-            (&mut config.release_token, &self.release_token),
-        ] {
-            if value.is_some() {
-                *slot = value.clone();
-            }
-        }
-        config.check().map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(config)
-    }
-}
-
-/// Runs `serve` until a stop signal.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = args.config()?;
-    let data = config.data.clone();
-    super::server::start(config).await?.until_signal("hydraexperiencelibrary", &data).await
 }
 
 #[derive(Debug, Args, Clone)]

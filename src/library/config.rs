@@ -1,13 +1,18 @@
 //! `hydraexperiencelibrary serve` settings: flags and environment (SPEC §11), an
 //! optional YAML file, and the defaults of a rollout.
 
+use crate::service::config::{duration, millis, serve_env, set_opt, ServiceConfig};
 use hydra_events::{FailureThreshold, RolloutPolicy};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
+/// Every setting of `hydraexperiencelibrary serve`, read straight from the YAML file
+/// (a key left out keeps its default, an unknown key is refused).
+/// `docs/configuration.md` lists exactly the keys the file takes (a test checks it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LibraryConfig {
     pub listen: SocketAddr,
     pub data: PathBuf,
@@ -20,46 +25,47 @@ pub struct LibraryConfig {
     /// HydraRelease's SSE stream (full URL), and the token it wants, if any.
     pub release_url: Option<String>,
     pub release_token: Option<String>,
-    /// Defaults of every rollout; a promotion may override them.
-    pub rollout: RolloutPolicy,
-    /// How often running rollouts are looked at even when nothing happened
-    /// (deadlines).
-    pub rollout_tick: Duration,
-    /// Pause between reconnects to hydracluster's or HydraRelease's stream.
-    pub reconnect_delay: Duration,
-    pub http_timeout: Duration,
+    /// Defaults of every rollout (a promotion may override them), and the tick.
+    pub rollout: RolloutDefaults,
+    #[serde(with = "duration")]
     pub sse_keepalive: Duration,
     /// Open connections allowed (0: from the fd limit), header-read and idle timeouts.
     pub max_connections: usize,
+    #[serde(with = "duration")]
     pub header_read_timeout: Duration,
+    #[serde(with = "duration")]
     pub idle_timeout: Duration,
-    pub snapshot_every: u64,
-    pub max_body_bytes: usize,
     /// Mutations are refused while the data dir's filesystem has less free space.
     pub min_free_bytes: u64,
     /// Failed authentications allowed per remote address within `auth_fail_window`
     /// before that address gets 429 until the window ends (0: never throttle).
     pub auth_fail_burst: u32,
+    #[serde(with = "duration")]
     pub auth_fail_window: Duration,
+    // Fixed, not read from the file (the reference says so); tests shorten them.
+    /// Pause between reconnects to hydracluster's or HydraRelease's stream.
+    #[serde(skip)]
+    pub reconnect_delay: Duration,
+    #[serde(skip)]
+    pub http_timeout: Duration,
+    #[serde(skip)]
+    pub snapshot_every: u64,
+    #[serde(skip)]
+    pub max_body_bytes: usize,
 }
 
 impl Default for LibraryConfig {
     fn default() -> Self {
         LibraryConfig {
-            listen: "127.0.0.1:8090".parse().expect("valid default address"),
-            data: PathBuf::from("./hydra-library-data"),
+            listen: Self::DEFAULT_LISTEN.parse().expect("valid default address"),
+            data: PathBuf::from(Self::DEFAULT_DATA),
             admin_token: None,
             observer_token: None,
             cluster_url: None,
             cluster_token: None,
             release_url: None,
             release_token: None,
-            rollout: RolloutPolicy {
-                max_parallel: 10,
-                failure_threshold: FailureThreshold::Percent(10),
-                node_deadline_ms: 30 * 60 * 1000,
-            },
-            rollout_tick: Duration::from_secs(1),
+            rollout: RolloutDefaults::default(),
             reconnect_delay: Duration::from_millis(500),
             http_timeout: Duration::from_secs(10),
             sse_keepalive: Duration::from_secs(15),
@@ -75,126 +81,103 @@ impl Default for LibraryConfig {
     }
 }
 
-/// The YAML file: the same settings as the flags, plus rollout defaults.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-struct File {
-    listen: Option<SocketAddr>,
-    data: Option<PathBuf>,
-    admin_token: Option<String>,
-    observer_token: Option<String>,
-    cluster_url: Option<String>,
-    cluster_token: Option<String>,
-    release_url: Option<String>,
-    release_token: Option<String>,
-    rollout: Option<RolloutFile>,
-    sse_keepalive: Option<Humantime>,
-    min_free_bytes: Option<u64>,
-    auth_fail_burst: Option<u32>,
-    auth_fail_window: Option<Humantime>,
-    max_connections: Option<usize>,
-    header_read_timeout: Option<Humantime>,
-    idle_timeout: Option<Humantime>,
+/// The `rollout` section: the policy a promotion starts from, and how often running
+/// rollouts are looked at even when nothing happened (deadlines).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RolloutDefaults {
+    pub max_parallel: u32,
+    /// `3` (nodes) or `10%` (of the rollout's nodes).
+    #[serde(with = "threshold")]
+    pub failure_threshold: FailureThreshold,
+    #[serde(with = "duration")]
+    pub node_deadline: Duration,
+    #[serde(with = "duration")]
+    pub tick: Duration,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RolloutFile {
-    max_parallel: Option<u32>,
-    failure_threshold: Option<String>,
-    node_deadline: Option<Humantime>,
-    tick: Option<Humantime>,
-}
-
-#[derive(Debug)]
-struct Humantime(Duration);
-
-impl<'de> Deserialize<'de> for Humantime {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        crate::cluster::config::parse_duration(&s).map(Humantime).map_err(serde::de::Error::custom)
+impl Default for RolloutDefaults {
+    fn default() -> Self {
+        RolloutDefaults {
+            max_parallel: 10,
+            failure_threshold: FailureThreshold::Percent(10),
+            node_deadline: Duration::from_secs(30 * 60),
+            tick: Duration::from_secs(1),
+        }
     }
 }
 
-impl LibraryConfig {
-    /// Applies a YAML config file over the defaults. Flags and environment are
-    /// applied after, by the caller, so they win.
-    pub fn load_file(&mut self, path: &Path) -> Result<(), String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        self.apply_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))
-    }
-
-    pub fn apply_yaml(&mut self, text: &str) -> Result<(), String> {
-        let f: File = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-        macro_rules! set {
-            ($($field:ident),*) => { $( if let Some(v) = f.$field { self.$field = v.into(); } )* };
-        }
-        set!(listen, data);
-        for (slot, value) in [
-            (&mut self.admin_token, f.admin_token),
-            (&mut self.observer_token, f.observer_token),
-            (&mut self.cluster_url, f.cluster_url),
-            (&mut self.cluster_token, f.cluster_token),
-            (&mut self.release_url, f.release_url),
-            (&mut self.release_token, f.release_token),
-        ] {
-            if value.is_some() {
-                *slot = value;
-            }
-        }
-        if let Some(v) = f.min_free_bytes {
-            self.min_free_bytes = v;
-        }
-        if let Some(k) = f.sse_keepalive {
-            self.sse_keepalive = k.0;
-        }
-        if let Some(n) = f.auth_fail_burst {
-            self.auth_fail_burst = n;
-        }
-        if let Some(w) = f.auth_fail_window {
-            self.auth_fail_window = w.0;
-        }
-        if let Some(n) = f.max_connections {
-            self.max_connections = n;
-        }
-        for (slot, value) in
-            [(&mut self.header_read_timeout, f.header_read_timeout), (&mut self.idle_timeout, f.idle_timeout)]
-        {
-            if let Some(v) = value {
-                *slot = v.0;
-            }
-        }
-        if let Some(r) = f.rollout {
-            if let Some(n) = r.max_parallel {
-                self.rollout.max_parallel = n;
-            }
-            if let Some(t) = r.failure_threshold {
-                self.rollout.failure_threshold = FailureThreshold::parse(&t)?;
-            }
-            if let Some(d) = r.node_deadline {
-                self.rollout.node_deadline_ms = crate::cluster::config::millis(d.0);
-            }
-            if let Some(t) = r.tick {
-                self.rollout_tick = t.0;
-            }
-        }
-        self.check()
-    }
-
-    /// The connection settings of the HTTP server.
-    pub fn conn_limits(&self) -> crate::service::serve::ConnLimits {
-        crate::service::serve::ConnLimits {
-            max_connections: self.max_connections,
-            header_read_timeout: self.header_read_timeout,
-            idle_timeout: self.idle_timeout,
+impl RolloutDefaults {
+    /// The policy a promotion, rollback or retry starts from.
+    pub fn policy(&self) -> RolloutPolicy {
+        RolloutPolicy {
+            max_parallel: self.max_parallel,
+            failure_threshold: self.failure_threshold,
+            node_deadline_ms: millis(self.node_deadline),
         }
     }
+}
 
-    pub fn check(&self) -> Result<(), String> {
+/// A failure threshold as operators write it (`"3"`, `"10%"`).
+mod threshold {
+    use hydra_events::FailureThreshold;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<FailureThreshold, D::Error> {
+        FailureThreshold::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+
+    pub fn serialize<S: Serializer>(t: &FailureThreshold, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(t)
+    }
+}
+
+/// `hydraexperiencelibrary serve`'s own flags, after the shared ones (`ServeArgs`).
+#[derive(Debug, clap::Args)]
+pub struct ServeFlags {
+    /// hydracluster, whose nodes rollouts reprovision.
+    #[arg(long, env = "HYDRAEXPERIENCELIBRARY_CLUSTER_URL")]
+    pub cluster_url: Option<String>,
+    /// hydracluster's admin token.
+    #[arg(long, env = "HYDRAEXPERIENCELIBRARY_CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: Option<String>,
+    /// HydraRelease's SSE stream (full URL), followed for `build.uploaded`.
+    #[arg(long, env = "HYDRAEXPERIENCELIBRARY_RELEASE_URL")]
+    pub release_url: Option<String>,
+    #[arg(long, env = "HYDRAEXPERIENCELIBRARY_RELEASE_TOKEN", hide_env_values = true)]
+    pub release_token: Option<String>,
+}
+
+/// `hydraexperiencelibrary serve [--listen ADDR] [--data DIR] [--config FILE] …`.
+pub type ServeArgs = crate::service::config::ServeArgs<LibraryConfig>;
+
+impl ServiceConfig for LibraryConfig {
+    const PROGRAM: &'static str = "hydraexperiencelibrary";
+    const DEFAULT_LISTEN: &'static str = "127.0.0.1:8090";
+    const DEFAULT_DATA: &'static str = "./hydra-library-data";
+    serve_env!("HYDRAEXPERIENCELIBRARY");
+    type Flags = ServeFlags;
+    type Views = hydra_projections::LibraryViews;
+
+    fn apply(&mut self, args: &ServeArgs) {
+        args.override_shared(
+            &mut self.listen,
+            &mut self.data,
+            &mut self.admin_token,
+            &mut self.observer_token,
+        );
+        set_opt(&mut self.cluster_url, &args.own.cluster_url);
+        set_opt(&mut self.cluster_token, &args.own.cluster_token);
+        set_opt(&mut self.release_url, &args.own.release_url);
+        set_opt(&mut self.release_token, &args.own.release_token);
+    }
+
+    /// A rollout can make progress, and the URLs are URLs.
+    fn check(&self) -> Result<(), String> {
         if self.rollout.max_parallel == 0 {
             return Err("rollout.max_parallel must be at least 1".into());
         }
-        if self.rollout.node_deadline_ms == 0 {
+        if self.rollout.policy().node_deadline_ms == 0 {
             return Err("rollout.node_deadline must be longer than zero".into());
         }
         for (name, url) in [("cluster url", &self.cluster_url), ("release url", &self.release_url)] {
@@ -206,28 +189,106 @@ impl LibraryConfig {
         }
         Ok(())
     }
+
+    fn data(&self) -> &Path {
+        &self.data
+    }
+
+    fn start(self) -> impl std::future::Future<Output = anyhow::Result<super::server::Running>> + Send {
+        super::server::start(self)
+    }
+}
+
+impl LibraryConfig {
+    /// The connection settings of the HTTP server.
+    pub fn conn_limits(&self) -> crate::service::serve::ConnLimits {
+        crate::service::serve::ConnLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::config::{from_yaml, testing};
+
+    /// The file read and checked, as `serve --config` does.
+    fn read(yaml: &str) -> Result<LibraryConfig, String> {
+        let c = from_yaml::<LibraryConfig>(yaml)?;
+        c.check()?;
+        Ok(c)
+    }
 
     #[test]
     fn the_file_sets_rollout_defaults_and_rejects_unknown_keys() {
-        let mut c = LibraryConfig::default();
-        c.apply_yaml(
+        let c = read(
             "cluster_url: http://c:8080\nrollout:\n  max_parallel: 3\n  failure_threshold: \"2\"\n  node_deadline: 90s\n",
         )
         .unwrap();
         assert_eq!(c.cluster_url.as_deref(), Some("http://c:8080"));
         assert_eq!(c.rollout.max_parallel, 3);
         assert_eq!(c.rollout.failure_threshold, FailureThreshold::Count(2));
-        assert_eq!(c.rollout.node_deadline_ms, 90_000);
-        let err = LibraryConfig::default().apply_yaml("rollout:\n  max_paralel: 3\n").unwrap_err();
+        assert_eq!(c.rollout.policy().node_deadline_ms, 90_000);
+        // Keys left out keep their defaults, in the section too.
+        assert_eq!(c.rollout.tick, Duration::from_secs(1));
+        assert_eq!(c.http_timeout, Duration::from_secs(10));
+        let err = read("rollout:\n  max_paralel: 3\n").unwrap_err();
         assert!(err.contains("max_paralel"), "{err}");
-        let err = LibraryConfig::default().apply_yaml("rollout:\n  failure_threshold: lots\n").unwrap_err();
+        let err = read("rollout:\n  failure_threshold: lots\n").unwrap_err();
         assert!(err.contains("bad failure threshold"), "{err}");
-        let err = LibraryConfig::default().apply_yaml("cluster_url: c:8080\n").unwrap_err();
+        let err = read("cluster_url: c:8080\n").unwrap_err();
         assert!(err.contains("http://"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let err = read("idle_timout: 5s\n").unwrap_err();
+        assert!(err.contains("unknown field `idle_timout`"), "{err}");
+        // Fixed settings are not keys of the file.
+        let err = read("http_timeout: 5s\n").unwrap_err();
+        assert!(err.contains("unknown field `http_timeout`"), "{err}");
+        let err = read("rollout:\n  node_deadline: 400d\n").unwrap_err();
+        assert!(err.starts_with("rollout.node_deadline: ") && err.contains("too long"), "{err}");
+        let err = read("rollout:\n  tick: 1e30\n").unwrap_err();
+        assert!(err.starts_with("rollout.tick: ") && err.contains("too long"), "{err}");
+        let err = read("auth_fail_burst: -1\n").unwrap_err();
+        assert!(err.starts_with("auth_fail_burst: "), "{err}");
+        let err = read("rollout:\n  node_deadline: 0\n").unwrap_err();
+        assert!(err.contains("rollout.node_deadline"), "{err}");
+    }
+
+    #[test]
+    fn fractional_seconds_are_read() {
+        let c = read("sse_keepalive: 0.5\nrollout:\n  tick: 0.2\n  node_deadline: 90.5\n").unwrap();
+        assert_eq!(c.sse_keepalive, Duration::from_millis(500));
+        assert_eq!(c.rollout.tick, Duration::from_millis(200));
+        assert_eq!(c.rollout.policy().node_deadline_ms, 90_500);
+    }
+
+    #[test]
+    fn the_reference_lists_every_key() {
+        testing::assert_documented(&LibraryConfig::default(), "hydraexperiencelibrary");
+    }
+
+    #[test]
+    fn serve_keeps_its_environment_variables() {
+        let names: Vec<String> = testing::env_vars::<LibraryConfig>().into_iter().map(|(_, e)| e).collect();
+        assert_eq!(
+            names,
+            [
+                "HYDRAEXPERIENCELIBRARY_LISTEN",
+                "HYDRAEXPERIENCELIBRARY_DATA",
+                "HYDRAEXPERIENCELIBRARY_CONFIG",
+                "HYDRAEXPERIENCELIBRARY_ADMIN_TOKEN",
+                "HYDRAEXPERIENCELIBRARY_OBSERVER_TOKEN",
+                "HYDRAEXPERIENCELIBRARY_CLUSTER_URL",
+                "HYDRAEXPERIENCELIBRARY_CLUSTER_TOKEN",
+                "HYDRAEXPERIENCELIBRARY_RELEASE_URL",
+                "HYDRAEXPERIENCELIBRARY_RELEASE_TOKEN",
+            ]
+        );
     }
 }

@@ -37,7 +37,7 @@ pub async fn run(state: LibraryState) {
     let mut posted = Posted::default();
     // Nothing is asked of hydracluster before its events up to now are recorded.
     let mut caught_up = state.cluster.is_none();
-    let mut tick = tokio::time::interval(state.config.rollout_tick);
+    let mut tick = tokio::time::interval(state.config.rollout.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_auto_attempt: Option<Instant> = None;
     loop {

@@ -7,6 +7,7 @@ use super::api::router;
 use super::cluster_client::Cluster;
 use super::config::LibraryConfig;
 use super::state::{LibraryState, Links};
+use crate::service::config::ServiceConfig;
 use crate::service::extract::AuthThrottle;
 use crate::service::start;
 use crate::service::SseStats;

@@ -156,12 +156,12 @@ pub fn policy(defaults: &RolloutPolicy, req: &PolicyOverrides) -> Result<Rollout
         p.failure_threshold = FailureThreshold::parse(t).map_err(DomainError::Invalid)?;
     }
     if let Some(d) = &req.node_deadline {
-        let d = crate::cluster::config::parse_duration(d)
+        let d = crate::service::config::parse_duration(d)
             .map_err(|e| DomainError::Invalid(format!("node_deadline: {e} (use 30m, 90s…)")))?;
         if d.is_zero() {
             return Err(DomainError::Invalid("node_deadline must be longer than zero".into()));
         }
-        p.node_deadline_ms = crate::cluster::config::millis(d);
+        p.node_deadline_ms = crate::service::config::millis(d);
     }
     Ok(p)
 }
@@ -208,7 +208,7 @@ pub async fn promote(
     experience_id: &str,
     req: &PromoteRequest,
 ) -> Result<Promoted, PromoteError> {
-    let policy = policy(&state.config.rollout, &req.overrides())?;
+    let policy = policy(&state.config.rollout.policy(), &req.overrides())?;
     if req.auto {
         if let Some(done) = state.ledger.read(|v| current_promotion(v, experience_id, &req.to)) {
             return Ok(done);

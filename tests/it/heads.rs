@@ -11,7 +11,7 @@ use std::time::Duration;
 async fn spawn_fleet_app() -> TestServer {
     spawn_app_with(|c| {
         with_fleet(c);
-        c.experience_library_url = Some("http://library.test:8090".into());
+        c.experience_library.url = Some("http://library.test:8090".into());
     })
     .await
 }
@@ -449,7 +449,7 @@ async fn heads_their_tokens_and_assignments_survive_a_restart() {
 async fn app_with_library(url: Option<String>) -> TestServer {
     spawn_app_with(move |c| {
         with_fleet(c);
-        c.experience_library_url = url;
+        c.experience_library.url = url;
     })
     .await
 }

@@ -5,8 +5,8 @@
 use super::events::read_envelopes;
 use super::extract::node_id;
 use super::{Admin, ApiError, ApiJson, AppState, NodeCaller};
-use crate::cluster::config::{millis, parse_duration};
 use crate::cluster::exec::{self, ExecRequest};
+use crate::service::config::{millis, parse_duration};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -157,7 +157,7 @@ fn config_json(state: &AppState, s: &Snapshot) -> serde_json::Value {
         "venue": s.node.venue,
         "stream_url": body.and_then(|b| b.wireguard_ip.clone()),
         "stream_url_lan": body.map(|b| b.ip.clone()).filter(|ip| !ip.is_empty()),
-        "experience_library_url": state.config.experience_library_url,
+        "experience_library_url": state.config.experience_library.url,
         "allowed_experiences": s.head.allowed_experiences,
         "assigned_body_id": s.head.assigned_body,
         "assigned_body_name": body.map(|b| b.name.clone()),
@@ -354,7 +354,7 @@ pub async fn experiences(
     let id = node_id(&id)?;
     admin_or_self(&parts, &state, &id)?;
     let s = find(&state, &id)?;
-    let base = state.config.experience_library_url.as_deref().filter(|u| !u.is_empty()).ok_or_else(|| {
+    let base = state.config.experience_library.url.as_deref().filter(|u| !u.is_empty()).ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "no ExperienceLibrary is configured: set experienceLibrary.url in the config",
@@ -364,7 +364,7 @@ pub async fn experiences(
         base,
         &s.node.district,
         &s.node.venue,
-        state.config.experience_library_timeout,
+        state.config.experience_library.timeout,
     )
     .await
     .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;

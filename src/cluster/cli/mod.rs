@@ -1,7 +1,6 @@
 //! The `hydracluster` command line: `serve`, `audit`, and the admin commands that talk
 //! to a running server over its REST API.
 
-use crate::cluster::config::Config;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use hydra_core::audit::{replay_into, Stop};
@@ -10,6 +9,8 @@ use hydra_projections::{ClusterViews, Projection};
 use std::path::PathBuf;
 
 mod shell;
+
+pub use crate::cluster::config::ServeArgs;
 
 #[derive(Debug, Parser)]
 #[command(name = "hydracluster", version, about = "Hydra's control plane: server and admin CLI")]
@@ -198,60 +199,6 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-}
-
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = "HYDRACLUSTER_LISTEN")]
-    pub listen: Option<std::net::SocketAddr>,
-    /// Data directory [default: ./hydra-data].
-    #[arg(long, env = "HYDRACLUSTER_DATA")]
-    pub data: Option<PathBuf>,
-    /// YAML config file (overridden by flags and environment).
-    #[arg(long, env = "HYDRACLUSTER_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// The URL agents are told to use [default: http://<listen>].
-    #[arg(long, env = "HYDRACLUSTER_SERVER_URL")]
-    pub server_url: Option<String>,
-    #[arg(long, env = "HYDRACLUSTER_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
-    #[arg(long, env = "HYDRACLUSTER_OBSERVER_TOKEN", hide_env_values = true)]
-    pub observer_token: Option<String>,
-    #[arg(long, env = "HYDRACLUSTER_FLEET_ENROLLMENT_TOKEN", hide_env_values = true)]
-    pub fleet_enrollment_token: Option<String>,
-}
-
-impl ServeArgs {
-    pub fn config(&self) -> anyhow::Result<Config> {
-        let mut config = match &self.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
-        };
-        if let Some(listen) = self.listen {
-            let default_url = format!("http://{}", config.listen);
-            config.listen = listen;
-            if config.server_url == default_url {
-                config.server_url = format!("http://{listen}");
-            }
-        }
-        if let Some(d) = &self.data {
-            config.data = d.clone();
-        }
-        if let Some(u) = &self.server_url {
-            config.server_url = u.clone();
-        }
-        if self.admin_token.is_some() {
-            config.admin_token = self.admin_token.clone();
-        }
-        if self.observer_token.is_some() {
-            config.observer_token = self.observer_token.clone();
-        }
-        if self.fleet_enrollment_token.is_some() {
-            config.fleet_enrollment_token = self.fleet_enrollment_token.clone();
-        }
-        Ok(config)
-    }
 }
 
 #[derive(Debug, Args)]
