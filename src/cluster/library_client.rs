@@ -1,6 +1,8 @@
 //! hydracluster's client of ExperienceLibrary: the experiences live at a venue, as the
 //! kiosk catalog (SPEC §4) needs them. Errors say which of the three ways it failed.
 
+use crate::service::client::Client;
+use reqwest::Method;
 use serde_json::Value;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -32,22 +34,17 @@ pub async fn live_experiences(
     venue: &str,
     timeout: Duration,
 ) -> Result<Vec<Value>, LibraryError> {
-    let url = format!("{}/api/v1/experiences/live", base.trim_end_matches('/'));
-    let resp = http()
-        .get(&url)
-        .query(&[("district", district), ("venue", venue)])
-        .timeout(timeout)
-        .send()
+    let library = Client::reusing(http(), base, None, timeout);
+    let query = [("district", district), ("venue", venue)];
+    let answer = library
+        .call(Method::GET, "/api/v1/experiences/live", &query, None)
         .await
-        .map_err(|e| LibraryError::Unreachable { url: url.clone(), reason: describe(&e) })?;
-    if !resp.status().is_success() {
-        return Err(LibraryError::Status { url, status: resp.status().as_u16() });
+        .map_err(|u| LibraryError::Unreachable { url: u.url, reason: u.reason })?;
+    let url = answer.url;
+    if !answer.status.is_success() {
+        return Err(LibraryError::Status { url, status: answer.status.as_u16() });
     }
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| LibraryError::Unreachable { url: url.clone(), reason: describe(&e) })?;
-    match serde_json::from_slice::<Value>(&body) {
+    match serde_json::from_slice::<Value>(&answer.body) {
         Ok(Value::Array(items)) => Ok(items),
         Ok(_) => Err(LibraryError::BadJson { url, reason: "expected an array of experiences".into() }),
         Err(e) => Err(LibraryError::BadJson { url, reason: e.to_string() }),
@@ -67,20 +64,6 @@ pub fn experience_id(item: &Value) -> Option<String> {
 /// empty whitelist allows nothing: a kiosk offers only what an admin chose for it.
 pub fn allowed(items: Vec<Value>, whitelist: &[String]) -> Vec<Value> {
     items.into_iter().filter(|item| experience_id(item).is_some_and(|id| whitelist.contains(&id))).collect()
-}
-
-/// What went wrong with a request, in a few words: `timed out`, or the innermost
-/// cause (`Connection refused`, no such host, …).
-pub fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return "timed out".into();
-    }
-    // The innermost cause says what happened (refused, no such host, …).
-    let mut source: &dyn std::error::Error = e;
-    while let Some(next) = source.source() {
-        source = next;
-    }
-    source.to_string()
 }
 
 #[cfg(test)]

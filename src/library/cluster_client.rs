@@ -1,16 +1,16 @@
 //! ExperienceLibrary's client of hydracluster: its last event id, the nodes of a
 //! venue, and reprovision requests. Errors say which call failed and why.
 
-use crate::cluster::library_client::describe;
+use crate::service::client::{seg, CallError, Client, ListError, Timeouts, Unreachable};
 use hydra_events::{NodeId, SkippedNode};
+use reqwest::Method;
 use serde::Deserialize;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct Cluster {
     pub url: String,
-    token: Option<String>,
-    http: reqwest::Client,
+    client: Client,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,103 +64,56 @@ pub enum Requested {
 
 impl Cluster {
     pub fn new(url: &str, token: Option<String>, timeout: Duration) -> Cluster {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(timeout)
-            .build()
-            .unwrap_or_default();
-        Cluster { url: url.trim_end_matches('/').to_owned(), token, http }
+        let client = Client::new(url, token, Timeouts { connect: Duration::from_secs(3), request: timeout });
+        Cluster { url: client.base().to_owned(), client }
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> (String, reqwest::RequestBuilder) {
-        let url = format!("{}{path}", self.url);
-        let mut r = self.http.request(method, &url);
-        if let Some(t) = &self.token {
-            r = r.bearer_auth(t);
-        }
-        (url, r)
-    }
-
-    async fn json(&self, url: String, r: reqwest::RequestBuilder) -> Result<serde_json::Value, ClusterError> {
-        Ok(self.json_page(url, r).await?.0)
-    }
-
-    /// An answer and the cursor of the next page (`X-Hydra-Next-After`), if any.
-    async fn json_page(
+    /// The JSON answer of a call, or what went wrong.
+    async fn json(
         &self,
-        url: String,
-        r: reqwest::RequestBuilder,
-    ) -> Result<(serde_json::Value, Option<String>), ClusterError> {
-        let resp = r
-            .send()
-            .await
-            .map_err(|e| ClusterError::Unreachable { url: url.clone(), reason: describe(&e) })?;
-        let status = resp.status();
-        let next = resp.headers().get("x-hydra-next-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| ClusterError::Unreachable { url: url.clone(), reason: describe(&e) })?;
-        let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-        if !status.is_success() {
-            let message = value.get("error").and_then(|m| m.as_str()).unwrap_or("").to_owned();
-            return Err(ClusterError::Status { url, status: status.as_u16(), message });
-        }
-        Ok((value, next))
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<serde_json::Value, ClusterError> {
+        Ok(self.client.call(method, path, query, None).await?.success()?)
+    }
+
+    /// hydracluster's answer to `path` is not what the call expects.
+    fn bad_answer(&self, path: &str, reason: impl ToString) -> ClusterError {
+        ClusterError::BadAnswer { url: format!("{}{path}", self.url), reason: reason.to_string() }
     }
 
     /// hydracluster's last event id (from its public health answer).
     pub async fn last_event_id(&self) -> Result<u64, ClusterError> {
-        let (url, r) = self.request(reqwest::Method::GET, "/api/v1/health");
-        let v = self.json(url.clone(), r).await?;
-        v.get("last_event_id").and_then(|s| s.as_u64()).ok_or_else(|| ClusterError::BadAnswer {
-            url,
-            reason: "no last_event_id in the health answer".into(),
-        })
+        let path = "/api/v1/health";
+        let v = self.json(Method::GET, path, &[]).await?;
+        v.get("last_event_id")
+            .and_then(|s| s.as_u64())
+            .ok_or_else(|| self.bad_answer(path, "no last_event_id in the health answer"))
     }
 
     /// The nodes of a district's venue, every page of them: a rollout must reach every
     /// node however big the fleet.
     pub async fn nodes(&self, district: &str, venue: &str) -> Result<Vec<ClusterNode>, ClusterError> {
-        let mut all = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let (url, r) = self.request(reqwest::Method::GET, "/api/v1/nodes");
-            let mut query = vec![("district", district), ("venue", venue)];
-            if let Some(a) = &after {
-                query.push(("after", a.as_str()));
-            }
-            let (v, next) = self.json_page(url.clone(), r.query(&query)).await?;
-            let page: Vec<ClusterNode> = serde_json::from_value(v)
-                .map_err(|e| ClusterError::BadAnswer { url: url.clone(), reason: e.to_string() })?;
-            all.extend(page);
-            match next {
-                Some(n) if after.as_ref() == Some(&n) => {
-                    return Err(ClusterError::BadAnswer {
-                        url,
-                        reason: format!("the same next page twice ({n})"),
-                    })
-                }
-                Some(n) => after = Some(n),
-                None => return Ok(all),
-            }
-        }
+        let path = "/api/v1/nodes";
+        let all = self.client.list(path, &[("district", district), ("venue", venue)]).await?;
+        serde_json::from_value(serde_json::Value::Array(all)).map_err(|e| self.bad_answer(path, e))
     }
 
     /// One page of hydracluster's log after `since`, filtered by type.
     pub async fn events_page(&self, since: u64, types: &str) -> Result<EventsPage, ClusterError> {
-        let (url, r) = self.request(reqwest::Method::GET, "/api/v1/events/log");
+        let path = "/api/v1/events/log";
         let since = since.to_string();
         let v = self
-            .json(url.clone(), r.query(&[("since", since.as_str()), ("limit", "10000"), ("types", types)]))
+            .json(Method::GET, path, &[("since", since.as_str()), ("limit", "10000"), ("types", types)])
             .await?;
-        serde_json::from_value(v).map_err(|e| ClusterError::BadAnswer { url, reason: e.to_string() })
+        serde_json::from_value(v).map_err(|e| self.bad_answer(path, e))
     }
 
     /// `POST /api/v1/nodes/{id}/reprovision`.
     pub async fn reprovision(&self, node: &NodeId) -> Result<Requested, ClusterError> {
-        let (url, r) = self.request(reqwest::Method::POST, &format!("/api/v1/nodes/{node}/reprovision"));
-        match self.json(url, r).await {
+        let path = format!("/api/v1/nodes/{}/reprovision", seg(node.as_str()));
+        match self.json(Method::POST, &path, &[]).await {
             Ok(_) => Ok(Requested::Accepted),
             // hydracluster refuses a second request while one is open ("… already; wait
             // for its result"): the open one will give the result this rollout waits for.
@@ -168,6 +121,38 @@ impl Cluster {
                 Ok(Requested::AlreadyInProgress)
             }
             Err(e) => Err(e),
+        }
+    }
+}
+
+impl From<Unreachable> for ClusterError {
+    fn from(u: Unreachable) -> ClusterError {
+        ClusterError::Unreachable { url: u.url, reason: u.reason }
+    }
+}
+
+/// hydracluster's refusal carries its `{"error": …}` message (empty without one).
+impl From<CallError> for ClusterError {
+    fn from(e: CallError) -> ClusterError {
+        match e {
+            CallError::Unreachable(u) => u.into(),
+            CallError::Refused { url, status, error, .. } => {
+                ClusterError::Status { url, status: status.as_u16(), message: error.unwrap_or_default() }
+            }
+        }
+    }
+}
+
+impl From<ListError> for ClusterError {
+    fn from(e: ListError) -> ClusterError {
+        match e {
+            ListError::Call(e) => e.into(),
+            ListError::NotAList { url, got } => {
+                ClusterError::BadAnswer { url, reason: format!("expected a list of nodes, got {got}") }
+            }
+            ListError::SamePageTwice { url, next } => {
+                ClusterError::BadAnswer { url, reason: format!("the same next page twice ({next})") }
+            }
         }
     }
 }
