@@ -2,7 +2,8 @@
 //! admin CLI.
 
 use clap::Parser;
-use hydra::cluster::cli::{audit, exit_code, init_logging, quiet_on_closed_pipe, run_client, Cli, Command};
+use hydra::cluster::cli::{audit, run_client, Cli, Command};
+use hydra::service::cli::{exit_code, init_logging, quiet_on_closed_pipe, repair_log};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -11,9 +12,7 @@ async fn main() -> std::process::ExitCode {
     exit_code(match cli.command {
         Command::Serve(args) => args.serve().await.map(|_| 0),
         Command::Audit(args) => audit(&args).map(|_| 0),
-        Command::Repair(args) => {
-            hydra::cluster::cli::repair_log::<hydra_projections::ClusterViews>(&args).map(|_| 0)
-        }
+        Command::Repair(args) => repair_log::<hydra_projections::ClusterViews>(&args).map(|_| 0),
         other => {
             quiet_on_closed_pipe();
             run_client(other).await

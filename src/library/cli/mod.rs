@@ -28,7 +28,7 @@ pub enum Command {
     Audit(AuditArgs),
     /// Rebuild a damaged log from its intact prefix (the server stopped): keeps events
     /// 1..=SEQ, moves the damaged data dir aside and exports what it drops.
-    Repair(crate::cluster::cli::RepairArgs),
+    Repair(crate::service::cli::RepairArgs),
     /// Promote an experience: development → staging, or staging → production. Prints
     /// the rollout id (nothing when there were no nodes to reprovision).
     Promote {
@@ -172,20 +172,16 @@ pub struct AuditArgs {
     /// The data dir to audit (the server must not be running on it).
     #[arg(long, env = "HYDRAEXPERIENCELIBRARY_DATA", default_value = "./hydra-library-data")]
     pub data: PathBuf,
-    /// Replay only up to this sequence number (to compare with an older digest).
-    #[arg(long)]
-    pub upto: Option<u64>,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub options: crate::service::cli::AuditOptions,
 }
 
 /// `hydraexperiencelibrary audit`.
 pub fn audit(args: &AuditArgs) -> anyhow::Result<()> {
-    crate::cluster::cli::audit_log::<hydra_projections::LibraryViews>(
+    crate::service::cli::audit_log::<hydra_projections::LibraryViews>(
         "hydraexperiencelibrary",
         &args.data,
-        args.upto,
-        args.json,
+        &args.options,
         ("experiences", |v| v.experiences.len()),
     )
 }
