@@ -182,3 +182,12 @@ pub fn items(v: &Value) -> &[Value] {
 pub fn pretty(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
+
+/// Prints an answer: as it came with `--json` (scripts read it), else by `text`.
+pub fn show(v: &Value, json: bool, text: impl FnOnce(&Value)) {
+    if json {
+        pretty(v)
+    } else {
+        text(v)
+    }
+}

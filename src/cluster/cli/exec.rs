@@ -2,8 +2,8 @@
 //! `--shell` for a live terminal), `queue` and `cancel`.
 
 use super::nodes::node_path;
-use super::{shell, ClientArgs};
-use crate::service::cli::{items, pretty, s};
+use super::{shell, ClientArgs, NodeJsonArgs};
+use crate::service::cli::{items, s, show};
 use crate::service::client::{seg, Client};
 use anyhow::{bail, Context};
 use clap::Args;
@@ -41,41 +41,24 @@ pub struct Exec {
     client: ClientArgs,
 }
 
-impl Exec {
-    pub async fn run(self) -> anyhow::Result<u8> {
-        if self.shell {
-            return shell::run(&self.client.client()?, &self.node, self.command).await;
-        }
-        let command = match (self.command, self.file) {
-            (Some(c), None) => c,
-            (None, Some(f)) => {
-                std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?
-            }
-            _ => bail!("give the command, or --file with a script"),
-        };
-        let timeout = crate::cluster::config::parse_duration(&self.timeout)
-            .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
-        let c = self.client.client()?;
-        exec(&c, &self.node, command, timeout, self.retry_on_disconnect, self.json).await
+pub async fn exec(a: Exec) -> anyhow::Result<u8> {
+    if a.shell {
+        return shell::run(&a.client.client()?, &a.node, a.command).await;
     }
+    let command = match (a.command, a.file) {
+        (Some(c), None) => c,
+        (None, Some(f)) => std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?,
+        _ => bail!("give the command, or --file with a script"),
+    };
+    let timeout =
+        crate::cluster::config::parse_duration(&a.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+    let c = a.client.client()?;
+    queue_and_wait(&c, &a.node, command, timeout, a.retry_on_disconnect, a.json).await
 }
 
-#[derive(Debug, Args)]
-pub struct Queue {
-    id: String,
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    client: ClientArgs,
-}
-
-impl Queue {
-    pub async fn run(self) -> anyhow::Result<u8> {
-        let v = self.client.client()?.send(Method::GET, &node_path(&self.id, "/exec/queue"), None).await?;
-        if self.json {
-            pretty(&v);
-            return Ok(0);
-        }
+pub async fn queue(a: NodeJsonArgs) -> anyhow::Result<u8> {
+    let v = a.client.client()?.send(Method::GET, &node_path(&a.id, "/exec/queue"), None).await?;
+    show(&v, a.json, |v| {
         let line = |c: &Value| println!("{:<24} {:<10} {}", s(c, "id"), s(c, "status"), s(c, "command"));
         if !v["in_flight"].is_null() {
             line(&v["in_flight"]);
@@ -83,8 +66,8 @@ impl Queue {
         for c in items(&v["queued"]) {
             line(c);
         }
-        Ok(0)
-    }
+    });
+    Ok(0)
 }
 
 #[derive(Debug, Args)]
@@ -95,13 +78,11 @@ pub struct Cancel {
     client: ClientArgs,
 }
 
-impl Cancel {
-    pub async fn run(self) -> anyhow::Result<u8> {
-        let path = queued_path(&self.id, &self.exec);
-        let v = self.client.client()?.send(Method::DELETE, &path, None).await?;
-        println!("{}: cancelled (was {})", self.exec, s(&v, "was"));
-        Ok(0)
-    }
+pub async fn cancel(a: Cancel) -> anyhow::Result<u8> {
+    let path = queued_path(&a.id, &a.exec);
+    let v = a.client.client()?.send(Method::DELETE, &path, None).await?;
+    println!("{}: cancelled (was {})", a.exec, s(&v, "was"));
+    Ok(0)
 }
 
 /// `/api/v1/nodes/{node}/exec/queue/{exec}`: a command in a node's queue.
@@ -112,7 +93,7 @@ fn queued_path(node: &str, exec: &str) -> String {
 /// Queues a command, waits for its end and prints it. The wait is bounded: past the
 /// timeout plus a margin (the server's watchdog answers first in normal operation),
 /// the command is cancelled and the exit code is 124. Ctrl-C cancels it too.
-async fn exec(
+async fn queue_and_wait(
     c: &Client,
     node: &str,
     command: String,

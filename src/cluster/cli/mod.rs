@@ -1,6 +1,6 @@
 //! The `hydracluster` command line: `serve`, `audit`, `repair`, and the admin commands
 //! that talk to a running server over its REST API, one file per family (`nodes`,
-//! `exec`, `heads`, `streams`, `log`) with a `run` per command.
+//! `exec`, `heads`, `streams`, `log`) with a function per command.
 
 use crate::service::cli::{AuditOptions, RepairArgs, TokenSource};
 use crate::service::client::Client;
@@ -36,13 +36,13 @@ pub enum Command {
     /// List nodes.
     Nodes(nodes::List),
     /// Show one node.
-    Node(nodes::Show),
+    Node(NodeJsonArgs),
     /// Approve a pending node, giving it roles and a place.
     Approve(nodes::Approve),
     /// Reject a pending node.
-    Reject(nodes::Reject),
+    Reject(NodeArgs),
     /// Remove a node from the fleet (its token stops working).
-    Remove(nodes::Remove),
+    Remove(NodeArgs),
     /// Replace a node's roles.
     Roles(nodes::Roles),
     /// Move a node to a district and venue (and environment).
@@ -50,16 +50,16 @@ pub enum Command {
     /// Drain a node (or undrain it with --off).
     Drain(nodes::Drain),
     /// A node's events, oldest first.
-    History(nodes::History),
+    History(NodeJsonArgs),
     /// Run a command on a node through the exec queue and wait for its result.
     /// The exit code follows the remote command's (124 timed out, 130 cancelled,
     /// 125 failed or expired before it could run). With --shell, a live terminal
     /// instead.
     Exec(exec::Exec),
     /// Ask a node to reinstall its roles on its next heartbeat.
-    Reprovision(nodes::Reprovision),
+    Reprovision(NodeArgs),
     /// Force-stop a body's stream (through its exec channel).
-    StreamStop(streams::StreamStop),
+    StreamStop(NodeArgs),
     /// List the kiosk heads.
     Heads(heads::List),
     /// Pin a head to a body (`none` clears the assignment).
@@ -69,7 +69,7 @@ pub enum Command {
     /// Bodies in an anomalous state (orphan streams, busy GPUs without a stream).
     Anomalies(streams::Anomalies),
     /// A node's exec queue: the command in flight and those waiting.
-    Queue(exec::Queue),
+    Queue(NodeJsonArgs),
     /// Cancel a queued or in-flight command.
     Cancel(exec::Cancel),
     /// The live server's state digest and sequence number.
@@ -116,27 +116,45 @@ impl ClientArgs {
     }
 }
 
+/// The arguments of a command about one node: its id, and the server.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    id: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// The same and `--json`, for the commands that print what they read.
+#[derive(Debug, Args)]
+pub struct NodeJsonArgs {
+    id: String,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
 /// Runs an admin command against a server; returns the process exit code.
 pub async fn run_client(command: Command) -> anyhow::Result<u8> {
     match command {
-        Command::Nodes(c) => c.run().await,
-        Command::Node(c) => c.run().await,
-        Command::Approve(c) => c.run().await,
-        Command::Reject(c) => c.run().await,
-        Command::Remove(c) => c.run().await,
-        Command::Roles(c) => c.run().await,
-        Command::Placement(c) => c.run().await,
-        Command::Drain(c) => c.run().await,
-        Command::History(c) => c.run().await,
-        Command::Reprovision(c) => c.run().await,
-        Command::Exec(c) => c.run().await,
-        Command::Queue(c) => c.run().await,
-        Command::Cancel(c) => c.run().await,
-        Command::StreamStop(c) => c.run().await,
-        Command::Anomalies(c) => c.run().await,
-        Command::Heads(c) => c.run().await,
-        Command::Assign(c) => c.run().await,
-        Command::Allow(c) => c.run().await,
+        Command::Nodes(a) => nodes::nodes(a).await,
+        Command::Node(a) => nodes::node(a).await,
+        Command::Approve(a) => nodes::approve(a).await,
+        Command::Reject(a) => nodes::reject(a).await,
+        Command::Remove(a) => nodes::remove(a).await,
+        Command::Roles(a) => nodes::roles(a).await,
+        Command::Placement(a) => nodes::placement(a).await,
+        Command::Drain(a) => nodes::drain(a).await,
+        Command::History(a) => nodes::history(a).await,
+        Command::Reprovision(a) => nodes::reprovision(a).await,
+        Command::Exec(a) => exec::exec(a).await,
+        Command::Queue(a) => exec::queue(a).await,
+        Command::Cancel(a) => exec::cancel(a).await,
+        Command::StreamStop(a) => streams::stream_stop(a).await,
+        Command::Anomalies(a) => streams::anomalies(a).await,
+        Command::Heads(a) => heads::heads(a).await,
+        Command::Assign(a) => heads::assign(a).await,
+        Command::Allow(a) => heads::allow(a).await,
         Command::Digest { client } => log::digest(&client).await,
         Command::Serve(_) | Command::Audit(_) | Command::Repair(_) => unreachable!("handled by main"),
     }

@@ -1,8 +1,8 @@
 //! The node commands: `nodes`, `node`, `approve`, `reject`, `remove`, `roles`,
 //! `placement`, `drain`, `history` and `reprovision`.
 
-use super::ClientArgs;
-use crate::service::cli::{items, pretty, s};
+use super::{ClientArgs, NodeArgs, NodeJsonArgs};
+use crate::service::cli::{items, s, show};
 use crate::service::client::{query, seg};
 use clap::Args;
 use reqwest::Method;
@@ -26,44 +26,19 @@ pub struct List {
     client: ClientArgs,
 }
 
-impl List {
-    pub async fn run(self) -> anyhow::Result<u8> {
-        let c = self.client.client()?;
-        let q = query(&[
-            ("district", &self.district),
-            ("venue", &self.venue),
-            ("role", &self.role),
-            ("status", &self.status),
-        ]);
-        let nodes = c.list(&format!("/api/v1/nodes{q}"), &[]).await?;
-        if self.json {
-            pretty(&Value::Array(nodes));
-        } else {
-            print_nodes(&nodes);
-        }
-        Ok(0)
-    }
+pub async fn nodes(a: List) -> anyhow::Result<u8> {
+    let c = a.client.client()?;
+    let q =
+        query(&[("district", &a.district), ("venue", &a.venue), ("role", &a.role), ("status", &a.status)]);
+    let nodes = Value::Array(c.list(&format!("/api/v1/nodes{q}"), &[]).await?);
+    show(&nodes, a.json, |v| print_nodes(items(v)));
+    Ok(0)
 }
 
-#[derive(Debug, Args)]
-pub struct Show {
-    id: String,
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    client: ClientArgs,
-}
-
-impl Show {
-    pub async fn run(self) -> anyhow::Result<u8> {
-        let v = self.client.client()?.send(Method::GET, &node_path(&self.id, ""), None).await?;
-        if self.json {
-            pretty(&v);
-        } else {
-            print_nodes(std::slice::from_ref(&v));
-        }
-        Ok(0)
-    }
+pub async fn node(a: NodeJsonArgs) -> anyhow::Result<u8> {
+    let v = a.client.client()?.send(Method::GET, &node_path(&a.id, ""), None).await?;
+    show(&v, a.json, |v| print_nodes(std::slice::from_ref(v)));
+    Ok(0)
 }
 
 #[derive(Debug, Args)]
@@ -72,51 +47,26 @@ pub struct Approve {
     /// Comma-separated roles from the RoleCatalog.
     #[arg(long, value_delimiter = ',')]
     roles: Vec<String>,
-    #[arg(long)]
-    district: String,
-    #[arg(long)]
-    venue: String,
-    #[arg(long)]
-    environment: Option<String>,
-    #[arg(long)]
-    owner: Option<String>,
+    #[command(flatten)]
+    place: Place,
     #[command(flatten)]
     client: ClientArgs,
 }
 
-impl Approve {
-    pub async fn run(self) -> anyhow::Result<u8> {
-        let body = json!({"roles": self.roles, "district": self.district, "venue": self.venue, "environment": self.environment, "owner": self.owner});
-        change(&self.client, &self.id, "/approve", Some(body)).await
-    }
+pub async fn approve(a: Approve) -> anyhow::Result<u8> {
+    let mut body = serde_json::to_value(&a.place)?;
+    body["roles"] = json!(a.roles);
+    change(&a.client, &a.id, "/approve", Some(body)).await
 }
 
-#[derive(Debug, Args)]
-pub struct Reject {
-    id: String,
-    #[command(flatten)]
-    client: ClientArgs,
+pub async fn reject(a: NodeArgs) -> anyhow::Result<u8> {
+    change(&a.client, &a.id, "/reject", None).await
 }
 
-impl Reject {
-    pub async fn run(self) -> anyhow::Result<u8> {
-        change(&self.client, &self.id, "/reject", None).await
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct Remove {
-    id: String,
-    #[command(flatten)]
-    client: ClientArgs,
-}
-
-impl Remove {
-    pub async fn run(self) -> anyhow::Result<u8> {
-        self.client.client()?.send(Method::DELETE, &node_path(&self.id, ""), None).await?;
-        println!("removed {}", self.id);
-        Ok(0)
-    }
+pub async fn remove(a: NodeArgs) -> anyhow::Result<u8> {
+    a.client.client()?.send(Method::DELETE, &node_path(&a.id, ""), None).await?;
+    println!("removed {}", a.id);
+    Ok(0)
 }
 
 #[derive(Debug, Args)]
@@ -129,16 +79,23 @@ pub struct Roles {
     client: ClientArgs,
 }
 
-impl Roles {
-    pub async fn run(self) -> anyhow::Result<u8> {
-        let roles: Vec<String> = self.roles.into_iter().filter(|r| !r.is_empty()).collect();
-        change(&self.client, &self.id, "/roles", Some(json!({"roles": roles}))).await
-    }
+pub async fn roles(a: Roles) -> anyhow::Result<u8> {
+    let roles: Vec<String> = a.roles.into_iter().filter(|r| !r.is_empty()).collect();
+    change(&a.client, &a.id, "/roles", Some(json!({"roles": roles}))).await
 }
 
 #[derive(Debug, Args)]
 pub struct Placement {
     id: String,
+    #[command(flatten)]
+    place: Place,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Where a node is (`approve` and `placement` send the same fields).
+#[derive(Debug, Args, serde::Serialize)]
+pub struct Place {
     #[arg(long)]
     district: String,
     #[arg(long)]
@@ -147,15 +104,10 @@ pub struct Placement {
     environment: Option<String>,
     #[arg(long)]
     owner: Option<String>,
-    #[command(flatten)]
-    client: ClientArgs,
 }
 
-impl Placement {
-    pub async fn run(self) -> anyhow::Result<u8> {
-        let body = json!({"district": self.district, "venue": self.venue, "environment": self.environment, "owner": self.owner});
-        change(&self.client, &self.id, "/placement", Some(body)).await
-    }
+pub async fn placement(a: Placement) -> anyhow::Result<u8> {
+    change(&a.client, &a.id, "/placement", Some(serde_json::to_value(&a.place)?)).await
 }
 
 #[derive(Debug, Args)]
@@ -167,55 +119,25 @@ pub struct Drain {
     client: ClientArgs,
 }
 
-impl Drain {
-    pub async fn run(self) -> anyhow::Result<u8> {
-        change(&self.client, &self.id, "/drain", Some(json!({"draining": !self.off}))).await
-    }
+pub async fn drain(a: Drain) -> anyhow::Result<u8> {
+    change(&a.client, &a.id, "/drain", Some(json!({"draining": !a.off}))).await
 }
 
-#[derive(Debug, Args)]
-pub struct History {
-    id: String,
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    client: ClientArgs,
-}
-
-impl History {
-    pub async fn run(self) -> anyhow::Result<u8> {
-        let v = self.client.client()?.send(Method::GET, &node_path(&self.id, "/history"), None).await?;
-        if self.json {
-            pretty(&v);
-            return Ok(0);
-        }
+pub async fn history(a: NodeJsonArgs) -> anyhow::Result<u8> {
+    let v = a.client.client()?.send(Method::GET, &node_path(&a.id, "/history"), None).await?;
+    show(&v, a.json, |v| {
         for e in items(&v["events"]) {
-            println!(
-                "{:>8}  {}  {:<24} {:<28} {}",
-                e["seq"],
-                s(e, "at"),
-                s(e, "type"),
-                s(e, "cause"),
-                e["data"]
-            );
+            let (seq, data) = (&e["seq"], &e["data"]);
+            println!("{seq:>8}  {}  {:<24} {:<28} {data}", s(e, "at"), s(e, "type"), s(e, "cause"));
         }
-        Ok(0)
-    }
+    });
+    Ok(0)
 }
 
-#[derive(Debug, Args)]
-pub struct Reprovision {
-    id: String,
-    #[command(flatten)]
-    client: ClientArgs,
-}
-
-impl Reprovision {
-    pub async fn run(self) -> anyhow::Result<u8> {
-        let v = self.client.client()?.send(Method::POST, &node_path(&self.id, "/reprovision"), None).await?;
-        println!("{}: reprovision requested ({})", self.id, s(&v, "provision_state"));
-        Ok(0)
-    }
+pub async fn reprovision(a: NodeArgs) -> anyhow::Result<u8> {
+    let v = a.client.client()?.send(Method::POST, &node_path(&a.id, "/reprovision"), None).await?;
+    println!("{}: reprovision requested ({})", a.id, s(&v, "provision_state"));
+    Ok(0)
 }
 
 /// `/api/v1/nodes/{id}` and what follows it.

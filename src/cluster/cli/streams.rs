@@ -2,29 +2,20 @@
 //! `anomalies` (bodies whose stream state and GPU disagree).
 
 use super::nodes::node_path;
-use super::ClientArgs;
-use crate::service::cli::{items, pretty, s};
+use super::{ClientArgs, NodeArgs};
+use crate::service::cli::{items, s, show};
 use clap::Args;
 use reqwest::Method;
 
 // The commands' help is the doc comment of their `Command` variant.
 
-#[derive(Debug, Args)]
-pub struct StreamStop {
-    id: String,
-    #[command(flatten)]
-    client: ClientArgs,
-}
-
-impl StreamStop {
-    pub async fn run(self) -> anyhow::Result<u8> {
-        let v = self.client.client()?.send(Method::DELETE, &node_path(&self.id, "/stream"), None).await?;
-        println!("{}: stream cleared; {}", self.id, s(&v, "exec"));
-        if let Some(out) = v["output"].as_str().filter(|o| !o.is_empty()) {
-            print!("{out}");
-        }
-        Ok(0)
+pub async fn stream_stop(a: NodeArgs) -> anyhow::Result<u8> {
+    let v = a.client.client()?.send(Method::DELETE, &node_path(&a.id, "/stream"), None).await?;
+    println!("{}: stream cleared; {}", a.id, s(&v, "exec"));
+    if let Some(out) = v["output"].as_str().filter(|o| !o.is_empty()) {
+        print!("{out}");
     }
+    Ok(0)
 }
 
 #[derive(Debug, Args)]
@@ -35,14 +26,10 @@ pub struct Anomalies {
     client: ClientArgs,
 }
 
-impl Anomalies {
-    pub async fn run(self) -> anyhow::Result<u8> {
-        let v = self.client.client()?.send(Method::GET, "/api/v1/body-anomalies", None).await?;
-        if self.json {
-            pretty(&v);
-            return Ok(0);
-        }
-        let list = items(&v);
+pub async fn anomalies(a: Anomalies) -> anyhow::Result<u8> {
+    let v = a.client.client()?.send(Method::GET, "/api/v1/body-anomalies", None).await?;
+    show(&v, a.json, |v| {
+        let list = items(v);
         if list.is_empty() {
             println!("no anomalies");
         }
@@ -56,6 +43,6 @@ impl Anomalies {
                 a["for_s"]
             );
         }
-        Ok(0)
-    }
+    });
+    Ok(0)
 }

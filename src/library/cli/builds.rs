@@ -27,32 +27,30 @@ pub struct Build {
     client: ClientArgs,
 }
 
-impl Build {
-    /// Exits 1 when the build was registered but its auto-promotion failed.
-    pub async fn run(self) -> anyhow::Result<u8> {
-        let (experience, build) = (&self.experience, &self.build);
-        let body = json!({ "build": build, "version": self.build_version, "artifact_url": self.artifact_url, "sha256": self.sha256 });
-        let path = experience_path(experience, "/builds");
-        let v = self.client.client()?.send(Method::POST, &path, Some(body)).await?;
-        if self.json {
-            pretty(&v);
-            return Ok(0);
-        }
-        if v["duplicate"] == true {
-            println!("build {build} of {experience} was registered already");
-        } else {
-            println!("registered build {build} ({}) as {experience}'s development build", s(&v, "version"));
-        }
-        if let Some(err) = v["promotion_error"].as_str() {
-            eprintln!("error: auto-promotion to staging failed: {err}");
-            return Ok(1);
-        }
-        if let Some(p) = v.get("promotion").filter(|p| !p.is_null()) {
-            match p["rollout_id"].as_str() {
-                Some(id) => println!("auto-promoted to staging: rollout {id}"),
-                None => println!("auto-promoted to staging (no nodes to reprovision)"),
-            }
-        }
-        Ok(0)
+/// Exits 1 when the build was registered but its auto-promotion failed.
+pub async fn build(a: Build) -> anyhow::Result<u8> {
+    let (experience, build) = (&a.experience, &a.build);
+    let body = json!({ "build": build, "version": a.build_version, "artifact_url": a.artifact_url, "sha256": a.sha256 });
+    let path = experience_path(experience, "/builds");
+    let v = a.client.client()?.send(Method::POST, &path, Some(body)).await?;
+    if a.json {
+        pretty(&v);
+        return Ok(0);
     }
+    if v["duplicate"] == true {
+        println!("build {build} of {experience} was registered already");
+    } else {
+        println!("registered build {build} ({}) as {experience}'s development build", s(&v, "version"));
+    }
+    if let Some(err) = v["promotion_error"].as_str() {
+        eprintln!("error: auto-promotion to staging failed: {err}");
+        return Ok(1);
+    }
+    if let Some(p) = v.get("promotion").filter(|p| !p.is_null()) {
+        match p["rollout_id"].as_str() {
+            Some(id) => println!("auto-promoted to staging: rollout {id}"),
+            None => println!("auto-promoted to staging (no nodes to reprovision)"),
+        }
+    }
+    Ok(0)
 }

@@ -1,7 +1,7 @@
 //! The experience commands: `create` and `get`.
 
 use super::ClientArgs;
-use crate::service::cli::{items, pretty, s};
+use crate::service::cli::{items, s, show};
 use crate::service::client::seg;
 use clap::Args;
 use reqwest::Method;
@@ -28,23 +28,17 @@ pub struct Create {
     client: ClientArgs,
 }
 
-impl Create {
-    pub async fn run(self) -> anyhow::Result<u8> {
-        let body = json!({
-            "id": self.experience,
-            "project": self.project,
-            "district": self.district,
-            "venues": self.venues,
-            "auto_promote": self.auto_promote,
-        });
-        let v = self.client.client()?.send(Method::POST, "/api/v1/experiences", Some(body)).await?;
-        if self.json {
-            pretty(&v);
-        } else {
-            println!("created {}", s(&v, "id"));
-        }
-        Ok(0)
-    }
+pub async fn create(a: Create) -> anyhow::Result<u8> {
+    let body = json!({
+        "id": a.experience,
+        "project": a.project,
+        "district": a.district,
+        "venues": a.venues,
+        "auto_promote": a.auto_promote,
+    });
+    let v = a.client.client()?.send(Method::POST, "/api/v1/experiences", Some(body)).await?;
+    show(&v, a.json, |v| println!("created {}", s(v, "id")));
+    Ok(0)
 }
 
 #[derive(Debug, Args)]
@@ -56,29 +50,20 @@ pub struct Get {
     client: ClientArgs,
 }
 
-impl Get {
-    pub async fn run(self) -> anyhow::Result<u8> {
-        let v = self.client.client()?.send(Method::GET, &experience_path(&self.experience, ""), None).await?;
-        if self.json {
-            pretty(&v);
-            return Ok(0);
-        }
-        print_experience(&v);
+pub async fn get(a: Get) -> anyhow::Result<u8> {
+    let v = a.client.client()?.send(Method::GET, &experience_path(&a.experience, ""), None).await?;
+    show(&v, a.json, |v| {
+        print_experience(v);
         let builds = items(&v["builds"]);
         if !builds.is_empty() {
             println!("builds:");
             for b in builds {
-                println!(
-                    "  {:<20} {:<12} {} {}",
-                    s(b, "build"),
-                    s(b, "version"),
-                    s(b, "registered_at"),
-                    s(b, "artifact_url")
-                );
+                let (build, version) = (s(b, "build"), s(b, "version"));
+                println!("  {build:<20} {version:<12} {} {}", s(b, "registered_at"), s(b, "artifact_url"));
             }
         }
-        Ok(0)
-    }
+    });
+    Ok(0)
 }
 
 /// `/api/v1/experiences/{id}` and what follows it.

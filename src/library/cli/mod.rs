@@ -1,6 +1,6 @@
 //! The `hydraexperiencelibrary` command line: `serve`, `audit`, `repair`, and client
 //! commands that talk to a running library over its HTTP API (SPEC §6, §11), one file
-//! per family (`experiences`, `builds`, `rollouts`, `status`) with a `run` per command.
+//! per family (`experiences`, `builds`, `rollouts`, `status`) with a function per command.
 
 pub use super::config::ServeArgs;
 use crate::service::cli::{AuditOptions, RepairArgs, TokenSource};
@@ -105,13 +105,13 @@ impl ClientArgs {
 /// Runs a client command; returns the process exit code.
 pub async fn run_client(command: Command) -> anyhow::Result<u8> {
     match command {
-        Command::Promote(c) => c.run().await,
-        Command::Get(c) => c.run().await,
-        Command::Status(c) => c.run().await,
-        Command::Rollouts(c) => c.run().await,
-        Command::Rollout { command } => command.run().await,
-        Command::Create(c) => c.run().await,
-        Command::Build(c) => c.run().await,
+        Command::Promote(a) => rollouts::promote(a).await,
+        Command::Get(a) => experiences::get(a).await,
+        Command::Status(a) => status::status(a).await,
+        Command::Rollouts(a) => rollouts::rollouts(a).await,
+        Command::Rollout { command } => rollouts::rollout(command).await,
+        Command::Create(a) => experiences::create(a).await,
+        Command::Build(a) => builds::build(a).await,
         Command::Serve(_) | Command::Audit(_) | Command::Repair(_) => unreachable!("handled by main"),
     }
 }

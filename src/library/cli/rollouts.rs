@@ -3,7 +3,7 @@
 
 use super::experiences::experience_path;
 use super::ClientArgs;
-use crate::service::cli::{items, pretty, s};
+use crate::service::cli::{items, pretty, s, show};
 use crate::service::client::{query, seg};
 use clap::{Args, Subcommand};
 use reqwest::Method;
@@ -34,43 +34,41 @@ pub struct Promote {
     client: ClientArgs,
 }
 
-impl Promote {
-    pub async fn run(self) -> anyhow::Result<u8> {
-        let body = json!({
-            "to": self.to,
-            "max_parallel": self.max_parallel,
-            "failure_threshold": self.failure_threshold,
-            "node_deadline": self.node_deadline,
-            "build": self.build,
-        });
-        let path = experience_path(&self.experience, "/promote");
-        let v = self.client.client()?.send(Method::POST, &path, Some(body)).await?;
-        if self.json {
-            pretty(&v);
-            return Ok(0);
-        }
-        let (experience, to) = (&self.experience, &self.to);
-        // The id alone on stdout, for scripts; the story on stderr.
-        match v["rollout_id"].as_str() {
-            Some(id) => {
-                println!("{id}");
-                eprintln!(
-                    "promoted {experience} build {} ({}) to {to}: rollout {id} over {} bodies then {} heads ({} skipped)",
-                    s(&v, "build"),
-                    s(&v, "version"),
-                    s(&v, "bodies"),
-                    s(&v, "heads"),
-                    s(&v, "skipped")
-                );
-            }
-            None => eprintln!(
-                "promoted {experience} build {} ({}) to {to}: no nodes to reprovision, no rollout",
-                s(&v, "build"),
-                s(&v, "version")
-            ),
-        }
-        Ok(0)
+pub async fn promote(a: Promote) -> anyhow::Result<u8> {
+    let body = json!({
+        "to": a.to,
+        "max_parallel": a.max_parallel,
+        "failure_threshold": a.failure_threshold,
+        "node_deadline": a.node_deadline,
+        "build": a.build,
+    });
+    let path = experience_path(&a.experience, "/promote");
+    let v = a.client.client()?.send(Method::POST, &path, Some(body)).await?;
+    if a.json {
+        pretty(&v);
+        return Ok(0);
     }
+    let (experience, to) = (&a.experience, &a.to);
+    // The id alone on stdout, for scripts; the story on stderr.
+    match v["rollout_id"].as_str() {
+        Some(id) => {
+            println!("{id}");
+            eprintln!(
+                "promoted {experience} build {} ({}) to {to}: rollout {id} over {} bodies then {} heads ({} skipped)",
+                s(&v, "build"),
+                s(&v, "version"),
+                s(&v, "bodies"),
+                s(&v, "heads"),
+                s(&v, "skipped")
+            );
+        }
+        None => eprintln!(
+            "promoted {experience} build {} ({}) to {to}: no nodes to reprovision, no rollout",
+            s(&v, "build"),
+            s(&v, "version")
+        ),
+    }
+    Ok(0)
 }
 
 #[derive(Debug, Args)]
@@ -87,17 +85,11 @@ pub struct List {
     client: ClientArgs,
 }
 
-impl List {
-    pub async fn run(self) -> anyhow::Result<u8> {
-        let q = query(&[("state", &self.state), ("experience", &self.experience)]);
-        let v = self.client.client()?.send(Method::GET, &format!("/api/v1/rollouts{q}"), None).await?;
-        if self.json {
-            pretty(&v);
-        } else {
-            print_rollouts(items(&v));
-        }
-        Ok(0)
-    }
+pub async fn rollouts(a: List) -> anyhow::Result<u8> {
+    let q = query(&[("state", &a.state), ("experience", &a.experience)]);
+    let v = a.client.client()?.send(Method::GET, &format!("/api/v1/rollouts{q}"), None).await?;
+    show(&v, a.json, |v| print_rollouts(items(v)));
+    Ok(0)
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,30 +138,26 @@ pub struct RolloutArgs {
     pub client: ClientArgs,
 }
 
-impl RolloutCommand {
-    pub async fn run(self) -> anyhow::Result<u8> {
-        let (action, a) = match self {
-            RolloutCommand::Rollback(a) => return redo(a, "rollback").await,
-            RolloutCommand::Retry(a) => return redo(a, "retry").await,
-            RolloutCommand::Get(a) => (None, a),
-            RolloutCommand::Pause(a) => (Some("pause"), a),
-            RolloutCommand::Resume(a) => (Some("resume"), a),
-            RolloutCommand::Cancel(a) => (Some("cancel"), a),
-        };
-        let c = a.client.client()?;
-        let v = match action {
-            None => c.send(Method::GET, &rollout_path(&a.id, ""), None).await?,
-            Some(act) => c.send(Method::POST, &rollout_path(&a.id, &format!("/{act}")), None).await?,
-        };
-        if a.json {
-            pretty(&v);
-        } else if action.is_some() {
-            println!("rollout {}: {}", s(&v, "id"), s(&v, "state"));
-        } else {
-            print_rollout(&v);
-        }
-        Ok(0)
-    }
+/// `rollout get|pause|resume|cancel|rollback|retry ID`.
+pub async fn rollout(command: RolloutCommand) -> anyhow::Result<u8> {
+    let (action, a) = match command {
+        RolloutCommand::Rollback(a) => return redo(a, "rollback").await,
+        RolloutCommand::Retry(a) => return redo(a, "retry").await,
+        RolloutCommand::Get(a) => (None, a),
+        RolloutCommand::Pause(a) => (Some("pause"), a),
+        RolloutCommand::Resume(a) => (Some("resume"), a),
+        RolloutCommand::Cancel(a) => (Some("cancel"), a),
+    };
+    let c = a.client.client()?;
+    let v = match action {
+        None => c.send(Method::GET, &rollout_path(&a.id, ""), None).await?,
+        Some(act) => c.send(Method::POST, &rollout_path(&a.id, &format!("/{act}")), None).await?,
+    };
+    show(&v, a.json, |v| match action {
+        Some(_) => println!("rollout {}: {}", s(v, "id"), s(v, "state")),
+        None => print_rollout(v),
+    });
+    Ok(0)
 }
 
 /// `rollout rollback|retry ID`: the new rollout's id alone on stdout, for scripts.
@@ -181,12 +169,10 @@ async fn redo(a: RedoArgs, verb: &str) -> anyhow::Result<u8> {
     });
     let path = rollout_path(&a.id, &format!("/{verb}"));
     let v = a.client.client()?.send(Method::POST, &path, Some(body)).await?;
-    if a.json {
-        pretty(&v);
-    } else {
-        eprintln!("{verb} of {} started as rollout {}", a.id, s(&v, "rollout_id"));
-        println!("{}", s(&v, "rollout_id"));
-    }
+    show(&v, a.json, |v| {
+        eprintln!("{verb} of {} started as rollout {}", a.id, s(v, "rollout_id"));
+        println!("{}", s(v, "rollout_id"));
+    });
     Ok(0)
 }
 
