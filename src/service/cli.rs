@@ -191,3 +191,27 @@ pub fn show(v: &Value, json: bool, text: impl FnOnce(&Value)) {
         text(v)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_comes_from_the_flag_then_the_data_dir_else_the_command_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap().to_owned();
+        // A data-dir variable no one sets, so the default dir is the temporary one.
+        let source = TokenSource {
+            flag: "admin-token",
+            env: "HYDRA_TEST_TOKEN",
+            data_env: "HYDRA_TEST_UNSET_DATA_DIR",
+            // The fields are `&'static str`, as in the CLIs: a test may leak one.
+            default_data: Box::leak(data.into_boxed_str()),
+        };
+        let err = source.token(None).unwrap_err();
+        assert_eq!(err.to_string(), "no admin token: pass --admin-token or set HYDRA_TEST_TOKEN");
+        std::fs::write(dir.path().join("admin-token"), "from-the-file\n").unwrap();
+        assert_eq!(source.token(None).unwrap(), "from-the-file");
+        assert_eq!(source.token(Some("given")).unwrap(), "given");
+    }
+}
