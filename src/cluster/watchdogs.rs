@@ -4,7 +4,8 @@
 //! a node's event budget.
 
 use crate::cluster::{exec, liveness, nodes, provision, streams, Liveness};
-use hydra_core::ledger::{now_ms, Ledger};
+use hydra_core::error::DomainError;
+use hydra_core::ledger::{now_ms, Decision, Ledger};
 use hydra_projections::{ClusterViews, NodeStatus};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +17,7 @@ pub async fn offline_checker(
     timeout: Duration,
     every: Duration,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticks(every);
     loop {
         tick.tick().await;
         let cutoff = now_ms().saturating_sub(crate::service::config::millis(timeout));
@@ -41,41 +41,48 @@ pub async fn offline_checker(
 /// Ends commands in flight past their timeout plus `grace` (`exec.timed_out`) and
 /// queued commands past their delivery deadline (`exec.expired`).
 pub async fn exec_deadlines(ledger: Ledger<ClusterViews>, grace: Duration, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let grace_ms = crate::service::config::millis(grace);
-    loop {
-        tick.tick().await;
-        let now = now_ms();
-        let ids = ledger.read(|v| exec::overdue(v, now, grace_ms));
-        if ids.is_empty() {
-            continue;
-        }
-        if let Err(e) = ledger.submit("watchdog:exec", exec::end_overdue(ids, now, grace_ms)).await {
-            tracing::warn!(error = %e, "exec watchdog could not end overdue commands");
-        }
-    }
+    end_overdue(ledger, "watchdog:exec", grace, every, exec::overdue, exec::end_overdue).await
 }
 
 /// Fails provisioning that has run longer than `deadline` since `provision.started`
 /// (`provision.failed` with `timeout`): a node that died mid-install never answers.
 pub async fn provision_deadlines(ledger: Ledger<ClusterViews>, deadline: Duration, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    end_overdue(ledger, "watchdog:provision", deadline, every, provision::overdue, provision::end_overdue)
+        .await
+}
+
+/// Each `every`, finds what is past `deadline` on the committed views and, when there
+/// is something, submits the command that ends it (which decides again).
+async fn end_overdue<T, C>(
+    ledger: Ledger<ClusterViews>,
+    cause: &'static str,
+    deadline: Duration,
+    every: Duration,
+    overdue: impl Fn(&ClusterViews, u64, u64) -> Vec<T>,
+    end: impl Fn(Vec<T>, u64, u64) -> C,
+) where
+    C: FnOnce(&ClusterViews) -> Result<Decision, DomainError> + Send + 'static,
+{
+    let mut tick = ticks(every);
     let deadline_ms = crate::service::config::millis(deadline);
     loop {
         tick.tick().await;
         let now = now_ms();
-        let ids = ledger.read(|v| provision::overdue(v, now, deadline_ms));
+        let ids = ledger.read(|v| overdue(v, now, deadline_ms));
         if ids.is_empty() {
             continue;
         }
-        if let Err(e) =
-            ledger.submit("watchdog:provision", provision::end_overdue(ids, now, deadline_ms)).await
-        {
-            tracing::warn!(error = %e, "provisioning watchdog could not fail overdue nodes");
+        if let Err(e) = ledger.submit(cause, end(ids, now, deadline_ms)).await {
+            tracing::warn!(error = %e, watchdog = cause, "could not end what is overdue");
         }
     }
+}
+
+/// A tick every `every`; a tick missed while busy is not made up in a burst.
+fn ticks(every: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
 }
 
 /// Opens and closes body anomalies each `every`: compares the conditions now (views,
@@ -86,8 +93,7 @@ pub async fn body_anomalies(
     gpu_threshold_pct: f64,
     every: Duration,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticks(every);
     loop {
         tick.tick().await;
         let bodies: Vec<_> = ledger.read(|v| v.nodes.keys().cloned().collect());
@@ -125,8 +131,7 @@ pub async fn held_changes(
     pending: Duration,
     every: Duration,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticks(every);
     loop {
         tick.tick().await;
         let held = liveness.held_nodes();

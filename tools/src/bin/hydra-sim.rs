@@ -221,27 +221,22 @@ async fn main() -> anyhow::Result<()> {
         version: args.provision_version.clone(),
     });
     let work = Duration::from_millis(args.exec_work_ms);
+    let agent_of = |node: SimNode| Agent {
+        http: http.clone(),
+        base: base.clone(),
+        node: Arc::new(node),
+        stats: stats.clone(),
+        provisioning: provisioning.clone(),
+    };
     for head in heads {
         // Heads get their own random streams: index past the bodies'.
         let node = SimNode { index: args.nodes + head.index, ..head };
-        let agent = Agent {
-            http: http.clone(),
-            base: base.clone(),
-            node: Arc::new(node),
-            stats: stats.clone(),
-            provisioning: provisioning.clone(),
-        };
+        let agent = agent_of(node);
         let (silent_tx, _) = watch::channel(false);
         tokio::spawn(heartbeat_loop(agent, args.interval, args.churn, args.outages, silent_tx));
     }
     for node in nodes {
-        let agent = Agent {
-            http: http.clone(),
-            base: base.clone(),
-            node: Arc::new(node),
-            stats: stats.clone(),
-            provisioning: provisioning.clone(),
-        };
+        let agent = agent_of(node);
         // The exec loop stays quiet while its machine is "down".
         let (silent_tx, silent_rx) = watch::channel(false);
         if !args.no_exec {
