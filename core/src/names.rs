@@ -18,6 +18,26 @@ pub fn label(what: &str, value: &str) -> Result<String, DomainError> {
     Ok(v.to_owned())
 }
 
+/// An identifier chosen elsewhere (an experience or app id), as a head's assignment
+/// and whitelist name it: 1 to 128 printable characters, kept as given.
+pub fn outside_id(what: &str, v: String) -> Result<String, DomainError> {
+    const MAX_CHARS: usize = 128;
+    let n = v.chars().count();
+    if n == 0 || n > MAX_CHARS || v.chars().any(char::is_control) {
+        return Err(DomainError::Invalid(format!(
+            "{what} must be 1 to {MAX_CHARS} printable characters, got {:?}",
+            v.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(v)
+}
+
+/// `names` without repeats, each at its first place: one pass, however long the list.
+pub fn first_of_each(names: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::with_capacity(names.len());
+    names.into_iter().filter(|n| seen.insert(n.clone())).collect()
+}
+
 /// A name that may become one directory on the node: no separators, no `.`/`..`.
 pub fn path_safe(s: &str) -> bool {
     !s.is_empty()
@@ -38,6 +58,22 @@ mod tests {
         assert!(label("venue", "").is_err());
         assert!(label("venue", "a\nb").is_err());
         assert!(label("venue", &"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn outside_ids_are_kept_as_given_within_bounds() {
+        assert_eq!(outside_id("app_id", " space game ".into()).unwrap(), " space game ");
+        assert!(outside_id("app_id", String::new()).is_err());
+        assert!(outside_id("app_id", "a\tb".into()).is_err());
+        assert!(outside_id("app_id", "é".repeat(128)).is_ok());
+        let err = outside_id("experience", "é".repeat(129)).unwrap_err();
+        assert!(err.to_string().starts_with("experience must be 1 to 128 printable characters"), "{err}");
+    }
+
+    #[test]
+    fn repeats_go_and_the_order_stays() {
+        let names = ["b", "a", "b", "c", "a"].map(String::from).to_vec();
+        assert_eq!(first_of_each(names), ["b", "a", "c"]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub const ENVIRONMENTS: [&str; 3] = ["development", "staging", "production"];
 
 /// The environments a machine can be placed in: the ladder but its first rung, which
 /// builds pass through and no machine stands in.
-pub const FLEET_ENVIRONMENTS: [&str; 2] = ["staging", "production"];
+pub const FLEET_ENVIRONMENTS: &[&str] = ENVIRONMENTS.split_at(1).1;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LibraryViews {

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 // The CLI's `exec --timeout` reads its duration through this path (the CLI is being
 // split into files elsewhere; it can import `service::config` directly afterwards).
-pub use crate::service::config::parse_duration;
 
 /// The roles a node may be given when none are configured.
 pub const DEFAULT_ROLES: [&str; 5] =
@@ -347,7 +346,7 @@ impl ServiceConfig for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::config::{from_yaml, testing, MAX_DURATION};
+    use crate::service::config::{from_yaml, parse_duration, testing, MAX_DURATION};
 
     fn read(yaml: &str) -> Result<Config, String> {
         from_yaml::<Config>(yaml)

@@ -5,7 +5,7 @@
 use hydra_core::auth::TokenHash;
 use hydra_core::error::DomainError;
 use hydra_core::ledger::Decision;
-use hydra_core::names::label;
+use hydra_core::names::{first_of_each, label, outside_id};
 use hydra_events::{Event, NodeId};
 use hydra_projections::{ClusterViews, HeadView, NodeKind, NodeView};
 
@@ -21,21 +21,6 @@ pub fn head<'a>(views: &'a ClusterViews, id: &NodeId) -> Result<(&'a NodeView, &
 
 /// The most experiences a head's whitelist holds.
 pub const MAX_EXPERIENCES: usize = 1000;
-/// The longest experience or app id, in characters.
-const MAX_ID_CHARS: usize = 128;
-
-/// An identifier chosen elsewhere (an experience or app id): 1 to 128 printable characters.
-fn outside_id(what: &str, v: String) -> Result<String, DomainError> {
-    let n = v.chars().count();
-    if n == 0 || n > MAX_ID_CHARS || v.chars().any(char::is_control) {
-        return Err(DomainError::Invalid(format!(
-            "{what} must be 1 to {MAX_ID_CHARS} printable characters, got {:?}",
-            v.chars().take(80).collect::<String>()
-        )));
-    }
-    Ok(v)
-}
-
 /// Where a kiosk says it stands; `register` checks it.
 #[derive(Debug, Clone)]
 pub struct HeadEnrollment {
@@ -145,13 +130,9 @@ pub fn allow_experiences(
         if requested.len() > MAX_EXPERIENCES {
             return Err(DomainError::Invalid(format!("at most {MAX_EXPERIENCES} experiences")));
         }
-        let mut experiences: Vec<String> = Vec::with_capacity(requested.len());
-        for e in requested {
-            let e = outside_id("experience", e)?;
-            if !experiences.contains(&e) {
-                experiences.push(e);
-            }
-        }
+        let requested: Vec<String> =
+            requested.into_iter().map(|e| outside_id("experience", e)).collect::<Result<_, _>>()?;
+        let experiences = first_of_each(requested);
         let (_, h) = head(views, &id)?;
         if h.allowed_experiences == experiences {
             return Ok(Decision::default());

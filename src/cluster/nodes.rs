@@ -8,7 +8,7 @@ use hydra_core::store::TokenWrite;
 use hydra_events::{Event, NodeId, UpdateTarget};
 use hydra_projections::{ClusterViews, NodeKind, NodeStatus, NodeView};
 
-use hydra_core::names::label;
+use hydra_core::names::{first_of_each, label};
 use hydra_projections::FLEET_ENVIRONMENTS;
 
 fn node<'a>(views: &'a ClusterViews, id: &NodeId) -> Result<&'a NodeView, DomainError> {
@@ -123,19 +123,13 @@ pub struct RoleRules {
 impl RoleRules {
     /// Every role in the catalog (the error names the unknown one), repeats dropped.
     pub fn check(&self, roles: Vec<String>) -> Result<Vec<String>, DomainError> {
-        let mut out: Vec<String> = Vec::with_capacity(roles.len());
-        for r in roles {
-            if !self.catalog.contains(&r) {
-                return Err(DomainError::Invalid(format!(
-                    "unknown role {r:?}; the RoleCatalog has: {}",
-                    self.catalog.join(", ")
-                )));
-            }
-            if !out.contains(&r) {
-                out.push(r);
-            }
+        if let Some(r) = roles.iter().find(|r| !self.catalog.contains(r)) {
+            return Err(DomainError::Invalid(format!(
+                "unknown role {r:?}; the RoleCatalog has: {}",
+                self.catalog.join(", ")
+            )));
         }
-        Ok(out)
+        Ok(first_of_each(roles))
     }
 }
 

@@ -12,11 +12,7 @@ use hydra_projections::{ClusterViews, NodeStatus, ProvisionState};
 /// the server was killed after recording `provision.started`) while the log says the
 /// node is provisioning. Carrying it again beats letting the run end as a timeout.
 pub fn flag_lost(views: &ClusterViews, id: &NodeId) -> bool {
-    let lost = views.provision.get(id).is_some_and(|p| p.state == ProvisionState::Provisioning);
-    if lost {
-        tracing::info!(node = %id, "the reprovision flag did not reach the node; carrying it again");
-    }
-    lost
+    views.provision.get(id).is_some_and(|p| p.state == ProvisionState::Provisioning)
 }
 
 /// Flags an approved node to reinstall on its next heartbeat. A node already asked

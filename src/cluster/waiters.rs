@@ -20,15 +20,15 @@ pub struct Waiters {
     nodes: Mutex<HashMap<NodeId, Arc<Notify>>>,
     /// Long polls (exec and shell) parked now: armed, looked once and found nothing.
     /// `/readyz` shows it, so a client can tell a poll is parked before it acts.
-    parked: Arc<AtomicU64>,
+    parked: AtomicU64,
 }
 
 /// One parked long poll, counted while it lives.
-pub struct Parked(Arc<AtomicU64>);
+pub struct Parked(Arc<Waiters>);
 
 impl Drop for Parked {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.parked.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -68,9 +68,9 @@ impl Waiters {
     /// Counts a long poll as parked until the guard drops. Take it after the poll's
     /// wake-up is armed and its first look found nothing: from then on anything that
     /// concerns it wakes it.
-    pub fn park(&self) -> Parked {
+    pub fn park(self: &Arc<Self>) -> Parked {
         self.parked.fetch_add(1, Ordering::Relaxed);
-        Parked(self.parked.clone())
+        Parked(self.clone())
     }
 
     /// Long polls parked now.

@@ -32,7 +32,8 @@ pub struct LibraryState {
     pub connections: Arc<crate::service::serve::ConnStats>,
 }
 
-/// Whether the streams this service follows are connected right now, for `/health`.
+/// Whether the streams this service follows are connected right now, and how often its
+/// rollout driver has gone round, for `/health`.
 #[derive(Debug, Default)]
 pub struct Links {
     pub cluster_connected: AtomicBool,

@@ -137,6 +137,9 @@ pub async fn heartbeat(
     }
     if !reprovision && body.provisioning == Some(false) {
         reprovision = state.ledger.read(|v| provision::flag_lost(v, &id));
+        if reprovision {
+            tracing::info!(node = %id, "the reprovision flag did not reach the node; carrying it again");
+        }
     }
     let node = state
         .ledger

@@ -51,7 +51,7 @@ pub async fn exec(a: Exec) -> anyhow::Result<u8> {
         _ => bail!("give the command, or --file with a script"),
     };
     let timeout =
-        crate::cluster::config::parse_duration(&a.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+        crate::service::config::parse_duration(&a.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
     let c = a.client.client()?;
     queue_and_wait(&c, &a.node, command, timeout, a.retry_on_disconnect, a.json).await
 }
