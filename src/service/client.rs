@@ -245,12 +245,7 @@ pub fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return "timed out".into();
     }
-    // The innermost cause says what happened; the outer ones repeat the URL.
-    let mut source: &dyn std::error::Error = e;
-    while let Some(next) = source.source() {
-        source = next;
-    }
-    source.to_string()
+    super::sse_client::innermost(e).to_string()
 }
 
 #[cfg(test)]

@@ -148,13 +148,19 @@ pub fn describe(e: &EsError) -> String {
     }
 }
 
-/// The innermost cause of a network error, which names what happened ("connection
-/// refused") rather than the layers it went through.
-pub fn error_reason(mut e: &(dyn std::error::Error + 'static)) -> String {
+/// The last error in `e`'s chain of sources: what happened, under the layers that
+/// repeat the URL.
+pub fn innermost<'e>(mut e: &'e (dyn std::error::Error + 'static)) -> &'e (dyn std::error::Error + 'static) {
     while let Some(next) = e.source() {
         e = next;
     }
-    let s = e.to_string();
+    e
+}
+
+/// The innermost cause of a network error, which names what happened ("connection
+/// refused") rather than the layers it went through.
+pub fn error_reason(e: &(dyn std::error::Error + 'static)) -> String {
+    let s = innermost(e).to_string();
     let lower = s.to_ascii_lowercase();
     if lower.contains("connection refused") {
         "connection refused".to_string()
