@@ -2,20 +2,12 @@
 //! `audit` and `repair`, and its CLI.
 
 use clap::Parser;
-use hydra::library::cli::{audit, run_client, Cli, Command};
-use hydra::service::cli::{exit_code, init_logging, quiet_on_closed_pipe, repair_log};
+use hydra::library::cli::{run, Cli};
+use hydra::service::cli::{exit_code, init_logging};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging();
-    exit_code(match cli.command {
-        Command::Serve(args) => args.serve().await.map(|_| 0),
-        Command::Audit(args) => audit(&args).map(|_| 0),
-        Command::Repair(args) => repair_log::<hydra_projections::LibraryViews>(&args).map(|_| 0),
-        other => {
-            quiet_on_closed_pipe();
-            run_client(other).await
-        }
-    })
+    exit_code(run(cli.command).await)
 }

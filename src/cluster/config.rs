@@ -292,9 +292,11 @@ impl ServiceConfig for Config {
     const PROGRAM: &'static str = "hydracluster";
     const DEFAULT_LISTEN: &'static str = "127.0.0.1:8080";
     const DEFAULT_DATA: &'static str = "./hydra-data";
+    const DEFAULT_SERVER: &'static str = "http://127.0.0.1:8080";
     serve_env!("HYDRACLUSTER");
     type Flags = ServeFlags;
     type Views = hydra_projections::ClusterViews;
+    const AUDIT_COUNT: (&'static str, fn(&Self::Views) -> usize) = ("nodes", |v| v.nodes.len());
 
     fn apply(&mut self, args: &ServeArgs) {
         // A server URL that follows the listen address keeps following it.

@@ -155,9 +155,11 @@ impl ServiceConfig for LibraryConfig {
     const PROGRAM: &'static str = "hydraexperiencelibrary";
     const DEFAULT_LISTEN: &'static str = "127.0.0.1:8090";
     const DEFAULT_DATA: &'static str = "./hydra-library-data";
+    const DEFAULT_SERVER: &'static str = "http://127.0.0.1:8090";
     serve_env!("HYDRAEXPERIENCELIBRARY");
     type Flags = ServeFlags;
     type Views = hydra_projections::LibraryViews;
+    const AUDIT_COUNT: (&'static str, fn(&Self::Views) -> usize) = ("experiences", |v| v.experiences.len());
 
     fn apply(&mut self, args: &ServeArgs) {
         args.override_shared(

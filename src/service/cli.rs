@@ -3,8 +3,9 @@
 //! answers as text.
 
 use crate::service::client::{Client, Timeouts};
+use crate::service::config::{ServeArgs, ServiceConfig};
 use anyhow::bail;
-use clap::Args;
+use clap::{Args, Subcommand};
 use hydra_core::audit::{replay_into, Stop};
 use hydra_core::store::Store;
 use hydra_projections::Projection;
@@ -24,7 +25,7 @@ pub fn init_logging() {
 
 /// For client commands: a CLI piped into `head` should end quietly, not panic on a
 /// closed pipe.
-pub fn quiet_on_closed_pipe() {
+fn quiet_on_closed_pipe() {
     #[cfg(unix)]
     // SAFETY: restoring the default disposition of one signal before any thread
     // relies on it.
@@ -44,36 +45,80 @@ pub fn exit_code(result: anyhow::Result<u8>) -> std::process::ExitCode {
     }
 }
 
-/// Where a client command's token comes from: its flag or variable, else the
-/// `admin-token` file that `serve` left in the data dir of a server on this machine.
-pub struct TokenSource {
-    /// How the operator gives it, for the message when there is none.
-    pub flag: &'static str,
-    pub env: &'static str,
-    /// The variable naming the server's data dir, and the data dir without it.
-    pub data_env: &'static str,
-    pub default_data: &'static str,
+/// The server and token of every client command, the same in both programs:
+/// `--server` and `--token` (or `--admin-token`), each with its variable under the
+/// program's prefix; without a token, the one `serve` left in the local data dir.
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs<C: ServiceConfig> {
+    #[arg(long, env = C::SERVER_ENV, default_value = C::DEFAULT_SERVER, help = format!("The {} server", C::PROGRAM))]
+    pub server: String,
+    #[arg(long, alias = "admin-token", env = C::TOKEN_ENV, hide_env_values = true,
+          help = format!("Admin token [default: the one in ${} or {}/admin-token]", C::DATA_ENV, C::DEFAULT_DATA))]
+    pub token: Option<String>,
+    #[arg(skip)]
+    _service: std::marker::PhantomData<fn() -> C>,
 }
 
-impl TokenSource {
-    /// The token given, else the data dir's; without either the command stops here:
-    /// every client command needs one, and a 401 would say less.
-    pub fn token(&self, given: Option<&str>) -> anyhow::Result<String> {
-        if let Some(t) = given {
-            return Ok(t.to_owned());
-        }
-        let dir =
-            std::env::var_os(self.data_env).map(PathBuf::from).unwrap_or_else(|| self.default_data.into());
-        match std::fs::read_to_string(dir.join("admin-token")) {
-            Ok(t) => Ok(t.trim().to_owned()),
-            Err(_) => bail!("no admin token: pass --{} or set {}", self.flag, self.env),
-        }
+impl<C: ServiceConfig> ClientArgs<C> {
+    /// A client of the server, with the token given or the local server's; an error
+    /// when there is none. Every client command starts here, so this is also where its
+    /// output learns to end quietly on a closed pipe (a server's must not).
+    pub fn client(&self) -> anyhow::Result<Client> {
+        quiet_on_closed_pipe();
+        let data = std::env::var_os(C::DATA_ENV).map(PathBuf::from).unwrap_or_else(|| C::DEFAULT_DATA.into());
+        let token = token(self.token.as_deref(), &data, C::TOKEN_ENV)?;
+        Ok(Client::new(&self.server, Some(token), Timeouts::CLI))
     }
+}
 
-    /// The client of a CLI command: the server named, with the token found.
-    pub fn client(&self, server: &str, given: Option<&str>) -> anyhow::Result<Client> {
-        Ok(Client::new(server, Some(self.token(given)?), Timeouts::CLI))
+/// The token given, else the data dir's; without either the command stops here:
+/// every client command needs one, and a 401 would say less.
+fn token(given: Option<&str>, data: &Path, env: &str) -> anyhow::Result<String> {
+    if let Some(t) = given {
+        return Ok(t.to_owned());
     }
+    match std::fs::read_to_string(data.join("admin-token")) {
+        Ok(t) => Ok(t.trim().to_owned()),
+        Err(_) => bail!("no admin token: pass --token or set {env}"),
+    }
+}
+
+/// The commands every service's program has about its own data dir, the same in both:
+/// each binary flattens them into its own command list.
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand<C: ServiceConfig> {
+    /// Run the server.
+    Serve(ServeArgs<C>),
+    /// Replay the data dir's log offline (the server stopped): check every record and
+    /// print the digest of the rebuilt views, to compare with `GET /api/v1/audit/digest`.
+    Audit(AuditArgs<C>),
+    /// Rebuild a damaged log from its intact prefix (the server stopped): keeps events
+    /// 1..=SEQ, moves the damaged data dir aside and exports what it drops.
+    Repair(RepairArgs),
+}
+
+impl<C: ServiceConfig> ServiceCommand<C> {
+    /// Runs the command; returns the process exit code.
+    pub async fn run(self) -> anyhow::Result<u8> {
+        match self {
+            ServiceCommand::Serve(args) => args.serve().await?,
+            ServiceCommand::Audit(args) => audit_log::<C>(&args)?,
+            ServiceCommand::Repair(args) => repair_log::<C::Views>(&args)?,
+        }
+        Ok(0)
+    }
+}
+
+/// `audit`'s flags.
+#[derive(Debug, Args)]
+pub struct AuditArgs<C: ServiceConfig> {
+    #[arg(long, env = C::DATA_ENV, default_value = C::DEFAULT_DATA,
+          help = "The data dir to audit (the server must not be running on it)")]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub options: AuditOptions,
+    #[arg(skip)]
+    _service: std::marker::PhantomData<C>,
 }
 
 /// The options of `audit` past its data dir (which each program reads from its own
@@ -116,14 +161,10 @@ pub fn repair_log<P: Projection>(args: &RepairArgs) -> anyhow::Result<()> {
 
 /// The offline audit of a service's log (the server must not be running on it):
 /// replays every record from seq 1 with every check, and prints the digest of the
-/// rebuilt views, to compare with the live `GET /api/v1/audit/digest`. `count` names
-/// one figure of the views to show (`nodes`, `experiences`).
-pub fn audit_log<P: Projection>(
-    program: &str,
-    data: &Path,
-    options: &AuditOptions,
-    count: (&str, fn(&P) -> usize),
-) -> anyhow::Result<()> {
+/// rebuilt views, to compare with the live `GET /api/v1/audit/digest`, and the one
+/// figure of the views the service names (`nodes`, `experiences`).
+pub fn audit_log<C: ServiceConfig>(args: &AuditArgs<C>) -> anyhow::Result<()> {
+    let (program, data, options) = (C::PROGRAM, args.data.as_path(), &args.options);
     if !data.join("log").exists() {
         bail!("no event log in {}", data.display());
     }
@@ -142,12 +183,12 @@ pub fn audit_log<P: Projection>(
     hydra_core::audit::check_watermark(&store, head).map_err(damaged)?;
     let stop = options.upto.map(Stop::AtSeq).unwrap_or(Stop::End);
     let started = std::time::Instant::now();
-    let r = replay_into::<P>(&store, stop, head).map_err(damaged)?;
+    let r = replay_into::<C::Views>(&store, stop, head).map_err(damaged)?;
     if options.upto.is_none() {
         hydra_core::audit::audit_index(&store, head).map_err(damaged)?;
     }
     let secs = started.elapsed().as_secs_f64();
-    let (name, counter) = count;
+    let (name, counter) = C::AUDIT_COUNT;
     if options.json {
         println!(
             "{}",
@@ -199,19 +240,10 @@ mod tests {
     #[test]
     fn a_token_comes_from_the_flag_then_the_data_dir_else_the_command_stops() {
         let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().to_str().unwrap().to_owned();
-        // A data-dir variable no one sets, so the default dir is the temporary one.
-        let source = TokenSource {
-            flag: "admin-token",
-            env: "HYDRA_TEST_TOKEN",
-            data_env: "HYDRA_TEST_UNSET_DATA_DIR",
-            // The fields are `&'static str`, as in the CLIs: a test may leak one.
-            default_data: Box::leak(data.into_boxed_str()),
-        };
-        let err = source.token(None).unwrap_err();
-        assert_eq!(err.to_string(), "no admin token: pass --admin-token or set HYDRA_TEST_TOKEN");
+        let err = token(None, dir.path(), "HYDRA_TEST_TOKEN").unwrap_err();
+        assert_eq!(err.to_string(), "no admin token: pass --token or set HYDRA_TEST_TOKEN");
         std::fs::write(dir.path().join("admin-token"), "from-the-file\n").unwrap();
-        assert_eq!(source.token(None).unwrap(), "from-the-file");
-        assert_eq!(source.token(Some("given")).unwrap(), "given");
+        assert_eq!(token(None, dir.path(), "HYDRA_TEST_TOKEN").unwrap(), "from-the-file");
+        assert_eq!(token(Some("given"), dir.path(), "HYDRA_TEST_TOKEN").unwrap(), "given");
     }
 }

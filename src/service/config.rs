@@ -111,10 +111,16 @@ pub trait ServiceConfig: Default + DeserializeOwned + std::fmt::Debug + Send + '
     const CONFIG_ENV: &'static str;
     const ADMIN_TOKEN_ENV: &'static str;
     const OBSERVER_TOKEN_ENV: &'static str;
+    /// The client commands' `--server` (default: `DEFAULT_SERVER`) and `--token`.
+    const SERVER_ENV: &'static str;
+    const TOKEN_ENV: &'static str;
+    const DEFAULT_SERVER: &'static str;
 
     /// The service's own `serve` flags, after the shared ones.
     type Flags: clap::Args + clap::FromArgMatches + std::fmt::Debug;
     type Views: hydra_projections::Projection;
+    /// The one figure of the views `audit` prints beside the digest.
+    const AUDIT_COUNT: (&'static str, fn(&Self::Views) -> usize);
 
     /// Overrides the settings the flags and environment give (the shared ones with
     /// `ServeArgs::override_shared`).
@@ -137,6 +143,8 @@ macro_rules! serve_env {
         const CONFIG_ENV: &'static str = concat!($prefix, "_CONFIG");
         const ADMIN_TOKEN_ENV: &'static str = concat!($prefix, "_ADMIN_TOKEN");
         const OBSERVER_TOKEN_ENV: &'static str = concat!($prefix, "_OBSERVER_TOKEN");
+        const SERVER_ENV: &'static str = concat!($prefix, "_SERVER");
+        const TOKEN_ENV: &'static str = concat!($prefix, "_TOKEN");
     };
 }
 pub(crate) use serve_env;

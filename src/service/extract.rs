@@ -217,6 +217,22 @@ fn json_error(rejection: JsonRejection) -> ApiError {
     ApiError::new(status, message)
 }
 
+/// A caller (`Admin`, `Reader`) acting on the node the path names (`/nodes/{id}/…`),
+/// with the id parsed. The caller is checked first, so a stranger learns nothing from
+/// the id's 400.
+pub struct OnNode<C>(pub C, pub NodeId);
+
+impl<S: ServiceState, C: FromRequestParts<S, Rejection = ApiError> + Send> FromRequestParts<S> for OnNode<C> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let caller = C::from_request_parts(parts, state).await?;
+        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        Ok(OnNode(caller, node_id(&raw)?))
+    }
+}
+
 /// Parses a node id from the path, with a 400 that says what a node id looks like.
 pub(crate) fn node_id(raw: &str) -> Result<NodeId, ApiError> {
     NodeId::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))

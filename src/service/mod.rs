@@ -14,7 +14,7 @@ pub mod serve;
 pub mod sse_client;
 pub mod start;
 
-pub use extract::{Admin, ApiJson, Reader};
+pub use extract::{Admin, ApiJson, OnNode, Reader};
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

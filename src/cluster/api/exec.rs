@@ -4,7 +4,7 @@
 
 use super::events::read_envelopes;
 use super::extract::node_id;
-use super::{Admin, ApiError, ApiJson, AppState, NodeCaller};
+use super::{Admin, ApiError, ApiJson, AppState, NodeCaller, OnNode};
 use crate::cluster::exec::{self, ExecRequest};
 use crate::service::config::{millis, parse_duration};
 use axum::extract::{Path, Query, State};
@@ -58,11 +58,9 @@ fn timeout_ms(v: Option<&Value>) -> Result<u64, ApiError> {
 
 pub async fn submit(
     State(state): State<AppState>,
-    Admin(admin): Admin,
-    Path(id): Path<String>,
+    OnNode(Admin(admin), node): OnNode<Admin>,
     ApiJson(body): ApiJson<SubmitBody>,
 ) -> Result<Response, ApiError> {
-    let node = node_id(&id)?;
     if body.command.trim().is_empty() {
         return Err(ApiError::bad_request("command is empty"));
     }
@@ -209,10 +207,8 @@ pub async fn result(
 
 pub async fn queue(
     State(state): State<AppState>,
-    _: Admin,
-    Path(id): Path<String>,
+    OnNode(_, node): OnNode<Admin>,
 ) -> Result<Json<Value>, ApiError> {
-    let node = node_id(&id)?;
     state.ledger.read(|v| {
         if !v.nodes.contains_key(&node) {
             return Err(ApiError::not_found(format!("no node {node}")));
@@ -242,10 +238,8 @@ pub async fn cancel(
 
 pub async fn clear(
     State(state): State<AppState>,
-    Admin(admin): Admin,
-    Path(id): Path<String>,
+    OnNode(Admin(admin), node): OnNode<Admin>,
 ) -> Result<Json<Value>, ApiError> {
-    let node = node_id(&id)?;
     let envelopes = state.ledger.submit(admin.cause(), exec::clear(node.clone())).await?;
     let in_flight = state.ledger.read(|v| v.exec.in_flight(&node).map(|r| r.id.clone()));
     Ok(Json(json!({"node_id": node, "cancelled": envelopes.len(), "in_flight": in_flight})))

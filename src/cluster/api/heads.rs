@@ -3,7 +3,7 @@
 
 use super::callers::Fleet;
 use super::extract::{node_id, principal};
-use super::{limits, page};
+use super::{limits, page, OnNode};
 use super::{Admin, ApiError, ApiJson, AppState, NodeCaller, Reader};
 use crate::cluster::heads::{self, HeadEnrollment};
 use crate::cluster::Live;
@@ -277,11 +277,9 @@ pub struct AssignBody {
 /// `{"body_id": null}`. Answers with the head's stream config.
 pub async fn assign(
     State(state): State<AppState>,
-    Admin(admin): Admin,
-    Path(id): Path<String>,
+    OnNode(Admin(admin), id): OnNode<Admin>,
     ApiJson(body): ApiJson<AssignBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = node_id(&id)?;
     let body_id = body.body_id.as_deref().map(node_id).transpose()?;
     state.ledger.submit(admin.cause(), heads::assign(id.clone(), body_id, body.app_id)).await?;
     let s = find(&state, &id)?;
@@ -297,11 +295,9 @@ pub struct AllowedBody {
 /// `POST /api/v1/nodes/{id}/allowed-experiences`: the head's whitelist, replaced whole.
 pub async fn allowed_experiences(
     State(state): State<AppState>,
-    Admin(admin): Admin,
-    Path(id): Path<String>,
+    OnNode(Admin(admin), id): OnNode<Admin>,
     ApiJson(body): ApiJson<AllowedBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = node_id(&id)?;
     state.ledger.submit(admin.cause(), heads::allow_experiences(id.clone(), body.experiences)).await?;
     let s = find(&state, &id)?;
     Ok(Json(config_json(&state, &s)))
@@ -380,10 +376,8 @@ const EXIT_STALE: i32 = 4;
 /// screenshot is missing or older than `head_screenshot_max_age`.
 pub async fn screenshot(
     State(state): State<AppState>,
-    Admin(admin): Admin,
-    Path(id): Path<String>,
+    OnNode(Admin(admin), id): OnNode<Admin>,
 ) -> Result<axum::response::Response, ApiError> {
-    let id = node_id(&id)?;
     find(&state, &id)?;
     let command =
         screenshot_command(&state.config.head_screenshot_path, state.config.head_screenshot_max_age);
@@ -424,10 +418,8 @@ fn log_command(path: &str) -> String {
 /// through the exec channel, as `{"log_path","lines"}`.
 pub async fn logs(
     State(state): State<AppState>,
-    Admin(admin): Admin,
-    Path(id): Path<String>,
+    OnNode(Admin(admin), id): OnNode<Admin>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = node_id(&id)?;
     find(&state, &id)?;
     let path = state.config.head_log_path.clone();
     let command = log_command(&path);

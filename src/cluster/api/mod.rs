@@ -16,7 +16,7 @@ mod streams;
 mod tests;
 
 use crate::service::{events, extract, limits, page, serve};
-use crate::service::{Admin, ApiError, ApiJson, Reader, ServiceState, SseStats};
+use crate::service::{Admin, ApiError, ApiJson, OnNode, Reader, ServiceState, SseStats};
 use callers::NodeCaller;
 
 use crate::cluster::config::Config;

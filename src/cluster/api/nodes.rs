@@ -2,18 +2,20 @@
 //! reject, remove, roles, placement, drain, update flags and per-node history.
 
 use super::events::read_envelopes;
-use super::extract::node_id;
 use super::page;
-use super::{Admin, ApiError, ApiJson, AppState, Reader};
+use super::{Admin, ApiError, ApiJson, AppState, OnNode, Reader};
 use crate::cluster::nodes::{self, Placement, RoleRules};
 use crate::cluster::Live;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hydra_core::audit::{replay, Stop};
+use hydra_core::auth::Principal;
 use hydra_core::envelope::{envelope_json, rfc3339};
+use hydra_core::error::DomainError;
 use hydra_core::ledger::now_ms;
+use hydra_core::ledger::Decision;
 use hydra_events::{NodeId, UpdateTarget};
 use hydra_projections::{ClusterViews, NodeView, ProvisionView};
 use serde::{Deserialize, Serialize};
@@ -198,10 +200,8 @@ fn find(state: &AppState, id: &NodeId) -> Result<(NodeView, Option<ProvisionView
 
 pub async fn get_one(
     State(state): State<AppState>,
-    _: Reader,
-    Path(id): Path<String>,
+    OnNode(_, id): OnNode<Reader>,
 ) -> Result<Json<NodeJson>, ApiError> {
-    let id = node_id(&id)?;
     let (n, p) = find(&state, &id)?;
     Ok(Json(node_json(&n, p.as_ref(), state.liveness.get(&id))))
 }
@@ -212,12 +212,21 @@ pub(super) fn current(state: &AppState, id: &NodeId) -> Result<Json<NodeJson>, A
     Ok(Json(node_json(&n, p.as_ref(), state.liveness.get(id))))
 }
 
+/// Runs an admin's command about node `id`, then answers with the node as it is after.
+pub(super) async fn act(
+    state: &AppState,
+    admin: &Principal,
+    id: &NodeId,
+    command: impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> + Send + 'static,
+) -> Result<Json<NodeJson>, ApiError> {
+    state.ledger.submit(admin.cause(), command).await?;
+    current(state, id)
+}
+
 pub async fn remove(
     State(state): State<AppState>,
-    Admin(admin): Admin,
-    Path(id): Path<String>,
+    OnNode(Admin(admin), id): OnNode<Admin>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let id = node_id(&id)?;
     state.ledger.submit(admin.cause(), nodes::remove(id.clone())).await?;
     state.liveness.forget(&id);
     Ok(StatusCode::NO_CONTENT)
@@ -250,27 +259,18 @@ fn role_rules(state: &AppState) -> RoleRules {
 
 pub async fn approve(
     State(state): State<AppState>,
-    Admin(admin): Admin,
-    Path(id): Path<String>,
+    OnNode(Admin(admin), id): OnNode<Admin>,
     ApiJson(body): ApiJson<ApproveBody>,
 ) -> Result<Json<NodeJson>, ApiError> {
-    let id = node_id(&id)?;
     let placement = asked_placement(body.district, body.venue, body.environment, body.owner);
-    state
-        .ledger
-        .submit(admin.cause(), nodes::approve(id.clone(), body.roles, placement, role_rules(&state)))
-        .await?;
-    current(&state, &id)
+    act(&state, &admin, &id, nodes::approve(id.clone(), body.roles, placement, role_rules(&state))).await
 }
 
 pub async fn reject(
     State(state): State<AppState>,
-    Admin(admin): Admin,
-    Path(id): Path<String>,
+    OnNode(Admin(admin), id): OnNode<Admin>,
 ) -> Result<Json<NodeJson>, ApiError> {
-    let id = node_id(&id)?;
-    state.ledger.submit(admin.cause(), nodes::reject(id.clone())).await?;
-    current(&state, &id)
+    act(&state, &admin, &id, nodes::reject(id.clone())).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -281,13 +281,10 @@ pub struct RolesBody {
 
 pub async fn roles(
     State(state): State<AppState>,
-    Admin(admin): Admin,
-    Path(id): Path<String>,
+    OnNode(Admin(admin), id): OnNode<Admin>,
     ApiJson(body): ApiJson<RolesBody>,
 ) -> Result<Json<NodeJson>, ApiError> {
-    let id = node_id(&id)?;
-    state.ledger.submit(admin.cause(), nodes::set_roles(id.clone(), body.roles, role_rules(&state))).await?;
-    current(&state, &id)
+    act(&state, &admin, &id, nodes::set_roles(id.clone(), body.roles, role_rules(&state))).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -301,14 +298,11 @@ pub struct PlacementBody {
 
 pub async fn placement(
     State(state): State<AppState>,
-    Admin(admin): Admin,
-    Path(id): Path<String>,
+    OnNode(Admin(admin), id): OnNode<Admin>,
     ApiJson(body): ApiJson<PlacementBody>,
 ) -> Result<Json<NodeJson>, ApiError> {
-    let id = node_id(&id)?;
     let p = asked_placement(body.district, body.venue, body.environment, body.owner);
-    state.ledger.submit(admin.cause(), nodes::set_placement(id.clone(), p)).await?;
-    current(&state, &id)
+    act(&state, &admin, &id, nodes::set_placement(id.clone(), p)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -319,40 +313,32 @@ pub struct DrainBody {
 
 pub async fn drain(
     State(state): State<AppState>,
-    Admin(admin): Admin,
-    Path(id): Path<String>,
+    OnNode(Admin(admin), id): OnNode<Admin>,
     ApiJson(body): ApiJson<DrainBody>,
 ) -> Result<Json<NodeJson>, ApiError> {
-    let id = node_id(&id)?;
-    state.ledger.submit(admin.cause(), nodes::set_drain(id.clone(), body.draining)).await?;
-    current(&state, &id)
+    act(&state, &admin, &id, nodes::set_drain(id.clone(), body.draining)).await
 }
 
 async fn flag_update(
     state: AppState,
-    admin: Admin,
-    id: String,
+    OnNode(Admin(admin), id): OnNode<Admin>,
     target: UpdateTarget,
 ) -> Result<Json<NodeJson>, ApiError> {
-    let id = node_id(&id)?;
-    state.ledger.submit(admin.0.cause(), nodes::request_update(id.clone(), target)).await?;
-    current(&state, &id)
+    act(&state, &admin, &id, nodes::request_update(id.clone(), target)).await
 }
 
 pub async fn update_node(
     State(state): State<AppState>,
-    admin: Admin,
-    Path(id): Path<String>,
+    on: OnNode<Admin>,
 ) -> Result<Json<NodeJson>, ApiError> {
-    flag_update(state, admin, id, UpdateTarget::Node).await
+    flag_update(state, on, UpdateTarget::Node).await
 }
 
 pub async fn update_services(
     State(state): State<AppState>,
-    admin: Admin,
-    Path(id): Path<String>,
+    on: OnNode<Admin>,
 ) -> Result<Json<NodeJson>, ApiError> {
-    flag_update(state, admin, id, UpdateTarget::Services).await
+    flag_update(state, on, UpdateTarget::Services).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -367,12 +353,10 @@ pub struct HistoryQuery {
 /// nodes keep their history: the log forgets nothing.
 pub async fn history(
     State(state): State<AppState>,
-    reader: Reader,
-    Path(id): Path<String>,
+    OnNode(reader, id): OnNode<Reader>,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let id = node_id(&id)?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let store = state.ledger.store().clone();
     let head = state.ledger.committed_seq();

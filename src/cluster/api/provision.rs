@@ -1,11 +1,10 @@
 //! Provisioning endpoints: an admin asks a node to reinstall (the next heartbeat
 //! answer carries the flag), and the node (its own token) reports how it went.
 
-use super::extract::node_id;
-use super::nodes::{current, NodeJson};
-use super::{Admin, ApiError, ApiJson, AppState, NodeCaller};
+use super::nodes::{act, NodeJson};
+use super::{Admin, ApiError, ApiJson, AppState, NodeCaller, OnNode};
 use crate::cluster::provision::{self, Outcome};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -18,12 +17,9 @@ const MAX_ERROR: usize = 4096;
 /// answers 409: the first run must end (result or deadline) before another starts.
 pub async fn request(
     State(state): State<AppState>,
-    Admin(admin): Admin,
-    Path(id): Path<String>,
+    OnNode(Admin(admin), id): OnNode<Admin>,
 ) -> Result<Json<NodeJson>, ApiError> {
-    let id = node_id(&id)?;
-    state.ledger.submit(admin.cause(), provision::request(id.clone())).await?;
-    current(&state, &id)
+    act(&state, &admin, &id, provision::request(id.clone())).await
 }
 
 #[derive(Debug, Deserialize)]

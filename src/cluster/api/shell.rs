@@ -9,8 +9,7 @@
 //! The log records that a shell was opened and closed (`shell.opened`,
 //! `shell.closed`), never what went through it.
 
-use super::extract::node_id;
-use super::{Admin, ApiError, AppState, NodeCaller};
+use super::{Admin, ApiError, AppState, NodeCaller, OnNode};
 use crate::cluster::shell::{AttachError, Offer, Shells};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -87,12 +86,10 @@ fn close(code: u16, reason: &str) -> Message {
 /// `GET /api/v1/nodes/{id}/shell?command=&cols=&rows=` (admin, WebSocket).
 pub async fn open(
     State(state): State<AppState>,
-    Admin(admin): Admin,
-    Path(id): Path<String>,
+    OnNode(Admin(admin), node): OnNode<Admin>,
     query: Result<Query<OpenQuery>, QueryRejection>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let node = node_id(&id)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (cols, rows) = (side(q.cols, 80, "cols")?, side(q.rows, 24, "rows")?);
     let command = match q.command {

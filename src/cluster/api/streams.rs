@@ -1,11 +1,10 @@
 //! Stream endpoints: an admin's force-stop of a body's stream (through the exec queue)
 //! and the list of open body anomalies.
 
-use super::extract::node_id;
 use super::remote::{self, Outcome};
-use super::{Admin, ApiError, AppState, Reader};
+use super::{Admin, ApiError, AppState, OnNode, Reader};
 use crate::cluster::streams;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use hydra_core::envelope::rfc3339;
 use hydra_core::ledger::now_ms;
@@ -18,10 +17,8 @@ use serde_json::{json, Value};
 /// body does not answer in time, so it cannot stop a later stream by running late.
 pub async fn stop(
     State(state): State<AppState>,
-    Admin(admin): Admin,
-    Path(id): Path<String>,
+    OnNode(Admin(admin), id): OnNode<Admin>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = node_id(&id)?;
     let (kind, status) = state
         .ledger
         .read(|v| v.nodes.get(&id).map(|n| (n.kind, n.status)))

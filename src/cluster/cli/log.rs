@@ -1,15 +1,9 @@
-//! The event log's commands: the offline `audit` (`repair` is the shared
-//! `service::cli::repair_log`) and `digest`, the live server's side of an audit.
+//! `digest`, the live server's side of an audit (the offline `audit` and `repair` are
+//! the shared `service::cli::ServiceCommand`).
 
-use super::{AuditArgs, ClientArgs};
-use crate::service::cli::{audit_log, s};
-use hydra_projections::ClusterViews;
+use super::ClientArgs;
+use crate::service::cli::s;
 use reqwest::Method;
-
-/// Runs the audit: exit status 0 and the digest when the log is sound.
-pub fn audit(args: &AuditArgs) -> anyhow::Result<()> {
-    audit_log::<ClusterViews>("hydracluster", &args.data, &args.options, ("nodes", |v| v.nodes.len()))
-}
 
 /// `digest`: the live server's sequence number and state digest.
 pub async fn digest(client: &ClientArgs) -> anyhow::Result<u8> {

@@ -2,10 +2,8 @@
 //! that talk to a running server over its REST API, one file per family (`nodes`,
 //! `exec`, `heads`, `streams`, `log`) with a function per command.
 
-use crate::service::cli::{AuditOptions, RepairArgs, TokenSource};
-use crate::service::client::Client;
+use crate::service::cli::ServiceCommand;
 use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
 
 mod exec;
 mod heads;
@@ -13,9 +11,6 @@ mod log;
 mod nodes;
 mod shell;
 mod streams;
-
-pub use crate::cluster::config::ServeArgs;
-pub use log::audit;
 
 #[derive(Debug, Parser)]
 #[command(name = "hydracluster", version, about = "Hydra's control plane: server and admin CLI")]
@@ -26,13 +21,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the control plane server.
-    Serve(ServeArgs),
-    /// Replay a data dir's log offline: check it and print the state digest.
-    Audit(AuditArgs),
-    /// Rebuild a damaged log from its intact prefix (the server stopped): keeps events
-    /// 1..=SEQ, moves the damaged data dir aside and exports what it drops.
-    Repair(RepairArgs),
+    #[command(flatten)]
+    Service(ServiceCommand<crate::cluster::config::Config>),
     /// List nodes.
     Nodes(nodes::List),
     /// Show one node.
@@ -79,42 +69,8 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Args)]
-pub struct AuditArgs {
-    /// The data dir to audit (the server must not be running on it).
-    #[arg(long, env = "HYDRACLUSTER_DATA", default_value = "./hydra-data")]
-    pub data: PathBuf,
-    #[command(flatten)]
-    pub options: AuditOptions,
-}
-
-/// The server and token of every admin command. `--token` is accepted too, as the
-/// library's CLI spells it.
-#[derive(Debug, Args, Clone)]
-pub struct ClientArgs {
-    /// The hydracluster server.
-    #[arg(long, env = "HYDRACLUSTER_SERVER", default_value = "http://127.0.0.1:8080")]
-    pub server: String,
-    /// Admin token [default: the one in $HYDRACLUSTER_DATA or ./hydra-data/admin-token].
-    #[arg(long, alias = "token", env = "HYDRACLUSTER_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
-}
-
-/// Where the admin commands find their token.
-const TOKEN: TokenSource = TokenSource {
-    flag: "admin-token",
-    env: "HYDRACLUSTER_TOKEN",
-    data_env: "HYDRACLUSTER_DATA",
-    default_data: "./hydra-data",
-};
-
-impl ClientArgs {
-    /// A client of the server, with the token given or the local server's; an error
-    /// when there is none.
-    fn client(&self) -> anyhow::Result<Client> {
-        TOKEN.client(&self.server, self.admin_token.as_deref())
-    }
-}
+/// The server and token of every admin command (`--server`, `--token`).
+pub type ClientArgs = crate::service::cli::ClientArgs<crate::cluster::config::Config>;
 
 /// The arguments of a command about one node: its id, and the server.
 #[derive(Debug, Args)]
@@ -134,9 +90,10 @@ pub struct NodeJsonArgs {
     client: ClientArgs,
 }
 
-/// Runs an admin command against a server; returns the process exit code.
-pub async fn run_client(command: Command) -> anyhow::Result<u8> {
+/// Runs a command; returns the process exit code.
+pub async fn run(command: Command) -> anyhow::Result<u8> {
     match command {
+        Command::Service(c) => c.run().await,
         Command::Nodes(a) => nodes::nodes(a).await,
         Command::Node(a) => nodes::node(a).await,
         Command::Approve(a) => nodes::approve(a).await,
@@ -156,6 +113,5 @@ pub async fn run_client(command: Command) -> anyhow::Result<u8> {
         Command::Assign(a) => heads::assign(a).await,
         Command::Allow(a) => heads::allow(a).await,
         Command::Digest { client } => log::digest(&client).await,
-        Command::Serve(_) | Command::Audit(_) | Command::Repair(_) => unreachable!("handled by main"),
     }
 }

@@ -2,11 +2,8 @@
 //! commands that talk to a running library over its HTTP API (SPEC §6, §11), one file
 //! per family (`experiences`, `builds`, `rollouts`, `status`) with a function per command.
 
-pub use super::config::ServeArgs;
-use crate::service::cli::{AuditOptions, RepairArgs, TokenSource};
-use crate::service::client::Client;
-use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
+use crate::service::cli::ServiceCommand;
+use clap::{Parser, Subcommand};
 
 mod builds;
 mod experiences;
@@ -26,14 +23,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the library server.
-    Serve(ServeArgs),
-    /// Replay the library's log offline (the server stopped), check every record and
-    /// print the digest of the rebuilt views, to compare with `GET /api/v1/audit/digest`.
-    Audit(AuditArgs),
-    /// Rebuild a damaged log from its intact prefix (the server stopped): keeps events
-    /// 1..=SEQ, moves the damaged data dir aside and exports what it drops.
-    Repair(RepairArgs),
+    #[command(flatten)]
+    Service(ServiceCommand<super::config::LibraryConfig>),
     /// Promote an experience: development → staging, or staging → production. Prints
     /// the rollout id (nothing when there were no nodes to reprovision).
     Promote(rollouts::Promote),
@@ -54,57 +45,13 @@ pub enum Command {
     Build(builds::Build),
 }
 
-#[derive(Debug, Args)]
-pub struct AuditArgs {
-    /// The data dir to audit (the server must not be running on it).
-    #[arg(long, env = "HYDRAEXPERIENCELIBRARY_DATA", default_value = "./hydra-library-data")]
-    pub data: PathBuf,
-    #[command(flatten)]
-    pub options: AuditOptions,
-}
+/// The server and token of every client command (`--server`, `--token`).
+pub type ClientArgs = crate::service::cli::ClientArgs<super::config::LibraryConfig>;
 
-/// `hydraexperiencelibrary audit`.
-pub fn audit(args: &AuditArgs) -> anyhow::Result<()> {
-    crate::service::cli::audit_log::<hydra_projections::LibraryViews>(
-        "hydraexperiencelibrary",
-        &args.data,
-        &args.options,
-        ("experiences", |v| v.experiences.len()),
-    )
-}
-
-/// The server and token of every client command. `--admin-token` is accepted too, as
-/// hydracluster's CLI spells it.
-#[derive(Debug, Args, Clone)]
-pub struct ClientArgs {
-    /// The library server.
-    #[arg(long, env = "HYDRAEXPERIENCELIBRARY_SERVER", default_value = "http://127.0.0.1:8090")]
-    pub server: String,
-    /// Admin or observer token [default: the one in $HYDRAEXPERIENCELIBRARY_DATA or
-    /// ./hydra-library-data/admin-token].
-    #[arg(long, alias = "admin-token", env = "HYDRAEXPERIENCELIBRARY_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-}
-
-/// Where the client commands find their token.
-const TOKEN: TokenSource = TokenSource {
-    flag: "token",
-    env: "HYDRAEXPERIENCELIBRARY_TOKEN",
-    data_env: "HYDRAEXPERIENCELIBRARY_DATA",
-    default_data: "./hydra-library-data",
-};
-
-impl ClientArgs {
-    /// A client of the library, with the token given or the local library's; an
-    /// error when there is none.
-    fn client(&self) -> anyhow::Result<Client> {
-        TOKEN.client(&self.server, self.token.as_deref())
-    }
-}
-
-/// Runs a client command; returns the process exit code.
-pub async fn run_client(command: Command) -> anyhow::Result<u8> {
+/// Runs a command; returns the process exit code.
+pub async fn run(command: Command) -> anyhow::Result<u8> {
     match command {
+        Command::Service(c) => c.run().await,
         Command::Promote(a) => rollouts::promote(a).await,
         Command::Get(a) => experiences::get(a).await,
         Command::Status(a) => status::status(a).await,
@@ -112,6 +59,5 @@ pub async fn run_client(command: Command) -> anyhow::Result<u8> {
         Command::Rollout { command } => rollouts::rollout(command).await,
         Command::Create(a) => experiences::create(a).await,
         Command::Build(a) => builds::build(a).await,
-        Command::Serve(_) | Command::Audit(_) | Command::Repair(_) => unreachable!("handled by main"),
     }
 }
