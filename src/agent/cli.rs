@@ -152,12 +152,6 @@ pub async fn main(cli: Cli) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
-
-    #[test]
-    fn the_cli_is_consistent() {
-        Cli::command().debug_assert();
-    }
 
     #[test]
     fn head_enrollment_needs_district_and_venue() {

@@ -2,12 +2,12 @@
 //! `audit` and `repair`, and its CLI.
 
 use clap::Parser;
-use hydra::library::cli::{run, Cli};
+use hydra::library::cli::{run, Command};
 use hydra::service::cli::{exit_code, init_logging};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let command = Command::parse();
     init_logging();
-    exit_code(run(cli.command).await)
+    exit_code(run(command).await)
 }

@@ -159,12 +159,6 @@ impl WatchArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
-
-    #[test]
-    fn the_cli_is_consistent() {
-        Cli::command().debug_assert();
-    }
 
     #[test]
     fn since_applies_per_service_over_the_global_start() {

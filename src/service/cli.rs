@@ -237,6 +237,17 @@ pub fn show(v: &Value, json: bool, text: impl FnOnce(&Value)) {
 mod tests {
     use super::*;
 
+    /// clap's own checks (no two flags with one name, defaults that parse…) over the
+    /// four programs' command lines, shared parts included.
+    #[test]
+    fn every_program_s_command_line_is_consistent() {
+        use clap::CommandFactory;
+        crate::cluster::cli::Command::command().debug_assert();
+        crate::library::cli::Command::command().debug_assert();
+        crate::agent::cli::Cli::command().debug_assert();
+        crate::pipeline::cli::Cli::command().debug_assert();
+    }
+
     #[test]
     fn a_token_comes_from_the_flag_then_the_data_dir_else_the_command_stops() {
         let dir = tempfile::tempdir().unwrap();

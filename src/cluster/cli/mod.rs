@@ -3,7 +3,7 @@
 //! `exec`, `heads`, `streams`, `log`) with a function per command.
 
 use crate::service::cli::ServiceCommand;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser};
 
 mod exec;
 mod heads;
@@ -14,12 +14,6 @@ mod streams;
 
 #[derive(Debug, Parser)]
 #[command(name = "hydracluster", version, about = "Hydra's control plane: server and admin CLI")]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
 pub enum Command {
     #[command(flatten)]
     Service(ServiceCommand<crate::cluster::config::Config>),

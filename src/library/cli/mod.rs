@@ -3,7 +3,7 @@
 //! per family (`experiences`, `builds`, `rollouts`, `status`) with a function per command.
 
 use crate::service::cli::ServiceCommand;
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
 mod builds;
 mod experiences;
@@ -16,12 +16,6 @@ mod status;
     version,
     about = "Hydra's ExperienceLibrary: experiences, builds, promotions and rollouts"
 )]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
 pub enum Command {
     #[command(flatten)]
     Service(ServiceCommand<super::config::LibraryConfig>),
