@@ -2,6 +2,7 @@
 //! config file, overridden by environment variables and flags (clap merges those two).
 
 use crate::service::config::{duration, serve_env, set, set_opt, ServiceConfig};
+use hydra_core::ledger::LedgerConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -246,14 +247,6 @@ impl RoleRecipe {
 
 impl Config {
     /// The connection settings of the HTTP server.
-    pub fn conn_limits(&self) -> crate::service::serve::ConnLimits {
-        crate::service::serve::ConnLimits {
-            max_connections: self.max_connections,
-            header_read_timeout: self.header_read_timeout,
-            idle_timeout: self.idle_timeout,
-        }
-    }
-
     /// Every recipe is well formed and for a role of the catalog (whose name becomes a
     /// directory on the node, so it must be path-safe).
     pub fn check_recipes(&self) -> Result<(), String> {
@@ -336,6 +329,32 @@ impl ServiceConfig for Config {
 
     fn data(&self) -> &Path {
         &self.data
+    }
+
+    fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
+    fn ledger_config(&self) -> LedgerConfig {
+        LedgerConfig {
+            // 0 counts as 1: a snapshot after every event.
+            snapshot_every: self.snapshot_every.max(1),
+            broadcast_capacity: self.broadcast_capacity,
+            min_free_bytes: self.min_free_bytes,
+            ..LedgerConfig::default()
+        }
+    }
+
+    fn conn_limits(&self) -> crate::service::serve::ConnLimits {
+        crate::service::serve::ConnLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+        }
     }
 
     fn start(

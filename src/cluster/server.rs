@@ -4,32 +4,13 @@
 use super::api::{router, AppState};
 use super::config::Config;
 use super::watchdogs;
-use crate::service::config::ServiceConfig;
 use crate::service::start::{self, Running};
 use hydra_core::auth::Tokens;
-use hydra_core::ledger::LedgerConfig;
-use hydra_projections::ClusterViews;
 use tokio::sync::watch;
 
 /// Opens the data dir and starts serving on `config.listen` (port 0 picks one).
 pub async fn start(mut config: Config) -> anyhow::Result<Running> {
-    config.check().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let limits = config.conn_limits();
-    limits.check().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let ledger_config = LedgerConfig {
-        snapshot_every: config.snapshot_every.max(1),
-        broadcast_capacity: config.broadcast_capacity,
-        min_free_bytes: config.min_free_bytes,
-        ..LedgerConfig::default()
-    };
-    let opened = start::open::<ClusterViews>(
-        "hydracluster",
-        &config.data,
-        config.admin_token.as_deref(),
-        ledger_config,
-        config.listen,
-    )
-    .await?;
+    let opened = start::open(&config).await?;
     if config.listen.port() == 0 && config.server_url.ends_with(":0") {
         config.server_url = format!("http://{}", opened.addr);
     }
@@ -77,5 +58,5 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     });
     let app = router(state.clone());
     let tasks = [checker, wake, deadlines, provisioning, anomalies].into_iter().chain(held).collect();
-    Ok(start::launch(opened, app, state, limits, stop, tasks))
+    Ok(start::launch(opened, app, state, stop, tasks))
 }

@@ -2,6 +2,7 @@
 //! optional YAML file, and the defaults of a rollout.
 
 use crate::service::config::{duration, millis, serve_env, set_opt, ServiceConfig};
+use hydra_core::ledger::LedgerConfig;
 use hydra_events::{FailureThreshold, RolloutPolicy};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -196,21 +197,37 @@ impl ServiceConfig for LibraryConfig {
         &self.data
     }
 
-    fn start(self) -> impl std::future::Future<Output = anyhow::Result<super::server::Running>> + Send {
-        super::server::start(self)
+    fn listen(&self) -> SocketAddr {
+        self.listen
     }
-}
 
-impl LibraryConfig {
+    fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
+    fn ledger_config(&self) -> LedgerConfig {
+        LedgerConfig {
+            snapshot_every: self.snapshot_every,
+            min_free_bytes: self.min_free_bytes,
+            ..LedgerConfig::default()
+        }
+    }
+
     /// The connection settings of the HTTP server.
-    pub fn conn_limits(&self) -> crate::service::serve::ConnLimits {
+    fn conn_limits(&self) -> crate::service::serve::ConnLimits {
         crate::service::serve::ConnLimits {
             max_connections: self.max_connections,
             header_read_timeout: self.header_read_timeout,
             idle_timeout: self.idle_timeout,
         }
     }
+
+    fn start(self) -> impl std::future::Future<Output = anyhow::Result<super::server::Running>> + Send {
+        super::server::start(self)
+    }
 }
+
+impl LibraryConfig {}
 
 #[cfg(test)]
 mod tests {

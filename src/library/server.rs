@@ -7,12 +7,10 @@ use super::api::router;
 use super::cluster_client::Cluster;
 use super::config::LibraryConfig;
 use super::state::{LibraryState, Links};
-use crate::service::config::ServiceConfig;
 use crate::service::extract::AuthThrottle;
 use crate::service::start;
 use crate::service::SseStats;
 use hydra_core::auth::Tokens;
-use hydra_core::ledger::LedgerConfig;
 use hydra_projections::LibraryViews;
 use std::sync::Arc;
 use tokio::sync::{watch, Notify};
@@ -22,22 +20,7 @@ pub type Running = start::Running<LibraryViews>;
 
 /// Opens the library's data dir and starts serving on `config.listen`.
 pub async fn start(config: LibraryConfig) -> anyhow::Result<Running> {
-    config.check().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let limits = config.conn_limits();
-    limits.check().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let ledger_config = LedgerConfig {
-        snapshot_every: config.snapshot_every,
-        min_free_bytes: config.min_free_bytes,
-        ..LedgerConfig::default()
-    };
-    let opened = start::open::<LibraryViews>(
-        "hydraexperiencelibrary",
-        &config.data,
-        config.admin_token.as_deref(),
-        ledger_config,
-        config.listen,
-    )
-    .await?;
+    let opened = start::open(&config).await?;
     let ledger = opened.ledger.clone();
     let tokens =
         Tokens::new(&[("admin".into(), opened.admin_token.clone())], config.observer_token.as_deref(), None);
@@ -63,5 +46,5 @@ pub async fn start(config: LibraryConfig) -> anyhow::Result<Running> {
     let driver = tokio::spawn(super::driver::run(state.clone()));
     let release = tokio::spawn(super::release::run(state.clone()));
     let app = router(state.clone()).layer(axum::extract::DefaultBodyLimit::max(max_body));
-    Ok(start::launch(opened, app, state, limits, stop, vec![driver, release]))
+    Ok(start::launch(opened, app, state, stop, vec![driver, release]))
 }

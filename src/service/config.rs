@@ -131,6 +131,11 @@ pub trait ServiceConfig: Default + DeserializeOwned + std::fmt::Debug + Send + '
     /// before serving.
     fn check(&self) -> Result<(), String>;
     fn data(&self) -> &Path;
+    fn listen(&self) -> SocketAddr;
+    /// The admin token the operator gave, if any (else `serve` keeps a generated one).
+    fn admin_token(&self) -> Option<&str>;
+    fn ledger_config(&self) -> hydra_core::ledger::LedgerConfig;
+    fn conn_limits(&self) -> super::serve::ConnLimits;
     fn start(self) -> impl Future<Output = anyhow::Result<Running<Self::Views>>> + Send;
 }
 

@@ -2,6 +2,8 @@
 //! token, store, recovered views), serve until a signal, then stop the writer cleanly
 //! (final snapshot). Each service's `server.rs` wires its own tasks and routes.
 
+use super::config::ServiceConfig;
+use super::serve::ConnLimits;
 use super::ServiceState;
 use anyhow::Context;
 use hydra_core::auth::admin_token;
@@ -81,21 +83,22 @@ pub struct Opened<P: Projection> {
     pub ledger: Ledger<P>,
     pub listener: TcpListener,
     pub addr: SocketAddr,
+    pub limits: ConnLimits,
 }
 
-/// Opens a service's data dir (see `open_service`), then binds `listen`.
-pub async fn open<P: Projection>(
-    program: &str,
-    data: &Path,
-    configured_token: Option<&str>,
-    ledger_config: LedgerConfig,
-    listen: SocketAddr,
-) -> anyhow::Result<Opened<P>> {
+/// Checks a service's settings, opens its data dir (see `open_service`), then binds
+/// its listen address.
+pub async fn open<C: ServiceConfig>(config: &C) -> anyhow::Result<Opened<C::Views>> {
+    config.check().map_err(anyhow::Error::msg)?;
+    let limits = config.conn_limits();
+    limits.check().map_err(anyhow::Error::msg)?;
     let (admin_token, admin_token_is_new, ledger) =
-        open_service::<P>(program, data, configured_token, ledger_config).await?;
+        open_service::<C::Views>(C::PROGRAM, config.data(), config.admin_token(), config.ledger_config())
+            .await?;
+    let listen = config.listen();
     let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
-    Ok(Opened { admin_token, admin_token_is_new, ledger, listener, addr })
+    Ok(Opened { admin_token, admin_token_is_new, ledger, listener, addr, limits })
 }
 
 /// Serves `app` on the opened socket until `stop` turns true; then ends the service's
@@ -105,11 +108,10 @@ pub fn launch<S: ServiceState<Views = P>, P: Projection>(
     opened: Opened<P>,
     app: axum::Router,
     state: S,
-    limits: super::serve::ConnLimits,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 ) -> Running<P> {
-    let Opened { admin_token, admin_token_is_new, ledger, listener, addr } = opened;
+    let Opened { admin_token, admin_token_is_new, ledger, listener, addr, limits } = opened;
     let handle = ledger.clone();
     let serving = super::serve::serve(listener, app, state, limits);
     let task = tokio::spawn(async move {
