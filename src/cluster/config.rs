@@ -1,12 +1,12 @@
 //! Configuration of `hydracluster serve`: built-in defaults, overridden by the YAML
 //! config file, overridden by environment variables and flags (clap merges those two).
 
-use crate::service::config::{duration, serve_env, set, set_opt, ServiceConfig};
+use crate::service::config::{duration, set, set_opt, shared_settings, ServeArgs, ServiceConfig};
 use hydra_core::ledger::LedgerConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 // The CLI's `exec --timeout` reads its duration through this path (the CLI is being
@@ -278,28 +278,16 @@ pub struct ServeFlags {
     pub fleet_enrollment_token: Option<String>,
 }
 
-/// `hydracluster serve [--listen ADDR] [--data DIR] [--config FILE] …`.
-pub type ServeArgs = crate::service::config::ServeArgs<Config>;
-
 impl ServiceConfig for Config {
-    const PROGRAM: &'static str = "hydracluster";
-    const DEFAULT_LISTEN: &'static str = "127.0.0.1:8080";
-    const DEFAULT_DATA: &'static str = "./hydra-data";
-    const DEFAULT_SERVER: &'static str = "http://127.0.0.1:8080";
-    serve_env!("HYDRACLUSTER");
+    shared_settings!(program: "hydracluster", env: "HYDRACLUSTER", listen: "127.0.0.1:8080", data: "./hydra-data");
     type Flags = ServeFlags;
     type Views = hydra_projections::ClusterViews;
     const AUDIT_COUNT: (&'static str, fn(&Self::Views) -> usize) = ("nodes", |v| v.nodes.len());
 
-    fn apply(&mut self, args: &ServeArgs) {
+    fn apply(&mut self, args: &ServeArgs<Self>) {
         // A server URL that follows the listen address keeps following it.
         let follows = self.server_url == format!("http://{}", self.listen);
-        args.override_shared(
-            &mut self.listen,
-            &mut self.data,
-            &mut self.admin_token,
-            &mut self.observer_token,
-        );
+        self.apply_shared(args);
         if follows {
             self.server_url = format!("http://{}", self.listen);
         }
@@ -327,18 +315,6 @@ impl ServiceConfig for Config {
         self.check_recipes()
     }
 
-    fn data(&self) -> &Path {
-        &self.data
-    }
-
-    fn listen(&self) -> SocketAddr {
-        self.listen
-    }
-
-    fn admin_token(&self) -> Option<&str> {
-        self.admin_token.as_deref()
-    }
-
     fn ledger_config(&self) -> LedgerConfig {
         LedgerConfig {
             // 0 counts as 1: a snapshot after every event.
@@ -346,14 +322,6 @@ impl ServiceConfig for Config {
             broadcast_capacity: self.broadcast_capacity,
             min_free_bytes: self.min_free_bytes,
             ..LedgerConfig::default()
-        }
-    }
-
-    fn conn_limits(&self) -> crate::service::serve::ConnLimits {
-        crate::service::serve::ConnLimits {
-            max_connections: self.max_connections,
-            header_read_timeout: self.header_read_timeout,
-            idle_timeout: self.idle_timeout,
         }
     }
 
@@ -551,7 +519,7 @@ mod tests {
         #[derive(Parser)]
         struct Cli {
             #[command(flatten)]
-            serve: ServeArgs,
+            serve: ServeArgs<Config>,
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hydra.yaml");

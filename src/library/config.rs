@@ -1,12 +1,12 @@
 //! `hydraexperiencelibrary serve` settings: flags and environment (SPEC §11), an
 //! optional YAML file, and the defaults of a rollout.
 
-use crate::service::config::{duration, millis, serve_env, set_opt, ServiceConfig};
+use crate::service::config::{duration, millis, set_opt, shared_settings, ServeArgs, ServiceConfig};
 use hydra_core::ledger::LedgerConfig;
 use hydra_events::{FailureThreshold, RolloutPolicy};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Every setting of `hydraexperiencelibrary serve`, read straight from the YAML file
@@ -149,26 +149,14 @@ pub struct ServeFlags {
     pub release_token: Option<String>,
 }
 
-/// `hydraexperiencelibrary serve [--listen ADDR] [--data DIR] [--config FILE] …`.
-pub type ServeArgs = crate::service::config::ServeArgs<LibraryConfig>;
-
 impl ServiceConfig for LibraryConfig {
-    const PROGRAM: &'static str = "hydraexperiencelibrary";
-    const DEFAULT_LISTEN: &'static str = "127.0.0.1:8090";
-    const DEFAULT_DATA: &'static str = "./hydra-library-data";
-    const DEFAULT_SERVER: &'static str = "http://127.0.0.1:8090";
-    serve_env!("HYDRAEXPERIENCELIBRARY");
+    shared_settings!(program: "hydraexperiencelibrary", env: "HYDRAEXPERIENCELIBRARY", listen: "127.0.0.1:8090", data: "./hydra-library-data");
     type Flags = ServeFlags;
     type Views = hydra_projections::LibraryViews;
     const AUDIT_COUNT: (&'static str, fn(&Self::Views) -> usize) = ("experiences", |v| v.experiences.len());
 
-    fn apply(&mut self, args: &ServeArgs) {
-        args.override_shared(
-            &mut self.listen,
-            &mut self.data,
-            &mut self.admin_token,
-            &mut self.observer_token,
-        );
+    fn apply(&mut self, args: &ServeArgs<Self>) {
+        self.apply_shared(args);
         set_opt(&mut self.cluster_url, &args.own.cluster_url);
         set_opt(&mut self.cluster_token, &args.own.cluster_token);
         set_opt(&mut self.release_url, &args.own.release_url);
@@ -193,32 +181,11 @@ impl ServiceConfig for LibraryConfig {
         Ok(())
     }
 
-    fn data(&self) -> &Path {
-        &self.data
-    }
-
-    fn listen(&self) -> SocketAddr {
-        self.listen
-    }
-
-    fn admin_token(&self) -> Option<&str> {
-        self.admin_token.as_deref()
-    }
-
     fn ledger_config(&self) -> LedgerConfig {
         LedgerConfig {
             snapshot_every: self.snapshot_every,
             min_free_bytes: self.min_free_bytes,
             ..LedgerConfig::default()
-        }
-    }
-
-    /// The connection settings of the HTTP server.
-    fn conn_limits(&self) -> crate::service::serve::ConnLimits {
-        crate::service::serve::ConnLimits {
-            max_connections: self.max_connections,
-            header_read_timeout: self.header_read_timeout,
-            idle_timeout: self.idle_timeout,
         }
     }
 

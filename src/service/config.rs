@@ -105,7 +105,7 @@ pub trait ServiceConfig: Default + DeserializeOwned + std::fmt::Debug + Send + '
     const DEFAULT_LISTEN: &'static str;
     const DEFAULT_DATA: &'static str;
     /// The environment variables of the shared flags: each service keeps its own
-    /// names, all under its prefix (`serve_env!`).
+    /// names, all under its prefix (`shared_settings!`).
     const LISTEN_ENV: &'static str;
     const DATA_ENV: &'static str;
     const CONFIG_ENV: &'static str;
@@ -122,9 +122,10 @@ pub trait ServiceConfig: Default + DeserializeOwned + std::fmt::Debug + Send + '
     /// The one figure of the views `audit` prints beside the digest.
     const AUDIT_COUNT: (&'static str, fn(&Self::Views) -> usize);
 
-    /// Overrides the settings the flags and environment give (the shared ones with
-    /// `ServeArgs::override_shared`).
+    /// Overrides the settings the flags and environment give: the shared ones
+    /// (`apply_shared`), then the service's own.
     fn apply(&mut self, args: &ServeArgs<Self>);
+    fn apply_shared(&mut self, args: &ServeArgs<Self>);
     /// Settings the file left to be derived from others, once it is read.
     fn resolve(&mut self) {}
     /// What must hold between settings, checked when the file is read and again
@@ -139,10 +140,17 @@ pub trait ServiceConfig: Default + DeserializeOwned + std::fmt::Debug + Send + '
     fn start(self) -> impl Future<Output = anyhow::Result<Running<Self::Views>>> + Send;
 }
 
-/// The environment variables of the shared `serve` flags, in a `ServiceConfig` impl:
-/// `serve_env!("HYDRACLUSTER")` gives `HYDRACLUSTER_LISTEN`, `HYDRACLUSTER_DATA`…
-macro_rules! serve_env {
-    ($prefix:literal) => {
+/// What every service's config has under the same names, in its `ServiceConfig`
+/// impl: the program, its default address and data dir, the variables of the shared
+/// flags under the program's prefix (`HYDRACLUSTER` gives `HYDRACLUSTER_LISTEN`,
+/// `HYDRACLUSTER_DATA`…) and the accessors of the shared fields (`listen`, `data`,
+/// `admin_token`, `observer_token`, the connection limits).
+macro_rules! shared_settings {
+    (program: $program:literal, env: $prefix:literal, listen: $listen:literal, data: $data:literal) => {
+        const PROGRAM: &'static str = $program;
+        const DEFAULT_LISTEN: &'static str = $listen;
+        const DEFAULT_DATA: &'static str = $data;
+        const DEFAULT_SERVER: &'static str = concat!("http://", $listen);
         const LISTEN_ENV: &'static str = concat!($prefix, "_LISTEN");
         const DATA_ENV: &'static str = concat!($prefix, "_DATA");
         const CONFIG_ENV: &'static str = concat!($prefix, "_CONFIG");
@@ -150,9 +158,36 @@ macro_rules! serve_env {
         const OBSERVER_TOKEN_ENV: &'static str = concat!($prefix, "_OBSERVER_TOKEN");
         const SERVER_ENV: &'static str = concat!($prefix, "_SERVER");
         const TOKEN_ENV: &'static str = concat!($prefix, "_TOKEN");
+
+        fn data(&self) -> &std::path::Path {
+            &self.data
+        }
+
+        fn listen(&self) -> std::net::SocketAddr {
+            self.listen
+        }
+
+        fn admin_token(&self) -> Option<&str> {
+            self.admin_token.as_deref()
+        }
+
+        fn conn_limits(&self) -> crate::service::serve::ConnLimits {
+            crate::service::serve::ConnLimits {
+                max_connections: self.max_connections,
+                header_read_timeout: self.header_read_timeout,
+                idle_timeout: self.idle_timeout,
+            }
+        }
+
+        fn apply_shared(&mut self, args: &crate::service::config::ServeArgs<Self>) {
+            crate::service::config::set(&mut self.listen, &args.listen);
+            crate::service::config::set(&mut self.data, &args.data);
+            crate::service::config::set_opt(&mut self.admin_token, &args.admin_token);
+            crate::service::config::set_opt(&mut self.observer_token, &args.observer_token);
+        }
     };
 }
-pub(crate) use serve_env;
+pub(crate) use shared_settings;
 
 /// A service's config from YAML text: keys left out keep their defaults; an unknown
 /// key or a bad value is an error that names the key (serde_yaml writes its path).
@@ -217,20 +252,6 @@ impl<C: ServiceConfig> ServeArgs<C> {
         config.apply(self);
         config.check().map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(config)
-    }
-
-    /// Sets the shared settings from the flags given.
-    pub fn override_shared(
-        &self,
-        listen: &mut SocketAddr,
-        data: &mut PathBuf,
-        admin_token: &mut Option<String>,
-        observer_token: &mut Option<String>,
-    ) {
-        set(listen, &self.listen);
-        set(data, &self.data);
-        set_opt(admin_token, &self.admin_token);
-        set_opt(observer_token, &self.observer_token);
     }
 
     /// Runs `serve` until a stop signal.
