@@ -31,9 +31,7 @@ pub fn router(state: LibraryState) -> Router {
         .route("/api/v1/experiences/{id}/promote", post(promote))
         .route("/api/v1/rollouts", get(list_rollouts))
         .route("/api/v1/rollouts/{id}", get(get_rollout))
-        .route("/api/v1/rollouts/{id}/rollback", post(rollback))
-        .route("/api/v1/rollouts/{id}/retry", post(retry))
-        .route("/api/v1/rollouts/{id}/{action}", post(control))
+        .route("/api/v1/rollouts/{id}/{action}", post(action))
         .route("/api/v1/events", get(events::stream::<LibraryState>))
         .route("/api/v1/events/log", get(events::log::<LibraryState>))
         .route("/api/v1/audit/digest", get(events::digest::<LibraryState>))
@@ -332,45 +330,43 @@ async fn get_rollout(
     Ok(Json(state.ledger.read(|v| find_rollout(v, &id, rollout_json))?))
 }
 
-/// `pause`, `resume` or `cancel`; answers the rollout after the change. Doing what
-/// is already done (pausing a paused rollout) changes nothing and is not an error.
-async fn control(
+/// `POST /api/v1/rollouts/{id}/{action}`: `pause`, `resume` or `cancel` (see
+/// `control`), or `rollback` or `retry` (see `redo`).
+async fn action(
     State(state): State<LibraryState>,
     Admin(p): Admin,
     Path((id, action)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    Ok(match action.as_str() {
+        "rollback" => redo(state, p.cause(), id, commands::Redo::Rollback, &body).await?.into_response(),
+        "retry" => redo(state, p.cause(), id, commands::Redo::Retry, &body).await?.into_response(),
+        _ => control(state, p.cause(), id, &action).await?.into_response(),
+    })
+}
+
+/// `pause`, `resume` or `cancel`; answers the rollout after the change. Doing what
+/// is already done (pausing a paused rollout) changes nothing and is not an error.
+async fn control(
+    state: LibraryState,
+    cause: String,
+    id: String,
+    action: &str,
 ) -> Result<Json<Value>, ApiError> {
-    let what = Control::parse(&action).ok_or_else(|| ApiError::not_found("no such endpoint"))?;
+    let what = Control::parse(action).ok_or_else(|| ApiError::not_found("no such endpoint"))?;
     // The id's shape is checked here so that a malformed one gets the same clear 404
     // as on GET.
     state.ledger.read(|v| find_rollout(v, &id, |_| ()))?;
-    state.ledger.submit(p.cause(), commands::control(id.clone(), what)).await?;
+    state.ledger.submit(cause, commands::control(id.clone(), what)).await?;
     if what == Control::Resume {
         state.wake.notify_one();
     }
     Ok(Json(state.ledger.read(|v| find_rollout(v, &id, rollout_json))?))
 }
 
-/// `POST /api/v1/rollouts/{id}/rollback`: 201 `{"rollout_id"}`, like promote.
-async fn rollback(
-    State(state): State<LibraryState>,
-    Admin(p): Admin,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    redo(state, p.cause(), id, commands::Redo::Rollback, &body).await
-}
-
-/// `POST /api/v1/rollouts/{id}/retry`: 201 `{"rollout_id"}`, like promote.
-async fn retry(
-    State(state): State<LibraryState>,
-    Admin(p): Admin,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    redo(state, p.cause(), id, commands::Redo::Retry, &body).await
-}
-
-/// The body is optional: `{}` or nothing keeps the earlier rollout's policy.
+/// 201 `{"rollout_id"}`, like promote. The body is optional: `{}` or nothing keeps
+/// the earlier rollout's policy.
 async fn redo(
     state: LibraryState,
     cause: String,
