@@ -389,7 +389,7 @@ pub fn check_record(seq: u64, expected: u64, bytes: &[u8], prev_hash: &Hash) -> 
     if seq != expected {
         return Err(StoreError::Corrupt(format!("gap in the log: expected seq {expected}, found seq {seq}")));
     }
-    let envelope = hydra_migrations::read_envelope(bytes)
+    let envelope = hydra_events::decode(bytes)
         .map_err(|e| StoreError::Corrupt(format!("event {seq} does not decode: {e}")))?;
     if envelope.seq != seq {
         return Err(StoreError::Corrupt(format!(
@@ -431,7 +431,7 @@ pub fn check_index(
         } else {
             match store.get(seq)? {
                 None => format!("event {seq} is missing"),
-                Some(bytes) => match hydra_migrations::read_envelope(&bytes) {
+                Some(bytes) => match hydra_events::decode(&bytes) {
                     Err(e) => format!("event {seq} does not decode: {e}"),
                     Ok(e) => match e.event.node_id() {
                         Some(other) => format!("event {seq} is about node {other}"),

@@ -81,7 +81,7 @@ pub fn repair<P: Projection>(data: &Path, keep: u64, drop_tokens: bool) -> anyho
 
     let kept: Vec<hydra_events::Envelope> = salvage.chain[..keep as usize]
         .iter()
-        .map(|b| hydra_migrations::read_envelope(b))
+        .map(|b| hydra_events::decode(b))
         .collect::<Result<_, _>>()
         .context("an intact event does not decode")?;
     let nodes: std::collections::HashSet<String> =
@@ -118,7 +118,7 @@ pub fn repair<P: Projection>(data: &Path, keep: u64, drop_tokens: bool) -> anyho
     let rest = salvage.beyond.iter().map(|(_, b)| (false, b.as_slice()));
     let mut dropped = 0;
     for (in_chain, bytes) in past_chain.chain(rest) {
-        let Ok(e) = hydra_migrations::read_envelope(bytes) else { continue };
+        let Ok(e) = hydra_events::decode(bytes) else { continue };
         let mut line = crate::envelope::envelope_json(&e, crate::envelope::Audience::Admin);
         line["chained"] = in_chain.into();
         lines.push_str(&line.to_string());

@@ -520,7 +520,8 @@ pub fn salvage(dir: &Path) -> std::io::Result<Salvage> {
     for file in files {
         let data = std::fs::read(&file)?;
         let mut at = 0;
-        while let Some(offset) = data[at..].iter().position(|b| *b == hydra_events::FORMAT_V1) {
+        let format = |b: &u8| *b == hydra_events::FORMAT_V1 || *b == hydra_events::FORMAT_V2;
+        while let Some(offset) = data[at..].iter().position(format) {
             let start = at + offset;
             at = start + 1;
             let Ok((envelope, len)) = hydra_events::decode_prefix(&data[start..]) else { continue };
@@ -529,7 +530,7 @@ pub fn salvage(dir: &Path) -> std::io::Result<Salvage> {
             }
             let bytes = &data[start..start + len];
             // Only what the codec writes back identically is a record, not a lucky parse.
-            if hydra_events::encode(&envelope) != bytes {
+            if !hydra_events::is_canonical(&envelope, bytes) {
                 continue;
             }
             let hash = hydra_events::hash(bytes);

@@ -1,10 +1,22 @@
-//! The one place that turns envelopes into bytes and back: a leading format byte,
-//! then bincode 2 (standard configuration) over serde.
+//! The one place that turns envelopes into bytes and back. A record starts with a
+//! header that says how to read the rest: a format byte, then (format 2) the schema
+//! of the event; the body is bincode 2 (standard configuration) over serde. Records
+//! are never rewritten (the hash chain covers their bytes), so every header ever
+//! written stays readable: each has its decoder here, and older schemas are upcast to
+//! today's `Event` (`v1.rs`).
 
-use crate::{Envelope, Hash};
+use crate::{v1, Envelope, Event, Hash, CURRENT_SCHEMA};
+use serde::{Deserialize, Serialize};
 
-/// Format byte of envelopes encoded with bincode 2, standard configuration.
+/// Format 1 (schema 1, until the schema moved into the header): `[1]`, then the whole
+/// envelope, its schema field included.
 pub const FORMAT_V1: u8 = 1;
+/// Format 2: `[2]`, the event's schema (u16, little endian), then the envelope's
+/// other fields. Every record written today.
+pub const FORMAT_V2: u8 = 2;
+
+/// Lengths inside a record are capped so that garbage never allocates more.
+const MAX_RECORD: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -12,17 +24,50 @@ pub enum CodecError {
     Empty,
     #[error("unknown format byte {0} (written by a newer Hydra?)")]
     UnknownFormat(u8),
+    #[error("event schema {found} is newer than this build reads ({supported}): upgrade Hydra")]
+    SchemaTooNew { found: u16, supported: u16 },
+    #[error("event schema {0} was never written with format 2")]
+    UnknownSchema(u16),
     #[error("undecodable record: {0}")]
     Bincode(String),
     #[error("{0} trailing bytes after the record")]
     Trailing(usize),
 }
 
+/// The envelope's fields after the header, in their order (bincode has no names).
+#[derive(Serialize)]
+struct BodyRef<'a> {
+    seq: u64,
+    at_ms: u64,
+    cause: &'a str,
+    prev_hash: &'a Hash,
+    event: &'a Event,
+}
+
+#[derive(Deserialize)]
+struct Body {
+    seq: u64,
+    at_ms: u64,
+    cause: String,
+    prev_hash: Hash,
+    event: Event,
+}
+
+/// Encodes an envelope in today's format and schema (whatever its `schema` field says:
+/// an envelope is only ever encoded when it is appended, in today's shape).
 pub fn encode(envelope: &Envelope) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
-    out.push(FORMAT_V1);
+    out.push(FORMAT_V2);
+    out.extend_from_slice(&CURRENT_SCHEMA.to_le_bytes());
+    let body = BodyRef {
+        seq: envelope.seq,
+        at_ms: envelope.at_ms,
+        cause: &envelope.cause,
+        prev_hash: &envelope.prev_hash,
+        event: &envelope.event,
+    };
     // Encoding plain data into a Vec cannot fail; a failure here is a bug in a derive.
-    bincode::serde::encode_into_std_write(envelope, &mut out, bincode::config::standard())
+    bincode::serde::encode_into_std_write(&body, &mut out, bincode::config::standard())
         .expect("envelopes are always encodable");
     out
 }
@@ -35,41 +80,84 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
     Ok(envelope)
 }
 
-/// Decodes the envelope at the start of `bytes` and says how many bytes it took: for
-/// finding records inside a damaged store file, where they sit among other bytes.
-/// Lengths inside the record are capped (64 MiB) so that garbage never allocates more.
-pub fn decode_prefix(bytes: &[u8]) -> Result<(Envelope, usize), CodecError> {
-    let (&format, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-    if format != FORMAT_V1 {
-        return Err(CodecError::UnknownFormat(format));
+/// The header of a record: its format, the schema of its event, and where its body
+/// starts.
+fn header(bytes: &[u8]) -> Result<(u8, u16, &[u8]), CodecError> {
+    let (&format, rest) = bytes.split_first().ok_or(CodecError::Empty)?;
+    match format {
+        // Format 1 carried only schema 1 (its schema field is checked when decoded).
+        FORMAT_V1 => Ok((format, 1, rest)),
+        FORMAT_V2 => {
+            let (schema, body) = rest.split_first_chunk::<2>().ok_or(CodecError::Empty)?;
+            Ok((format, u16::from_le_bytes(*schema), body))
+        }
+        other => Err(CodecError::UnknownFormat(other)),
     }
-    let config = bincode::config::standard().with_limit::<{ 64 << 20 }>();
-    let (envelope, used): (Envelope, usize) =
-        bincode::serde::decode_from_slice(body, config).map_err(|e| CodecError::Bincode(e.to_string()))?;
-    Ok((envelope, used + 1))
+}
+
+/// Decodes the envelope at the start of `bytes`, upcast to today's schema, and says
+/// how many bytes it took: for finding records inside a damaged store file, where
+/// they sit among other bytes.
+pub fn decode_prefix(bytes: &[u8]) -> Result<(Envelope, usize), CodecError> {
+    let (format, schema, body) = header(bytes)?;
+    let head = bytes.len() - body.len();
+    let config = bincode::config::standard().with_limit::<MAX_RECORD>();
+    let bincode_error = |e: bincode::error::DecodeError| CodecError::Bincode(e.to_string());
+    match (format, schema) {
+        (FORMAT_V1, _) => {
+            let (envelope, used) = v1::decode(body)?;
+            Ok((envelope, head + used))
+        }
+        (_, CURRENT_SCHEMA) => {
+            let (b, used): (Body, usize) =
+                bincode::serde::decode_from_slice(body, config).map_err(bincode_error)?;
+            let envelope = Envelope {
+                seq: b.seq,
+                at_ms: b.at_ms,
+                schema,
+                cause: b.cause,
+                prev_hash: b.prev_hash,
+                event: b.event,
+            };
+            Ok((envelope, head + used))
+        }
+        (_, found) if found > CURRENT_SCHEMA => {
+            Err(CodecError::SchemaTooNew { found, supported: CURRENT_SCHEMA })
+        }
+        (_, found) => Err(CodecError::UnknownSchema(found)),
+    }
 }
 
 /// The sequence number and `prev_hash` of an encoded envelope, without decoding its
 /// event: enough to follow the hash chain over records that are not replayed (the
 /// chain itself proves the rest of each record is as written).
 pub fn decode_link(bytes: &[u8]) -> Result<(u64, Hash), CodecError> {
-    /// The envelope's leading fields, in their order (bincode has no field names).
-    #[derive(serde::Deserialize)]
+    #[derive(Deserialize)]
     struct Link<'a> {
         seq: u64,
         _at_ms: u64,
-        _schema: u16,
         _cause: &'a str,
         prev_hash: Hash,
     }
-    let (&format, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-    if format != FORMAT_V1 {
-        return Err(CodecError::UnknownFormat(format));
+    let (format, _, body) = header(bytes)?;
+    if format == FORMAT_V1 {
+        return v1::decode_link(body);
     }
-    let (link, _): (Link<'_>, usize) =
-        bincode::serde::borrow_decode_from_slice(body, bincode::config::standard())
-            .map_err(|e| CodecError::Bincode(e.to_string()))?;
+    let (link, _): (Link<'_>, usize) = bincode::serde::borrow_decode_from_slice(
+        body,
+        bincode::config::standard().with_limit::<MAX_RECORD>(),
+    )
+    .map_err(|e| CodecError::Bincode(e.to_string()))?;
     Ok((link.seq, link.prev_hash))
+}
+
+/// True when `bytes` are exactly what the codec writes for `envelope` in the record's
+/// own format: a record found among other bytes, not a lucky parse of them.
+pub fn is_canonical(envelope: &Envelope, bytes: &[u8]) -> bool {
+    match bytes.first() {
+        Some(&FORMAT_V1) => v1::encode(envelope).is_some_and(|b| b == bytes),
+        _ => encode(envelope) == bytes,
+    }
 }
 
 /// The chain hash of an encoded envelope.
@@ -99,7 +187,7 @@ mod tests {
         Envelope {
             seq: 7,
             at_ms: 1_700_000_000_000,
-            schema: 1,
+            schema: CURRENT_SCHEMA,
             cause: "admin:ops".into(),
             prev_hash: ZERO_HASH,
             event: Event::NodeProviderChanged {
@@ -113,7 +201,7 @@ mod tests {
     #[test]
     fn envelopes_round_trip_through_the_codec() {
         let bytes = encode(&sample());
-        assert_eq!(bytes[0], FORMAT_V1);
+        assert_eq!(bytes[..3], [FORMAT_V2, CURRENT_SCHEMA as u8, 0], "format 2, then the schema");
         assert_eq!(decode(&bytes).unwrap(), sample());
     }
 
@@ -122,6 +210,7 @@ mod tests {
         let bytes = encode(&sample());
         assert!(matches!(decode(&[]), Err(CodecError::Empty)));
         assert!(matches!(decode(&[9, 1, 2]), Err(CodecError::UnknownFormat(9))));
+        assert!(matches!(decode(&[FORMAT_V2, 9, 0, 1]), Err(CodecError::SchemaTooNew { found: 9, .. })));
         assert!(decode(&bytes[..bytes.len() - 3]).is_err());
         let mut longer = bytes.clone();
         longer.push(0);

@@ -4,8 +4,9 @@
 use crate::Event;
 use serde::{Deserialize, Serialize};
 
-/// The schema version of the `Event` enum written by this build.
-pub const CURRENT_SCHEMA: u16 = 1;
+/// The schema version of the `Event` enum written by this build (in each record's
+/// header). 1: the first; 2: `node.approved` carries the owner.
+pub const CURRENT_SCHEMA: u16 = 2;
 
 pub type Hash = [u8; 32];
 

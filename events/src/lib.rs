@@ -6,8 +6,11 @@
 mod codec;
 mod envelope;
 mod ids;
+mod v1;
 
-pub use codec::{decode, decode_link, decode_prefix, encode, hash, CodecError, FORMAT_V1};
+pub use codec::{
+    decode, decode_link, decode_prefix, encode, hash, is_canonical, CodecError, FORMAT_V1, FORMAT_V2,
+};
 pub use envelope::{Envelope, Hash, CURRENT_SCHEMA, ZERO_HASH};
 pub use ids::{ExecId, IdError, NodeId};
 
@@ -32,7 +35,10 @@ impl UpdateTarget {
 }
 
 /// Every fact Hydra records. New variants are only ever added at the end: the codec
-/// stores the variant index, so reordering would change the meaning of old logs.
+/// stores the variant index, so reordering would change the meaning of old logs. A
+/// variant whose fields change needs a new `CURRENT_SCHEMA` and the old shape frozen
+/// in a `vN.rs` with its upcast (the golden tests in `tests/it/formats.rs` fail until
+/// then).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
     /// A machine submitted the enrollment form; it waits for an admin.
@@ -41,13 +47,15 @@ pub enum Event {
         name: String,
         ip: String,
     },
-    /// An admin approved a pending node and placed it.
+    /// An admin approved a pending node and placed it. Schema 2 added `owner`: in
+    /// schema 1 an owner came in a `NodePlacementChanged` right after (see `v1.rs`).
     NodeApproved {
         node_id: NodeId,
         roles: Vec<String>,
         district: String,
         venue: String,
         environment: String,
+        owner: Option<String>,
     },
     NodeRejected {
         node_id: NodeId,

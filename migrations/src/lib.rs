@@ -1,11 +1,6 @@
-//! Upcasting of old event versions and the store-layout steps: data written by an
-//! older Hydra is always read by a newer one.
-//!
-//! Every stored envelope starts with a format byte and carries a schema number.
-//! This crate decides, for a given record, how to turn it into the current
-//! `Envelope`, and, for a given store layout version, which steps bring it up to date.
-
-use hydra_events::{CodecError, Envelope, CURRENT_SCHEMA};
+//! The store-layout steps: which steps bring a data dir written by an older Hydra up
+//! to this build's layout. (Old event schemas need no step: records are never
+//! rewritten, and the codec upcasts them as it reads, see `hydra_events::decode`.)
 
 /// The layout version of the store written by this build. Version 1: trees
 /// `events`, `node_index`, `snapshots`, `tokens` and `meta`.
@@ -15,10 +10,6 @@ pub const LAYOUT_VERSION: u32 = 1;
 pub enum MigrationError {
     #[error("the store has layout version {found}, newer than this build ({supported}): upgrade Hydra")]
     LayoutTooNew { found: u32, supported: u32 },
-    #[error("event schema {found} is newer than this build ({supported}): upgrade Hydra")]
-    SchemaTooNew { found: u16, supported: u16 },
-    #[error(transparent)]
-    Codec(#[from] CodecError),
 }
 
 /// One step that brings the store layout from `from` to `from + 1`.
@@ -39,17 +30,6 @@ pub fn layout_plan(found: u32) -> Result<Vec<LayoutStep>, MigrationError> {
     const STEPS: [LayoutStep; 1] =
         [LayoutStep { from: 0, what: "record the layout version and rebuild the node index" }];
     Ok(STEPS.iter().copied().filter(|s| s.from >= found).collect())
-}
-
-/// Decodes a stored record into the current envelope, upcasting older schemas.
-pub fn read_envelope(bytes: &[u8]) -> Result<Envelope, MigrationError> {
-    let envelope = hydra_events::decode(bytes)?;
-    if envelope.schema > CURRENT_SCHEMA {
-        return Err(MigrationError::SchemaTooNew { found: envelope.schema, supported: CURRENT_SCHEMA });
-    }
-    // Schema 1 is the first released schema: nothing to upcast yet. When the shape of
-    // an event changes, its old form is decoded here and converted.
-    Ok(envelope)
 }
 
 #[cfg(test)]

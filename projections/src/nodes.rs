@@ -132,12 +132,17 @@ pub(crate) fn apply(nodes: &mut BTreeMap<NodeId, NodeView>, envelope: &Envelope)
     };
     node.updated_seq = envelope.seq;
     match &envelope.event {
-        Event::NodeApproved { roles, district, venue, environment, .. } => {
+        Event::NodeApproved { roles, district, venue, environment, owner, .. } => {
             node.status = NodeStatus::Approved;
             node.roles = roles.clone();
             node.district = district.clone();
             node.venue = venue.clone();
             node.environment = environment.clone();
+            // An approval without an owner keeps the one the node had (schema 1 never
+            // carried one here: its owner came in a placement change).
+            if owner.is_some() {
+                node.owner = owner.clone();
+            }
         }
         Event::NodeRejected { .. } => {
             node.status = NodeStatus::Rejected;
@@ -229,6 +234,7 @@ mod tests {
                         district: "north".into(),
                         venue: "arena".into(),
                         environment: "staging".into(),
+                        owner: None,
                     },
                 ],
                 check: |v| {

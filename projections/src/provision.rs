@@ -104,6 +104,7 @@ mod tests {
                 district: "north".into(),
                 venue: "arena".into(),
                 environment: "production".into(),
+                owner: None,
             },
         ]
     }

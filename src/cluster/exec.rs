@@ -246,6 +246,7 @@ mod tests {
                     district: "d".into(),
                     venue: "v".into(),
                     environment: "production".into(),
+                    owner: None,
                 },
             ]);
             w

@@ -291,6 +291,7 @@ mod tests {
             district: "north".into(),
             venue: venue.into(),
             environment: "production".into(),
+            owner: None,
         };
         views_with(vec![
             Event::HeadRegistered {

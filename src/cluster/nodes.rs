@@ -190,22 +190,14 @@ pub fn approve(
         }
         let kind_changes = kind_events(views, n, &roles, &rules.head_roles);
         let mut events = vec![Event::NodeApproved {
-            node_id: id.clone(),
+            node_id: id,
             roles,
-            district: placement.district.clone(),
-            venue: placement.venue.clone(),
-            environment: placement.environment.clone(),
+            district: placement.district,
+            venue: placement.venue,
+            environment: placement.environment,
+            owner: placement.owner,
         }];
         events.extend(kind_changes);
-        if placement.owner.is_some() {
-            events.push(Event::NodePlacementChanged {
-                node_id: id,
-                district: placement.district,
-                venue: placement.venue,
-                environment: placement.environment,
-                owner: placement.owner,
-            });
-        }
         Ok(Decision::events(events))
     }
 }

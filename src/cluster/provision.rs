@@ -118,6 +118,7 @@ mod tests {
                 district: "d".into(),
                 venue: "v".into(),
                 environment: "production".into(),
+                owner: None,
             },
             Event::NodeOnline { node_id: id() },
         ]

@@ -44,7 +44,7 @@ pub fn read_envelopes(store: &Store, from: u64, to: u64) -> Result<Vec<Envelope>
         .range(from, to)
         .map(|item| {
             let (seq, bytes) = item?;
-            hydra_migrations::read_envelope(&bytes)
+            hydra_events::decode(&bytes)
                 .map_err(|e| StoreError::Corrupt(format!("event {seq} does not decode: {e}")))
         })
         .collect()

@@ -233,6 +233,7 @@ fn event_at(seq: u64, ids: &[NodeId]) -> (String, Event) {
             district,
             venue: format!("venue-{}", i % 31),
             environment: "production".into(),
+            owner: None,
         };
         return ("admin:bench".into(), event);
     }
