@@ -176,51 +176,12 @@ impl ThroughputReport {
     }
 }
 
+/// The sections of `hydra-bench exec` that ran.
 #[derive(Debug, Default)]
 pub struct ExecBench {
-    pub dir: PathBuf,
-    pub cores: usize,
     pub dispatch: Option<DispatchReport>,
     pub cli: Option<CliOutcome>,
     pub throughput: Option<ThroughputReport>,
-    pub wall: Duration,
-}
-
-impl ExecBench {
-    /// Correctness failures (not missed performance targets): they fail the run.
-    pub fn failures(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Some(d) = &self.dispatch {
-            if d.mismatches > 0 {
-                out.push(format!(
-                    "{} long-polls returned another command than the one submitted",
-                    d.mismatches
-                ));
-            }
-        }
-        match &self.cli {
-            Some(CliOutcome::Failed(why)) => out.push(format!("CLI round trip: {why}")),
-            Some(CliOutcome::Ran(c)) if c.failed > 0 => out.push(format!(
-                "{} of {} hydracluster exec runs failed",
-                c.failed,
-                c.round_trip.count + c.failed
-            )),
-            _ => {}
-        }
-        if let Some(t) = &self.throughput {
-            if t.errors > 0 {
-                out.push(format!("{} errors during the throughput run", t.errors));
-            }
-            if !t.verify_failures.is_empty() {
-                out.push(format!(
-                    "{} of {} results read back were wrong",
-                    t.verify_failures.len(),
-                    t.verified
-                ));
-            }
-        }
-        out
-    }
 }
 
 /// The two runtimes every run uses: one for the server, one for the clients.
