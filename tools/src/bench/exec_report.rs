@@ -18,6 +18,12 @@ fn percentiles(s: &Summary) -> String {
     format!("p50 {:>9}   p99 {:>9}   max {:>9}", ms(s.p50), ms(s.p99), ms(s.max))
 }
 
+/// One row of latencies: `label`, padded by the caller to line up with the rows
+/// around it, then p50, p99 and max.
+fn latency_row(o: &mut String, label: &str, s: &Summary) {
+    let _ = writeln!(o, "   {label}{}", percentiles(s));
+}
+
 fn summary_json(s: &Summary) -> Value {
     json!({
         "count": s.count,
@@ -80,16 +86,8 @@ impl Suite for ExecBench {
                 ms(TARGET_DISPATCH_P50),
                 verdict(d.dispatch.p50 < TARGET_DISPATCH_P50)
             );
-            let _ = writeln!(
-                o,
-                "   POST exec -> its 202 (durably queued)                   {}",
-                percentiles(&d.submit_ack)
-            );
-            let _ = writeln!(
-                o,
-                "   the agent's result POST -> its 200 (durably recorded)   {}",
-                percentiles(&d.result_ack)
-            );
+            latency_row(o, "POST exec -> its 202 (durably queued)                   ", &d.submit_ack);
+            latency_row(o, "the agent's result POST -> its 200 (durably recorded)   ", &d.result_ack);
             let _ = writeln!(
                 o,
                 "   (each dispatch is two durable appends, exec.queued then exec.dispatched, plus the wake-up; \
@@ -123,21 +121,19 @@ impl Suite for ExecBench {
                     "   hydranode enroll + approve: {:.2?}; first exec, agent just started: {:.2?}",
                     c.enroll, c.first
                 );
-                let _ = writeln!(
+                let runs = c.round_trip.count;
+                let label =
+                    format!("hydracluster exec <node> \"echo ok\", process start to exit, {runs} runs   ");
+                latency_row(o, &label, &c.round_trip);
+                latency_row(
                     o,
-                    "   hydracluster exec <node> \"echo ok\", process start to exit, {} runs   {}",
-                    c.round_trip.count,
-                    percentiles(&c.round_trip)
+                    "of which starting a process (hydracluster --version)         ",
+                    &c.process_floor,
                 );
-                let _ = writeln!(
+                latency_row(
                     o,
-                    "   of which starting a process (hydracluster --version)         {}",
-                    percentiles(&c.process_floor)
-                );
-                let _ = writeln!(
-                    o,
-                    "   the same through the API, result polled every 1 ms           {}",
-                    percentiles(&c.api_round_trip)
+                    "the same through the API, result polled every 1 ms           ",
+                    &c.api_round_trip,
                 );
                 if c.failed == 0 {
                     let _ = writeln!(o, "   every run printed ok and exited 0: OK");
@@ -172,11 +168,7 @@ impl Suite for ExecBench {
                 thousands(TARGET_CYCLES),
                 verdict(t.per_sec() >= TARGET_CYCLES)
             );
-            let _ = writeln!(
-                o,
-                "   cycle latency (POST exec sent -> result accepted)   {}",
-                percentiles(&t.latency)
-            );
+            latency_row(o, "cycle latency (POST exec sent -> result accepted)   ", &t.latency);
             let per_second: Vec<String> = t.per_second.iter().map(|c| thousands(*c as f64)).collect();
             let _ = writeln!(
                 o,
