@@ -11,8 +11,9 @@
 //! The server gets its own tokio runtime and the clients another, as if they were
 //! separate processes, so the thread meters can tell their CPU apart (see fanout.rs).
 
-use super::fanout::{raise_fd_limit, runtime};
+use super::fanout::{raise_fd_limit, runtime, CLIENT_THREADS, SERVER_THREADS};
 use super::stats::{nanos_since, rate, summarize, CpuMeter, MachineMeter, Summary, ThreadMeter};
+use super::{server_config, ADMIN_TOKEN};
 use crate::sim::{self, Fleet, Poll, Posted, SimNode};
 use anyhow::{bail, Context};
 use futures_util::{stream, StreamExt, TryStreamExt};
@@ -30,9 +31,6 @@ use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 
-pub const ADMIN_TOKEN: &str = "bench-admin";
-const SERVER_THREADS: &str = "bench-server";
-const CLIENT_THREADS: &str = "bench-client";
 /// The agents' long-poll wait, as the real agent uses.
 const POLL_WAIT_S: u64 = 25;
 /// Between the agent's re-poll and the next submit in the dispatch run: long enough
@@ -204,15 +202,10 @@ impl Harness {
 
     fn start_server(&self, data: &Path) -> anyhow::Result<Running> {
         let config = Config {
-            listen: "127.0.0.1:0".parse()?,
-            data: data.to_path_buf(),
-            server_url: "http://127.0.0.1:0".into(),
-            admin_token: Some(ADMIN_TOKEN.into()),
-            enroll_per_minute: 0,
             // The simulated agents heartbeat once, at the start: they must not be
             // marked offline mid-run, which would evict their commands.
             heartbeat_timeout: Duration::from_secs(3600),
-            ..Config::default()
+            ..server_config(data)?
         };
         self.server.block_on(server::start(config))
     }

@@ -15,14 +15,32 @@ pub mod rollout;
 pub mod soak;
 pub mod stats;
 
+use hydra::cluster::config::Config;
 use hydra_core::error::DomainError;
 use hydra_core::ledger::{Decision, Ledger};
 use hydra_events::{Event, NodeId};
 use hydra_projections::ClusterViews;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The admin token of the servers the suites start.
+pub const ADMIN_TOKEN: &str = "bench-admin";
+
+/// The config of a server a suite starts in this process: loopback on a free port,
+/// its data in `data`, [`ADMIN_TOKEN`], and enrollment not rate-limited, since a
+/// suite enrolls a whole fleet at once.
+pub fn server_config(data: &Path) -> anyhow::Result<Config> {
+    Ok(Config {
+        listen: "127.0.0.1:0".parse()?,
+        data: data.to_path_buf(),
+        server_url: "http://127.0.0.1:0".into(),
+        admin_token: Some(ADMIN_TOKEN.into()),
+        enroll_per_minute: 0,
+        ..Config::default()
+    })
+}
 
 /// A finished run of one suite: the figures of its sections, and what every report
 /// starts and ends with (where it ran, on how many cores, how long it all took).
