@@ -12,7 +12,7 @@
 //! separate processes, so the thread meters can tell their CPU apart (see fanout.rs).
 
 use super::fanout::{raise_fd_limit, runtime, CLIENT_THREADS, SERVER_THREADS};
-use super::stats::{nanos_since, rate, summarize, CpuMeter, MachineMeter, Summary, ThreadMeter};
+use super::stats::{nanos_since, rate, summarize, CpuMeter, Summary, ThreadMeter};
 use super::{server_config, ADMIN_TOKEN};
 use crate::sim::{self, Fleet, Poll, Posted, SimNode};
 use anyhow::{bail, Context};
@@ -781,7 +781,7 @@ async fn measure_throughput(
     let seconds = s.duration.as_secs() as usize + RESULT_WAIT.as_secs() as usize + 2;
     let per_second: Arc<Vec<AtomicU64>> = Arc::new((0..seconds).map(|_| AtomicU64::new(0)).collect());
     let meter = CpuMeter::start();
-    let machine = MachineMeter::start();
+    let machine = CpuMeter::machine();
     let server_meter = ThreadMeter::start(SERVER_THREADS);
     let client_meter = ThreadMeter::start(CLIENT_THREADS);
     let writer_meter = ThreadMeter::start("hydra-ledger");
