@@ -352,7 +352,14 @@ enum AgentSays {
 }
 
 async fn measure_dispatch(http: &reqwest::Client, base: &str, n: usize) -> anyhow::Result<DispatchReport> {
-    let fleet = Fleet { count: 1, prefix: "bench-dispatch", district: "bench", venues: &[], concurrency: 1 };
+    let fleet = Fleet {
+        count: 1,
+        prefix: "bench-dispatch",
+        district: "bench",
+        venues: &[],
+        environment: None,
+        concurrency: 1,
+    };
     let node = sim::enroll_fleet(http, base, ADMIN_TOKEN, &fleet).await?.remove(0);
     heartbeat(http, base, &node).await?;
     let (tx, mut rx) = mpsc::channel::<AgentSays>(1);
@@ -733,6 +740,7 @@ async fn measure_throughput(
         prefix: "bench-agent",
         district: "bench",
         venues: &venues,
+        environment: None,
         concurrency: ENROLLING_AT_ONCE,
     };
     let nodes = Arc::new(sim::enroll_fleet(http, base, ADMIN_TOKEN, &fleet).await?);
