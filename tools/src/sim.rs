@@ -208,18 +208,8 @@ pub async fn post_provision_result(
     success: bool,
     version: &str,
 ) -> anyhow::Result<Posted> {
-    let r = http
-        .post(format!("{base}/api/v1/body/provision-result"))
-        .bearer_auth(token)
-        .json(&provision_result_body(success, version))
-        .timeout(REQUEST_TIMEOUT)
-        .send()
-        .await?;
-    Ok(match r.status() {
-        s if s.is_success() => Posted::Accepted,
-        StatusCode::CONFLICT => Posted::Discarded,
-        other => Posted::Refused(other),
-    })
+    let url = format!("{base}/api/v1/body/provision-result");
+    post_report(http, &url, token, &provision_result_body(success, version)).await
 }
 
 /// A command handed to the agent by `GET /api/v1/body/exec`.
@@ -314,7 +304,8 @@ pub fn simulate(command: &str, timeout: Duration, work: Duration) -> (Duration, 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Posted {
     Accepted,
-    /// 409: the command was cancelled or timed out meanwhile; the result was dropped.
+    /// 409: the command was cancelled or timed out meanwhile (a provision result: the
+    /// node was not provisioning); the result was dropped.
     Discarded,
     Refused(StatusCode),
 }
@@ -337,13 +328,12 @@ pub async fn post_result(
         "truncated": false,
         "timed_out": outcome.timed_out,
     });
-    let r = http
-        .post(format!("{base}/api/v1/body/exec/result"))
-        .bearer_auth(token)
-        .json(&body)
-        .timeout(REQUEST_TIMEOUT)
-        .send()
-        .await?;
+    post_report(http, &format!("{base}/api/v1/body/exec/result"), token, &body).await
+}
+
+/// POSTs what the agent reports with its token, and what the server made of it.
+async fn post_report(http: &reqwest::Client, url: &str, token: &str, body: &Value) -> anyhow::Result<Posted> {
+    let r = http.post(url).bearer_auth(token).json(body).timeout(REQUEST_TIMEOUT).send().await?;
     Ok(match r.status() {
         s if s.is_success() => Posted::Accepted,
         StatusCode::CONFLICT => Posted::Discarded,
