@@ -2,7 +2,7 @@
 //! report): every figure with its target beside it.
 
 use super::exec::{CliOutcome, ExecBench};
-use super::report::{ms, thousands, verdict};
+use super::report::{ms, thousands, verdict, write_check};
 use super::stats::Summary;
 use super::Suite;
 use serde_json::{json, Value};
@@ -93,11 +93,9 @@ impl Suite for ExecBench {
                 "   (each dispatch is two durable appends, exec.queued then exec.dispatched, plus the wake-up; \
                  the old design polled every 30 s)"
             );
-            if d.mismatches == 0 {
-                let _ = writeln!(o, "   every long-poll returned the command just submitted: OK");
-            } else {
-                let _ = writeln!(o, "   FAILURE: {} long-polls returned another command", d.mismatches);
-            }
+            let failure =
+                (d.mismatches > 0).then(|| format!("{} long-polls returned another command", d.mismatches));
+            write_check(o, "every long-poll returned the command just submitted: OK", failure, &[]);
         }
 
         match &self.cli {
@@ -135,14 +133,9 @@ impl Suite for ExecBench {
                     "the same through the API, result polled every 1 ms           ",
                     &c.api_round_trip,
                 );
-                if c.failed == 0 {
-                    let _ = writeln!(o, "   every run printed ok and exited 0: OK");
-                } else {
-                    let _ = writeln!(o, "   FAILURE: {} runs did not print ok or exit 0:", c.failed);
-                    for f in &c.failures {
-                        let _ = writeln!(o, "     {f}");
-                    }
-                }
+                let failure =
+                    (c.failed > 0).then(|| format!("{} runs did not print ok or exit 0:", c.failed));
+                write_check(o, "every run printed ok and exited 0: OK", failure, &c.failures);
             }
         }
 
@@ -220,31 +213,16 @@ impl Suite for ExecBench {
                 t.writer_preempted * 100.0,
                 blocked * 100.0
             );
-            if t.errors == 0 {
-                let _ = writeln!(o, "   no errors");
-            } else {
-                let _ = writeln!(o, "   FAILURE: {} errors, first ones:", t.errors);
-                for e in &t.error_samples {
-                    let _ = writeln!(o, "     {e}");
-                }
-            }
-            if t.verify_failures.is_empty() {
-                let _ = writeln!(
-                    o,
-                    "   {} results read back through the admin API: each its own command's output: OK",
-                    t.verified
-                );
-            } else {
-                let _ = writeln!(
-                    o,
-                    "   FAILURE: {} of {} results read back were wrong:",
-                    t.verify_failures.len(),
-                    t.verified
-                );
-                for f in t.verify_failures.iter().take(10) {
-                    let _ = writeln!(o, "     {f}");
-                }
-            }
+            let failure = (t.errors > 0).then(|| format!("{} errors, first ones:", t.errors));
+            write_check(o, "no errors", failure, &t.error_samples);
+            let wrong = &t.verify_failures;
+            let failure = (!wrong.is_empty())
+                .then(|| format!("{} of {} results read back were wrong:", wrong.len(), t.verified));
+            let ok = format!(
+                "{} results read back through the admin API: each its own command's output: OK",
+                t.verified
+            );
+            write_check(o, &ok, failure, &wrong[..wrong.len().min(10)]);
             let _ = writeln!(o, "   server stopped in {:.2?} (fd limit {})", t.stop, t.fd_limit);
         }
     }

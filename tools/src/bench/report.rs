@@ -58,6 +58,22 @@ pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
+/// The line that says how a correctness check went: `ok`, or `FAILURE: ` and what
+/// failed, with the examples kept beneath it, one a line.
+pub fn write_check(o: &mut String, ok: &str, failure: Option<String>, examples: &[String]) {
+    match failure {
+        None => {
+            let _ = writeln!(o, "   {ok}");
+        }
+        Some(failure) => {
+            let _ = writeln!(o, "   FAILURE: {failure}");
+            for e in examples {
+                let _ = writeln!(o, "     {e}");
+            }
+        }
+    }
+}
+
 impl Suite for LedgerBench {
     const NAME: &'static str = "ledger";
     const SETUP: &'static str = "";
@@ -248,15 +264,9 @@ impl Suite for LedgerBench {
                 ms(f.lag.max),
                 f.lag.before_ack
             );
-            if f.failed == 0 {
-                let _ = writeln!(o, "   every subscriber received every event, in order: OK");
-            } else {
-                let _ =
-                    writeln!(o, "   FAILURE: {} of {} subscribers missed events:", f.failed, f.subscribers);
-                for line in &f.failures {
-                    let _ = writeln!(o, "     {line}");
-                }
-            }
+            let failure = (f.failed > 0)
+                .then(|| format!("{} of {} subscribers missed events:", f.failed, f.subscribers));
+            write_check(o, "every subscriber received every event, in order: OK", failure, &f.failures);
             let _ = writeln!(o, "   server stopped in {:.2?}", f.stop);
         }
     }
@@ -358,12 +368,20 @@ fn sync_json(r: &SyncRate) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::thousands;
+    use super::{thousands, write_check};
 
     #[test]
     fn thousands_are_grouped() {
         assert_eq!(thousands(0.0), "0");
         assert_eq!(thousands(999.4), "999");
         assert_eq!(thousands(1_234_567.8), "1,234,568");
+    }
+
+    #[test]
+    fn a_check_is_one_ok_line_or_a_failure_with_its_examples() {
+        let mut o = String::new();
+        write_check(&mut o, "all there: OK", None, &["unused".into()]);
+        write_check(&mut o, "all there: OK", Some("2 missing:".into()), &["a".into(), "b".into()]);
+        assert_eq!(o, "   all there: OK\n   FAILURE: 2 missing:\n     a\n     b\n");
     }
 }
