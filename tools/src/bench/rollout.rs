@@ -379,5 +379,15 @@ mod tests {
         let text = text(&json!({"id": r, "state": "completed"}), &t);
         assert!(text.contains("total (rollout.started -> rollout.completed): 3.60 s"), "{text}");
         assert!(text.contains("wave 1 (bodies, 1 nodes): 3.50 s"), "{text}");
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        for leg in [
+            "(a) library request -> cluster provision.started n=1 mean 800 ms",
+            "(b) provision.started -> provision.completed n=1 mean 2050 ms",
+            "(c) provision.completed -> rollout.node_completed n=1 mean 550 ms",
+            "request -> rollout.node_completed (a+b+c) n=1 mean 3400 ms",
+            "(d) node result -> next node requested (slot refill) no samples",
+        ] {
+            assert!(flat.contains(leg), "{leg} in {text}");
+        }
     }
 }
