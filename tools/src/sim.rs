@@ -49,6 +49,9 @@ pub struct Fleet<'a> {
     pub district: &'a str,
     /// Venues, round-robin.
     pub venues: &'a [String],
+    /// The environment every node is placed in (`staging` or `production`); `None`
+    /// leaves the server's default, production.
+    pub environment: Option<&'a str>,
     /// Enrollments in flight at once: each is two durable writes, so doing them one
     /// by one would make a fleet of thousands take a minute to start.
     pub concurrency: usize,
@@ -62,19 +65,21 @@ pub async fn enroll_fleet(
     admin_token: &str,
     fleet: &Fleet<'_>,
 ) -> anyhow::Result<Vec<SimNode>> {
-    enroll_fleet_in(http, base, admin_token, fleet, None).await
+    each_node(fleet, |i| join(http, base, admin_token, fleet, Joining::Body, i)).await
 }
 
-/// [`enroll_fleet`], approving every node into `environment` (`staging` or
-/// `production`; `None` leaves the server's default, production).
-pub async fn enroll_fleet_in(
+/// Registers `fleet.count` kiosk heads (`POST /api/v1/heads` with the fleet
+/// enrollment token; heads are approved at once), in the fleet's district and venues
+/// round-robin, then places each in `fleet.environment` through the admin API when
+/// one is given (heads enroll into production). Returned in index order.
+pub async fn register_heads(
     http: &reqwest::Client,
     base: &str,
+    fleet_token: &str,
     admin_token: &str,
     fleet: &Fleet<'_>,
-    environment: Option<&str>,
 ) -> anyhow::Result<Vec<SimNode>> {
-    each_node(fleet, |i| enroll_one(http, base, admin_token, fleet, environment, i)).await
+    each_node(fleet, |i| join(http, base, admin_token, fleet, Joining::Head { fleet_token }, i)).await
 }
 
 /// Runs `one` for node numbers `0..fleet.count`, `fleet.concurrency` at a time; the
@@ -93,29 +98,63 @@ where
     Ok(nodes)
 }
 
-async fn enroll_one(
+/// How a simulated node joins the cluster.
+#[derive(Debug, Clone, Copy)]
+enum Joining<'a> {
+    /// A body: `POST /enroll`, then an admin approves it into its place.
+    Body,
+    /// A kiosk head: `POST /api/v1/heads` with the fleet enrollment token, placed and
+    /// approved at once; an admin only moves it when another environment is wanted.
+    Head { fleet_token: &'a str },
+}
+
+/// Node number `i` of `fleet` joins as `how` says and ends up approved in the fleet's
+/// district, its venue and the fleet's environment.
+async fn join(
     http: &reqwest::Client,
     base: &str,
     admin_token: &str,
     fleet: &Fleet<'_>,
-    environment: Option<&str>,
+    how: Joining<'_>,
     i: usize,
 ) -> anyhow::Result<SimNode> {
     let name = format!("{}-{i:05}", fleet.prefix);
-    let ip = format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256);
-    let what = format!("enrolling {name}");
-    let body =
-        post_json(http, &format!("{base}/enroll"), None, &json!({"name": name, "ip": ip}), &what).await?;
-    let (Some(id), Some(token)) = (body["node_id"].as_str(), body["token"].as_str()) else {
-        bail!("enrolling {name}: no node_id and token in {body}");
-    };
     let venue = venue_of(fleet, i);
-    let mut approve = json!({"roles": ["hydrabody"], "district": fleet.district, "venue": venue});
-    if let Some(env) = environment {
-        approve["environment"] = json!(env);
+    let (url, token, request, id_key, what) = match how {
+        Joining::Body => {
+            let ip = format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256);
+            let request = json!({"name": name, "ip": ip});
+            (format!("{base}/enroll"), None, request, "node_id", format!("enrolling {name}"))
+        }
+        Joining::Head { fleet_token } => {
+            let request = json!({"name": name, "district": fleet.district, "venue": venue});
+            let what = format!("registering head {name}");
+            (format!("{base}/api/v1/heads"), Some(fleet_token), request, "head_id", what)
+        }
+    };
+    let body = post_json(http, &url, token, &request, &what).await?;
+    let (Some(id), Some(token)) = (body[id_key].as_str(), body["token"].as_str()) else {
+        bail!("{what}: no {id_key} and token in {body}");
+    };
+    // The admin's part: (the admin API's action on the node, its body, what it does).
+    let admin = match (how, fleet.environment) {
+        (Joining::Body, environment) => {
+            let mut approve = json!({"roles": ["hydrabody"], "district": fleet.district, "venue": venue});
+            if let Some(env) = environment {
+                approve["environment"] = json!(env);
+            }
+            Some(("approve", approve, "approving"))
+        }
+        (Joining::Head { .. }, Some(env)) => {
+            let placement = json!({"district": fleet.district, "venue": venue, "environment": env});
+            Some(("placement", placement, "placing head"))
+        }
+        (Joining::Head { .. }, None) => None,
+    };
+    if let Some((action, request, doing)) = admin {
+        let url = format!("{base}/api/v1/nodes/{id}/{action}");
+        post_json(http, &url, Some(admin_token), &request, &format!("{doing} {id}")).await?;
     }
-    let url = format!("{base}/api/v1/nodes/{id}/approve");
-    post_json(http, &url, Some(admin_token), &approve, &format!("approving {id}")).await?;
     Ok(SimNode { index: i, id: id.to_owned(), token: token.to_owned() })
 }
 
@@ -144,47 +183,6 @@ fn venue_of<'a>(fleet: &'a Fleet<'_>, i: usize) -> &'a str {
     fleet.venues.get(i % fleet.venues.len().max(1)).map_or("sim-venue", String::as_str)
 }
 
-/// Registers `fleet.count` kiosk heads (`POST /api/v1/heads` with the fleet
-/// enrollment token; heads are approved at once), in the fleet's district and venues
-/// round-robin, then places each in `environment` through the admin API when one is
-/// given (heads enroll into production). Returned in index order.
-pub async fn register_heads(
-    http: &reqwest::Client,
-    base: &str,
-    fleet_token: &str,
-    admin_token: &str,
-    fleet: &Fleet<'_>,
-    environment: Option<&str>,
-) -> anyhow::Result<Vec<SimNode>> {
-    each_node(fleet, |i| register_head(http, base, fleet_token, admin_token, fleet, environment, i)).await
-}
-
-async fn register_head(
-    http: &reqwest::Client,
-    base: &str,
-    fleet_token: &str,
-    admin_token: &str,
-    fleet: &Fleet<'_>,
-    environment: Option<&str>,
-    i: usize,
-) -> anyhow::Result<SimNode> {
-    let name = format!("{}-{i:05}", fleet.prefix);
-    let venue = venue_of(fleet, i);
-    let register = json!({"name": name, "district": fleet.district, "venue": venue});
-    let url = format!("{base}/api/v1/heads");
-    let body =
-        post_json(http, &url, Some(fleet_token), &register, &format!("registering head {name}")).await?;
-    let (Some(id), Some(token)) = (body["head_id"].as_str(), body["token"].as_str()) else {
-        bail!("registering head {name}: no head_id and token in {body}");
-    };
-    if let Some(env) = environment {
-        let placement = json!({"district": fleet.district, "venue": venue, "environment": env});
-        let url = format!("{base}/api/v1/nodes/{id}/placement");
-        post_json(http, &url, Some(admin_token), &placement, &format!("placing head {id}")).await?;
-    }
-    Ok(SimNode { index: i, id: id.to_owned(), token: token.to_owned() })
-}
-
 /// Whether a heartbeat answer tells the node to reinstall (`"reprovision": true`,
 /// carried once, by the answer to the heartbeat that recorded `provision.started`).
 pub fn reprovision_requested(answer: &Value) -> bool {
@@ -210,18 +208,8 @@ pub async fn post_provision_result(
     success: bool,
     version: &str,
 ) -> anyhow::Result<Posted> {
-    let r = http
-        .post(format!("{base}/api/v1/body/provision-result"))
-        .bearer_auth(token)
-        .json(&provision_result_body(success, version))
-        .timeout(REQUEST_TIMEOUT)
-        .send()
-        .await?;
-    Ok(match r.status() {
-        s if s.is_success() => Posted::Accepted,
-        StatusCode::CONFLICT => Posted::Discarded,
-        other => Posted::Refused(other),
-    })
+    let url = format!("{base}/api/v1/body/provision-result");
+    post_report(http, &url, token, &provision_result_body(success, version)).await
 }
 
 /// A command handed to the agent by `GET /api/v1/body/exec`.
@@ -316,7 +304,8 @@ pub fn simulate(command: &str, timeout: Duration, work: Duration) -> (Duration, 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Posted {
     Accepted,
-    /// 409: the command was cancelled or timed out meanwhile; the result was dropped.
+    /// 409: the command was cancelled or timed out meanwhile (a provision result: the
+    /// node was not provisioning); the result was dropped.
     Discarded,
     Refused(StatusCode),
 }
@@ -339,13 +328,12 @@ pub async fn post_result(
         "truncated": false,
         "timed_out": outcome.timed_out,
     });
-    let r = http
-        .post(format!("{base}/api/v1/body/exec/result"))
-        .bearer_auth(token)
-        .json(&body)
-        .timeout(REQUEST_TIMEOUT)
-        .send()
-        .await?;
+    post_report(http, &format!("{base}/api/v1/body/exec/result"), token, &body).await
+}
+
+/// POSTs what the agent reports with its token, and what the server made of it.
+async fn post_report(http: &reqwest::Client, url: &str, token: &str, body: &Value) -> anyhow::Result<Posted> {
+    let r = http.post(url).bearer_auth(token).json(body).timeout(REQUEST_TIMEOUT).send().await?;
     Ok(match r.status() {
         s if s.is_success() => Posted::Accepted,
         StatusCode::CONFLICT => Posted::Discarded,

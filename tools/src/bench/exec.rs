@@ -11,8 +11,9 @@
 //! The server gets its own tokio runtime and the clients another, as if they were
 //! separate processes, so the thread meters can tell their CPU apart (see fanout.rs).
 
-use super::fanout::{raise_fd_limit, runtime};
-use super::stats::{nanos_since, rate, summarize, CpuMeter, MachineMeter, Summary, ThreadMeter};
+use super::fanout::{raise_fd_limit, runtime, CLIENT_THREADS, SERVER_THREADS};
+use super::stats::{nanos_since, rate, summarize, CpuMeter, Summary, ThreadMeter};
+use super::{server_config, ADMIN_TOKEN};
 use crate::sim::{self, Fleet, Poll, Posted, SimNode};
 use anyhow::{bail, Context};
 use futures_util::{stream, StreamExt, TryStreamExt};
@@ -30,9 +31,6 @@ use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 
-pub const ADMIN_TOKEN: &str = "bench-admin";
-const SERVER_THREADS: &str = "bench-server";
-const CLIENT_THREADS: &str = "bench-client";
 /// The agents' long-poll wait, as the real agent uses.
 const POLL_WAIT_S: u64 = 25;
 /// Between the agent's re-poll and the next submit in the dispatch run: long enough
@@ -176,51 +174,12 @@ impl ThroughputReport {
     }
 }
 
+/// The sections of `hydra-bench exec` that ran.
 #[derive(Debug, Default)]
 pub struct ExecBench {
-    pub dir: PathBuf,
-    pub cores: usize,
     pub dispatch: Option<DispatchReport>,
     pub cli: Option<CliOutcome>,
     pub throughput: Option<ThroughputReport>,
-    pub wall: Duration,
-}
-
-impl ExecBench {
-    /// Correctness failures (not missed performance targets): they fail the run.
-    pub fn failures(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Some(d) = &self.dispatch {
-            if d.mismatches > 0 {
-                out.push(format!(
-                    "{} long-polls returned another command than the one submitted",
-                    d.mismatches
-                ));
-            }
-        }
-        match &self.cli {
-            Some(CliOutcome::Failed(why)) => out.push(format!("CLI round trip: {why}")),
-            Some(CliOutcome::Ran(c)) if c.failed > 0 => out.push(format!(
-                "{} of {} hydracluster exec runs failed",
-                c.failed,
-                c.round_trip.count + c.failed
-            )),
-            _ => {}
-        }
-        if let Some(t) = &self.throughput {
-            if t.errors > 0 {
-                out.push(format!("{} errors during the throughput run", t.errors));
-            }
-            if !t.verify_failures.is_empty() {
-                out.push(format!(
-                    "{} of {} results read back were wrong",
-                    t.verify_failures.len(),
-                    t.verified
-                ));
-            }
-        }
-        out
-    }
 }
 
 /// The two runtimes every run uses: one for the server, one for the clients.
@@ -243,15 +202,10 @@ impl Harness {
 
     fn start_server(&self, data: &Path) -> anyhow::Result<Running> {
         let config = Config {
-            listen: "127.0.0.1:0".parse()?,
-            data: data.to_path_buf(),
-            server_url: "http://127.0.0.1:0".into(),
-            admin_token: Some(ADMIN_TOKEN.into()),
-            enroll_per_minute: 0,
             // The simulated agents heartbeat once, at the start: they must not be
             // marked offline mid-run, which would evict their commands.
             heartbeat_timeout: Duration::from_secs(3600),
-            ..Config::default()
+            ..server_config(data)?
         };
         self.server.block_on(server::start(config))
     }
@@ -398,7 +352,14 @@ enum AgentSays {
 }
 
 async fn measure_dispatch(http: &reqwest::Client, base: &str, n: usize) -> anyhow::Result<DispatchReport> {
-    let fleet = Fleet { count: 1, prefix: "bench-dispatch", district: "bench", venues: &[], concurrency: 1 };
+    let fleet = Fleet {
+        count: 1,
+        prefix: "bench-dispatch",
+        district: "bench",
+        venues: &[],
+        environment: None,
+        concurrency: 1,
+    };
     let node = sim::enroll_fleet(http, base, ADMIN_TOKEN, &fleet).await?.remove(0);
     heartbeat(http, base, &node).await?;
     let (tx, mut rx) = mpsc::channel::<AgentSays>(1);
@@ -779,6 +740,7 @@ async fn measure_throughput(
         prefix: "bench-agent",
         district: "bench",
         venues: &venues,
+        environment: None,
         concurrency: ENROLLING_AT_ONCE,
     };
     let nodes = Arc::new(sim::enroll_fleet(http, base, ADMIN_TOKEN, &fleet).await?);
@@ -827,7 +789,7 @@ async fn measure_throughput(
     let seconds = s.duration.as_secs() as usize + RESULT_WAIT.as_secs() as usize + 2;
     let per_second: Arc<Vec<AtomicU64>> = Arc::new((0..seconds).map(|_| AtomicU64::new(0)).collect());
     let meter = CpuMeter::start();
-    let machine = MachineMeter::start();
+    let machine = CpuMeter::machine();
     let server_meter = ThreadMeter::start(SERVER_THREADS);
     let client_meter = ThreadMeter::start(CLIENT_THREADS);
     let writer_meter = ThreadMeter::start("hydra-ledger");

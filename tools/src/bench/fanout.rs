@@ -10,7 +10,7 @@
 //! which measured tokio's scheduling rather than the fan-out.
 
 use super::stats::{nanos_since, percentile, rate, CpuMeter, ThreadMeter};
-use super::{enroll_all, node_ids, toggle_stream};
+use super::{enroll_all, node_ids, server_config, toggle_stream, ADMIN_TOKEN};
 use futures_util::StreamExt;
 use hydra::cluster::config::Config;
 use hydra::cluster::server;
@@ -22,15 +22,14 @@ use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
-const ADMIN_TOKEN: &str = "bench-admin";
 /// Connections being opened at once: enough to connect quickly, few enough not to
 /// overflow the listen backlog.
 const CONNECTING_AT_ONCE: usize = 128;
 /// Lag samples kept over all subscribers: bounds memory whatever the burst size.
 const LAG_SAMPLES: u64 = 200_000;
 /// Thread names of the three runtimes, also used to measure their CPU time.
-const SERVER_THREADS: &str = "bench-server";
-const CLIENT_THREADS: &str = "bench-client";
+pub const SERVER_THREADS: &str = "bench-server";
+pub const CLIENT_THREADS: &str = "bench-client";
 const BURST_THREADS: &str = "bench-burst";
 
 #[derive(Debug, Clone)]
@@ -148,15 +147,7 @@ pub fn run(dir: &Path, s: &FanoutSettings, progress: &dyn Fn(&str)) -> anyhow::R
     let burst_rt = runtime(BURST_THREADS, 1)?;
 
     let data = dir.join("sse");
-    let config = Config {
-        listen: "127.0.0.1:0".parse()?,
-        data: data.clone(),
-        server_url: "http://127.0.0.1:0".into(),
-        admin_token: Some(ADMIN_TOKEN.into()),
-        enroll_per_minute: 0,
-        broadcast_capacity: s.broadcast_capacity,
-        ..Config::default()
-    };
+    let config = Config { broadcast_capacity: s.broadcast_capacity, ..server_config(&data)? };
     let running = server_rt.block_on(server::start(config))?;
     let ledger = running.ledger().clone();
     let ids = Arc::new(node_ids(super::append::NODES, 4));

@@ -15,10 +15,89 @@ pub mod rollout;
 pub mod soak;
 pub mod stats;
 
+use hydra::cluster::config::Config;
 use hydra_core::error::DomainError;
 use hydra_core::ledger::{Decision, Ledger};
 use hydra_events::{Event, NodeId};
 use hydra_projections::ClusterViews;
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The admin token of the servers the suites start.
+pub const ADMIN_TOKEN: &str = "bench-admin";
+
+/// The config of a server a suite starts in this process: loopback on a free port,
+/// its data in `data`, [`ADMIN_TOKEN`], and enrollment not rate-limited, since a
+/// suite enrolls a whole fleet at once.
+pub fn server_config(data: &Path) -> anyhow::Result<Config> {
+    Ok(Config {
+        listen: "127.0.0.1:0".parse()?,
+        data: data.to_path_buf(),
+        server_url: "http://127.0.0.1:0".into(),
+        admin_token: Some(ADMIN_TOKEN.into()),
+        enroll_per_minute: 0,
+        ..Config::default()
+    })
+}
+
+/// A finished run of one suite: the figures of its sections, and what every report
+/// starts and ends with (where it ran, on how many cores, how long it all took).
+#[derive(Debug)]
+pub struct Bench<S> {
+    /// The scratch directory, removed afterwards.
+    pub dir: PathBuf,
+    pub cores: usize,
+    pub wall: Duration,
+    pub sections: S,
+}
+
+/// What a suite (`ledger`, `exec`) puts into the report between its first line and
+/// its total.
+pub trait Suite {
+    /// The suite's name in the report's first line.
+    const NAME: &'static str;
+    /// What the first line says of the setup before the scratch dir (`"loopback; "`).
+    const SETUP: &'static str;
+    /// Correctness failures (not missed performance targets): they fail the run.
+    fn failures(&self) -> Vec<String>;
+    /// The numbered sections of the text report.
+    fn write_text(&self, o: &mut String);
+    /// The sections as one JSON object; the run's own keys are added to it.
+    fn json(&self) -> Value;
+}
+
+impl<S: Suite> Bench<S> {
+    /// The report as readable text: every figure with its target beside it.
+    pub fn text(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "Hydra {} benchmark ({} cores; {}scratch dir {}, removed afterwards)",
+            S::NAME,
+            self.cores,
+            S::SETUP,
+            self.dir.display()
+        );
+        self.sections.write_text(&mut o);
+        let _ = writeln!(o, "\nTotal wall time: {:.1?}", self.wall);
+        for f in self.sections.failures() {
+            let _ = writeln!(o, "FAILURE: {f}");
+        }
+        o
+    }
+
+    /// The report as one JSON object.
+    pub fn to_json(&self) -> Value {
+        let mut v = self.sections.json();
+        v["scratch_dir"] = json!(self.dir.display().to_string());
+        v["cores"] = json!(self.cores);
+        v["wall_seconds"] = json!(self.wall.as_secs_f64());
+        v["failures"] = json!(self.sections.failures());
+        v
+    }
+}
 
 /// `count` node ids `node-0000`, `node-0001`, … zero-padded to `width` digits, so
 /// that they sort like a real fleet's and have a realistic length.

@@ -175,9 +175,9 @@ pub fn timeline(rollout: &str, library: &[Value], cluster: &[Value]) -> Timeline
     t
 }
 
-fn legs(t: &Timeline, f: impl Fn(&NodeTimes) -> Option<i64>) -> Vec<i64> {
-    t.nodes.values().filter_map(f).collect()
-}
+/// How long one leg of the way took a node, in milliseconds (None where an end is
+/// missing).
+type Leg = fn(&NodeTimes) -> Option<i64>;
 
 fn secs(ms: i64) -> String {
     format!("{:.2} s", ms as f64 / 1000.0)
@@ -231,22 +231,15 @@ pub fn text(rollout: &Value, t: &Timeline) -> String {
         }
     }
     let _ = writeln!(out, "per node:");
-    out += &spread_line(
-        "(a) library request -> cluster provision.started",
-        &legs(t, |n| Some(n.started? - n.requested?)),
-    );
-    out += &spread_line(
-        "(b) provision.started -> provision.completed",
-        &legs(t, |n| Some(n.finished? - n.started?)),
-    );
-    out += &spread_line(
-        "(c) provision.completed -> rollout.node_completed",
-        &legs(t, |n| Some(n.recorded? - n.finished?)),
-    );
-    out += &spread_line(
-        "    request -> rollout.node_completed (a+b+c)",
-        &legs(t, |n| Some(n.recorded? - n.requested?)),
-    );
+    let legs: [(&str, Leg); 4] = [
+        ("(a) library request -> cluster provision.started", |n| Some(n.started? - n.requested?)),
+        ("(b) provision.started -> provision.completed", |n| Some(n.finished? - n.started?)),
+        ("(c) provision.completed -> rollout.node_completed", |n| Some(n.recorded? - n.finished?)),
+        ("    request -> rollout.node_completed (a+b+c)", |n| Some(n.recorded? - n.requested?)),
+    ];
+    for (name, leg) in legs {
+        out += &spread_line(name, &t.nodes.values().filter_map(leg).collect::<Vec<_>>());
+    }
     out += &spread_line("(d) node result -> next node requested (slot refill)", &t.refill);
     let missing: Vec<&String> = t
         .nodes
@@ -386,5 +379,15 @@ mod tests {
         let text = text(&json!({"id": r, "state": "completed"}), &t);
         assert!(text.contains("total (rollout.started -> rollout.completed): 3.60 s"), "{text}");
         assert!(text.contains("wave 1 (bodies, 1 nodes): 3.50 s"), "{text}");
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        for leg in [
+            "(a) library request -> cluster provision.started n=1 mean 800 ms",
+            "(b) provision.started -> provision.completed n=1 mean 2050 ms",
+            "(c) provision.completed -> rollout.node_completed n=1 mean 550 ms",
+            "request -> rollout.node_completed (a+b+c) n=1 mean 3400 ms",
+            "(d) node result -> next node requested (slot refill) no samples",
+        ] {
+            assert!(flat.contains(leg), "{leg} in {text}");
+        }
     }
 }

@@ -44,24 +44,38 @@ pub fn cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-/// Measures how many cores a phase kept busy on average (CPU time / wall time).
+/// Measures how many cores a phase kept busy on average (CPU time / wall time): this
+/// process's ([`CpuMeter::start`]) or the whole machine's ([`CpuMeter::machine`]).
 pub struct CpuMeter {
+    /// Busy CPU time so far, of whatever this meter measures.
+    read: fn() -> Duration,
     cpu: Duration,
     wall: Instant,
 }
 
 impl CpuMeter {
+    /// This process's CPU time.
     pub fn start() -> CpuMeter {
-        CpuMeter { cpu: cpu_time(), wall: Instant::now() }
+        CpuMeter::reading(cpu_time)
     }
 
-    /// Average busy cores since `start` (2.0 = both cores of a 2-core machine).
+    /// Every process's: next to [`CpuMeter::start`], it tells how much of the machine
+    /// other processes took meanwhile (a shared machine makes every figure noisier).
+    pub fn machine() -> CpuMeter {
+        CpuMeter::reading(machine_busy)
+    }
+
+    fn reading(read: fn() -> Duration) -> CpuMeter {
+        CpuMeter { read, cpu: read(), wall: Instant::now() }
+    }
+
+    /// Average busy cores since the start (2.0 = both cores of a 2-core machine).
     pub fn cores_busy(&self) -> f64 {
         let wall = self.wall.elapsed().as_secs_f64();
         if wall <= 0.0 {
             return 0.0;
         }
-        cpu_time().saturating_sub(self.cpu).as_secs_f64() / wall
+        (self.read)().saturating_sub(self.cpu).as_secs_f64() / wall
     }
 }
 
@@ -80,28 +94,6 @@ pub fn machine_busy() -> Duration {
     // SAFETY: sysconf only reads a configuration value.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_nanos(busy.saturating_mul(1_000_000_000 / hz))
-}
-
-/// How many cores the whole machine kept busy over a phase: next to [`CpuMeter`], it
-/// tells how much of the machine other processes took meanwhile (a shared machine
-/// makes every figure noisier).
-pub struct MachineMeter {
-    busy: Duration,
-    wall: Instant,
-}
-
-impl MachineMeter {
-    pub fn start() -> MachineMeter {
-        MachineMeter { busy: machine_busy(), wall: Instant::now() }
-    }
-
-    pub fn cores_busy(&self) -> f64 {
-        let wall = self.wall.elapsed().as_secs_f64();
-        if wall <= 0.0 {
-            return 0.0;
-        }
-        machine_busy().saturating_sub(self.busy).as_secs_f64() / wall
-    }
 }
 
 /// Events (or operations) per second.

@@ -15,10 +15,10 @@ use hydra_tools::bench::exec::{ExecBench, ExecSettings, Harness};
 use hydra_tools::bench::fanout::FanoutSettings;
 use hydra_tools::bench::fsync::SyncKind;
 use hydra_tools::bench::replay::Probe;
-use hydra_tools::bench::report::{self, LedgerBench};
+use hydra_tools::bench::report::LedgerBench;
 use hydra_tools::bench::stats::memory_mb;
 use hydra_tools::bench::{append, fanout, fsync, replay};
-use hydra_tools::bench::{exec_report, rollout, soak};
+use hydra_tools::bench::{rollout, soak, Bench, Suite};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -193,19 +193,12 @@ struct ExecArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = match Cli::parse().command {
-        Command::Ledger(args) => args,
+    match Cli::parse().command {
+        Command::Ledger(args) => {
+            run_suite(&args.dir, args.json, |dir, progress| run_ledger(&args, dir, progress))
+        }
         Command::Exec(args) => {
-            let bench = run_exec(&args)?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&exec_report::to_json(&bench))?);
-            } else {
-                print!("{}", exec_report::text(&bench));
-            }
-            if !bench.failures().is_empty() {
-                std::process::exit(1);
-            }
-            return Ok(());
+            run_suite(&args.dir, args.json, |dir, progress| run_exec(&args, dir, progress))
         }
         Command::RolloutReport(args) => {
             let source = rollout::Source {
@@ -217,7 +210,7 @@ fn main() -> anyhow::Result<()> {
             };
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             print!("{}", runtime.block_on(rollout::report(&source))?);
-            return Ok(());
+            Ok(())
         }
         Command::Soak(args) => {
             let settings = soak::SoakSettings {
@@ -236,21 +229,47 @@ fn main() -> anyhow::Result<()> {
             std::fs::create_dir_all(&base)?;
             let scratch = tempfile::Builder::new().prefix("hydra-soak-").tempdir_in(&base)?;
             soak::run(&settings, scratch.path(), &mut |l| println!("{l}"))?;
-            return Ok(());
+            Ok(())
         }
         Command::Probe { path, what, write_snapshot } => {
             let out = replay::probe(&path, what, write_snapshot)?;
             println!("{out}");
-            return Ok(());
+            Ok(())
         }
-    };
-    let bench = run_ledger(&args)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report::to_json(&bench))?);
-    } else {
-        print!("{}", report::text(&bench));
     }
-    if !bench.failures().is_empty() {
+}
+
+/// Runs a suite in a fresh scratch directory under `dir` (the current directory by
+/// default; removed afterwards), with progress lines on stderr, then prints its
+/// report and exits with 1 if anything measured was wrong.
+fn run_suite<S: Suite>(
+    dir: &Option<PathBuf>,
+    json: bool,
+    run: impl FnOnce(&Path, &dyn Fn(&str)) -> anyhow::Result<S>,
+) -> anyhow::Result<()> {
+    let wall = Instant::now();
+    let progress = |msg: &str| {
+        let (rss, peak) = memory_mb();
+        eprintln!("[{:>6.1}s, RSS {rss} MB, peak {peak} MB] {msg}", wall.elapsed().as_secs_f64());
+    };
+    let base = dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&base)?;
+    let scratch = tempfile::Builder::new().prefix("hydra-bench-").tempdir_in(&base)?;
+    let dir = scratch.path().canonicalize()?;
+    let sections = run(&dir, &progress)?;
+    drop(scratch);
+    let bench = Bench {
+        dir,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        wall: wall.elapsed(),
+        sections,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&bench.to_json())?);
+    } else {
+        print!("{}", bench.text());
+    }
+    if !bench.sections.failures().is_empty() {
         std::process::exit(1);
     }
     Ok(())
@@ -270,30 +289,16 @@ fn probe_in_child(path: &Path, what: Probe, write_snapshot: bool) -> anyhow::Res
     Ok(serde_json::from_slice(&output.stdout)?)
 }
 
-fn run_ledger(args: &LedgerArgs) -> anyhow::Result<LedgerBench> {
-    let wall = Instant::now();
+fn run_ledger(args: &LedgerArgs, dir: &Path, progress: &dyn Fn(&str)) -> anyhow::Result<LedgerBench> {
     let wants = |s: Section| args.only.is_empty() || args.only.contains(&s);
-    let progress = |msg: &str| {
-        let (rss, peak) = memory_mb();
-        eprintln!("[{:>6.1}s, RSS {rss} MB, peak {peak} MB] {msg}", wall.elapsed().as_secs_f64());
-    };
-
-    let base = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
-    std::fs::create_dir_all(&base)?;
-    let scratch = tempfile::Builder::new().prefix("hydra-bench-").tempdir_in(&base)?;
-    let dir = scratch.path().canonicalize()?;
-    let mut bench = LedgerBench {
-        dir: dir.clone(),
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        ..LedgerBench::default()
-    };
+    let mut bench = LedgerBench::default();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
 
     if wants(Section::Fsync) {
         let seconds = Duration::from_secs_f64(args.fsync_seconds);
         for kind in [SyncKind::Fdatasync, SyncKind::SyncFileRange] {
             progress(&format!("fsync: {} for {seconds:?}", kind.name()));
-            let measured = fsync::measure(&dir, kind, seconds)?;
+            let measured = fsync::measure(dir, kind, seconds)?;
             match kind {
                 SyncKind::Fdatasync => bench.fdatasync = Some(measured),
                 SyncKind::SyncFileRange => bench.sync_file_range = Some(measured),
@@ -304,14 +309,14 @@ fn run_ledger(args: &LedgerArgs) -> anyhow::Result<LedgerBench> {
     if wants(Section::Append) {
         for &n in &args.submitters {
             progress(&format!("append: {n} submitters for {} s", args.seconds));
-            let run = runtime.block_on(append::run(&dir, n, Duration::from_secs(args.seconds)))?;
+            let run = runtime.block_on(append::run(dir, n, Duration::from_secs(args.seconds)))?;
             progress(&format!("append: {n} submitters: {:.0} events/s", run.per_sec()));
             bench.appends.push(run);
         }
     }
 
     if wants(Section::Replay) {
-        let r = replay::run(&dir, args.replay_events, &probe_in_child, &progress)?;
+        let r = replay::run(dir, args.replay_events, &probe_in_child, progress)?;
         progress(&format!("replay: {:.0} events/s", r.replay_per_sec()));
         bench.replay = Some(r);
     }
@@ -324,23 +329,16 @@ fn run_ledger(args: &LedgerArgs) -> anyhow::Result<LedgerBench> {
             submitters: args.burst_submitters,
             deliver_timeout: Duration::from_secs(args.deliver_timeout),
         };
-        bench.fanout = Some(fanout::run(&dir, &settings, &progress)?);
+        bench.fanout = Some(fanout::run(dir, &settings, progress)?);
     }
 
     // A writer thread that failed to stop must not hang the exit.
     runtime.shutdown_timeout(Duration::from_secs(5));
-    drop(scratch);
-    bench.wall = wall.elapsed();
     Ok(bench)
 }
 
-fn run_exec(args: &ExecArgs) -> anyhow::Result<ExecBench> {
-    let wall = Instant::now();
+fn run_exec(args: &ExecArgs, dir: &Path, progress: &dyn Fn(&str)) -> anyhow::Result<ExecBench> {
     let wants = |s: ExecSection| args.only.is_empty() || args.only.contains(&s);
-    let progress = |msg: &str| {
-        let (rss, peak) = memory_mb();
-        eprintln!("[{:>6.1}s, RSS {rss} MB, peak {peak} MB] {msg}", wall.elapsed().as_secs_f64());
-    };
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
         None => std::env::current_exe()?.parent().map(Path::to_path_buf).unwrap_or_default(),
@@ -354,32 +352,21 @@ fn run_exec(args: &ExecArgs) -> anyhow::Result<ExecBench> {
         duration: Duration::from_secs(args.seconds),
         verify: args.verify,
     };
-
-    let base = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
-    std::fs::create_dir_all(&base)?;
-    let scratch = tempfile::Builder::new().prefix("hydra-bench-").tempdir_in(&base)?;
-    let dir = scratch.path().canonicalize()?;
-    let mut bench = ExecBench {
-        dir: dir.clone(),
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        ..ExecBench::default()
-    };
+    let mut bench = ExecBench::default();
     let harness = Harness::new()?;
     if wants(ExecSection::Dispatch) {
         progress(&format!("dispatch: {} commands to one long-polling agent", settings.dispatches));
-        let d = harness.dispatch(&dir, settings.dispatches)?;
+        let d = harness.dispatch(dir, settings.dispatches)?;
         progress(&format!("dispatch: p50 {:.2?}, p99 {:.2?}", d.dispatch.p50, d.dispatch.p99));
         bench.dispatch = Some(d);
     }
     if wants(ExecSection::Cli) {
         progress("cli: hydranode enroll/run and hydracluster exec");
-        bench.cli = Some(harness.cli(&dir, &settings, &progress));
+        bench.cli = Some(harness.cli(dir, &settings, progress));
     }
     if wants(ExecSection::Throughput) {
-        bench.throughput = Some(harness.throughput(&dir, &settings, &progress)?);
+        bench.throughput = Some(harness.throughput(dir, &settings, progress)?);
     }
     harness.shutdown();
-    drop(scratch);
-    bench.wall = wall.elapsed();
     Ok(bench)
 }

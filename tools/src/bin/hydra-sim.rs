@@ -194,9 +194,10 @@ async fn main() -> anyhow::Result<()> {
         prefix: "sim-body",
         district: &args.district,
         venues: &args.venues,
+        environment,
         concurrency: args.enroll_concurrency,
     };
-    let nodes = sim::enroll_fleet_in(&http, &base, &token, &fleet, environment).await?;
+    let nodes = sim::enroll_fleet(&http, &base, &token, &fleet).await?;
     println!(
         "enrolled and approved {} agents in {:.1}s ({})",
         args.nodes,
@@ -206,8 +207,7 @@ async fn main() -> anyhow::Result<()> {
     let heads = if args.heads > 0 {
         let started = Instant::now();
         let heads_fleet = sim::Fleet { count: args.heads, prefix: "sim-head", ..fleet.clone() };
-        let heads =
-            sim::register_heads(&http, &base, &fleet_token, &token, &heads_fleet, environment).await?;
+        let heads = sim::register_heads(&http, &base, &fleet_token, &token, &heads_fleet).await?;
         println!("registered {} heads in {:.1}s", args.heads, started.elapsed().as_secs_f64());
         heads
     } else {
