@@ -497,7 +497,8 @@ impl Event {
     }
 
     /// The node this event is about, if any: the key of the per-node index and of
-    /// the `?node=` filter.
+    /// the `?node=` filter. No wildcard arm here nor below: a new event must say what
+    /// it is about, or it would be missing from the index without a word.
     pub fn node_id(&self) -> Option<&NodeId> {
         match self {
             Event::NodeEnrolled { node_id, .. }
@@ -542,7 +543,18 @@ impl Event {
             | Event::RolloutNodeFailed { node_id, .. }
             | Event::NodeKindChanged { node_id, .. }
             | Event::HeadUnassigned { head_id: node_id, .. } => Some(node_id),
-            _ => None,
+            Event::ExperienceCreated { .. }
+            | Event::BuildRegistered { .. }
+            | Event::ExperiencePromoted { .. }
+            | Event::RolloutStarted { .. }
+            | Event::RolloutWaveStarted { .. }
+            | Event::RolloutWaveCompleted { .. }
+            | Event::RolloutPaused { .. }
+            | Event::RolloutResumed { .. }
+            | Event::RolloutCompleted { .. }
+            | Event::RolloutAborted { .. }
+            | Event::RolloutCancelled { .. }
+            | Event::RolloutOrigin { .. } => None,
         }
     }
 
@@ -563,7 +575,46 @@ impl Event {
             | Event::RolloutAborted { rollout_id, .. }
             | Event::RolloutCancelled { rollout_id }
             | Event::RolloutOrigin { rollout_id, .. } => Some(rollout_id),
-            _ => None,
+            Event::NodeEnrolled { .. }
+            | Event::NodeApproved { .. }
+            | Event::NodeRejected { .. }
+            | Event::NodeRemoved { .. }
+            | Event::NodeRolesChanged { .. }
+            | Event::NodePlacementChanged { .. }
+            | Event::NodeDrainChanged { .. }
+            | Event::NodeUpdateRequested { .. }
+            | Event::NodeUpdateDelivered { .. }
+            | Event::NodeOnline { .. }
+            | Event::NodeOffline { .. }
+            | Event::NodeProviderChanged { .. }
+            | Event::NodeAgentChanged { .. }
+            | Event::NodeNetworkChanged { .. }
+            | Event::NodeStreamChanged { .. }
+            | Event::ExecQueued { .. }
+            | Event::ExecDispatched { .. }
+            | Event::ExecCompleted { .. }
+            | Event::ExecTimedOut { .. }
+            | Event::ExecCancelled { .. }
+            | Event::ExecRequeued { .. }
+            | Event::ExecFailed { .. }
+            | Event::ExecExpired { .. }
+            | Event::ShellOpened { .. }
+            | Event::ShellClosed { .. }
+            | Event::HeadRegistered { .. }
+            | Event::HeadStatusChanged { .. }
+            | Event::HeadAssigned { .. }
+            | Event::HeadExperiencesAllowed { .. }
+            | Event::ReprovisionRequested { .. }
+            | Event::ProvisionStarted { .. }
+            | Event::ProvisionCompleted { .. }
+            | Event::ProvisionFailed { .. }
+            | Event::StreamStopped { .. }
+            | Event::AnomalyStarted { .. }
+            | Event::AnomalyCleared { .. }
+            | Event::ExperienceCreated { .. }
+            | Event::BuildRegistered { .. }
+            | Event::NodeKindChanged { .. }
+            | Event::HeadUnassigned { .. } => None,
         }
     }
 
@@ -578,7 +629,52 @@ impl Event {
             | Event::ExecRequeued { exec_id, .. }
             | Event::ExecFailed { exec_id, .. }
             | Event::ExecExpired { exec_id, .. } => Some(exec_id),
-            _ => None,
+            Event::NodeEnrolled { .. }
+            | Event::NodeApproved { .. }
+            | Event::NodeRejected { .. }
+            | Event::NodeRemoved { .. }
+            | Event::NodeRolesChanged { .. }
+            | Event::NodePlacementChanged { .. }
+            | Event::NodeDrainChanged { .. }
+            | Event::NodeUpdateRequested { .. }
+            | Event::NodeUpdateDelivered { .. }
+            | Event::NodeOnline { .. }
+            | Event::NodeOffline { .. }
+            | Event::NodeProviderChanged { .. }
+            | Event::NodeAgentChanged { .. }
+            | Event::NodeNetworkChanged { .. }
+            | Event::NodeStreamChanged { .. }
+            | Event::ShellOpened { .. }
+            | Event::ShellClosed { .. }
+            | Event::HeadRegistered { .. }
+            | Event::HeadStatusChanged { .. }
+            | Event::HeadAssigned { .. }
+            | Event::HeadExperiencesAllowed { .. }
+            | Event::ReprovisionRequested { .. }
+            | Event::ProvisionStarted { .. }
+            | Event::ProvisionCompleted { .. }
+            | Event::ProvisionFailed { .. }
+            | Event::StreamStopped { .. }
+            | Event::AnomalyStarted { .. }
+            | Event::AnomalyCleared { .. }
+            | Event::ExperienceCreated { .. }
+            | Event::BuildRegistered { .. }
+            | Event::ExperiencePromoted { .. }
+            | Event::RolloutStarted { .. }
+            | Event::RolloutWaveStarted { .. }
+            | Event::RolloutNodeRequested { .. }
+            | Event::RolloutNodeStarted { .. }
+            | Event::RolloutNodeCompleted { .. }
+            | Event::RolloutNodeFailed { .. }
+            | Event::RolloutWaveCompleted { .. }
+            | Event::RolloutPaused { .. }
+            | Event::RolloutResumed { .. }
+            | Event::RolloutCompleted { .. }
+            | Event::RolloutAborted { .. }
+            | Event::RolloutCancelled { .. }
+            | Event::NodeKindChanged { .. }
+            | Event::HeadUnassigned { .. }
+            | Event::RolloutOrigin { .. } => None,
         }
     }
 }

@@ -11,6 +11,7 @@ mod damaged_log;
 mod disk_full;
 mod durability;
 mod exec;
+mod formats;
 mod heads;
 mod heads_agent;
 mod hostile_agents;

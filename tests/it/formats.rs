@@ -1,0 +1,308 @@
+//! The stored formats, pinned: the bytes of every event variant and of one snapshot per
+//! views type (fixtures in `tests/fixtures/`), and a log that schema 1 wrote, read
+//! through the upcaster with the digest it had. Reordering variants, reshaping an
+//! event without a new schema, or reshaping a view without a new `VERSION` fails here.
+//! After a deliberate change (a new variant, schema or view version), write the new
+//! fixtures with `HYDRA_BLESS=1 cargo test --test it formats` and check them in.
+
+use hydra_events::{
+    decode, encode, hash, Envelope, Event, ExecId, ExecOutput, FailureThreshold, NodeId, RolloutPolicy,
+    SkippedNode, UpdateTarget, CURRENT_SCHEMA, FORMAT_V1, ZERO_HASH,
+};
+use hydra_projections::{digest, encode_snapshot, ClusterViews, LibraryViews, Projection};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+fn node() -> NodeId {
+    NodeId::parse("node-0123456789abcdef").unwrap()
+}
+
+fn exec() -> ExecId {
+    ExecId::parse("exec-0123456789abcdef").unwrap()
+}
+
+fn output() -> ExecOutput {
+    ExecOutput {
+        exit_code: Some(-3),
+        stdout: "out".into(),
+        stderr: "err".into(),
+        truncated: true,
+        duration_ms: 42,
+    }
+}
+
+/// One of every variant, in declaration order (variant index i at position i), each
+/// field set so that its bytes show.
+fn every_event() -> Vec<Event> {
+    vec![
+        Event::NodeEnrolled { node_id: node(), name: "name-0".into(), ip: "ip-0".into() },
+        Event::NodeApproved {
+            node_id: node(),
+            roles: vec!["roles-1".into(), "b".into()],
+            district: "district-1".into(),
+            venue: "venue-1".into(),
+            environment: "environment-1".into(),
+            owner: Some("owner-1".into()),
+        },
+        Event::NodeRejected { node_id: node() },
+        Event::NodeRemoved { node_id: node() },
+        Event::NodeRolesChanged { node_id: node(), roles: vec!["roles-4".into(), "b".into()] },
+        Event::NodePlacementChanged {
+            node_id: node(),
+            district: "district-5".into(),
+            venue: "venue-5".into(),
+            environment: "environment-5".into(),
+            owner: Some("owner-5".into()),
+        },
+        Event::NodeDrainChanged { node_id: node(), draining: true },
+        Event::NodeUpdateRequested { node_id: node(), target: UpdateTarget::Services },
+        Event::NodeUpdateDelivered { node_id: node(), target: UpdateTarget::Services },
+        Event::NodeOnline { node_id: node() },
+        Event::NodeOffline { node_id: node(), last_seen_ms: 1010 },
+        Event::NodeProviderChanged {
+            node_id: node(),
+            provider_status: Some("provider_status-11".into()),
+            provider_version: Some("provider_version-11".into()),
+        },
+        Event::NodeAgentChanged {
+            node_id: node(),
+            agent_version: Some("agent_version-12".into()),
+            os: Some("os-12".into()),
+        },
+        Event::NodeNetworkChanged { node_id: node(), wireguard_ip: Some("wireguard_ip-13".into()) },
+        Event::NodeStreamChanged { node_id: node(), stream_status: "stream_status-14".into() },
+        Event::ExecQueued {
+            exec_id: exec(),
+            node_id: node(),
+            command: "command-15".into(),
+            timeout_ms: 1015,
+            retry_on_disconnect: true,
+            deliver_by_ms: 1015,
+        },
+        Event::ExecDispatched { exec_id: exec(), node_id: node() },
+        Event::ExecCompleted { exec_id: exec(), node_id: node(), output: output() },
+        Event::ExecTimedOut { exec_id: exec(), node_id: node(), output: Some(output()), by: "by-18".into() },
+        Event::ExecCancelled { exec_id: exec(), node_id: node(), was_dispatched: true },
+        Event::ExecRequeued { exec_id: exec(), node_id: node(), reason: "reason-20".into() },
+        Event::ExecFailed { exec_id: exec(), node_id: node(), reason: "reason-21".into() },
+        Event::ExecExpired { exec_id: exec(), node_id: node() },
+        Event::ShellOpened {
+            session_id: "session_id-23".into(),
+            node_id: node(),
+            command: Some("command-23".into()),
+        },
+        Event::ShellClosed { session_id: "session_id-24".into(), node_id: node(), exit_code: Some(-3) },
+        Event::HeadRegistered {
+            node_id: node(),
+            name: "name-25".into(),
+            district: "district-25".into(),
+            venue: "venue-25".into(),
+        },
+        Event::HeadStatusChanged {
+            node_id: node(),
+            status: "status-26".into(),
+            detail: Some("detail-26".into()),
+        },
+        Event::HeadAssigned { node_id: node(), body_id: Some(node()), app_id: Some("app_id-27".into()) },
+        Event::HeadExperiencesAllowed {
+            node_id: node(),
+            experiences: vec!["experiences-28".into(), "b".into()],
+        },
+        Event::ReprovisionRequested { node_id: node() },
+        Event::ProvisionStarted { node_id: node() },
+        Event::ProvisionCompleted { node_id: node(), version: Some("version-31".into()) },
+        Event::ProvisionFailed { node_id: node(), error: "error-32".into() },
+        Event::StreamStopped { node_id: node(), exec: "exec-33".into() },
+        Event::AnomalyStarted { node_id: node(), kind: "kind-34".into() },
+        Event::AnomalyCleared { node_id: node(), kind: "kind-35".into() },
+        Event::ExperienceCreated {
+            experience_id: "experience_id-36".into(),
+            project: "project-36".into(),
+            district: "district-36".into(),
+            venues: vec!["venues-36".into(), "b".into()],
+            auto_promote: true,
+        },
+        Event::BuildRegistered {
+            experience_id: "experience_id-37".into(),
+            build: "build-37".into(),
+            version: "version-37".into(),
+            artifact_url: "artifact_url-37".into(),
+            sha256: "sha256-37".into(),
+            release_event_id: Some("release_event_id-37".into()),
+        },
+        Event::ExperiencePromoted {
+            experience_id: "experience_id-38".into(),
+            environment: "environment-38".into(),
+            build: "build-38".into(),
+            version: "version-38".into(),
+            rollout_id: Some("rollout_id-38".into()),
+        },
+        Event::RolloutStarted {
+            rollout_id: "rollout_id-39".into(),
+            experience_id: "experience_id-39".into(),
+            environment: "environment-39".into(),
+            build: "build-39".into(),
+            version: "version-39".into(),
+            district: "district-39".into(),
+            venues: vec!["venues-39".into(), "b".into()],
+            bodies: vec![node()],
+            heads: vec![node()],
+            skipped: vec![SkippedNode { node_id: node(), reason: "offline".into() }],
+            policy: RolloutPolicy {
+                max_parallel: 4,
+                failure_threshold: FailureThreshold::Percent(10),
+                node_deadline_ms: 60_000,
+            },
+            cluster_since: 1039,
+        },
+        Event::RolloutWaveStarted { rollout_id: "rollout_id-40".into(), wave: 40, nodes: vec![node()] },
+        Event::RolloutNodeRequested { rollout_id: "rollout_id-41".into(), node_id: node(), wave: 41 },
+        Event::RolloutNodeStarted { rollout_id: "rollout_id-42".into(), node_id: node(), cluster_seq: 1042 },
+        Event::RolloutNodeCompleted {
+            rollout_id: "rollout_id-43".into(),
+            node_id: node(),
+            version: Some("version-43".into()),
+            cluster_seq: 1043,
+        },
+        Event::RolloutNodeFailed {
+            rollout_id: "rollout_id-44".into(),
+            node_id: node(),
+            error: "error-44".into(),
+            cluster_seq: Some(51),
+        },
+        Event::RolloutWaveCompleted {
+            rollout_id: "rollout_id-45".into(),
+            wave: 45,
+            completed: 47,
+            failed: 47,
+        },
+        Event::RolloutPaused { rollout_id: "rollout_id-46".into() },
+        Event::RolloutResumed { rollout_id: "rollout_id-47".into() },
+        Event::RolloutCompleted { rollout_id: "rollout_id-48".into(), state: "state-48".into(), failed: 50 },
+        Event::RolloutAborted { rollout_id: "rollout_id-49".into(), reason: "reason-49".into() },
+        Event::RolloutCancelled { rollout_id: "rollout_id-50".into() },
+        Event::NodeKindChanged {
+            node_id: node(),
+            kind: "kind-51".into(),
+            roles: vec!["roles-51".into(), "b".into()],
+        },
+        Event::HeadUnassigned { head_id: node(), body_id: node(), reason: "reason-52".into() },
+        Event::RolloutOrigin {
+            rollout_id: "rollout_id-53".into(),
+            kind: "kind-53".into(),
+            of_rollout: "of_rollout-53".into(),
+        },
+    ]
+}
+
+fn envelope(seq: u64, event: Event) -> Envelope {
+    let seq_byte = u8::try_from(seq % 256).unwrap();
+    Envelope {
+        seq,
+        at_ms: 1_700_000_000_000 + seq,
+        schema: CURRENT_SCHEMA,
+        cause: "admin:golden".into(),
+        prev_hash: [seq_byte; 32],
+        event,
+    }
+}
+
+/// `actual` against the checked-in fixture `name` (or written to it, with HYDRA_BLESS).
+fn golden(name: &str, actual: &str, what_to_do: &str) {
+    let path = format!("{FIXTURES}/{name}");
+    if std::env::var_os("HYDRA_BLESS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!("{path} is missing: {what_to_do}, then HYDRA_BLESS=1 cargo test --test it formats")
+    });
+    for (line, (e, a)) in expected.lines().zip(actual.lines()).enumerate() {
+        assert_eq!(e, a, "{name} line {}: the stored format changed; {what_to_do}", line + 1);
+    }
+    assert_eq!(expected.lines().count(), actual.lines().count(), "{name}: {what_to_do}");
+}
+
+#[test]
+fn every_event_variant_encodes_to_its_pinned_bytes() {
+    let events = every_event();
+    let mut text = String::new();
+    for (i, event) in events.iter().enumerate() {
+        let variant = bincode::serde::encode_to_vec(event, bincode::config::standard()).unwrap()[0];
+        assert_eq!(
+            usize::from(variant),
+            i,
+            "{} is sample {i}: samples follow the declaration order",
+            event.type_name()
+        );
+        let e = envelope(i as u64 + 1, event.clone());
+        let bytes = encode(&e);
+        assert_eq!(decode(&bytes).unwrap(), e, "{} round-trips", event.type_name());
+        text.push_str(&format!("{} {}\n", event.type_name(), hex::encode(&bytes)));
+    }
+    // No variant past the samples: the next index does not decode as an event.
+    let past = u8::try_from(events.len()).unwrap();
+    let decoded: Result<(Event, usize), _> =
+        bincode::serde::decode_from_slice(&[past, 0, 0, 0], bincode::config::standard());
+    assert!(
+        decoded.is_err(),
+        "Event has a variant past the {} samples: add one to every_event",
+        events.len()
+    );
+    golden(
+        &format!("events-schema-{CURRENT_SCHEMA}.txt"),
+        &text,
+        "a new variant goes at the end with a sample; a changed one needs a new CURRENT_SCHEMA and its old shape frozen in events/src/vN.rs",
+    );
+}
+
+/// The views folded from every sample event, as a snapshot stores them.
+fn snapshot_hex<P: Projection>() -> String {
+    let views: P = hydra_projections::fold(every_event());
+    hex::encode(encode_snapshot(&views)) + "\n"
+}
+
+#[test]
+fn each_views_type_snapshots_to_its_pinned_bytes() {
+    let bump = "the views changed shape: bump their Projection::VERSION (older snapshots are then rebuilt from the log)";
+    golden(&format!("cluster-views-v{}.hex", ClusterViews::VERSION), &snapshot_hex::<ClusterViews>(), bump);
+    golden(&format!("library-views-v{}.hex", LibraryViews::VERSION), &snapshot_hex::<LibraryViews>(), bump);
+}
+
+/// The records of a checked-in log: each a u32 length (little endian), then its bytes.
+fn log_records(name: &str) -> Vec<Vec<u8>> {
+    let data = std::fs::read(format!("{FIXTURES}/{name}")).unwrap();
+    let mut records = Vec::new();
+    let mut rest = data.as_slice();
+    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+        let len = u32::from_le_bytes(*len) as usize;
+        records.push(tail[..len].to_vec());
+        rest = &tail[len..];
+    }
+    assert!(rest.is_empty(), "{name} ends inside a record");
+    records
+}
+
+#[test]
+fn a_log_written_by_schema_1_reads_through_the_upcaster_with_the_digest_it_had() {
+    let records = log_records("cluster-log-v1.bin");
+    let expected = std::fs::read_to_string(format!("{FIXTURES}/cluster-log-v1.digest")).unwrap();
+    let mut views = ClusterViews::default();
+    let mut prev = ZERO_HASH;
+    for (i, bytes) in records.iter().enumerate() {
+        assert_eq!(bytes[0], FORMAT_V1, "record {} was written by schema 1", i + 1);
+        let e = decode(bytes).unwrap_or_else(|err| panic!("record {} does not decode: {err}", i + 1));
+        assert_eq!((e.seq, e.schema, e.prev_hash), (i as u64 + 1, 1, prev), "record {} chains", i + 1);
+        prev = hash(bytes);
+        views.apply(&e);
+    }
+    // Schema 1 approved without an owner and placed the owner in the next event.
+    let approvals: Vec<_> = records
+        .iter()
+        .map(|b| decode(b).unwrap().event)
+        .filter(|e| matches!(e, Event::NodeApproved { .. }))
+        .collect();
+    assert!(matches!(approvals.as_slice(), [Event::NodeApproved { owner: None, .. }]), "{approvals:?}");
+    assert!(views.nodes.values().any(|n| n.owner.as_deref() == Some("ops")), "the owner came through");
+    assert_eq!(format!("{} {}\n", views.last_seq(), digest(&views)), expected);
+}
