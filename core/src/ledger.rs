@@ -275,9 +275,15 @@ pub struct Recovered<P> {
 /// applied). A damaged log is reported with the sequence number where it breaks; it is
 /// never "repaired" by dropping events.
 pub fn recover<P: Projection>(store: &Store) -> Result<Recovered<P>, StoreError> {
-    let plan = hydra_migrations::layout_plan(store.layout_version()?)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let last = store.last_seq()?;
+    let layout = store.layout_version()?;
+    hydra_migrations::servable(layout, store.migrating()?, last > 0)?;
+    if layout < hydra_migrations::LAYOUT_VERSION {
+        // A new store: it starts in this build's layout.
+        store.set_layout_version(hydra_migrations::LAYOUT_VERSION)?;
+        store.flush()?;
+    }
+
     let first = store.first_seq()?;
     if last > 0 && first != 1 {
         return Err(StoreError::Corrupt(format!(
@@ -285,30 +291,28 @@ pub fn recover<P: Projection>(store: &Store) -> Result<Recovered<P>, StoreError>
         )));
     }
     let mut start: Option<(u64, P)> = None;
-    if plan.is_empty() {
-        for item in store.snapshots_newest_first() {
-            // Snapshots are optional: one sled cannot read means replaying from further back.
-            let (seq, bytes) = match item {
-                Ok(snapshot) => snapshot,
-                Err(e) => {
-                    tracing::warn!(error = %e, "projection snapshots not readable; replaying without them");
-                    break;
-                }
-            };
-            if seq > last {
-                return Err(StoreError::Corrupt(format!(
-                    "a snapshot covers the log up to seq {seq} but the log ends at seq {last}: \
-                     acknowledged events are missing"
-                )));
+    for item in store.snapshots_newest_first() {
+        // Snapshots are optional: one sled cannot read means replaying from further back.
+        let (seq, bytes) = match item {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                tracing::warn!(error = %e, "projection snapshots not readable; replaying without them");
+                break;
             }
-            match decode_snapshot::<P>(&bytes) {
-                Ok(views) if views.last_seq() == seq => {
-                    start = Some((seq, views));
-                    break;
-                }
-                Ok(_) => tracing::warn!(seq, "snapshot does not match its key; ignored"),
-                Err(e) => tracing::warn!(seq, error = %e, "snapshot not usable; ignored"),
+        };
+        if seq > last {
+            return Err(StoreError::Corrupt(format!(
+                "a snapshot covers the log up to seq {seq} but the log ends at seq {last}: \
+                 acknowledged events are missing"
+            )));
+        }
+        match decode_snapshot::<P>(&bytes) {
+            Ok(views) if views.last_seq() == seq => {
+                start = Some((seq, views));
+                break;
             }
+            Ok(_) => tracing::warn!(seq, "snapshot does not match its key; ignored"),
+            Err(e) => tracing::warn!(seq, error = %e, "snapshot not usable; ignored"),
         }
     }
     let (snapshot_seq, mut views) = start.unwrap_or_default();
@@ -365,21 +369,15 @@ pub fn recover<P: Projection>(store: &Store) -> Result<Recovered<P>, StoreError>
     }
     // Every index entry past the snapshot must point at an event about its node. An
     // event left without one (a crash between the event and its entry: two writes, one
-    // flush) gets it back: the index is derived data. A migration rebuilds it whole.
+    // flush) gets it back: the index is derived data.
     check_index(store, snapshot_seq, last, &mut about)?;
     let mut missing: Vec<_> = about.into_iter().collect();
     missing.sort_unstable_by_key(|(seq, _)| *seq);
     for (seq, node) in missing {
-        if plan.is_empty() {
-            tracing::warn!(seq, node = %node, "index entry missing; added");
-        }
+        tracing::warn!(seq, node = %node, "index entry missing; added");
         store.reindex(&node, seq)?;
     }
     check_watermark(store, last)?;
-    if !plan.is_empty() {
-        store.set_layout_version(hydra_migrations::LAYOUT_VERSION)?;
-        store.flush()?;
-    }
     Ok(Recovered { views, prev_hash, snapshot_seq })
 }
 
@@ -689,6 +687,7 @@ mod tests {
 
     /// Writes `events` as a log, chained, with no index entries at all.
     fn unindexed_log(store: &Store, events: Vec<Event>) {
+        store.set_layout_version(hydra_migrations::LAYOUT_VERSION).unwrap();
         let mut prev = ZERO_HASH;
         for (i, event) in events.into_iter().enumerate() {
             let envelope = Envelope {

@@ -11,10 +11,17 @@ use std::path::{Path, PathBuf};
 
 /// The message for a log that cannot be served or audited: what is wrong, the last
 /// good sequence number (from a raw scan of the files, which needs no sled), and what
-/// the operator can do. `None` when the error is not damage (e.g. a lock).
+/// the operator can do; for a data dir in another layout, the command that migrates
+/// it. `None` when the error is neither (e.g. a lock).
 pub fn refusal(data: &Path, program: &str, error: &StoreError) -> Option<String> {
-    if !error.is_damage() {
-        return None;
+    use hydra_migrations::MigrationError;
+    match error {
+        StoreError::Layout(MigrationError::LayoutTooNew { .. }) => return Some(error.to_string()),
+        StoreError::Layout(_) => {
+            return Some(format!("{error}:\n  {program} migrate --data {}", data.display()));
+        }
+        _ if !error.is_damage() => return None,
+        _ => {}
     }
     let good = match store::salvage(data) {
         Ok(s) => s.chain.len() as u64,

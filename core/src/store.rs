@@ -21,6 +21,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the event log is damaged: sled failed inside while {0}")]
     Panicked(String),
+    /// The data dir is sound but not in this build's layout (`migrate`).
+    #[error(transparent)]
+    Layout(#[from] hydra_migrations::MigrationError),
 }
 
 impl StoreError {
@@ -30,7 +33,7 @@ impl StoreError {
         match self {
             StoreError::Corrupt(_) | StoreError::Panicked(_) => true,
             StoreError::Sled(sled::Error::Corruption { .. }) => true,
-            StoreError::Sled(_) | StoreError::Io(_) => false,
+            StoreError::Sled(_) | StoreError::Io(_) | StoreError::Layout(_) => false,
         }
     }
 }
@@ -133,6 +136,7 @@ pub struct Store {
 }
 
 const LAYOUT_KEY: &[u8] = b"layout_version";
+const MIGRATING_KEY: &[u8] = b"migrating_to";
 
 /// Size of `<data>/ballast`, a file of zeros kept only to be deleted: sled needs room to
 /// open a log (it pads the tail of its last segment, ~512 KiB), so on a disk that
@@ -209,6 +213,25 @@ impl Store {
 
     pub fn set_layout_version(&self, version: u32) -> Result<(), StoreError> {
         self.meta.insert(LAYOUT_KEY, &version.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// The layout a migration under way is bringing the store to: set (and flushed)
+    /// before a migration step starts, cleared with the new layout version when it
+    /// ends, so that a migration cut short is seen, never served half done.
+    pub fn migrating(&self) -> Result<Option<u32>, StoreError> {
+        Ok(match guarded("reading the migration marker", || Ok(self.meta.get(MIGRATING_KEY)?))? {
+            Some(v) if v.len() == 4 => Some(u32::from_be_bytes(v.as_ref().try_into().expect("4"))),
+            Some(_) => return Err(StoreError::Corrupt("meta.migrating_to is not 4 bytes".into())),
+            None => None,
+        })
+    }
+
+    pub fn set_migrating(&self, to: Option<u32>) -> Result<(), StoreError> {
+        match to {
+            Some(v) => self.meta.insert(MIGRATING_KEY, &v.to_be_bytes())?,
+            None => self.meta.remove(MIGRATING_KEY)?,
+        };
         Ok(())
     }
 

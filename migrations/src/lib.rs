@@ -6,10 +6,36 @@
 /// `events`, `node_index`, `snapshots`, `tokens` and `meta`.
 pub const LAYOUT_VERSION: u32 = 1;
 
-#[derive(Debug, thiserror::Error)]
+/// Why a data dir cannot be served as it is. The messages say what is wrong; the
+/// program that refuses adds the command to run (`<program> migrate --data DIR`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MigrationError {
-    #[error("the store has layout version {found}, newer than this build ({supported}): upgrade Hydra")]
+    #[error(
+        "the data dir has layout version {found}, newer than this build knows ({supported}): upgrade Hydra"
+    )]
     LayoutTooNew { found: u32, supported: u32 },
+    #[error(
+        "the data dir has layout version {found}, older than this build serves ({supported}): migrate it"
+    )]
+    LayoutTooOld { found: u32, supported: u32 },
+    #[error("a migration of the data dir to layout version {to} was interrupted: run the migration again to finish it")]
+    Interrupted { to: u32 },
+}
+
+/// Whether a data dir at layout `found` (with a migration to `migrating` under way, if
+/// any) can be served as it is. A store without a layout record and without events is
+/// new: it is given this build's layout when it is opened.
+pub fn servable(found: u32, migrating: Option<u32>, has_events: bool) -> Result<(), MigrationError> {
+    if let Some(to) = migrating {
+        return Err(MigrationError::Interrupted { to });
+    }
+    if found > LAYOUT_VERSION {
+        return Err(MigrationError::LayoutTooNew { found, supported: LAYOUT_VERSION });
+    }
+    if found < LAYOUT_VERSION && has_events {
+        return Err(MigrationError::LayoutTooOld { found, supported: LAYOUT_VERSION });
+    }
+    Ok(())
 }
 
 /// One step that brings the store layout from `from` to `from + 1`.
@@ -45,5 +71,14 @@ mod tests {
     #[test]
     fn a_store_from_a_newer_build_is_refused() {
         assert!(matches!(layout_plan(LAYOUT_VERSION + 1), Err(MigrationError::LayoutTooNew { .. })));
+        assert!(matches!(servable(LAYOUT_VERSION + 1, None, true), Err(MigrationError::LayoutTooNew { .. })));
+    }
+
+    #[test]
+    fn an_older_or_half_migrated_store_is_not_served_but_a_new_one_is() {
+        assert!(matches!(servable(0, None, true), Err(MigrationError::LayoutTooOld { found: 0, .. })));
+        assert!(matches!(servable(0, Some(1), true), Err(MigrationError::Interrupted { to: 1 })));
+        assert_eq!(servable(0, None, false), Ok(()));
+        assert_eq!(servable(LAYOUT_VERSION, None, true), Ok(()));
     }
 }

@@ -95,6 +95,9 @@ pub enum ServiceCommand<C: ServiceConfig> {
     /// Rebuild a damaged log from its intact prefix (the server stopped): keeps events
     /// 1..=SEQ, moves the damaged data dir aside and exports what it drops.
     Repair(RepairArgs),
+    /// Bring a data dir written by an older version to this one's layout (the server
+    /// stopped). Safe to run again; finishes a migration that was cut short.
+    Migrate(DataArgs<C>),
 }
 
 impl<C: ServiceConfig> ServiceCommand<C> {
@@ -104,21 +107,59 @@ impl<C: ServiceConfig> ServiceCommand<C> {
             ServiceCommand::Serve(args) => args.serve().await?,
             ServiceCommand::Audit(args) => audit_log::<C>(&args)?,
             ServiceCommand::Repair(args) => repair_log::<C::Views>(&args)?,
+            ServiceCommand::Migrate(args) => migrate::<C>(&args.data)?,
         }
         Ok(0)
     }
 }
 
+/// The data dir of an offline command (the server must not be running on it).
+#[derive(Debug, Args)]
+pub struct DataArgs<C: ServiceConfig> {
+    #[arg(long, env = C::DATA_ENV, default_value = C::DEFAULT_DATA,
+          help = "The data dir (the server must not be running on it)")]
+    pub data: PathBuf,
+    #[arg(skip)]
+    _service: std::marker::PhantomData<C>,
+}
+
 /// `audit`'s flags.
 #[derive(Debug, Args)]
 pub struct AuditArgs<C: ServiceConfig> {
-    #[arg(long, env = C::DATA_ENV, default_value = C::DEFAULT_DATA,
-          help = "The data dir to audit (the server must not be running on it)")]
-    pub data: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs<C>,
     #[command(flatten)]
     pub options: AuditOptions,
-    #[arg(skip)]
-    _service: std::marker::PhantomData<C>,
+}
+
+/// `migrate`: says what it did, step by step.
+fn migrate<C: ServiceConfig>(data: &Path) -> anyhow::Result<()> {
+    if !data.join("log").exists() {
+        bail!("no event log in {}", data.display());
+    }
+    let in_use = |e: hydra_core::store::StoreError| {
+        if hydra_core::store::in_use(data) {
+            anyhow::anyhow!("a server is running on {}: stop it first ({e})", data.display())
+        } else {
+            match hydra_core::repair::refusal(data, C::PROGRAM, &e) {
+                Some(message) => anyhow::anyhow!("cannot migrate {}: {message}", data.display()),
+                None => anyhow::Error::new(e).context(format!("migrating {}", data.display())),
+            }
+        }
+    };
+    let m = hydra_core::migrate::migrate(data).map_err(in_use)?;
+    if let Some(to) = m.finished_interrupted {
+        println!("found a migration to layout {to} that was cut short: finishing it");
+    }
+    for step in &m.steps {
+        println!("layout {} -> {}: {}", step.from, step.from + 1, step.what);
+    }
+    if m.steps.is_empty() {
+        println!("{}: layout {} is current, nothing to do", data.display(), m.to);
+    } else {
+        println!("migrated {}: layout {} -> {}", data.display(), m.from, m.to);
+    }
+    Ok(())
 }
 
 /// The options of `audit` past its data dir (which each program reads from its own
@@ -164,7 +205,7 @@ pub fn repair_log<P: Projection>(args: &RepairArgs) -> anyhow::Result<()> {
 /// rebuilt views, to compare with the live `GET /api/v1/audit/digest`, and the one
 /// figure of the views the service names (`nodes`, `experiences`).
 pub fn audit_log<C: ServiceConfig>(args: &AuditArgs<C>) -> anyhow::Result<()> {
-    let (program, data, options) = (C::PROGRAM, args.data.as_path(), &args.options);
+    let (program, data, options) = (C::PROGRAM, args.data.data.as_path(), &args.options);
     if !data.join("log").exists() {
         bail!("no event log in {}", data.display());
     }

@@ -270,7 +270,7 @@ fn each_views_type_snapshots_to_its_pinned_bytes() {
 }
 
 /// The records of a checked-in log: each a u32 length (little endian), then its bytes.
-fn log_records(name: &str) -> Vec<Vec<u8>> {
+pub fn log_records(name: &str) -> Vec<Vec<u8>> {
     let data = std::fs::read(format!("{FIXTURES}/{name}")).unwrap();
     let mut records = Vec::new();
     let mut rest = data.as_slice();

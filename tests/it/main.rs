@@ -17,6 +17,7 @@ mod heads_agent;
 mod hostile_agents;
 mod library_api;
 mod lock_storm;
+mod migrate;
 mod nodes;
 mod pipeline;
 mod provision;

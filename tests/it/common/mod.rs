@@ -90,16 +90,23 @@ pub async fn spawn_app() -> TestServer {
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
+    serve_dir(tempfile::tempdir().unwrap(), tweak).await.expect("server starts")
+}
+
+/// An in-process server on a data dir that may hold data already, or why it refused it.
+pub async fn serve_dir(
+    dir: tempfile::TempDir,
+    tweak: impl FnOnce(&mut Config),
+) -> anyhow::Result<TestServer> {
     let mut config = test_config(dir.path());
     tweak(&mut config);
-    let running = hydra::cluster::server::start(config).await.expect("server starts");
-    TestServer {
+    let running = hydra::cluster::server::start(config).await?;
+    Ok(TestServer {
         url: format!("http://{}", running.addr),
         http: reqwest::Client::new(),
         dir,
         running: Some(running),
-    }
+    })
 }
 
 /// An in-process server with one approved body ("body-1" at north/arena): the server,

@@ -1,0 +1,76 @@
+//! `migrate`: brings a data dir written by an older Hydra to this build's layout, one
+//! step at a time (the steps are listed in `hydra_migrations`). Each step is marked in
+//! the store before it starts and cleared with the new layout version when it ends,
+//! both flushed: a migration cut short (a crash, a kill) is seen by the next `serve`,
+//! which refuses, and by the next `migrate`, which runs the step again to finish it
+//! (every step is idempotent). A second `migrate` of a current store does nothing.
+
+use crate::audit::{read_checked, Chain};
+use crate::store::{Store, StoreError};
+use hydra_migrations::{layout_plan, LayoutStep};
+use std::path::Path;
+
+/// What `migrate` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrated {
+    pub from: u32,
+    pub to: u32,
+    /// The layout an interrupted migration was bringing the store to, if one was found.
+    pub finished_interrupted: Option<u32>,
+    /// The steps run, in order.
+    pub steps: Vec<LayoutStep>,
+}
+
+/// Migrates the data dir in `dir` (the server must not be running on it).
+pub fn migrate(dir: &Path) -> Result<Migrated, StoreError> {
+    let store = Store::open(dir)?;
+    let from = store.layout_version()?;
+    let interrupted = store.migrating()?;
+    let plan = layout_plan(from)?;
+    for step in &plan {
+        let to = step.from + 1;
+        store.set_migrating(Some(to))?;
+        store.flush()?;
+        run(&store, step)?;
+        store.set_layout_version(to)?;
+        store.set_migrating(None)?;
+        store.flush()?;
+    }
+    if plan.is_empty() && interrupted.is_some() {
+        // Cut short after its last step wrote the new layout: only the marker is left.
+        store.set_migrating(None)?;
+        store.flush()?;
+    }
+    Ok(Migrated { from, to: store.layout_version()?, finished_interrupted: interrupted, steps: plan })
+}
+
+fn run(store: &Store, step: &LayoutStep) -> Result<(), StoreError> {
+    match step.from {
+        0 => rebuild_node_index(store),
+        other => unreachable!("hydra_migrations lists no step from layout {other}"),
+    }
+}
+
+/// Layout 0 → 1: every event about a node gets its index entry (entries already there
+/// are written again, unchanged). The whole log is read with every check on the way.
+fn rebuild_node_index(store: &Store) -> Result<(), StoreError> {
+    let last = store.last_seq()?;
+    let mut chain = Chain::start();
+    let mut entries = Vec::new();
+    read_checked(store, last, &mut chain, |envelope| {
+        if let Some(node) = envelope.event.node_id() {
+            entries.push((node.clone(), envelope.seq));
+        }
+        true
+    })?;
+    if chain.next != last + 1 {
+        return Err(StoreError::Corrupt(format!(
+            "the log ends at seq {} but its last key is {last}",
+            chain.next - 1
+        )));
+    }
+    for (node, seq) in entries {
+        store.reindex(&node, seq)?;
+    }
+    Ok(())
+}

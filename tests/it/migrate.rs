@@ -1,0 +1,102 @@
+//! `migrate` and the layout checks of `serve`: a data dir from an older Hydra is refused
+//! with the command to run, migrated (twice is harmless, a migration cut short is
+//! finished), then served with the digest it had; one from a newer Hydra is refused.
+
+use crate::common::*;
+use crate::formats::log_records;
+use hydra_core::store::{Record, Store};
+
+const DIGEST: &str = include_str!("../fixtures/cluster-log-v1.digest");
+
+/// A data dir as a pre-release Hydra left it: the log that schema 1 wrote, with no
+/// layout record and no per-node index (layout 0).
+fn old_data_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for (i, bytes) in log_records("cluster-log-v1.bin").iter().enumerate() {
+        store.append(&[Record { seq: i as u64 + 1, bytes, node_id: None }], &[]).unwrap();
+    }
+    store.flush().unwrap();
+    dir
+}
+
+fn with_store(dir: &std::path::Path, change: impl FnOnce(&Store)) {
+    let store = Store::open(dir).unwrap();
+    change(&store);
+    store.flush().unwrap();
+}
+
+/// Why the server refused to start on `dir`.
+async fn refusal(dir: &std::path::Path) -> String {
+    match hydra::cluster::server::start(test_config(dir)).await {
+        Ok(_) => panic!("the server started on a data dir it should refuse"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+/// Index entries in the data dir (the server stopped).
+fn index_entries(dir: &std::path::Path) -> usize {
+    Store::open(dir).unwrap().index_entries().unwrap().len()
+}
+
+/// The server on a migrated dir has the old log's digest and the owner it recorded.
+async fn served_as_before(dir: tempfile::TempDir) {
+    let mut s = serve_dir(dir, |_| {}).await.expect("the migrated dir is served");
+    let (_, d) = get(&s, "/api/v1/audit/digest", ADMIN).await;
+    assert_eq!(format!("{} {}\n", d["seq"], d["digest"].as_str().unwrap()), DIGEST);
+    let (_, nodes) = get(&s, "/api/v1/nodes", ADMIN).await;
+    let body = nodes.as_array().unwrap().iter().find(|n| n["name"] == "render-01").expect("the body");
+    assert_eq!(body["owner"], "ops", "{body}");
+    let (status, history) =
+        get(&s, &format!("/api/v1/nodes/{}/history", body["id"].as_str().unwrap()), ADMIN).await;
+    assert_eq!(status, 200);
+    let history = history["events"].as_array().or(history.as_array()).cloned().unwrap_or_default();
+    assert!(history.len() >= 8, "the rebuilt index finds the node's events: {history:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_old_data_dir_is_refused_then_migrated_once_and_served_with_its_digest() {
+    let dir = old_data_dir();
+    let refused = refusal(dir.path()).await;
+    assert!(refused.contains("layout version 0, older than this build serves"), "{refused}");
+    assert!(refused.contains(&format!("hydracluster migrate --data {}", dir.path().display())), "{refused}");
+
+    assert_eq!(index_entries(dir.path()), 0);
+    let (ok, out) = offline(&["migrate"], dir.path());
+    assert!(ok, "{out}");
+    assert!(out.contains("layout 0 -> 1: record the layout version and rebuild the node index"), "{out}");
+    // Every event about a node (all 17 here) has its index entry.
+    assert_eq!(index_entries(dir.path()), 17);
+    let (ok, again) = offline(&["migrate"], dir.path());
+    assert!(ok, "{again}");
+    assert!(again.contains("layout 1 is current, nothing to do"), "{again}");
+    served_as_before(dir).await;
+}
+
+#[tokio::test]
+async fn a_migration_cut_short_is_refused_by_serve_and_finished_by_migrate() {
+    let dir = old_data_dir();
+    // A crash after the step began: the marker is written, the layout is not.
+    with_store(dir.path(), |s| s.set_migrating(Some(1)).unwrap());
+    let refused = refusal(dir.path()).await;
+    assert!(refused.contains("migration of the data dir to layout version 1 was interrupted"), "{refused}");
+    assert!(refused.contains("hydracluster migrate --data"), "{refused}");
+
+    let (ok, out) = offline(&["migrate"], dir.path());
+    assert!(ok, "{out}");
+    assert!(out.contains("found a migration to layout 1 that was cut short: finishing it"), "{out}");
+    assert!(out.contains("migrated"), "{out}");
+    served_as_before(dir).await;
+}
+
+#[tokio::test]
+async fn a_data_dir_from_a_newer_build_is_refused_by_serve_and_by_migrate() {
+    let dir = old_data_dir();
+    with_store(dir.path(), |s| s.set_layout_version(99).unwrap());
+    let (ok, out) = offline(&["migrate"], dir.path());
+    assert!(!ok, "{out}");
+    assert!(out.contains("layout version 99, newer than this build knows (1): upgrade Hydra"), "{out}");
+    let refused = refusal(dir.path()).await;
+    assert!(refused.contains("newer than this build knows"), "{refused}");
+}
