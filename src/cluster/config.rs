@@ -55,6 +55,8 @@ pub struct Config {
     /// Enrollments allowed per remote address per minute (and as a burst).
     pub enroll_per_minute: u32,
     pub max_body_bytes: usize,
+    /// Largest node file `POST /api/v1/nodes/import` takes (about 300 bytes a node).
+    pub max_import_bytes: usize,
     /// 0 counts as 1 (see `server::start`).
     pub snapshot_every: u64,
     /// Mutations are refused (503, read-only) while the data dir's filesystem has less
@@ -155,6 +157,7 @@ impl Default for Config {
             offline_check_interval: Duration::from_secs(5),
             enroll_per_minute: 30,
             max_body_bytes: 1024 * 1024,
+            max_import_bytes: 8 * 1024 * 1024,
             snapshot_every: 10_000,
             min_free_bytes: 128 * 1024 * 1024,
             broadcast_capacity: 4096,
@@ -245,6 +248,16 @@ impl RoleRecipe {
 }
 
 impl Config {
+    /// The writer's settings.
+    pub fn ledger_config(&self) -> hydra_core::ledger::LedgerConfig {
+        hydra_core::ledger::LedgerConfig {
+            snapshot_every: self.snapshot_every.max(1),
+            broadcast_capacity: self.broadcast_capacity,
+            min_free_bytes: self.min_free_bytes,
+            ..Default::default()
+        }
+    }
+
     /// The connection settings of the HTTP server.
     pub fn conn_limits(&self) -> crate::service::serve::ConnLimits {
         crate::service::serve::ConnLimits {

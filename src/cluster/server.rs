@@ -7,7 +7,6 @@ use super::watchdogs;
 use crate::service::config::ServiceConfig;
 use crate::service::start::{self, Running};
 use hydra_core::auth::Tokens;
-use hydra_core::ledger::LedgerConfig;
 use hydra_projections::ClusterViews;
 use tokio::sync::watch;
 
@@ -16,17 +15,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     config.check().map_err(|e| anyhow::anyhow!("{e}"))?;
     let limits = config.conn_limits();
     limits.check().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let ledger_config = LedgerConfig {
-        snapshot_every: config.snapshot_every.max(1),
-        broadcast_capacity: config.broadcast_capacity,
-        min_free_bytes: config.min_free_bytes,
-        ..LedgerConfig::default()
-    };
     let opened = start::open::<ClusterViews>(
         "hydracluster",
         &config.data,
         config.admin_token.as_deref(),
-        ledger_config,
+        config.ledger_config(),
         config.listen,
     )
     .await?;

@@ -138,14 +138,24 @@ async fn open_service<P: Projection>(
     std::fs::create_dir_all(data).with_context(|| format!("creating data dir {}", data.display()))?;
     let (token, is_new) = admin_token(data, configured_token)
         .with_context(|| format!("reading or creating {}/admin-token", data.display()))?;
+    Ok((token, is_new, open_ledger(program, data, ledger_config).await?))
+}
+
+/// Opens a data dir's event log, recovered, with its writer running: what `serve`
+/// and the offline commands that write (`hydracluster import --data`) stand on. A
+/// damaged log is refused with its last good seq and the ways on, never served.
+pub async fn open_ledger<P: Projection>(
+    program: &str,
+    data: &Path,
+    ledger_config: LedgerConfig,
+) -> anyhow::Result<Ledger<P>> {
     let dir = data.to_owned();
     let opened = tokio::task::spawn_blocking(move || {
         Store::open(&dir).and_then(|store| Ledger::<P>::open(store, ledger_config))
     })
     .await?;
     match opened {
-        Ok(ledger) => Ok((token, is_new, ledger)),
-        // A damaged log is refused with its last good seq and the ways on, never served.
+        Ok(ledger) => Ok(ledger),
         Err(e) => match hydra_core::repair::refusal(data, program, &e) {
             Some(message) => {
                 Err(anyhow::anyhow!("refusing to serve the event log in {}: {message}", data.display()))
@@ -160,7 +170,7 @@ async fn open_service<P: Projection>(
 /// Waits for the writer to finish (it does once every other handle is gone) and to
 /// write its last snapshot. A plain thread, not spawn_blocking: if the writer hangs (a
 /// dying disk), the runtime's shutdown must not wait for it.
-async fn stop_writer<P: Projection>(ledger: Ledger<P>) {
+pub async fn stop_writer<P: Projection>(ledger: Ledger<P>) {
     let (done, joined) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         ledger.shutdown();

@@ -14,6 +14,7 @@ mod exec;
 mod heads;
 mod heads_agent;
 mod hostile_agents;
+mod import;
 mod library_api;
 mod lock_storm;
 mod nodes;

@@ -7,6 +7,7 @@ mod enroll;
 mod exec;
 mod heads;
 mod health;
+mod import;
 mod nodes;
 mod provision;
 mod remote;
@@ -110,6 +111,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(crate::service::health::readyz::<AppState>))
         .route("/api/v1/readyz", get(crate::service::health::readyz::<AppState>))
         .route("/api/v1/nodes", get(nodes::list))
+        .route(
+            "/api/v1/nodes/import",
+            post(import::import).layer(axum::extract::DefaultBodyLimit::max(state.config.max_import_bytes)),
+        )
         .route("/api/v1/nodes/{id}", get(nodes::get_one).delete(nodes::remove))
         .route("/api/v1/nodes/{id}/approve", post(nodes::approve))
         .route("/api/v1/nodes/{id}/reject", post(nodes::reject))

@@ -103,3 +103,36 @@ async fn the_domain_refusals_map_to_their_status() {
     let (status, answer) = call(&app, "POST", approve, Some(ADMIN), Some(body)).await;
     assert_eq!((status, error(&answer)), (StatusCode::NOT_FOUND, "no node node-a"));
 }
+
+#[tokio::test]
+async fn an_import_request_says_what_is_wrong_with_it() {
+    let (_dir, app) = app();
+    let file = "- {id: node-a, name: a, ip: 10.0.0.1, district: n, venue: v, token: hya_test-admin}\n";
+    let (status, body) = call(&app, "POST", "/api/v1/nodes/import", Some(ADMIN), Some(file)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).starts_with("name is required"), "{body}");
+    let (status, body) =
+        call(&app, "POST", "/api/v1/nodes/import?name=x&force=1", Some(ADMIN), Some(file)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).contains("force"), "{body}");
+    let (status, body) = call(&app, "POST", "/api/v1/nodes/import?name=a%0Ab", Some(ADMIN), Some(file)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).contains("the file's name"), "{body}");
+    // An agent given the admin's token would be taken for the admin.
+    let (status, body) =
+        call(&app, "POST", "/api/v1/nodes/import?name=f.yaml", Some(ADMIN), Some(file)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["problems"][0]["line"], 1);
+    assert!(body["problems"][0]["message"].as_str().unwrap().contains("the server's own tokens"), "{body}");
+    let request = Request::post("/api/v1/nodes/import?name=f.yaml")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::from(vec![0xff, 0xfe]))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let huge = "#".repeat(Config::default().max_import_bytes + 1);
+    let (status, _) = call(&app, "POST", "/api/v1/nodes/import?name=f.yaml", Some(ADMIN), Some(&huge)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, body) = call(&app, "GET", "/api/v1/nodes", Some(ADMIN), None).await;
+    assert_eq!((status, body), (StatusCode::OK, serde_json::json!([])));
+}

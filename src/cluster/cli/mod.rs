@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 mod exec;
 mod heads;
+mod import;
 mod log;
 mod nodes;
 mod shell;
@@ -72,6 +73,10 @@ pub enum Command {
     Queue(NodeJsonArgs),
     /// Cancel a queued or in-flight command.
     Cancel(exec::Cancel),
+    /// Bring an existing fleet in from a node file, without touching the machines: each
+    /// agent keeps the token it has. Through --server, or offline with --data (the
+    /// server stopped). Exit code 1 when the file is refused (nothing is written).
+    Import(import::ImportArgs),
     /// The live server's state digest and sequence number.
     Digest {
         #[command(flatten)]
@@ -156,6 +161,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<u8> {
         Command::Assign(a) => heads::assign(a).await,
         Command::Allow(a) => heads::allow(a).await,
         Command::Digest { client } => log::digest(&client).await,
+        Command::Import(a) => import::import(a).await,
         Command::Serve(_) | Command::Audit(_) | Command::Repair(_) => unreachable!("handled by main"),
     }
 }
