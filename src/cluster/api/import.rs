@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hydra_core::auth::TokenHash;
 use serde::Deserialize;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +49,17 @@ pub async fn import(
     })
     .await
     .map_err(ApiError::internal)?;
+    // One import at a time: a command reads the token store before the commands of
+    // its batch have written theirs, so two files giving one token to two new nodes
+    // must not be decided in one batch. Refused rather than waited for, so nothing
+    // holds a lock across an await.
+    if state.importing.swap(true, Ordering::SeqCst) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "another import is under way: try again when it ends",
+        ));
+    }
+    let _done = Done(&state.importing);
     let nodes = match parsed {
         Ok(nodes) => nodes,
         Err(problems) => return Ok(refused(Refusal { file, problems, conflicts: Vec::new() })),
@@ -57,6 +69,15 @@ pub async fn import(
         Err(ImportError::Refused(r)) => Ok(refused(r)),
         Err(ImportError::Ledger(e)) => Err(e.into()),
         Err(ImportError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// Clears the flag however the import ends.
+struct Done<'a>(&'a AtomicBool);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 

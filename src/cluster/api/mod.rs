@@ -47,6 +47,8 @@ pub struct AppState {
     pub shells: Arc<shell::ShellRegistry>,
     pub auth_throttle: Arc<extract::AuthThrottle>,
     pub connections: Arc<serve::ConnStats>,
+    /// An import is under way: a second one waits its turn (see `import::import`).
+    pub importing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ServiceState for AppState {
@@ -99,6 +101,7 @@ impl AppState {
             shells: Arc::default(),
             auth_throttle: Arc::new(extract::AuthThrottle::new(config_burst, config_window)),
             connections: Arc::default(),
+            importing: Arc::default(),
         }
     }
 }

@@ -15,13 +15,19 @@ const ADMIN: &str = "hya_test-admin";
 
 /// hydracluster's router on a fresh data dir, with `ADMIN` as its admin token.
 fn app() -> (tempfile::TempDir, axum::Router) {
+    let (dir, state) = state();
+    (dir, router(state))
+}
+
+/// The state behind `app`.
+fn state() -> (tempfile::TempDir, AppState) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let ledger = Ledger::open(store, LedgerConfig { min_free_bytes: 0, ..LedgerConfig::default() }).unwrap();
     let tokens = Tokens::new(&[("admin".into(), ADMIN.into())], None, None);
     let (_, stopping) = tokio::sync::watch::channel(false);
     let config = Config { data: dir.path().to_owned(), ..Config::default() };
-    (dir, router(AppState::new(config, ledger, tokens, stopping)))
+    (dir, AppState::new(config, ledger, tokens, stopping))
 }
 
 /// One request; the answer's status and JSON body (`null` when it is not JSON).
@@ -135,4 +141,28 @@ async fn an_import_request_says_what_is_wrong_with_it() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     let (status, body) = call(&app, "GET", "/api/v1/nodes", Some(ADMIN), None).await;
     assert_eq!((status, body), (StatusCode::OK, serde_json::json!([])));
+}
+
+#[tokio::test]
+async fn a_second_import_under_way_is_refused_and_the_first_ends_it() {
+    let (_dir, state) = state();
+    let app = router(state.clone());
+    let file = "- {id: node-a, name: a, ip: 10.0.0.1, district: n, venue: v, token: t}\n";
+    state.importing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, body) =
+        call(&app, "POST", "/api/v1/nodes/import?name=f.yaml", Some(ADMIN), Some(file)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(error(&body).contains("another import is under way"), "{body}");
+    state.importing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (status, body) =
+        call(&app, "POST", "/api/v1/nodes/import?name=f.yaml", Some(ADMIN), Some(file)).await;
+    assert_eq!((status, body["created"].clone()), (StatusCode::OK, serde_json::json!(["node-a"])), "{body}");
+    // The flag is down again: the same file once more changes nothing.
+    let (status, body) =
+        call(&app, "POST", "/api/v1/nodes/import?name=f.yaml", Some(ADMIN), Some(file)).await;
+    assert_eq!(
+        (status, body["unchanged"].clone()),
+        (StatusCode::OK, serde_json::json!(["node-a"])),
+        "{body}"
+    );
 }
