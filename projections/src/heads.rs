@@ -68,12 +68,9 @@ pub(crate) fn apply(heads: &mut BTreeMap<NodeId, HeadView>, envelope: &Envelope)
         }
         // An imported head has what the file says (a new one starts idle); an imported
         // body has no head view.
-        Event::NodeImported { node_id, kind, assigned_body, app_id, allowed_experiences, .. } => {
+        Event::NodeImported { node_id, kind, .. } => {
             if kind == "head" {
-                let h = heads.entry(node_id.clone()).or_default();
-                h.assigned_body = assigned_body.clone();
-                h.app_id = app_id.clone();
-                h.allowed_experiences = allowed_experiences.clone();
+                import(heads.entry(node_id.clone()).or_default(), &envelope.event);
             } else {
                 heads.remove(node_id);
             }
@@ -85,6 +82,15 @@ pub(crate) fn apply(heads: &mut BTreeMap<NodeId, HeadView>, envelope: &Envelope)
             }
         }
         _ => {}
+    }
+}
+
+/// What a `node.imported` of a head says of it: its body, app and whitelist.
+pub(crate) fn import(h: &mut HeadView, event: &Event) {
+    if let Event::NodeImported { assigned_body, app_id, allowed_experiences, .. } = event {
+        h.assigned_body = assigned_body.clone();
+        h.app_id = app_id.clone();
+        h.allowed_experiences = allowed_experiences.clone();
     }
 }
 

@@ -70,7 +70,7 @@ pub struct NodeView {
 }
 
 impl NodeView {
-    fn new(node_id: NodeId, name: String, ip: String, at_ms: u64) -> Self {
+    pub(crate) fn new(node_id: NodeId, name: String, ip: String, at_ms: u64) -> Self {
         NodeView {
             id: node_id,
             kind: NodeKind::Body,
@@ -126,7 +126,7 @@ pub(crate) fn apply(nodes: &mut BTreeMap<NodeId, NodeView>, envelope: &Envelope)
         let view = nodes
             .entry(node_id.clone())
             .or_insert_with(|| NodeView::new(node_id.clone(), name.clone(), ip.clone(), at));
-        imported(view, &envelope.event);
+        import(view, &envelope.event);
         view.updated_seq = envelope.seq;
         return;
     }
@@ -194,7 +194,7 @@ pub(crate) fn apply(nodes: &mut BTreeMap<NodeId, NodeView>, envelope: &Envelope)
 }
 
 /// The administrative state a `node.imported` gives the node.
-fn imported(node: &mut NodeView, event: &Event) {
+pub(crate) fn import(node: &mut NodeView, event: &Event) {
     let Event::NodeImported {
         kind,
         name,

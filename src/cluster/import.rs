@@ -82,62 +82,30 @@ pub const REPORTED: [&str; 20] = [
     "detail",
 ];
 
-/// One node of the file, checked: what `node.imported` will say, and its token's hash.
+/// One node of the file, checked: the `node.imported` it makes, the node (and head)
+/// it says, as replay will fold them, and its token's hash.
 #[derive(Clone, PartialEq)]
 pub struct ImportNode {
     /// Where the node starts in the file.
     pub line: usize,
     pub id: NodeId,
-    pub kind: NodeKind,
-    pub name: String,
-    pub ip: String,
-    pub status: NodeStatus,
-    pub roles: Vec<String>,
-    pub district: String,
-    pub venue: String,
-    pub environment: String,
-    pub owner: Option<String>,
-    pub draining: bool,
-    /// A head's body, and the line that names it.
-    pub assigned_body: Option<(NodeId, usize)>,
-    pub app_id: Option<String>,
-    pub allowed_experiences: Vec<String>,
+    pub event: Event,
+    pub node: NodeView,
+    pub head: Option<HeadView>,
+    /// The line naming a head's body.
+    pub body_line: usize,
     /// None only for a rejected node (its token was revoked with the rejection).
     pub token: Option<TokenHash>,
 }
 
-/// Everything but the token's hash, which stays out of logs and messages.
+/// Never the token's hash, which stays out of logs and messages.
 impl std::fmt::Debug for ImportNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ImportNode")
             .field("line", &self.line)
-            .field("id", &self.id)
-            .field("kind", &self.kind)
-            .field("name", &self.name)
-            .field("status", &self.status)
+            .field("event", &self.event)
             .field("has_token", &self.token.is_some())
             .finish_non_exhaustive()
-    }
-}
-
-impl ImportNode {
-    fn event(&self) -> Event {
-        Event::NodeImported {
-            node_id: self.id.clone(),
-            kind: self.kind.as_str().into(),
-            name: self.name.clone(),
-            ip: self.ip.clone(),
-            status: self.status.as_str().into(),
-            roles: self.roles.clone(),
-            district: self.district.clone(),
-            venue: self.venue.clone(),
-            environment: self.environment.clone(),
-            owner: self.owner.clone(),
-            draining: self.draining,
-            assigned_body: self.assigned_body.as_ref().map(|(b, _)| b.clone()),
-            app_id: self.app_id.clone(),
-            allowed_experiences: self.allowed_experiences.clone(),
-        }
     }
 }
 
@@ -567,8 +535,7 @@ fn read_node(item: &Node, index: usize, rules: &Rules<'_>) -> (Option<ImportNode
     let draining = f.flag("draining");
     let assigned_body = f
         .text("assigned_body_id")
-        .and_then(|b| NodeId::parse(&b).map_err(|e| f.problem("assigned_body_id", e)).ok())
-        .map(|b| (b, f.line("assigned_body_id")));
+        .and_then(|b| NodeId::parse(&b).map_err(|e| f.problem("assigned_body_id", e)).ok());
     let app_id = f.text("app_id").and_then(|a| f.check("app_id", outside_id("app_id", a)));
     let asked_experiences = f.list("allowed_experiences");
     if asked_experiences.len() > MAX_EXPERIENCES {
@@ -595,18 +562,18 @@ fn read_node(item: &Node, index: usize, rules: &Rules<'_>) -> (Option<ImportNode
     }
     let token = read_token(&mut f, status, rules);
     found.token = token.map(|t| (t, f.line(if f.given("token") { "token" } else { "token_sha256" })));
+    let body_line = f.line("assigned_body_id");
     found.problems = f.problems;
     if !found.problems.is_empty() {
         return (None, found);
     }
     let (Some(id), Some(name)) = (id, name) else { return (None, found) };
-    let node = ImportNode {
-        line: item.line,
-        id,
-        kind,
+    let event = Event::NodeImported {
+        node_id: id.clone(),
+        kind: kind.as_str().into(),
         name,
         ip,
-        status,
+        status: status.as_str().into(),
         roles,
         district,
         venue,
@@ -616,8 +583,9 @@ fn read_node(item: &Node, index: usize, rules: &Rules<'_>) -> (Option<ImportNode
         assigned_body,
         app_id,
         allowed_experiences,
-        token,
     };
+    let (node, head) = hydra_projections::imported(&event).expect("a node.imported event");
+    let node = ImportNode { line: item.line, id, event, node, head, body_line, token };
     (Some(node), found)
 }
 
@@ -745,51 +713,18 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-/// The admin state of a node where it matters for a head's pairing with its body.
-struct Stand<'a> {
-    kind: NodeKind,
-    status: NodeStatus,
-    district: &'a str,
-    venue: &'a str,
-    environment: &'a str,
-    draining: bool,
-}
-
-impl<'a> Stand<'a> {
-    fn of_view(n: &'a NodeView) -> Self {
-        Stand {
-            kind: n.kind,
-            status: n.status,
-            district: &n.district,
-            venue: &n.venue,
-            environment: &n.environment,
-            draining: n.draining,
-        }
-    }
-
-    fn of_file(n: &'a ImportNode) -> Self {
-        Stand {
-            kind: n.kind,
-            status: n.status,
-            district: &n.district,
-            venue: &n.venue,
-            environment: &n.environment,
-            draining: n.draining,
-        }
-    }
-}
-
 /// Why `body` cannot serve `head` (the reason `head.unassigned` records, and the
 /// problem's text), as `heads::assign` and the pairing rules of drain and placement
 /// say, without the `online` check: nothing imported has heartbeated yet.
-fn pairing(head: &Stand<'_>, body_id: &NodeId, body: &Stand<'_>) -> Result<(), (&'static str, String)> {
+fn pairing(head: &NodeView, body_id: &NodeId, body: &NodeView) -> Result<(), (&'static str, String)> {
     if body.kind != NodeKind::Body {
         return Err(("body_no_longer_a_body", format!("{body_id} is a head, not a body")));
     }
     if body.status != NodeStatus::Approved {
         return Err(("body_not_approved", format!("{body_id} is {}, not approved", body.status.as_str())));
     }
-    if (body.district, body.venue, body.environment) != (head.district, head.venue, head.environment) {
+    let place = |n: &NodeView| (n.district.clone(), n.venue.clone(), n.environment.clone());
+    if place(body) != place(head) {
         return Err((
             "placement_changed",
             format!(
@@ -805,6 +740,28 @@ fn pairing(head: &Stand<'_>, body_id: &NodeId, body: &Stand<'_>) -> Result<(), (
     Ok(())
 }
 
+/// A node as an import shows it, field by field (a head's last three), to say how
+/// the server's differs from the file's.
+fn shown(n: &NodeView, h: Option<&HeadView>) -> [(&'static str, String); 13] {
+    let text = |o: Option<&String>| o.map_or("none".to_owned(), |o| format!("{o:?}"));
+    let body = h.and_then(|h| h.assigned_body.as_ref()).map_or("none".to_owned(), |b| b.to_string());
+    [
+        ("kind", n.kind.as_str().into()),
+        ("name", format!("{:?}", n.name)),
+        ("ip", format!("{:?}", n.ip)),
+        ("status", n.status.as_str().into()),
+        ("roles", format!("{:?}", n.roles)),
+        ("district", format!("{:?}", n.district)),
+        ("venue", format!("{:?}", n.venue)),
+        ("environment", n.environment.clone()),
+        ("owner", text(n.owner.as_ref())),
+        ("draining", n.draining.to_string()),
+        ("assigned_body_id", body),
+        ("app_id", text(h.and_then(|h| h.app_id.as_ref()))),
+        ("allowed_experiences", format!("{:?}", h.map_or(&[][..], |h| h.allowed_experiences.as_slice()))),
+    ]
+}
+
 /// How the server's node differs from the file's: one entry per field, the token by
 /// name only.
 fn differences(
@@ -813,35 +770,12 @@ fn differences(
     n: &ImportNode,
     stored: Option<&TokenHash>,
 ) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut field = |name: &str, old: String, new: String| {
-        if old != new {
-            out.push(format!("{name} {old} → {new}"));
-        }
-    };
-    field("kind", v.kind.as_str().into(), n.kind.as_str().into());
-    field("name", format!("{:?}", v.name), format!("{:?}", n.name));
-    field("ip", format!("{:?}", v.ip), format!("{:?}", n.ip));
-    field("status", v.status.as_str().into(), n.status.as_str().into());
-    field("roles", format!("{:?}", v.roles), format!("{:?}", n.roles));
-    field("district", format!("{:?}", v.district), format!("{:?}", n.district));
-    field("venue", format!("{:?}", v.venue), format!("{:?}", n.venue));
-    field("environment", v.environment.clone(), n.environment.clone());
-    let shown = |o: Option<&String>| o.map_or("none".to_owned(), |o| format!("{o:?}"));
-    field("owner", shown(v.owner.as_ref()), shown(n.owner.as_ref()));
-    field("draining", v.draining.to_string(), n.draining.to_string());
-    let body = |b: Option<&NodeId>| b.map_or("none".to_owned(), |b| b.to_string());
-    field(
-        "assigned_body_id",
-        body(h.and_then(|h| h.assigned_body.as_ref())),
-        body(n.assigned_body.as_ref().map(|(b, _)| b)),
-    );
-    field("app_id", shown(h.and_then(|h| h.app_id.as_ref())), shown(n.app_id.as_ref()));
-    field(
-        "allowed_experiences",
-        format!("{:?}", h.map(|h| h.allowed_experiences.as_slice()).unwrap_or_default()),
-        format!("{:?}", n.allowed_experiences),
-    );
+    let mut out: Vec<String> = shown(v, h)
+        .into_iter()
+        .zip(shown(&n.node, n.head.as_ref()))
+        .filter(|((_, old), (_, new))| old != new)
+        .map(|((name, old), (_, new))| format!("{name} {old} → {new}"))
+        .collect();
     if stored != n.token.as_ref() {
         out.push("token (a different one)".into());
     }
@@ -878,7 +812,7 @@ pub fn plan(
         }
         let Some(v) = views.nodes.get(&n.id) else {
             outcome.created.push(n.id.to_string());
-            imported.push(n.event());
+            imported.push(n.event.clone());
             tokens.extend(n.token.map(|hash| TokenWrite::Put { hash, principal }));
             continue;
         };
@@ -897,7 +831,7 @@ pub fn plan(
                     n.id
                 ),
             ));
-        } else if n.status == NodeStatus::Rejected {
+        } else if n.node.status == NodeStatus::Rejected {
             refusal.problems.push(Problem::new(
                 n.line,
                 format!("{}: rejecting a node the server has is `hydracluster reject`, not an import", n.id),
@@ -905,7 +839,7 @@ pub fn plan(
         } else if !update {
             refusal.conflicts.push(change);
         } else {
-            imported.push(n.event());
+            imported.push(n.event.clone());
             if stored_token != n.token.as_ref() {
                 tokens.push(TokenWrite::Revoke { principal: principal.clone() });
                 tokens.extend(n.token.map(|hash| TokenWrite::Put { hash, principal }));
@@ -914,22 +848,22 @@ pub fn plan(
         }
     }
     // Each node as it stands after the import.
-    let stand = |id: &NodeId| -> Option<Stand<'_>> {
+    let after = |id: &NodeId| -> Option<&NodeView> {
         match in_file.get(id) {
-            Some(n) => Some(Stand::of_file(n)),
-            None => views.nodes.get(id).map(Stand::of_view),
+            Some(n) => Some(&n.node),
+            None => views.nodes.get(id),
         }
     };
     for n in nodes {
-        let Some((body, line)) = &n.assigned_body else { continue };
-        let why = match stand(body) {
+        let Some(body) = n.head.as_ref().and_then(|h| h.assigned_body.as_ref()) else { continue };
+        let why = match after(body) {
             None => format!("no node {body} on this server or in the file"),
-            Some(b) => match pairing(&Stand::of_file(n), body, &b) {
+            Some(b) => match pairing(&n.node, body, b) {
                 Ok(()) => continue,
                 Err((_, why)) => why,
             },
         };
-        refusal.problems.push(Problem::new(*line, format!("{}: assigned_body_id: {why}", n.id)));
+        refusal.problems.push(Problem::new(n.body_line, format!("{}: assigned_body_id: {why}", n.id)));
     }
     // The server's heads, not in the file, pinned to a body the import replaces.
     let replaced: std::collections::HashSet<&str> =
@@ -940,8 +874,8 @@ pub fn plan(
         if in_file.contains_key(head_id) {
             continue;
         }
-        let (Some(head), Some(b)) = (views.nodes.get(head_id), stand(body)) else { continue };
-        if let Err((reason, _)) = pairing(&Stand::of_view(head), body, &b) {
+        let (Some(head), Some(b)) = (views.nodes.get(head_id), after(body)) else { continue };
+        if let Err((reason, _)) = pairing(head, body, b) {
             unassigned.push(Event::HeadUnassigned {
                 head_id: head_id.clone(),
                 body_id: body.clone(),
@@ -1082,15 +1016,19 @@ nodes:
     fn a_good_file_reads_as_the_node_list_names_it() {
         let nodes = read(GOOD).unwrap();
         assert_eq!(nodes.len(), 3);
-        let (b, h, p) = (&nodes[0], &nodes[1], &nodes[2]);
-        assert_eq!((b.line, b.kind, b.status), (2, NodeKind::Body, NodeStatus::Approved));
-        assert_eq!(b.token, Some(hash_token("hyn_one")));
+        let (b, h, p) = (&nodes[0].node, &nodes[1].node, &nodes[2].node);
+        assert_eq!((nodes[0].line, b.kind, b.status), (2, NodeKind::Body, NodeStatus::Approved));
+        assert_eq!(nodes[0].token, Some(hash_token("hyn_one")));
         assert_eq!((h.kind, h.name.as_str(), h.ip.as_str()), (NodeKind::Head, "kiosk 1", ""));
-        assert_eq!(h.assigned_body, Some((NodeId::parse("node-b1").unwrap(), 14)));
-        assert_eq!(h.allowed_experiences, ["racing", "space"]);
+        let head = nodes[1].head.as_ref().unwrap();
+        assert_eq!(
+            (head.assigned_body.as_ref().map(NodeId::as_str), nodes[1].body_line),
+            (Some("node-b1"), 14)
+        );
+        assert_eq!(head.allowed_experiences, ["racing", "space"]);
         let mut one = [0u8; 32];
         one[31] = 1;
-        assert_eq!(h.token, Some(one));
+        assert_eq!(nodes[1].token, Some(one));
         assert_eq!((p.status, p.ip.as_str(), p.district.as_str()), (NodeStatus::Pending, "::1", ""));
         // A top-level list reads the same.
         let list = GOOD.replace("nodes:\n  ", "").replace("\n  ", "\n");
