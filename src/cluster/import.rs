@@ -133,9 +133,19 @@ enum Value {
 /// built, so that no input makes a tree deep enough to matter.
 const MAX_DEPTH: usize = 8;
 
+/// More values than a node file of `max_import_bytes` ever holds (about 15 a node):
+/// past it the file is refused before its tree grows further.
+const MAX_VALUES: usize = 1_000_000;
+
+/// Fields in one node, and items in one list, at most (a head's whitelist is the
+/// longest list).
+const MAX_FIELDS: usize = 64;
+const MAX_ITEMS: usize = MAX_EXPERIENCES;
+
 /// Builds the tree from the parser's marked events.
 #[derive(Default)]
 struct Builder {
+    values: usize,
     /// Open lists and maps: their line, whether a map, and their items so far.
     open: Vec<(usize, bool, Vec<Node>)>,
     documents: Vec<Node>,
@@ -149,6 +159,13 @@ impl MarkedEventReceiver for Builder {
             return;
         }
         let line = mark.line();
+        self.values += 1;
+        if self.values > MAX_VALUES || self.problems.len() >= MAX_PROBLEMS {
+            let why = format!("more than {MAX_VALUES} values or {MAX_PROBLEMS} problems: split the file");
+            self.problems.push(Problem::new(line, why));
+            self.stopped = true;
+            return;
+        }
         let node = match event {
             YamlEvent::Scalar(text, style, _, tag) => Node {
                 line,
@@ -279,6 +296,10 @@ impl Fields<'_> {
     fn list(&mut self, f: &str) -> Vec<String> {
         let Some(node) = self.map.get(f) else { return Vec::new() };
         let items = match &node.value {
+            Value::List(items) if items.len() > MAX_ITEMS => {
+                self.problem(f, format!("{f}: at most {MAX_ITEMS} items"));
+                return Vec::new();
+            }
             Value::List(items) => items,
             _ if matches!(scalar(node), Ok(None)) => return Vec::new(),
             _ => {
@@ -359,9 +380,16 @@ pub fn parse(text: &str, rules: &Rules<'_>) -> Result<Vec<ImportNode>, Vec<Probl
     let mut nodes = Vec::with_capacity(items.len());
     let mut ids: HashMap<String, usize> = HashMap::new();
     let mut tokens: HashMap<TokenHash, (String, usize)> = HashMap::new();
+    // Problems past the most an answer lists are only counted, so that a file wrong
+    // throughout does not build a list as large as itself.
+    let mut more = 0usize;
     for (i, item) in items.iter().enumerate() {
         let (node, found) = read_node(item, i + 1, rules);
         problems.extend(found.problems);
+        if problems.len() > MAX_PROBLEMS {
+            more += problems.len() - MAX_PROBLEMS;
+            problems.truncate(MAX_PROBLEMS);
+        }
         // Repeats are found across every node, checked or not.
         if let Some((id, line)) = found.id {
             if let Some(first) = ids.insert(id.clone(), line) {
@@ -389,8 +417,10 @@ pub fn parse(text: &str, rules: &Rules<'_>) -> Result<Vec<ImportNode>, Vec<Probl
     }
     problems.sort_by_key(|p| p.line);
     if problems.len() > MAX_PROBLEMS {
-        let more = problems.len() - MAX_PROBLEMS;
+        more += problems.len() - MAX_PROBLEMS;
         problems.truncate(MAX_PROBLEMS);
+    }
+    if more > 0 {
         let line = problems.last().map_or(1, |p| p.line);
         problems.push(Problem::new(line, format!("… and {more} more problems")));
     }
@@ -414,6 +444,11 @@ fn read_node(item: &Node, index: usize, rules: &Rules<'_>) -> (Option<ImportNode
             .push(Problem::new(item.line, format!("node {index}: expected a map of fields (id: …)")));
         return (None, found);
     };
+    if pairs.len() > MAX_FIELDS {
+        let why = format!("node {index}: {} fields; a node has at most {MAX_FIELDS}", pairs.len());
+        found.problems.push(Problem::new(item.line, why));
+        return (None, found);
+    }
     let mut f =
         Fields { who: format!("node {index}"), line: item.line, map: HashMap::new(), problems: Vec::new() };
     for (k, v) in pairs {
@@ -538,9 +573,6 @@ fn read_node(item: &Node, index: usize, rules: &Rules<'_>) -> (Option<ImportNode
         .and_then(|b| NodeId::parse(&b).map_err(|e| f.problem("assigned_body_id", e)).ok());
     let app_id = f.text("app_id").and_then(|a| f.check("app_id", outside_id("app_id", a)));
     let asked_experiences = f.list("allowed_experiences");
-    if asked_experiences.len() > MAX_EXPERIENCES {
-        f.problem("allowed_experiences", format!("at most {MAX_EXPERIENCES} experiences"));
-    }
     let allowed_experiences = first_of_each(
         asked_experiences
             .into_iter()
@@ -1113,6 +1145,18 @@ nodes:
         assert_eq!(first("- &a {id: node-a}\n- *a\n").line, 2);
         assert_eq!(first("- id: node-a\n---\n- id: node-b\n").line, 3);
         assert!(first(&"[".repeat(100)).message.contains("nested deeper"));
+        // A file wrong throughout lists the first problems and counts the rest.
+        let many = format!(
+            "- {{id: node-a, {}}}\n",
+            (0..60).map(|i| format!("x{i}: 1")).collect::<Vec<_>>().join(", ")
+        );
+        let problems = read(&many.repeat(20)).unwrap_err();
+        assert_eq!(problems.len(), MAX_PROBLEMS + 1);
+        assert!(problems[MAX_PROBLEMS].message.starts_with("… and "), "{:?}", problems.last());
+        let wide = format!("- {{{}}}\n", (0..65).map(|i| format!("x{i}: 1")).collect::<Vec<_>>().join(", "));
+        assert!(first(&wide).message.contains("65 fields; a node has at most 64"));
+        let long = format!("- {{id: node-a, roles: [{}]}}\n", vec!["a"; 1001].join(", "));
+        assert!(read(&long).unwrap_err().iter().any(|p| p.message.contains("roles: at most 1000 items")));
         let p = first("- id: node-a\n  name: a\n  ip: 1.2.3.4\n  district: n\n  venue: v\n  token: 12345\n");
         assert_eq!(
             p,
