@@ -723,15 +723,17 @@ pub struct Refusal {
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (p, c) = (self.problems.len(), self.conflicts.len());
-        if p > 0 {
+        if p > MAX_PROBLEMS {
+            write!(f, "{} refused: more than {MAX_PROBLEMS} problems; nothing was written", self.file)
+        } else if p > 0 {
             write!(f, "{} refused: {p} problem{}; nothing was written", self.file, plural(p))
         } else {
+            let (nodes, differ) = if c == 1 { ("node", "differs") } else { ("nodes", "differ") };
             write!(
                 f,
-                "{} refused: {c} node{} differ from the server's (pass update to replace them); nothing was \
+                "{} refused: {c} {nodes} {differ} from the server's (pass update to replace them); nothing was \
                  written",
-                self.file,
-                plural(c)
+                self.file
             )
         }
     }
@@ -1153,6 +1155,8 @@ nodes:
         let problems = read(&many.repeat(20)).unwrap_err();
         assert_eq!(problems.len(), MAX_PROBLEMS + 1);
         assert!(problems[MAX_PROBLEMS].message.starts_with("… and "), "{:?}", problems.last());
+        let refusal = Refusal { file: "f.yaml".into(), problems, conflicts: vec![] };
+        assert_eq!(refusal.to_string(), "f.yaml refused: more than 500 problems; nothing was written");
         let wide = format!("- {{{}}}\n", (0..65).map(|i| format!("x{i}: 1")).collect::<Vec<_>>().join(", "));
         assert!(first(&wide).message.contains("65 fields; a node has at most 64"));
         let long = format!("- {{id: node-a, roles: [{}]}}\n", vec!["a"; 1001].join(", "));

@@ -89,7 +89,10 @@ async fn a_changed_file_is_a_conflict_until_update() {
         err.contains(&format!("nodes-v2.yaml:7: {} differs: owner \"ops-north\" → \"ops-south\"", BODY_1.0)),
         "{err}"
     );
-    assert!(err.contains("1 node differ from the server's"), "{err}");
+    assert!(
+        err.contains("nodes-v2.yaml refused: 1 node differs from the server's (pass update to replace them)"),
+        "{err}"
+    );
     assert_eq!(digest(&s).await, before, "a refused import writes nothing");
 
     let dry = import_ok(&admin_cli(&s, &["import", changed, "--update", "--dry-run"]).await);
