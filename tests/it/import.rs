@@ -256,7 +256,9 @@ fn state_of(dir: &Path, i: usize, server: &str) -> PathBuf {
     let kind = if i % 10 == 9 { "head" } else { "body" };
     let identity = json!({"node_id": format!("node-imp{i:04}"), "server_url": server, "name": format!("m-{i}"), "kind": kind});
     std::fs::write(state.join("identity.json"), identity.to_string()).unwrap();
-    std::fs::write(state.join("token"), format!("{}\n", token(i))).unwrap();
+    let token_file = state.join("token");
+    std::fs::write(&token_file, format!("{}\n", token(i))).unwrap();
+    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     state
 }
 
@@ -313,4 +315,27 @@ async fn five_hundred_imported_nodes_keep_their_agents_without_enrolling_again()
     let said = import_ok(&admin_cli(&s, &["import", file]).await);
     assert!(said.contains("0 created, 0 updated, 500 unchanged"), "{said}");
     assert_eq!(events(&s, "types=node.imported").await.len(), before);
+}
+
+#[tokio::test]
+async fn a_refusal_that_is_not_about_the_file_reads_as_any_error() {
+    use axum::http::StatusCode;
+    let app = axum::Router::new().route(
+        "/api/v1/nodes/import",
+        axum::routing::post(|| async {
+            (
+                StatusCode::CONFLICT,
+                axum::Json(json!({"error": "another import is under way: try again when it ends"})),
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let out = hydracluster_cli(&["import", EXAMPLE, "--server", &url, "--admin-token", ADMIN]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", all_output(&out));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: 409 Conflict: another import is under way: try again when it ends"
+    );
 }

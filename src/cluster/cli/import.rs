@@ -83,13 +83,15 @@ async fn online(
         .client()?
         .call_raw(Method::POST, "/api/v1/nodes/import", &query, "application/yaml", text.into_bytes())
         .await?;
-    match answer.status.as_u16() {
-        409 | 422 => Ok(Err(serde_json::from_slice(&answer.body).context("reading the server's refusal")?)),
-        _ => {
-            let value = answer.success()?;
-            Ok(Ok(serde_json::from_value(value).context("reading the server's answer")?))
+    // A refusal of the file lists its problems or conflicts; any other error (another
+    // import under way, a bad token) is said as every command says it.
+    if matches!(answer.status.as_u16(), 409 | 422) {
+        if let Ok(refusal) = serde_json::from_slice::<Refusal>(&answer.body) {
+            return Ok(Err(refusal));
         }
     }
+    let value = answer.success()?;
+    Ok(Ok(serde_json::from_value(value).context("reading the server's answer")?))
 }
 
 /// The same command as the server's, on the data dir itself: opened as `serve` opens
