@@ -71,6 +71,13 @@ impl Tokens {
         }
     }
 
+    /// Whether `hash` is one of the configured tokens (admin, observer, fleet): a node
+    /// given such a token would be taken for them.
+    pub fn is_configured(&self, hash: &TokenHash) -> bool {
+        let same = |h: &TokenHash| bool::from(h.ct_eq(hash));
+        self.admins.iter().any(|(_, h)| same(h)) || self.observer.iter().chain(&self.fleet).any(same)
+    }
+
     /// Resolves a bearer token. Configured tokens are compared in constant time; node
     /// tokens are looked up by hash, which reveals nothing about the token itself.
     pub fn resolve(&self, store: &Store, token: &str) -> Option<Principal> {
@@ -165,5 +172,7 @@ mod tests {
         assert_eq!(tokens.resolve(&store, "o"), Some(Principal::Observer));
         assert_eq!(tokens.resolve(&store, "f"), Some(Principal::Fleet));
         assert_eq!(tokens.resolve(&store, "nope"), None);
+        assert!(["a", "o", "f"].iter().all(|t| tokens.is_configured(&hash_token(t))));
+        assert!(!tokens.is_configured(&hash_token("nope")));
     }
 }

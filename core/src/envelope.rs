@@ -112,6 +112,7 @@ fn redact(event: &Event, data: &mut serde_json::Value) {
         | Event::NodeKindChanged { .. }
         | Event::HeadUnassigned { .. }
         | Event::RolloutOrigin { .. }
+        | Event::NodeImported { .. }
         | Event::RolloutCancelled { .. } => {}
     }
 }

@@ -422,6 +422,13 @@ impl Store {
         })
     }
 
+    /// The hash of the token `principal` has (`node:<id>`), if any: what an import
+    /// compares a file's token with.
+    pub fn principal_token(&self, principal: &str) -> Result<Option<[u8; 32]>, StoreError> {
+        let found = guarded("reading a token", || Ok(self.tokens.get(principal_key(principal))?))?;
+        Ok(found.and_then(|v| <[u8; 32]>::try_from(v.as_ref()).ok()))
+    }
+
     pub fn token(&self, hash: &[u8; 32]) -> Result<Option<String>, StoreError> {
         let found = guarded("reading a token", || Ok(self.tokens.get(hash)?))?;
         Ok(found.map(|v| String::from_utf8_lossy(&v).into_owned()))

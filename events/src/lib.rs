@@ -366,6 +366,27 @@ pub enum Event {
         kind: String,
         of_rollout: String,
     },
+    /// A node brought in from an existing fleet (`hydracluster import`; the cause names
+    /// the file) with what that fleet's server kept of it, or replaced by a later import
+    /// with `--update`. Its token is stored as a hash beside the log, never here.
+    /// `kind` is `body` or `head`, `status` `pending`, `approved` or `rejected`; the
+    /// last three fields are a head's (empty for a body).
+    NodeImported {
+        node_id: NodeId,
+        kind: String,
+        name: String,
+        ip: String,
+        status: String,
+        roles: Vec<String>,
+        district: String,
+        venue: String,
+        environment: String,
+        owner: Option<String>,
+        draining: bool,
+        assigned_body: Option<NodeId>,
+        app_id: Option<String>,
+        allowed_experiences: Vec<String>,
+    },
 }
 
 /// A node a rollout left out, and why (`offline`, …).
@@ -493,6 +514,7 @@ impl Event {
             Event::NodeKindChanged { .. } => "node.kind_changed",
             Event::HeadUnassigned { .. } => "head.unassigned",
             Event::RolloutOrigin { .. } => "rollout.origin",
+            Event::NodeImported { .. } => "node.imported",
         }
     }
 
@@ -542,6 +564,7 @@ impl Event {
             | Event::RolloutNodeCompleted { node_id, .. }
             | Event::RolloutNodeFailed { node_id, .. }
             | Event::NodeKindChanged { node_id, .. }
+            | Event::NodeImported { node_id, .. }
             | Event::HeadUnassigned { head_id: node_id, .. } => Some(node_id),
             Event::ExperienceCreated { .. }
             | Event::BuildRegistered { .. }
@@ -614,7 +637,8 @@ impl Event {
             | Event::ExperienceCreated { .. }
             | Event::BuildRegistered { .. }
             | Event::NodeKindChanged { .. }
-            | Event::HeadUnassigned { .. } => None,
+            | Event::HeadUnassigned { .. }
+            | Event::NodeImported { .. } => None,
         }
     }
 
@@ -674,7 +698,8 @@ impl Event {
             | Event::RolloutCancelled { .. }
             | Event::NodeKindChanged { .. }
             | Event::HeadUnassigned { .. }
-            | Event::RolloutOrigin { .. } => None,
+            | Event::RolloutOrigin { .. }
+            | Event::NodeImported { .. } => None,
         }
     }
 }

@@ -66,6 +66,15 @@ pub(crate) fn apply(heads: &mut BTreeMap<NodeId, HeadView>, envelope: &Envelope)
                 heads.remove(node_id);
             }
         }
+        // An imported head has what the file says (a new one starts idle); an imported
+        // body has no head view.
+        Event::NodeImported { node_id, kind, .. } => {
+            if kind == "head" {
+                import(heads.entry(node_id.clone()).or_default(), &envelope.event);
+            } else {
+                heads.remove(node_id);
+            }
+        }
         Event::HeadUnassigned { head_id, .. } => {
             if let Some(h) = heads.get_mut(head_id) {
                 h.assigned_body = None;
@@ -73,6 +82,15 @@ pub(crate) fn apply(heads: &mut BTreeMap<NodeId, HeadView>, envelope: &Envelope)
             }
         }
         _ => {}
+    }
+}
+
+/// What a `node.imported` of a head says of it: its body, app and whitelist.
+pub(crate) fn import(h: &mut HeadView, event: &Event) {
+    if let Event::NodeImported { assigned_body, app_id, allowed_experiences, .. } = event {
+        h.assigned_body = assigned_body.clone();
+        h.app_id = app_id.clone();
+        h.allowed_experiences = allowed_experiences.clone();
     }
 }
 
@@ -180,7 +198,48 @@ mod tests {
                 }],
                 check: |v| assert!(v.heads.is_empty() && v.nodes.is_empty()),
             },
+            Case {
+                name: "an imported head has the file's assignment and whitelist; imported as a body, none",
+                events: vec![imported_head("head"), imported_head("body")],
+                check: |v| {
+                    assert_eq!(v.nodes[&head()].kind, NodeKind::Body);
+                    assert!(v.heads.is_empty());
+                },
+            },
+            Case {
+                name: "an imported head",
+                events: vec![imported_head("head")],
+                check: |v| {
+                    let (n, h) = (&v.nodes[&head()], &v.heads[&head()]);
+                    assert_eq!((n.kind, n.status), (NodeKind::Head, NodeStatus::Approved));
+                    assert_eq!(
+                        (h.assigned_body.as_ref(), h.app_id.as_deref()),
+                        (Some(&body()), Some("app-7"))
+                    );
+                    assert_eq!(h.allowed_experiences, vec!["racing".to_string()]);
+                    assert_eq!(h.status, "idle");
+                },
+            },
         ];
         run_table(cases);
+    }
+
+    fn imported_head(kind: &str) -> Event {
+        Event::NodeImported {
+            node_id: head(),
+            kind: kind.into(),
+            name: "ipad-1".into(),
+            ip: String::new(),
+            status: "approved".into(),
+            roles: vec![],
+            district: "north".into(),
+            venue: "arena".into(),
+            environment: "production".into(),
+            owner: None,
+            draining: false,
+            assigned_body: Some(body()),
+            app_id: Some("app-7".into()),
+            allowed_experiences: vec!["racing".into()],
+        }
     }
 }

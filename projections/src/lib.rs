@@ -18,7 +18,22 @@ pub use library::{
 pub use nodes::{NodeKind, NodeStatus, NodeView};
 pub use provision::{ProvisionState, ProvisionView};
 
-use hydra_events::{Envelope, NodeId};
+use hydra_events::{Envelope, Event, NodeId};
+
+/// The node, and its head view if it is a head, that a `node.imported` makes of a node
+/// the views do not have yet: what an import compares the server's nodes with, so
+/// that it reads the file exactly as replay will.
+pub fn imported(event: &Event) -> Option<(NodeView, Option<HeadView>)> {
+    let Event::NodeImported { node_id, name, ip, kind, .. } = event else { return None };
+    let mut node = NodeView::new(node_id.clone(), name.clone(), ip.clone(), 0);
+    nodes::import(&mut node, event);
+    let head = (kind == "head").then(|| {
+        let mut h = HeadView::default();
+        heads::import(&mut h, event);
+        h
+    });
+    Some((node, head))
+}
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -70,7 +70,7 @@ pub struct NodeView {
 }
 
 impl NodeView {
-    fn new(node_id: NodeId, name: String, ip: String, at_ms: u64) -> Self {
+    pub(crate) fn new(node_id: NodeId, name: String, ip: String, at_ms: u64) -> Self {
         NodeView {
             id: node_id,
             kind: NodeKind::Body,
@@ -118,6 +118,16 @@ pub(crate) fn apply(nodes: &mut BTreeMap<NodeId, NodeView>, envelope: &Envelope)
         view.venue = venue.clone();
         view.updated_seq = envelope.seq;
         nodes.insert(node_id.clone(), view);
+        return;
+    }
+    if let Event::NodeImported { node_id, name, ip, .. } = &envelope.event {
+        // A node already here (an import with `--update`) keeps what its agent
+        // reported and when it joined; what the file says replaces the rest.
+        let view = nodes
+            .entry(node_id.clone())
+            .or_insert_with(|| NodeView::new(node_id.clone(), name.clone(), ip.clone(), at));
+        import(view, &envelope.event);
+        view.updated_seq = envelope.seq;
         return;
     }
     if let Event::NodeRemoved { node_id } = &envelope.event {
@@ -186,6 +196,40 @@ pub(crate) fn apply(nodes: &mut BTreeMap<NodeId, NodeView>, envelope: &Envelope)
         }
         _ => {}
     }
+}
+
+/// The administrative state a `node.imported` gives the node.
+pub(crate) fn import(node: &mut NodeView, event: &Event) {
+    let Event::NodeImported {
+        kind,
+        name,
+        ip,
+        status,
+        roles,
+        district,
+        venue,
+        environment,
+        owner,
+        draining,
+        ..
+    } = event
+    else {
+        return;
+    };
+    node.kind = if kind == "head" { NodeKind::Head } else { NodeKind::Body };
+    node.name = name.clone();
+    node.ip = ip.clone();
+    node.status = match status.as_str() {
+        "approved" => NodeStatus::Approved,
+        "rejected" => NodeStatus::Rejected,
+        _ => NodeStatus::Pending,
+    };
+    node.roles = roles.clone();
+    node.district = district.clone();
+    node.venue = venue.clone();
+    node.environment = environment.clone();
+    node.owner = owner.clone();
+    node.draining = *draining;
 }
 
 fn set_update(node: &mut NodeView, target: UpdateTarget, on: bool) {
@@ -321,7 +365,47 @@ mod tests {
                     assert!(n.draining);
                 },
             },
+            Case {
+                name: "an import creates the node, and a second one replaces what it says",
+                events: vec![
+                    imported("approved", "north"),
+                    Event::NodeOnline { node_id: id() },
+                    Event::NodeStreamChanged { node_id: id(), stream_status: "streaming".into() },
+                    imported("approved", "south"),
+                ],
+                check: |v| {
+                    let n = &v.nodes[&id()];
+                    assert_eq!(n.status, NodeStatus::Approved);
+                    assert_eq!((n.name.as_str(), n.ip.as_str()), ("body-1", "10.1.1.1"));
+                    assert_eq!(n.roles, vec!["hydrabody".to_string()]);
+                    assert_eq!((n.district.as_str(), n.venue.as_str()), ("south", "arena"));
+                    assert_eq!((n.environment.as_str(), n.owner.as_deref()), ("staging", Some("ops")));
+                    assert!(n.draining);
+                    assert!(n.online && n.stream_status == "streaming", "what the agent said stays");
+                    assert_eq!((n.enrolled_at_ms, n.updated_seq), (1000, 4));
+                    assert!(v.heads.is_empty());
+                },
+            },
         ];
         run_table(cases);
+    }
+
+    fn imported(status: &str, district: &str) -> Event {
+        Event::NodeImported {
+            node_id: id(),
+            kind: "body".into(),
+            name: "body-1".into(),
+            ip: "10.1.1.1".into(),
+            status: status.into(),
+            roles: vec!["hydrabody".into()],
+            district: district.into(),
+            venue: "arena".into(),
+            environment: "staging".into(),
+            owner: Some("ops".into()),
+            draining: true,
+            assigned_body: None,
+            app_id: None,
+            allowed_experiences: vec![],
+        }
     }
 }

@@ -56,6 +56,8 @@ pub struct Config {
     /// Enrollments allowed per remote address per minute (and as a burst).
     pub enroll_per_minute: u32,
     pub max_body_bytes: usize,
+    /// Largest node file `POST /api/v1/nodes/import` takes (about 300 bytes a node).
+    pub max_import_bytes: usize,
     /// 0 counts as 1 (see `server::start`).
     pub snapshot_every: u64,
     /// Mutations are refused (503, read-only) while the data dir's filesystem has less
@@ -156,6 +158,7 @@ impl Default for Config {
             offline_check_interval: Duration::from_secs(5),
             enroll_per_minute: 30,
             max_body_bytes: 1024 * 1024,
+            max_import_bytes: 8 * 1024 * 1024,
             snapshot_every: 10_000,
             min_free_bytes: 128 * 1024 * 1024,
             broadcast_capacity: 4096,
@@ -246,7 +249,6 @@ impl RoleRecipe {
 }
 
 impl Config {
-    /// The connection settings of the HTTP server.
     /// Every recipe is well formed and for a role of the catalog (whose name becomes a
     /// directory on the node, so it must be path-safe).
     pub fn check_recipes(&self) -> Result<(), String> {

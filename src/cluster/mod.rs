@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod exec;
 pub mod heads;
+pub mod import;
 pub mod library_client;
 pub mod liveness;
 pub mod nodes;

@@ -96,13 +96,7 @@ impl Placement {
     /// A district, venue and owner of 1 to 64 printable characters, in one of the
     /// fleet's environments.
     pub fn checked(self) -> Result<Placement, DomainError> {
-        let environment = self.environment;
-        if !FLEET_ENVIRONMENTS.contains(&environment.as_str()) {
-            return Err(DomainError::Invalid(format!(
-                "unknown environment {environment:?}: expected {}",
-                FLEET_ENVIRONMENTS.join(" or ")
-            )));
-        }
+        let environment = fleet_environment(self.environment)?;
         Ok(Placement {
             district: label("district", &self.district)?,
             venue: label("venue", &self.venue)?,
@@ -110,6 +104,17 @@ impl Placement {
             owner: self.owner.map(|o| label("owner", &o)).transpose()?,
         })
     }
+}
+
+/// One of the environments a machine can stand in (`staging`, `production`).
+pub fn fleet_environment(environment: String) -> Result<String, DomainError> {
+    if !FLEET_ENVIRONMENTS.contains(&environment.as_str()) {
+        return Err(DomainError::Invalid(format!(
+            "unknown environment {environment:?}: expected {}",
+            FLEET_ENVIRONMENTS.join(" or ")
+        )));
+    }
+    Ok(environment)
 }
 
 /// What an admin may say of a node's roles: the RoleCatalog, and which of its roles

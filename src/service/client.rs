@@ -164,6 +164,35 @@ impl Client {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Answer, Unreachable> {
+        self.request(method, path, query, |req| match body {
+            Some(b) => req.json(b),
+            None => req,
+        })
+        .await
+    }
+
+    /// `call` with a body sent as it is (a file), of `content_type`, instead of JSON.
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<Answer, Unreachable> {
+        self.request(method, path, query, |req| {
+            req.header(reqwest::header::CONTENT_TYPE, content_type).body(body)
+        })
+        .await
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<Answer, Unreachable> {
         let url = self.url(path)?;
         let shown = format!("{}{}", self.base, path.split('?').next().unwrap_or_default());
         let unreachable = |e: reqwest::Error| Unreachable { url: shown.clone(), reason: describe(&e) };
@@ -174,10 +203,7 @@ impl Client {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req.send().await.map_err(unreachable)?;
+        let resp = body(req).send().await.map_err(unreachable)?;
         let status = resp.status();
         let next = resp.headers().get(NEXT_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body = resp.bytes().await.map_err(unreachable)?.to_vec();

@@ -7,7 +7,7 @@ use super::serve::ConnLimits;
 use super::ServiceState;
 use anyhow::Context;
 use hydra_core::auth::admin_token;
-use hydra_core::ledger::{Ledger, LedgerConfig};
+use hydra_core::ledger::Ledger;
 use hydra_core::store::Store;
 use hydra_projections::{ClusterViews, Projection};
 use std::net::SocketAddr;
@@ -86,15 +86,18 @@ pub struct Opened<P: Projection> {
     pub limits: ConnLimits,
 }
 
-/// Checks a service's settings, opens its data dir (see `open_service`), then binds
-/// its listen address.
+/// Checks a service's settings, opens its data dir (its admin token: the configured
+/// one, or the one kept there, or a new one; and its event log, see `open_ledger`),
+/// then binds its listen address.
 pub async fn open<C: ServiceConfig>(config: &C) -> anyhow::Result<Opened<C::Views>> {
     config.check().map_err(anyhow::Error::msg)?;
     let limits = config.conn_limits();
     limits.check().map_err(anyhow::Error::msg)?;
-    let (admin_token, admin_token_is_new, ledger) =
-        open_service::<C::Views>(C::PROGRAM, config.data(), config.admin_token(), config.ledger_config())
-            .await?;
+    let data = config.data();
+    std::fs::create_dir_all(data).with_context(|| format!("creating data dir {}", data.display()))?;
+    let (admin_token, admin_token_is_new) = admin_token(data, config.admin_token())
+        .with_context(|| format!("reading or creating {}/admin-token", data.display()))?;
+    let ledger = open_ledger(config).await?;
     let listen = config.listen();
     let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
@@ -127,27 +130,20 @@ pub fn launch<S: ServiceState<Views = P>, P: Projection>(
     Running { addr, admin_token, admin_token_is_new, stop, task, ledger: Some(handle) }
 }
 
-/// Opens a service's data dir: its admin token (the configured one, or the one kept
-/// there, or a new one) and its event log, recovered. Returns the token, whether it
-/// is new, and the ledger. `program` is the binary named in the refusal of a damaged
-/// log (`… repair --data DIR --truncate-after SEQ`).
-async fn open_service<P: Projection>(
-    program: &str,
-    data: &Path,
-    configured_token: Option<&str>,
-    ledger_config: LedgerConfig,
-) -> anyhow::Result<(String, bool, Ledger<P>)> {
-    std::fs::create_dir_all(data).with_context(|| format!("creating data dir {}", data.display()))?;
-    let (token, is_new) = admin_token(data, configured_token)
-        .with_context(|| format!("reading or creating {}/admin-token", data.display()))?;
+/// Opens a data dir's event log, recovered, with its writer running: what `serve`
+/// and the offline commands that write (`hydracluster import --data`) stand on. A
+/// damaged log is refused with its last good seq and the ways on, never served.
+/// `program` (`C::PROGRAM`) is the binary named in the refusal (`… repair --data DIR
+/// --truncate-after SEQ`, `… migrate --data DIR`).
+pub async fn open_ledger<C: ServiceConfig>(config: &C) -> anyhow::Result<Ledger<C::Views>> {
+    let (program, data, ledger_config) = (C::PROGRAM, config.data(), config.ledger_config());
     let dir = data.to_owned();
     let opened = tokio::task::spawn_blocking(move || {
-        Store::open(&dir).and_then(|store| Ledger::<P>::open(store, ledger_config))
+        Store::open(&dir).and_then(|store| Ledger::<C::Views>::open(store, ledger_config))
     })
     .await?;
     match opened {
-        Ok(ledger) => Ok((token, is_new, ledger)),
-        // A damaged log is refused with its last good seq and the ways on, never served.
+        Ok(ledger) => Ok(ledger),
         Err(e) => match hydra_core::repair::refusal(data, program, &e) {
             Some(message) => {
                 Err(anyhow::anyhow!("refusing to serve the event log in {}: {message}", data.display()))
@@ -162,7 +158,7 @@ async fn open_service<P: Projection>(
 /// Waits for the writer to finish (it does once every other handle is gone) and to
 /// write its last snapshot. A plain thread, not spawn_blocking: if the writer hangs (a
 /// dying disk), the runtime's shutdown must not wait for it.
-async fn stop_writer<P: Projection>(ledger: Ledger<P>) {
+pub async fn stop_writer<P: Projection>(ledger: Ledger<P>) {
     let (done, joined) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         ledger.shutdown();

@@ -192,6 +192,22 @@ fn every_event() -> Vec<Event> {
             kind: "kind-53".into(),
             of_rollout: "of_rollout-53".into(),
         },
+        Event::NodeImported {
+            node_id: node(),
+            kind: "head".into(),
+            name: "name-54".into(),
+            ip: "ip-54".into(),
+            status: "approved".into(),
+            roles: vec!["roles-54".into()],
+            district: "district-54".into(),
+            venue: "venue-54".into(),
+            environment: "production".into(),
+            owner: Some("owner-54".into()),
+            draining: true,
+            assigned_body: Some(node()),
+            app_id: Some("app-54".into()),
+            allowed_experiences: vec!["exp-54".into()],
+        },
     ]
 }
 

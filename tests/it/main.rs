@@ -15,6 +15,7 @@ mod formats;
 mod heads;
 mod heads_agent;
 mod hostile_agents;
+mod import;
 mod library_api;
 mod lock_storm;
 mod migrate;

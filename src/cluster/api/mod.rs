@@ -7,6 +7,7 @@ mod enroll;
 mod exec;
 mod heads;
 mod health;
+mod import;
 mod nodes;
 mod provision;
 mod remote;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub shells: Arc<shell::ShellRegistry>,
     pub auth_throttle: Arc<extract::AuthThrottle>,
     pub connections: Arc<serve::ConnStats>,
+    /// An import is under way: a second one waits its turn (see `import::import`).
+    pub importing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ServiceState for AppState {
@@ -98,6 +101,7 @@ impl AppState {
             shells: Arc::default(),
             auth_throttle: Arc::new(extract::AuthThrottle::new(config_burst, config_window)),
             connections: Arc::default(),
+            importing: Arc::default(),
         }
     }
 }
@@ -110,6 +114,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(crate::service::health::readyz::<AppState>))
         .route("/api/v1/readyz", get(crate::service::health::readyz::<AppState>))
         .route("/api/v1/nodes", get(nodes::list))
+        .route(
+            "/api/v1/nodes/import",
+            post(import::import).layer(axum::extract::DefaultBodyLimit::max(state.config.max_import_bytes)),
+        )
         .route("/api/v1/nodes/{id}", get(nodes::get_one).delete(nodes::remove))
         .route("/api/v1/nodes/{id}/approve", post(nodes::approve))
         .route("/api/v1/nodes/{id}/reject", post(nodes::reject))

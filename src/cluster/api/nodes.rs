@@ -253,7 +253,7 @@ fn asked_placement(
     Placement { district, venue, environment: environment.unwrap_or_else(|| "production".into()), owner }
 }
 
-fn role_rules(state: &AppState) -> RoleRules {
+pub(super) fn role_rules(state: &AppState) -> RoleRules {
     RoleRules { catalog: state.config.role_catalog.clone(), head_roles: state.config.head_roles.clone() }
 }
 

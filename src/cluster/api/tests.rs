@@ -15,13 +15,19 @@ const ADMIN: &str = "hya_test-admin";
 
 /// hydracluster's router on a fresh data dir, with `ADMIN` as its admin token.
 fn app() -> (tempfile::TempDir, axum::Router) {
+    let (dir, state) = state();
+    (dir, router(state))
+}
+
+/// The state behind `app`.
+fn state() -> (tempfile::TempDir, AppState) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let ledger = Ledger::open(store, LedgerConfig { min_free_bytes: 0, ..LedgerConfig::default() }).unwrap();
     let tokens = Tokens::new(&[("admin".into(), ADMIN.into())], None, None);
     let (_, stopping) = tokio::sync::watch::channel(false);
     let config = Config { data: dir.path().to_owned(), ..Config::default() };
-    (dir, router(AppState::new(config, ledger, tokens, stopping)))
+    (dir, AppState::new(config, ledger, tokens, stopping))
 }
 
 /// One request; the answer's status and JSON body (`null` when it is not JSON).
@@ -102,4 +108,61 @@ async fn the_domain_refusals_map_to_their_status() {
     let body = r#"{"roles": [], "district": "north", "venue": "arena"}"#;
     let (status, answer) = call(&app, "POST", approve, Some(ADMIN), Some(body)).await;
     assert_eq!((status, error(&answer)), (StatusCode::NOT_FOUND, "no node node-a"));
+}
+
+#[tokio::test]
+async fn an_import_request_says_what_is_wrong_with_it() {
+    let (_dir, app) = app();
+    let file = "- {id: node-a, name: a, ip: 10.0.0.1, district: n, venue: v, token: hya_test-admin}\n";
+    let (status, body) = call(&app, "POST", "/api/v1/nodes/import", Some(ADMIN), Some(file)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).starts_with("name is required"), "{body}");
+    let (status, body) =
+        call(&app, "POST", "/api/v1/nodes/import?name=x&force=1", Some(ADMIN), Some(file)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).contains("force"), "{body}");
+    let (status, body) = call(&app, "POST", "/api/v1/nodes/import?name=a%0Ab", Some(ADMIN), Some(file)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).contains("the file's name"), "{body}");
+    // An agent given the admin's token would be taken for the admin.
+    let (status, body) =
+        call(&app, "POST", "/api/v1/nodes/import?name=f.yaml", Some(ADMIN), Some(file)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["problems"][0]["line"], 1);
+    assert!(body["problems"][0]["message"].as_str().unwrap().contains("the server's own tokens"), "{body}");
+    let request = Request::post("/api/v1/nodes/import?name=f.yaml")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::from(vec![0xff, 0xfe]))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let huge = "#".repeat(Config::default().max_import_bytes + 1);
+    let (status, _) = call(&app, "POST", "/api/v1/nodes/import?name=f.yaml", Some(ADMIN), Some(&huge)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, body) = call(&app, "GET", "/api/v1/nodes", Some(ADMIN), None).await;
+    assert_eq!((status, body), (StatusCode::OK, serde_json::json!([])));
+}
+
+#[tokio::test]
+async fn a_second_import_under_way_is_refused_and_the_first_ends_it() {
+    let (_dir, state) = state();
+    let app = router(state.clone());
+    let file = "- {id: node-a, name: a, ip: 10.0.0.1, district: n, venue: v, token: t}\n";
+    state.importing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, body) =
+        call(&app, "POST", "/api/v1/nodes/import?name=f.yaml", Some(ADMIN), Some(file)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(error(&body).contains("another import is under way"), "{body}");
+    state.importing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (status, body) =
+        call(&app, "POST", "/api/v1/nodes/import?name=f.yaml", Some(ADMIN), Some(file)).await;
+    assert_eq!((status, body["created"].clone()), (StatusCode::OK, serde_json::json!(["node-a"])), "{body}");
+    // The flag is down again: the same file once more changes nothing.
+    let (status, body) =
+        call(&app, "POST", "/api/v1/nodes/import?name=f.yaml", Some(ADMIN), Some(file)).await;
+    assert_eq!(
+        (status, body["unchanged"].clone()),
+        (StatusCode::OK, serde_json::json!(["node-a"])),
+        "{body}"
+    );
 }

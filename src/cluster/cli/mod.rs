@@ -7,6 +7,7 @@ use clap::{Args, Parser};
 
 mod exec;
 mod heads;
+mod import;
 mod log;
 mod nodes;
 mod shell;
@@ -56,6 +57,10 @@ pub enum Command {
     Queue(NodeJsonArgs),
     /// Cancel a queued or in-flight command.
     Cancel(exec::Cancel),
+    /// Bring an existing fleet in from a node file, without touching the machines: each
+    /// agent keeps the token it has. Through --server, or offline with --data (the
+    /// server stopped). Exit code 1 when the file is refused (nothing is written).
+    Import(import::ImportArgs),
     /// The live server's state digest and sequence number.
     Digest {
         #[command(flatten)]
@@ -107,5 +112,6 @@ pub async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Assign(a) => heads::assign(a).await,
         Command::Allow(a) => heads::allow(a).await,
         Command::Digest { client } => log::digest(&client).await,
+        Command::Import(a) => import::import(a).await,
     }
 }
