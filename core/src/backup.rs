@@ -697,18 +697,26 @@ mod tests {
         let store = enrolled(&dir.path().join("live"), &["a", "b", "c", "d"]);
         let file = backup_at(&store, 4);
         verify(&file).unwrap();
-        // Bytes 4..10 of a gzip header (mtime, flags for the compressor, OS) are not
-        // checked by gzip and change nothing in the content.
-        for at in (0..4).chain(10..file.len()) {
+        let content = |bytes: &[u8]| {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).map(|_| out).ok()
+        };
+        let mut harmless = 0;
+        for at in 0..file.len() {
             let mut bad = file.clone();
             bad[at] ^= 0x10;
             match verify(&bad) {
                 Err(
                     BackupError::Damaged { .. } | BackupError::Truncated { .. } | BackupError::Refused(_),
                 ) => {}
+                // Some bits carry nothing: the gzip header's time and OS bytes, the
+                // padding after the last deflate block, the code length of a symbol
+                // no code uses. Accepted only if the content is the very same.
+                Ok(_) if content(&bad) == content(&file) => harmless += 1,
                 other => panic!("a flip at byte {at} of {} gave {other:?}", file.len()),
             }
         }
+        assert!(harmless <= 12, "{harmless} of {} flips changed nothing", file.len());
         let mut bad = file.clone();
         let middle = file.len() / 2;
         bad[middle] ^= 0x10;
