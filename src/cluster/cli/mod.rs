@@ -2,9 +2,11 @@
 //! that talk to a running server over its REST API, one file per family (`nodes`,
 //! `exec`, `heads`, `streams`, `log`) with a function per command.
 
+use crate::service::backup::{BackupArgs, RestoreArgs};
 use crate::service::cli::{AuditOptions, RepairArgs, TokenSource};
 use crate::service::client::Client;
 use clap::{Args, Parser, Subcommand};
+use hydra_projections::ClusterViews;
 use std::path::PathBuf;
 
 mod exec;
@@ -33,6 +35,13 @@ pub enum Command {
     /// Rebuild a damaged log from its intact prefix (the server stopped): keeps events
     /// 1..=SEQ, moves the damaged data dir aside and exports what it drops.
     Repair(RepairArgs),
+    /// Write a backup of the log: from the running server (a consistent copy as of
+    /// one seq while it keeps taking writes), or offline with --data. Prints the seq
+    /// and digest it recorded.
+    Backup(Backup),
+    /// Restore a backup into a new or empty data dir: every record and the checksum
+    /// verified, the digest compared with the one the backup recorded.
+    Restore(RestoreArgs),
     /// List nodes.
     Nodes(nodes::List),
     /// Show one node.
@@ -116,6 +125,15 @@ impl ClientArgs {
     }
 }
 
+/// `backup`: where to, and the server to ask unless `--data` is given.
+#[derive(Debug, Args)]
+pub struct Backup {
+    #[command(flatten)]
+    backup: BackupArgs,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
 /// The arguments of a command about one node: its id, and the server.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
@@ -156,6 +174,14 @@ pub async fn run_client(command: Command) -> anyhow::Result<u8> {
         Command::Assign(a) => heads::assign(a).await,
         Command::Allow(a) => heads::allow(a).await,
         Command::Digest { client } => log::digest(&client).await,
-        Command::Serve(_) | Command::Audit(_) | Command::Repair(_) => unreachable!("handled by main"),
+        Command::Backup(a) => {
+            let client = || a.client.client();
+            crate::service::backup::backup_cmd::<ClusterViews>("hydracluster", &a.backup, client)
+                .await
+                .map(|_| 0)
+        }
+        Command::Serve(_) | Command::Audit(_) | Command::Repair(_) | Command::Restore(_) => {
+            unreachable!("handled by main")
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! per family (`experiences`, `builds`, `rollouts`, `status`) with a function per command.
 
 pub use super::config::ServeArgs;
+use crate::service::backup::{BackupArgs, RestoreArgs};
 use crate::service::cli::{AuditOptions, RepairArgs, TokenSource};
 use crate::service::client::Client;
 use clap::{Args, Parser, Subcommand};
@@ -34,6 +35,13 @@ pub enum Command {
     /// Rebuild a damaged log from its intact prefix (the server stopped): keeps events
     /// 1..=SEQ, moves the damaged data dir aside and exports what it drops.
     Repair(RepairArgs),
+    /// Write a backup of the log: from the running library (a consistent copy as of
+    /// one seq while it keeps taking writes), or offline with --data. Prints the seq
+    /// and digest it recorded.
+    Backup(Backup),
+    /// Restore a backup into a new or empty data dir: every record and the checksum
+    /// verified, the digest compared with the one the backup recorded.
+    Restore(RestoreArgs),
     /// Promote an experience: development → staging, or staging → production. Prints
     /// the rollout id (nothing when there were no nodes to reprovision).
     Promote(rollouts::Promote),
@@ -86,6 +94,15 @@ pub struct ClientArgs {
     pub token: Option<String>,
 }
 
+/// `backup`: where to, and the library to ask unless `--data` is given.
+#[derive(Debug, Args)]
+pub struct Backup {
+    #[command(flatten)]
+    backup: BackupArgs,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
 /// Where the client commands find their token.
 const TOKEN: TokenSource = TokenSource {
     flag: "token",
@@ -112,6 +129,18 @@ pub async fn run_client(command: Command) -> anyhow::Result<u8> {
         Command::Rollout { command } => rollouts::rollout(command).await,
         Command::Create(a) => experiences::create(a).await,
         Command::Build(a) => builds::build(a).await,
-        Command::Serve(_) | Command::Audit(_) | Command::Repair(_) => unreachable!("handled by main"),
+        Command::Backup(a) => {
+            let client = || a.client.client();
+            crate::service::backup::backup_cmd::<hydra_projections::LibraryViews>(
+                "hydraexperiencelibrary",
+                &a.backup,
+                client,
+            )
+            .await
+            .map(|_| 0)
+        }
+        Command::Serve(_) | Command::Audit(_) | Command::Repair(_) | Command::Restore(_) => {
+            unreachable!("handled by main")
+        }
     }
 }
