@@ -612,40 +612,33 @@ fn restore_into<P: Projection>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hydra_events::{Event, NodeId, CURRENT_SCHEMA, ZERO_HASH};
+    use hydra_events::{Event, NodeId};
     use hydra_projections::{digest, ClusterViews};
 
     fn node(name: &str) -> NodeId {
         NodeId::parse(&format!("node-{name}")).unwrap()
     }
 
-    /// A store with `names` enrolled in order (index entries and tokens as the ledger
-    /// writes them), and the layout version `serve` leaves.
+    /// A store with `names` enrolled in order, through the ledger's writer (so with
+    /// index entries, tokens and layout version as `serve` leaves them), closed again.
     fn enrolled(dir: &Path, names: &[&str]) -> Store {
-        let store = Store::open(dir).unwrap();
-        let mut prev = ZERO_HASH;
+        let ledger = crate::ledger::Ledger::<ClusterViews>::open(
+            Store::open(dir).unwrap(),
+            crate::ledger::LedgerConfig { min_free_bytes: 0, ..Default::default() },
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         for (i, name) in names.iter().enumerate() {
             let id = node(name);
             let event =
                 Event::NodeEnrolled { node_id: id.clone(), name: (*name).into(), ip: "10.0.0.1".into() };
-            let envelope = Envelope {
-                seq: i as u64 + 1,
-                at_ms: 1,
-                schema: CURRENT_SCHEMA,
-                cause: "test".into(),
-                prev_hash: prev,
-                event,
-            };
-            let bytes = hydra_events::encode(&envelope);
-            prev = hydra_events::hash(&bytes);
             let token =
                 TokenWrite::Put { hash: [i as u8 + 1; 32], principal: crate::auth::node_principal(&id) };
-            store
-                .append(&[Record { seq: envelope.seq, bytes: &bytes, node_id: Some(&id) }], &[token])
-                .unwrap();
+            let decision = crate::ledger::Decision { events: vec![event], tokens: vec![token] };
+            runtime.block_on(ledger.submit("test", move |_| Ok(decision))).unwrap();
         }
-        store.set_layout_version(hydra_migrations::LAYOUT_VERSION).unwrap();
-        store.flush().unwrap();
+        let store = ledger.store().clone();
+        ledger.shutdown();
         store
     }
 

@@ -47,7 +47,8 @@ async fn stream<S: ServiceState>(state: S, service: &'static str) -> Result<Resp
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     let store = state.store().clone();
     let written = header.clone();
-    let chunks = Chunks { tx: tx.clone(), stopping: state.stopping() };
+    let runtime = tokio::runtime::Handle::current();
+    let chunks = Chunks { tx: tx.clone(), stopping: state.stopping(), runtime };
     tokio::task::spawn_blocking(move || {
         match backup::write_backup(
             &store,
@@ -58,9 +59,10 @@ async fn stream<S: ServiceState>(state: S, service: &'static str) -> Result<Resp
             Ok(s) => tracing::info!(seq = s.events, tokens = s.tokens, "backup sent"),
             Err(e) => {
                 tracing::warn!(error = %e, seq = written.seq, "backup not sent whole");
-                // The body ends in an error: the client sees a broken transfer, never a
-                // short file that looks whole (and the trailer would tell it anyway).
-                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                // The body ends in an error, so the client sees a broken transfer; when
+                // the client is too far behind to take it, the file it has lacks the
+                // trailer, and reading it back says so.
+                let _ = tx.try_send(Err(std::io::Error::other(e.to_string())));
             }
         }
     });
@@ -75,21 +77,26 @@ async fn stream<S: ServiceState>(state: S, service: &'static str) -> Result<Resp
 }
 
 /// The body's side of the backup writer: each write becomes a chunk of the response,
-/// waiting while the client is behind. A client that went away, or a server that is
-/// stopping, ends the backup.
+/// waiting while the client is behind. A client that went away ends the backup, and so
+/// does a server that stops, even while it waits for a stalled client.
 struct Chunks {
     tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
     stopping: tokio::sync::watch::Receiver<bool>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Write for Chunks {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if *self.stopping.borrow() {
-            return Err(std::io::Error::other("the server is stopping"));
-        }
-        self.tx
-            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))?;
+        let chunk = Ok(Bytes::copy_from_slice(buf));
+        let (tx, stopping) = (&self.tx, &mut self.stopping);
+        self.runtime.block_on(async {
+            tokio::select! {
+                sent = tx.send(chunk) => sent.map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+                }),
+                _ = stopping.wait_for(|s| *s) => Err(std::io::Error::other("the server is stopping")),
+            }
+        })?;
         Ok(buf.len())
     }
 
@@ -237,4 +244,29 @@ pub fn restore_cmd<P: Projection>(service: &str, args: &RestoreArgs) -> anyhow::
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backup_waiting_on_a_stalled_client_ends_when_the_server_stops() {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let mut chunks = Chunks { tx, stopping, runtime: tokio::runtime::Handle::current() };
+        let writer = tokio::task::spawn_blocking(move || {
+            chunks.write_all(b"first")?;
+            // The channel is full and the client reads nothing: this waits.
+            chunks.write_all(b"second")
+        });
+        while rx.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        stop.send(true).unwrap();
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(20), writer).await;
+        let error = ended.expect("the writer still waits on the client").unwrap().unwrap_err();
+        assert_eq!(error.to_string(), "the server is stopping");
+        assert_eq!(rx.len(), 1);
+    }
 }
