@@ -198,10 +198,13 @@ async fn download(client: &Client, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A new file only the owner can read: a backup holds the node token hashes.
 fn create_new(path: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))
 }

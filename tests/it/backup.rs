@@ -61,6 +61,9 @@ async fn a_backup_taken_during_writes_restores_audits_and_serves_the_digest_it_r
     assert!(out.status.success(), "{}", all_output(&out));
     let (seq, digest) = seq_and_digest(&text(&out.stdout));
     assert!(!dir.path().join("cluster.backup.gz.partial").exists());
+    // It holds the token hashes: only its owner may read it.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
 
     // The server went on taking writes: the load carries on past the backup.
     let after_backup = written.load(Ordering::SeqCst);
