@@ -116,6 +116,15 @@ pub struct BackupArgs {
     pub data: Option<PathBuf>,
 }
 
+/// `backup` as each CLI takes it: the file, and that CLI's own server and token options.
+#[derive(Debug, Args)]
+pub struct BackupCommand<C: Args> {
+    #[command(flatten)]
+    pub backup: BackupArgs,
+    #[command(flatten)]
+    pub client: C,
+}
+
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// The backup file.

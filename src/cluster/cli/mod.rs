@@ -2,7 +2,7 @@
 //! that talk to a running server over its REST API, one file per family (`nodes`,
 //! `exec`, `heads`, `streams`, `log`) with a function per command.
 
-use crate::service::backup::{BackupArgs, RestoreArgs};
+use crate::service::backup::{BackupCommand, RestoreArgs};
 use crate::service::cli::{AuditOptions, RepairArgs, TokenSource};
 use crate::service::client::Client;
 use clap::{Args, Parser, Subcommand};
@@ -38,7 +38,7 @@ pub enum Command {
     /// Write a backup of the log: from the running server (a consistent copy as of
     /// one seq while it keeps taking writes), or offline with --data. Prints the seq
     /// and digest it recorded.
-    Backup(Backup),
+    Backup(BackupCommand<ClientArgs>),
     /// Restore a backup into a new or empty data dir: every record and the checksum
     /// verified, the digest compared with the one the backup recorded.
     Restore(RestoreArgs),
@@ -123,15 +123,6 @@ impl ClientArgs {
     fn client(&self) -> anyhow::Result<Client> {
         TOKEN.client(&self.server, self.admin_token.as_deref())
     }
-}
-
-/// `backup`: where to, and the server to ask unless `--data` is given.
-#[derive(Debug, Args)]
-pub struct Backup {
-    #[command(flatten)]
-    backup: BackupArgs,
-    #[command(flatten)]
-    client: ClientArgs,
 }
 
 /// The arguments of a command about one node: its id, and the server.

@@ -3,7 +3,7 @@
 //! per family (`experiences`, `builds`, `rollouts`, `status`) with a function per command.
 
 pub use super::config::ServeArgs;
-use crate::service::backup::{BackupArgs, RestoreArgs};
+use crate::service::backup::{BackupCommand, RestoreArgs};
 use crate::service::cli::{AuditOptions, RepairArgs, TokenSource};
 use crate::service::client::Client;
 use clap::{Args, Parser, Subcommand};
@@ -38,7 +38,7 @@ pub enum Command {
     /// Write a backup of the log: from the running library (a consistent copy as of
     /// one seq while it keeps taking writes), or offline with --data. Prints the seq
     /// and digest it recorded.
-    Backup(Backup),
+    Backup(BackupCommand<ClientArgs>),
     /// Restore a backup into a new or empty data dir: every record and the checksum
     /// verified, the digest compared with the one the backup recorded.
     Restore(RestoreArgs),
@@ -92,15 +92,6 @@ pub struct ClientArgs {
     /// ./hydra-library-data/admin-token].
     #[arg(long, alias = "admin-token", env = "HYDRAEXPERIENCELIBRARY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-}
-
-/// `backup`: where to, and the library to ask unless `--data` is given.
-#[derive(Debug, Args)]
-pub struct Backup {
-    #[command(flatten)]
-    backup: BackupArgs,
-    #[command(flatten)]
-    client: ClientArgs,
 }
 
 /// Where the client commands find their token.
