@@ -261,6 +261,76 @@ pub fn restore_cmd<P: Projection>(service: &str, args: &RestoreArgs) -> anyhow::
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hydra_core::ledger::{Decision, Ledger, LedgerConfig};
+    use hydra_events::{Event, NodeId};
+    use hydra_projections::ClusterViews;
+
+    /// A whole backup of a log of five enrollments.
+    async fn a_backup() -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = hydra_core::store::Store::open(dir.path()).unwrap();
+        let config = LedgerConfig { min_free_bytes: 0, ..LedgerConfig::default() };
+        let ledger = Ledger::<ClusterViews>::open(store, config).unwrap();
+        for i in 0..5 {
+            let node_id = NodeId::parse(&format!("node-{i}")).unwrap();
+            let event = Event::NodeEnrolled { node_id, name: format!("b{i}"), ip: "10.0.0.1".into() };
+            ledger.submit("test", move |_| Ok(Decision::events(vec![event]))).await.unwrap();
+        }
+        let (seq, digest) = ledger.read(|v| (v.last_seq(), hydra_projections::digest(v)));
+        let header = Header::new::<ClusterViews>("hydracluster", seq, digest);
+        let mut out = Vec::new();
+        backup::write_backup(ledger.store(), &header, &Extras::default(), &mut out).unwrap();
+        out
+    }
+
+    /// A stand-in server whose `/api/v1/backup` sends the first `cut` bytes of `file`,
+    /// then ends the body cleanly or with an error.
+    async fn server_sending(file: Vec<u8>, cut: usize, then_fail: bool) -> String {
+        let app = axum::Router::new().route(
+            "/api/v1/backup",
+            axum::routing::get(move || async move {
+                let mut parts: Vec<std::io::Result<Bytes>> = vec![Ok(Bytes::copy_from_slice(&file[..cut]))];
+                if then_fail {
+                    parts.push(Err(std::io::Error::other("the log failed")));
+                }
+                Body::from_stream(futures_util::stream::iter(parts))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_transfer_cut_short_leaves_no_file_whether_the_body_breaks_or_ends() {
+        let file = a_backup().await;
+        let dir = tempfile::tempdir().unwrap();
+        // A body that breaks fails the transfer (before or after its head arrived,
+        // as hyper finds it); one that ends early is caught reading the file back.
+        let broke: &[&str] = &["the transfer broke", "connection closed before message completed"];
+        for (then_fail, says) in [(true, broke), (false, &["the backup is truncated"][..])] {
+            let url = server_sending(file.clone(), file.len() / 2, then_fail).await;
+            let args = BackupArgs { out: dir.path().join("b.gz"), data: None };
+            let client = || Ok(Client::new(&url, Some("t".into()), crate::service::client::Timeouts::CLI));
+            let err =
+                format!("{:#}", backup_cmd::<ClusterViews>("hydracluster", &args, client).await.unwrap_err());
+            assert!(says.iter().any(|s| err.contains(s)), "{err}");
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "a file was left");
+        }
+        // The whole file is taken, and another service's is not.
+        let url = server_sending(file.clone(), file.len(), false).await;
+        let args = BackupArgs { out: dir.path().join("b.gz"), data: None };
+        let client = || Ok(Client::new(&url, Some("t".into()), crate::service::client::Timeouts::CLI));
+        let err = backup_cmd::<ClusterViews>("hydraexperiencelibrary", &args, client).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("a backup of hydracluster, not of hydraexperiencelibrary"),
+            "{err:#}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        backup_cmd::<ClusterViews>("hydracluster", &args, client).await.unwrap();
+        assert_eq!(std::fs::read(dir.path().join("b.gz")).unwrap(), file);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_backup_waiting_on_a_stalled_client_ends_when_the_server_stops() {
