@@ -32,10 +32,21 @@ pub fn read_checked(
     chain: &mut Chain,
     mut take: impl FnMut(Envelope) -> bool,
 ) -> Result<(), StoreError> {
+    read_checked_records(store, last, chain, |envelope, _| take(envelope))
+}
+
+/// `read_checked`, handing `take` each record's stored bytes beside its envelope: what
+/// a backup copies, byte for byte, so that the chain holds in the copy too.
+pub fn read_checked_records(
+    store: &Store,
+    last: u64,
+    chain: &mut Chain,
+    mut take: impl FnMut(Envelope, &[u8]) -> bool,
+) -> Result<(), StoreError> {
     for item in store.range(chain.next, last) {
         let (seq, bytes) = item?;
         let envelope = check_record(seq, chain.next, &bytes, &chain.prev_hash)?;
-        if !take(envelope) {
+        if !take(envelope, &bytes) {
             break;
         }
         *chain = Chain { next: seq + 1, prev_hash: hydra_events::hash(&bytes) };

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod envelope;
 pub mod error;
 pub mod ledger;

@@ -106,6 +106,9 @@ impl StoreError {
     }
 }
 
+/// A `meta` entry: key and value.
+pub type MetaEntry = (Vec<u8>, Vec<u8>);
+
 /// A record for the `events` tree, prepared by the ledger.
 pub struct Record<'a> {
     pub seq: u64,
@@ -232,6 +235,19 @@ impl Store {
             Some(v) => self.meta.insert(MIGRATING_KEY, &v.to_be_bytes())?,
             None => self.meta.remove(MIGRATING_KEY)?,
         };
+        Ok(())
+    }
+
+    /// Every `meta` entry as (key, value), in key order: what a backup carries.
+    pub fn meta_entries(&self) -> Result<Vec<MetaEntry>, StoreError> {
+        guarded("reading the meta entries", || {
+            self.meta.iter().map(|item| Ok(item.map(|(k, v)| (k.to_vec(), v.to_vec()))?)).collect()
+        })
+    }
+
+    /// Writes one `meta` entry as a backup recorded it (durable with the next `flush`).
+    pub fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(key, value)?;
         Ok(())
     }
 

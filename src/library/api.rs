@@ -35,6 +35,7 @@ pub fn router(state: LibraryState) -> Router {
         .route("/api/v1/events", get(events::stream::<LibraryState>))
         .route("/api/v1/events/log", get(events::log::<LibraryState>))
         .route("/api/v1/audit/digest", get(events::digest::<LibraryState>))
+        .route("/api/v1/backup", crate::service::backup::route::<LibraryState>("hydraexperiencelibrary"))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")

@@ -2,6 +2,7 @@
 //! `repair`, where a client command finds its token, and the helpers that print JSON
 //! answers as text.
 
+use crate::service::backup::{backup_cmd, restore_cmd, BackupCommand, RestoreArgs};
 use crate::service::client::{Client, Timeouts};
 use crate::service::config::{ServeArgs, ServiceConfig};
 use anyhow::bail;
@@ -98,6 +99,13 @@ pub enum ServiceCommand<C: ServiceConfig> {
     /// Bring a data dir written by an older version to this one's layout (the server
     /// stopped). Safe to run again; finishes a migration that was cut short.
     Migrate(DataArgs<C>),
+    /// Write a backup of the log: from the running server (a consistent copy as of
+    /// one seq while it keeps taking writes), or offline with --data. Prints the seq
+    /// and digest it recorded.
+    Backup(BackupCommand<ClientArgs<C>>),
+    /// Restore a backup into a new or empty data dir: every record and the checksum
+    /// verified, the digest compared with the one the backup recorded.
+    Restore(RestoreArgs),
 }
 
 impl<C: ServiceConfig> ServiceCommand<C> {
@@ -108,6 +116,10 @@ impl<C: ServiceConfig> ServiceCommand<C> {
             ServiceCommand::Audit(args) => audit_log::<C>(&args)?,
             ServiceCommand::Repair(args) => repair_log::<C::Views>(&args)?,
             ServiceCommand::Migrate(args) => migrate::<C>(&args.data)?,
+            ServiceCommand::Backup(a) => {
+                backup_cmd::<C::Views>(C::PROGRAM, &a.backup, || a.client.client()).await?
+            }
+            ServiceCommand::Restore(args) => restore_cmd::<C::Views>(C::PROGRAM, &args)?,
         }
         Ok(0)
     }

@@ -210,6 +210,35 @@ impl Client {
         Ok(Answer { url: shown, status, next, body })
     }
 
+    /// A GET whose body the caller reads as it comes (a backup of any size): the
+    /// response once its status is a success, else the refusal, read whole. The
+    /// request timeout bounds the wait for the answer's head; the caller bounds each
+    /// read of the body with `request_timeout`, so a stalled server still ends the call.
+    pub async fn stream(&self, path: &str) -> Result<reqwest::Response, CallError> {
+        let url = self.url(path)?;
+        let shown = format!("{}{}", self.base, path.split('?').next().unwrap_or_default());
+        let unreachable = |reason: String| Unreachable { url: shown.clone(), reason };
+        let mut req = self.http.get(url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = match tokio::time::timeout(self.request_timeout, req.send()).await {
+            Ok(sent) => sent.map_err(|e| unreachable(describe(&e)))?,
+            Err(_) => return Err(unreachable("timed out".into()).into()),
+        };
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| unreachable(describe(&e)))?.to_vec();
+        Err(Answer { url: shown, status, next: None, body }.success().expect_err("not a success"))
+    }
+
+    /// How long one call, or one read of a streamed body, may take.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     /// The JSON answer of a call, or why it failed.
     pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, CallError> {
         self.call(method, path, &[], body.as_ref()).await?.success()

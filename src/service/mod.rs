@@ -2,6 +2,7 @@
 //! the one mapping from errors to HTTP answers, auth extractors, the event stream,
 //! health, the accept loop, start and stop, and the clients the CLIs use.
 
+pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -5,6 +5,7 @@ mod common;
 
 mod agent;
 mod auth_abuse;
+mod backup;
 mod cli_exec;
 mod connections;
 mod damaged_log;

@@ -159,6 +159,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events", get(events::stream::<AppState>))
         .route("/api/v1/events/log", get(events::log::<AppState>))
         .route("/api/v1/audit/digest", get(events::digest::<AppState>))
+        .route("/api/v1/backup", crate::service::backup::route::<AppState>("hydracluster"))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
