@@ -456,6 +456,14 @@ pub struct ExecOutput {
     pub duration_ms: u64,
 }
 
+/// What an event is about (`Event::about`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct About<'a> {
+    pub node: Option<&'a NodeId>,
+    pub exec: Option<&'a ExecId>,
+    pub rollout: Option<&'a str>,
+}
+
 impl Event {
     /// The dotted type name used on the wire (`event:` in SSE, `type` in JSON).
     pub fn type_name(&self) -> &'static str {
@@ -518,188 +526,89 @@ impl Event {
         }
     }
 
-    /// The node this event is about, if any: the key of the per-node index and of
-    /// the `?node=` filter. No wildcard arm here nor below: a new event must say what
-    /// it is about, or it would be missing from the index without a word.
-    pub fn node_id(&self) -> Option<&NodeId> {
+    /// What this event is about: the node (the key of the per-node index and of the
+    /// `?node=` filter), the command and the rollout, each if it has one. Every variant
+    /// is named here, without a wildcard: a new event must say what it is about, or it
+    /// would be missing from the index without a word.
+    pub fn about(&self) -> About<'_> {
         match self {
             Event::NodeEnrolled { node_id, .. }
             | Event::NodeApproved { node_id, .. }
-            | Event::NodeRejected { node_id }
-            | Event::NodeRemoved { node_id }
+            | Event::NodeRejected { node_id, .. }
+            | Event::NodeRemoved { node_id, .. }
             | Event::NodeRolesChanged { node_id, .. }
             | Event::NodePlacementChanged { node_id, .. }
             | Event::NodeDrainChanged { node_id, .. }
             | Event::NodeUpdateRequested { node_id, .. }
             | Event::NodeUpdateDelivered { node_id, .. }
-            | Event::NodeOnline { node_id }
+            | Event::NodeOnline { node_id, .. }
             | Event::NodeOffline { node_id, .. }
             | Event::NodeProviderChanged { node_id, .. }
             | Event::NodeAgentChanged { node_id, .. }
             | Event::NodeNetworkChanged { node_id, .. }
             | Event::NodeStreamChanged { node_id, .. }
-            | Event::ExecQueued { node_id, .. }
-            | Event::ExecDispatched { node_id, .. }
-            | Event::ExecCompleted { node_id, .. }
-            | Event::ExecTimedOut { node_id, .. }
-            | Event::ExecCancelled { node_id, .. }
-            | Event::ExecRequeued { node_id, .. }
-            | Event::ExecFailed { node_id, .. }
-            | Event::ExecExpired { node_id, .. }
             | Event::ShellOpened { node_id, .. }
             | Event::ShellClosed { node_id, .. }
             | Event::HeadRegistered { node_id, .. }
             | Event::HeadStatusChanged { node_id, .. }
             | Event::HeadAssigned { node_id, .. }
             | Event::HeadExperiencesAllowed { node_id, .. }
-            | Event::ReprovisionRequested { node_id }
-            | Event::ProvisionStarted { node_id }
+            | Event::ReprovisionRequested { node_id, .. }
+            | Event::ProvisionStarted { node_id, .. }
             | Event::ProvisionCompleted { node_id, .. }
             | Event::ProvisionFailed { node_id, .. }
             | Event::StreamStopped { node_id, .. }
             | Event::AnomalyStarted { node_id, .. }
             | Event::AnomalyCleared { node_id, .. }
-            | Event::RolloutNodeRequested { node_id, .. }
-            | Event::RolloutNodeStarted { node_id, .. }
-            | Event::RolloutNodeCompleted { node_id, .. }
-            | Event::RolloutNodeFailed { node_id, .. }
             | Event::NodeKindChanged { node_id, .. }
-            | Event::NodeImported { node_id, .. }
-            | Event::HeadUnassigned { head_id: node_id, .. } => Some(node_id),
-            Event::ExperienceCreated { .. }
-            | Event::BuildRegistered { .. }
-            | Event::ExperiencePromoted { .. }
-            | Event::RolloutStarted { .. }
-            | Event::RolloutWaveStarted { .. }
-            | Event::RolloutWaveCompleted { .. }
-            | Event::RolloutPaused { .. }
-            | Event::RolloutResumed { .. }
-            | Event::RolloutCompleted { .. }
-            | Event::RolloutAborted { .. }
-            | Event::RolloutCancelled { .. }
-            | Event::RolloutOrigin { .. } => None,
+            | Event::HeadUnassigned { head_id: node_id, .. }
+            | Event::NodeImported { node_id, .. } => About { node: Some(node_id), ..About::default() },
+            Event::ExecQueued { node_id, exec_id, .. }
+            | Event::ExecDispatched { node_id, exec_id, .. }
+            | Event::ExecCompleted { node_id, exec_id, .. }
+            | Event::ExecTimedOut { node_id, exec_id, .. }
+            | Event::ExecCancelled { node_id, exec_id, .. }
+            | Event::ExecRequeued { node_id, exec_id, .. }
+            | Event::ExecFailed { node_id, exec_id, .. }
+            | Event::ExecExpired { node_id, exec_id, .. } => {
+                About { node: Some(node_id), exec: Some(exec_id), rollout: None }
+            }
+            Event::RolloutNodeRequested { node_id, rollout_id, .. }
+            | Event::RolloutNodeStarted { node_id, rollout_id, .. }
+            | Event::RolloutNodeCompleted { node_id, rollout_id, .. }
+            | Event::RolloutNodeFailed { node_id, rollout_id, .. } => {
+                About { node: Some(node_id), exec: None, rollout: Some(rollout_id) }
+            }
+            Event::RolloutStarted { rollout_id, .. }
+            | Event::RolloutWaveStarted { rollout_id, .. }
+            | Event::RolloutWaveCompleted { rollout_id, .. }
+            | Event::RolloutPaused { rollout_id, .. }
+            | Event::RolloutResumed { rollout_id, .. }
+            | Event::RolloutCompleted { rollout_id, .. }
+            | Event::RolloutAborted { rollout_id, .. }
+            | Event::RolloutCancelled { rollout_id, .. }
+            | Event::RolloutOrigin { rollout_id, .. } => {
+                About { rollout: Some(rollout_id), ..About::default() }
+            }
+            Event::ExperiencePromoted { rollout_id, .. } => {
+                About { rollout: rollout_id.as_deref(), ..About::default() }
+            }
+            Event::ExperienceCreated { .. } | Event::BuildRegistered { .. } => About::default(),
         }
+    }
+
+    /// The node this event is about, if any.
+    pub fn node_id(&self) -> Option<&NodeId> {
+        self.about().node
     }
 
     /// The rollout this event is about, if any.
     pub fn rollout_id(&self) -> Option<&str> {
-        match self {
-            Event::ExperiencePromoted { rollout_id, .. } => rollout_id.as_deref(),
-            Event::RolloutStarted { rollout_id, .. }
-            | Event::RolloutWaveStarted { rollout_id, .. }
-            | Event::RolloutNodeRequested { rollout_id, .. }
-            | Event::RolloutNodeStarted { rollout_id, .. }
-            | Event::RolloutNodeCompleted { rollout_id, .. }
-            | Event::RolloutNodeFailed { rollout_id, .. }
-            | Event::RolloutWaveCompleted { rollout_id, .. }
-            | Event::RolloutPaused { rollout_id }
-            | Event::RolloutResumed { rollout_id }
-            | Event::RolloutCompleted { rollout_id, .. }
-            | Event::RolloutAborted { rollout_id, .. }
-            | Event::RolloutCancelled { rollout_id }
-            | Event::RolloutOrigin { rollout_id, .. } => Some(rollout_id),
-            Event::NodeEnrolled { .. }
-            | Event::NodeApproved { .. }
-            | Event::NodeRejected { .. }
-            | Event::NodeRemoved { .. }
-            | Event::NodeRolesChanged { .. }
-            | Event::NodePlacementChanged { .. }
-            | Event::NodeDrainChanged { .. }
-            | Event::NodeUpdateRequested { .. }
-            | Event::NodeUpdateDelivered { .. }
-            | Event::NodeOnline { .. }
-            | Event::NodeOffline { .. }
-            | Event::NodeProviderChanged { .. }
-            | Event::NodeAgentChanged { .. }
-            | Event::NodeNetworkChanged { .. }
-            | Event::NodeStreamChanged { .. }
-            | Event::ExecQueued { .. }
-            | Event::ExecDispatched { .. }
-            | Event::ExecCompleted { .. }
-            | Event::ExecTimedOut { .. }
-            | Event::ExecCancelled { .. }
-            | Event::ExecRequeued { .. }
-            | Event::ExecFailed { .. }
-            | Event::ExecExpired { .. }
-            | Event::ShellOpened { .. }
-            | Event::ShellClosed { .. }
-            | Event::HeadRegistered { .. }
-            | Event::HeadStatusChanged { .. }
-            | Event::HeadAssigned { .. }
-            | Event::HeadExperiencesAllowed { .. }
-            | Event::ReprovisionRequested { .. }
-            | Event::ProvisionStarted { .. }
-            | Event::ProvisionCompleted { .. }
-            | Event::ProvisionFailed { .. }
-            | Event::StreamStopped { .. }
-            | Event::AnomalyStarted { .. }
-            | Event::AnomalyCleared { .. }
-            | Event::ExperienceCreated { .. }
-            | Event::BuildRegistered { .. }
-            | Event::NodeKindChanged { .. }
-            | Event::HeadUnassigned { .. }
-            | Event::NodeImported { .. } => None,
-        }
+        self.about().rollout
     }
 
     /// The command this event is about, if any.
     pub fn exec_id(&self) -> Option<&ExecId> {
-        match self {
-            Event::ExecQueued { exec_id, .. }
-            | Event::ExecDispatched { exec_id, .. }
-            | Event::ExecCompleted { exec_id, .. }
-            | Event::ExecTimedOut { exec_id, .. }
-            | Event::ExecCancelled { exec_id, .. }
-            | Event::ExecRequeued { exec_id, .. }
-            | Event::ExecFailed { exec_id, .. }
-            | Event::ExecExpired { exec_id, .. } => Some(exec_id),
-            Event::NodeEnrolled { .. }
-            | Event::NodeApproved { .. }
-            | Event::NodeRejected { .. }
-            | Event::NodeRemoved { .. }
-            | Event::NodeRolesChanged { .. }
-            | Event::NodePlacementChanged { .. }
-            | Event::NodeDrainChanged { .. }
-            | Event::NodeUpdateRequested { .. }
-            | Event::NodeUpdateDelivered { .. }
-            | Event::NodeOnline { .. }
-            | Event::NodeOffline { .. }
-            | Event::NodeProviderChanged { .. }
-            | Event::NodeAgentChanged { .. }
-            | Event::NodeNetworkChanged { .. }
-            | Event::NodeStreamChanged { .. }
-            | Event::ShellOpened { .. }
-            | Event::ShellClosed { .. }
-            | Event::HeadRegistered { .. }
-            | Event::HeadStatusChanged { .. }
-            | Event::HeadAssigned { .. }
-            | Event::HeadExperiencesAllowed { .. }
-            | Event::ReprovisionRequested { .. }
-            | Event::ProvisionStarted { .. }
-            | Event::ProvisionCompleted { .. }
-            | Event::ProvisionFailed { .. }
-            | Event::StreamStopped { .. }
-            | Event::AnomalyStarted { .. }
-            | Event::AnomalyCleared { .. }
-            | Event::ExperienceCreated { .. }
-            | Event::BuildRegistered { .. }
-            | Event::ExperiencePromoted { .. }
-            | Event::RolloutStarted { .. }
-            | Event::RolloutWaveStarted { .. }
-            | Event::RolloutNodeRequested { .. }
-            | Event::RolloutNodeStarted { .. }
-            | Event::RolloutNodeCompleted { .. }
-            | Event::RolloutNodeFailed { .. }
-            | Event::RolloutWaveCompleted { .. }
-            | Event::RolloutPaused { .. }
-            | Event::RolloutResumed { .. }
-            | Event::RolloutCompleted { .. }
-            | Event::RolloutAborted { .. }
-            | Event::RolloutCancelled { .. }
-            | Event::NodeKindChanged { .. }
-            | Event::HeadUnassigned { .. }
-            | Event::RolloutOrigin { .. }
-            | Event::NodeImported { .. } => None,
-        }
+        self.about().exec
     }
 }
