@@ -139,6 +139,8 @@ pub struct Store {
 }
 
 const LAYOUT_KEY: &[u8] = b"layout_version";
+/// How long an open waits for sled's lock to be let go of (see `open_sled`).
+const LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 const MIGRATING_KEY: &[u8] = b"migrating_to";
 
 /// Size of `<data>/ballast`, a file of zeros kept only to be deleted: sled needs room to
@@ -192,7 +194,19 @@ impl Store {
     }
 
     fn open_sled(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(dir.join("log")).cache_capacity(256 * 1024 * 1024).open()?;
+        // sled lets go of its lock from its own threads a moment after the last handle
+        // is dropped, so an open right after a close in the same process (a restart, an
+        // offline command after a stop) can find it still held: wait for that moment
+        // before taking the lock for another process's.
+        let deadline = std::time::Instant::now() + LOCK_RELEASE_WAIT;
+        let db = loop {
+            match sled::Config::new().path(dir.join("log")).cache_capacity(256 * 1024 * 1024).open() {
+                Err(_) if in_use(dir) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                opened => break opened?,
+            }
+        };
         let data_file = std::fs::File::open(dir.join("log").join("db")).map_err(sled::Error::Io)?;
         Ok(Store {
             dir: dir.to_owned(),
