@@ -1,7 +1,7 @@
 //! The JSON form of a logged event, as each audience may read it: the one rendering
 //! behind the SSE stream, `/events/log`, `audit` and `repair`'s dropped-events file.
 
-use hydra_events::{Envelope, Event, ExecOutput};
+use hydra_events::{Envelope, Event, ExecResult};
 
 /// Who reads an event. Admins see command text; observers see what happened to a
 /// command (ids, status, exit code, sizes) but never its text, which can hold secrets
@@ -47,13 +47,13 @@ fn output_summary(event: &Event, data: &mut serde_json::Value) {
     }
 }
 
-fn summary(o: &ExecOutput) -> serde_json::Value {
+fn summary(o: &ExecResult) -> serde_json::Value {
     serde_json::json!({
         "exit_code": o.exit_code,
         "truncated": o.truncated,
         "duration_ms": o.duration_ms,
-        "stdout_bytes": o.stdout.len(),
-        "stderr_bytes": o.stderr.len(),
+        "stdout_bytes": o.stdout.size,
+        "stderr_bytes": o.stderr.size,
     })
 }
 

@@ -136,6 +136,11 @@ pub struct Store {
     snapshots: sled::Tree,
     tokens: sled::Tree,
     meta: sled::Tree,
+    /// Command outputs, content-addressed: blake3 of the bytes → BE u64 time of the
+    /// latest write, then the bytes. Events refer to them by hash (schema 3).
+    outputs: sled::Tree,
+    /// BE u64 time ∥ hash → nothing: the outputs in the order retention drops them.
+    output_times: sled::Tree,
 }
 
 const LAYOUT_KEY: &[u8] = b"layout_version";
@@ -202,6 +207,8 @@ impl Store {
             snapshots: db.open_tree("snapshots")?,
             tokens: db.open_tree("tokens")?,
             meta: db.open_tree("meta")?,
+            outputs: db.open_tree("outputs")?,
+            output_times: db.open_tree("output_times")?,
             db,
         })
     }
@@ -506,6 +513,68 @@ impl Store {
             return false;
         }
         true
+    }
+
+    /// Writes command outputs (their hash is their key), dated `at_ms` for retention.
+    /// Like `append`, nothing is durable until `flush`: the ledger writes them in the
+    /// flush of the event that refers to them. Empty outputs are not stored (an event
+    /// says their size is 0). The same bytes written again are kept once, dated anew.
+    pub fn put_outputs(&self, at_ms: u64, outputs: &[Vec<u8>]) -> Result<(), StoreError> {
+        for bytes in outputs.iter().filter(|b| !b.is_empty()) {
+            let hash = hydra_events::OutputRef::of(bytes).hash;
+            if let Some(old) = self.outputs.get(hash)? {
+                if let Some(old_at) = old.get(..8) {
+                    self.output_times.remove([old_at, &hash[..]].concat())?;
+                }
+            }
+            let mut value = Vec::with_capacity(8 + bytes.len());
+            value.extend_from_slice(&at_ms.to_be_bytes());
+            value.extend_from_slice(bytes);
+            self.outputs.insert(hash, value)?;
+            self.output_times.insert([&at_ms.to_be_bytes()[..], &hash[..]].concat(), &[])?;
+        }
+        Ok(())
+    }
+
+    /// The bytes stored under `hash`, or None when they were pruned (or never stored).
+    pub fn output(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
+        let value = guarded("reading an output", || Ok(self.outputs.get(hash)?))?;
+        Ok(value.and_then(|v| v.get(8..).map(<[u8]>::to_vec)))
+    }
+
+    /// Drops one output now (the server's own fetches, once answered).
+    pub fn remove_output(&self, hash: &Hash) -> Result<(), StoreError> {
+        if let Some(old) = self.outputs.remove(hash)? {
+            if let Some(at) = old.get(..8) {
+                self.output_times.remove([at, &hash[..]].concat())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the outputs written before `cutoff_ms`; returns how many.
+    pub fn prune_outputs(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
+        let mut pruned = 0u64;
+        for entry in self.output_times.range(..cutoff_ms.to_be_bytes().to_vec()) {
+            let (key, _) = entry?;
+            if let Some(hash) = key.get(8..) {
+                self.outputs.remove(hash)?;
+            }
+            self.output_times.remove(key)?;
+            pruned += 1;
+        }
+        Ok(pruned)
+    }
+
+    /// Every stored output as (hash it is stored under, its bytes): for the audit.
+    pub fn outputs(&self) -> impl Iterator<Item = Result<(Hash, Vec<u8>), StoreError>> + '_ {
+        self.outputs.iter().map(|entry| {
+            let (key, value) = entry?;
+            let hash: Hash = key.as_ref().try_into().map_err(|_| {
+                StoreError::Corrupt(format!("an output key of {} bytes, not a 32-byte hash", key.len()))
+            })?;
+            Ok((hash, value.get(8..).unwrap_or_default().to_vec()))
+        })
     }
 
     /// Bytes the store occupies on disk.
