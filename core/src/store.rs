@@ -713,6 +713,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn outputs_are_kept_once_by_hash_and_pruned_by_their_latest_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b) = (b"same bytes".to_vec(), b"other".to_vec());
+        let hash = |bytes: &[u8]| hydra_events::OutputRef::of(bytes).hash;
+        store.put_outputs(100, &[a.clone(), b.clone(), Vec::new()]).unwrap();
+        // Written again later: one copy, dated anew, so an older cutoff keeps it.
+        store.put_outputs(300, std::slice::from_ref(&a)).unwrap();
+        assert_eq!(store.outputs().count(), 2, "the empty output is not stored");
+        assert_eq!(store.prune_outputs(200).unwrap(), 1);
+        assert_eq!(store.output(&hash(&a)).unwrap(), Some(a.clone()));
+        assert_eq!(store.output(&hash(&b)).unwrap(), None);
+        store.remove_output(&hash(&a)).unwrap();
+        assert_eq!((store.outputs().count(), store.prune_outputs(u64::MAX).unwrap()), (0, 0));
+    }
+
+    #[test]
     fn appended_events_read_back_in_order_and_by_node() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
