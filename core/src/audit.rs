@@ -194,3 +194,20 @@ pub fn audit_outputs(store: &Store, head: u64) -> Result<OutputAudit, StoreError
         None => Ok(found),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_output_that_no_longer_matches_its_hash_fails_the_audit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.put_outputs(1, &[b"what the command printed".to_vec()]).unwrap();
+        assert_eq!(audit_outputs(&store, 0).unwrap(), OutputAudit::default());
+        let hash = hydra_events::OutputRef::of(b"what the command printed").hash;
+        store.overwrite_output(&hash, b"what someone wrote instead");
+        let err = audit_outputs(&store, 0).unwrap_err().to_string();
+        assert!(err.contains("does not match its hash"), "{err}");
+    }
+}

@@ -406,3 +406,47 @@ async fn outputs_past_their_retention_are_pruned_and_the_audit_still_passes() {
     assert_eq!(audit["ok"], true);
     assert_eq!(audit["outputs"], json!({"present": 0, "pruned": 2}), "{audit}");
 }
+
+/// A data dir holding the log that schema 2 wrote (output inline in the results), in
+/// today's layout.
+fn schema_2_data_dir() -> tempfile::TempDir {
+    use hydra_core::store::{Record, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for (i, bytes) in crate::formats::log_records("cluster-log-v2.bin").iter().enumerate() {
+        let event = hydra_events::decode(bytes).unwrap().event;
+        store.append(&[Record { seq: i as u64 + 1, bytes, node_id: event.node_id() }], &[]).unwrap();
+    }
+    store.set_layout_version(hydra_migrations::LAYOUT_VERSION).unwrap();
+    store.flush().unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn results_written_by_schema_2_are_served_from_their_record() {
+    let (node, done, timed_out) = ("node-0123456789abcdef", "exec-00000000000000a1", "exec-00000000000000a2");
+    let mut s = serve_dir(schema_2_data_dir(), |_| {}).await.unwrap();
+    let (status, r) = result(&s, node, done).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        (r["stdout"].as_str(), r["stderr"].as_str(), r["output_pruned"].as_bool()),
+        (Some("schema-2 stdout\n"), Some("schema-2 stderr\n"), Some(false)),
+        "{r}"
+    );
+    let (_, r) = result(&s, node, timed_out).await;
+    assert_eq!(
+        (r["status"].as_str(), r["stdout"].as_str(), r["truncated"].as_bool()),
+        (Some("timed_out"), Some("partial\n"), Some(true))
+    );
+    // The stream shows their sizes, not their text, as for today's results.
+    let (_, log) = get(&s, "/api/v1/events/log?types=exec.completed", ADMIN).await;
+    assert!(!log.to_string().contains("schema-2 stdout"), "{log}");
+    assert_eq!(log["events"][0]["data"]["output"]["stdout_bytes"], 16, "{log}");
+    s.stop().await;
+    let audit = audit_json(&s);
+    assert_eq!(
+        audit["outputs"],
+        json!({"present": 0, "pruned": 0}),
+        "inline outputs are the chain's: {audit}"
+    );
+}
