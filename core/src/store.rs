@@ -137,7 +137,8 @@ pub struct Store {
     tokens: sled::Tree,
     meta: sled::Tree,
     /// Command outputs, content-addressed: blake3 of the bytes → BE u64 time of the
-    /// latest write, then the bytes. Events refer to them by hash (schema 3).
+    /// latest write, BE u32 count of the results that refer to them, then the bytes.
+    /// Events refer to them by hash (schema 3).
     outputs: sled::Tree,
     /// BE u64 time ∥ hash → nothing: the outputs in the order retention drops them.
     output_times: sled::Tree,
@@ -518,17 +519,20 @@ impl Store {
     /// Writes command outputs (their hash is their key), dated `at_ms` for retention.
     /// Like `append`, nothing is durable until `flush`: the ledger writes them in the
     /// flush of the event that refers to them. Empty outputs are not stored (an event
-    /// says their size is 0). The same bytes written again are kept once, dated anew.
+    /// says their size is 0). The same bytes written again are kept once, dated anew,
+    /// with one more reference (so that dropping one fetch's copy keeps the others').
     pub fn put_outputs(&self, at_ms: u64, outputs: &[Vec<u8>]) -> Result<(), StoreError> {
         for bytes in outputs.iter().filter(|b| !b.is_empty()) {
             let hash = hydra_events::OutputRef::of(bytes).hash;
+            let mut refs = 1u32;
             if let Some(old) = self.outputs.get(hash)? {
-                if let Some(old_at) = old.get(..8) {
-                    self.output_times.remove([old_at, &hash[..]].concat())?;
-                }
+                let (old_at, old_refs) = output_header(&old);
+                self.output_times.remove([&old_at.to_be_bytes()[..], &hash[..]].concat())?;
+                refs = old_refs.saturating_add(1);
             }
-            let mut value = Vec::with_capacity(8 + bytes.len());
+            let mut value = Vec::with_capacity(OUTPUT_HEADER + bytes.len());
             value.extend_from_slice(&at_ms.to_be_bytes());
+            value.extend_from_slice(&refs.to_be_bytes());
             value.extend_from_slice(bytes);
             self.outputs.insert(hash, value)?;
             self.output_times.insert([&at_ms.to_be_bytes()[..], &hash[..]].concat(), &[])?;
@@ -539,20 +543,27 @@ impl Store {
     /// The bytes stored under `hash`, or None when they were pruned (or never stored).
     pub fn output(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
         let value = guarded("reading an output", || Ok(self.outputs.get(hash)?))?;
-        Ok(value.and_then(|v| v.get(8..).map(<[u8]>::to_vec)))
+        Ok(value.map(|v| v.get(OUTPUT_HEADER..).unwrap_or_default().to_vec()))
     }
 
-    /// Drops one output now (the server's own fetches, once answered).
+    /// Drops one reference to an output (the server's own fetches, once answered): the
+    /// bytes go with the last one.
     pub fn remove_output(&self, hash: &Hash) -> Result<(), StoreError> {
-        if let Some(old) = self.outputs.remove(hash)? {
-            if let Some(at) = old.get(..8) {
-                self.output_times.remove([at, &hash[..]].concat())?;
-            }
+        let Some(old) = self.outputs.get(hash)? else { return Ok(()) };
+        let (at, refs) = output_header(&old);
+        if refs > 1 {
+            let mut value = old.to_vec();
+            value[8..OUTPUT_HEADER].copy_from_slice(&(refs - 1).to_be_bytes());
+            self.outputs.insert(hash, value)?;
+        } else {
+            self.outputs.remove(hash)?;
+            self.output_times.remove([&at.to_be_bytes()[..], &hash[..]].concat())?;
         }
         Ok(())
     }
 
-    /// Drops the outputs written before `cutoff_ms`; returns how many.
+    /// Drops the outputs last written before `cutoff_ms`, whatever refers to them (every
+    /// reference is older); returns how many.
     pub fn prune_outputs(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
         let mut pruned = 0u64;
         for entry in self.output_times.range(..cutoff_ms.to_be_bytes().to_vec()) {
@@ -573,7 +584,7 @@ impl Store {
             let hash: Hash = key.as_ref().try_into().map_err(|_| {
                 StoreError::Corrupt(format!("an output key of {} bytes, not a 32-byte hash", key.len()))
             })?;
-            Ok((hash, value.get(8..).unwrap_or_default().to_vec()))
+            Ok((hash, value.get(OUTPUT_HEADER..).unwrap_or_default().to_vec()))
         })
     }
 
@@ -581,7 +592,7 @@ impl Store {
     /// damage would do, for the audit's tests.
     #[cfg(test)]
     pub(crate) fn overwrite_output(&self, hash: &Hash, bytes: &[u8]) {
-        let mut value = self.outputs.get(hash).unwrap().unwrap()[..8].to_vec();
+        let mut value = self.outputs.get(hash).unwrap().unwrap()[..OUTPUT_HEADER].to_vec();
         value.extend_from_slice(bytes);
         self.outputs.insert(hash, value).unwrap();
     }
@@ -590,6 +601,18 @@ impl Store {
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
     }
+}
+
+/// An output's value starts with its date (BE u64 ms) and its reference count (BE u32).
+const OUTPUT_HEADER: usize = 12;
+
+/// The date and reference count at the start of an output's value (zeros for a value
+/// too short to hold them, which the audit then reports as not matching its hash).
+fn output_header(value: &[u8]) -> (u64, u32) {
+    let at = value.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+    let refs =
+        value.get(8..OUTPUT_HEADER).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes).unwrap_or(0);
+    (at, refs)
 }
 
 /// Deletes `<dir>/ballast`; true when there was one.
@@ -734,6 +757,9 @@ mod tests {
         assert_eq!(store.prune_outputs(200).unwrap(), 1);
         assert_eq!(store.output(&hash(&a)).unwrap(), Some(a.clone()));
         assert_eq!(store.output(&hash(&b)).unwrap(), None);
+        // Two commands printed `a`: dropping one's copy keeps the other's.
+        store.remove_output(&hash(&a)).unwrap();
+        assert_eq!(store.output(&hash(&a)).unwrap(), Some(a.clone()));
         store.remove_output(&hash(&a)).unwrap();
         assert_eq!((store.outputs().count(), store.prune_outputs(u64::MAX).unwrap()), (0, 0));
     }
