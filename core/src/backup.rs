@@ -634,7 +634,8 @@ mod tests {
                 Event::NodeEnrolled { node_id: id.clone(), name: (*name).into(), ip: "10.0.0.1".into() };
             let token =
                 TokenWrite::Put { hash: [i as u8 + 1; 32], principal: crate::auth::node_principal(&id) };
-            let decision = crate::ledger::Decision { events: vec![event], tokens: vec![token] };
+            let decision =
+                crate::ledger::Decision { events: vec![event], tokens: vec![token], ..Default::default() };
             runtime.block_on(ledger.submit("test", move |_| Ok(decision))).unwrap();
         }
         let store = ledger.store().clone();

@@ -1,11 +1,12 @@
 //! The JSON form of a logged event, as each audience may read it: the one rendering
 //! behind the SSE stream, `/events/log`, `audit` and `repair`'s dropped-events file.
 
-use hydra_events::{Envelope, Event, ExecOutput};
+use hydra_events::{Envelope, Event, ExecResult};
 
-/// Who reads an event. Admins see everything; observers see what happened to a
-/// command (ids, status, exit code, sizes) but never its text or what it printed,
-/// which can hold secrets (`db_password=…`).
+/// Who reads an event. Admins see command text; observers see what happened to a
+/// command (ids, status, exit code, sizes) but never its text, which can hold secrets
+/// (`db_password=…`). What a command printed is in no event's JSON, for any audience
+/// (`output_summary`): the result endpoint serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Audience {
     Admin,
@@ -13,7 +14,8 @@ pub enum Audience {
 }
 
 /// The JSON form of an event: `{"seq","type","at","cause","data"}`, where `data` holds
-/// the event's fields (`node_id`, …), without command text and output for observers.
+/// the event's fields (`node_id`, …), without output, and without command text for
+/// observers.
 pub fn envelope_json(e: &Envelope, audience: Audience) -> serde_json::Value {
     let mut data = match serde_json::to_value(&e.event) {
         Ok(serde_json::Value::Object(m)) if m.len() == 1 => {
@@ -22,6 +24,7 @@ pub fn envelope_json(e: &Envelope, audience: Audience) -> serde_json::Value {
         Ok(other) => other,
         Err(_) => serde_json::Value::Null,
     };
+    output_summary(&e.event, &mut data);
     if audience == Audience::Observer {
         redact(&e.event, &mut data);
     }
@@ -34,27 +37,35 @@ pub fn envelope_json(e: &Envelope, audience: Audience) -> serde_json::Value {
     })
 }
 
-/// Takes command text and output out of an event's `data`, leaving their sizes.
-/// Exhaustive on purpose: a new event type must be decided on here.
+/// Replaces what a command printed with its sizes, for every audience: a 1 MiB
+/// stdout would otherwise go to every subscriber of the stream, and the result
+/// endpoint (admins) is where output is read.
+fn output_summary(event: &Event, data: &mut serde_json::Value) {
+    let Some(fields) = data.as_object_mut() else { return };
+    if let Event::ExecCompleted { output: o, .. } | Event::ExecTimedOut { output: Some(o), .. } = event {
+        fields.insert("output".into(), summary(o));
+    }
+}
+
+fn summary(o: &ExecResult) -> serde_json::Value {
+    serde_json::json!({
+        "exit_code": o.exit_code,
+        "truncated": o.truncated,
+        "duration_ms": o.duration_ms,
+        "stdout_bytes": o.stdout.size,
+        "stderr_bytes": o.stderr.size,
+    })
+}
+
+/// Takes command text and install-hook output out of an event's `data`, leaving
+/// their sizes. Exhaustive on purpose: a new event type must be decided on here.
 fn redact(event: &Event, data: &mut serde_json::Value) {
     use serde_json::json;
     let Some(fields) = data.as_object_mut() else { return };
-    let output = |o: &ExecOutput| {
-        json!({
-            "exit_code": o.exit_code,
-            "truncated": o.truncated,
-            "duration_ms": o.duration_ms,
-            "stdout_bytes": o.stdout.len(),
-            "stderr_bytes": o.stderr.len(),
-        })
-    };
     match event {
         Event::ExecQueued { command, .. } | Event::ShellOpened { command: Some(command), .. } => {
             fields.remove("command");
             fields.insert("command_bytes".into(), json!(command.len()));
-        }
-        Event::ExecCompleted { output: o, .. } | Event::ExecTimedOut { output: Some(o), .. } => {
-            fields.insert("output".into(), output(o));
         }
         // A provisioning error ends with what the install hook or tar printed: keep
         // only the part before it ("install hook exited 1", "timeout").
@@ -79,7 +90,8 @@ fn redact(event: &Event, data: &mut serde_json::Value) {
         | Event::NodeNetworkChanged { .. }
         | Event::NodeStreamChanged { .. }
         | Event::ExecDispatched { .. }
-        | Event::ExecTimedOut { output: None, .. }
+        | Event::ExecCompleted { .. }
+        | Event::ExecTimedOut { .. }
         | Event::ExecCancelled { .. }
         | Event::ExecRequeued { .. }
         | Event::ExecFailed { .. }

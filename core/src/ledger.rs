@@ -17,17 +17,19 @@ use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-/// What a command decided: the events to append and the token writes that must be
-/// exactly as durable as they are.
+/// What a command decided: the events to append, and the token writes and command
+/// outputs (stored by hash, which the events carry) that must be exactly as durable
+/// as they are.
 #[derive(Debug, Default)]
 pub struct Decision {
     pub events: Vec<Event>,
     pub tokens: Vec<TokenWrite>,
+    pub outputs: Vec<Vec<u8>>,
 }
 
 impl Decision {
     pub fn events(events: Vec<Event>) -> Self {
-        Decision { events, tokens: Vec::new() }
+        Decision { events, ..Decision::default() }
     }
 }
 
@@ -506,6 +508,7 @@ impl<P: Projection> Writer<P> {
         let mut envelopes: Vec<Envelope> = Vec::new();
         let mut encoded: Vec<Vec<u8>> = Vec::new();
         let mut tokens: Vec<TokenWrite> = Vec::new();
+        let mut outputs: Vec<Vec<u8>> = Vec::new();
         let mut pending: Vec<Pending> = Vec::new();
         if let Some(reason) = self.refusal() {
             self.writes.refused.fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -542,6 +545,7 @@ impl<P: Projection> Writer<P> {
                 encoded.push(bytes);
             }
             tokens.extend(decision.tokens);
+            outputs.extend(decision.outputs);
             pending.push((request.reply, start..envelopes.len()));
         }
         if envelopes.is_empty() && tokens.is_empty() {
@@ -555,7 +559,11 @@ impl<P: Projection> Writer<P> {
             .zip(&encoded)
             .map(|(e, b)| Record { seq: e.seq, bytes: b, node_id: e.event.node_id() })
             .collect();
-        let written = self.store.append(&records, &tokens).and_then(|_| self.store.flush());
+        let written = self
+            .store
+            .put_outputs(self.last_at_ms, &outputs)
+            .and_then(|_| self.store.append(&records, &tokens))
+            .and_then(|_| self.store.flush());
         if let Err(e) = written {
             // The disk state is now unknown: part of the batch may be on disk, and sled
             // refuses every write after an I/O error. Nothing of the batch was

@@ -136,6 +136,12 @@ pub struct Store {
     snapshots: sled::Tree,
     tokens: sled::Tree,
     meta: sled::Tree,
+    /// Command outputs, content-addressed: blake3 of the bytes → BE u64 time of the
+    /// latest write, BE u32 count of the results that refer to them, then the bytes.
+    /// Events refer to them by hash (schema 3).
+    outputs: sled::Tree,
+    /// BE u64 time ∥ hash → nothing: the outputs in the order retention drops them.
+    output_times: sled::Tree,
 }
 
 const LAYOUT_KEY: &[u8] = b"layout_version";
@@ -216,6 +222,8 @@ impl Store {
             snapshots: db.open_tree("snapshots")?,
             tokens: db.open_tree("tokens")?,
             meta: db.open_tree("meta")?,
+            outputs: db.open_tree("outputs")?,
+            output_times: db.open_tree("output_times")?,
             db,
         })
     }
@@ -522,10 +530,103 @@ impl Store {
         true
     }
 
+    /// Writes command outputs (their hash is their key), dated `at_ms` for retention.
+    /// Like `append`, nothing is durable until `flush`: the ledger writes them in the
+    /// flush of the event that refers to them. Empty outputs are not stored (an event
+    /// says their size is 0). The same bytes written again are kept once, dated anew,
+    /// with one more reference (so that dropping one fetch's copy keeps the others').
+    pub fn put_outputs(&self, at_ms: u64, outputs: &[Vec<u8>]) -> Result<(), StoreError> {
+        for bytes in outputs.iter().filter(|b| !b.is_empty()) {
+            let hash = hydra_events::OutputRef::of(bytes).hash;
+            let mut refs = 1u32;
+            if let Some(old) = self.outputs.get(hash)? {
+                let (old_at, old_refs) = output_header(&old);
+                self.output_times.remove([&old_at.to_be_bytes()[..], &hash[..]].concat())?;
+                refs = old_refs.saturating_add(1);
+            }
+            let mut value = Vec::with_capacity(OUTPUT_HEADER + bytes.len());
+            value.extend_from_slice(&at_ms.to_be_bytes());
+            value.extend_from_slice(&refs.to_be_bytes());
+            value.extend_from_slice(bytes);
+            self.outputs.insert(hash, value)?;
+            self.output_times.insert([&at_ms.to_be_bytes()[..], &hash[..]].concat(), &[])?;
+        }
+        Ok(())
+    }
+
+    /// The bytes stored under `hash`, or None when they were pruned (or never stored).
+    pub fn output(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
+        let value = guarded("reading an output", || Ok(self.outputs.get(hash)?))?;
+        Ok(value.map(|v| v.get(OUTPUT_HEADER..).unwrap_or_default().to_vec()))
+    }
+
+    /// Drops one reference to an output (the server's own fetches, once answered): the
+    /// bytes go with the last one.
+    pub fn remove_output(&self, hash: &Hash) -> Result<(), StoreError> {
+        let Some(old) = self.outputs.get(hash)? else { return Ok(()) };
+        let (at, refs) = output_header(&old);
+        if refs > 1 {
+            let mut value = old.to_vec();
+            value[8..OUTPUT_HEADER].copy_from_slice(&(refs - 1).to_be_bytes());
+            self.outputs.insert(hash, value)?;
+        } else {
+            self.outputs.remove(hash)?;
+            self.output_times.remove([&at.to_be_bytes()[..], &hash[..]].concat())?;
+        }
+        Ok(())
+    }
+
+    /// Drops the outputs last written before `cutoff_ms`, whatever refers to them (every
+    /// reference is older); returns how many.
+    pub fn prune_outputs(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
+        let mut pruned = 0u64;
+        for entry in self.output_times.range(..cutoff_ms.to_be_bytes().to_vec()) {
+            let (key, _) = entry?;
+            if let Some(hash) = key.get(8..) {
+                self.outputs.remove(hash)?;
+            }
+            self.output_times.remove(key)?;
+            pruned += 1;
+        }
+        Ok(pruned)
+    }
+
+    /// Every stored output as (hash it is stored under, its bytes): for the audit.
+    pub fn outputs(&self) -> impl Iterator<Item = Result<(Hash, Vec<u8>), StoreError>> + '_ {
+        self.outputs.iter().map(|entry| {
+            let (key, value) = entry?;
+            let hash: Hash = key.as_ref().try_into().map_err(|_| {
+                StoreError::Corrupt(format!("an output key of {} bytes, not a 32-byte hash", key.len()))
+            })?;
+            Ok((hash, value.get(OUTPUT_HEADER..).unwrap_or_default().to_vec()))
+        })
+    }
+
+    /// Overwrites the bytes stored under `hash`, keeping its date: what tampering or
+    /// damage would do, for the audit's tests.
+    #[cfg(test)]
+    pub(crate) fn overwrite_output(&self, hash: &Hash, bytes: &[u8]) {
+        let mut value = self.outputs.get(hash).unwrap().unwrap()[..OUTPUT_HEADER].to_vec();
+        value.extend_from_slice(bytes);
+        self.outputs.insert(hash, value).unwrap();
+    }
+
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
     }
+}
+
+/// An output's value starts with its date (BE u64 ms) and its reference count (BE u32).
+const OUTPUT_HEADER: usize = 12;
+
+/// The date and reference count at the start of an output's value (zeros for a value
+/// too short to hold them, which the audit then reports as not matching its hash).
+fn output_header(value: &[u8]) -> (u64, u32) {
+    let at = value.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+    let refs =
+        value.get(8..OUTPUT_HEADER).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes).unwrap_or(0);
+    (at, refs)
 }
 
 /// Deletes `<dir>/ballast`; true when there was one.
@@ -656,6 +757,26 @@ fn decode_seq(key: &[u8]) -> Result<u64, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outputs_are_kept_once_by_hash_and_pruned_by_their_latest_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b) = (b"same bytes".to_vec(), b"other".to_vec());
+        let hash = |bytes: &[u8]| hydra_events::OutputRef::of(bytes).hash;
+        store.put_outputs(100, &[a.clone(), b.clone(), Vec::new()]).unwrap();
+        // Written again later: one copy, dated anew, so an older cutoff keeps it.
+        store.put_outputs(300, std::slice::from_ref(&a)).unwrap();
+        assert_eq!(store.outputs().count(), 2, "the empty output is not stored");
+        assert_eq!(store.prune_outputs(200).unwrap(), 1);
+        assert_eq!(store.output(&hash(&a)).unwrap(), Some(a.clone()));
+        assert_eq!(store.output(&hash(&b)).unwrap(), None);
+        // Two commands printed `a`: dropping one's copy keeps the other's.
+        store.remove_output(&hash(&a)).unwrap();
+        assert_eq!(store.output(&hash(&a)).unwrap(), Some(a.clone()));
+        store.remove_output(&hash(&a)).unwrap();
+        assert_eq!((store.outputs().count(), store.prune_outputs(u64::MAX).unwrap()), (0, 0));
+    }
 
     #[test]
     fn appended_events_read_back_in_order_and_by_node() {

@@ -3,9 +3,9 @@
 //! of the event; the body is bincode 2 (standard configuration) over serde. Records
 //! are never rewritten (the hash chain covers their bytes), so every header ever
 //! written stays readable: each has its decoder here, and older schemas are upcast to
-//! today's `Event` (`v1.rs`).
+//! today's `Event` (`v1.rs`, `v2.rs`).
 
-use crate::{v1, Envelope, Event, Hash, CURRENT_SCHEMA};
+use crate::{v1, v2, Envelope, Event, Hash, CURRENT_SCHEMA};
 use serde::{Deserialize, Serialize};
 
 /// Format 1 (schema 1, until the schema moved into the header): `[1]`, then the whole
@@ -42,6 +42,15 @@ struct BodyRef<'a> {
     cause: &'a str,
     prev_hash: &'a Hash,
     event: &'a Event,
+}
+
+/// The envelope's fields before the event, for a schema whose event is decoded apart.
+#[derive(Serialize, Deserialize)]
+struct Head {
+    seq: u64,
+    at_ms: u64,
+    cause: String,
+    prev_hash: Hash,
 }
 
 #[derive(Deserialize)]
@@ -121,6 +130,20 @@ pub fn decode_prefix(bytes: &[u8]) -> Result<(Envelope, usize), CodecError> {
             };
             Ok((envelope, head + used))
         }
+        (_, 2) => {
+            let (h, head_len): (Head, usize) =
+                bincode::serde::decode_from_slice(body, config).map_err(bincode_error)?;
+            let (event, event_len) = v2::decode_event(&body[head_len..])?;
+            let envelope = Envelope {
+                seq: h.seq,
+                at_ms: h.at_ms,
+                schema: 2,
+                cause: h.cause,
+                prev_hash: h.prev_hash,
+                event,
+            };
+            Ok((envelope, head + head_len + event_len))
+        }
         (_, found) if found > CURRENT_SCHEMA => {
             Err(CodecError::SchemaTooNew { found, supported: CURRENT_SCHEMA })
         }
@@ -154,10 +177,26 @@ pub fn decode_link(bytes: &[u8]) -> Result<(u64, Hash), CodecError> {
 /// True when `bytes` are exactly what the codec writes for `envelope` in the record's
 /// own format: a record found among other bytes, not a lucky parse of them.
 pub fn is_canonical(envelope: &Envelope, bytes: &[u8]) -> bool {
-    match bytes.first() {
-        Some(&FORMAT_V1) => v1::encode(envelope).is_some_and(|b| b == bytes),
+    match header(bytes) {
+        Ok((FORMAT_V1, ..)) => v1::encode(envelope).is_some_and(|b| b == bytes),
+        Ok((_, 2, _)) => encode_schema_2(envelope).is_some_and(|b| b == bytes),
         _ => encode(envelope) == bytes,
     }
+}
+
+/// The bytes schema 2 wrote for an envelope (None for one it could not hold).
+fn encode_schema_2(envelope: &Envelope) -> Option<Vec<u8>> {
+    let mut out = vec![FORMAT_V2];
+    out.extend_from_slice(&2u16.to_le_bytes());
+    let head = Head {
+        seq: envelope.seq,
+        at_ms: envelope.at_ms,
+        cause: envelope.cause.clone(),
+        prev_hash: envelope.prev_hash,
+    };
+    bincode::serde::encode_into_std_write(&head, &mut out, bincode::config::standard()).ok()?;
+    v2::encode_event(&envelope.event, &mut out)?;
+    Some(out)
 }
 
 /// The chain hash of an encoded envelope.

@@ -5,8 +5,9 @@ use crate::Event;
 use serde::{Deserialize, Serialize};
 
 /// The schema version of the `Event` enum written by this build (in each record's
-/// header). 1: the first; 2: `node.approved` carries the owner.
-pub const CURRENT_SCHEMA: u16 = 2;
+/// header). 1: the first; 2: `node.approved` carries the owner; 3: `exec.completed`
+/// and `exec.timed_out` refer to their output in the output store instead of holding it.
+pub const CURRENT_SCHEMA: u16 = 3;
 
 pub type Hash = [u8; 32];
 

@@ -7,6 +7,7 @@ mod codec;
 mod envelope;
 mod ids;
 mod v1;
+mod v2;
 
 pub use codec::{
     decode, decode_link, decode_prefix, encode, hash, is_canonical, CodecError, FORMAT_V1, FORMAT_V2,
@@ -133,14 +134,14 @@ pub enum Event {
     ExecCompleted {
         exec_id: ExecId,
         node_id: NodeId,
-        output: ExecOutput,
+        output: ExecResult,
     },
     /// The command ran out of time: reported by the agent (with what it printed) or
     /// synthesised by the server's watchdog after timeout + grace (without).
     ExecTimedOut {
         exec_id: ExecId,
         node_id: NodeId,
-        output: Option<ExecOutput>,
+        output: Option<ExecResult>,
         by: String,
     },
     ExecCancelled {
@@ -441,6 +442,56 @@ impl std::fmt::Display for FailureThreshold {
         match self {
             FailureThreshold::Count(n) => write!(f, "{n}"),
             FailureThreshold::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// How a command ended, as its event records it (schema 3): what it printed is not
+/// here but in the output store, under the blake3 hash of each stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecResult {
+    /// None when the process could not be started or was killed without a code.
+    pub exit_code: Option<i32>,
+    pub stdout: OutputRef,
+    pub stderr: OutputRef,
+    pub truncated: bool,
+    pub duration_ms: u64,
+    /// The output itself, only in a record written before schema 3 (which kept it in
+    /// the event; records are never rewritten). None in every record written today.
+    pub inline: Option<InlineOutput>,
+}
+
+/// One stream of a command's output in the output store: the blake3 hash of its bytes
+/// (the store's key, and what the audit checks them against) and its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputRef {
+    pub hash: Hash,
+    pub size: u64,
+}
+
+impl OutputRef {
+    pub fn of(bytes: &[u8]) -> OutputRef {
+        OutputRef { hash: *blake3::hash(bytes).as_bytes(), size: bytes.len() as u64 }
+    }
+}
+
+/// The output a schema-2 record held inline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineOutput {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ExecOutput {
+    /// The event's part of a report: references to the output, not the output.
+    pub fn result(&self) -> ExecResult {
+        ExecResult {
+            exit_code: self.exit_code,
+            stdout: OutputRef::of(self.stdout.as_bytes()),
+            stderr: OutputRef::of(self.stderr.as_bytes()),
+            truncated: self.truncated,
+            duration_ms: self.duration_ms,
+            inline: None,
         }
     }
 }

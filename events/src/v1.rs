@@ -4,8 +4,9 @@
 //! `node.approved`, which gained `owner` (an approval with an owner was two events in
 //! schema 1: `node.approved`, then `node.placement_changed` with the owner). Every
 //! other variant keeps its index and its fields, so its bytes are the same in both
-//! schemas (the golden tests in `tests/it/formats.rs` pin them) and decode straight
-//! as today's `Event`. Never edit this file: it describes bytes already on disk.
+//! schemas (the golden tests in `tests/it/formats.rs` pin them) and decode as schema
+//! 2's (`v2.rs`). Never edit the shapes in this file: they describe bytes already on
+//! disk.
 
 use crate::codec::CodecError;
 use crate::{Envelope, Event, Hash, NodeId};
@@ -57,7 +58,8 @@ pub(crate) fn decode(body: &[u8]) -> Result<(Envelope, usize), CodecError> {
                 bincode::serde::decode_from_slice(&rest[1..], config()).map_err(bincode_error)?;
             (upcast_node_approved(old), used + 1)
         }
-        _ => bincode::serde::decode_from_slice(rest, config()).map_err(bincode_error)?,
+        // Every other event as schema 2 had it (schema 3 reshaped the exec results).
+        _ => crate::v2::decode_event(rest)?,
     };
     let envelope = Envelope {
         seq: head.seq,
@@ -109,9 +111,7 @@ pub(crate) fn encode(envelope: &Envelope) -> Option<Vec<u8>> {
             out.push(NODE_APPROVED);
             bincode::serde::encode_into_std_write(&old, &mut out, config()).ok()?;
         }
-        event => {
-            bincode::serde::encode_into_std_write(event, &mut out, config()).ok()?;
-        }
+        event => crate::v2::encode_event(event, &mut out)?,
     }
     Some(out)
 }

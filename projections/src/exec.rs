@@ -203,7 +203,7 @@ mod tests {
     use super::*;
     use crate::fold;
 
-    use hydra_events::ExecOutput;
+    use hydra_events::{ExecOutput, ExecResult};
 
     fn node() -> NodeId {
         NodeId::parse("node-a").unwrap()
@@ -224,7 +224,7 @@ mod tests {
         }
     }
 
-    fn output() -> ExecOutput {
+    fn output() -> ExecResult {
         ExecOutput {
             exit_code: Some(0),
             stdout: "ok".into(),
@@ -232,6 +232,7 @@ mod tests {
             truncated: false,
             duration_ms: 5,
         }
+        .result()
     }
 
     #[test]

@@ -96,6 +96,10 @@ pub struct Config {
     pub exec_delivery_deadline: Duration,
     /// Largest stdout and stderr kept per command (each); the rest is cut and marked.
     pub exec_output_cap: usize,
+    /// How long a command's output is kept in the output store (the event that
+    /// refers to it stays; its result then says `output_pruned`).
+    #[serde(with = "duration")]
+    pub exec_output_retention: Duration,
     /// Largest command text (and `--file` script).
     pub exec_max_command_bytes: usize,
     #[serde(with = "duration")]
@@ -174,6 +178,7 @@ impl Default for Config {
             exec_timeout_grace: Duration::from_secs(15),
             exec_delivery_deadline: Duration::from_secs(3600),
             exec_output_cap: 1024 * 1024,
+            exec_output_retention: Duration::from_secs(30 * 24 * 3600),
             exec_max_command_bytes: 256 * 1024,
             exec_watchdog_interval: Duration::from_secs(1),
             shell_attach_timeout: Duration::from_secs(30),

@@ -133,12 +133,16 @@ pub fn result(
                 r.status.as_str()
             )));
         }
+        // The event carries the output's hashes and sizes; the bytes go to the output
+        // store in the same flush.
+        let result = output.result();
         let event = if timed_out {
-            Event::ExecTimedOut { exec_id: id, node_id: node, output: Some(output), by: "agent".into() }
+            Event::ExecTimedOut { exec_id: id, node_id: node, output: Some(result), by: "agent".into() }
         } else {
-            Event::ExecCompleted { exec_id: id, node_id: node, output }
+            Event::ExecCompleted { exec_id: id, node_id: node, output: result }
         };
-        Ok(Decision::events(vec![event]))
+        let outputs = vec![output.stdout.into_bytes(), output.stderr.into_bytes()];
+        Ok(Decision { events: vec![event], outputs, ..Decision::default() })
     }
 }
 

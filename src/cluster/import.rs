@@ -924,7 +924,7 @@ pub fn plan(
     let mut events = unassigned;
     events.extend(imported);
     outcome.events = events.len();
-    Ok(Plan { outcome, decision: Decision { events, tokens } })
+    Ok(Plan { outcome, decision: Decision { events, tokens, ..Decision::default() } })
 }
 
 /// An import as asked: the file's name (the events' cause is `import:<file>`), its

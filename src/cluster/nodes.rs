@@ -80,6 +80,7 @@ pub(crate) fn join(
     Ok(Decision {
         tokens: vec![TokenWrite::Put { hash: token, principal: node_principal(id) }],
         events: vec![event],
+        ..Decision::default()
     })
 }
 
@@ -217,7 +218,11 @@ pub fn reject(id: NodeId) -> impl FnOnce(&ClusterViews) -> Result<Decision, Doma
         events.push(Event::NodeRejected { node_id: id.clone() });
         // Revoked in the same flush as the event, as removal does: a rejected
         // machine's token never works again, whatever happens to the node later.
-        Ok(Decision { tokens: vec![TokenWrite::Revoke { principal: node_principal(&id) }], events })
+        Ok(Decision {
+            tokens: vec![TokenWrite::Revoke { principal: node_principal(&id) }],
+            events,
+            ..Decision::default()
+        })
     }
 }
 
@@ -228,7 +233,11 @@ pub fn remove(id: NodeId) -> impl FnOnce(&ClusterViews) -> Result<Decision, Doma
         let mut events = super::exec::fail_all(views, &id, "node_removed");
         events.extend(super::heads::unassign_from(views, &id, "body_removed"));
         events.push(Event::NodeRemoved { node_id: id.clone() });
-        Ok(Decision { tokens: vec![TokenWrite::Revoke { principal: node_principal(&id) }], events })
+        Ok(Decision {
+            tokens: vec![TokenWrite::Revoke { principal: node_principal(&id) }],
+            events,
+            ..Decision::default()
+        })
     }
 }
 

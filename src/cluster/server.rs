@@ -34,6 +34,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         state.config.exec_timeout_grace,
         state.config.exec_watchdog_interval,
     ));
+    let retention = tokio::spawn(watchdogs::output_retention(
+        ledger.clone(),
+        state.config.exec_output_retention,
+        state.config.exec_watchdog_interval,
+    ));
     let provisioning = tokio::spawn(watchdogs::provision_deadlines(
         ledger.clone(),
         state.config.provision_deadline,
@@ -57,6 +62,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         ))
     });
     let app = router(state.clone());
-    let tasks = [checker, wake, deadlines, provisioning, anomalies].into_iter().chain(held).collect();
+    let tasks =
+        [checker, wake, deadlines, retention, provisioning, anomalies].into_iter().chain(held).collect();
     Ok(start::launch(opened, app, state, stop, tasks))
 }

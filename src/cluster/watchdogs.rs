@@ -1,7 +1,7 @@
 //! Watchdogs: background tasks that turn the passing of time into commands, sent to
 //! the ledger like any other client's: the offline checker, the exec and provisioning
-//! deadlines, the body anomaly pass, and the write of heartbeat changes held back by
-//! a node's event budget.
+//! deadlines, the body anomaly pass, the write of heartbeat changes held back by a
+//! node's event budget, and the retention of command outputs.
 
 use crate::cluster::{exec, liveness, nodes, provision, streams, Liveness};
 use hydra_core::error::DomainError;
@@ -74,6 +74,25 @@ async fn end_overdue<T, C>(
         }
         if let Err(e) = ledger.submit(cause, end(ids, now, deadline_ms)).await {
             tracing::warn!(error = %e, watchdog = cause, "could not end what is overdue");
+        }
+    }
+}
+
+/// Drops command outputs older than `retention` from the output store each `every`
+/// (the events keep their hashes and sizes; results then say `output_pruned`). A
+/// deletion needs no flush of its own: one lost to a crash is redone at the next tick.
+pub async fn output_retention(ledger: Ledger<ClusterViews>, retention: Duration, every: Duration) {
+    let mut tick = ticks(every);
+    let retention_ms = crate::service::config::millis(retention);
+    loop {
+        tick.tick().await;
+        let store = ledger.store().clone();
+        let cutoff = now_ms().saturating_sub(retention_ms);
+        match tokio::task::spawn_blocking(move || store.prune_outputs(cutoff)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(outputs = n, "pruned command outputs past exec_output_retention"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not prune command outputs"),
+            Err(e) => tracing::warn!(error = %e, "the output pruning task failed"),
         }
     }
 }

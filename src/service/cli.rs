@@ -237,6 +237,8 @@ pub fn audit_log<C: ServiceConfig>(args: &AuditArgs<C>) -> anyhow::Result<()> {
     let stop = options.upto.map(Stop::AtSeq).unwrap_or(Stop::End);
     let started = std::time::Instant::now();
     let r = replay_into::<C::Views>(&store, stop, head).map_err(damaged)?;
+    // The outputs are checked against the whole log; with --upto, against its part.
+    let outputs = hydra_core::audit::audit_outputs(&store, r.views.last_seq()).map_err(damaged)?;
     if options.upto.is_none() {
         hydra_core::audit::audit_index(&store, head).map_err(damaged)?;
     }
@@ -245,11 +247,13 @@ pub fn audit_log<C: ServiceConfig>(args: &AuditArgs<C>) -> anyhow::Result<()> {
     if options.json {
         println!(
             "{}",
-            serde_json::json!({"ok": true, "events": r.events, "seq": r.views.last_seq(), "digest": r.digest, name: counter(&r.views)})
+            serde_json::json!({"ok": true, "events": r.events, "seq": r.views.last_seq(), "digest": r.digest, name: counter(&r.views),
+                "outputs": {"present": outputs.present, "pruned": outputs.pruned}})
         );
     } else {
         println!("log ok: {} events, sequence contiguous, hash chain intact", r.events);
         println!("{name}: {}", counter(&r.views));
+        println!("outputs: {} present (hashes checked), {} pruned", outputs.present, outputs.pruned);
         println!("seq: {}", r.views.last_seq());
         println!("digest: {}", r.digest);
         println!("replayed in {secs:.3} s");

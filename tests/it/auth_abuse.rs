@@ -148,6 +148,8 @@ async fn until_completed(s: &impl Service, token: &str) -> String {
 
 #[tokio::test]
 async fn observers_see_what_happened_to_commands_but_never_their_text_or_output() {
+    // The command prints `printed-marker`, which no event stream may carry, for any
+    // audience; its text carries `hunter2`, which only admins may read.
     let (s, node, token) = app_with_body(|_| {}).await;
     heartbeat(&s, &token, json!({})).await;
     // A live observer, subscribed before the command exists.
@@ -160,7 +162,7 @@ async fn observers_see_what_happened_to_commands_but_never_their_text_or_output(
     // The live subscriber is counted once its stream runs.
     assert!(eventually(GUARD, || async { sse_subscribers(&s).await >= 1 }).await);
     let exec =
-        run_command(&s, &node, &token, "export db_password=hunter2; deploy", "db_password=hunter2\n").await;
+        run_command(&s, &node, &token, "export db_password=hunter2; deploy", "printed-marker:....\n").await;
 
     let (_, log) = get(&s, "/api/v1/events/log?types=exec.*", OBSERVER).await;
     let text = log.to_string();
@@ -176,19 +178,32 @@ async fn observers_see_what_happened_to_commands_but_never_their_text_or_output(
     assert_eq!(completed["data"]["output"]["stdout_bytes"], 20);
     assert!(completed["data"]["output"].get("stdout").is_none());
 
-    // The admin sees everything, in the log and the stream.
+    // The admin sees the command text, in the log and the stream, and the sizes of
+    // what it printed, never the output itself: only the result endpoint has that.
     let (_, admin_log) = get(&s, "/api/v1/events/log?types=exec.*", ADMIN).await;
-    assert!(admin_log.to_string().contains("hunter2"));
+    let admin_text = admin_log.to_string();
+    assert!(admin_text.contains("hunter2") && !admin_text.contains("printed-marker"), "{admin_text}");
+    assert!(admin_text.contains("\"stdout_bytes\":20"), "{admin_text}");
     let admin_sse = until_completed(&s, ADMIN).await;
-    assert!(admin_sse.contains("db_password=hunter2"));
+    assert!(
+        admin_sse.contains("db_password=hunter2") && !admin_sse.contains("printed-marker"),
+        "{admin_sse}"
+    );
+    assert!(admin_sse.contains("\"stdout_bytes\":20"), "{admin_sse}");
+    let (_, admin_history) = get(&s, &format!("/api/v1/nodes/{node}/history"), ADMIN).await;
+    assert!(!admin_history.to_string().contains("printed-marker"));
+    let (status, result) = get(&s, &format!("/api/v1/nodes/{node}/exec/{exec}/result"), ADMIN).await;
+    assert_eq!((status, result["stdout"].as_str()), (200, Some("printed-marker:....\n")), "{result}");
 
     // SSE for the observer: live, and caught up from the log; and the node history.
     let live = live.await.unwrap();
     assert!(!live.contains("hunter2") && live.contains("\"stdout_bytes\":20"), "{live}");
+    assert!(!live.contains("printed-marker"), "{live}");
     let caught_up = until_completed(&s, OBSERVER).await;
     assert!(!caught_up.contains("hunter2") && caught_up.contains("\"command_bytes\":34"), "{caught_up}");
+    assert!(!caught_up.contains("printed-marker"), "{caught_up}");
     let (_, history) = get(&s, &format!("/api/v1/nodes/{node}/history"), OBSERVER).await;
-    assert!(!history.to_string().contains("hunter2"));
+    assert!(!history.to_string().contains("hunter2") && !history.to_string().contains("printed-marker"));
     assert!(history.to_string().contains("exec.completed"));
 }
 

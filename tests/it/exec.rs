@@ -353,3 +353,100 @@ async fn removing_a_node_fails_its_commands() {
     let reasons: Vec<&str> = failed.iter().map(|e| e["data"]["reason"].as_str().unwrap()).collect();
     assert_eq!(reasons, ["node_removed", "node_removed"]);
 }
+
+/// Runs one command on the node as its agent would and returns its id.
+async fn run_printing(s: &TestServer, node: &str, token: &str, stdout: &str, stderr: &str) -> String {
+    let (status, queued) = submit(s, node, json!({"command": "cat report"})).await;
+    assert_eq!(status, 202, "{queued}");
+    let exec = id_of(&queued);
+    assert_eq!(fetch(s, token, 5).await.0, 200);
+    let body = json!({"id": exec, "exit_code": 0, "stdout": stdout, "stderr": stderr, "duration_ms": 3});
+    assert_eq!(report(s, token, body).await.0, 200);
+    exec
+}
+
+/// `hydracluster audit --json` on the (stopped) server's data dir.
+fn audit_json(s: &TestServer) -> Value {
+    let (ok, out) = offline(&["audit", "--json"], s.dir.path());
+    assert!(ok, "{out}");
+    serde_json::from_str(out.lines().next().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn outputs_past_their_retention_are_pruned_and_the_audit_still_passes() {
+    let (mut s, node, token) = app_with_body(|_| {}).await;
+    heartbeat(&s, &token, json!({})).await;
+    let exec = run_printing(&s, &node, &token, "kept for now\n", "a warning\n").await;
+    let (_, r) = result(&s, &node, &exec).await;
+    assert_eq!((r["stdout"].as_str(), r["stderr"].as_str()), (Some("kept for now\n"), Some("a warning\n")));
+    assert_eq!(r["output_pruned"], false);
+    s.stop().await;
+    let audit = audit_json(&s);
+    assert_eq!(audit["outputs"], json!({"present": 2, "pruned": 0}), "{audit}");
+
+    // With a retention of 1 ms, the next pass of the watchdog drops both outputs.
+    s.restart_with(|c| {
+        c.exec_output_retention = Duration::from_millis(1);
+        c.exec_watchdog_interval = Duration::from_millis(50);
+    })
+    .await;
+    let pruned =
+        eventually(GUARD, || async { result(&s, &node, &exec).await.1["output_pruned"] == true }).await;
+    assert!(pruned, "the output was never pruned");
+    let (status, r) = result(&s, &node, &exec).await;
+    assert_eq!(status, 200);
+    assert_eq!((r["status"].as_str(), r["exit_code"].as_i64()), (Some("completed"), Some(0)));
+    assert_eq!((r["stdout"].as_str(), r["stderr"].as_str()), (Some(""), Some("")));
+    // The event still says what there was.
+    let (_, log) = get(&s, "/api/v1/events/log?types=exec.completed", ADMIN).await;
+    assert_eq!(log["events"][0]["data"]["output"]["stdout_bytes"], 13, "{log}");
+    s.stop().await;
+    // The audit reports them as pruned, not as tampering.
+    let audit = audit_json(&s);
+    assert_eq!(audit["ok"], true);
+    assert_eq!(audit["outputs"], json!({"present": 0, "pruned": 2}), "{audit}");
+}
+
+/// A data dir holding the log that schema 2 wrote (output inline in the results), in
+/// today's layout.
+fn schema_2_data_dir() -> tempfile::TempDir {
+    use hydra_core::store::{Record, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for (i, bytes) in crate::formats::log_records("cluster-log-v2.bin").iter().enumerate() {
+        let event = hydra_events::decode(bytes).unwrap().event;
+        store.append(&[Record { seq: i as u64 + 1, bytes, node_id: event.node_id() }], &[]).unwrap();
+    }
+    store.set_layout_version(hydra_migrations::LAYOUT_VERSION).unwrap();
+    store.flush().unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn results_written_by_schema_2_are_served_from_their_record() {
+    let (node, done, timed_out) = ("node-0123456789abcdef", "exec-00000000000000a1", "exec-00000000000000a2");
+    let mut s = serve_dir(schema_2_data_dir(), |_| {}).await.unwrap();
+    let (status, r) = result(&s, node, done).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        (r["stdout"].as_str(), r["stderr"].as_str(), r["output_pruned"].as_bool()),
+        (Some("schema-2 stdout\n"), Some("schema-2 stderr\n"), Some(false)),
+        "{r}"
+    );
+    let (_, r) = result(&s, node, timed_out).await;
+    assert_eq!(
+        (r["status"].as_str(), r["stdout"].as_str(), r["truncated"].as_bool()),
+        (Some("timed_out"), Some("partial\n"), Some(true))
+    );
+    // The stream shows their sizes, not their text, as for today's results.
+    let (_, log) = get(&s, "/api/v1/events/log?types=exec.completed", ADMIN).await;
+    assert!(!log.to_string().contains("schema-2 stdout"), "{log}");
+    assert_eq!(log["events"][0]["data"]["output"]["stdout_bytes"], 16, "{log}");
+    s.stop().await;
+    let audit = audit_json(&s);
+    assert_eq!(
+        audit["outputs"],
+        json!({"present": 0, "pruned": 0}),
+        "inline outputs are the chain's: {audit}"
+    );
+}

@@ -1,13 +1,13 @@
 //! The stored formats, pinned: the bytes of every event variant and of one snapshot per
-//! views type (fixtures in `tests/fixtures/`), and a log that schema 1 wrote, read
-//! through the upcaster with the digest it had. Reordering variants, reshaping an
+//! views type (fixtures in `tests/fixtures/`), and the logs that schemas 1 and 2
+//! wrote, read through the upcasters with the digests they had. Reordering variants, reshaping an
 //! event without a new schema, or reshaping a view without a new `VERSION` fails here.
 //! After a deliberate change (a new variant, schema or view version), write the new
 //! fixtures with `HYDRA_BLESS=1 cargo test --test it formats` and check them in.
 
 use hydra_events::{
-    decode, encode, hash, Envelope, Event, ExecId, ExecOutput, FailureThreshold, NodeId, RolloutPolicy,
-    SkippedNode, UpdateTarget, CURRENT_SCHEMA, FORMAT_V1, ZERO_HASH,
+    decode, encode, hash, Envelope, Event, ExecId, ExecResult, FailureThreshold, InlineOutput, NodeId,
+    OutputRef, RolloutPolicy, SkippedNode, UpdateTarget, CURRENT_SCHEMA, FORMAT_V1, FORMAT_V2, ZERO_HASH,
 };
 use hydra_projections::{digest, encode_snapshot, ClusterViews, LibraryViews, Projection};
 
@@ -21,13 +21,14 @@ fn exec() -> ExecId {
     ExecId::parse("exec-0123456789abcdef").unwrap()
 }
 
-fn output() -> ExecOutput {
-    ExecOutput {
+fn output() -> ExecResult {
+    ExecResult {
         exit_code: Some(-3),
-        stdout: "out".into(),
-        stderr: "err".into(),
+        stdout: OutputRef { hash: [0x5a; 32], size: 3 },
+        stderr: OutputRef { hash: [0xe4; 32], size: 300 },
         truncated: true,
         duration_ms: 42,
+        inline: Some(InlineOutput { stdout: "out".into(), stderr: "err".into() }),
     }
 }
 
@@ -321,4 +322,57 @@ fn a_log_written_by_schema_1_reads_through_the_upcaster_with_the_digest_it_had()
     assert!(matches!(approvals.as_slice(), [Event::NodeApproved { owner: None, .. }]), "{approvals:?}");
     assert!(views.nodes.values().any(|n| n.owner.as_deref() == Some("ops")), "the owner came through");
     assert_eq!(format!("{} {}\n", views.last_seq(), digest(&views)), expected);
+}
+
+#[test]
+fn a_log_written_by_schema_2_reads_through_the_upcaster_with_its_output_inline() {
+    let records = log_records("cluster-log-v2.bin");
+    let expected = std::fs::read_to_string(format!("{FIXTURES}/cluster-log-v2.digest")).unwrap();
+    let mut views = ClusterViews::default();
+    let mut prev = ZERO_HASH;
+    let mut results = Vec::new();
+    for (i, bytes) in records.iter().enumerate() {
+        assert_eq!(bytes[..3], [FORMAT_V2, 2, 0], "record {} was written by schema 2", i + 1);
+        let e = decode(bytes).unwrap_or_else(|err| panic!("record {} does not decode: {err}", i + 1));
+        assert_eq!((e.seq, e.schema, e.prev_hash), (i as u64 + 1, 2, prev), "record {} chains", i + 1);
+        assert!(hydra_events::is_canonical(&e, bytes), "record {} re-encodes as schema 2 wrote it", i + 1);
+        prev = hash(bytes);
+        views.apply(&e);
+        match e.event {
+            Event::ExecCompleted { output, .. } | Event::ExecTimedOut { output: Some(output), .. } => {
+                results.push(output)
+            }
+            _ => {}
+        }
+    }
+    // Schema 2 held the output in the event: the upcast keeps it there (`inline`) and
+    // computes the references a schema-3 event would carry.
+    let [done, timed_out] = results.as_slice() else { panic!("{results:?}") };
+    let inline = done.inline.as_ref().unwrap();
+    assert_eq!((inline.stdout.as_str(), inline.stderr.as_str()), ("schema-2 stdout\n", "schema-2 stderr\n"));
+    assert_eq!(done.stdout, OutputRef::of(b"schema-2 stdout\n"));
+    assert_eq!((done.exit_code, done.stdout.size), (Some(0), 16));
+    assert_eq!(timed_out.inline.as_ref().unwrap().stdout, "partial\n");
+    assert!(timed_out.truncated && timed_out.exit_code.is_none());
+    assert_eq!(format!("{} {}\n", views.last_seq(), digest(&views)), expected);
+}
+
+/// The pinned records of schema 2 (one per variant) still decode, each re-encoding to
+/// its bytes as schema 2 wrote them, and every variant but the two reshaped exec
+/// results decodes to the same event as today's sample.
+#[test]
+fn every_schema_2_record_still_decodes() {
+    let text = std::fs::read_to_string(format!("{FIXTURES}/events-schema-2.txt")).unwrap();
+    let samples = every_event();
+    for (line, sample) in text.lines().zip(&samples) {
+        let (name, hex_bytes) = line.split_once(' ').unwrap();
+        let bytes = hex::decode(hex_bytes).unwrap();
+        let e = decode(&bytes).unwrap_or_else(|err| panic!("{name}: {err}"));
+        assert_eq!((e.schema, e.event.type_name()), (2, name));
+        assert!(hydra_events::is_canonical(&e, &bytes), "{name} re-encodes as schema 2 wrote it");
+        if !matches!(sample, Event::ExecCompleted { .. } | Event::ExecTimedOut { .. }) {
+            assert_eq!(&e.event, sample, "{name}");
+        }
+    }
+    assert_eq!(text.lines().count(), samples.len());
 }

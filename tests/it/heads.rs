@@ -647,6 +647,12 @@ async fn screenshots_and_logs_come_through_the_exec_channel() {
     assert_eq!(status, 200, "{logs}");
     assert_eq!(logs, json!({"log_path": "/var/log/kiosk.log", "lines": ["one", "two"]}));
     agent.await.unwrap();
+    // What these fetches printed was kept only until answered: the events keep its
+    // size, the output store nothing.
+    let (_, log) = get(&s, &format!("/api/v1/events/log?types=exec.completed&node={head}"), ADMIN).await;
+    let printed: Vec<_> = log["events"].as_array().unwrap().iter().map(|e| &e["data"]["output"]).collect();
+    assert!(printed.iter().any(|o| o["stdout_bytes"] == 8), "{log}");
+    assert_eq!(s.ledger().store().outputs().count(), 0, "the server's own fetches keep no output");
 
     // No answer in time: 504, and the command is cancelled rather than left to run late.
     let (status, err) = get(&s, &format!("/api/v1/heads/{head}/screenshot"), ADMIN).await;

@@ -14,7 +14,7 @@ use axum::Json;
 use hydra_core::auth::random_hex;
 use hydra_core::envelope::rfc3339;
 use hydra_core::ledger::now_ms;
-use hydra_events::{Event, ExecId, ExecOutput, NodeId};
+use hydra_events::{Event, ExecId, ExecOutput, NodeId, OutputRef};
 use hydra_projections::{ExecRecord, ExecStatus};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -140,18 +140,57 @@ fn record_json(r: &ExecRecord) -> Value {
     })
 }
 
-/// The output of a finished command, read from the event that ended it.
-pub(super) async fn ended_output(state: &AppState, r: &ExecRecord) -> Result<Option<ExecOutput>, ApiError> {
+/// What a finished command printed: from the event that ended it, its output read
+/// from the output store (or, for a record older than schema 3, from the record).
+pub(super) struct Ended {
+    pub output: ExecOutput,
+    /// Where the output is stored (the server's own fetches drop it once answered).
+    pub refs: [OutputRef; 2],
+    /// Retention dropped some of the output: what is missing reads as empty.
+    pub pruned: bool,
+}
+
+/// The output of a finished command, read from the event that ended it and the
+/// output store.
+pub(super) async fn ended_output(state: &AppState, r: &ExecRecord) -> Result<Option<Ended>, ApiError> {
     let Some(seq) = r.end_seq else { return Ok(None) };
     let store = state.ledger.store().clone();
-    let envelopes = tokio::task::spawn_blocking(move || read_envelopes(&store, seq, seq))
-        .await
-        .map_err(ApiError::internal)??;
-    Ok(envelopes.into_iter().next().and_then(|e| match e.event {
-        Event::ExecCompleted { output, .. } => Some(output),
-        Event::ExecTimedOut { output, .. } => output,
-        _ => None,
-    }))
+    tokio::task::spawn_blocking(move || {
+        let envelope = read_envelopes(&store, seq, seq)?.into_iter().next();
+        let result = envelope.and_then(|e| match e.event {
+            Event::ExecCompleted { output, .. } => Some(output),
+            Event::ExecTimedOut { output, .. } => output,
+            _ => None,
+        });
+        let Some(result) = result else { return Ok(None) };
+        let mut pruned = false;
+        let mut read = |r: &OutputRef| -> Result<String, ApiError> {
+            if r.size == 0 {
+                return Ok(String::new());
+            }
+            match store.output(&r.hash)? {
+                Some(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+                None => {
+                    pruned = true;
+                    Ok(String::new())
+                }
+            }
+        };
+        let (stdout, stderr) = match &result.inline {
+            Some(inline) => (inline.stdout.clone(), inline.stderr.clone()),
+            None => (read(&result.stdout)?, read(&result.stderr)?),
+        };
+        let output = ExecOutput {
+            exit_code: result.exit_code,
+            stdout,
+            stderr,
+            truncated: result.truncated,
+            duration_ms: result.duration_ms,
+        };
+        Ok(Some(Ended { output, refs: [result.stdout, result.stderr], pruned }))
+    })
+    .await
+    .map_err(ApiError::internal)?
 }
 
 /// `GET …/exec/{execId}/result[?wait=N]`: the result (200) or the state so far (202).
@@ -178,7 +217,9 @@ pub async fn result(
         let body = json!({"id": r.id, "status": r.status.as_str(), "attempts": r.attempts});
         return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
     };
-    let output = ended_output(&state, &r).await?;
+    let ended = ended_output(&state, &r).await?;
+    let pruned = ended.as_ref().is_some_and(|e| e.pruned);
+    let output = ended.map(|e| e.output);
     let duration = output
         .as_ref()
         .map(|o| o.duration_ms)
@@ -201,6 +242,7 @@ pub async fn result(
         "duration_ms": duration,
         "reason": r.reason,
         "finished_at": r.finished_at_ms.map(rfc3339),
+        "output_pruned": pruned,
     });
     Ok(Json(body).into_response())
 }

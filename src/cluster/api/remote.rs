@@ -1,7 +1,8 @@
 //! Runs one command on a node through the exec queue and waits for its end, for
 //! endpoints that answer with what a machine says (a head's screenshot and log). The
 //! command is an ordinary exec (in the log, visible in the node's queue), so the
-//! audit trail shows who looked at a kiosk's screen.
+//! audit trail shows who looked at a kiosk's screen; its output is kept only until
+//! answered.
 
 use super::exec::{ended_output, long_poll};
 use super::{ApiError, AppState};
@@ -61,10 +62,15 @@ pub(super) async fn run(
     if r.status != ExecStatus::Completed {
         return Ok(Outcome::Ended(r));
     }
-    match ended_output(state, &r).await? {
-        Some(output) => Ok(Outcome::Completed(output)),
-        None => Ok(Outcome::Ended(r)),
-    }
+    let Some(ended) = ended_output(state, &r).await? else { return Ok(Outcome::Ended(r)) };
+    // The answer is all the output was fetched for (a screenshot every few seconds
+    // would otherwise fill the store): drop it now; the event keeps its hash and size.
+    let store = state.ledger.store().clone();
+    let refs = ended.refs;
+    tokio::task::spawn_blocking(move || refs.iter().try_for_each(|r| store.remove_output(&r.hash)))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(Outcome::Completed(ended.output))
 }
 
 fn record(state: &AppState, id: &ExecId) -> Option<ExecRecord> {

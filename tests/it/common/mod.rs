@@ -138,9 +138,15 @@ impl TestServer {
 
     /// Starts again on the same data dir (a new port).
     pub async fn restart(&mut self) {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Starts again on the same data dir (a new port), with other settings.
+    pub async fn restart_with(&mut self, tweak: impl FnOnce(&mut Config)) {
         self.stop().await;
-        let running =
-            hydra::cluster::server::start(test_config(self.dir.path())).await.expect("server restarts");
+        let mut config = test_config(self.dir.path());
+        tweak(&mut config);
+        let running = hydra::cluster::server::start(config).await.expect("server restarts");
         self.url = format!("http://{}", running.addr);
         self.running = Some(running);
     }
