@@ -18,6 +18,15 @@ pub const FORMAT_V2: u8 = 2;
 /// Lengths inside a record are capped so that garbage never allocates more.
 const MAX_RECORD: usize = 64 << 20;
 
+/// The bincode configuration every record is read with, whatever its schema.
+pub(crate) fn read_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_RECORD>()
+}
+
+pub(crate) fn bincode_error(e: bincode::error::DecodeError) -> CodecError {
+    CodecError::Bincode(e.to_string())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     #[error("empty record")]
@@ -110,8 +119,7 @@ fn header(bytes: &[u8]) -> Result<(u8, u16, &[u8]), CodecError> {
 pub fn decode_prefix(bytes: &[u8]) -> Result<(Envelope, usize), CodecError> {
     let (format, schema, body) = header(bytes)?;
     let head = bytes.len() - body.len();
-    let config = bincode::config::standard().with_limit::<MAX_RECORD>();
-    let bincode_error = |e: bincode::error::DecodeError| CodecError::Bincode(e.to_string());
+    let config = read_config();
     match (format, schema) {
         (FORMAT_V1, _) => {
             let (envelope, used) = v1::decode(body)?;
@@ -166,11 +174,8 @@ pub fn decode_link(bytes: &[u8]) -> Result<(u64, Hash), CodecError> {
     if format == FORMAT_V1 {
         return v1::decode_link(body);
     }
-    let (link, _): (Link<'_>, usize) = bincode::serde::borrow_decode_from_slice(
-        body,
-        bincode::config::standard().with_limit::<MAX_RECORD>(),
-    )
-    .map_err(|e| CodecError::Bincode(e.to_string()))?;
+    let (link, _): (Link<'_>, usize) = bincode::serde::borrow_decode_from_slice(body, read_config())
+        .map_err(|e| CodecError::Bincode(e.to_string()))?;
     Ok((link.seq, link.prev_hash))
 }
 

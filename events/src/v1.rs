@@ -8,7 +8,7 @@
 //! 2's (`v2.rs`). Never edit the shapes in this file: they describe bytes already on
 //! disk.
 
-use crate::codec::CodecError;
+use crate::codec::{bincode_error, read_config as config, CodecError};
 use crate::{Envelope, Event, Hash, NodeId};
 use serde::{Deserialize, Serialize};
 
@@ -34,14 +34,6 @@ struct NodeApproved {
 
 /// The variant index of `NodeApproved`, as bincode writes it (a one-byte varint).
 const NODE_APPROVED: u8 = 1;
-
-fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<{ 64 << 20 }>()
-}
-
-fn bincode_error(e: bincode::error::DecodeError) -> CodecError {
-    CodecError::Bincode(e.to_string())
-}
 
 /// Decodes a format-1 body (after its format byte) into today's envelope; says how
 /// many bytes it took.

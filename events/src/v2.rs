@@ -8,7 +8,7 @@
 //! variant keeps its index and its fields. Never edit the shapes in this file: they
 //! describe bytes already on disk.
 
-use crate::codec::CodecError;
+use crate::codec::{bincode_error, read_config as config, CodecError};
 use crate::{Event, ExecId, ExecResult, InlineOutput, NodeId, OutputRef};
 use serde::{Deserialize, Serialize};
 
@@ -42,14 +42,6 @@ struct ExecTimedOut {
 /// The variant indexes, as bincode writes them (one-byte varints).
 const EXEC_COMPLETED: u8 = 17;
 const EXEC_TIMED_OUT: u8 = 18;
-
-fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<{ 64 << 20 }>()
-}
-
-fn bincode_error(e: bincode::error::DecodeError) -> CodecError {
-    CodecError::Bincode(e.to_string())
-}
 
 /// Decodes an event written by schema 1 or 2 (bincode of the variant index, then its
 /// fields) as today's `Event`; says how many bytes it took.
