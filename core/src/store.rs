@@ -538,18 +538,21 @@ impl Store {
     pub fn put_outputs(&self, at_ms: u64, outputs: &[Vec<u8>]) -> Result<(), StoreError> {
         for bytes in outputs.iter().filter(|b| !b.is_empty()) {
             let hash = hydra_events::OutputRef::of(bytes).hash;
-            let mut refs = 1u32;
-            if let Some(old) = self.outputs.get(hash)? {
-                let (old_at, old_refs) = output_header(&old);
-                self.output_times.remove([&old_at.to_be_bytes()[..], &hash[..]].concat())?;
-                refs = old_refs.saturating_add(1);
+            // One atomic step per output: the writer adds references while an answered
+            // fetch drops one (`remove_output`) and the retention task prunes, each on
+            // its own thread; a read-then-write would lose one of them.
+            let old = self.outputs.fetch_and_update(hash, |old| {
+                let refs = old.map_or(0, |v| output_header(v).1).saturating_add(1);
+                let mut value = Vec::with_capacity(OUTPUT_HEADER + bytes.len());
+                value.extend_from_slice(&at_ms.to_be_bytes());
+                value.extend_from_slice(&refs.to_be_bytes());
+                value.extend_from_slice(bytes);
+                Some(value)
+            })?;
+            if let Some(old) = old {
+                self.output_times.remove(output_time_key(output_header(&old).0, &hash))?;
             }
-            let mut value = Vec::with_capacity(OUTPUT_HEADER + bytes.len());
-            value.extend_from_slice(&at_ms.to_be_bytes());
-            value.extend_from_slice(&refs.to_be_bytes());
-            value.extend_from_slice(bytes);
-            self.outputs.insert(hash, value)?;
-            self.output_times.insert([&at_ms.to_be_bytes()[..], &hash[..]].concat(), &[])?;
+            self.output_times.insert(output_time_key(at_ms, &hash), &[])?;
         }
         Ok(())
     }
@@ -563,30 +566,42 @@ impl Store {
     /// Drops one reference to an output (the server's own fetches, once answered): the
     /// bytes go with the last one.
     pub fn remove_output(&self, hash: &Hash) -> Result<(), StoreError> {
-        let Some(old) = self.outputs.get(hash)? else { return Ok(()) };
-        let (at, refs) = output_header(&old);
-        if refs > 1 {
-            let mut value = old.to_vec();
-            value[8..OUTPUT_HEADER].copy_from_slice(&(refs - 1).to_be_bytes());
-            self.outputs.insert(hash, value)?;
-        } else {
-            self.outputs.remove(hash)?;
-            self.output_times.remove([&at.to_be_bytes()[..], &hash[..]].concat())?;
+        let old = self.outputs.fetch_and_update(hash, |old| {
+            let old = old?;
+            let refs = output_header(old).1;
+            (refs > 1).then(|| {
+                let mut value = old.to_vec();
+                value[8..OUTPUT_HEADER].copy_from_slice(&(refs - 1).to_be_bytes());
+                value
+            })
+        })?;
+        if let Some(old) = old {
+            let (at, refs) = output_header(&old);
+            if refs <= 1 {
+                self.output_times.remove(output_time_key(at, hash))?;
+            }
         }
         Ok(())
     }
 
     /// Drops the outputs last written before `cutoff_ms`, whatever refers to them (every
-    /// reference is older); returns how many.
+    /// reference is older); returns how many. An output written again since its time
+    /// entry was read (a newer date in its value) stays.
     pub fn prune_outputs(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
         let mut pruned = 0u64;
         for entry in self.output_times.range(..cutoff_ms.to_be_bytes().to_vec()) {
             let (key, _) = entry?;
+            let at = key.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
             if let Some(hash) = key.get(8..) {
-                self.outputs.remove(hash)?;
+                let old = self.outputs.fetch_and_update(hash, |v| match v {
+                    Some(v) if output_header(v).0 != at => Some(v.to_vec()),
+                    _ => None,
+                })?;
+                if old.is_some_and(|v| output_header(&v).0 == at) {
+                    pruned += 1;
+                }
             }
             self.output_times.remove(key)?;
-            pruned += 1;
         }
         Ok(pruned)
     }
@@ -619,6 +634,11 @@ impl Store {
 
 /// An output's value starts with its date (BE u64 ms) and its reference count (BE u32).
 const OUTPUT_HEADER: usize = 12;
+
+/// An output's entry in the time index: its date, then its hash.
+fn output_time_key(at_ms: u64, hash: &[u8]) -> Vec<u8> {
+    [&at_ms.to_be_bytes()[..], hash].concat()
+}
 
 /// The date and reference count at the start of an output's value (zeros for a value
 /// too short to hold them, which the audit then reports as not matching its hash).
