@@ -146,20 +146,9 @@ pub struct AuditArgs<C: ServiceConfig> {
 
 /// `migrate`: says what it did, step by step.
 fn migrate<C: ServiceConfig>(data: &Path) -> anyhow::Result<()> {
-    if !data.join("log").exists() {
-        bail!("no event log in {}", data.display());
-    }
-    let in_use = |e: hydra_core::store::StoreError| {
-        if hydra_core::store::in_use(data) {
-            anyhow::anyhow!("a server is running on {}: stop it first ({e})", data.display())
-        } else {
-            match hydra_core::repair::refusal(data, C::PROGRAM, &e) {
-                Some(message) => anyhow::anyhow!("cannot migrate {}: {message}", data.display()),
-                None => anyhow::Error::new(e).context(format!("migrating {}", data.display())),
-            }
-        }
-    };
-    let m = hydra_core::migrate::migrate(data).map_err(in_use)?;
+    offline_data(data)?;
+    let what = format!("cannot migrate {}", data.display());
+    let m = hydra_core::migrate::migrate(data).map_err(|e| refused(C::PROGRAM, data, &what, e))?;
     if let Some(to) = m.finished_interrupted {
         println!("found a migration to layout {to} that was cut short: finishing it");
     }
@@ -212,26 +201,35 @@ pub fn repair_log<P: Projection>(args: &RepairArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An offline command's first check: a log to work on, and no server holding it.
+fn offline_data(data: &Path) -> anyhow::Result<()> {
+    if !data.join("log").exists() {
+        bail!("no event log in {}", data.display());
+    }
+    if hydra_core::store::in_use(data) {
+        bail!("a server is running on {}: stop it first", data.display());
+    }
+    Ok(())
+}
+
+/// Why an offline command cannot go on with `data` after `what` failed: the refusal
+/// (damage, another layout) that names the way on, or the error itself.
+fn refused(program: &str, data: &Path, what: &str, e: hydra_core::store::StoreError) -> anyhow::Error {
+    match hydra_core::repair::refusal(data, program, &e) {
+        Some(message) => anyhow::anyhow!("{what}: {message}"),
+        None => anyhow::Error::new(e).context(what.to_owned()),
+    }
+}
+
 /// The offline audit of a service's log (the server must not be running on it):
 /// replays every record from seq 1 with every check, and prints the digest of the
 /// rebuilt views, to compare with the live `GET /api/v1/audit/digest`, and the one
 /// figure of the views the service names (`nodes`, `experiences`).
 pub fn audit_log<C: ServiceConfig>(args: &AuditArgs<C>) -> anyhow::Result<()> {
     let (program, data, options) = (C::PROGRAM, args.data.data.as_path(), &args.options);
-    if !data.join("log").exists() {
-        bail!("no event log in {}", data.display());
-    }
-    let damaged = |e: hydra_core::store::StoreError| match hydra_core::repair::refusal(data, program, &e) {
-        Some(message) => anyhow::anyhow!("the log failed the audit: {message}"),
-        None => anyhow::Error::new(e).context("the log failed the audit"),
-    };
-    let store = Store::open(data).map_err(|e| {
-        if hydra_core::store::in_use(data) {
-            anyhow::anyhow!("a server is running on {}: stop it first ({e})", data.display())
-        } else {
-            damaged(e)
-        }
-    })?;
+    offline_data(data)?;
+    let damaged = |e| refused(program, data, "the log failed the audit", e);
+    let store = Store::open(data).map_err(damaged)?;
     let head = store.last_seq().map_err(damaged)?;
     hydra_core::audit::check_watermark(&store, head).map_err(damaged)?;
     let stop = options.upto.map(Stop::AtSeq).unwrap_or(Stop::End);

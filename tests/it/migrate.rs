@@ -100,3 +100,17 @@ async fn a_data_dir_from_a_newer_build_is_refused_by_serve_and_by_migrate() {
     let refused = refusal(dir.path()).await;
     assert!(refused.contains("newer than this build knows"), "{refused}");
 }
+
+#[tokio::test]
+async fn migrate_and_audit_leave_a_served_data_dir_alone() {
+    let mut s = spawn_app().await;
+    for command in ["migrate", "audit"] {
+        let (ok, out) = offline(&[command], s.dir.path());
+        assert!(!ok, "{command}: {out}");
+        assert!(
+            out.contains(&format!("a server is running on {}: stop it first", s.dir.path().display())),
+            "{out}"
+        );
+    }
+    s.stop().await;
+}
