@@ -145,7 +145,7 @@ pub struct Store {
 }
 
 const LAYOUT_KEY: &[u8] = b"layout_version";
-/// How long an open waits for sled's lock to be let go of (see `open_sled`).
+/// How long a lock found held is watched for sled to let go of it (see `in_use`).
 const LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 const MIGRATING_KEY: &[u8] = b"migrating_to";
 
@@ -200,18 +200,12 @@ impl Store {
     }
 
     fn open_sled(dir: &Path) -> Result<Store, StoreError> {
-        // sled lets go of its lock from its own threads a moment after the last handle
-        // is dropped, so an open right after a close in the same process (a restart, an
-        // offline command after a stop) can find it still held: wait for that moment
-        // before taking the lock for another process's.
-        let deadline = std::time::Instant::now() + LOCK_RELEASE_WAIT;
-        let db = loop {
-            match sled::Config::new().path(dir.join("log")).cache_capacity(256 * 1024 * 1024).open() {
-                Err(_) if in_use(dir) && std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                opened => break opened?,
-            }
+        let config = sled::Config::new().path(dir.join("log")).cache_capacity(256 * 1024 * 1024);
+        let db = match config.open() {
+            // A lock let go of a moment ago (see `in_use`) gets one more try.
+            Err(e) if in_use(dir) => return Err(e.into()),
+            Err(_) => config.open()?,
+            Ok(db) => db,
         };
         let data_file = std::fs::File::open(dir.join("log").join("db")).map_err(sled::Error::Io)?;
         Ok(Store {
@@ -665,7 +659,23 @@ fn sled_snapshot_files(log: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// True when a process (a running server) holds sled's lock on the store in `dir`.
+/// sled lets go of its lock from its own threads a moment after the last handle is
+/// dropped, so a lock found held is looked at again for up to `LOCK_RELEASE_WAIT`
+/// before it counts as another holder's: an open right after a close in the same
+/// process (a restart, an offline command after a stop) must not take it for one.
 pub fn in_use(dir: &Path) -> bool {
+    let deadline = std::time::Instant::now() + LOCK_RELEASE_WAIT;
+    while locked(dir) {
+        if std::time::Instant::now() >= deadline {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
+/// One look at sled's lock on the store in `dir`.
+fn locked(dir: &Path) -> bool {
     let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(dir.join("log").join("db")) else {
         return false;
     };
