@@ -461,11 +461,11 @@ async fn results(fake: &Shared, n: usize, agent: &Agent) -> Vec<Value> {
     fake.lock().unwrap().results.clone()
 }
 
-/// A command that writes its shell's pid and a background child's pid to `file`,
-/// then waits.
+/// A command that prints `started`, then writes its own pid and its child's to `file`
+/// (so that once the file is there, the output is too) and waits on the child.
 fn pid_writer(file: &Path) -> String {
     let p = file.display();
-    format!("sleep 30 & echo $! > {p}.tmp; echo $$ >> {p}.tmp; mv {p}.tmp {p}; echo started; wait")
+    format!("sleep 30 & echo $! > {p}.tmp; echo $$ >> {p}.tmp; echo started; mv {p}.tmp {p}; wait")
 }
 
 async fn pids_in(file: &Path) -> Vec<i32> {

@@ -18,7 +18,8 @@ const FLEET: &str = "e2e-fleet-token";
 fn head_server(dir: &Path, extra: &str) -> ServerProcess {
     let config = format!(
         "fleet_enrollment_token: {FLEET}\nstream_stop_command: \"echo stopped\"\nhead_exec_timeout: 3s\n\
-         stream_stop_timeout: 2s\nanomaly_check_interval: 100ms\nhead_log_path: \"{}\"\nhead_screenshot_path: \"{}\"\n{extra}",
+         stream_stop_timeout: 2s\nanomaly_check_interval: 100ms\n\
+         heartbeat_event_interval: 500ms\nhead_log_path: \"{}\"\nhead_screenshot_path: \"{}\"\n{extra}",
         dir.join("kiosk.log").display(),
         dir.join("shot.jpg").display()
     );

@@ -97,6 +97,8 @@ async fn anomaly_kinds(s: &TestServer, node: &str) -> Vec<String> {
 
 fn fast_anomalies(c: &mut hydra::cluster::config::Config) {
     c.anomaly_check_interval = Duration::from_millis(50);
+    // Telemetry changes reach the log at most once per this interval per node.
+    c.heartbeat_event_interval = Duration::from_millis(200);
     with_fleet(c);
 }
 
@@ -194,7 +196,7 @@ async fn a_busy_gpu_on_an_idle_body_is_an_anomaly_and_since_survives_a_restart()
     let of_body = |all: Vec<Value>| all.into_iter().find(|a| a["node_id"] == id.as_str()).unwrap();
     let since = of_body(anomalies(&s).await)["since"].clone();
     // The open anomaly is in the log: after a restart it is still open, since the same time.
-    s.restart().await;
+    s.restart_with(fast_anomalies).await;
     // No telemetry since the restart: the watchdog's passes leave the anomaly as it was
     // (and the sentinel's pass closes its own).
     sentinel.pass(&s).await;
