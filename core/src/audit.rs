@@ -160,15 +160,7 @@ pub fn audit_outputs(store: &Store, head: u64) -> Result<OutputAudit, StoreError
     let mut found = OutputAudit::default();
     let mut failed = None;
     read_checked(store, head, &mut Chain::start(), |envelope| {
-        let result = match &envelope.event {
-            hydra_events::Event::ExecCompleted { output, .. } => Some(output),
-            hydra_events::Event::ExecTimedOut { output, .. } => output.as_ref(),
-            _ => None,
-        };
-        for r in result.filter(|r| r.inline.is_none()).map(|r| [r.stdout, r.stderr]).into_iter().flatten() {
-            if r.size == 0 {
-                continue;
-            }
+        for r in envelope.event.output_refs() {
             match store.output(&r.hash) {
                 Ok(Some(bytes)) if bytes.len() as u64 == r.size => found.present += 1,
                 Ok(Some(bytes)) => {

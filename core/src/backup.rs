@@ -6,12 +6,13 @@
 //!
 //! The decompressed stream is `HYDRABAK`, a big-endian u32 format version, then frames
 //! of `tag: u8, len: u32 BE, payload`: one header (`H`, JSON), the events 1..=seq
-//! (`E`), the token hashes (`T`), the meta entries (`M`) and a trailer (`Z`) with the
-//! counts, the hash of the last event and a blake3 checksum of everything before it.
+//! (`E`), the token hashes (`T`), the meta entries (`M`), the command outputs those
+//! events refer to (`O`, since version 2) and a trailer (`Z`) with the counts, the hash
+//! of the last event and a blake3 checksum of everything before it.
 
 use crate::audit::{read_checked_records, replay_into, Chain, Stop};
 use crate::ledger::{check_record, now_ms, recover};
-use crate::store::{self, Record, Store, StoreError, TokenWrite};
+use crate::store::{self, Record, Store, StoreError, StoredOutput, TokenWrite};
 use hydra_events::{Envelope, Hash};
 use hydra_projections::Projection;
 use std::collections::HashSet;
@@ -21,12 +22,15 @@ use std::path::{Path, PathBuf};
 /// The first bytes of the decompressed stream.
 pub const MAGIC: &[u8; 8] = b"HYDRABAK";
 /// The version of the layout below the magic; a reader refuses versions it does not know.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2 added the outputs (`O` frames, and their count in the trailer); a version 1 file
+/// still restores, its results' outputs then reported as pruned.
+pub const FORMAT_VERSION: u32 = 2;
 
 const HEADER: u8 = b'H';
 const EVENT: u8 = b'E';
 const TOKEN: u8 = b'T';
 const META: u8 = b'M';
+const OUTPUT: u8 = b'O';
 const TRAILER: u8 = b'Z';
 
 /// The largest frame: an event decodes only up to 64 MiB (the codec's cap), plus its
@@ -37,8 +41,10 @@ const MAX_HEADER: u32 = 64 * 1024;
 const MAX_PRINCIPAL: usize = 1024;
 /// `E` frame: seq (8) and prev_hash (32) before the record.
 const EVENT_FIELDS: usize = 40;
-/// `Z` frame: events, tokens, meta (8 each), the last event's hash, the checksum.
-const TRAILER_LEN: u32 = 24 + 32 + 32;
+/// `O` frame: the output's date (8) and reference count (4) before its bytes.
+const OUTPUT_FIELDS: usize = 12;
+/// The frame kinds in the order they come.
+const ORDER: [u8; 6] = [HEADER, EVENT, TOKEN, META, OUTPUT, TRAILER];
 /// Events appended to the new store per batch while restoring.
 const RESTORE_BATCH: usize = 1024;
 
@@ -94,6 +100,8 @@ pub struct Summary {
     pub events: u64,
     pub tokens: u64,
     pub meta: u64,
+    /// Outputs carried (those of the events still in the store at the backup's moment).
+    pub outputs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,12 +151,15 @@ pub fn write_backup(
     let json = serde_json::to_vec(header).expect("a header always serializes");
     w.frame(HEADER, &[&json])?;
     let mut nodes = HashSet::new();
+    let mut outputs = Vec::new();
+    let mut seen_outputs = HashSet::new();
     let mut chain = Chain::start();
     let mut failed = None;
     read_checked_records(store, header.seq, &mut chain, |envelope, bytes| {
         if let Some(node) = envelope.event.node_id() {
             nodes.insert(crate::auth::node_principal(node));
         }
+        outputs.extend(envelope.event.output_refs().map(|r| r.hash).filter(|h| seen_outputs.insert(*h)));
         let written = w.frame(EVENT, &[&envelope.seq.to_be_bytes(), &envelope.prev_hash, bytes]);
         failed = written.err();
         failed.is_none()
@@ -176,11 +187,20 @@ pub fn write_backup(
         w.frame(META, &[&(key.len() as u32).to_be_bytes(), key, value])?;
     }
     let meta = extras.meta.len() as u64;
+    // An output pruned since its event was written is not there to carry: its result
+    // says so after a restore as it does now.
+    let mut carried = 0u64;
+    for hash in &outputs {
+        if let Some(o) = store.stored_output(hash)? {
+            w.frame(OUTPUT, &[&o.at_ms.to_be_bytes(), &o.refs.to_be_bytes(), &o.bytes])?;
+            carried += 1;
+        }
+    }
     let checksum = *w.checksum.finalize().as_bytes();
-    let counts = [events.to_be_bytes(), tokens.to_be_bytes(), meta.to_be_bytes()].concat();
+    let counts = [events, tokens, meta, carried].map(u64::to_be_bytes).concat();
     w.frame(TRAILER, &[&counts, &chain.prev_hash, &checksum])?;
     w.out.finish()?.flush()?;
-    Ok(Summary { header: header.clone(), events, tokens, meta })
+    Ok(Summary { header: header.clone(), events, tokens, meta, outputs: carried })
 }
 
 /// The gzip stream of a backup being written, and the checksum of what went in so far.
@@ -221,6 +241,7 @@ pub enum Item<'a> {
     Event { envelope: Envelope, bytes: &'a [u8] },
     Token { hash: [u8; 32], principal: String },
     Meta { key: &'a [u8], value: &'a [u8] },
+    Output(StoredOutput),
 }
 
 /// Reads a whole backup, checking all of it: the gzip stream and its CRC, the magic
@@ -246,7 +267,7 @@ pub fn read_backup(
         return Err(r.damaged(0, "this is not a Hydra backup (its stream does not start with HYDRABAK)"));
     }
     let version = u32::from_be_bytes(r.buf[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
+    if !(1..=FORMAT_VERSION).contains(&version) {
         return Err(BackupError::Refused(format!(
             "the backup has format version {version}; this Hydra reads version {FORMAT_VERSION} (a newer \
              Hydra wrote it?)"
@@ -264,12 +285,12 @@ pub fn read_backup(
     on_header(&header)?;
 
     let mut chain = Chain::start();
-    let (mut tokens, mut meta) = (0u64, 0u64);
+    let (mut tokens, mut meta, mut outputs) = (0u64, 0u64, 0u64);
     let mut last_tag = HEADER;
     loop {
         let (at, tag) = r.frame(MAX_FRAME)?;
-        // Frames come in the order H, E…, T…, M…, Z.
-        let order = |t: u8| [HEADER, EVENT, TOKEN, META, TRAILER].iter().position(|x| *x == t);
+        // Frames come in the order H, E…, T…, M…, O… (version 2 on), Z.
+        let order = |t: u8| ORDER.iter().position(|x| *x == t).filter(|_| t != OUTPUT || version >= 2);
         match (order(last_tag), order(tag)) {
             (Some(before), Some(now)) if now >= before && tag != HEADER => last_tag = tag,
             _ => {
@@ -318,9 +339,21 @@ pub fn read_backup(
                 visit(Item::Meta { key: &r.buf[4..4 + key_len], value: &r.buf[4 + key_len..] })?;
                 meta += 1;
             }
+            OUTPUT => {
+                if r.buf.len() < OUTPUT_FIELDS {
+                    return Err(r.damaged(at, "an output frame shorter than its fields"));
+                }
+                let at_ms = u64::from_be_bytes(r.buf[..8].try_into().expect("8 bytes"));
+                let refs = u32::from_be_bytes(r.buf[8..12].try_into().expect("4 bytes"));
+                visit(Item::Output(StoredOutput { at_ms, refs, bytes: r.buf[OUTPUT_FIELDS..].to_vec() }))?;
+                outputs += 1;
+            }
             _ => {
                 let events = chain.next - 1;
-                r.trailer(at, [events, tokens, meta], &chain.prev_hash)?;
+                // Version 1 counted no outputs (and had none).
+                let counts =
+                    if version >= 2 { &[events, tokens, meta, outputs][..] } else { &[events, tokens, meta] };
+                r.trailer(at, counts, &chain.prev_hash)?;
                 if events != header.seq {
                     return Err(r.damaged(
                         at,
@@ -331,7 +364,7 @@ pub fn read_backup(
                     ));
                 }
                 r.end()?;
-                return Ok(Summary { header, events, tokens, meta });
+                return Ok(Summary { header, events, tokens, meta, outputs });
             }
         }
     }
@@ -390,24 +423,26 @@ impl<R: BufRead> FrameReader<R> {
         Ok((at, head[0]))
     }
 
-    fn trailer(&mut self, at: u64, counts: [u64; 3], last_hash: &Hash) -> Result<(), BackupError> {
-        if self.buf.len() != TRAILER_LEN as usize {
+    /// Checks the trailer: the `counts` (8 bytes each), the last event's hash, the checksum.
+    fn trailer(&mut self, at: u64, counts: &[u64], last_hash: &Hash) -> Result<(), BackupError> {
+        let n = counts.len() * 8;
+        if self.buf.len() != n + 64 {
             return Err(self.damaged(at, "the trailer has the wrong size"));
         }
         let said: Vec<u64> =
-            self.buf[..24].chunks(8).map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes"))).collect();
+            self.buf[..n].chunks(8).map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes"))).collect();
         if said != counts {
             return Err(self.damaged(
                 at,
                 &format!(
-                    "the trailer counts {said:?} (events, tokens, meta) but the backup holds {counts:?}"
+                    "the trailer counts {said:?} (events, tokens, meta, outputs) but the backup holds {counts:?}"
                 ),
             ));
         }
-        if self.buf[24..56] != *last_hash {
+        if self.buf[n..n + 32] != *last_hash {
             return Err(self.damaged(at, "the trailer's hash of the last event does not match it"));
         }
-        if self.buf[56..] != *self.checksum.finalize().as_bytes() {
+        if self.buf[n + 32..] != *self.checksum.finalize().as_bytes() {
             return Err(self.damaged(at, "the checksum does not match: a byte before this point changed"));
         }
         Ok(())
@@ -579,6 +614,7 @@ fn restore_into<P: Projection>(
             }
             Item::Token { hash, principal } => tokens.push(TokenWrite::Put { hash, principal }),
             Item::Meta { key, value } => store.put_meta(key, value)?,
+            Item::Output(output) => store.restore_output(&output)?,
         }
         Ok(())
     })?;
@@ -788,6 +824,29 @@ mod tests {
         let restored = restore::<ClusterViews>(&backup_with(other)[..], &target, "hydracluster").unwrap();
         assert!(!restored.digest_compared);
         assert_eq!(restored.summary.events, 2);
+    }
+
+    #[test]
+    fn a_version_1_backup_still_restores_without_outputs() {
+        // Written by format 1 (three nodes enrolled, their tokens), never rewritten.
+        let file = include_bytes!("../../tests/fixtures/backup-v1.hbk");
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("r");
+        let restored = restore::<ClusterViews>(&file[..], &target, "hydracluster").unwrap();
+        let s = &restored.summary;
+        assert_eq!((s.events, s.tokens, s.meta, s.outputs), (3, 3, 1, 0));
+        if restored.digest_compared {
+            assert_eq!(restored.digest, s.header.digest);
+        }
+        let back = Store::open(&target).unwrap();
+        assert_eq!(back.token(&[2; 32]).unwrap().as_deref(), Some("node:node-b"));
+        // Cut before its trailer, it is still refused as truncated.
+        let mut content = Vec::new();
+        flate2::read::GzDecoder::new(&file[..]).read_to_end(&mut content).unwrap();
+        let mut cut = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        cut.write_all(&content[..content.len() - 100]).unwrap();
+        let err = verify(&cut.finish().unwrap()).unwrap_err();
+        assert!(matches!(err, BackupError::Truncated { after_seq: 3, .. }), "{err}");
     }
 
     #[test]

@@ -537,11 +537,7 @@ impl Store {
             // its own thread; a read-then-write would lose one of them.
             let old = self.outputs.fetch_and_update(hash, |old| {
                 let refs = old.map_or(0, |v| output_header(v).1).saturating_add(1);
-                let mut value = Vec::with_capacity(OUTPUT_HEADER + bytes.len());
-                value.extend_from_slice(&at_ms.to_be_bytes());
-                value.extend_from_slice(&refs.to_be_bytes());
-                value.extend_from_slice(bytes);
-                Some(value)
+                Some(output_value(at_ms, refs, bytes))
             })?;
             if let Some(old) = old {
                 self.output_times.remove(output_time_key(output_header(&old).0, &hash))?;
@@ -555,6 +551,25 @@ impl Store {
     pub fn output(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
         let value = guarded("reading an output", || Ok(self.outputs.get(hash)?))?;
         Ok(value.map(|v| v.get(OUTPUT_HEADER..).unwrap_or_default().to_vec()))
+    }
+
+    /// An output as it is stored: its date and reference count with its bytes (for a
+    /// backup, which carries both so that retention and fetches go on after a restore).
+    pub fn stored_output(&self, hash: &Hash) -> Result<Option<StoredOutput>, StoreError> {
+        let value = guarded("reading an output", || Ok(self.outputs.get(hash)?))?;
+        Ok(value.map(|v| {
+            let (at_ms, refs) = output_header(&v);
+            StoredOutput { at_ms, refs, bytes: v.get(OUTPUT_HEADER..).unwrap_or_default().to_vec() }
+        }))
+    }
+
+    /// Writes an output as a backup carried it, under the hash of its bytes. Like
+    /// `put_outputs`, durable at the next `flush`.
+    pub fn restore_output(&self, output: &StoredOutput) -> Result<(), StoreError> {
+        let hash = hydra_events::OutputRef::of(&output.bytes).hash;
+        self.outputs.insert(hash, output_value(output.at_ms, output.refs, &output.bytes))?;
+        self.output_times.insert(output_time_key(output.at_ms, &hash), &[])?;
+        Ok(())
     }
 
     /// Drops one reference to an output (the server's own fetches, once answered): the
@@ -628,6 +643,20 @@ impl Store {
 
 /// An output's value starts with its date (BE u64 ms) and its reference count (BE u32).
 const OUTPUT_HEADER: usize = 12;
+
+fn output_value(at_ms: u64, refs: u32, bytes: &[u8]) -> Vec<u8> {
+    [&at_ms.to_be_bytes()[..], &refs.to_be_bytes(), bytes].concat()
+}
+
+/// One command output with what the store keeps beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOutput {
+    /// When it was last written (ms since the epoch): retention counts from here.
+    pub at_ms: u64,
+    /// How many results refer to it (an answered fetch drops one).
+    pub refs: u32,
+    pub bytes: Vec<u8>,
+}
 
 /// An output's entry in the time index: its date, then its hash.
 fn output_time_key(at_ms: u64, hash: &[u8]) -> Vec<u8> {

@@ -662,4 +662,17 @@ impl Event {
     pub fn exec_id(&self) -> Option<&ExecId> {
         self.about().exec
     }
+
+    /// The outputs this event refers to in the output store: a result's non-empty
+    /// streams (empty ones are not stored; a record older than schema 3 holds its
+    /// output inline and refers to none).
+    pub fn output_refs(&self) -> impl Iterator<Item = OutputRef> {
+        let result = match self {
+            Event::ExecCompleted { output, .. } => Some(output),
+            Event::ExecTimedOut { output, .. } => output.as_ref(),
+            _ => None,
+        };
+        let refs = result.filter(|r| r.inline.is_none()).map(|r| [r.stdout, r.stderr]);
+        refs.into_iter().flatten().filter(|r| r.size > 0)
+    }
 }

@@ -56,7 +56,7 @@ async fn stream<S: ServiceState>(state: S, service: &'static str) -> Result<Resp
             &extras,
             std::io::BufWriter::with_capacity(CHUNK, chunks),
         ) {
-            Ok(s) => tracing::info!(seq = s.events, tokens = s.tokens, "backup sent"),
+            Ok(s) => tracing::info!(seq = s.events, tokens = s.tokens, outputs = s.outputs, "backup sent"),
             Err(e) => {
                 tracing::warn!(error = %e, seq = written.seq, "backup not sent whole");
                 // The body ends in an error, so the client sees a broken transfer; when
@@ -170,10 +170,11 @@ pub async fn backup_cmd<P: Projection>(
     };
     std::fs::rename(&partial, out).with_context(|| format!("naming the backup {}", out.display()))?;
     println!(
-        "backup written to {}: events 1..={}, {} node tokens",
+        "backup written to {}: events 1..={}, {} node tokens, {} command outputs",
         out.display(),
         summary.events,
-        summary.tokens
+        summary.tokens,
+        summary.outputs
     );
     println!("seq: {}\ndigest: {}", summary.header.seq, summary.header.digest);
     Ok(())
@@ -238,11 +239,12 @@ pub fn restore_cmd<P: Projection>(service: &str, args: &RestoreArgs) -> anyhow::
         .with_context(|| format!("nothing restored from {}", args.from.display()))?;
     let s = &r.summary;
     println!(
-        "restored {} into {}: events 1..={}, {} node tokens, chain and checksum verified",
+        "restored {} into {}: events 1..={}, {} node tokens, {} command outputs, chain and checksum verified",
         args.from.display(),
         args.data.display(),
         s.events,
-        s.tokens
+        s.tokens,
+        s.outputs
     );
     println!("seq: {}\ndigest: {}", s.header.seq, r.digest);
     if r.digest_compared {

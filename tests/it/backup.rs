@@ -51,7 +51,8 @@ async fn wait_for_writes(written: &AtomicU64, at_least: u64) {
 #[tokio::test]
 async fn a_backup_taken_during_writes_restores_audits_and_serves_the_digest_it_recorded() {
     let mut s = spawn_app().await;
-    let (_, early_token) = approved_body(&s, "early").await;
+    let (early, early_token) = approved_body(&s, "early").await;
+    let exec = crate::exec::run_printing(&s, &early, &early_token, "what it printed\n", "").await;
     let (written, stop, load) = write_load(&s);
     wait_for_writes(&written, 30).await;
 
@@ -79,9 +80,12 @@ async fn a_backup_taken_during_writes_restores_audits_and_serves_the_digest_it_r
     assert!(ok, "{said}");
     assert_eq!(seq_and_digest(&said), (seq, digest.clone()));
     assert!(said.contains("the digest equals the one the backup recorded"), "{said}");
-    let (ok, audited) = offline(&["audit"], &restored);
+    assert!(said.contains(", 1 command outputs,"), "{said}");
+    let (ok, audited) = offline(&["audit", "--json"], &restored);
     assert!(ok, "{audited}");
-    assert_eq!(seq_and_digest(&audited), (seq, digest.clone()));
+    let report: Value = serde_json::from_str(audited.lines().next().unwrap()).unwrap();
+    assert_eq!((report["seq"].as_u64(), report["digest"].as_str()), (Some(seq), Some(digest.as_str())));
+    assert_eq!(report["outputs"], json!({"present": 1, "pruned": 0}), "{audited}");
 
     // The restored dir serves, with the digest recorded and the node tokens of the
     // nodes it holds; a machine enrolled after the backup's seq is unknown there.
@@ -92,6 +96,12 @@ async fn a_backup_taken_during_writes_restores_audits_and_serves_the_digest_it_r
     assert_eq!((live["seq"].as_u64().unwrap(), live["digest"].as_str().unwrap()), (seq, digest.as_str()));
     assert_eq!(heartbeat(&server, &early_token, json!({})).await.0, 200);
     assert_eq!(heartbeat(&server, &late_token, json!({})).await.0, 401);
+    // What the command printed came along with its result.
+    let (_, result) = get(&server, &format!("/api/v1/nodes/{early}/exec/{exec}/result"), ADMIN).await;
+    assert_eq!(
+        (result["stdout"].as_str(), result["output_pruned"].as_bool()),
+        (Some("what it printed\n"), Some(false))
+    );
 }
 
 #[tokio::test]

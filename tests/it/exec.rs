@@ -357,7 +357,13 @@ async fn removing_a_node_fails_its_commands() {
 }
 
 /// Runs one command on the node as its agent would and returns its id.
-async fn run_printing(s: &TestServer, node: &str, token: &str, stdout: &str, stderr: &str) -> String {
+pub(crate) async fn run_printing(
+    s: &TestServer,
+    node: &str,
+    token: &str,
+    stdout: &str,
+    stderr: &str,
+) -> String {
     let (status, queued) = submit(s, node, json!({"command": "cat report"})).await;
     assert_eq!(status, 202, "{queued}");
     let exec = id_of(&queued);
