@@ -142,6 +142,9 @@ pub struct Config {
     pub auth_fail_burst: u32,
     #[serde(with = "duration")]
     pub auth_fail_window: Duration,
+    /// A console sign-in ends after this long without a request from its browser.
+    #[serde(with = "duration")]
+    pub console_session_idle: Duration,
 }
 
 impl Default for Config {
@@ -194,6 +197,7 @@ impl Default for Config {
             max_pending_nodes: 1000,
             auth_fail_burst: 20,
             auth_fail_window: Duration::from_secs(60),
+            console_session_idle: Duration::from_secs(12 * 3600),
         }
     }
 }

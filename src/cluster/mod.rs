@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod exec;
 pub mod heads;
 pub mod import;

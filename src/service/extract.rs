@@ -4,7 +4,7 @@
 //! counted per remote address here too (`AuthThrottle`), so every extractor that
 //! checks a token is throttled the same way.
 
-use super::{ApiError, ServiceState};
+use super::{browser, ApiError, ServiceState};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -129,9 +129,8 @@ pub(crate) fn forbidden(what: &str) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, format!("this token may not {what}"))
 }
 
-/// The principal behind the `Authorization: Bearer` header (401 when there is none or
-/// it is unknown; 429 while the caller's address is throttled for failing too often).
-pub(crate) fn principal<S: ServiceState>(parts: &Parts, state: &S) -> Result<Principal, ApiError> {
+/// A 429 while the caller's address is throttled for failing too often.
+pub(crate) fn throttled<S: ServiceState>(parts: &Parts, state: &S) -> Result<(), ApiError> {
     if let Some(ip) = remote_ip(parts) {
         if let Err(wait) = state.auth_throttle().check(ip, Instant::now()) {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -141,8 +140,18 @@ pub(crate) fn principal<S: ServiceState>(parts: &Parts, state: &S) -> Result<Pri
             ));
         }
     }
-    // No token at all guesses nothing: a plain 401, not counted.
-    let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or_else(unauthorized)?;
+    Ok(())
+}
+
+/// The principal behind the `Authorization: Bearer` header or, without one, behind the
+/// console's session cookie (401 when there is neither or it is unknown; 429 while the
+/// caller's address is throttled for failing too often; 403 for a session's changing
+/// request without its CSRF token).
+pub(crate) fn principal<S: ServiceState>(parts: &Parts, state: &S) -> Result<Principal, ApiError> {
+    throttled(parts, state)?;
+    let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+        return signed_in(parts, state);
+    };
     let token = header
         .to_str()
         .ok()
@@ -151,6 +160,30 @@ pub(crate) fn principal<S: ServiceState>(parts: &Parts, state: &S) -> Result<Pri
         .filter(|t| !t.is_empty())
         .ok_or_else(unauthorized)?;
     state.tokens().resolve(state.store(), token).ok_or_else(|| failed_auth(parts, state))
+}
+
+/// The principal of the console session the request's cookie names. A request that
+/// changes something must carry the session's CSRF token: a page of this server has
+/// it, a page of another site does not.
+fn signed_in<S: ServiceState>(parts: &Parts, state: &S) -> Result<Principal, ApiError> {
+    // No token and no session guesses nothing: a plain 401, not counted.
+    let (Some(sessions), Some(id)) =
+        (state.browser_sessions(), browser::cookie(&parts.headers, browser::SESSION_COOKIE))
+    else {
+        return Err(unauthorized());
+    };
+    let Some(session) = sessions.get(id) else {
+        failed_auth(parts, state);
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "the console session has ended: sign in again"));
+    };
+    let carried = parts.headers.get(browser::CSRF_HEADER).and_then(|v| v.to_str().ok());
+    if !parts.method.is_safe() && !browser::csrf_matches(&session, carried) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("missing or wrong CSRF token (a console page sends it in {})", browser::CSRF_HEADER),
+        ));
+    }
+    Ok(session.principal)
 }
 
 /// An admin: may read and change everything.

@@ -3,6 +3,7 @@
 //! health, the accept loop, start and stop, and the clients the CLIs use.
 
 pub mod backup;
+pub mod browser;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -42,6 +43,10 @@ pub trait ServiceState: Clone + Send + Sync + 'static {
     fn auth_throttle(&self) -> &extract::AuthThrottle;
     /// Open, refused and timed-out connections, for `/readyz`.
     fn connections(&self) -> &Arc<serve::ConnStats>;
+    /// The console's signed-in browsers, for a service that serves the console.
+    fn browser_sessions(&self) -> Option<&browser::Sessions> {
+        None
+    }
     /// The service's own components for `/readyz`, beside the shared ones.
     fn components(&self) -> serde_json::Map<String, serde_json::Value> {
         serde_json::Map::new()

@@ -241,6 +241,12 @@ fn golden(name: &str, actual: &str, what_to_do: &str) {
 }
 
 #[test]
+fn the_list_of_type_names_has_every_variant_in_order() {
+    let names: Vec<&str> = every_event().iter().map(Event::type_name).collect();
+    assert_eq!(Event::TYPES, names.as_slice());
+}
+
+#[test]
 fn every_event_variant_encodes_to_its_pinned_bytes() {
     let events = every_event();
     let mut text = String::new();

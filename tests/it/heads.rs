@@ -674,6 +674,10 @@ async fn screenshots_and_logs_come_through_the_exec_channel() {
 #[tokio::test]
 async fn the_enroll_page_shows_the_fleet_qr_code_only_to_an_admin() {
     let s = spawn_fleet_app().await;
+    // Console sessions: an admin's shows the code, an observer's does not; a token in a
+    // cookie is no sign-in.
+    let admin_session = crate::console::session(&s, &crate::console::browser(), ADMIN).await.0;
+    let observer_session = crate::console::session(&s, &crate::console::browser(), OBSERVER).await.0;
     let page = |token: Option<(&'static str, String)>| {
         let mut req = s.http.get(format!("{}/enroll", s.url));
         if let Some((name, value)) = token {
@@ -689,7 +693,8 @@ async fn the_enroll_page_shows_the_fleet_qr_code_only_to_an_admin() {
         None,
         Some(("authorization", format!("Bearer {OBSERVER}"))),
         Some(("authorization", "Bearer wrong".to_string())),
-        Some(("cookie", format!("hydra_admin={FLEET}"))),
+        Some(("cookie", observer_session)),
+        Some(("cookie", format!("hydra_admin={ADMIN}"))),
     ] {
         let html = page(who.clone()).await;
         assert!(!html.contains(FLEET), "the fleet token leaked to {who:?}");
@@ -697,7 +702,7 @@ async fn the_enroll_page_shows_the_fleet_qr_code_only_to_an_admin() {
         assert!(html.contains("Enroll a machine"));
     }
     for who in
-        [("authorization", format!("Bearer {ADMIN}")), ("cookie", format!("theme=dark; hydra_admin={ADMIN}"))]
+        [("authorization", format!("Bearer {ADMIN}")), ("cookie", format!("theme=dark; {admin_session}"))]
     {
         let html = page(Some(who.clone())).await;
         assert!(html.contains("<svg"), "{who:?}: {html}");

@@ -8,6 +8,7 @@ mod auth_abuse;
 mod backup;
 mod cli_exec;
 mod connections;
+mod console;
 mod damaged_log;
 mod disk_full;
 mod durability;

@@ -4,6 +4,7 @@
 //! once and stored only as a hash.
 
 use super::{ApiError, AppState};
+use crate::cluster::console::escape;
 use crate::cluster::nodes;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
@@ -70,19 +71,6 @@ pub struct Prefill {
     ip: Option<String>,
 }
 
-fn escape(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '<' => "&lt;".into(),
-            '>' => "&gt;".into(),
-            '&' => "&amp;".into(),
-            '"' => "&quot;".into(),
-            '\'' => "&#39;".into(),
-            c => c.to_string(),
-        })
-        .collect()
-}
-
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:40em;margin:2em auto;padding:0 1em}\
 label{display:block;margin:.8em 0 .2em}input{width:100%;padding:.4em}button{margin-top:1em;padding:.5em 1.5em}\
 code,pre{background:#f3f3f3;padding:.1em .3em}";
@@ -119,28 +107,22 @@ pattern=\"[A-Za-z0-9._-]+\">\
     ))
 }
 
-/// The cookie a browser may carry the admin token in, since it cannot set headers on
-/// a plain page load.
-const ADMIN_COOKIE: &str = "hydra_admin";
-
-/// The admin token of the request, from `Authorization: Bearer` or the `hydra_admin`
-/// cookie, if it is one. Anything else (no token, a wrong one, an observer's) is simply
-/// not an admin: the page stays public.
+/// Whether the request comes from an admin: an admin token in `Authorization: Bearer`,
+/// or an admin's console session. Anything else (no token, a wrong one, an observer's)
+/// is simply not an admin: the page stays public.
 fn is_admin(state: &AppState, headers: &HeaderMap) -> bool {
+    use crate::service::browser;
+    let admin = |p: &hydra_core::auth::Principal| matches!(p, hydra_core::auth::Principal::Admin { .. });
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")));
-    let cookie =
-        headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|c| {
-            c.split(';').find_map(|kv| kv.trim().strip_prefix(ADMIN_COOKIE)?.strip_prefix('='))
-        });
-    bearer.into_iter().chain(cookie).map(str::trim).filter(|t| !t.is_empty()).any(|t| {
-        matches!(
-            state.tokens.resolve(state.ledger.store(), t),
-            Some(hydra_core::auth::Principal::Admin { .. })
-        )
-    })
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let by_token =
+        bearer.and_then(|t| state.tokens.resolve(state.ledger.store(), t)).is_some_and(|p| admin(&p));
+    let session = browser::cookie(headers, browser::SESSION_COOKIE).and_then(|id| state.browsers.get(id));
+    by_token || session.is_some_and(|s| admin(&s.principal))
 }
 
 /// The fleet-enrollment QR code for kiosks, only for an admin: it carries the fleet
@@ -150,11 +132,9 @@ fn kiosk_qr_section(state: &AppState, headers: &HeaderMap) -> String {
         return String::new();
     };
     if !is_admin(state, headers) {
-        return format!(
-            "<h2>Kiosks</h2><p>Admins: open this page with the admin token (an \
-<code>Authorization: Bearer</code> header or a <code>{ADMIN_COOKIE}</code> cookie) to see the \
-kiosk enrollment QR code.</p>"
-        );
+        return "<h2>Kiosks</h2><p>Admins: <a href=\"/login?next=/enroll\">sign in to the console</a> (or \
+send the admin token as <code>Authorization: Bearer</code>) to see the kiosk enrollment QR code.</p>"
+            .into();
     }
     let payload = serde_json::json!({ "server_url": state.config.server_url, "enrollment_token": token });
     let svg = match qrcode::QrCode::new(payload.to_string()) {

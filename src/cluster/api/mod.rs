@@ -49,6 +49,8 @@ pub struct AppState {
     pub connections: Arc<serve::ConnStats>,
     /// An import is under way: a second one waits its turn (see `import::import`).
     pub importing: Arc<std::sync::atomic::AtomicBool>,
+    /// The console's signed-in browsers.
+    pub browsers: Arc<crate::service::browser::Sessions>,
 }
 
 impl ServiceState for AppState {
@@ -74,6 +76,9 @@ impl ServiceState for AppState {
     fn connections(&self) -> &Arc<serve::ConnStats> {
         &self.connections
     }
+    fn browser_sessions(&self) -> Option<&crate::service::browser::Sessions> {
+        Some(&self.browsers)
+    }
     fn components(&self) -> serde_json::Map<String, serde_json::Value> {
         let parked = serde_json::json!({ "ok": true, "parked": self.waiters.parked() });
         serde_json::Map::from_iter([("long_polls".to_owned(), parked)])
@@ -89,6 +94,7 @@ impl AppState {
     ) -> AppState {
         let limiter = enroll::RateLimiter::new(config.enroll_per_minute);
         let (config_burst, config_window) = (config.auth_fail_burst, config.auth_fail_window);
+        let browsers = Arc::new(crate::service::browser::Sessions::new(config.console_session_idle));
         AppState {
             config: Arc::new(config),
             ledger,
@@ -102,6 +108,7 @@ impl AppState {
             auth_throttle: Arc::new(extract::AuthThrottle::new(config_burst, config_window)),
             connections: Arc::default(),
             importing: Arc::default(),
+            browsers,
         }
     }
 }
@@ -160,6 +167,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events/log", get(events::log::<AppState>))
         .route("/api/v1/audit/digest", get(events::digest::<AppState>))
         .route("/api/v1/backup", crate::service::backup::route::<AppState>("hydracluster"))
+        .merge(crate::cluster::console::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
