@@ -94,7 +94,7 @@ async fn a_page_without_a_session_goes_to_sign_in_and_comes_back() {
     let http = browser();
     let r = http.get(format!("{}/nodes/node-abc?x=1", s.url)).send().await.unwrap();
     assert_eq!(r.status(), 303);
-    assert_eq!(r.headers()[LOCATION], "/login?next=/nodes/node-abc%3Fx%3D1");
+    assert_eq!(r.headers()[LOCATION], "/login?next=%2Fnodes%2Fnode-abc%3Fx%3D1");
     let (_, _, next) = login_form(&s, &http, "?next=/nodes/node-abc%3Fx%3D1").await;
     assert_eq!(next, "/nodes/node-abc?x=1");
     // Only this site's paths are followed after signing in.

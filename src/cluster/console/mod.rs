@@ -37,7 +37,7 @@ const PAGES: [(&str, &str); 5] = [
 ];
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
+    let router = Router::new()
         .route("/", get(|| async { Redirect::to("/nodes") }))
         // Browsers ask for it on every page; there is none.
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
@@ -45,27 +45,15 @@ pub fn routes() -> Router<AppState> {
         .route("/logout", axum::routing::post(logout))
         .route("/console/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
         .route("/console/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
-        .route(
-            "/nodes",
-            get(|s: State<AppState>, b: Browser| async move { shell(&s, &b, "nodes", "Fleet", "") }),
+        .route("/nodes/{id}", get(node_page));
+    // The list pages: the same shell, named after its path.
+    PAGES.iter().fold(router, |router, &(path, title)| {
+        let name = &path[1..];
+        router.route(
+            path,
+            get(move |s: State<AppState>, b: Browser| async move { shell(&s, &b, name, title, "") }),
         )
-        .route("/nodes/{id}", get(node_page))
-        .route(
-            "/bodies",
-            get(|s: State<AppState>, b: Browser| async move { shell(&s, &b, "bodies", "Bodies", "") }),
-        )
-        .route(
-            "/heads",
-            get(|s: State<AppState>, b: Browser| async move { shell(&s, &b, "heads", "Heads", "") }),
-        )
-        .route(
-            "/events",
-            get(|s: State<AppState>, b: Browser| async move { shell(&s, &b, "events", "Events", "") }),
-        )
-        .route(
-            "/sessions",
-            get(|s: State<AppState>, b: Browser| async move { shell(&s, &b, "sessions", "Sessions", "") }),
-        )
+    })
 }
 
 /// A signed-in browser on a console page; without a live session the page answers
@@ -82,8 +70,8 @@ impl FromRequestParts<AppState> for Browser {
             Some(session) => Ok(Browser { session }),
             None => {
                 let here = parts.uri.path_and_query().map_or("/nodes", |p| p.as_str());
-                let next: String = url_escape(here);
-                Err(Redirect::to(&format!("/login?next={next}")).into_response())
+                let query = serde_urlencoded::to_string([("next", here)]).unwrap_or_default();
+                Err(Redirect::to(&format!("/login?{query}")).into_response())
             }
         }
     }
@@ -350,18 +338,6 @@ pub fn escape(s: &str) -> String {
         }
     }
     out
-}
-
-/// Percent-escapes a path for a query value.
-fn url_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]
