@@ -203,18 +203,33 @@ impl Default for Config {
 }
 
 /// hydracluster's link to ExperienceLibrary: its URL (`GET /api/v1/heads/{id}/experiences`
-/// answers 503 without one) and how long a head's catalog request waits for it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// and the console's rollout pages answer 503 without one), how long a request waits
+/// for it, and the library token the rollout pages read and act with (a secret: never
+/// written back out).
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExperienceLibraryLink {
     pub url: Option<String>,
     #[serde(with = "duration")]
     pub timeout: Duration,
+    #[serde(skip_serializing)]
+    pub token: Option<String>,
 }
 
 impl Default for ExperienceLibraryLink {
     fn default() -> Self {
-        ExperienceLibraryLink { url: None, timeout: Duration::from_secs(5) }
+        ExperienceLibraryLink { url: None, timeout: Duration::from_secs(5), token: None }
+    }
+}
+
+/// Shows the link, never its token.
+impl std::fmt::Debug for ExperienceLibraryLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExperienceLibraryLink")
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .field("token", &self.token.is_some())
+            .finish()
     }
 }
 

@@ -1,5 +1,6 @@
 //! hydracluster's client of ExperienceLibrary: the experiences live at a venue, as the
-//! kiosk catalog (SPEC §4) needs them. Errors say which of the three ways it failed.
+//! kiosk catalog (SPEC §4) needs them, and the library's rollouts and event stream for
+//! the console's rollout pages. Errors say which of the three ways it failed.
 
 use crate::service::client::Client;
 use reqwest::Method;
@@ -29,12 +30,10 @@ fn http() -> &'static reqwest::Client {
 /// `GET {base}/api/v1/experiences/live?district=&venue=`: the experiences live at a
 /// venue, each kept as the library sent it. The answer must be a JSON array.
 pub async fn live_experiences(
-    base: &str,
+    library: &Client,
     district: &str,
     venue: &str,
-    timeout: Duration,
 ) -> Result<Vec<Value>, LibraryError> {
-    let library = Client::reusing(http(), base, None, timeout);
     let query = [("district", district), ("venue", venue)];
     let answer = library
         .call(Method::GET, "/api/v1/experiences/live", &query, None)
@@ -49,6 +48,11 @@ pub async fn live_experiences(
         Ok(_) => Err(LibraryError::BadJson { url, reason: "expected an array of experiences".into() }),
         Err(e) => Err(LibraryError::BadJson { url, reason: e.to_string() }),
     }
+}
+
+/// The library at `base`, asked with `token`, through the one shared connection pool.
+pub fn library(base: &str, token: Option<&str>, timeout: Duration) -> Client {
+    Client::reusing(http(), base, token.map(str::to_owned), timeout)
 }
 
 /// The id of a library experience as the whitelist spells it (ids may be numbers).

@@ -225,3 +225,63 @@ async fn pages_and_assets_come_from_the_binary_with_a_strict_policy() {
         assert!(!r.text().await.unwrap().contains("https://"), "{path} loads nothing from elsewhere");
     }
 }
+
+/// hydracluster whose rollout pages read the in-process library `lib` with `token`.
+async fn cluster_reading(lib: &crate::common::library::TestLibrary, token: &str) -> TestServer {
+    let (url, token) = (lib.url.clone(), token.to_owned());
+    spawn_app_with(move |c| {
+        c.experience_library.url = Some(url);
+        c.experience_library.token = Some(token);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_rollout_pages_read_and_act_through_hydracluster_with_its_library_token() {
+    let lib = crate::common::library::spawn_library(|_| {}).await;
+    let s = cluster_reading(&lib, ADMIN).await;
+    let http = browser();
+    let (cookie, csrf) = session(&s, &http, OBSERVER).await;
+    let (status, list) = as_browser(&s, &http, Method::GET, "/api/v1/library/rollouts", &cookie, None).await;
+    assert_eq!((status, list), (200, json!([])));
+    // The library's own answers come through as they are.
+    let (status, body) = get(&s, "/api/v1/library/rollouts/r9", OBSERVER).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("r9"), "{body}");
+    let (status, body) = post(&s, "/api/v1/library/rollouts/r9/pause", ADMIN, json!({})).await;
+    assert_eq!(status, 404, "{body}");
+    // hydracluster decides who may ask: an observer never acts, whatever token it holds.
+    let (status, _) =
+        as_browser(&s, &http, Method::POST, "/api/v1/library/rollouts/r9/pause", &cookie, Some(&csrf)).await;
+    assert_eq!(status, 403);
+    let (status, body) = post(&s, "/api/v1/library/rollouts/r9/explode", ADMIN, json!({})).await;
+    assert_eq!(status, 404);
+    assert!(body["error"].as_str().unwrap().contains("pause, resume, cancel, rollback, retry"), "{body}");
+
+    // The library's event stream, passed through (and resumed where the page was).
+    let created = json!({"id": "space", "project": "p", "district": "d1", "venues": ["v1"]});
+    assert_eq!(post(&lib, "/api/v1/experiences", ADMIN, created).await.0, 201);
+    let text = sse_until(&s, "/api/v1/library/events?types=experience.*", OBSERVER, |t| {
+        t.contains("experience.created")
+    })
+    .await;
+    assert!(text.contains("\"experience_id\":\"space\""), "{text}");
+    let resumed = resume_events(&s, "/api/v1/library/events", "1").await;
+    assert_eq!(resumed.status(), 200);
+    assert_eq!(resumed.headers()["x-hydra-resumed-from"], "1", "Last-Event-ID reaches the library");
+}
+
+#[tokio::test]
+async fn a_missing_library_or_a_refused_token_is_a_clear_error() {
+    let s = spawn_app().await;
+    let (status, body) = get(&s, "/api/v1/library/rollouts", ADMIN).await;
+    assert_eq!(status, 503);
+    assert!(body["error"].as_str().unwrap().contains("experienceLibrary.url"), "{body}");
+    let lib = crate::common::library::spawn_library(|_| {}).await;
+    let s = cluster_reading(&lib, "not-a-library-token").await;
+    let (status, body) = get(&s, "/api/v1/library/rollouts", ADMIN).await;
+    assert_eq!(status, 502);
+    assert!(body["error"].as_str().unwrap().contains("set experienceLibrary.token"), "{body}");
+    let (status, body) = get(&s, "/api/v1/library/events", ADMIN).await;
+    assert_eq!(status, 502, "{body}");
+}

@@ -301,10 +301,8 @@ async fn the_live_list_is_public_and_holds_only_production_builds_of_the_venue()
     assert_eq!(status, 400);
 
     // hydracluster's own client accepts the answer.
-    let items =
-        hydra::cluster::library_client::live_experiences(&lib.url, "d1", "v3", Duration::from_secs(5))
-            .await
-            .unwrap();
+    let library = hydra::cluster::library_client::library(&lib.url, None, Duration::from_secs(5));
+    let items = hydra::cluster::library_client::live_experiences(&library, "d1", "v3").await.unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(hydra::cluster::library_client::experience_id(&items[0]).as_deref(), Some("desert"));
     lib.stop().await;

@@ -350,20 +350,10 @@ pub async fn experiences(
     let id = node_id(&id)?;
     admin_or_self(&parts, &state, &id)?;
     let s = find(&state, &id)?;
-    let base = state.config.experience_library.url.as_deref().filter(|u| !u.is_empty()).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no ExperienceLibrary is configured: set experienceLibrary.url in the config",
-        )
-    })?;
-    let items = crate::cluster::library_client::live_experiences(
-        base,
-        &s.node.district,
-        &s.node.venue,
-        state.config.experience_library.timeout,
-    )
-    .await
-    .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
+    let library = super::library::configured(&state)?;
+    let items = crate::cluster::library_client::live_experiences(&library, &s.node.district, &s.node.venue)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
     Ok(Json(crate::cluster::library_client::allowed(items, &s.head.allowed_experiences)))
 }
 

@@ -8,6 +8,7 @@ mod exec;
 mod heads;
 mod health;
 mod import;
+mod library;
 mod nodes;
 mod provision;
 mod remote;
@@ -167,6 +168,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events/log", get(events::log::<AppState>))
         .route("/api/v1/audit/digest", get(events::digest::<AppState>))
         .route("/api/v1/backup", crate::service::backup::route::<AppState>("hydracluster"))
+        .route("/api/v1/library/rollouts", get(library::rollouts))
+        .route("/api/v1/library/rollouts/{id}", get(library::rollout))
+        .route("/api/v1/library/rollouts/{id}/{action}", post(library::act))
+        .route("/api/v1/library/events", get(library::events))
         .merge(crate::cluster::console::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {

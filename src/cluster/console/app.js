@@ -138,8 +138,8 @@ function action(label, act, opts = {}) {
 
 /** One SSE connection for the page. The browser reconnects by itself and resumes
  *  with `Last-Event-ID`, so no event is missed across a drop. */
-function live(onEvent, query) {
-  const source = new EventSource(`/api/v1/events${query ? `?${query}` : ''}`);
+function live(onEvent, query, from = '/api/v1/events') {
+  const source = new EventSource(`${from}${query ? `?${query}` : ''}`);
   for (const type of page.types.split(',')) {
     source.addEventListener(type, (e) => onEvent(JSON.parse(e.data)));
   }
@@ -371,7 +371,9 @@ async function nodePage() {
 
 async function bodiesPage() {
   const panel = h('section', { class: 'panel', id: 'self-healing' }, h('h2', { text: 'Self-Healing' }));
-  const anomalies = table(['Body', 'Anomaly', 'Since', 'Lasted', 'Expected to clear'], 'anomalies');
+  // No body-side watchdog defines when an anomaly clears by itself (docs/provisioning.md):
+  // it clears when its condition ends, so there is no expected time to show.
+  const anomalies = table(['Body', 'Anomaly', 'Since', 'Lasted'], 'anomalies');
   panel.append(anomalies.el);
   const tbl = table(['Body', 'District / venue', 'Online', 'Stream', 'Provider', 'GPU %', 'VRAM MB',
     'Streams', 'GPU mismatch s', 'Heads', 'Force Stop'], 'bodies');
@@ -406,10 +408,9 @@ async function bodiesPage() {
       anomalies.body.replaceChildren();
       for (const a of list) {
         row(anomalies, `${a.node_id}/${a.type}`, [nodeLink(a.node_id, a.body_name), badge(a.type, 'bad', 'anomaly'),
-          h('span', { title: a.since, text: ago(a.since) }), duration(a.for_s),
-          a.expected_clear_at ? h('span', { title: a.expected_clear_at, text: new Date(a.expected_clear_at).toLocaleTimeString() }) : '–']);
+          h('span', { title: a.since, text: ago(a.since) }), duration(a.for_s)]);
       }
-      if (list.length === 0) anomalies.body.append(h('tr', {}, h('td', { colspan: 5, class: 'muted', text: 'No anomaly: every body is healthy.' })));
+      if (list.length === 0) anomalies.body.append(h('tr', {}, h('td', { colspan: 4, class: 'muted', text: 'No anomaly: every body is healthy.' })));
     } catch (e) { say(e.message, true); }
   });
   live(() => load('all'), 'types=node.*,anomaly.*,stream.*,head.*,session.*');
@@ -475,6 +476,92 @@ async function sessionsPage() {
   load('all');
 }
 
+// ---- Rollouts (/rollouts, /rollouts/{id}) ---------------------------------------
+// The library's rollouts, read through hydracluster (`/api/v1/library/…`), live from
+// the library's event stream passed through the same way.
+
+const ROLLOUT_TONE = { running: 'info', paused: 'warn', completed: 'ok', completed_with_failures: 'warn',
+  aborted: 'bad', cancelled: 'muted', pending: 'muted', requested: 'info', provisioning: 'info', failed: 'bad' };
+
+function progress(done, total, label, wave) {
+  return h('div', { class: 'wave', 'data-wave': wave },
+    h('div', { text: `${label}: ${done}/${total}` }),
+    h('progress', { max: String(Math.max(total, 1)), value: String(done), 'aria-label': label }));
+}
+
+/** The waves of a rollout as progress bars: a node counts once it has finished. */
+function waves(r) {
+  return [[1, 'Wave 1 · bodies'], [2, 'Wave 2 · heads']].map(([wave, label]) => {
+    const of = r.nodes.filter((n) => n.wave === wave);
+    const done = of.filter((n) => n.state === 'completed' || n.state === 'failed').length;
+    const failed = of.filter((n) => n.state === 'failed').length;
+    return progress(done, of.length, `${label}${failed ? ` (${failed} failed)` : ''}`, wave);
+  });
+}
+
+async function rolloutsPage() {
+  const tbl = table(['Rollout', 'Experience', 'Environment', 'Version', 'State', 'Progress', 'Started'], 'rollouts');
+  main.append(tbl.el);
+  const load = coalesce(async () => {
+    try {
+      const list = (await api('GET', '/api/v1/library/rollouts')).json;
+      tbl.body.replaceChildren();
+      for (const r of list) {
+        row(tbl, r.id, [h('a', { href: `/rollouts/${encodeURIComponent(r.id)}`, text: r.id }), r.experience_id, r.environment,
+          r.version || '–', badge(r.state, ROLLOUT_TONE[r.state] || 'muted', 'state'),
+          progress(r.counts.completed + r.counts.failed, r.counts.total, `wave ${r.wave || '–'}`, 'all'),
+          h('span', { title: r.started_at, text: ago(r.started_at) })]);
+      }
+      if (list.length === 0) tbl.body.append(h('tr', {}, h('td', { colspan: 7, class: 'muted', text: 'No rollout yet.' })));
+    } catch (e) { say(e.message, true); }
+  });
+  live(() => load('all'), 'types=rollout.*,experience.*', '/api/v1/library/events');
+  load('all');
+}
+
+async function rolloutPage() {
+  const id = page.id;
+  const path = `/api/v1/library/rollouts/${encodeURIComponent(id)}`;
+  const facts = h('div', { class: 'panel', id: 'rollout' });
+  const bars = h('div', { class: 'panel', id: 'waves' });
+  const buttons = h('div', { class: 'actions', id: 'rollout-actions' });
+  const tbl = table(['Node', 'Kind', 'Wave', 'State', 'Error', 'Version', 'Requested', 'Finished'], 'rollout-nodes');
+  main.append(facts, bars, buttons, tbl.el);
+  const act = (name, label, tone) => action(label, async () => {
+    const r = (await api('POST', `${path}/${name}`, {})).json;
+    load('r');
+    return r && r.id && r.id !== id ? `started ${r.id}` : 'done';
+  }, { name, tone });
+  buttons.append(...[act('pause', 'Pause'), act('resume', 'Resume'), act('cancel', 'Cancel', 'danger'),
+    act('rollback', 'Rollback'), act('retry', 'Retry')].filter(Boolean));
+  const load = coalesce(async () => {
+    try {
+      const r = (await api('GET', path)).json;
+      const dl = h('dl', { class: 'fields' });
+      for (const k of ['experience_id', 'environment', 'build', 'version', 'district', 'venues', 'started_at', 'finished_at', 'reason']) {
+        dl.append(h('dt', { text: k }), h('dd', { 'data-field': k, text: Array.isArray(r[k]) ? r[k].join(', ') : r[k] ?? '–' }));
+      }
+      if (r.origin) dl.append(h('dt', { text: 'origin' }), h('dd', {}, `${r.origin.kind} of `, h('a', { href: `/rollouts/${encodeURIComponent(r.origin.rollout_id)}`, text: r.origin.rollout_id })));
+      facts.replaceChildren(h('p', {}, badge(r.state, ROLLOUT_TONE[r.state] || 'muted', 'state'), ` wave ${r.wave || '–'}`), dl);
+      bars.replaceChildren(...waves(r),
+        r.skipped.length ? h('p', { class: 'muted', text: `skipped: ${r.skipped.map((x) => `${x.node_id} (${x.reason})`).join(', ')}` }) : '');
+      // Only what the rollout's state allows is offered; the library still decides.
+      const open = r.state === 'running' || r.state === 'paused';
+      const offered = { pause: r.state === 'running', resume: r.state === 'paused', cancel: open, rollback: !open, retry: !open };
+      for (const [name, on] of Object.entries(offered)) {
+        const b = buttons.querySelector(`[data-action=${name}]`);
+        if (b) b.parentElement.hidden = !on;
+      }
+      for (const n of r.nodes) {
+        row(tbl, n.node_id, [nodeLink(n.node_id), n.kind, String(n.wave), badge(n.state, ROLLOUT_TONE[n.state] || 'muted', 'node-state'),
+          n.error || '', n.version || '–', n.requested_at ? ago(n.requested_at) : '–', n.finished_at ? ago(n.finished_at) : '–']);
+      }
+    } catch (e) { facts.replaceChildren(errorOf(e)); }
+  });
+  live((e) => { if (!e.data || !e.data.rollout_id || e.data.rollout_id === id) load('r'); }, 'types=rollout.*', '/api/v1/library/events');
+  load('r');
+}
+
 // ---- Events (/events) -----------------------------------------------------------
 
 function eventsPage() {
@@ -503,5 +590,8 @@ function eventsPage() {
   start();
 }
 
-const pages = { nodes: fleetPage, node: nodePage, bodies: bodiesPage, heads: headsPage, sessions: sessionsPage, events: eventsPage };
+const pages = {
+  nodes: fleetPage, node: nodePage, bodies: bodiesPage, heads: headsPage, sessions: sessionsPage,
+  rollouts: rolloutsPage, rollout: rolloutPage, events: eventsPage,
+};
 if (pages[page.page]) pages[page.page]();

@@ -28,12 +28,13 @@ const LOGIN_FORM_TTL: Duration = Duration::from_secs(30 * 60);
 const MAX_FORM_BYTES: usize = 8 * 1024;
 
 /// The console's pages, in the order of the navigation bar: path, title.
-const PAGES: [(&str, &str); 5] = [
+const PAGES: [(&str, &str); 6] = [
     ("/nodes", "Fleet"),
     ("/bodies", "Bodies"),
     ("/heads", "Heads"),
     ("/events", "Events"),
     ("/sessions", "Sessions"),
+    ("/rollouts", "Rollouts"),
 ];
 
 pub fn routes() -> Router<AppState> {
@@ -45,7 +46,8 @@ pub fn routes() -> Router<AppState> {
         .route("/logout", axum::routing::post(logout))
         .route("/console/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
         .route("/console/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
-        .route("/nodes/{id}", get(node_page));
+        .route("/nodes/{id}", get(node_page))
+        .route("/rollouts/{id}", get(rollout_page));
     // The list pages: the same shell, named after its path.
     PAGES.iter().fold(router, |router, &(path, title)| {
         let name = &path[1..];
@@ -86,6 +88,21 @@ async fn node_page(state: State<AppState>, b: Browser, Path(id): Path<String>) -
     }
 }
 
+/// A rollout's page; the id is the library's (`r12`), checked for its shape only.
+async fn rollout_page(state: State<AppState>, b: Browser, Path(id): Path<String>) -> Response {
+    let fits = !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c));
+    if !fits {
+        let text = page(
+            "Bad rollout id",
+            "<p>A rollout id is letters, digits, <code>-</code>, <code>_</code> and <code>.</code>.</p>",
+        );
+        return html(StatusCode::BAD_REQUEST, text);
+    }
+    shell(&state, &b, "rollout", &format!("Rollout {id}"), &id)
+}
+
 /// A console page: the navigation, the session's role and CSRF token for `app.js`,
 /// the log's head (where a page's event list starts), and an empty `main` that the
 /// script fills.
@@ -97,8 +114,9 @@ fn shell(state: &AppState, b: &Browser, page_name: &str, title: &str, id: &str) 
     let nav: String = PAGES
         .iter()
         .map(|(path, name)| {
+            // A detail page (`node`, `rollout`) belongs to its list.
             let current =
-                if path.trim_start_matches('/') == page_name || (page_name == "node" && *path == "/nodes") {
+                if path.trim_start_matches('/').trim_end_matches('s') == page_name.trim_end_matches('s') {
                     " aria-current=page"
                 } else {
                     ""
