@@ -197,29 +197,6 @@ async fn the_pending_queue_is_capped_until_an_admin_decides() {
     assert_eq!(enroll_one("after-rejection").await.0, 201);
 }
 
-/// Every page of `path` (which has no query yet), with `limit`: the items, and how
-/// many pages it took.
-async fn all_pages(s: &TestServer, path: &str, limit: usize) -> (Vec<Value>, usize) {
-    let (mut items, mut pages, mut after) = (Vec::new(), 0, None::<String>);
-    loop {
-        let mut url = format!("{}{path}?limit={limit}", s.url);
-        if let Some(a) = &after {
-            url.push_str(&format!("&after={a}"));
-        }
-        let resp = s.http.get(&url).bearer_auth(ADMIN).send().await.unwrap();
-        assert_eq!(resp.status(), 200);
-        let next = resp.headers().get("x-hydra-next-after").map(|v| v.to_str().unwrap().to_owned());
-        let page: Vec<Value> = resp.json().await.unwrap();
-        assert!(page.len() <= limit);
-        pages += 1;
-        items.extend(page);
-        match next {
-            Some(n) => after = Some(n),
-            None => return (items, pages),
-        }
-    }
-}
-
 #[tokio::test]
 async fn lists_come_in_pages_that_hold_every_node_once() {
     let s = spawn_app_with(with_fleet).await;

@@ -6,6 +6,7 @@ mod common;
 mod agent;
 mod auth_abuse;
 mod backup;
+mod bodies;
 mod cli_exec;
 mod connections;
 mod console;

@@ -1,6 +1,7 @@
 //! The HTTP API of `hydracluster`: its routes and the state its handlers reach. The
 //! shared kit (errors, extractors, the event stream, health) is `crate::service`.
 
+mod bodies;
 mod body;
 mod callers;
 mod enroll;
@@ -138,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/nodes/{id}/reprovision", post(provision::request))
         .route("/api/v1/nodes/{id}/stream", axum::routing::delete(streams::stop))
         .route("/api/v1/body-anomalies", get(streams::anomalies))
+        .route("/api/v1/bodies", get(bodies::list))
         .route("/api/v1/nodes/{id}/head-assignment", post(heads::assign))
         .route("/api/v1/nodes/{id}/allowed-experiences", post(heads::allowed_experiences))
         .route("/api/v1/heads", get(heads::list).post(heads::enroll))

@@ -115,22 +115,22 @@ fn provisioning_json(p: &ProvisionView) -> serde_json::Value {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    district: Option<String>,
-    venue: Option<String>,
-    role: Option<String>,
-    status: Option<String>,
-    node_status: Option<String>,
-    kind: Option<String>,
-    as_of_seq: Option<u64>,
-    as_of: Option<String>,
+    pub(super) district: Option<String>,
+    pub(super) venue: Option<String>,
+    pub(super) role: Option<String>,
+    pub(super) status: Option<String>,
+    pub(super) node_status: Option<String>,
+    pub(super) kind: Option<String>,
+    pub(super) as_of_seq: Option<u64>,
+    pub(super) as_of: Option<String>,
     /// Nodes per page (default 500, at most 5000); the next page's `after` is in the
     /// `X-Hydra-Next-After` header.
-    limit: Option<usize>,
-    after: Option<String>,
+    pub(super) limit: Option<usize>,
+    pub(super) after: Option<String>,
 }
 
 impl ListQuery {
-    fn matches(&self, n: &NodeView) -> bool {
+    pub(super) fn matches(&self, n: &NodeView) -> bool {
         let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
         eq(&self.district, &n.district)
             && eq(&self.venue, &n.venue)

@@ -1,15 +1,15 @@
 //! Stream endpoints: an admin's force-stop of a body's stream (through the exec queue)
 //! and the list of open body anomalies.
 
+use super::bodies::anomaly_json;
 use super::remote::{self, Outcome};
 use super::{Admin, ApiError, AppState, OnNode, Reader};
 use crate::cluster::streams;
 use axum::extract::State;
 use axum::Json;
-use hydra_core::envelope::rfc3339;
 use hydra_core::ledger::now_ms;
 use hydra_projections::{ExecStatus, NodeKind, NodeStatus};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 /// `DELETE /api/v1/nodes/{id}/stream`: runs the stop command on the body and waits for
 /// it (at most `stream_stop_timeout`), then clears the stream state whatever the body
@@ -54,27 +54,24 @@ pub async fn stop(
     Ok(Json(answer))
 }
 
-/// `GET /api/v1/body-anomalies`: every open anomaly with since when it has lasted.
-pub async fn anomalies(State(state): State<AppState>, _: Reader) -> Json<Value> {
+/// `GET /api/v1/body-anomalies`: every open anomaly, a top-level array (the runbook's
+/// jq reads `.[] | select(.body_name==… and .type==…)`), with since when it has lasted.
+pub async fn anomalies(State(state): State<AppState>, _: Reader) -> Json<Vec<Map<String, Value>>> {
     let now = now_ms();
-    let list: Vec<Value> = state.ledger.read(|v| {
+    Json(state.ledger.read(|v| {
         v.anomalies
             .iter()
             .flat_map(|(node, kinds)| {
                 let n = v.nodes.get(node);
                 kinds.iter().map(move |(kind, since)| {
-                    json!({
-                        "node_id": node,
-                        "name": n.map(|n| n.name.clone()),
-                        "district": n.map(|n| n.district.clone()),
-                        "venue": n.map(|n| n.venue.clone()),
-                        "kind": kind,
-                        "since": rfc3339(*since),
-                        "for_s": now.saturating_sub(*since) / 1000,
-                    })
+                    let mut a = anomaly_json(kind, *since, now);
+                    a.insert("node_id".into(), json!(node));
+                    a.insert("body_name".into(), json!(n.map(|n| &n.name)));
+                    a.insert("district".into(), json!(n.map(|n| &n.district)));
+                    a.insert("venue".into(), json!(n.map(|n| &n.venue)));
+                    a
                 })
             })
             .collect()
-    });
-    Json(json!({"anomalies": list, "now": rfc3339(now)}))
+    }))
 }

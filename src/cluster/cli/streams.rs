@@ -37,8 +37,8 @@ pub async fn anomalies(a: Anomalies) -> anyhow::Result<u8> {
             println!(
                 "{:<22} {:<20} {:<26} since {} ({}s)",
                 s(a, "node_id"),
-                s(a, "name"),
-                s(a, "kind"),
+                s(a, "body_name"),
+                s(a, "type"),
                 s(a, "since"),
                 a["for_s"]
             );

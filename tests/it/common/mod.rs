@@ -204,6 +204,29 @@ pub async fn delete(s: &impl Service, path: &str, token: &str) -> (u16, Value) {
     request(s, Method::DELETE, path, Some(token), None).await
 }
 
+/// Every page of `path` (which has no query yet), with `limit`: the items, and how
+/// many pages it took.
+pub async fn all_pages(s: &impl Service, path: &str, limit: usize) -> (Vec<Value>, usize) {
+    let (mut items, mut pages, mut after) = (Vec::new(), 0, None::<String>);
+    loop {
+        let mut url = format!("{}{path}?limit={limit}", s.url());
+        if let Some(a) = &after {
+            url.push_str(&format!("&after={a}"));
+        }
+        let resp = s.http().get(&url).bearer_auth(ADMIN).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let next = resp.headers().get("x-hydra-next-after").map(|v| v.to_str().unwrap().to_owned());
+        let page: Vec<Value> = resp.json().await.unwrap();
+        assert!(page.len() <= limit);
+        pages += 1;
+        items.extend(page);
+        match next {
+            Some(n) => after = Some(n),
+            None => return (items, pages),
+        }
+    }
+}
+
 /// `get` in a task of its own: a long poll the test answers meanwhile.
 pub fn spawn_get(s: &impl Service, path: &str, token: &str) -> tokio::task::JoinHandle<(u16, Value)> {
     let (s, path, token) = (s.endpoint(), path.to_owned(), token.to_owned());

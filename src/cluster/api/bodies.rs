@@ -1,0 +1,138 @@
+//! `GET /api/v1/bodies`: the approved bodies as the `/bodies` console page and the
+//! session-monitoring runbook read them, in one request: each body's node fields, the
+//! GPU figures of its last heartbeat's telemetry, the heads assigned to it and its open
+//! anomalies. Also the JSON of one open anomaly, shared with `/api/v1/body-anomalies`.
+
+use super::nodes::{node_json, ListQuery, NodeJson};
+use super::page;
+use super::{ApiError, AppState, Reader};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use hydra_core::envelope::rfc3339;
+use hydra_core::ledger::now_ms;
+use hydra_events::NodeId;
+use hydra_projections::{NodeView, ProvisionView};
+use serde::Serialize;
+use serde_json::{json, Map, Number, Value};
+use std::collections::BTreeMap;
+
+/// A body as the list shows it: the node as `GET /api/v1/nodes` shows it, plus the
+/// telemetry figures at the top level, its heads and its anomalies.
+#[derive(Debug, Serialize)]
+struct BodyJson {
+    #[serde(flatten)]
+    node: NodeJson,
+    gpu_utilization_pct: Option<Number>,
+    gpu_memory_used_mb: Option<Number>,
+    stream_count: Option<Number>,
+    gpu_mismatch_sec: Option<Number>,
+    heads: Vec<Value>,
+    anomalies: Vec<Map<String, Value>>,
+}
+
+/// One figure of the body's last telemetry. A figure the body never reported, or
+/// reported as something other than a number, is `None` (`null`): unknown is not 0.
+/// The telemetry object itself stays in `telemetry`, as the body sent it.
+fn figure(telemetry: Option<&Value>, key: &str) -> Option<Number> {
+    match telemetry?.get(key)? {
+        Value::Number(n) => Some(n.clone()),
+        _ => None,
+    }
+}
+
+/// An open anomaly: its `type`, since when (RFC 3339) and for how many whole seconds
+/// it has lasted at `now` (unix ms).
+pub fn anomaly_json(kind: &str, since_ms: u64, now_ms: u64) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("type".into(), json!(kind));
+    m.insert("since".into(), json!(rfc3339(since_ms)));
+    m.insert("for_s".into(), json!(now_ms.saturating_sub(since_ms) / 1000));
+    m
+}
+
+/// The node list's query (its filters and pages) without what cannot apply: the kind
+/// and status are fixed, and telemetry is live only, so there is no as-of list.
+fn bodies_query(mut q: ListQuery) -> Result<ListQuery, ApiError> {
+    let fixed = [("kind", q.kind.is_some()), ("status", q.status.is_some())];
+    let live = [("as_of", q.as_of.is_some()), ("as_of_seq", q.as_of_seq.is_some())];
+    if let Some((name, _)) = fixed.iter().find(|(_, given)| *given) {
+        return Err(ApiError::bad_request(format!(
+            "{name} is not a filter of /api/v1/bodies: it lists approved bodies (see /api/v1/nodes)"
+        )));
+    }
+    if let Some((name, _)) = live.iter().find(|(_, given)| *given) {
+        return Err(ApiError::bad_request(format!(
+            "{name} is not a filter of /api/v1/bodies: telemetry is live only (see /api/v1/nodes)"
+        )));
+    }
+    // Approved only: a pending node is not in the fleet yet (no placement, no roles,
+    // and a force-stop refuses it); `GET /api/v1/nodes?status=pending` has them.
+    q.kind = Some("body".into());
+    q.status = Some("approved".into());
+    Ok(q)
+}
+
+/// What one read of the views gives for a body.
+struct Found {
+    node: NodeView,
+    provision: Option<ProvisionView>,
+    heads: Vec<Value>,
+    anomalies: Vec<Map<String, Value>>,
+}
+
+/// `GET /api/v1/bodies` (admin or observer): one page of the matching bodies in id
+/// order; the filters of `GET /api/v1/nodes` but `kind`, `status` and `as_of*`.
+pub async fn list(
+    State(state): State<AppState>,
+    _: Reader,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let q = bodies_query(q)?;
+    let (limit, after) = page::bounds(q.limit, q.after.as_deref())?;
+    let now = now_ms();
+    let (found, next): (Vec<Found>, _) = state.ledger.read(|v| {
+        let (found, next) = page::page(&v.nodes, after.as_ref(), limit, |_, n| q.matches(n));
+        // One pass over the heads for the whole page, not one per body.
+        let mut heads: BTreeMap<&NodeId, Vec<Value>> =
+            found.iter().map(|(id, _)| (*id, Vec::new())).collect();
+        for (head, h) in &v.heads {
+            let Some(list) = h.assigned_body.as_ref().and_then(|b| heads.get_mut(b)) else { continue };
+            let name = v.nodes.get(head).map(|n| n.name.clone());
+            list.push(json!({"id": head, "name": name, "status": h.status}));
+        }
+        let found = found
+            .into_iter()
+            .map(|(id, n)| Found {
+                node: n.clone(),
+                provision: v.provision.get(id).cloned(),
+                heads: heads.remove(id).unwrap_or_default(),
+                anomalies: v
+                    .anomalies
+                    .get(id)
+                    .into_iter()
+                    .flatten()
+                    .map(|(kind, since)| anomaly_json(kind, *since, now))
+                    .collect(),
+            })
+            .collect();
+        (found, next)
+    });
+    let out: Vec<BodyJson> = found
+        .into_iter()
+        .map(|f| {
+            let node = node_json(&f.node, f.provision.as_ref(), state.liveness.get(&f.node.id));
+            let t = node.telemetry.as_ref();
+            BodyJson {
+                gpu_utilization_pct: figure(t, "gpu_utilization_pct"),
+                gpu_memory_used_mb: figure(t, "gpu_memory_used_mb"),
+                stream_count: figure(t, "stream_count"),
+                gpu_mismatch_sec: figure(t, "gpu_mismatch_sec"),
+                node,
+                heads: f.heads,
+                anomalies: f.anomalies,
+            }
+        })
+        .collect();
+    Ok(page::answer(out, next))
+}
