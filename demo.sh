@@ -29,6 +29,11 @@ mkdir -p target/demo
 # lists the venue's nodes, so it leaves them out).
 cat > target/demo/config.yaml <<YAML
 enroll_per_minute: 0
+# The console's rollout pages read the library with its admin token, which the
+# library writes at its first start.
+experienceLibrary:
+  url: http://$LIBRARY_LISTEN
+  token_file: $PWD/hydra-library-data/admin-token
 heartbeat_timeout: 6s
 heartbeat_interval: 2s
 offline_check_interval: 1s
@@ -60,6 +65,10 @@ HYDRAEXPERIENCELIBRARY_CLUSTER_URL="$HYDRACLUSTER_SERVER" HYDRAEXPERIENCELIBRARY
 pids+=($!)
 wait_for "$HYDRAEXPERIENCELIBRARY_SERVER"
 export HYDRAEXPERIENCELIBRARY_TOKEN="$(cat hydra-library-data/admin-token)"
+echo
+echo "== the console: open $HYDRACLUSTER_SERVER/ and sign in with the admin token"
+echo "   $HYDRACLUSTER_TOKEN"
+echo "   (or the observer token $HYDRACLUSTER_OBSERVER_TOKEN: the same pages, no buttons)"
 
 # The simulated fleet (staging, 3 s installs); its progress goes to a log.
 "$bin/hydra-sim" --nodes "$NODES" --heads "$HEADS" --environment staging --provision-ms 3000 \
@@ -97,5 +106,5 @@ echo "   hydraexperiencelibrary rollouts | rollout pause|resume|cancel <id> | ge
 pids+=($!)
 sleep 1
 rollout=$("$bin/hydraexperiencelibrary" promote "$exp" --to staging)
-echo "rollout $rollout started"
+echo "rollout $rollout started: watch it at $HYDRACLUSTER_SERVER/rollouts/$rollout"
 wait "${pids[-1]}"

@@ -214,11 +214,14 @@ pub struct ExperienceLibraryLink {
     pub timeout: Duration,
     #[serde(skip_serializing)]
     pub token: Option<String>,
+    /// Or a file holding it (read at each use, so a token the library writes at its
+    /// first start, or rotates, is picked up).
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ExperienceLibraryLink {
     fn default() -> Self {
-        ExperienceLibraryLink { url: None, timeout: Duration::from_secs(5), token: None }
+        ExperienceLibraryLink { url: None, timeout: Duration::from_secs(5), token: None, token_file: None }
     }
 }
 
@@ -229,6 +232,7 @@ impl std::fmt::Debug for ExperienceLibraryLink {
             .field("url", &self.url)
             .field("timeout", &self.timeout)
             .field("token", &self.token.is_some())
+            .field("token_file", &self.token_file)
             .finish()
     }
 }

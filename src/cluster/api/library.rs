@@ -26,7 +26,23 @@ pub fn configured(state: &AppState) -> Result<Client, ApiError> {
             "no ExperienceLibrary is configured: set experienceLibrary.url in the config",
         )
     })?;
-    Ok(library_client::library(base, link.token.as_deref(), link.timeout))
+    let token = match (&link.token, &link.token_file) {
+        (Some(t), _) => Some(t.clone()),
+        // A few bytes from a local file: read in place rather than on another thread.
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("cannot read experienceLibrary.token_file {}: {e}", file.display()),
+                    )
+                })?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    Ok(library_client::library(base, token.as_deref(), link.timeout))
 }
 
 /// The library's answer to one call, passed on with its status and JSON body.
