@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# Bytes on disk: runs one fixed hydra-sim scenario against a given hydracluster binary on a fresh data dir and samples the event count, the encoded bytes of those events and du of the data dir over time.
+#
+# Usage: tools/disk-usage.sh HYDRACLUSTER_BINARY OUT_DIR SCENARIO   (from anywhere)
+#   SCENARIO is one of
+#     heartbeat  NODES bodies heartbeating every INTERVAL s, no churn, no outages, no
+#                commands, for SECONDS: does the data dir grow once they are enrolled?
+#     fleet-day  NODES bodies + HEADS heads with CHURN/OUTAGES, and one command every
+#                CMD_EVERY s (round-robin over the bodies) printing CMD_BYTES bytes, for
+#                SECONDS: bytes per node-hour at these rates.
+#     large      NODES bodies changing something on CHURN % of their heartbeats every
+#                INTERVAL s with no per-node event budget, until EVENTS events (or
+#                SECONDS): data dir bytes / encoded event bytes on a large log.
+#     reclaim    COMMANDS commands printing CMD_BYTES bytes each, then a restart with
+#                exec_output_retention 1s: du every SAMPLE_EVERY s for SECONDS while
+#                the outputs are pruned (needs a build with the output store).
+# The same scenario runs against any build whose HTTP API is today's (hydra-sim is
+# today's: SIM, default target/debug/hydra-sim next to this script). OUT_DIR must not
+# exist; it keeps the data dir, the logs and samples.tsv.
+#
+# What is counted:
+#   events       the log's head seq (GET /api/v1/audit/digest)
+#   record_bytes the sum of the stored records' lengths (format byte, schema, bincode
+#                envelope: exactly what the `events` tree holds as values), read from
+#                a backup (GET /api/v1/backup): each E frame's length minus its 40-byte
+#                seq and prev_hash. Keys, the per-node index, the projection snapshots,
+#                the tokens and (after schema 3) the output store are not in it.
+#   du_*         `du -sb` of <data>/log (sled: its `db` file, its page-table snapshots
+#                `snap.*`, `blobs/` for large values) and of the rest of the data dir,
+#                without the fixed 8 MiB `ballast` file (apparent sizes; du_data_alloc
+#                is the same without --apparent-size: the blocks allocated).
+set -euo pipefail
+
+if [[ $# -ne 3 ]]; then
+  sed -n '4,16p' "$0" >&2
+  exit 2
+fi
+BIN="$(realpath "$1")"
+OUT="$2"
+SCENARIO="$3"
+here="$(cd "$(dirname "$0")/.." && pwd)"
+SIM="${SIM:-$here/target/debug/hydra-sim}"
+case "$SCENARIO" in
+  heartbeat) : "${NODES:=200}" "${HEADS:=0}" "${INTERVAL:=1}" "${CHURN:=0}" "${OUTAGES:=0}" "${SECONDS_RUN:=300}" "${SAMPLE_EVERY:=30}" ;;
+  fleet-day) : "${NODES:=100}" "${HEADS:=20}" "${INTERVAL:=2}" "${CHURN:=5}" "${OUTAGES:=1}" "${SECONDS_RUN:=300}" "${SAMPLE_EVERY:=60}" "${CMD_EVERY:=0.5}" "${CMD_BYTES:=4096}" ;;
+  large) : "${NODES:=1000}" "${HEADS:=0}" "${INTERVAL:=0.5}" "${CHURN:=100}" "${OUTAGES:=0}" "${SECONDS_RUN:=900}" "${SAMPLE_EVERY:=60}" "${EVENTS:=300000}" ;;
+  reclaim) : "${NODES:=20}" "${HEADS:=0}" "${INTERVAL:=1}" "${CHURN:=0}" "${OUTAGES:=0}" "${SECONDS_RUN:=180}" "${SAMPLE_EVERY:=10}" "${COMMANDS:=1000}" "${CMD_BYTES:=65536}" ;;
+  *)
+    echo "unknown scenario $SCENARIO (heartbeat, fleet-day, large, reclaim)" >&2
+    exit 2
+    ;;
+esac
+[[ -x "$BIN" ]] || { echo "$BIN is not an executable" >&2; exit 2; }
+[[ -x "$SIM" ]] || { echo "hydra-sim not found at $SIM (cargo build -p hydra-tools --bin hydra-sim, or set SIM)" >&2; exit 2; }
+[[ -e "$OUT" ]] && { echo "$OUT exists: give a new directory" >&2; exit 2; }
+mkdir -p "$OUT"
+OUT="$(realpath "$OUT")"
+DATA="$OUT/data"
+
+ADMIN=disk-admin-token-0123456789
+FLEET=disk-fleet-token-0123456789
+pids=()
+server_pid=""
+cleanup() {
+  local rc=$?
+  for pid in "${pids[@]}" $server_pid; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}" $server_pid; do wait "$pid" 2>/dev/null || true; done
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port="$(free_port)"
+SERVER="http://127.0.0.1:$port"
+api() { curl -fsS -H "Authorization: Bearer $ADMIN" "$@"; }
+
+# start_server CONFIG_YAML: (re)starts the server on $DATA with that config.
+start_server() {
+  printf '%s\n' "$1" >"$OUT/cluster.yaml"
+  HYDRA_LOG="${HYDRA_LOG:-info}" HYDRACLUSTER_ADMIN_TOKEN="$ADMIN" HYDRACLUSTER_FLEET_ENROLLMENT_TOKEN="$FLEET" \
+    "$BIN" serve --listen "127.0.0.1:$port" --data "$DATA" --config "$OUT/cluster.yaml" >>"$OUT/cluster.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 1 300); do
+    curl -fsS "$SERVER/api/v1/health" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "the server did not come up; $OUT/cluster.log:" >&2
+  tail -20 "$OUT/cluster.log" >&2
+  return 1
+}
+stop_server() {
+  kill -INT "$server_pid"
+  wait "$server_pid" || true
+  server_pid=""
+}
+
+# The sum of the record lengths in a backup of the live log, and how many.
+record_bytes() {
+  api "$SERVER/api/v1/backup" | python3 -c '
+import gzip, struct, sys
+data = gzip.decompress(sys.stdin.buffer.read())
+assert data[:8] == b"HYDRABAK", "not a backup"
+pos, events, total = 12, 0, 0
+while pos < len(data):
+    tag, n = data[pos], struct.unpack(">I", data[pos + 1:pos + 5])[0]
+    if tag == 0x45:
+        events += 1
+        total += n - 40
+    pos += 5 + n
+print(events, total)'
+}
+
+du_b() { if [[ -e "$1" ]]; then du -sb "$1" | cut -f1; else echo 0; fi; }
+# Allocated rather than apparent bytes (holes and preallocation show here).
+du_alloc() { if [[ -e "$1" ]]; then du -s -B1 "$1" | cut -f1; else echo 0; fi; }
+# du of the data dir: sled's db file, its snapshots, blobs, the whole log/, the rest.
+du_row() {
+  local snaps=0 f
+  for f in "$DATA"/log/snap.*; do [[ -e "$f" ]] && snaps=$((snaps + $(du_b "$f"))); done
+  local all ballast
+  all="$(du_b "$DATA")"
+  ballast="$(du_b "$DATA/ballast")"
+  printf '%s\t%s\t%s\t%s\t%s\t%s' "$(du_b "$DATA/log/db")" "$snaps" "$(du_b "$DATA/log/blobs")" \
+    "$(du_b "$DATA/log")" "$((all - ballast))" "$(($(du_alloc "$DATA") - $(du_alloc "$DATA/ballast")))"
+}
+
+started="$(date +%s)"
+printf 't_s\tphase\tevents\trecords\trecord_bytes\tdu_db\tdu_snap\tdu_blobs\tdu_log\tdu_data\tdu_data_alloc\n' >"$OUT/samples.tsv"
+# sample PHASE [records]: one row; with `records`, the backup count too (heavy on a large log).
+sample() {
+  local seq rec="-	-"
+  seq="$(api "$SERVER/api/v1/audit/digest" | python3 -c 'import json,sys; print(json.load(sys.stdin)["seq"])')"
+  if [[ "${2:-}" == records ]]; then rec="$(record_bytes | tr ' ' '\t')"; fi
+  printf '%s\t%s\t%s\t%s\t%s\n' $(($(date +%s) - started)) "$1" "$seq" "$rec" "$(du_row)" | tee -a "$OUT/samples.tsv"
+}
+
+config="enroll_per_minute: 0
+max_pending_nodes: 100000"
+case "$SCENARIO" in
+  fleet-day) config+="
+heartbeat_interval: ${INTERVAL}s
+heartbeat_timeout: 20s" ;;
+  large) config+="
+heartbeat_event_interval: 0s" ;;
+esac
+start_server "$config"
+ballast_bytes="$(du_b "$DATA/ballast")"
+
+sim_args=(--server "$SERVER" --admin-token "$ADMIN" --nodes "$NODES" --heads "$HEADS" --interval "$INTERVAL"
+  --churn "$CHURN" --outages "$OUTAGES" --district disk-district --venues hall-a,hall-b,hall-c)
+[[ "$SCENARIO" == heartbeat || "$SCENARIO" == large ]] && sim_args+=(--no-exec)
+HYDRACLUSTER_FLEET_ENROLLMENT_TOKEN="$FLEET" "$SIM" "${sim_args[@]}" >"$OUT/sim.log" 2>&1 &
+pids+=($!)
+
+# Enrolled: every simulated node approved.
+want=$((NODES + HEADS))
+for i in $(seq 1 600); do
+  approved="$(api "$SERVER/api/v1/nodes?district=disk-district&status=approved&limit=5000" |
+    python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' || echo 0)"
+  [[ "$approved" -ge "$want" ]] && break
+  if [[ $i -eq 600 ]]; then
+    echo "only $approved of $want nodes approved after 120 s; $OUT/sim.log:" >&2
+    tail -5 "$OUT/sim.log" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+sleep 3 # the first heartbeats of the last nodes land
+echo "== $SCENARIO on $BIN: $NODES bodies + $HEADS heads enrolled; ballast $ballast_bytes B (not counted)"
+printf 't_s\tphase\tevents\trecords\trecord_bytes\tdu_db\tdu_snap\tdu_blobs\tdu_log\tdu_data\tdu_data_alloc\n'
+sample enrolled records
+enrolled_at="$(date +%s)"
+
+bodies() {
+  api "$SERVER/api/v1/nodes?district=disk-district&kind=body&limit=5000" |
+    python3 -c 'import json,sys; print("\n".join(n["id"] for n in json.load(sys.stdin)))'
+}
+# submit N_BYTES TAG NODE: queue `print N_BYTES TAG` on NODE; prints the exec id.
+submit() {
+  api -X POST -H 'Content-Type: application/json' --data "{\"command\":\"print $1 $2\",\"timeout\":60}" \
+    "$SERVER/api/v1/nodes/$3/exec" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
+}
+
+case "$SCENARIO" in
+  heartbeat)
+    while (($(date +%s) - enrolled_at < SECONDS_RUN)); do
+      sleep "$SAMPLE_EVERY"
+      sample heartbeats records
+    done
+    ;;
+  fleet-day)
+    mapfile -t ids < <(bodies)
+    n=0
+    next_sample=$((enrolled_at + SAMPLE_EVERY))
+    while (($(date +%s) - enrolled_at < SECONDS_RUN)); do
+      submit "$CMD_BYTES" "c$n" "${ids[$((n % ${#ids[@]}))]}" >/dev/null || echo "command $n refused" >&2
+      n=$((n + 1))
+      sleep "$CMD_EVERY"
+      if (($(date +%s) >= next_sample)); then
+        sample "fleet:$n-commands" records
+        next_sample=$((next_sample + SAMPLE_EVERY))
+      fi
+    done
+    sleep 2
+    sample "end:$n-commands" records
+    echo "-- hydra-sim: $(tail -1 "$OUT/sim.log")"
+    ;;
+  large)
+    while (($(date +%s) - enrolled_at < SECONDS_RUN)); do
+      sleep "$SAMPLE_EVERY"
+      row="$(sample churn)"
+      echo "$row"
+      [[ "$(cut -f3 <<<"$row")" -ge "$EVENTS" ]] && break
+    done
+    kill "${pids[0]}"
+    wait "${pids[0]}" 2>/dev/null || true
+    pids=()
+    sleep 2
+    sample end records
+    ;;
+  reclaim)
+    mapfile -t ids < <(bodies)
+    execs=()
+    for n in $(seq 0 $((COMMANDS - 1))); do
+      node="${ids[$((n % ${#ids[@]}))]}"
+      execs+=("$node/$(submit "$CMD_BYTES" "r$n" "$node")")
+    done
+    for e in "${execs[@]}"; do
+      status="$(api "$SERVER/api/v1/nodes/${e%%/*}/exec/${e##*/}/result?wait=60" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')"
+      [[ "$status" == completed ]] || echo "${e##*/}: $status" >&2
+    done
+    sample "$COMMANDS-outputs" records
+    kill "${pids[0]}"
+    wait "${pids[0]}" 2>/dev/null || true
+    pids=()
+    stop_server
+    start_server "$config
+exec_output_retention: 1s
+exec_watchdog_interval: 1s"
+    restarted="$(date +%s)"
+    sample restarted
+    while (($(date +%s) - restarted < SECONDS_RUN)); do
+      sleep "$SAMPLE_EVERY"
+      sample pruning
+    done
+    echo "-- pruned: $(grep -c 'pruned command outputs' "$OUT/cluster.log" || true) watchdog rounds logged"
+    ;;
+esac
+stop_server
+echo "samples in $OUT/samples.tsv"
