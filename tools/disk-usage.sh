@@ -4,19 +4,20 @@
 # Usage: tools/disk-usage.sh HYDRACLUSTER_BINARY OUT_DIR SCENARIO   (from anywhere)
 #   SCENARIO is one of
 #     heartbeat  NODES bodies heartbeating every INTERVAL s, no churn, no outages, no
-#                commands, for SECONDS: does the data dir grow once they are enrolled?
+#                commands, for SECONDS_RUN: does the data dir grow once they are enrolled?
 #     fleet-day  NODES bodies + HEADS heads with CHURN/OUTAGES, and one command every
 #                CMD_EVERY s (round-robin over the bodies) printing CMD_BYTES bytes, for
-#                SECONDS: bytes per node-hour at these rates.
+#                SECONDS_RUN: bytes per node-hour at these rates.
 #     large      NODES bodies changing something on CHURN % of their heartbeats every
 #                INTERVAL s with no per-node event budget, until EVENTS events (or
-#                SECONDS): data dir bytes / encoded event bytes on a large log.
+#                SECONDS_RUN): data dir bytes / encoded event bytes on a large log.
 #     reclaim    COMMANDS commands printing CMD_BYTES bytes each, then a restart with
-#                exec_output_retention 1s: du every SAMPLE_EVERY s for SECONDS while
+#                exec_output_retention 1s: du every SAMPLE_EVERY s for SECONDS_RUN while
 #                the outputs are pruned (needs a build with the output store).
-# The same scenario runs against any build whose HTTP API is today's (hydra-sim is
-# today's: SIM, default target/debug/hydra-sim next to this script). OUT_DIR must not
-# exist; it keeps the data dir, the logs and samples.tsv.
+# Each variable has a default per scenario (the `case` below). The same scenario runs
+# against any build whose HTTP API is today's; hydra-sim is today's (SIM, default
+# target/debug/hydra-sim beside this script). OUT_DIR must not exist; it keeps the
+# data dir, the logs and samples.tsv.
 #
 # What is counted:
 #   events       the log's head seq (GET /api/v1/audit/digest)
@@ -32,7 +33,7 @@
 set -euo pipefail
 
 if [[ $# -ne 3 ]]; then
-  sed -n '4,16p' "$0" >&2
+  sed -n '4,/^#$/p' "$0" >&2
   exit 2
 fi
 BIN="$(realpath "$1")"
@@ -41,10 +42,10 @@ SCENARIO="$3"
 here="$(cd "$(dirname "$0")/.." && pwd)"
 SIM="${SIM:-$here/target/debug/hydra-sim}"
 case "$SCENARIO" in
-  heartbeat) : "${NODES:=200}" "${HEADS:=0}" "${INTERVAL:=1}" "${CHURN:=0}" "${OUTAGES:=0}" "${SECONDS_RUN:=300}" "${SAMPLE_EVERY:=30}" ;;
+  heartbeat) : "${NODES:=200}" "${HEADS:=0}" "${INTERVAL:=1}" "${CHURN:=0}" "${OUTAGES:=0}" "${SECONDS_RUN:=240}" "${SAMPLE_EVERY:=30}" ;;
   fleet-day) : "${NODES:=100}" "${HEADS:=20}" "${INTERVAL:=2}" "${CHURN:=5}" "${OUTAGES:=1}" "${SECONDS_RUN:=300}" "${SAMPLE_EVERY:=60}" "${CMD_EVERY:=0.5}" "${CMD_BYTES:=4096}" ;;
   large) : "${NODES:=1000}" "${HEADS:=0}" "${INTERVAL:=0.5}" "${CHURN:=100}" "${OUTAGES:=0}" "${SECONDS_RUN:=900}" "${SAMPLE_EVERY:=60}" "${EVENTS:=300000}" ;;
-  reclaim) : "${NODES:=20}" "${HEADS:=0}" "${INTERVAL:=1}" "${CHURN:=0}" "${OUTAGES:=0}" "${SECONDS_RUN:=180}" "${SAMPLE_EVERY:=10}" "${COMMANDS:=1000}" "${CMD_BYTES:=65536}" ;;
+  reclaim) : "${NODES:=20}" "${HEADS:=0}" "${INTERVAL:=1}" "${CHURN:=0}" "${OUTAGES:=0}" "${SECONDS_RUN:=240}" "${SAMPLE_EVERY:=15}" "${COMMANDS:=500}" "${CMD_BYTES:=65536}" ;;
   *)
     echo "unknown scenario $SCENARIO (heartbeat, fleet-day, large, reclaim)" >&2
     exit 2
@@ -221,15 +222,16 @@ case "$SCENARIO" in
     ;;
   reclaim)
     mapfile -t ids < <(bodies)
-    execs=()
+    declare -A last=()
     for n in $(seq 0 $((COMMANDS - 1))); do
       node="${ids[$((n % ${#ids[@]}))]}"
-      execs+=("$node/$(submit "$CMD_BYTES" "r$n" "$node")")
+      last[$node]="$(submit "$CMD_BYTES" "r$n" "$node")"
     done
-    for e in "${execs[@]}"; do
-      status="$(api "$SERVER/api/v1/nodes/${e%%/*}/exec/${e##*/}/result?wait=60" |
+    # A node runs its queue in order: once its last command is done, all of them are.
+    for node in "${!last[@]}"; do
+      status="$(api "$SERVER/api/v1/nodes/$node/exec/${last[$node]}/result?wait=60" |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')"
-      [[ "$status" == completed ]] || echo "${e##*/}: $status" >&2
+      [[ "$status" == completed ]] || echo "${last[$node]}: $status" >&2
     done
     sample "$COMMANDS-outputs" records
     kill "${pids[0]}"
