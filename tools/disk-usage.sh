@@ -13,7 +13,8 @@
 #                SECONDS_RUN): data dir bytes / encoded event bytes on a large log.
 #     reclaim    COMMANDS commands printing CMD_BYTES bytes each, then a restart with
 #                exec_output_retention 1s: du every SAMPLE_EVERY s for SECONDS_RUN while
-#                the outputs are pruned (needs a build with the output store).
+#                the outputs are pruned (needs a build with the output store); then
+#                the same COMMANDS again on new nodes: is the freed space reused?
 # Each variable has a default per scenario (the `case` below). The same scenario runs
 # against any build whose HTTP API is today's; hydra-sim is today's (SIM, default
 # target/debug/hydra-sim beside this script). OUT_DIR must not exist; it keeps the
@@ -90,6 +91,11 @@ start_server() {
   tail -20 "$OUT/cluster.log" >&2
   return 1
 }
+stop_sim() {
+  kill "${pids[0]}"
+  wait "${pids[0]}" 2>/dev/null || true
+  pids=()
+}
 stop_server() {
   kill -INT "$server_pid"
   wait "$server_pid" || true
@@ -148,26 +154,32 @@ esac
 start_server "$config"
 ballast_bytes="$(du_b "$DATA/ballast")"
 
-sim_args=(--server "$SERVER" --admin-token "$ADMIN" --nodes "$NODES" --heads "$HEADS" --interval "$INTERVAL"
-  --churn "$CHURN" --outages "$OUTAGES" --district disk-district --venues hall-a,hall-b,hall-c)
-[[ "$SCENARIO" == heartbeat || "$SCENARIO" == large ]] && sim_args+=(--no-exec)
-HYDRACLUSTER_FLEET_ENROLLMENT_TOKEN="$FLEET" "$SIM" "${sim_args[@]}" >"$OUT/sim.log" 2>&1 &
-pids+=($!)
-
-# Enrolled: every simulated node approved.
-want=$((NODES + HEADS))
-for i in $(seq 1 600); do
-  approved="$(api "$SERVER/api/v1/nodes?district=disk-district&status=approved&limit=5000" |
-    python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' || echo 0)"
-  [[ "$approved" -ge "$want" ]] && break
-  if [[ $i -eq 600 ]]; then
-    echo "only $approved of $want nodes approved after 120 s; $OUT/sim.log:" >&2
-    tail -5 "$OUT/sim.log" >&2
-    exit 1
-  fi
-  sleep 0.2
-done
-sleep 3 # the first heartbeats of the last nodes land
+# start_sim DISTRICT LOG: the simulated fleet, in pids[0].
+start_sim() {
+  local args=(--server "$SERVER" --admin-token "$ADMIN" --nodes "$NODES" --heads "$HEADS" --interval "$INTERVAL"
+    --churn "$CHURN" --outages "$OUTAGES" --district "$1" --venues hall-a,hall-b,hall-c)
+  [[ "$SCENARIO" == heartbeat || "$SCENARIO" == large ]] && args+=(--no-exec)
+  HYDRACLUSTER_FLEET_ENROLLMENT_TOKEN="$FLEET" "$SIM" "${args[@]}" >"$2" 2>&1 &
+  pids=($!)
+}
+# wait_enrolled DISTRICT LOG: until every simulated node of DISTRICT is approved.
+wait_enrolled() {
+  local want=$((NODES + HEADS)) approved i
+  for i in $(seq 1 600); do
+    approved="$(api "$SERVER/api/v1/nodes?district=$1&status=approved&limit=5000" |
+      python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' || echo 0)"
+    [[ "$approved" -ge "$want" ]] && break
+    if [[ $i -eq 600 ]]; then
+      echo "only $approved of $want nodes approved after 120 s; $2:" >&2
+      tail -5 "$2" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+  sleep 3 # the first heartbeats of the last nodes land
+}
+start_sim disk-district "$OUT/sim.log"
+wait_enrolled disk-district "$OUT/sim.log"
 echo "== $SCENARIO on $BIN: $NODES bodies + $HEADS heads enrolled; ballast $ballast_bytes B (not counted)"
 printf 't_s\tphase\tevents\trecords\trecord_bytes\tdu_db\tdu_snap\tdu_blobs\tdu_log\tdu_data\tdu_data_alloc\n'
 sample enrolled records
@@ -176,6 +188,31 @@ enrolled_at="$(date +%s)"
 bodies() {
   api "$SERVER/api/v1/nodes?district=disk-district&kind=body&limit=5000" |
     python3 -c 'import json,sys; print("\n".join(n["id"] for n in json.load(sys.stdin)))'
+}
+# run_commands DISTRICT TAG: COMMANDS commands `print CMD_BYTES TAG<n>` round-robin on
+# the district's bodies, then waits until each is done (one process: a curl per
+# command would make this the slow part).
+run_commands() {
+  python3 - "$SERVER" "$ADMIN" "$1" "$2" "$COMMANDS" "$CMD_BYTES" <<'PY'
+import json, sys, urllib.request
+server, token, district, tag, count, size = sys.argv[1:7]
+def call(path, body=None):
+    req = urllib.request.Request(server + path, method="GET" if body is None else "POST",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=90) as r:
+        return json.load(r)
+ids = [n["id"] for n in call(f"/api/v1/nodes?district={district}&kind=body&limit=5000")]
+last = {}
+for n in range(int(count)):
+    node = ids[n % len(ids)]
+    last[node] = call(f"/api/v1/nodes/{node}/exec", {"command": f"print {size} {tag}{n}", "timeout": 60})["id"]
+# A node runs its queue in order: once its last command is done, all of them are.
+for node, exec_id in last.items():
+    status = call(f"/api/v1/nodes/{node}/exec/{exec_id}/result?wait=60")["status"]
+    if status != "completed":
+        sys.exit(f"{exec_id} on {node}: {status}")
+PY
 }
 # submit N_BYTES TAG NODE: queue `print N_BYTES TAG` on NODE; prints the exec id.
 submit() {
@@ -214,29 +251,14 @@ case "$SCENARIO" in
       echo "$row"
       [[ "$(cut -f3 <<<"$row")" -ge "$EVENTS" ]] && break
     done
-    kill "${pids[0]}"
-    wait "${pids[0]}" 2>/dev/null || true
-    pids=()
+    stop_sim
     sleep 2
     sample end records
     ;;
   reclaim)
-    mapfile -t ids < <(bodies)
-    declare -A last=()
-    for n in $(seq 0 $((COMMANDS - 1))); do
-      node="${ids[$((n % ${#ids[@]}))]}"
-      last[$node]="$(submit "$CMD_BYTES" "r$n" "$node")"
-    done
-    # A node runs its queue in order: once its last command is done, all of them are.
-    for node in "${!last[@]}"; do
-      status="$(api "$SERVER/api/v1/nodes/$node/exec/${last[$node]}/result?wait=60" |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')"
-      [[ "$status" == completed ]] || echo "${last[$node]}: $status" >&2
-    done
+    run_commands disk-district r
     sample "$COMMANDS-outputs" records
-    kill "${pids[0]}"
-    wait "${pids[0]}" 2>/dev/null || true
-    pids=()
+    stop_sim
     stop_server
     start_server "$config
 exec_output_retention: 1s
@@ -248,6 +270,15 @@ exec_watchdog_interval: 1s"
       sample pruning
     done
     echo "-- pruned: $(grep -c 'pruned command outputs' "$OUT/cluster.log" || true) watchdog rounds logged"
+    # Refill: the same outputs again (default retention, a new set of nodes), to see
+    # whether sled reuses the space the pruning freed inside its files.
+    stop_server
+    start_server "$config"
+    start_sim disk-refill "$OUT/sim-refill.log"
+    wait_enrolled disk-refill "$OUT/sim-refill.log"
+    sample refill-enrolled
+    run_commands disk-refill f
+    sample "refilled-$COMMANDS" records
     ;;
 esac
 stop_server
