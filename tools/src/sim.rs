@@ -265,9 +265,16 @@ pub struct Outcome {
     pub timed_out: bool,
 }
 
+/// The most a simulated `print N` prints: more than any server keeps (its
+/// `exec_output_cap` is 1 MiB by default), and small enough to build in memory.
+pub const PRINT_MAX: usize = 16 * 1024 * 1024;
+
 /// What `command` does in the simulation: how long it "runs" and its outcome.
 /// `sleep N` sleeps N seconds (cut at the timeout, which then reports a time-out),
-/// `exit N` ends with code N, anything else takes `work` and prints `sim: <command>`.
+/// `exit N` ends with code N, `print N [TAG…]` (ASCII) takes `work` and prints exactly N bytes
+/// (the command line over and over, so commands with different tags print different
+/// outputs: the output store keeps one copy of identical ones), anything else takes
+/// `work` and prints `sim: <command>`.
 pub fn simulate(command: &str, timeout: Duration, work: Duration) -> (Duration, Outcome) {
     let ok = |stdout: String| Outcome { exit_code: Some(0), stdout, stderr: String::new(), timed_out: false };
     let timed_out = Outcome {
@@ -284,6 +291,14 @@ pub fn simulate(command: &str, timeout: Duration, work: Duration) -> (Duration, 
             if let Some(secs) = n.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0) {
                 let wanted = Duration::from_secs_f64(secs.min(1e9));
                 return if wanted > timeout { (timeout, timed_out) } else { (wanted, ok(String::new())) };
+            }
+        }
+        (Some("print"), Some(n)) => {
+            // ASCII only, so that N chars are N bytes.
+            if let Some(bytes) = n.parse::<usize>().ok().filter(|b| *b <= PRINT_MAX && command.is_ascii()) {
+                let line = format!("{command}\n");
+                let out: String = line.chars().cycle().take(bytes).collect();
+                return (work.min(timeout), ok(out));
             }
         }
         (Some("exit"), Some(n)) if single => {
@@ -400,6 +415,18 @@ mod tests {
     }
 
     #[test]
+    fn print_prints_exactly_n_bytes_that_differ_by_tag() {
+        let (took, a) = simulate("print 8192 a1", MINUTE, WORK);
+        let (_, b) = simulate("print 8192 a2", MINUTE, WORK);
+        assert_eq!((took, a.exit_code, a.stdout.len(), b.stdout.len()), (WORK, Some(0), 8192, 8192));
+        assert!(a.stdout.starts_with("print 8192 a1\nprint 8192 a1\n"));
+        assert_ne!(a.stdout, b.stdout);
+        assert_eq!(simulate("print 0", MINUTE, WORK).1.stdout, "");
+        let too_big = format!("print {}", PRINT_MAX + 1);
+        assert_eq!(simulate(&too_big, MINUTE, WORK).1.stdout, format!("sim: {too_big}\n"));
+    }
+
+    #[test]
     fn the_reprovision_flag_is_read_from_the_heartbeat_answer() {
         assert!(reprovision_requested(&json!({"status": "approved", "reprovision": true})));
         assert!(!reprovision_requested(&json!({"status": "approved", "reprovision": false})));
@@ -418,7 +445,17 @@ mod tests {
 
     #[test]
     fn lookalikes_are_plain_commands() {
-        for c in ["sleep", "sleep x", "sleep 1 && ls", "exit", "exit 1 2", "sleep -1"] {
+        for c in [
+            "sleep",
+            "sleep x",
+            "sleep 1 && ls",
+            "exit",
+            "exit 1 2",
+            "sleep -1",
+            "print",
+            "print -1",
+            "print x",
+        ] {
             let (took, out) = simulate(c, MINUTE, WORK);
             assert_eq!((took, out.stdout), (WORK, format!("sim: {c}\n")), "{c}");
         }
