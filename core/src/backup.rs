@@ -620,6 +620,8 @@ fn restore_into<P: Projection>(
     })?;
     append(&mut events)?;
     store.append(&[], &tokens)?;
+    // Written by this build, in its layout, whatever layout the backup's store had.
+    store.set_layout_version(hydra_migrations::LAYOUT_VERSION)?;
     store.flush()?;
     store.set_watermark(summary.events)?;
     drop(store);

@@ -47,6 +47,9 @@ pub fn migrate(dir: &Path) -> Result<Migrated, StoreError> {
 fn run(store: &Store, step: &LayoutStep) -> Result<(), StoreError> {
     match step.from {
         0 => rebuild_node_index(store),
+        1 => {
+            store.move_outputs_to_files().map(|moved| tracing::info!(moved, "command outputs moved to files"))
+        }
         other => unreachable!("hydra_migrations lists no step from layout {other}"),
     }
 }

@@ -137,9 +137,12 @@ pub struct Store {
     tokens: sled::Tree,
     meta: sled::Tree,
     /// Command outputs, content-addressed: blake3 of the bytes → BE u64 time of the
-    /// latest write, BE u32 count of the results that refer to them, then the bytes.
-    /// Events refer to them by hash (schema 3).
+    /// latest write, BE u32 count of the results that refer to them, BE u64 size. The
+    /// bytes are in a file per output under `<data>/outputs` (deleting it gives the
+    /// space back at once). Events refer to them by hash (schema 3).
     outputs: sled::Tree,
+    /// Held while an output's file and entry change together.
+    output_files: std::sync::Arc<parking_lot::Mutex<()>>,
     /// BE u64 time ∥ hash → nothing: the outputs in the order retention drops them.
     output_times: sled::Tree,
 }
@@ -216,7 +219,8 @@ impl Store {
             snapshots: db.open_tree("snapshots")?,
             tokens: db.open_tree("tokens")?,
             meta: db.open_tree("meta")?,
-            outputs: db.open_tree("outputs")?,
+            outputs: db.open_tree("output_entries")?,
+            output_files: Default::default(),
             output_times: db.open_tree("output_times")?,
             db,
         })
@@ -525,49 +529,108 @@ impl Store {
     }
 
     /// Writes command outputs (their hash is their key), dated `at_ms` for retention.
-    /// Like `append`, nothing is durable until `flush`: the ledger writes them in the
-    /// flush of the event that refers to them. Empty outputs are not stored (an event
-    /// says their size is 0). The same bytes written again are kept once, dated anew,
-    /// with one more reference (so that dropping one fetch's copy keeps the others').
+    /// Each output's bytes go to a file of their own, written and synced before its
+    /// entry; the entries, like `append`, are durable only at `flush`: the ledger
+    /// writes them in the flush of the event that refers to them. Empty outputs are not
+    /// stored (an event says their size is 0). The same bytes written again are kept
+    /// once, dated anew, with one more reference (so that dropping one fetch's copy
+    /// keeps the others').
     pub fn put_outputs(&self, at_ms: u64, outputs: &[Vec<u8>]) -> Result<(), StoreError> {
         for bytes in outputs.iter().filter(|b| !b.is_empty()) {
             let hash = hydra_events::OutputRef::of(bytes).hash;
-            // One atomic step per output: the writer adds references while an answered
-            // fetch drops one (`remove_output`) and the retention task prunes, each on
-            // its own thread; a read-then-write would lose one of them.
+            // The writer adds references while an answered fetch drops one and the
+            // retention task prunes, each on its own thread: a file and its entry
+            // change together, or a prune could delete a file just written again.
+            let _files = self.output_files.lock();
+            self.write_output_file(&hash, bytes)?;
+            let size = bytes.len() as u64;
             let old = self.outputs.fetch_and_update(hash, |old| {
-                let refs = old.map_or(0, |v| output_header(v).1).saturating_add(1);
-                Some(output_value(at_ms, refs, bytes))
+                let refs = old.map_or(0, |v| output_entry(v).refs).saturating_add(1);
+                Some(output_value(at_ms, refs, size))
             })?;
             if let Some(old) = old {
-                self.output_times.remove(output_time_key(output_header(&old).0, &hash))?;
+                self.output_times.remove(output_time_key(output_entry(&old).at_ms, &hash))?;
             }
             self.output_times.insert(output_time_key(at_ms, &hash), &[])?;
         }
         Ok(())
     }
 
+    /// Where the bytes of output `hash` are kept: `<data>/outputs/ab/abcd…` (hex).
+    fn output_path(&self, hash: &[u8]) -> std::path::PathBuf {
+        let name = hex::encode(hash);
+        self.dir.join("outputs").join(&name[..2]).join(name)
+    }
+
+    /// Writes (and syncs, with its directory) the file of output `hash`, unless it is
+    /// there already: the name is the hash of the content.
+    fn write_output_file(&self, hash: &Hash, bytes: &[u8]) -> Result<(), StoreError> {
+        use std::io::Write;
+        let path = self.output_path(hash);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {
+            return Ok(());
+        }
+        let dir = path.parent().expect("an output file has a directory");
+        std::fs::create_dir_all(dir)?;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir).and_then(|d| d.sync_all())?;
+        Ok(())
+    }
+
+    /// Deletes the file of an output whose entry is gone. A file already gone is no
+    /// error: a crash between the two left it so.
+    fn remove_output_file(&self, hash: &[u8]) -> Result<(), StoreError> {
+        match std::fs::remove_file(self.output_path(hash)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
     /// The bytes stored under `hash`, or None when they were pruned (or never stored).
+    /// Bytes that are missing or do not match their hash are refused as damage, never
+    /// served.
     pub fn output(&self, hash: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
-        let value = guarded("reading an output", || Ok(self.outputs.get(hash)?))?;
-        Ok(value.map(|v| v.get(OUTPUT_HEADER..).unwrap_or_default().to_vec()))
+        Ok(self.stored_output(hash)?.map(|o| o.bytes))
     }
 
     /// An output as it is stored: its date and reference count with its bytes (for a
     /// backup, which carries both so that retention and fetches go on after a restore).
     pub fn stored_output(&self, hash: &Hash) -> Result<Option<StoredOutput>, StoreError> {
-        let value = guarded("reading an output", || Ok(self.outputs.get(hash)?))?;
-        Ok(value.map(|v| {
-            let (at_ms, refs) = output_header(&v);
-            StoredOutput { at_ms, refs, bytes: v.get(OUTPUT_HEADER..).unwrap_or_default().to_vec() }
-        }))
+        let Some(value) = guarded("reading an output", || Ok(self.outputs.get(hash)?))? else {
+            return Ok(None);
+        };
+        let entry = output_entry(&value);
+        let bytes = self.read_output_file(hash, entry.size)?;
+        Ok(Some(StoredOutput { at_ms: entry.at_ms, refs: entry.refs, bytes }))
+    }
+
+    /// The file of output `hash`, checked against its size and hash.
+    fn read_output_file(&self, hash: &Hash, size: u64) -> Result<Vec<u8>, StoreError> {
+        let path = self.output_path(hash);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            StoreError::Corrupt(format!("the output {} cannot be read ({e})", path.display()))
+        })?;
+        if bytes.len() as u64 != size || hydra_events::OutputRef::of(&bytes).hash != *hash {
+            return Err(StoreError::Corrupt(format!(
+                "the output {} does not match its hash ({} bytes, {size} expected): it was altered",
+                path.display(),
+                bytes.len()
+            )));
+        }
+        Ok(bytes)
     }
 
     /// Writes an output as a backup carried it, under the hash of its bytes. Like
-    /// `put_outputs`, durable at the next `flush`.
+    /// `put_outputs`, its entry is durable at the next `flush`.
     pub fn restore_output(&self, output: &StoredOutput) -> Result<(), StoreError> {
         let hash = hydra_events::OutputRef::of(&output.bytes).hash;
-        self.outputs.insert(hash, output_value(output.at_ms, output.refs, &output.bytes))?;
+        let _files = self.output_files.lock();
+        self.write_output_file(&hash, &output.bytes)?;
+        self.outputs.insert(hash, output_value(output.at_ms, output.refs, output.bytes.len() as u64))?;
         self.output_times.insert(output_time_key(output.at_ms, &hash), &[])?;
         Ok(())
     }
@@ -575,38 +638,39 @@ impl Store {
     /// Drops one reference to an output (the server's own fetches, once answered): the
     /// bytes go with the last one.
     pub fn remove_output(&self, hash: &Hash) -> Result<(), StoreError> {
+        let _files = self.output_files.lock();
         let old = self.outputs.fetch_and_update(hash, |old| {
-            let old = old?;
-            let refs = output_header(old).1;
-            (refs > 1).then(|| {
-                let mut value = old.to_vec();
-                value[8..OUTPUT_HEADER].copy_from_slice(&(refs - 1).to_be_bytes());
-                value
-            })
+            let mut entry = output_entry(old?);
+            entry.refs = entry.refs.checked_sub(1).filter(|r| *r > 0)?;
+            Some(output_value(entry.at_ms, entry.refs, entry.size))
         })?;
         if let Some(old) = old {
-            let (at, refs) = output_header(&old);
-            if refs <= 1 {
-                self.output_times.remove(output_time_key(at, hash))?;
+            let entry = output_entry(&old);
+            if entry.refs <= 1 {
+                self.output_times.remove(output_time_key(entry.at_ms, hash))?;
+                self.remove_output_file(hash)?;
             }
         }
         Ok(())
     }
 
     /// Drops the outputs last written before `cutoff_ms`, whatever refers to them (every
-    /// reference is older); returns how many. An output written again since its time
-    /// entry was read (a newer date in its value) stays.
+    /// reference is older), and deletes their files (the space is back at once);
+    /// returns how many. An output written again since its time entry was read (a
+    /// newer date in its entry) stays.
     pub fn prune_outputs(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
         let mut pruned = 0u64;
         for entry in self.output_times.range(..cutoff_ms.to_be_bytes().to_vec()) {
             let (key, _) = entry?;
             let at = key.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
             if let Some(hash) = key.get(8..) {
+                let _files = self.output_files.lock();
                 let old = self.outputs.fetch_and_update(hash, |v| match v {
-                    Some(v) if output_header(v).0 != at => Some(v.to_vec()),
+                    Some(v) if output_entry(v).at_ms != at => Some(v.to_vec()),
                     _ => None,
                 })?;
-                if old.is_some_and(|v| output_header(&v).0 == at) {
+                if old.is_some_and(|v| output_entry(&v).at_ms == at) {
+                    self.remove_output_file(hash)?;
                     pruned += 1;
                 }
             }
@@ -615,24 +679,49 @@ impl Store {
         Ok(pruned)
     }
 
-    /// Every stored output as (hash it is stored under, its bytes): for the audit.
+    /// Every stored output as (hash it is stored under, its bytes): for the audit,
+    /// which checks them against their hash (a file that is missing or altered is an
+    /// error here already).
     pub fn outputs(&self) -> impl Iterator<Item = Result<(Hash, Vec<u8>), StoreError>> + '_ {
         self.outputs.iter().map(|entry| {
             let (key, value) = entry?;
             let hash: Hash = key.as_ref().try_into().map_err(|_| {
                 StoreError::Corrupt(format!("an output key of {} bytes, not a 32-byte hash", key.len()))
             })?;
-            Ok((hash, value.get(OUTPUT_HEADER..).unwrap_or_default().to_vec()))
+            let bytes = self.read_output_file(&hash, output_entry(&value).size)?;
+            Ok((hash, bytes))
         })
     }
 
-    /// Overwrites the bytes stored under `hash`, keeping its date: what tampering or
+    /// Layout 1 → 2: moves the outputs that layout 1 kept inside sled (the `outputs`
+    /// tree, bytes after the date and count) to files, entry by entry; each is written
+    /// to its file and its new entry before the old one goes, so the step can be cut
+    /// short and run again. Returns how many were moved.
+    pub fn move_outputs_to_files(&self) -> Result<u64, StoreError> {
+        let legacy = self.db.open_tree(LEGACY_OUTPUTS)?;
+        let mut moved = 0u64;
+        for entry in legacy.iter() {
+            let (key, value) = entry?;
+            let hash: Hash = key.as_ref().try_into().map_err(|_| {
+                StoreError::Corrupt(format!("an output key of {} bytes, not a 32-byte hash", key.len()))
+            })?;
+            let at_ms = value.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+            let refs = value.get(8..12).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes).unwrap_or(0);
+            let bytes = value.get(12..).unwrap_or_default();
+            self.write_output_file(&hash, bytes)?;
+            self.outputs.insert(hash, output_value(at_ms, refs, bytes.len() as u64))?;
+            legacy.remove(&key)?;
+            moved += 1;
+        }
+        self.db.drop_tree(LEGACY_OUTPUTS)?;
+        Ok(moved)
+    }
+
+    /// Overwrites the bytes stored under `hash`, keeping its entry: what tampering or
     /// damage would do, for the audit's tests.
     #[cfg(test)]
     pub(crate) fn overwrite_output(&self, hash: &Hash, bytes: &[u8]) {
-        let mut value = self.outputs.get(hash).unwrap().unwrap()[..OUTPUT_HEADER].to_vec();
-        value.extend_from_slice(bytes);
-        self.outputs.insert(hash, value).unwrap();
+        std::fs::write(self.output_path(hash), bytes).unwrap();
     }
 
     /// Bytes the store occupies on disk.
@@ -641,11 +730,29 @@ impl Store {
     }
 }
 
-/// An output's value starts with its date (BE u64 ms) and its reference count (BE u32).
-const OUTPUT_HEADER: usize = 12;
+/// An output's entry: its date (BE u64 ms), its reference count (BE u32) and its size
+/// (BE u64); the bytes are in its file.
+fn output_value(at_ms: u64, refs: u32, size: u64) -> Vec<u8> {
+    [&at_ms.to_be_bytes()[..], &refs.to_be_bytes(), &size.to_be_bytes()].concat()
+}
 
-fn output_value(at_ms: u64, refs: u32, bytes: &[u8]) -> Vec<u8> {
-    [&at_ms.to_be_bytes()[..], &refs.to_be_bytes(), bytes].concat()
+/// The tree where layout 1 kept outputs with their bytes (see `move_outputs_to_files`).
+const LEGACY_OUTPUTS: &str = "outputs";
+
+/// What an output's entry says.
+struct OutputEntry {
+    at_ms: u64,
+    refs: u32,
+    size: u64,
+}
+
+/// An output's entry read (zeros for an entry too short, whose file then does not
+/// match its size: reported as damage).
+fn output_entry(value: &[u8]) -> OutputEntry {
+    let at_ms = value.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+    let refs = value.get(8..12).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes).unwrap_or(0);
+    let size = value.get(12..20).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+    OutputEntry { at_ms, refs, size }
 }
 
 /// One command output with what the store keeps beside it.
@@ -661,15 +768,6 @@ pub struct StoredOutput {
 /// An output's entry in the time index: its date, then its hash.
 fn output_time_key(at_ms: u64, hash: &[u8]) -> Vec<u8> {
     [&at_ms.to_be_bytes()[..], hash].concat()
-}
-
-/// The date and reference count at the start of an output's value (zeros for a value
-/// too short to hold them, which the audit then reports as not matching its hash).
-fn output_header(value: &[u8]) -> (u64, u32) {
-    let at = value.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
-    let refs =
-        value.get(8..OUTPUT_HEADER).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes).unwrap_or(0);
-    (at, refs)
 }
 
 /// Deletes `<dir>/ballast`; true when there was one.
@@ -835,6 +933,76 @@ mod tests {
         assert_eq!(store.output(&hash(&a)).unwrap(), Some(a.clone()));
         store.remove_output(&hash(&a)).unwrap();
         assert_eq!((store.outputs().count(), store.prune_outputs(u64::MAX).unwrap()), (0, 0));
+    }
+
+    /// The files under `<data>/outputs`, by name.
+    fn output_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = walk(&dir.join("outputs"))
+            .into_iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+        let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+        entries
+            .flat_map(|e| {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p)
+                } else {
+                    vec![p]
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_output_is_a_file_that_pruning_deletes_and_damage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let big = vec![7u8; 300 * 1024];
+        let hash = hydra_events::OutputRef::of(&big).hash;
+        store.put_outputs(100, std::slice::from_ref(&big)).unwrap();
+        assert_eq!(output_files(dir.path()), vec![hex::encode(hash)]);
+        assert_eq!(store.output(&hash).unwrap(), Some(big.clone()));
+        // What retention prunes leaves the disk at once.
+        assert_eq!(store.prune_outputs(200).unwrap(), 1);
+        assert!(output_files(dir.path()).is_empty());
+        assert_eq!(store.output(&hash).unwrap(), None);
+
+        // A file altered or gone is refused as damage, never served.
+        store.put_outputs(300, std::slice::from_ref(&big)).unwrap();
+        store.overwrite_output(&hash, b"tampered");
+        let err = store.output(&hash).unwrap_err();
+        assert!(err.is_damage() && err.to_string().contains("does not match its hash"), "{err}");
+        std::fs::remove_file(store.output_path(&hash)).unwrap();
+        let err = store.output(&hash).unwrap_err();
+        assert!(err.is_damage() && err.to_string().contains("cannot be read"), "{err}");
+    }
+
+    #[test]
+    fn outputs_kept_inside_the_log_by_layout_1_move_to_files_and_a_second_run_does_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let legacy = store.db.open_tree(LEGACY_OUTPUTS).unwrap();
+        let bytes = b"printed under layout 1".to_vec();
+        let hash = hydra_events::OutputRef::of(&bytes).hash;
+        let value = [&500u64.to_be_bytes()[..], &2u32.to_be_bytes(), &bytes].concat();
+        legacy.insert(hash, value).unwrap();
+        store.output_times.insert(output_time_key(500, &hash), &[]).unwrap();
+        assert_eq!(store.output(&hash).unwrap(), None, "not readable before the move");
+
+        assert_eq!(store.move_outputs_to_files().unwrap(), 1);
+        let moved = store.stored_output(&hash).unwrap().unwrap();
+        assert_eq!(moved, StoredOutput { at_ms: 500, refs: 2, bytes: bytes.clone() });
+        assert!(!store.db.tree_names().iter().any(|n| n.as_ref() == LEGACY_OUTPUTS.as_bytes()));
+        assert_eq!(store.move_outputs_to_files().unwrap(), 0);
+        // Retention goes on from the date the output had.
+        assert_eq!(store.prune_outputs(501).unwrap(), 1);
+        assert!(output_files(dir.path()).is_empty());
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! rewritten, and the codec upcasts them as it reads, see `hydra_events::decode`.)
 
 /// The layout version of the store written by this build. Version 1: trees
-/// `events`, `node_index`, `snapshots`, `tokens` and `meta`.
-pub const LAYOUT_VERSION: u32 = 1;
+/// `events`, `node_index`, `snapshots`, `tokens` and `meta` (and, from schema 3,
+/// command outputs with their bytes in the `outputs` tree). Version 2: outputs in a
+/// file each under `<data>/outputs`, their entries in the `output_entries` tree.
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Why a data dir cannot be served as it is. The messages say what is wrong; the
 /// program that refuses adds the command to run (`<program> migrate --data DIR`).
@@ -53,8 +55,10 @@ pub fn layout_plan(found: u32) -> Result<Vec<LayoutStep>, MigrationError> {
     if found > LAYOUT_VERSION {
         return Err(MigrationError::LayoutTooNew { found, supported: LAYOUT_VERSION });
     }
-    const STEPS: [LayoutStep; 1] =
-        [LayoutStep { from: 0, what: "record the layout version and rebuild the node index" }];
+    const STEPS: [LayoutStep; 2] = [
+        LayoutStep { from: 0, what: "record the layout version and rebuild the node index" },
+        LayoutStep { from: 1, what: "move command outputs out of the log's file into a file each" },
+    ];
     Ok(STEPS.iter().copied().filter(|s| s.from >= found).collect())
 }
 
@@ -64,7 +68,8 @@ mod tests {
 
     #[test]
     fn a_new_store_gets_every_step_and_a_current_one_none() {
-        assert_eq!(layout_plan(0).unwrap().len(), 1);
+        assert_eq!(layout_plan(0).unwrap().len(), 2);
+        assert_eq!(layout_plan(1).unwrap().len(), 1);
         assert!(layout_plan(LAYOUT_VERSION).unwrap().is_empty());
     }
 

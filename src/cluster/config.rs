@@ -204,15 +204,14 @@ impl Default for Config {
 
 /// hydracluster's link to ExperienceLibrary: its URL (`GET /api/v1/heads/{id}/experiences`
 /// and the console's rollout pages answer 503 without one), how long a request waits
-/// for it, and the library token the rollout pages read and act with (a secret: never
-/// written back out).
+/// for it, and the library token the rollout pages read and act with (a secret, like
+/// the other tokens of the config: `Debug` leaves it out).
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExperienceLibraryLink {
     pub url: Option<String>,
     #[serde(with = "duration")]
     pub timeout: Duration,
-    #[serde(skip_serializing)]
     pub token: Option<String>,
     /// Or a file holding it (read at each use, so a token the library writes at its
     /// first start, or rotates, is picked up).

@@ -66,11 +66,15 @@ async fn an_old_data_dir_is_refused_then_migrated_once_and_served_with_its_diges
     let (ok, out) = offline(&["migrate"], dir.path());
     assert!(ok, "{out}");
     assert!(out.contains("layout 0 -> 1: record the layout version and rebuild the node index"), "{out}");
+    assert!(
+        out.contains("layout 1 -> 2: move command outputs out of the log's file into a file each"),
+        "{out}"
+    );
     // Every event about a node (all 17 here) has its index entry.
     assert_eq!(index_entries(dir.path()), 17);
     let (ok, again) = offline(&["migrate"], dir.path());
     assert!(ok, "{again}");
-    assert!(again.contains("layout 1 is current, nothing to do"), "{again}");
+    assert!(again.contains("layout 2 is current, nothing to do"), "{again}");
     served_as_before(dir).await;
 }
 
@@ -96,7 +100,7 @@ async fn a_data_dir_from_a_newer_build_is_refused_by_serve_and_by_migrate() {
     with_store(dir.path(), |s| s.set_layout_version(99).unwrap());
     let (ok, out) = offline(&["migrate"], dir.path());
     assert!(!ok, "{out}");
-    assert!(out.contains("layout version 99, newer than this build knows (1): upgrade Hydra"), "{out}");
+    assert!(out.contains("layout version 99, newer than this build knows (2): upgrade Hydra"), "{out}");
     let refused = refusal(dir.path()).await;
     assert!(refused.contains("newer than this build knows"), "{refused}");
 }
