@@ -25,6 +25,7 @@ pub fn envelope_json(e: &Envelope, audience: Audience) -> serde_json::Value {
         Err(_) => serde_json::Value::Null,
     };
     output_summary(&e.event, &mut data);
+    about_node(&e.event, &mut data);
     if audience == Audience::Observer {
         redact(&e.event, &mut data);
     }
@@ -45,6 +46,14 @@ fn output_summary(event: &Event, data: &mut serde_json::Value) {
     if let Event::ExecCompleted { output: o, .. } | Event::ExecTimedOut { output: Some(o), .. } = event {
         fields.insert("output".into(), summary(o));
     }
+}
+
+/// Puts the node an event is about in `data` as `node_id` when its fields name it
+/// otherwise (`head_id`), so one filter on `data.node_id` works across event types
+/// (SPEC §7), as the `?node=` filter of the stream does on the same node.
+fn about_node(event: &Event, data: &mut serde_json::Value) {
+    let (Some(node), Some(fields)) = (event.node_id(), data.as_object_mut()) else { return };
+    fields.entry("node_id").or_insert_with(|| serde_json::json!(node));
 }
 
 fn summary(o: &ExecResult) -> serde_json::Value {
@@ -125,6 +134,8 @@ fn redact(event: &Event, data: &mut serde_json::Value) {
         | Event::HeadUnassigned { .. }
         | Event::RolloutOrigin { .. }
         | Event::NodeImported { .. }
+        | Event::SessionStarted { .. }
+        | Event::SessionEnded { .. }
         | Event::RolloutCancelled { .. } => {}
     }
 }

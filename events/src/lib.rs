@@ -388,6 +388,25 @@ pub enum Event {
         app_id: Option<String>,
         allowed_experiences: Vec<String>,
     },
+    /// A stream session began: head `head_id` reports streaming from `body_id`, its
+    /// assigned body, and both are online with the body streaming. Decided in the
+    /// command that made it so (`src/cluster/sessions.rs`); `session_id` is
+    /// `session-N`, N counting every session the log ever started.
+    SessionStarted {
+        session_id: String,
+        head_id: NodeId,
+        body_id: NodeId,
+    },
+    /// The session ended, and why: `head_stopped` (the head reported something other
+    /// than streaming), `body_stopped` (the body's stream left streaming),
+    /// `head_offline`, `body_offline`, `unassigned` (the head was pinned elsewhere or
+    /// to nothing), `node_removed`.
+    SessionEnded {
+        session_id: String,
+        head_id: NodeId,
+        body_id: NodeId,
+        reason: String,
+    },
 }
 
 /// A node a rollout left out, and why (`offline`, …).
@@ -574,6 +593,8 @@ impl Event {
         "head.unassigned",
         "rollout.origin",
         "node.imported",
+        "session.started",
+        "session.ended",
     ];
 
     /// The dotted type name used on the wire (`event:` in SSE, `type` in JSON).
@@ -634,6 +655,8 @@ impl Event {
             Event::HeadUnassigned { .. } => "head.unassigned",
             Event::RolloutOrigin { .. } => "rollout.origin",
             Event::NodeImported { .. } => "node.imported",
+            Event::SessionStarted { .. } => "session.started",
+            Event::SessionEnded { .. } => "session.ended",
         }
     }
 
@@ -673,6 +696,8 @@ impl Event {
             | Event::AnomalyCleared { node_id, .. }
             | Event::NodeKindChanged { node_id, .. }
             | Event::HeadUnassigned { head_id: node_id, .. }
+            | Event::SessionStarted { head_id: node_id, .. }
+            | Event::SessionEnded { head_id: node_id, .. }
             | Event::NodeImported { node_id, .. } => About { node: Some(node_id), ..About::default() },
             Event::ExecQueued { node_id, exec_id, .. }
             | Event::ExecDispatched { node_id, exec_id, .. }

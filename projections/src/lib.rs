@@ -7,6 +7,7 @@ mod heads;
 mod library;
 mod nodes;
 mod provision;
+mod sessions;
 
 pub use anomalies::OpenAnomalies;
 pub use exec::{ExecRecord, ExecStatus, ExecViews, NodeExec, FINISHED_KEPT};
@@ -17,6 +18,7 @@ pub use library::{
 };
 pub use nodes::{NodeKind, NodeStatus, NodeView};
 pub use provision::{ProvisionState, ProvisionView};
+pub use sessions::{SessionView, SessionViews, SESSIONS_KEPT};
 
 use hydra_events::{Envelope, Event, NodeId};
 
@@ -102,10 +104,12 @@ pub struct ClusterViews {
     pub provision: BTreeMap<NodeId, ProvisionView>,
     /// Body anomalies open now, with when each began.
     pub anomalies: OpenAnomalies,
+    /// Stream sessions: each head's open one and the last finished ones.
+    pub sessions: SessionViews,
 }
 
 impl Projection for ClusterViews {
-    const VERSION: u32 = 5;
+    const VERSION: u32 = 6;
 
     fn apply(&mut self, envelope: &Envelope) {
         self.last_seq = envelope.seq;
@@ -115,6 +119,7 @@ impl Projection for ClusterViews {
         heads::apply(&mut self.heads, envelope);
         provision::apply(&mut self.provision, envelope);
         anomalies::apply(&mut self.anomalies, envelope);
+        sessions::apply(&mut self.sessions, envelope);
     }
 
     fn last_seq(&self) -> u64 {

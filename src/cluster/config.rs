@@ -81,6 +81,8 @@ pub struct Config {
     /// Where a head keeps its latest screenshot and its log (`~/` is the agent's home).
     pub head_screenshot_path: String,
     pub head_log_path: String,
+    /// Where a body keeps its log, read for a stream session's logs.
+    pub body_log_path: String,
     /// A screenshot older than this is stale: the kiosk stopped taking them.
     #[serde(with = "duration")]
     pub head_screenshot_max_age: Duration,
@@ -176,6 +178,7 @@ impl Default for Config {
             experience_library: ExperienceLibraryLink::default(),
             head_screenshot_path: "~/.hydranode/head/screenshot.jpg".into(),
             head_log_path: "~/.hydranode/head/head.log".into(),
+            body_log_path: "~/.hydranode/body.log".into(),
             head_screenshot_max_age: Duration::from_secs(120),
             head_exec_timeout: Duration::from_secs(15),
             exec_timeout_grace: Duration::from_secs(15),

@@ -50,13 +50,13 @@ pub fn report_status(
     status: String,
     detail: Option<String>,
 ) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
-    move |views| {
+    super::sessions::tracked(move |views| {
         let (_, h) = head(views, &id)?;
         if h.status == status && h.detail == detail {
             return Ok(Decision::default());
         }
         Ok(Decision::events(vec![Event::HeadStatusChanged { node_id: id, status, detail }]))
-    }
+    })
 }
 
 /// Pins a head to a body (or clears it with `None`). The body must be a body, in the
@@ -67,7 +67,7 @@ pub fn assign(
     body_id: Option<NodeId>,
     app_id: Option<String>,
 ) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
-    move |views| {
+    super::sessions::tracked(move |views| {
         let app_id = match (app_id, &body_id) {
             (Some(a), None) => return Err(DomainError::Invalid(format!("app_id {a:?} needs a body_id"))),
             (a, _) => a.map(|a| outside_id("app_id", a)).transpose()?,
@@ -110,7 +110,7 @@ pub fn assign(
             return Ok(Decision::default());
         }
         Ok(Decision::events(vec![Event::HeadAssigned { node_id: id, body_id: Some(body_id), app_id }]))
-    }
+    })
 }
 
 fn show(label: &str) -> &str {

@@ -976,22 +976,25 @@ pub async fn run(ledger: &Ledger<ClusterViews>, import: Import) -> Result<Outcom
     let decided = slot.clone();
     let cause = format!("import:{file}");
     let written = ledger
-        .submit(cause, move |views| {
-            // Read on the writer, so that no other command changes a token in between.
-            let stored = stored_tokens(&store, &nodes)
-                .map_err(|e| DomainError::Unavailable(format!("reading the token store: {e}")))?;
-            match plan(views, &file, &nodes, &stored, update) {
-                Ok(p) => {
-                    *decided.lock() = Some(Ok(p.outcome));
-                    Ok(p.decision)
+        .submit(
+            cause,
+            super::sessions::tracked(move |views| {
+                // Read on the writer, so that no other command changes a token in between.
+                let stored = stored_tokens(&store, &nodes)
+                    .map_err(|e| DomainError::Unavailable(format!("reading the token store: {e}")))?;
+                match plan(views, &file, &nodes, &stored, update) {
+                    Ok(p) => {
+                        *decided.lock() = Some(Ok(p.outcome));
+                        Ok(p.decision)
+                    }
+                    Err(refusal) => {
+                        let text = refusal.to_string();
+                        *decided.lock() = Some(Err(refusal));
+                        Err(DomainError::Conflict(text))
+                    }
                 }
-                Err(refusal) => {
-                    let text = refusal.to_string();
-                    *decided.lock() = Some(Err(refusal));
-                    Err(DomainError::Conflict(text))
-                }
-            }
-        })
+            }),
+        )
         .await;
     let decided = slot.lock().take();
     match (written, decided) {

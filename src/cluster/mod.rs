@@ -14,6 +14,7 @@ pub mod liveness;
 pub mod nodes;
 pub mod provision;
 pub mod server;
+pub mod sessions;
 pub mod shell;
 pub mod streams;
 pub mod waiters;
@@ -25,4 +26,24 @@ pub use liveness::{Live, Liveness};
 #[cfg(test)]
 pub(crate) fn views_with(events: Vec<hydra_events::Event>) -> hydra_projections::ClusterViews {
     hydra_projections::fold(events)
+}
+
+/// The events of a kiosk head `head` registered at `d`/`v`, online and pinned to `body`,
+/// for the command functions' tests.
+#[cfg(test)]
+pub(crate) fn online_head_pinned_to(
+    head: &hydra_events::NodeId,
+    body: &hydra_events::NodeId,
+) -> Vec<hydra_events::Event> {
+    use hydra_events::Event;
+    vec![
+        Event::HeadRegistered {
+            node_id: head.clone(),
+            name: "h".into(),
+            district: "d".into(),
+            venue: "v".into(),
+        },
+        Event::NodeOnline { node_id: head.clone() },
+        Event::HeadAssigned { node_id: head.clone(), body_id: Some(body.clone()), app_id: None },
+    ]
 }

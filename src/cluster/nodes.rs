@@ -177,7 +177,7 @@ pub fn approve(
     placement: Placement,
     rules: RoleRules,
 ) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
-    move |views| {
+    super::sessions::tracked(move |views| {
         let roles = rules.check(roles)?;
         let placement = placement.checked()?;
         let n = node(views, &id)?;
@@ -205,7 +205,7 @@ pub fn approve(
         }];
         events.extend(kind_changes);
         Ok(Decision::events(events))
-    }
+    })
 }
 
 pub fn reject(id: NodeId) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
@@ -228,7 +228,7 @@ pub fn reject(id: NodeId) -> impl FnOnce(&ClusterViews) -> Result<Decision, Doma
 
 /// Removes a node and revokes its token.
 pub fn remove(id: NodeId) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
-    move |views| {
+    super::sessions::tracked(move |views| {
         node(views, &id)?;
         let mut events = super::exec::fail_all(views, &id, "node_removed");
         events.extend(super::heads::unassign_from(views, &id, "body_removed"));
@@ -238,7 +238,7 @@ pub fn remove(id: NodeId) -> impl FnOnce(&ClusterViews) -> Result<Decision, Doma
             events,
             ..Decision::default()
         })
-    }
+    })
 }
 
 pub fn set_roles(
@@ -246,7 +246,7 @@ pub fn set_roles(
     roles: Vec<String>,
     rules: RoleRules,
 ) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
-    move |views| {
+    super::sessions::tracked(move |views| {
         let roles = rules.check(roles)?;
         let n = approved(views, &id)?;
         if n.roles == roles {
@@ -256,14 +256,14 @@ pub fn set_roles(
         let mut events = vec![Event::NodeRolesChanged { node_id: id, roles }];
         events.extend(kind_changes);
         Ok(Decision::events(events))
-    }
+    })
 }
 
 pub fn set_placement(
     id: NodeId,
     p: Placement,
 ) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
-    move |views| {
+    super::sessions::tracked(move |views| {
         let p = p.checked()?;
         let n = node(views, &id)?;
         if n.status == NodeStatus::Rejected {
@@ -283,11 +283,11 @@ pub fn set_placement(
             owner: p.owner,
         });
         Ok(Decision::events(events))
-    }
+    })
 }
 
 pub fn set_drain(id: NodeId, draining: bool) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
-    move |views| {
+    super::sessions::tracked(move |views| {
         let n = approved(views, &id)?;
         if n.draining == draining {
             return Ok(Decision::default());
@@ -297,7 +297,7 @@ pub fn set_drain(id: NodeId, draining: bool) -> impl FnOnce(&ClusterViews) -> Re
             if draining { super::heads::unassign_from(views, &id, "body_drained") } else { Vec::new() };
         events.push(Event::NodeDrainChanged { node_id: id, draining });
         Ok(Decision::events(events))
-    }
+    })
 }
 
 pub fn request_update(
@@ -427,7 +427,7 @@ pub fn heartbeat(
     report: Report,
     part: Part,
 ) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
-    move |views| {
+    super::sessions::tracked(move |views| {
         if part == Part::Changes && views.nodes.get(&id).is_none_or(|n| n.status == NodeStatus::Rejected) {
             return Ok(Decision::default());
         }
@@ -438,7 +438,7 @@ pub fn heartbeat(
             Part::Changes => coalescable(e),
         });
         Ok(Decision::events(events))
-    }
+    })
 }
 
 /// Marks a node offline if it is still online and still silent past `cutoff_ms`
@@ -449,7 +449,7 @@ pub fn mark_offline(
     cutoff_ms: u64,
     last_seen: impl Fn(&NodeId) -> u64 + Send + 'static,
 ) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
-    move |views| {
+    super::sessions::tracked(move |views| {
         let Some(n) = views.nodes.get(&id) else { return Ok(Decision::default()) };
         let seen = last_seen(&id);
         if !n.online || seen > cutoff_ms {
@@ -459,7 +459,7 @@ pub fn mark_offline(
         let mut events = super::exec::evict(views, &id, "node_offline");
         events.insert(0, Event::NodeOffline { node_id: id, last_seen_ms: seen });
         Ok(Decision::events(events))
-    }
+    })
 }
 
 #[cfg(test)]

@@ -14,12 +14,12 @@ pub const GPU_BUSY_WITHOUT_STREAM: &str = "gpu_busy_without_stream";
 /// Records a force-stop; `exec` says how the body answered the stop command. The
 /// projection sets the stream idle.
 pub fn stopped(id: NodeId, exec: String) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
-    move |views| {
+    super::sessions::tracked(move |views| {
         if !views.nodes.contains_key(&id) {
             return Err(DomainError::NotFound(format!("no node {id}")));
         }
         Ok(Decision::events(vec![Event::StreamStopped { node_id: id, exec }]))
-    }
+    })
 }
 
 /// Whether each body's last telemetry since start-up showed its GPU over the threshold.
@@ -113,17 +113,12 @@ mod tests {
         let events = anomaly_events(&v, &GpuBusy::new());
         assert_eq!(events, vec![Event::AnomalyStarted { node_id: body(), kind: ORPHAN_STREAM.into() }]);
         let mut with_head = streaming_body();
-        with_head.extend([
-            Event::HeadRegistered {
-                node_id: head(),
-                name: "h".into(),
-                district: "d".into(),
-                venue: "v".into(),
-            },
-            Event::NodeOnline { node_id: head() },
-            Event::HeadAssigned { node_id: head(), body_id: Some(body()), app_id: None },
-            Event::HeadStatusChanged { node_id: head(), status: "streaming".into(), detail: None },
-        ]);
+        with_head.extend(crate::cluster::online_head_pinned_to(&head(), &body()));
+        with_head.push(Event::HeadStatusChanged {
+            node_id: head(),
+            status: "streaming".into(),
+            detail: None,
+        });
         assert!(anomaly_events(&views_with(with_head), &GpuBusy::new()).is_empty());
     }
 

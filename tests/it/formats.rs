@@ -209,6 +209,13 @@ fn every_event() -> Vec<Event> {
             app_id: Some("app-54".into()),
             allowed_experiences: vec!["exp-54".into()],
         },
+        Event::SessionStarted { session_id: "session_id-55".into(), head_id: node(), body_id: node() },
+        Event::SessionEnded {
+            session_id: "session_id-56".into(),
+            head_id: node(),
+            body_id: node(),
+            reason: "reason-56".into(),
+        },
     ]
 }
 
@@ -326,8 +333,20 @@ fn read_log(name: &str, header: &[u8], schema: u16) -> (Vec<Event>, String) {
     (events, format!("{} {}\n", views.last_seq(), digest(&views)))
 }
 
-fn fixture_digest(name: &str) -> String {
-    std::fs::read_to_string(format!("{FIXTURES}/{name}")).unwrap()
+/// The digest line (`seq digest`) the checked-in log `log` replays to with today's
+/// cluster views: the digest covers the views' shape, so each views version has its
+/// own file (`cluster-log-v1.views-v6.digest`; the files without a version are view
+/// version 5's). Written with HYDRA_BLESS after a views change, like the snapshots.
+pub fn log_digest(log: &str) -> String {
+    let name = format!("{log}.views-v{}.digest", ClusterViews::VERSION);
+    std::fs::read_to_string(format!("{FIXTURES}/{name}"))
+        .unwrap_or_else(|_| panic!("{name} is missing: HYDRA_BLESS=1 cargo test --test it formats"))
+}
+
+/// `digest_line` against the pinned digest of `log` (or written to it, with HYDRA_BLESS).
+fn check_log_digest(log: &str, digest_line: &str) {
+    let name = format!("{log}.views-v{}.digest", ClusterViews::VERSION);
+    golden(&name, digest_line, "the log replays to other views: a views change bumps their VERSION");
 }
 
 #[test]
@@ -344,7 +363,7 @@ fn a_log_written_by_schema_1_reads_through_the_upcaster_with_the_digest_it_had()
         })
         .collect();
     assert_eq!(owners, ["ops"], "the owner came through");
-    assert_eq!(digest_line, fixture_digest("cluster-log-v1.digest"));
+    check_log_digest("cluster-log-v1", &digest_line);
 }
 
 #[test]
@@ -368,7 +387,7 @@ fn a_log_written_by_schema_2_reads_through_the_upcaster_with_its_output_inline()
     assert_eq!((done.exit_code, done.stdout.size), (Some(0), 16));
     assert_eq!(timed_out.inline.as_ref().unwrap().stdout, "partial\n");
     assert!(timed_out.truncated && timed_out.exit_code.is_none());
-    assert_eq!(digest_line, fixture_digest("cluster-log-v2.digest"));
+    check_log_digest("cluster-log-v2", &digest_line);
 }
 
 /// The pinned records of schema 2 (one per variant) still decode, each re-encoding to
@@ -388,5 +407,7 @@ fn every_schema_2_record_still_decodes() {
             assert_eq!(&e.event, sample, "{name}");
         }
     }
-    assert_eq!(text.lines().count(), samples.len());
+    // Schema 2 knew the variants up to `node.imported`; later ones came without a new
+    // schema (appended variants need none).
+    assert!(text.lines().count() <= samples.len());
 }

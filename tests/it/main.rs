@@ -27,6 +27,7 @@ mod pipeline;
 mod provision;
 mod provision_agent;
 mod rollouts;
+mod sessions;
 mod shell;
 mod sse;
 mod streams;

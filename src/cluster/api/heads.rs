@@ -371,7 +371,7 @@ pub async fn screenshot(
     find(&state, &id)?;
     let command =
         screenshot_command(&state.config.head_screenshot_path, state.config.head_screenshot_max_age);
-    let output = run_on_head(&state, admin.cause(), &id, command, "screenshot").await?;
+    let output = read_on_node(&state, admin.cause(), &id, command, "screenshot").await?;
     let bytes = super::remote::decode_base64(&output.stdout).ok_or_else(|| {
         ApiError::new(StatusCode::BAD_GATEWAY, "the head sent a screenshot that is not valid base64")
     })?;
@@ -396,10 +396,10 @@ fn screenshot_command(path: &str, max_age: std::time::Duration) -> String {
     )
 }
 
-/// The command that prints the log's last 200 lines, or exits 3 when there is no log.
-fn log_command(path: &str) -> String {
+/// The command that prints the log's last `lines` lines, or exits 3 when there is no log.
+pub(super) fn log_command(path: &str, lines: u32) -> String {
     format!(
-        "f={p}; [ -f \"$f\" ] || {{ echo \"no log at $f\" >&2; exit {EXIT_ABSENT}; }}\ntail -n 200 \"$f\"",
+        "f={p}; [ -f \"$f\" ] || {{ echo \"no log at $f\" >&2; exit {EXIT_ABSENT}; }}\ntail -n {lines} \"$f\"",
         p = super::remote::shell_path(path),
     )
 }
@@ -412,15 +412,16 @@ pub async fn logs(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     find(&state, &id)?;
     let path = state.config.head_log_path.clone();
-    let command = log_command(&path);
-    let output = run_on_head(&state, admin.cause(), &id, command, "log").await?;
+    let command = log_command(&path, 200);
+    let output = read_on_node(&state, admin.cause(), &id, command, "log").await?;
     let lines: Vec<&str> = output.stdout.lines().collect();
     Ok(Json(serde_json::json!({ "log_path": path, "lines": lines })))
 }
 
-/// Runs a read-only command on a head and turns every way it can fail into 504 (no
-/// answer in time) or 502 (it answered, but there is nothing good to show).
-async fn run_on_head(
+/// Runs a read-only command on a node (a head, or a body for a session's logs) and
+/// turns every way it can fail into 404 (no such node), 504 (no answer in time) or
+/// 502 (it answered, but there is nothing good to show).
+pub(super) async fn read_on_node(
     state: &AppState,
     cause: String,
     id: &NodeId,
@@ -430,32 +431,36 @@ async fn run_on_head(
     use super::remote::{run, Outcome};
     let gateway = |m: String| ApiError::new(StatusCode::BAD_GATEWAY, m);
     let timeout = state.config.head_exec_timeout;
-    if !state.ledger.read(|v| v.nodes.get(id).is_some_and(|n| n.online)) {
+    let Some((kind, online)) = state.ledger.read(|v| v.nodes.get(id).map(|n| (n.kind.as_str(), n.online)))
+    else {
+        return Err(ApiError::not_found(format!("no node {id}")));
+    };
+    if !online {
         // Nothing would run it: say so now rather than after the whole timeout.
         return Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
-            format!("head {id} is offline: it cannot send its {what}"),
+            format!("{kind} {id} is offline: it cannot send its {what}"),
         ));
     }
     match run(state, cause, id, command, timeout).await? {
         Outcome::NoAnswer => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
-                "head {id} did not send its {what} within {}s; the command was cancelled",
+                "{kind} {id} did not send its {what} within {}s; the command was cancelled",
                 timeout.as_secs().max(1)
             ),
         )),
         Outcome::Ended(r) if r.status == hydra_projections::ExecStatus::TimedOut => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
-            format!("reading the {what} on head {id} timed out"),
+            format!("reading the {what} on {kind} {id} timed out"),
         )),
         Outcome::Ended(r) => Err(gateway(format!(
-            "reading the {what} on head {id} {}{}",
+            "reading the {what} on {kind} {id} {}{}",
             r.status.as_str(),
             r.reason.map(|why| format!(": {why}")).unwrap_or_default()
         ))),
         Outcome::Completed(o) if o.exit_code == Some(0) && o.truncated => {
-            Err(gateway(format!("the {what} of head {id} is larger than exec_output_cap")))
+            Err(gateway(format!("the {what} of {kind} {id} is larger than exec_output_cap")))
         }
         Outcome::Completed(o) if o.exit_code == Some(0) => Ok(o),
         Outcome::Completed(o) => {
@@ -466,7 +471,7 @@ async fn run_on_head(
                 _ => "unreadable",
             };
             Err(gateway(format!(
-                "the {what} of head {id} is {why} (exit {}): {}",
+                "the {what} of {kind} {id} is {why} (exit {}): {}",
                 o.exit_code.map_or("none".into(), |c| c.to_string()),
                 if said.is_empty() { "no message" } else { said }
             )))
@@ -506,10 +511,10 @@ mod tests {
         let log = dir.path().join("head.log");
         let lines: String = (1..=250).map(|i| format!("line {i}\n")).collect();
         std::fs::write(&log, lines).unwrap();
-        let (code, out, _) = sh(&log_command(log.to_str().unwrap()));
+        let (code, out, _) = sh(&log_command(log.to_str().unwrap(), 200));
         assert_eq!(code, Some(0));
         assert_eq!(out.lines().count(), 200);
         assert_eq!(out.lines().next(), Some("line 51"));
-        assert_eq!(sh(&log_command("/nonexistent/head.log")).0, Some(EXIT_ABSENT));
+        assert_eq!(sh(&log_command("/nonexistent/head.log", 200)).0, Some(EXIT_ABSENT));
     }
 }

@@ -13,6 +13,7 @@ mod library;
 mod nodes;
 mod provision;
 mod remote;
+mod sessions;
 mod shell;
 mod streams;
 #[cfg(test)]
@@ -149,6 +150,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/heads/{id}/experiences", get(heads::experiences))
         .route("/api/v1/heads/{id}/screenshot", get(heads::screenshot))
         .route("/api/v1/heads/{id}/logs", get(heads::logs))
+        .route("/api/v1/sessions", get(sessions::list))
+        .route("/api/v1/sessions/{id}", get(sessions::get_one))
+        .route("/api/v1/sessions/{id}/logs", get(sessions::logs))
         .route("/api/v1/nodes/{id}/exec", post(exec::submit))
         .route("/api/v1/nodes/{id}/exec/{exec}/result", get(exec::result))
         .route("/api/v1/nodes/{id}/exec/queue", get(exec::queue).delete(exec::clear))
