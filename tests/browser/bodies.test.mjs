@@ -31,15 +31,23 @@ before(async () => {
 });
 after(() => world.close());
 
-test('Force Stop on a streaming body shows the body\'s answer in its row', async (t) => {
+/** `/bodies` as the admin, once `body`'s row shows it streaming: the page and the row;
+ *  nothing (the test skipped, saying why) on a build without the bodies endpoint. */
+async function streamingRow(t, body) {
   if (missing) {
     t.skip(`skipped: ${missing} (the /bodies page needs that endpoint)`);
-    return;
+    return null;
   }
   const page = await server.signIn(ADMIN);
   await page.goto(`${server.url}/bodies`);
-  const row = page.locator(`table#bodies tr[data-key="${streaming.id}"]`);
+  const row = page.locator(`table#bodies tr[data-key="${body.id}"]`);
   await row.locator('span[data-badge=stream]', { hasText: 'streaming' }).waitFor({ timeout: GUARD_MS });
+  return { page, row };
+}
+
+test('Force Stop on a streaming body shows the body\'s answer in its row', async (t) => {
+  const { page, row } = await streamingRow(t, streaming) || {};
+  if (!page) return;
   // Every body row has the button, streaming or not.
   await page.locator(`table#bodies tr[data-key="${idle.id}"] button[data-action=force-stop]`).waitFor({ timeout: GUARD_MS });
 
@@ -59,14 +67,8 @@ test('Force Stop on a streaming body shows the body\'s answer in its row', async
 });
 
 test('the answer reaches the row even when an event redrew it while the body was answering', async (t) => {
-  if (missing) {
-    t.skip(`skipped: ${missing} (the /bodies page needs that endpoint)`);
-    return;
-  }
-  const page = await server.signIn(ADMIN);
-  await page.goto(`${server.url}/bodies`);
-  const row = page.locator(`table#bodies tr[data-key="${held.id}"]`);
-  await row.locator('span[data-badge=stream]', { hasText: 'streaming' }).waitFor({ timeout: GUARD_MS });
+  const { row } = await streamingRow(t, held) || {};
+  if (!row) return;
 
   fs.writeFileSync(HOLD, '');
   await row.locator('button[data-action=force-stop]').click();
