@@ -2,7 +2,7 @@
 //! (a streaming body with a provider error, an idle body, a kiosk head): each page at a
 //! laptop size and the fleet page at a phone size, as PNG in `docs/console/` (README
 //! shows them; `HYDRA_SCREENSHOTS` names another folder). Each shot waits for the
-//! page to be drawn.
+//! page to be drawn. On the phone, the fleet, a node and the events must fit its width.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -73,6 +73,15 @@ test('screenshots of every page, at a laptop size and the fleet on a phone', asy
   const phone = await server.signIn(ADMIN, { size: PHONE });
   await phone.locator(`table#nodes tr[data-key="${broken.id}"] span[data-badge=provider].bad`).waitFor({ timeout: GUARD_MS });
   await shoot(phone, 'fleet-phone');
+  // Nothing runs past a phone's edge (the page would scroll sideways).
+  const fits = async (what) => assert.equal(
+    await phone.evaluate(() => document.documentElement.scrollWidth), PHONE.width, `${what} fits a phone's width`);
+  await fits('the fleet');
+  for (const [url, drawn] of [[`/nodes/${broken.id}`, 'ol#timeline > li'], ['/events', 'ol#events > li']]) {
+    await phone.goto(`${server.url}${url}`);
+    await phone.locator(drawn).first().waitFor({ timeout: GUARD_MS });
+    await fits(url);
+  }
 
   const context = await world.browser.newContext({ viewport: LAPTOP });
   const login = await context.newPage();
