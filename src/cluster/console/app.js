@@ -397,12 +397,12 @@ async function bodiesPage() {
       const bodies = await all('/api/v1/bodies');
       const keep = new Set(bodies.map((b) => b.id));
       tbl.body.querySelectorAll('tr').forEach((tr) => { if (!keep.has(tr.dataset.key)) tr.remove(); });
-      // Rows keep their result text while they are redrawn: only changed cells move.
+      // A redrawn row keeps its Force Stop cell: a stop still waiting for the body
+      // writes its answer into that cell, which must still be in the page then.
       for (const b of bodies) {
-        const old = tbl.body.querySelector(`tr[data-key="${CSS.escape(b.id)}"]`);
-        const result = old?.querySelector('[data-result]')?.textContent;
+        const old = tbl.body.querySelector(`tr[data-key="${CSS.escape(b.id)}"]`)?.lastElementChild;
         const tr = row(tbl, b.id, bodyCells(b), false);
-        if (result) tr.querySelector('[data-result]').textContent = result;
+        if (old?.querySelector('[data-result]')) tr.lastElementChild.replaceWith(old);
       }
       const list = (await api('GET', '/api/v1/body-anomalies')).json;
       anomalies.body.replaceChildren();
