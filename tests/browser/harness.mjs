@@ -143,6 +143,25 @@ export class World {
     return new Server(this, url, proc);
   }
 
+  /** `hydraexperiencelibrary serve` on `port` (see `freePort`: hydracluster's config
+   *  names the library's URL before it starts) following `server`, with the test's
+   *  admin token on both sides and `extra` lines of YAML config; its URL. */
+  async library(server, port, extra = '') {
+    const config = path.join(this.dir, 'library.yaml');
+    fs.writeFileSync(config, extra);
+    const proc = this.spawn('hydraexperiencelibrary', path.join(BIN_DIR, 'hydraexperiencelibrary'),
+      ['serve', '--listen', `127.0.0.1:${port}`, '--config', config, '--data', path.join(this.dir, 'library')],
+      { env: {
+        HYDRAEXPERIENCELIBRARY_ADMIN_TOKEN: ADMIN,
+        HYDRAEXPERIENCELIBRARY_CLUSTER_URL: server.url,
+        HYDRAEXPERIENCELIBRARY_CLUSTER_TOKEN: ADMIN,
+      } });
+    return eventually('hydraexperiencelibrary to listen', () => {
+      if (proc.child.exitCode !== null) throw Object.assign(new Error(`the library exited: ${proc.out}`), { fatal: true });
+      return /hydraexperiencelibrary listening on (http:\/\/\S+)/.exec(proc.out)?.[1];
+    }, { detail: () => proc.out });
+  }
+
   /** Serves `bytes` at `/<name>` on loopback (the role recipes' artifact); its URL and
    *  sha256. */
   async artifact(name, bytes) {
@@ -255,6 +274,26 @@ export class Agent {
     fs.writeFileSync(`${file}.tmp`, JSON.stringify(status));
     fs.renameSync(`${file}.tmp`, file);
   }
+}
+
+/** Where the pages' screenshots go (`HYDRA_SCREENSHOTS=docs/console` for README's). */
+export const SCREENSHOTS = path.resolve(REPO, process.env.HYDRA_SCREENSHOTS || 'target/browser-screenshots');
+
+/** A viewport screenshot of the page as it is now, into `SCREENSHOTS/name.png`. */
+export async function shoot(page, name) {
+  fs.mkdirSync(SCREENSHOTS, { recursive: true });
+  const file = path.join(SCREENSHOTS, `${name}.png`);
+  await page.screenshot({ path: file, animations: 'disabled' });
+  if (fs.statSync(file).size < 1000) throw new Error(`${file} is empty`);
+}
+
+/** A loopback port that was free a moment ago. */
+export async function freePort() {
+  const probe = http.createServer();
+  await new Promise((ok) => probe.listen(0, '127.0.0.1', ok));
+  const { port } = probe.address();
+  await new Promise((ok) => probe.close(ok));
+  return port;
 }
 
 /** Sets a marker on the page's `window`: still there later means the page never

@@ -1,16 +1,12 @@
 //! Screenshots of the console's pages, taken last in the run against a small real fleet
 //! (a streaming body with a provider error, an idle body, a kiosk head): each page at a
-//! laptop size and the fleet page at a phone size, as PNG in `docs/console/` (README
-//! shows them; `HYDRA_SCREENSHOTS` names another folder). Each shot waits for the
-//! page to be drawn. On the phone, the fleet, a node and the events must fit its width.
+//! laptop size and the fleet page at a phone size, as PNG (see `shoot`). Each shot
+//! waits for the page to be drawn. On the phone, the fleet, a node and the events must fit its width.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
-import { World, ADMIN, REPO, GUARD_MS } from './harness.mjs';
+import { World, ADMIN, GUARD_MS, shoot } from './harness.mjs';
 
-const OUT = process.env.HYDRA_SCREENSHOTS || path.join(REPO, 'docs/console');
 const LAPTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
 
@@ -33,16 +29,8 @@ before(async () => {
     head: true,
     status: { head_status: 'idle', head_detail: 'lobby', diagnostics: { version: '1.4.0', wireguard: 'up', app: 'ok', routing: 'lan', latency_ms: 12 } },
   });
-  fs.mkdirSync(OUT, { recursive: true });
 });
 after(() => world.close());
-
-/** A viewport screenshot of the page as it is now, into `OUT/name.png`. */
-async function shoot(page, name) {
-  const file = path.join(OUT, `${name}.png`);
-  await page.screenshot({ path: file, animations: 'disabled' });
-  assert.ok(fs.statSync(file).size > 1000, `${file} written`);
-}
 
 test('screenshots of every page, at a laptop size and the fleet on a phone', async () => {
   const page = await server.signIn(ADMIN, { size: LAPTOP });
