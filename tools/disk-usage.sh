@@ -72,7 +72,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 port="$(free_port)"
 SERVER="http://127.0.0.1:$port"
 api() { curl -fsS -H "Authorization: Bearer $ADMIN" "$@"; }
@@ -164,18 +164,8 @@ start_sim() {
 }
 # wait_enrolled DISTRICT LOG: until every simulated node of DISTRICT is approved.
 wait_enrolled() {
-  local want=$((NODES + HEADS)) approved i
-  for i in $(seq 1 600); do
-    approved="$(api "$SERVER/api/v1/nodes?district=$1&status=approved&limit=5000" |
-      python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' || echo 0)"
-    [[ "$approved" -ge "$want" ]] && break
-    if [[ $i -eq 600 ]]; then
-      echo "only $approved of $want nodes approved after 120 s; $2:" >&2
-      tail -5 "$2" >&2
-      exit 1
-    fi
-    sleep 0.2
-  done
+  wait_nodes $((NODES + HEADS)) "$SERVER/api/v1/nodes?district=$1&status=approved&limit=5000" "$ADMIN" True 120 "$2" \
+    >/dev/null || exit 1
   sleep 3 # the first heartbeats of the last nodes land
 }
 start_sim disk-district "$OUT/sim.log"

@@ -55,7 +55,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 have_jq() { command -v jq >/dev/null 2>&1; }
 # json FILTER: reads JSON on stdin and prints one field (jq when installed, else python3).
 json() {
@@ -108,19 +108,9 @@ HYDRACLUSTER_FLEET_ENROLLMENT_TOKEN="$FLEET" "$bin/hydra-sim" --server "$CLUSTER
 pids+=($!)
 
 # Every simulated node approved, online and in staging before promoting.
-want=$((BODIES + HEADS))
-for i in $(seq 1 300); do
-  online="$(curl -fsS -H "Authorization: Bearer $ADMIN" "$CLUSTER/api/v1/nodes?district=sim-district" |
-    python3 -c 'import json,sys; print(sum(1 for n in json.load(sys.stdin) if n["status"]=="approved" and n["node_status"]=="online" and n["environment"]=="staging"))' ||
-    echo 0)"
-  [[ "$online" -ge "$want" ]] && break
-  if [[ $i -eq 300 ]]; then
-    echo "only $online of $want nodes online in staging after 60 s" >&2
-    tail -20 "$scratch/sim.log" >&2
-    exit 1
-  fi
-  sleep 0.2
-done
+ready='n["status"]=="approved" and n["node_status"]=="online" and n["environment"]=="staging"'
+online="$(wait_nodes $((BODIES + HEADS)) "$CLUSTER/api/v1/nodes?district=sim-district" "$ADMIN" "$ready" 60 \
+  "$scratch/sim.log")"
 echo "fleet ready: $online nodes online in staging"
 
 lib() { # METHOD PATH [BODY]

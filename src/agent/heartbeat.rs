@@ -32,22 +32,17 @@ pub fn read_status(path: &Path) -> (Map<String, Value>, Option<String>) {
     };
     let mut fields = Map::new();
     let mut wrong = Vec::new();
-    for key in STRING_FIELDS {
-        match file.remove(key) {
+    let typed =
+        STRING_FIELDS.iter().map(|k| (k, "a string")).chain(OBJECT_FIELDS.iter().map(|k| (k, "an object")));
+    for (key, kind) in typed {
+        match file.remove(*key) {
             None | Some(Value::Null) => {}
-            Some(v @ Value::String(_)) => {
-                fields.insert(key.into(), v);
+            Some(v)
+                if matches!((&v, kind), (Value::String(_), "a string") | (Value::Object(_), "an object")) =>
+            {
+                fields.insert((*key).into(), v);
             }
-            Some(_) => wrong.push(format!("{key} must be a string")),
-        }
-    }
-    for key in OBJECT_FIELDS {
-        match file.remove(key) {
-            None | Some(Value::Null) => {}
-            Some(v @ Value::Object(_)) => {
-                fields.insert(key.into(), v);
-            }
-            Some(_) => wrong.push(format!("{key} must be an object")),
+            Some(_) => wrong.push(format!("{key} must be {kind}")),
         }
     }
     let problem = (!wrong.is_empty()).then(|| format!("{}: {}", path.display(), wrong.join(", ")));

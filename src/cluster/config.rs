@@ -207,15 +207,14 @@ impl Default for Config {
 
 /// hydracluster's link to ExperienceLibrary: its URL (`GET /api/v1/heads/{id}/experiences`
 /// and the console's rollout pages answer 503 without one), how long a request waits
-/// for it, and the library token the rollout pages read and act with (a secret, like
-/// the other tokens of the config: `Debug` leaves it out).
-#[derive(Clone, Serialize, Deserialize)]
+/// for it, and the library token the rollout pages read and act with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExperienceLibraryLink {
     pub url: Option<String>,
     #[serde(with = "duration")]
     pub timeout: Duration,
-    pub token: Option<String>,
+    pub token: Option<crate::service::config::Secret>,
     /// Or a file holding it (read at each use, so a token the library writes at its
     /// first start, or rotates, is picked up).
     pub token_file: Option<std::path::PathBuf>,
@@ -224,18 +223,6 @@ pub struct ExperienceLibraryLink {
 impl Default for ExperienceLibraryLink {
     fn default() -> Self {
         ExperienceLibraryLink { url: None, timeout: Duration::from_secs(5), token: None, token_file: None }
-    }
-}
-
-/// Shows the link, never its token.
-impl std::fmt::Debug for ExperienceLibraryLink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExperienceLibraryLink")
-            .field("url", &self.url)
-            .field("timeout", &self.timeout)
-            .field("token", &self.token.is_some())
-            .field("token_file", &self.token_file)
-            .finish()
     }
 }
 
@@ -311,10 +298,14 @@ pub struct ServeFlags {
 }
 
 impl ServiceConfig for Config {
-    shared_settings!(program: "hydracluster", env: "HYDRACLUSTER", listen: "127.0.0.1:8080", data: "./hydra-data");
-    type Flags = ServeFlags;
-    type Views = hydra_projections::ClusterViews;
-    const AUDIT_COUNT: (&'static str, fn(&Self::Views) -> usize) = ("nodes", |v| v.nodes.len());
+    shared_settings!(
+        program: "hydracluster",
+        env: "HYDRACLUSTER",
+        listen: "127.0.0.1:8080",
+        data: "./hydra-data",
+        views: hydra_projections::ClusterViews,
+        audit_count: ("nodes", |v| v.nodes.len())
+    );
 
     fn apply(&mut self, args: &ServeArgs<Self>) {
         // A server URL that follows the listen address keeps following it.

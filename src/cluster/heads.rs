@@ -406,26 +406,18 @@ mod tests {
             roles: roles.iter().map(|r| r.to_string()).collect(),
         };
         let v = pinned();
-        // The fleet kiosk given a body's role becomes a body and loses its body.
-        let d = set_roles(id("node-h"), vec!["render-node".into()], heads.clone())(&v).unwrap();
-        assert_eq!(
-            d.events,
-            vec![
-                changed("node-h", &["render-node"]),
-                unassigned("no_longer_a_head"),
-                kind("node-h", "body", &["render-node"])
-            ]
-        );
-        // The body given a head role becomes a head; the kiosk pinned to it is let go.
-        let d = set_roles(id("node-b"), vec!["hydraheadwindows".into()], heads.clone())(&v).unwrap();
-        assert_eq!(
-            d.events,
-            vec![
-                changed("node-b", &["hydraheadwindows"]),
-                unassigned("body_no_longer_a_body"),
-                kind("node-b", "head", &["hydraheadwindows"])
-            ]
-        );
+        // The fleet kiosk given a body's role becomes a body and loses its body; the body
+        // given a head role becomes a head, and the kiosk pinned to it is let go.
+        for (node, role, reason, becomes) in [
+            ("node-h", "render-node", "no_longer_a_head", "body"),
+            ("node-b", "hydraheadwindows", "body_no_longer_a_body", "head"),
+        ] {
+            let d = set_roles(id(node), vec![role.into()], heads.clone())(&v).unwrap();
+            assert_eq!(
+                d.events,
+                vec![changed(node, &[role]), unassigned(reason), kind(node, becomes, &[role])]
+            );
+        }
         // Roles that leave the kind as it is write no kind change.
         let d = set_roles(id("node-b"), vec!["hydrabody".into()], heads.clone())(&v).unwrap();
         assert_eq!(d.events, vec![changed("node-b", &["hydrabody"])]);

@@ -150,10 +150,14 @@ pub struct ServeFlags {
 }
 
 impl ServiceConfig for LibraryConfig {
-    shared_settings!(program: "hydraexperiencelibrary", env: "HYDRAEXPERIENCELIBRARY", listen: "127.0.0.1:8090", data: "./hydra-library-data");
-    type Flags = ServeFlags;
-    type Views = hydra_projections::LibraryViews;
-    const AUDIT_COUNT: (&'static str, fn(&Self::Views) -> usize) = ("experiences", |v| v.experiences.len());
+    shared_settings!(
+        program: "hydraexperiencelibrary",
+        env: "HYDRAEXPERIENCELIBRARY",
+        listen: "127.0.0.1:8090",
+        data: "./hydra-library-data",
+        views: hydra_projections::LibraryViews,
+        audit_count: ("experiences", |v| v.experiences.len())
+    );
 
     fn apply(&mut self, args: &ServeArgs<Self>) {
         self.apply_shared(args);

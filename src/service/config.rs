@@ -97,6 +97,18 @@ impl Visitor<'_> for Seconds {
 }
 
 /// What a service's config brings to the shared loading and `serve` flags: its
+/// A secret setting (a token): read and written as a plain string, never shown by
+/// `Debug`, so a config printed in a log or an error keeps it out.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
 /// program name and environment variables, its own flags, its checks and its start.
 pub trait ServiceConfig: Default + DeserializeOwned + std::fmt::Debug + Send + 'static {
     /// The program, as `serve` names it when it prints the admin token.
@@ -146,7 +158,17 @@ pub trait ServiceConfig: Default + DeserializeOwned + std::fmt::Debug + Send + '
 /// `HYDRACLUSTER_DATA`…) and the accessors of the shared fields (`listen`, `data`,
 /// `admin_token`, `observer_token`, the connection limits).
 macro_rules! shared_settings {
-    (program: $program:literal, env: $prefix:literal, listen: $listen:literal, data: $data:literal) => {
+    (
+        program: $program:literal,
+        env: $prefix:literal,
+        listen: $listen:literal,
+        data: $data:literal,
+        views: $views:ty,
+        audit_count: ($what:literal, $count:expr)
+    ) => {
+        type Flags = ServeFlags;
+        type Views = $views;
+        const AUDIT_COUNT: (&'static str, fn(&Self::Views) -> usize) = ($what, $count);
         const PROGRAM: &'static str = $program;
         const DEFAULT_LISTEN: &'static str = $listen;
         const DEFAULT_DATA: &'static str = $data;

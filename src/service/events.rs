@@ -2,8 +2,9 @@
 //! subscriber that falls behind the broadcast goes back to the log and misses
 //! nothing), `GET /api/v1/events/log` (JSON pages) and the live state digest.
 
+use super::ApiQuery;
 use super::{ApiError, Reader, ServiceState, SseStats};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -113,9 +114,8 @@ pub async fn stream<S: ServiceState>(
     State(state): State<S>,
     reader: Reader,
     headers: HeaderMap,
-    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<StreamQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let filter = Filter::parse(q.types.as_deref(), q.node.as_deref())?;
     let since = resume_point(&headers, q.since)?;
     let head = state.committed_seq();
@@ -256,9 +256,8 @@ pub struct LogQuery {
 pub async fn log<S: ServiceState>(
     State(state): State<S>,
     reader: Reader,
-    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<LogQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let filter = Filter::parse(q.types.as_deref(), q.node.as_deref())?;
     let limit = q.limit.unwrap_or(500).clamp(1, 10_000);
     let head = state.committed_seq();

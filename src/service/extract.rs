@@ -223,6 +223,18 @@ impl<S: ServiceState> FromRequestParts<S> for Reader {
     }
 }
 
+/// A query string whose errors say what was wrong: 400 with serde's message (which
+/// names the parameter).
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let query = axum::extract::Query::<T>::from_request_parts(parts, state).await;
+        query.map(|q| ApiQuery(q.0)).map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
 /// A JSON body whose errors say what was wrong: 400 for malformed JSON, 422 for the
 /// wrong shape, 413 for too large, 415 for a missing content type.
 pub struct ApiJson<T>(pub T);

@@ -16,7 +16,7 @@ pub mod serve;
 pub mod sse_client;
 pub mod start;
 
-pub use extract::{Admin, ApiJson, OnNode, Reader};
+pub use extract::{Admin, ApiJson, ApiQuery, OnNode, Reader};
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -221,15 +221,14 @@ mod tests {
         (format!("http://{addr}/events"), seen_ids)
     }
 
+    fn source(url: String, token: Option<String>, last_event_id: Option<String>, retry_ms: u64) -> SseSource {
+        SseSource { url, token, last_event_id, retry: Duration::from_millis(retry_ms) }
+    }
+
     #[tokio::test]
     async fn a_dropped_connection_resumes_after_the_last_event_without_skipping_or_repeating() {
         let (url, seen_ids) = flaky_server().await;
-        let source = SseSource {
-            url,
-            token: Some("sesame".into()),
-            last_event_id: None,
-            retry: Duration::from_millis(50),
-        };
+        let source = source(url, Some("sesame".into()), None, 50);
         let mut stream = Box::pin(follow(source));
         let mut items = Vec::new();
         let mut ticks = 0;
@@ -261,12 +260,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_token_is_reported_down_once_and_retried() {
         let (url, seen_ids) = flaky_server().await;
-        let source = SseSource {
-            url,
-            token: Some("wrong".into()),
-            last_event_id: Some("5".into()),
-            retry: Duration::from_millis(20),
-        };
+        let source = source(url, Some("wrong".into()), Some("5".into()), 20);
         let mut s = Box::pin(follow(source));
         let first = tokio::time::timeout(Duration::from_secs(5), s.next()).await.unwrap().unwrap();
         assert_eq!(first, SseItem::Down { reason: "token refused (401)".into() });
@@ -283,12 +277,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let source = SseSource {
-            url: format!("http://{addr}/events"),
-            token: None,
-            last_event_id: None,
-            retry: Duration::from_millis(20),
-        };
+        let source = source(format!("http://{addr}/events"), None, None, 20);
         let mut s = Box::pin(follow(source));
         let first = tokio::time::timeout(Duration::from_secs(5), s.next()).await.unwrap().unwrap();
         assert_eq!(first, SseItem::Down { reason: "connection refused".into() });

@@ -231,7 +231,7 @@ async fn cluster_reading(lib: &crate::common::library::TestLibrary, token: &str)
     let (url, token) = (lib.url.clone(), token.to_owned());
     spawn_app_with(move |c| {
         c.experience_library.url = Some(url);
-        c.experience_library.token = Some(token);
+        c.experience_library.token = Some(hydra::service::config::Secret(token));
     })
     .await
 }

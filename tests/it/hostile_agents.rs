@@ -221,11 +221,12 @@ async fn lists_come_in_pages_that_hold_every_node_once() {
     assert_eq!(resp.json::<Vec<Value>>().await.unwrap().len(), 500);
     assert_eq!(next.as_deref(), Some(enrolled[499].as_str()));
 
-    for (query, word) in [("limit=5001", "5000"), ("limit=0", "5000"), ("after=nonsense", "node-")] {
-        let (status, err) = get(&s, &format!("/api/v1/nodes?{query}"), ADMIN).await;
-        assert_eq!(status, 400, "{query}: {err}");
-        assert!(err["error"].as_str().unwrap().contains(word), "{query}: {err}");
-    }
+    refused_queries(
+        &s,
+        "/api/v1/nodes",
+        &[("limit=5001", "5000"), ("limit=0", "5000"), ("after=nonsense", "node-")],
+    )
+    .await;
 
     // The CLI lists every node, across pages.
     let out = admin_cli(&s, &["nodes", "--json"]).await;

@@ -166,18 +166,19 @@ async fn a_body_going_offline_ends_the_session_and_replay_gives_the_same_session
     let after_ms = after_first.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
     assert_eq!(list(&format!("?since={after_ms}")).await, ["session-2"]);
     assert_eq!(list(&format!("?since={first_end}")).await, ["session-2", "session-1"]);
-    for (q, param) in [
-        ("active=maybe", "active="),
-        ("since=last-tuesday", "since="),
-        ("limit=0", "limit="),
-        ("limit=100000", "limit="),
-        ("head=../etc", "head="),
-        ("colour=red", "colour"),
-    ] {
-        let (status, err) = get(&server, &format!("/api/v1/sessions?{q}"), ADMIN).await;
-        assert_eq!(status, 400, "{q}: {err}");
-        assert!(err["error"].as_str().unwrap().contains(param), "{q}: {err}");
-    }
+    refused_queries(
+        &server,
+        "/api/v1/sessions",
+        &[
+            ("active=maybe", "active="),
+            ("since=last-tuesday", "since="),
+            ("limit=0", "limit="),
+            ("limit=100000", "limit="),
+            ("head=../etc", "head="),
+            ("colour=red", "colour"),
+        ],
+    )
+    .await;
     let (status, err) = get(&server, "/api/v1/sessions/session-99", ADMIN).await;
     assert_eq!(status, 404, "{err}");
 

@@ -6,7 +6,8 @@
 use super::nodes::{node_json, ListQuery, NodeJson};
 use super::page;
 use super::{ApiError, AppState, Reader};
-use axum::extract::{Query, State};
+use crate::service::ApiQuery;
+use axum::extract::State;
 use axum::response::Response;
 use hydra_core::envelope::rfc3339;
 use hydra_core::ledger::now_ms;
@@ -85,9 +86,8 @@ struct Found {
 pub async fn list(
     State(state): State<AppState>,
     _: Reader,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let q = bodies_query(q)?;
     let (limit, after) = page::bounds(q.limit, q.after.as_deref())?;
     let now = now_ms();

@@ -7,7 +7,8 @@ use super::extract::node_id;
 use super::{Admin, ApiError, ApiJson, AppState, NodeCaller, OnNode};
 use crate::cluster::exec::{self, ExecRequest};
 use crate::service::config::{millis, parse_duration};
-use axum::extract::{Path, Query, State};
+use crate::service::ApiQuery;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -200,9 +201,8 @@ pub async fn result(
     State(state): State<AppState>,
     _: Admin,
     Path((id, exec)): Path<(String, String)>,
-    query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (node, exec) = (node_id(&id)?, exec_id(&exec)?);
     let finished = long_poll(&state, &node, q.wait, || {
         let r = record(&state, &node, &exec);
@@ -336,9 +336,8 @@ where
 pub async fn next(
     State(state): State<AppState>,
     NodeCaller(node): NodeCaller,
-    query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let asked_at_seq = state.ledger.committed_seq();
     let sent = long_poll(&state, &node, q.wait, || {
         let (state, node) = (state.clone(), node.clone());
@@ -382,9 +381,8 @@ pub async fn watch(
     State(state): State<AppState>,
     NodeCaller(node): NodeCaller,
     Path(exec): Path<String>,
-    query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let exec = exec_id(&exec)?;
     let status = || {
         state

@@ -7,7 +7,8 @@ use super::{limits, page, OnNode};
 use super::{Admin, ApiError, ApiJson, AppState, NodeCaller, Reader};
 use crate::cluster::heads::{self, HeadEnrollment};
 use crate::cluster::Live;
-use axum::extract::{Path, Query, State};
+use crate::service::ApiQuery;
+use axum::extract::{Path, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -120,9 +121,8 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     _: Reader,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (limit, after) = page::bounds(q.limit, q.after.as_deref())?;
     let (heads, next): (Vec<Snapshot>, _) = state.ledger.read(|v| {
         let (found, next) = page::page(&v.heads, after.as_ref(), limit, |id, _| v.nodes.contains_key(id));

@@ -6,8 +6,9 @@
 use super::nodes::role_rules;
 use super::{Admin, ApiError, AppState};
 use crate::cluster::import::{self, Import, ImportError, Refusal, Rules};
+use crate::service::ApiQuery;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -29,10 +30,9 @@ pub struct ImportQuery {
 pub async fn import(
     State(state): State<AppState>,
     _: Admin,
-    query: Result<Query<ImportQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<ImportQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let name = q.name.ok_or_else(|| {
         ApiError::bad_request(
             "name is required: the file's name, recorded as the events' cause (import:<name>)",

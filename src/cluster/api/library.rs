@@ -27,7 +27,7 @@ pub fn configured(state: &AppState) -> Result<Client, ApiError> {
         )
     })?;
     let token = match (&link.token, &link.token_file) {
-        (Some(t), _) => Some(t.clone()),
+        (Some(t), _) => Some(t.0.clone()),
         // A few bytes from a local file: read in place rather than on another thread.
         (None, Some(file)) => Some(
             std::fs::read_to_string(file)

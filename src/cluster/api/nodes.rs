@@ -6,7 +6,8 @@ use super::page;
 use super::{Admin, ApiError, ApiJson, AppState, OnNode, Reader};
 use crate::cluster::nodes::{self, Placement, RoleRules};
 use crate::cluster::Live;
-use axum::extract::{Query, State};
+use crate::service::ApiQuery;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -145,9 +146,8 @@ impl ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     _: Reader,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     if let Some(s) = &q.status {
         if !["pending", "approved", "rejected"].contains(&s.as_str()) {
             return Err(ApiError::bad_request(format!(
@@ -354,9 +354,8 @@ pub struct HistoryQuery {
 pub async fn history(
     State(state): State<AppState>,
     OnNode(reader, id): OnNode<Reader>,
-    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let store = state.ledger.store().clone();
     let head = state.ledger.committed_seq();

@@ -5,7 +5,8 @@
 use super::extract::node_id;
 use super::heads::{log_command, read_on_node};
 use super::{Admin, ApiError, AppState, Reader};
-use axum::extract::{Path, Query, State};
+use crate::service::ApiQuery;
+use axum::extract::{Path, State};
 use axum::Json;
 use hydra_core::envelope::rfc3339;
 use hydra_core::ledger::now_ms;
@@ -140,9 +141,8 @@ fn read(state: &AppState, pick: impl FnOnce(&ClusterViews) -> Vec<SessionView>) 
 pub async fn list(
     State(state): State<AppState>,
     _: Reader,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let filter = q.checked()?;
     Ok(Json(read(&state, |v| select(v, &filter))))
 }

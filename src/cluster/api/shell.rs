@@ -11,9 +11,9 @@
 
 use super::{Admin, ApiError, AppState, NodeCaller, OnNode};
 use crate::cluster::shell::{AttachError, Offer, Shells};
-use axum::extract::rejection::QueryRejection;
+use crate::service::ApiQuery;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -87,10 +87,9 @@ fn close(code: u16, reason: &str) -> Message {
 pub async fn open(
     State(state): State<AppState>,
     OnNode(Admin(admin), node): OnNode<Admin>,
-    query: Result<Query<OpenQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<OpenQuery>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (cols, rows) = (side(q.cols, 80, "cols")?, side(q.rows, 24, "rows")?);
     let command = match q.command {
         Some(c) if c.trim().is_empty() => return Err(ApiError::bad_request("command is empty")),
@@ -330,9 +329,8 @@ pub struct WaitQuery {
 pub async fn check(
     State(state): State<AppState>,
     NodeCaller(node): NodeCaller,
-    query: Result<Query<WaitQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.min(MAX_WAIT_S));
     let waker = state.shells.waker(&node);
     let mut stopping = state.stopping.clone();

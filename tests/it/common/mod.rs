@@ -227,6 +227,16 @@ pub async fn all_pages(s: &impl Service, path: &str, limit: usize) -> (Vec<Value
     }
 }
 
+/// Each `(query, word)`: `GET path?query` as an admin is a 400 whose message has `word`
+/// (it names what was wrong).
+pub async fn refused_queries(s: &impl Service, path: &str, cases: &[(&str, &str)]) {
+    for (query, word) in cases {
+        let (status, err) = get(s, &format!("{path}?{query}"), ADMIN).await;
+        assert_eq!(status, 400, "{query}: {err}");
+        assert!(err["error"].as_str().unwrap_or_default().contains(word), "{query}: {err}");
+    }
+}
+
 /// `get` in a task of its own: a long poll the test answers meanwhile.
 pub fn spawn_get(s: &impl Service, path: &str, token: &str) -> tokio::task::JoinHandle<(u16, Value)> {
     let (s, path, token) = (s.endpoint(), path.to_owned(), token.to_owned());
