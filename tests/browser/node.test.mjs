@@ -49,3 +49,18 @@ test('Reprovision on the node page shows requested, started and completed live',
   // The page's fields follow too: the node's provisioning state is completed.
   await page.locator('dd[data-field=provision_state]', { hasText: 'completed' }).waitFor({ timeout: GUARD_MS });
 });
+
+test('a command run from the node page shows its result, and the recent results keep it', async () => {
+  const page = await server.signIn(ADMIN);
+  await page.goto(`${server.url}/nodes/${body.id}`);
+  await page.locator('#node-fields h2', { hasText: 'node-body-1' }).waitFor({ timeout: GUARD_MS });
+  await page.fill('textarea[name=command]', 'echo hello-from-the-page');
+  await page.click('button[data-action=run]');
+  await page.locator('#command-output', { hasText: 'hello-from-the-page' }).waitFor({ timeout: GUARD_MS });
+  assert.match(await page.locator('#command-output').innerText(), /^completed \(exit 0\)/);
+  // The log's exec.completed lists it under the recent results; its output on demand.
+  const done = page.locator('#exec-results > li', { hasText: 'completed' }).first();
+  await done.waitFor({ timeout: GUARD_MS });
+  await done.locator('button[data-action=output]').click();
+  await done.locator('pre', { hasText: 'hello-from-the-page' }).waitFor({ timeout: GUARD_MS });
+});

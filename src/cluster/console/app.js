@@ -253,10 +253,11 @@ async function nodePage() {
   const actions = h('div', { id: 'node-actions' });
   const timeline = h('ol', { class: 'timeline', id: 'timeline' });
   const queue = h('div', { id: 'exec-queue' });
+  const results = h('ol', { class: 'timeline', id: 'exec-results' });
   main.append(summary, actions,
     h('div', { class: 'columns' },
       h('section', {}, h('h2', { text: 'History' }), timeline),
-      h('section', {}, h('h2', { text: 'Commands' }), queue)));
+      h('section', {}, h('h2', { text: 'Commands' }), queue, h('h2', { text: 'Recent results' }), results)));
 
   const showNode = (n) => {
     const dl = h('dl', { class: 'fields' });
@@ -329,11 +330,30 @@ async function nodePage() {
     h('span', { class: 'type', text: e.type }), ' ', h('span', { class: 'muted', title: e.at, text: `${ago(e.at)} · #${e.seq}` }),
     e.cause ? h('span', { class: 'muted', text: ` · ${e.cause}` }) : null,
     h('div', { class: 'muted', text: JSON.stringify(e.data) }));
+  // A command's end, from the log; its output is read on demand (admins).
+  const ENDS = ['exec.completed', 'exec.timed_out', 'exec.failed', 'exec.cancelled', 'exec.expired'];
+  const resultItem = (e) => {
+    const out = h('pre', { hidden: true });
+    const exec = e.data.exec_id;
+    return h('li', { 'data-exec': exec }, h('span', { class: 'type', text: e.type.slice(5) }), ' ',
+      h('code', { text: exec }), ' ', h('span', { class: 'muted', title: e.at, text: ago(e.at) }),
+      e.data.exit_code !== undefined ? h('span', { class: 'muted', text: ` · exit ${e.data.exit_code ?? '–'}` }) : null, ' ',
+      action('Output', async () => {
+        const r = (await api('GET', `${path}/exec/${encodeURIComponent(exec)}/result`)).json;
+        out.hidden = false;
+        out.textContent = r.output_pruned ? '(pruned after its retention)' : `${r.stdout}${r.stderr ? `\n--- stderr\n${r.stderr}` : ''}`;
+        return r.status;
+      }, { name: 'output' }), out);
+  };
   let lastSeq = 0;
   const addEvent = (e) => {
     if (e.seq <= lastSeq) return;
     lastSeq = e.seq;
     timeline.prepend(eventItem(e));
+    if (ENDS.includes(e.type) && e.data && e.data.exec_id) {
+      results.prepend(resultItem(e));
+      while (results.children.length > 20) results.lastChild.remove();
+    }
   };
   const loadQueue = coalesce(async () => {
     if (!ADMIN) { queue.replaceChildren(h('p', { class: 'muted', text: 'The command queue is for admins.' })); return; }
