@@ -53,6 +53,11 @@ wait_for() {
   return 1
 }
 
+# Data dirs left by a run of an older Hydra are brought to this build's layout first
+# (idempotent: a current one is left as it is).
+[ -d hydra-data ] && "$bin/hydracluster" migrate --data hydra-data
+[ -d hydra-library-data ] && "$bin/hydraexperiencelibrary" migrate --data hydra-library-data
+
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
 "$bin/hydracluster" serve --listen "$LISTEN" --config target/demo/config.yaml &
