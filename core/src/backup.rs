@@ -842,6 +842,8 @@ mod tests {
         }
         let back = Store::open(&target).unwrap();
         assert_eq!(back.token(&[2; 32]).unwrap().as_deref(), Some("node:node-b"));
+        // Its meta said layout 1; the store restore wrote is this build's.
+        assert_eq!(back.layout_version().unwrap(), hydra_migrations::LAYOUT_VERSION);
         // Cut before its trailer, it is still refused as truncated.
         let mut content = Vec::new();
         flate2::read::GzDecoder::new(&file[..]).read_to_end(&mut content).unwrap();

@@ -75,6 +75,12 @@ impl Sessions {
         Some(session.clone())
     }
 
+    /// The live session the request's cookie names, if it names one.
+    pub fn of(&self, headers: &HeaderMap) -> Option<(String, Session)> {
+        let id = cookie(headers, SESSION_COOKIE)?;
+        self.get(id).map(|s| (id.to_owned(), s))
+    }
+
     pub fn end(&self, id: &str) {
         self.by_id.lock().remove(id);
     }
@@ -107,8 +113,13 @@ pub fn set_cookie(name: &str, value: &str, max_age: Duration) -> HeaderValue {
 
 /// Compares a CSRF token a request carried with the session's, in constant time.
 pub fn csrf_matches(session: &Session, carried: Option<&str>) -> bool {
+    same_secret(&session.csrf, carried)
+}
+
+/// Whether `carried` is the (non-empty) `expected` secret, compared in constant time.
+pub fn same_secret(expected: &str, carried: Option<&str>) -> bool {
     use subtle::ConstantTimeEq;
-    carried.is_some_and(|c| c.as_bytes().ct_eq(session.csrf.as_bytes()).into())
+    !expected.is_empty() && carried.is_some_and(|c| c.as_bytes().ct_eq(expected.as_bytes()).into())
 }
 
 #[cfg(test)]

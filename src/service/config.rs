@@ -384,6 +384,14 @@ pub mod testing {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_secret_reads_as_a_string_and_never_shows() {
+        let secret: Secret = serde_json::from_str("\"hya_0123\"").unwrap();
+        assert_eq!(secret.0, "hya_0123");
+        assert_eq!(format!("{:?}", Some(&secret)), "Some(<secret>)");
+        assert_eq!(serde_json::to_string(&secret).unwrap(), "\"hya_0123\"");
+    }
+
     #[derive(serde::Deserialize)]
     struct One {
         #[serde(with = "duration")]

@@ -284,4 +284,20 @@ async fn a_missing_library_or_a_refused_token_is_a_clear_error() {
     assert!(body["error"].as_str().unwrap().contains("set experienceLibrary.token"), "{body}");
     let (status, body) = get(&s, "/api/v1/library/events", ADMIN).await;
     assert_eq!(status, 502, "{body}");
+
+    // The token from a file, read at each use: missing, then written (as the library
+    // writes its admin-token at its first start).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("library-admin-token");
+    let (url, path) = (lib.url.clone(), file.clone());
+    let s = spawn_app_with(move |c| {
+        c.experience_library.url = Some(url);
+        c.experience_library.token_file = Some(path);
+    })
+    .await;
+    let (status, body) = get(&s, "/api/v1/library/rollouts", ADMIN).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("cannot read experienceLibrary.token_file"), "{body}");
+    std::fs::write(&file, format!("{ADMIN}\n")).unwrap();
+    assert_eq!(get(&s, "/api/v1/library/rollouts", ADMIN).await, (200, json!([])));
 }

@@ -111,7 +111,6 @@ pattern=\"[A-Za-z0-9._-]+\">\
 /// or an admin's console session. Anything else (no token, a wrong one, an observer's)
 /// is simply not an admin: the page stays public.
 fn is_admin(state: &AppState, headers: &HeaderMap) -> bool {
-    use crate::service::browser;
     let admin = |p: &hydra_core::auth::Principal| matches!(p, hydra_core::auth::Principal::Admin { .. });
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -121,8 +120,7 @@ fn is_admin(state: &AppState, headers: &HeaderMap) -> bool {
         .filter(|t| !t.is_empty());
     let by_token =
         bearer.and_then(|t| state.tokens.resolve(state.ledger.store(), t)).is_some_and(|p| admin(&p));
-    let session = browser::cookie(headers, browser::SESSION_COOKIE).and_then(|id| state.browsers.get(id));
-    by_token || session.is_some_and(|s| admin(&s.principal))
+    by_token || state.browsers.of(headers).is_some_and(|(_, s)| admin(&s.principal))
 }
 
 /// The fleet-enrollment QR code for kiosks, only for an admin: it carries the fleet

@@ -67,9 +67,8 @@ pub struct Browser {
 impl FromRequestParts<AppState> for Browser {
     type Rejection = Response;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let session = browser::cookie(&parts.headers, SESSION_COOKIE).and_then(|id| state.browsers.get(id));
-        match session {
-            Some(session) => Ok(Browser { session }),
+        match state.browsers.of(&parts.headers) {
+            Some((_, session)) => Ok(Browser { session }),
             None => {
                 let here = parts.uri.path_and_query().map_or("/nodes", |p| p.as_str());
                 let query = serde_urlencoded::to_string([("next", here)]).unwrap_or_default();
@@ -114,13 +113,13 @@ fn shell(state: &AppState, b: &Browser, page_name: &str, title: &str, id: &str) 
     let nav: String = PAGES
         .iter()
         .map(|(path, name)| {
-            // A detail page (`node`, `rollout`) belongs to its list.
-            let current =
-                if path.trim_start_matches('/').trim_end_matches('s') == page_name.trim_end_matches('s') {
-                    " aria-current=page"
-                } else {
-                    ""
-                };
+            // A detail page (`node`, `rollout`) belongs to its list (`/nodes`, `/rollouts`).
+            let list = &path[1..];
+            let current = if list == page_name || list.strip_suffix('s') == Some(page_name) {
+                " aria-current=page"
+            } else {
+                ""
+            };
             format!("<a href={path}{current}>{name}</a>")
         })
         .collect();
@@ -271,12 +270,7 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
         Err(r) => return r,
     };
     let next = safe_next(form.next.as_deref());
-    let carried = browser::cookie(&parts.headers, LOGIN_COOKIE);
-    let same_form = carried.is_some_and(|c| {
-        use subtle::ConstantTimeEq;
-        !c.is_empty() && bool::from(c.as_bytes().ct_eq(form.csrf.as_bytes()))
-    });
-    if !same_form {
+    if !browser::same_secret(&form.csrf, browser::cookie(&parts.headers, LOGIN_COOKIE)) {
         let why = "This sign-in form expired or came from another site: sign in again from this page.";
         return login_form(StatusCode::FORBIDDEN, &next, Some(why));
     }
@@ -322,18 +316,14 @@ async fn logout(State(state): State<AppState>, request: Request) -> Response {
         Ok(f) => f,
         Err(r) => return r,
     };
-    if let Some(id) = browser::cookie(&parts.headers, SESSION_COOKIE) {
-        match state.browsers.get(id) {
-            Some(s) if browser::csrf_matches(&s, Some(&form.csrf)) => state.browsers.end(id),
-            Some(_) => {
-                let text = page(
-                    "Not signed out",
-                    "<p>The sign-out form did not carry this session's CSRF token.</p>",
-                );
-                return html(StatusCode::FORBIDDEN, text);
-            }
-            None => {}
+    match state.browsers.of(&parts.headers) {
+        Some((id, s)) if browser::csrf_matches(&s, Some(&form.csrf)) => state.browsers.end(&id),
+        Some(_) => {
+            let text =
+                page("Not signed out", "<p>The sign-out form did not carry this session's CSRF token.</p>");
+            return html(StatusCode::FORBIDDEN, text);
         }
+        None => {}
     }
     let mut response = Redirect::to("/login").into_response();
     response
