@@ -4,8 +4,10 @@
 
 use crate::store::Store;
 use hydra_events::NodeId;
+use parking_lot::RwLock;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 /// Who a request comes from.
@@ -54,10 +56,11 @@ pub fn node_principal(id: &NodeId) -> String {
     format!("node:{id}")
 }
 
-/// The configured tokens, as hashes.
-#[derive(Clone)]
+/// The configured tokens, as hashes. The named admins (`admin_tokens`) can be replaced
+/// while the server runs (SIGHUP); the rest is fixed for the life of the process.
 pub struct Tokens {
     admins: Vec<(String, TokenHash)>,
+    named: RwLock<Arc<Vec<(String, TokenHash)>>>,
     observer: Option<TokenHash>,
     fleet: Option<TokenHash>,
 }
@@ -66,42 +69,65 @@ impl Tokens {
     pub fn new(admins: &[(String, String)], observer: Option<&str>, fleet: Option<&str>) -> Self {
         Tokens {
             admins: admins.iter().map(|(n, t)| (n.clone(), hash_token(t))).collect(),
+            named: RwLock::default(),
             observer: observer.filter(|t| !t.is_empty()).map(hash_token),
             fleet: fleet.filter(|t| !t.is_empty()).map(hash_token),
         }
     }
 
+    /// Puts `named` (name, hash of the token) in force in place of the named admins
+    /// before: a token left out stops working with the next request.
+    pub fn set_named_admins(&self, named: Vec<(String, TokenHash)>) {
+        *self.named.write() = Arc::new(named);
+    }
+
+    /// The names of the admins in force, the first token's first.
+    pub fn admin_names(&self) -> Vec<String> {
+        let named = self.named.read().clone();
+        self.admins.iter().chain(named.iter()).map(|(n, _)| n.clone()).collect()
+    }
+
     /// Whether `hash` is one of the configured tokens (admin, observer, fleet): a node
     /// given such a token would be taken for them.
     pub fn is_configured(&self, hash: &TokenHash) -> bool {
-        let same = |h: &TokenHash| bool::from(h.ct_eq(hash));
-        self.admins.iter().any(|(_, h)| same(h)) || self.observer.iter().chain(&self.fleet).any(same)
+        self.configured(hash).is_some()
     }
 
-    /// Resolves a bearer token. Configured tokens are compared in constant time; node
-    /// tokens are looked up by hash, which reveals nothing about the token itself.
-    pub fn resolve(&self, store: &Store, token: &str) -> Option<Principal> {
-        let hash = hash_token(token);
+    /// The configured principal behind `hash`, compared in constant time against
+    /// every configured token (no early exit that a timer could see).
+    fn configured(&self, hash: &TokenHash) -> Option<Principal> {
+        let named = self.named.read().clone();
         let mut found = None;
-        for (name, h) in &self.admins {
-            if bool::from(h.ct_eq(&hash)) && found.is_none() {
+        for (name, h) in self.admins.iter().chain(named.iter()) {
+            if bool::from(h.ct_eq(hash)) && found.is_none() {
                 found = Some(Principal::Admin { name: name.clone() });
             }
         }
         if let Some(h) = &self.observer {
-            if bool::from(h.ct_eq(&hash)) && found.is_none() {
+            if bool::from(h.ct_eq(hash)) && found.is_none() {
                 found = Some(Principal::Observer);
             }
         }
         if let Some(h) = &self.fleet {
-            if bool::from(h.ct_eq(&hash)) && found.is_none() {
+            if bool::from(h.ct_eq(hash)) && found.is_none() {
                 found = Some(Principal::Fleet);
             }
         }
-        if found.is_some() {
-            return found;
+        found
+    }
+
+    /// Resolves a bearer token.
+    pub fn resolve(&self, store: &Store, token: &str) -> Option<Principal> {
+        self.resolve_hash(store, &hash_token(token))
+    }
+
+    /// Resolves a token by its hash. Configured tokens are compared in constant time;
+    /// node tokens are looked up by hash, which reveals nothing about the token itself.
+    pub fn resolve_hash(&self, store: &Store, hash: &TokenHash) -> Option<Principal> {
+        if let Some(found) = self.configured(hash) {
+            return Some(found);
         }
-        let principal = store.token(&hash).ok().flatten()?;
+        let principal = store.token(hash).ok().flatten()?;
         let id = principal.strip_prefix("node:")?;
         NodeId::parse(id).ok().map(Principal::Node)
     }
@@ -161,6 +187,20 @@ mod tests {
         }
         let (t3, _) = admin_token(dir.path(), Some("given")).unwrap();
         assert_eq!(t3, "given");
+    }
+
+    #[test]
+    fn named_admins_are_replaced_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tokens = Tokens::new(&[("admin".into(), "first".into())], None, None);
+        tokens.set_named_admins(vec![("alice".into(), hash_token("a")), ("bob".into(), hash_token("b"))]);
+        assert_eq!(tokens.resolve(&store, "b"), Some(Principal::Admin { name: "bob".into() }));
+        assert_eq!(tokens.admin_names(), ["admin", "alice", "bob"]);
+        tokens.set_named_admins(vec![("alice".into(), hash_token("a"))]);
+        assert_eq!(tokens.resolve(&store, "b"), None, "bob's token left with his entry");
+        assert_eq!(tokens.resolve(&store, "a"), Some(Principal::Admin { name: "alice".into() }));
+        assert_eq!(tokens.resolve(&store, "first"), Some(Principal::Admin { name: "admin".into() }));
     }
 
     #[test]

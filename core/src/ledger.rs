@@ -17,6 +17,24 @@ use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+tokio::task_local! {
+    /// The id of the HTTP request this task serves, set by the services' request layer
+    /// (`with_request_id`): every event a request causes names it in its `cause`, so
+    /// the log and the server's log lines of that request can be matched.
+    static REQUEST_ID: String;
+}
+
+/// Runs `f` as the work of request `id`: what it submits to a ledger carries
+/// ` request:<id>` after its cause.
+pub async fn with_request_id<F: std::future::Future>(id: String, f: F) -> F::Output {
+    REQUEST_ID.scope(id, f).await
+}
+
+/// `cause`, followed by the id of the request this task serves, if it serves one.
+fn with_request(cause: String) -> String {
+    REQUEST_ID.try_with(|id| format!("{cause} request:{id}")).unwrap_or(cause)
+}
+
 /// What a command decided: the events to append, and the token writes and command
 /// outputs (stored by hash, which the events carry) that must be exactly as durable
 /// as they are.
@@ -220,7 +238,7 @@ impl<P: Projection> Ledger<P> {
         command: impl FnOnce(&P) -> Result<Decision, DomainError> + Send + 'static,
     ) -> Result<Vec<Arc<Envelope>>, LedgerError> {
         let (reply, answer) = oneshot::channel();
-        let request = Request { cause: cause.into(), command: Box::new(command), reply };
+        let request = Request { cause: with_request(cause.into()), command: Box::new(command), reply };
         self.tx.send(request).await.map_err(|_| LedgerError::Unavailable("the ledger has stopped".into()))?;
         answer.await.map_err(|_| LedgerError::Unavailable("the ledger stopped before answering".into()))?
     }

@@ -5,6 +5,6 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = hydra::agent::cli::Cli::parse();
-    hydra::agent::init_logging();
+    hydra::service::cli::init_logging();
     hydra::agent::cli::main(cli).await
 }

@@ -34,6 +34,8 @@ pub struct Config {
     pub server_url: String,
     /// An admin token given by the operator; otherwise one is generated in the data dir.
     pub admin_token: Option<String>,
+    /// More admins, each with a name, as hashes of their tokens; re-read on SIGHUP.
+    pub admin_tokens: Vec<crate::service::config::NamedAdmin>,
     pub observer_token: Option<String>,
     pub fleet_enrollment_token: Option<String>,
     #[serde(alias = "roleCatalog")]
@@ -157,6 +159,7 @@ impl Default for Config {
             data: PathBuf::from(Self::DEFAULT_DATA),
             server_url: format!("http://{listen}"),
             admin_token: None,
+            admin_tokens: Vec::new(),
             observer_token: None,
             fleet_enrollment_token: None,
             role_catalog: DEFAULT_ROLES.iter().map(|s| s.to_string()).collect(),

@@ -5,7 +5,6 @@ use super::api::{router, AppState};
 use super::config::Config;
 use super::watchdogs;
 use crate::service::start::{self, Running};
-use hydra_core::auth::Tokens;
 use tokio::sync::watch;
 
 /// Opens the data dir and starts serving on `config.listen` (port 0 picks one).
@@ -15,11 +14,12 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         config.server_url = format!("http://{}", opened.addr);
     }
     let ledger = opened.ledger.clone();
-    let tokens = Tokens::new(
-        &[("admin".into(), opened.admin_token.clone())],
+    let tokens = start::tokens(
+        &config,
+        &opened,
         config.observer_token.as_deref(),
         config.fleet_enrollment_token.as_deref(),
-    );
+    )?;
     let (stop, stopped) = watch::channel(false);
     let state = AppState::new(config, ledger.clone(), tokens, stopped);
     let checker = tokio::spawn(watchdogs::offline_checker(

@@ -18,6 +18,8 @@ pub struct LibraryConfig {
     pub listen: SocketAddr,
     pub data: PathBuf,
     pub admin_token: Option<String>,
+    /// More admins, each with a name, as hashes of their tokens; re-read on SIGHUP.
+    pub admin_tokens: Vec<crate::service::config::NamedAdmin>,
     /// A read-only token for watchers (`hydrapipeline`).
     pub observer_token: Option<String>,
     /// hydracluster, and its admin token: rollouts list nodes and ask for reprovisions.
@@ -61,6 +63,7 @@ impl Default for LibraryConfig {
             listen: Self::DEFAULT_LISTEN.parse().expect("valid default address"),
             data: PathBuf::from(Self::DEFAULT_DATA),
             admin_token: None,
+            admin_tokens: Vec::new(),
             observer_token: None,
             cluster_url: None,
             cluster_token: None,

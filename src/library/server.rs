@@ -10,7 +10,6 @@ use super::state::{LibraryState, Links};
 use crate::service::extract::AuthThrottle;
 use crate::service::start;
 use crate::service::SseStats;
-use hydra_core::auth::Tokens;
 use hydra_projections::LibraryViews;
 use std::sync::Arc;
 use tokio::sync::{watch, Notify};
@@ -22,8 +21,7 @@ pub type Running = start::Running<LibraryViews>;
 pub async fn start(config: LibraryConfig) -> anyhow::Result<Running> {
     let opened = start::open(&config).await?;
     let ledger = opened.ledger.clone();
-    let tokens =
-        Tokens::new(&[("admin".into(), opened.admin_token.clone())], config.observer_token.as_deref(), None);
+    let tokens = start::tokens(&config, &opened, config.observer_token.as_deref(), None)?;
     let cluster = config
         .cluster_url
         .as_deref()

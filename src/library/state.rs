@@ -57,7 +57,7 @@ impl ServiceState for LibraryState {
     fn ledger(&self) -> &Ledger<LibraryViews> {
         &self.ledger
     }
-    fn tokens(&self) -> &Tokens {
+    fn tokens(&self) -> &Arc<Tokens> {
         &self.tokens
     }
     fn stopping(&self) -> watch::Receiver<bool> {

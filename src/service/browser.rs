@@ -6,7 +6,8 @@
 //! token, so the pages call the same API with the same rules as the CLI.
 
 use axum::http::{header, HeaderMap, HeaderValue};
-use hydra_core::auth::Principal;
+use hydra_core::auth::{hash_token, Principal, TokenHash, Tokens};
+use hydra_core::store::Store;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -23,6 +24,10 @@ pub const MAX_SESSIONS: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct Session {
     pub principal: Principal,
+    /// The hash of the token it signed in with: the session lasts only while that
+    /// token is accepted as the same principal (an admin taken out of `admin_tokens`
+    /// is signed out at their next request).
+    token: TokenHash,
     /// What a changing request from this session must carry.
     pub csrf: String,
     last_used: Instant,
@@ -42,12 +47,13 @@ impl Sessions {
         Sessions { by_id: Mutex::default(), idle }
     }
 
-    /// Starts a session for `principal`: its id (for the cookie) and CSRF token.
-    pub fn start(&self, principal: Principal) -> (String, String) {
-        self.start_at(principal, Instant::now())
+    /// Starts a session for `principal`, signed in with `token`: its id (for the
+    /// cookie) and CSRF token.
+    pub fn start(&self, principal: Principal, token: &str) -> (String, String) {
+        self.start_at(principal, hash_token(token), Instant::now())
     }
 
-    fn start_at(&self, principal: Principal, now: Instant) -> (String, String) {
+    fn start_at(&self, principal: Principal, token: TokenHash, now: Instant) -> (String, String) {
         let (id, csrf) = (hydra_core::auth::new_token(""), hydra_core::auth::new_token(""));
         let mut by_id = self.by_id.lock();
         by_id.retain(|_, s| now.duration_since(s.last_used) < self.idle);
@@ -55,13 +61,19 @@ impl Sessions {
             let oldest = by_id.iter().min_by_key(|(_, s)| s.last_used).map(|(id, _)| id.clone());
             oldest.map(|id| by_id.remove(&id));
         }
-        by_id.insert(id.clone(), Session { principal, csrf: csrf.clone(), last_used: now });
+        by_id.insert(id.clone(), Session { principal, token, csrf: csrf.clone(), last_used: now });
         (id, csrf)
     }
 
-    /// The live session `id` names (and marks it used), or None.
-    pub fn get(&self, id: &str) -> Option<Session> {
-        self.get_at(id, Instant::now())
+    /// The live session `id` names (and marks it used), or None; a session whose
+    /// token `tokens` no longer accepts as the same principal ends here.
+    pub fn get(&self, id: &str, tokens: &Tokens, store: &Store) -> Option<Session> {
+        let session = self.get_at(id, Instant::now())?;
+        if tokens.resolve_hash(store, &session.token).as_ref() != Some(&session.principal) {
+            self.end(id);
+            return None;
+        }
+        Some(session)
     }
 
     fn get_at(&self, id: &str, now: Instant) -> Option<Session> {
@@ -76,9 +88,9 @@ impl Sessions {
     }
 
     /// The live session the request's cookie names, if it names one.
-    pub fn of(&self, headers: &HeaderMap) -> Option<(String, Session)> {
+    pub fn of(&self, headers: &HeaderMap, tokens: &Tokens, store: &Store) -> Option<(String, Session)> {
         let id = cookie(headers, SESSION_COOKIE)?;
-        self.get(id).map(|s| (id.to_owned(), s))
+        self.get(id, tokens, store).map(|s| (id.to_owned(), s))
     }
 
     pub fn end(&self, id: &str) {
@@ -128,28 +140,48 @@ mod tests {
 
     #[test]
     fn a_session_ends_when_idle_or_signed_out_and_the_oldest_goes_first_when_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tokens = Tokens::new(&[], Some("o"), None);
         let idle = Duration::from_secs(60);
         let sessions = Sessions::new(idle);
-        let (id, csrf) = sessions.start(Principal::Observer);
-        let s = sessions.get(&id).unwrap();
+        let get = |id: &str| sessions.get(id, &tokens, &store);
+        let (id, csrf) = sessions.start(Principal::Observer, "o");
+        let s = get(&id).unwrap();
         assert!(csrf_matches(&s, Some(&csrf)));
         assert!(!csrf_matches(&s, Some("nope")) && !csrf_matches(&s, None));
         sessions.end(&id);
-        assert!(sessions.get(&id).is_none());
+        assert!(get(&id).is_none());
 
         let t0 = Instant::now();
-        let (id, _) = sessions.start_at(Principal::Observer, t0);
+        let (id, _) = sessions.start_at(Principal::Observer, hash_token("o"), t0);
         assert!(sessions.get_at(&id, t0 + idle / 2).is_some());
         assert!(sessions.get_at(&id, t0 + idle / 2 + idle).is_none(), "idle past its limit");
 
-        let first = sessions.start(Principal::Observer).0;
-        let ids: Vec<_> = (1..MAX_SESSIONS).map(|_| sessions.start(Principal::Observer).0).collect();
+        let first = sessions.start(Principal::Observer, "o").0;
+        let ids: Vec<_> = (1..MAX_SESSIONS).map(|_| sessions.start(Principal::Observer, "o").0).collect();
         assert_eq!(sessions.len(), MAX_SESSIONS);
-        sessions.get(&first).unwrap();
-        sessions.start(Principal::Observer);
+        get(&first).unwrap();
+        sessions.start(Principal::Observer, "o");
         assert_eq!(sessions.len(), MAX_SESSIONS);
-        assert!(sessions.get(&first).is_some(), "used lately, kept");
-        assert!(sessions.get(&ids[0]).is_none(), "the least recently used one went");
+        assert!(get(&first).is_some(), "used lately, kept");
+        assert!(get(&ids[0]).is_none(), "the least recently used one went");
+    }
+
+    #[test]
+    fn a_session_ends_with_its_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tokens = Tokens::new(&[], None, None);
+        tokens.set_named_admins(vec![("alice".into(), hash_token("a"))]);
+        let sessions = Sessions::new(Duration::from_secs(60));
+        let (id, _) = sessions.start(Principal::Admin { name: "alice".into() }, "a");
+        assert!(sessions.get(&id, &tokens, &store).is_some());
+        // Alice keeps her name under a new token: the old token's session ends all the same.
+        tokens.set_named_admins(vec![("alice".into(), hash_token("a2"))]);
+        assert!(sessions.get(&id, &tokens, &store).is_none());
+        tokens.set_named_admins(vec![("alice".into(), hash_token("a"))]);
+        assert!(sessions.get(&id, &tokens, &store).is_none(), "an ended session stays ended");
     }
 
     #[test]

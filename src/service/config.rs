@@ -12,6 +12,44 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// One entry of `admin_tokens`: an admin's name, which the `cause` of everything they
+/// do carries, and the SHA-256 (hex) of their token, so the file never holds a token.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedAdmin {
+    pub name: String,
+    pub sha256: String,
+}
+
+/// The name of the first admin token (configured or generated): reserved.
+pub const FIRST_ADMIN: &str = "admin";
+
+/// `admin_tokens` as the token table takes them, or what is wrong with the list
+/// (a name that is not 1 to 64 letters, digits and `-_.`, a name used twice or
+/// `admin`, a hash that is not 64 hex digits, one hash under two names).
+pub fn named_admins(list: &[NamedAdmin]) -> Result<Vec<(String, hydra_core::auth::TokenHash)>, String> {
+    let mut out: Vec<(String, hydra_core::auth::TokenHash)> = Vec::with_capacity(list.len());
+    for (i, NamedAdmin { name, sha256 }) in list.iter().enumerate() {
+        let at = format!("admin_tokens[{i}]");
+        let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+        if !(1..=64).contains(&name.len()) || !name.bytes().all(plain) {
+            return Err(format!("{at}: name {name:?} must be 1 to 64 letters, digits, '-', '_' or '.'"));
+        }
+        if name == FIRST_ADMIN {
+            return Err(format!("{at}: the name {FIRST_ADMIN:?} is the first admin token's; choose another"));
+        }
+        let mut hash = [0u8; 32];
+        if hex::decode_to_slice(sha256, &mut hash).is_err() {
+            return Err(format!("{at} ({name}): sha256 must be 64 hex digits, the SHA-256 of the token"));
+        }
+        if let Some((other, _)) = out.iter().find(|(n, h)| n == name || *h == hash) {
+            return Err(format!("{at}: {name:?} repeats the name or the token of {other:?}"));
+        }
+        out.push((name.clone(), hash));
+    }
+    Ok(out)
+}
+
 /// The longest duration any setting or request accepts (366 days): longer is a
 /// mistake, and the bound keeps every sum of times far from overflowing.
 pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
@@ -129,7 +167,7 @@ pub trait ServiceConfig: Default + DeserializeOwned + std::fmt::Debug + Send + '
     const DEFAULT_SERVER: &'static str;
 
     /// The service's own `serve` flags, after the shared ones.
-    type Flags: clap::Args + clap::FromArgMatches + std::fmt::Debug;
+    type Flags: clap::Args + clap::FromArgMatches + std::fmt::Debug + Send + Sync + 'static;
     type Views: hydra_projections::Projection;
     /// The one figure of the views `audit` prints beside the digest.
     const AUDIT_COUNT: (&'static str, fn(&Self::Views) -> usize);
@@ -147,6 +185,8 @@ pub trait ServiceConfig: Default + DeserializeOwned + std::fmt::Debug + Send + '
     fn listen(&self) -> SocketAddr;
     /// The admin token the operator gave, if any (else `serve` keeps a generated one).
     fn admin_token(&self) -> Option<&str>;
+    /// The named admins (`admin_tokens`), re-read on SIGHUP.
+    fn admin_tokens(&self) -> &[NamedAdmin];
     fn ledger_config(&self) -> hydra_core::ledger::LedgerConfig;
     fn conn_limits(&self) -> super::serve::ConnLimits;
     fn start(self) -> impl Future<Output = anyhow::Result<Running<Self::Views>>> + Send;
@@ -193,6 +233,10 @@ macro_rules! shared_settings {
             self.admin_token.as_deref()
         }
 
+        fn admin_tokens(&self) -> &[crate::service::config::NamedAdmin] {
+            &self.admin_tokens
+        }
+
         fn conn_limits(&self) -> crate::service::serve::ConnLimits {
             crate::service::serve::ConnLimits {
                 max_connections: self.max_connections,
@@ -225,6 +269,7 @@ pub fn load<C: ServiceConfig>(path: &Path) -> anyhow::Result<C> {
     let text = std::fs::read_to_string(path).map_err(|e| in_file(e.to_string()))?;
     let config: C = from_yaml(&text).map_err(in_file)?;
     config.check().map_err(in_file)?;
+    named_admins(config.admin_tokens()).map_err(in_file)?;
     Ok(config)
 }
 
@@ -276,12 +321,48 @@ impl<C: ServiceConfig> ServeArgs<C> {
         Ok(config)
     }
 
-    /// Runs `serve` until a stop signal.
+    /// Runs `serve` until a stop signal; on SIGHUP, reads the settings again and puts
+    /// their `admin_tokens` in force.
     pub async fn serve(self) -> anyhow::Result<()> {
         let config = self.config()?;
         let data = config.data().to_owned();
-        config.start().await?.until_signal(C::PROGRAM, &data).await
+        let running = config.start().await?;
+        let reload = tokio::spawn(reload_admins_on_hangup(self, running.tokens.clone()));
+        let served = running.until_signal(C::PROGRAM, &data).await;
+        reload.abort();
+        served
     }
+}
+
+/// On each SIGHUP, the named admins of the settings as they are now (file, then flags
+/// and environment). A file that no longer reads or checks changes nothing: the
+/// admins in force stay, and the log says why.
+async fn reload_admins_on_hangup<C: ServiceConfig>(
+    args: ServeArgs<C>,
+    tokens: std::sync::Arc<hydra_core::auth::Tokens>,
+) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: admin tokens are read at start only");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let named =
+                args.config().and_then(|c| named_admins(c.admin_tokens()).map_err(anyhow::Error::msg));
+            match named {
+                Ok(named) => {
+                    tokens.set_named_admins(named);
+                    tracing::info!(admins = ?tokens.admin_names(), "SIGHUP: admin tokens reloaded");
+                }
+                Err(e) => {
+                    tracing::error!("SIGHUP: settings refused, the admin tokens in force are kept: {e:#}")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (args, tokens);
 }
 
 /// Test helpers each service's config tests use.

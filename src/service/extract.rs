@@ -172,7 +172,7 @@ fn signed_in<S: ServiceState>(parts: &Parts, state: &S) -> Result<Principal, Api
     else {
         return Err(unauthorized());
     };
-    let Some(session) = sessions.get(id) else {
+    let Some(session) = sessions.get(id, state.tokens(), state.store()) else {
         failed_auth(parts, state);
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "the console session has ended: sign in again"));
     };

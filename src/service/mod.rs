@@ -12,6 +12,7 @@ pub mod extract;
 pub mod health;
 pub mod limits;
 pub mod page;
+pub mod request;
 pub mod serve;
 pub mod sse_client;
 pub mod start;
@@ -34,7 +35,7 @@ use std::sync::Arc;
 pub trait ServiceState: Clone + Send + Sync + 'static {
     type Views: hydra_projections::Projection;
     fn ledger(&self) -> &Ledger<Self::Views>;
-    fn tokens(&self) -> &Tokens;
+    fn tokens(&self) -> &Arc<Tokens>;
     /// Turns true when the server stops, so that live streams end.
     fn stopping(&self) -> tokio::sync::watch::Receiver<bool>;
     fn sse(&self) -> &Arc<SseStats>;

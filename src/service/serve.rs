@@ -154,6 +154,7 @@ pub fn serve<S: ServiceState>(
     state: S,
     limits: ConnLimits,
 ) -> impl Future<Output = io::Result<()>> + Send {
+    let app = app.layer(axum::middleware::from_fn(super::request::layer));
     let (cap, reserve) = caps(limits.max_connections, raise_fd_limit());
     let stats = state.connections().clone();
     stats.limit.store(cap as u64, Ordering::Relaxed);

@@ -165,7 +165,7 @@ async fn a_session_acts_only_with_its_csrf_token_and_an_observer_never_does() {
     assert_eq!((status, body["draining"].as_bool()), (200, Some(true)));
     // The event says which admin did it.
     let log = events(&s, &format!("types=node.drain_changed&node={node}")).await;
-    assert_eq!(log[0]["cause"], "admin:admin", "{log:?}");
+    assert_eq!(who(&log[0]), "admin:admin", "{log:?}");
 
     // An observer's session reads, and is refused every action, CSRF token or not.
     let (cookie, csrf) = session(&s, &http, OBSERVER).await;

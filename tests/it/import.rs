@@ -39,7 +39,7 @@ async fn the_example_file_imports_once_and_a_second_import_changes_nothing() {
 
     let imported = events(&s, "types=node.imported").await;
     assert_eq!(imported.len(), 5);
-    assert!(imported.iter().all(|e| e["cause"] == "import:nodes.yaml"), "{imported:?}");
+    assert!(imported.iter().all(|e| who(e) == "import:nodes.yaml"), "{imported:?}");
     assert!(!imported.iter().any(|e| e.to_string().contains("hyn_")), "no token in an event");
     let b1 = node(&s, BODY_1.0).await;
     assert_eq!(
@@ -103,10 +103,7 @@ async fn a_changed_file_is_a_conflict_until_update() {
     assert!(said.contains("0 created, 1 updated, 4 unchanged (1 events written)"), "{said}");
     assert_eq!(node(&s, BODY_1.0).await["owner"], "ops-south");
     let last = events(&s, "types=node.imported").await.pop().unwrap();
-    assert_eq!(
-        (last["cause"].as_str(), last["data"]["node_id"].as_str()),
-        (Some("import:nodes-v2.yaml"), Some(BODY_1.0))
-    );
+    assert_eq!((who(&last), last["data"]["node_id"].as_str()), ("import:nodes-v2.yaml", Some(BODY_1.0)));
     // The head pinned to it stays: the pairing still holds.
     let (_, head) = get(&s, &format!("/api/v1/heads/{HEAD_1}"), ADMIN).await;
     assert_eq!(head["assigned_body_id"], BODY_1.0);
@@ -214,7 +211,7 @@ async fn an_offline_import_lands_as_through_the_server() {
     assert!(!ok && said.contains("a server is running on"), "{said}");
     let imported = events(&server, "types=node.imported").await;
     assert_eq!(imported.len(), 5);
-    assert!(imported.iter().all(|e| e["cause"] == "import:nodes.yaml"));
+    assert!(imported.iter().all(|e| who(e) == "import:nodes.yaml"));
     let (status, _) = heartbeat(&server, BODY_1.1, json!({})).await;
     assert_eq!(status, 200);
     server.terminate();

@@ -3,7 +3,7 @@
 //! body errors, SSE, and the CLI binary against the same server.
 
 use crate::common::library::{spawn_library, TestLibrary};
-use crate::common::{dead_url, ADMIN, OBSERVER};
+use crate::common::{dead_url, who, ADMIN, OBSERVER};
 use eventsource_client::{self as es, Client as _};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -396,7 +396,7 @@ async fn the_event_stream_carries_experience_and_build_events_to_an_observer() {
     assert_eq!(seen[0].1["data"]["experience_id"], "space");
     assert_eq!(seen[1].0, "build.registered");
     assert_eq!(seen[1].1["data"]["build"], "b1");
-    assert_eq!(seen[1].1["cause"], "admin:admin");
+    assert_eq!(who(&seen[1].1), "admin:admin");
     drop(stream);
     lib.stop().await;
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod admins;
 mod agent;
 mod auth_abuse;
 mod backup;

@@ -55,7 +55,7 @@ async fn a_reprovision_reaches_the_node_once_and_its_result_completes_it() {
     let e = events_of(&s, &id, "provision.").await;
     assert_eq!(types(&e), ["provision.requested", "provision.started", "provision.completed"]);
     assert_eq!(e[2]["data"]["version"], "2.4.1");
-    assert_eq!(e[2]["cause"], format!("node:{id}"));
+    assert_eq!(who(&e[2]), format!("node:{id}"));
 
     // A duplicate result is refused and recorded nowhere.
     assert_eq!(report(&s, &token, json!({"success": true, "version": "9"})).await.0, 409);

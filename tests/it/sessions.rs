@@ -114,7 +114,7 @@ async fn a_head_streaming_from_its_body_is_a_session_until_the_head_stops() {
     }
     assert_eq!(log[1]["data"]["reason"], "head_stopped");
     // Each was written with its cause: the head's report, in the same batch.
-    assert_eq!(log[1]["cause"], format!("node:{}", head.node));
+    assert_eq!(who(&log[1]), format!("node:{}", head.node));
     let status_change = events(&server, &format!("types=head.status_changed&node={}", head.node)).await;
     let idle = status_change.iter().rfind(|e| e["data"]["status"] == "idle").unwrap();
     assert_eq!(idle["seq"].as_u64().unwrap() + 1, log[1]["seq"].as_u64().unwrap(), "right after its cause");
@@ -304,6 +304,6 @@ async fn a_stream_change_held_by_the_event_budget_starts_the_session_when_it_is_
         started[0]["seq"].as_u64().unwrap(),
         "{log:?} {started:?}"
     );
-    assert_eq!(started[0]["cause"], format!("node:{body}"));
+    assert_eq!(who(&started[0]), format!("node:{body}"));
     assert_eq!(started[0]["data"]["body_id"], body.as_str());
 }

@@ -161,7 +161,7 @@ async fn an_operator_opens_shells_on_a_real_agent() {
     assert_eq!(opened.len(), 4, "{events:#?}");
     assert_eq!(opened[0]["data"]["command"], "echo hi; tty; exit 3");
     assert_eq!(opened[0]["data"]["node_id"], node.as_str());
-    assert_eq!(opened[0]["cause"], "admin:admin");
+    assert_eq!(who(opened[0]), "admin:admin");
     assert!(opened[0]["data"]["session_id"].as_str().unwrap().starts_with("shell-"));
     assert_eq!(opened[1]["data"]["command"], Value::Null, "an interactive shell");
     let closed_code = |session: &Value| {

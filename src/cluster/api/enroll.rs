@@ -120,7 +120,11 @@ fn is_admin(state: &AppState, headers: &HeaderMap) -> bool {
         .filter(|t| !t.is_empty());
     let by_token =
         bearer.and_then(|t| state.tokens.resolve(state.ledger.store(), t)).is_some_and(|p| admin(&p));
-    by_token || state.browsers.of(headers).is_some_and(|(_, s)| admin(&s.principal))
+    by_token
+        || state
+            .browsers
+            .of(headers, &state.tokens, state.ledger.store())
+            .is_some_and(|(_, s)| admin(&s.principal))
 }
 
 /// The fleet-enrollment QR code for kiosks, only for an admin: it carries the fleet

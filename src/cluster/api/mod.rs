@@ -61,7 +61,7 @@ impl ServiceState for AppState {
     fn ledger(&self) -> &Ledger<ClusterViews> {
         &self.ledger
     }
-    fn tokens(&self) -> &Tokens {
+    fn tokens(&self) -> &Arc<Tokens> {
         &self.tokens
     }
     fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {

@@ -67,7 +67,7 @@ pub struct Browser {
 impl FromRequestParts<AppState> for Browser {
     type Rejection = Response;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        match state.browsers.of(&parts.headers) {
+        match state.browsers.of(&parts.headers, &state.tokens, state.ledger.store()) {
             Some((_, session)) => Ok(Browser { session }),
             None => {
                 let here = parts.uri.path_and_query().map_or("/nodes", |p| p.as_str());
@@ -294,7 +294,7 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
         }
     };
     tracing::info!(who = %principal.cause(), "console sign-in");
-    let (id, _) = state.browsers.start(principal);
+    let (id, _) = state.browsers.start(principal, token);
     let mut response = Redirect::to(&next).into_response();
     let h = response.headers_mut();
     h.append(header::SET_COOKIE, browser::set_cookie(SESSION_COOKIE, &id, state.config.console_session_idle));
@@ -316,7 +316,7 @@ async fn logout(State(state): State<AppState>, request: Request) -> Response {
         Ok(f) => f,
         Err(r) => return r,
     };
-    match state.browsers.of(&parts.headers) {
+    match state.browsers.of(&parts.headers, &state.tokens, state.ledger.store()) {
         Some((id, s)) if browser::csrf_matches(&s, Some(&form.csrf)) => state.browsers.end(&id),
         Some(_) => {
             let text =

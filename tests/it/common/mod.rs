@@ -360,6 +360,12 @@ pub async fn event_log(s: &impl Service, query: &str) -> (Vec<Value>, u64) {
     }
 }
 
+/// Who caused an event: its `cause` without the id of the request it came from.
+pub fn who(event: &Value) -> &str {
+    let cause = event["cause"].as_str().expect("every event has a cause");
+    cause.split_once(" request:").map_or(cause, |(who, _)| who)
+}
+
 /// The type of each event.
 pub fn types(events: &[Value]) -> Vec<&str> {
     events.iter().map(|e| e["type"].as_str().unwrap()).collect()
