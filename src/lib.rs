@@ -5,5 +5,6 @@
 pub mod agent;
 pub mod cluster;
 pub mod library;
+pub mod logging;
 pub mod pipeline;
 pub mod service;

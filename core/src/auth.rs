@@ -51,6 +51,12 @@ pub fn random_hex() -> String {
     hex::encode(bytes)
 }
 
+/// What a node's agent signs to claim token re-issue `rekey_id`: bound to the node and
+/// the re-issue, so one signature is good for one claim.
+pub fn rekey_message(node_id: &str, rekey_id: &str) -> Vec<u8> {
+    format!("hydra-rekey:{node_id}:{rekey_id}").into_bytes()
+}
+
 /// What a node token is stored as in the `tokens` tree.
 pub fn node_principal(id: &NodeId) -> String {
     format!("node:{id}")

@@ -136,6 +136,9 @@ fn redact(event: &Event, data: &mut serde_json::Value) {
         | Event::NodeImported { .. }
         | Event::SessionStarted { .. }
         | Event::SessionEnded { .. }
+        | Event::NodeRekeyKeyRegistered { .. }
+        | Event::NodeTokenRotated { .. }
+        | Event::NodeRekeyed { .. }
         | Event::RolloutCancelled { .. } => {}
     }
 }

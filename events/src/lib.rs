@@ -407,6 +407,27 @@ pub enum Event {
         body_id: NodeId,
         reason: String,
     },
+    /// The node's agent registered the Ed25519 public key (hex) it proves itself with
+    /// when an admin re-issues its token. Registered once: a different key later is
+    /// refused.
+    NodeRekeyKeyRegistered {
+        node_id: NodeId,
+        public_key: String,
+    },
+    /// An admin re-issued the node's token (`POST /api/v1/nodes/{id}/token`): the old
+    /// one was revoked in the same flush. With `claim`, the agent takes the new one by
+    /// signing `rekey_id` with its key; without (no key registered), the admin was
+    /// handed the new token to deliver.
+    NodeTokenRotated {
+        node_id: NodeId,
+        rekey_id: String,
+        claim: bool,
+    },
+    /// The agent proved its key for `rekey_id` and took its new token.
+    NodeRekeyed {
+        node_id: NodeId,
+        rekey_id: String,
+    },
 }
 
 /// A node a rollout left out, and why (`offline`, …).
@@ -595,6 +616,9 @@ impl Event {
         "node.imported",
         "session.started",
         "session.ended",
+        "node.rekey_key_registered",
+        "node.token_rotated",
+        "node.rekeyed",
     ];
 
     /// The dotted type name used on the wire (`event:` in SSE, `type` in JSON).
@@ -657,6 +681,9 @@ impl Event {
             Event::NodeImported { .. } => "node.imported",
             Event::SessionStarted { .. } => "session.started",
             Event::SessionEnded { .. } => "session.ended",
+            Event::NodeRekeyKeyRegistered { .. } => "node.rekey_key_registered",
+            Event::NodeTokenRotated { .. } => "node.token_rotated",
+            Event::NodeRekeyed { .. } => "node.rekeyed",
         }
     }
 
@@ -698,6 +725,9 @@ impl Event {
             | Event::HeadUnassigned { head_id: node_id, .. }
             | Event::SessionStarted { head_id: node_id, .. }
             | Event::SessionEnded { head_id: node_id, .. }
+            | Event::NodeRekeyKeyRegistered { node_id, .. }
+            | Event::NodeTokenRotated { node_id, .. }
+            | Event::NodeRekeyed { node_id, .. }
             | Event::NodeImported { node_id, .. } => About { node: Some(node_id), ..About::default() },
             Event::ExecQueued { node_id, exec_id, .. }
             | Event::ExecDispatched { node_id, exec_id, .. }

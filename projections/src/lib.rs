@@ -109,7 +109,7 @@ pub struct ClusterViews {
 }
 
 impl Projection for ClusterViews {
-    const VERSION: u32 = 6;
+    const VERSION: u32 = 7;
 
     fn apply(&mut self, envelope: &Envelope) {
         self.last_seq = envelope.seq;

@@ -65,6 +65,11 @@ pub struct NodeView {
     pub update_node: bool,
     pub update_services: bool,
     pub enrolled_at_ms: u64,
+    /// The Ed25519 public key (hex) the agent proves itself with to take a re-issued
+    /// token; None for an agent that never registered one.
+    pub rekey_public_key: Option<String>,
+    /// The id of a token re-issue the agent has yet to claim.
+    pub rekey_pending: Option<String>,
     /// The sequence number of the last event about this node.
     pub updated_seq: u64,
 }
@@ -95,6 +100,8 @@ impl NodeView {
             update_node: false,
             update_services: false,
             enrolled_at_ms: at_ms,
+            rekey_public_key: None,
+            rekey_pending: None,
             updated_seq: 0,
         }
     }
@@ -194,6 +201,11 @@ pub(crate) fn apply(nodes: &mut BTreeMap<NodeId, NodeView>, envelope: &Envelope)
         Event::NodeKindChanged { kind, .. } => {
             node.kind = if kind == "head" { NodeKind::Head } else { NodeKind::Body };
         }
+        Event::NodeRekeyKeyRegistered { public_key, .. } => node.rekey_public_key = Some(public_key.clone()),
+        Event::NodeTokenRotated { rekey_id, claim, .. } => {
+            node.rekey_pending = claim.then(|| rekey_id.clone());
+        }
+        Event::NodeRekeyed { .. } => node.rekey_pending = None,
         _ => {}
     }
 }

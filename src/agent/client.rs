@@ -169,6 +169,35 @@ pub async fn enroll(base: &str, name: &str, ip: Option<&str>) -> Result<Enrolled
     json_body(resp).await
 }
 
+/// `GET /api/v1/body/rekey?node_id=…`: the id of the token re-issue waiting for this
+/// node (404 when there is none). No token: the node's own was revoked.
+pub async fn rekey_pending(base: &str, node_id: &str) -> Result<String, CallError> {
+    #[derive(Deserialize)]
+    struct Pending {
+        rekey_id: String,
+    }
+    let url = format!("{base}/api/v1/body/rekey");
+    let resp = send(http().get(&url).query(&[("node_id", node_id)]).timeout(REQUEST_TIMEOUT), &url).await?;
+    json_body::<Pending>(resp).await.map(|p| p.rekey_id)
+}
+
+/// `POST /api/v1/body/rekey`: the signed claim; the answer holds the new token.
+pub async fn rekey_claim(
+    base: &str,
+    node_id: &str,
+    rekey_id: &str,
+    signature: &str,
+) -> Result<Token, CallError> {
+    #[derive(Deserialize)]
+    struct Claimed {
+        token: String,
+    }
+    let url = format!("{base}/api/v1/body/rekey");
+    let body = serde_json::json!({ "node_id": node_id, "rekey_id": rekey_id, "signature": signature });
+    let resp = send(http().post(&url).timeout(REQUEST_TIMEOUT).json(&body), &url).await?;
+    json_body::<Claimed>(resp).await.map(|c| Token::new(c.token))
+}
+
 /// The answer to `POST /api/v1/heads` (a kiosk's fleet enrollment).
 #[derive(Debug, Deserialize)]
 pub struct EnrolledHead {
@@ -281,6 +310,14 @@ impl Server {
     pub async fn post_result(&self, result: &ExecResult) -> Result<(), CallError> {
         let url = format!("{}/api/v1/body/exec/result", self.base);
         send(self.post(&url, RESULT_TIMEOUT).json(result), &url).await.map(drop)
+    }
+
+    /// `PUT /api/v1/body/rekey-key`: registers the key that claims re-issued tokens.
+    pub async fn register_rekey_key(&self, public_key: &str) -> Result<(), CallError> {
+        let url = format!("{}/api/v1/body/rekey-key", self.base);
+        let body = serde_json::json!({ "public_key": public_key });
+        let req = self.http.put(&url).bearer_auth(self.token.expose()).timeout(REQUEST_TIMEOUT).json(&body);
+        send(req, &url).await.map(drop)
     }
 
     /// `POST /api/v1/body/provision-result`.

@@ -89,9 +89,14 @@ pub fn write_private(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()>
 /// Saves an enrollment: the token first, the identity last, so that an identity
 /// file always has its token.
 pub fn save(dir: &Path, identity: &Identity, token: &Token) -> anyhow::Result<()> {
-    write_private(&dir.join(TOKEN_FILE), format!("{}\n", token.expose()).as_bytes(), 0o600)?;
+    save_token(dir, token)?;
     let json = serde_json::to_vec_pretty(identity).expect("an identity serialises");
     write_private(&dir.join(IDENTITY_FILE), &json, 0o600)
+}
+
+/// Replaces the node token (atomically: a crash leaves the old one or the new one).
+pub fn save_token(dir: &Path, token: &Token) -> anyhow::Result<()> {
+    write_private(&dir.join(TOKEN_FILE), format!("{}\n", token.expose()).as_bytes(), 0o600)
 }
 
 pub fn load(dir: &Path) -> anyhow::Result<(Identity, Token)> {

@@ -19,6 +19,7 @@ pub mod head;
 pub mod heartbeat;
 pub mod identity;
 pub mod provision;
+pub mod rekey;
 pub mod run;
 pub mod runner;
 pub mod shell;

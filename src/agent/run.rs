@@ -37,11 +37,47 @@ pub enum Ended {
 /// command's group and try to deliver its result once.
 const WIND_DOWN: Duration = Duration::from_secs(15);
 
+/// Runs the agent until a signal (or `--once` is done). When the server stops taking
+/// the token and has a re-issue pending for this node, the agent claims its new token
+/// and starts again with it; otherwise it ends with `Revoked`.
 pub async fn run(opts: RunOptions) -> anyhow::Result<Ended> {
-    let dir = identity::state_dir(opts.state)?;
+    let dir = identity::state_dir(opts.state.clone())?;
+    loop {
+        let ended = run_with_token(&opts, &dir).await?;
+        if !matches!(ended, Ended::Revoked(_)) || !rekeyed(&opts, &dir).await {
+            return Ok(ended);
+        }
+    }
+}
+
+/// Whether a re-issued token was claimed (tried a few times over about half a minute
+/// while the server cannot be reached).
+async fn rekeyed(opts: &RunOptions, dir: &std::path::Path) -> bool {
+    let Ok((identity, _)) = identity::load(dir) else { return false };
+    let Ok(base) = client::base_url(opts.server.as_deref().unwrap_or(&identity.server_url)) else {
+        return false;
+    };
+    let mut pause = Duration::from_secs(1);
+    for _ in 0..5 {
+        match super::rekey::claim(dir, &base, &identity.node_id).await {
+            Ok(claimed) => return claimed,
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "claiming a re-issued token failed; trying again")
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+    }
+    false
+}
+
+async fn run_with_token(opts: &RunOptions, dir: &std::path::Path) -> anyhow::Result<Ended> {
+    let opts = opts.clone();
+    let dir = dir.to_owned();
     let (identity, token) = identity::load(&dir)?;
     let base = client::base_url(opts.server.as_deref().unwrap_or(&identity.server_url))?;
     let server = Server::new(base.clone(), token);
+    super::rekey::register(&server, &super::rekey::key(&dir)?).await;
     let status_file = opts.status_file.unwrap_or_else(|| dir.join("status.json"));
 
     let head = identity.kind == Kind::Head;

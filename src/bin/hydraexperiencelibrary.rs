@@ -3,7 +3,8 @@
 
 use clap::Parser;
 use hydra::library::cli::{run, Command};
-use hydra::service::cli::{exit_code, init_logging};
+use hydra::logging::init_logging;
+use hydra::service::cli::exit_code;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {

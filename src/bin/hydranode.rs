@@ -5,6 +5,6 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = hydra::agent::cli::Cli::parse();
-    hydra::service::cli::init_logging();
+    hydra::logging::init_logging();
     hydra::agent::cli::main(cli).await
 }

@@ -13,6 +13,7 @@ pub mod library_client;
 pub mod liveness;
 pub mod nodes;
 pub mod provision;
+pub mod rekey;
 pub mod server;
 pub mod sessions;
 pub mod shell;

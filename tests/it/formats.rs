@@ -216,6 +216,9 @@ fn every_event() -> Vec<Event> {
             body_id: node(),
             reason: "reason-56".into(),
         },
+        Event::NodeRekeyKeyRegistered { node_id: node(), public_key: "public_key-57".into() },
+        Event::NodeTokenRotated { node_id: node(), rekey_id: "rekey_id-58".into(), claim: true },
+        Event::NodeRekeyed { node_id: node(), rekey_id: "rekey_id-59".into() },
     ]
 }
 

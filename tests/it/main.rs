@@ -27,6 +27,7 @@ mod nodes;
 mod pipeline;
 mod provision;
 mod provision_agent;
+mod rekey;
 mod rollouts;
 mod sessions;
 mod shell;

@@ -12,6 +12,7 @@ mod import;
 mod library;
 mod nodes;
 mod provision;
+mod rekey;
 mod remote;
 mod sessions;
 mod shell;
@@ -137,6 +138,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/nodes/{id}/update-node", post(nodes::update_node))
         .route("/api/v1/nodes/{id}/update-services", post(nodes::update_services))
         .route("/api/v1/nodes/{id}/history", get(nodes::history))
+        .route("/api/v1/nodes/{id}/token", post(rekey::reissue))
         .route("/api/v1/nodes/{id}/reprovision", post(provision::request))
         .route("/api/v1/nodes/{id}/stream", axum::routing::delete(streams::stop))
         .route("/api/v1/body-anomalies", get(streams::anomalies))
@@ -160,6 +162,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/nodes/{id}/shell", get(shell::open))
         .route("/api/v1/body/heartbeat", post(body::heartbeat))
         .route("/api/v1/body/provision-result", post(provision::result))
+        .route("/api/v1/body/rekey-key", axum::routing::put(rekey::register_key))
+        .route("/api/v1/body/rekey", get(rekey::pending).post(rekey::claim))
         .route("/api/v1/body/exec", get(exec::next))
         .route("/api/v1/body/exec/{exec}/watch", get(exec::watch))
         .route(

@@ -28,6 +28,9 @@ pub enum Command {
     Reject(NodeArgs),
     /// Remove a node from the fleet (its token stops working).
     Remove(NodeArgs),
+    /// Re-issue a node's token: the old one is refused at once. An agent with a
+    /// registered key takes the new one itself; otherwise it is printed, to deliver.
+    Rekey(NodeArgs),
     /// Replace a node's roles.
     Roles(nodes::Roles),
     /// Move a node to a district and venue (and environment).
@@ -98,6 +101,7 @@ pub async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Approve(a) => nodes::approve(a).await,
         Command::Reject(a) => nodes::reject(a).await,
         Command::Remove(a) => nodes::remove(a).await,
+        Command::Rekey(a) => nodes::rekey(a).await,
         Command::Roles(a) => nodes::roles(a).await,
         Command::Placement(a) => nodes::placement(a).await,
         Command::Drain(a) => nodes::drain(a).await,

@@ -69,6 +69,18 @@ pub async fn remove(a: NodeArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+pub async fn rekey(a: NodeArgs) -> anyhow::Result<u8> {
+    let answer = a.client.client()?.send(Method::POST, &node_path(&a.id, "/token"), Some(json!({}))).await?;
+    println!("the old token of {} is revoked", a.id);
+    match answer["token"].as_str() {
+        Some(token) => println!(
+            "the node has no re-key key: put this new token in its state dir's `token` file (0600), then restart hydranode:\n{token}"
+        ),
+        None => println!("its agent takes the new token itself (re-issue {})", answer["rekey_id"].as_str().unwrap_or("?")),
+    }
+    Ok(0)
+}
+
 #[derive(Debug, Args)]
 pub struct Roles {
     id: String,
