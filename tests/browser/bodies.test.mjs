@@ -6,13 +6,15 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { World, ADMIN, GUARD_MS, eventually } from './harness.mjs';
+import { World, ADMIN, GUARD_MS, eventually, shoot } from './harness.mjs';
 
 const world = new World();
 let server;
 let streaming;
 let idle;
 let held;
+let watched;
+let late;
 let missing = null;
 // While this file exists the body's stop command waits: the test decides when the body
 // answers, so it can redraw the row in between.
@@ -25,6 +27,9 @@ before(async () => {
   streaming = await server.agent('bodies-body-1', { status: streams });
   idle = await server.agent('bodies-body-2', { status: { provider_status: 'running', stream_status: 'idle' } });
   held = await server.agent('bodies-body-3', { status: streams });
+  // Orphaned streams (no head watches them) whose bodies report their own watchdog.
+  watched = await server.agent('bodies-body-4', { status: { ...streams, telemetry: { watchdog_timeout_s: 3600 } } });
+  late = await server.agent('bodies-body-5', { status: { ...streams, telemetry: { watchdog_timeout_s: 0 } } });
   // The page reads GET /api/v1/bodies; a server without it cannot show the page.
   const probe = await server.api('GET', '/api/v1/bodies');
   if (probe.status === 404 || probe.status === 405) missing = `GET /api/v1/bodies answers ${probe.status} on this build`;
@@ -82,4 +87,25 @@ test('the answer reaches the row even when an event redrew it while the body was
   await row.locator('span[data-result=force-stop]', { hasText: 'exec succeeded' }).waitFor({ timeout: GUARD_MS });
   assert.equal(await row.locator('span[data-result=force-stop]').innerText(), 'exec succeeded: stopped');
   assert.equal(await row.locator('button[data-action=force-stop]').isEnabled(), true, 'the button is usable again');
+});
+
+test('the Self-Healing panel says when each body\'s own watchdog should clear its orphaned stream', async (t) => {
+  if (missing) {
+    t.skip(`skipped: ${missing} (the /bodies page needs that endpoint)`);
+    return;
+  }
+  const page = await server.signIn(ADMIN);
+  await page.goto(`${server.url}/bodies`);
+  const anomaly = (body) => page.locator(`table#anomalies tr[data-key="${body.id}/orphan_stream"]`);
+  // An hour's limit: a time ahead, not overdue.
+  const ahead = anomaly(watched).locator('[data-clears]');
+  await ahead.waitFor({ timeout: GUARD_MS });
+  const api = (await server.api('GET', '/api/v1/body-anomalies')).json
+    .find((a) => a.node_id === watched.id && a.type === 'orphan_stream');
+  assert.equal(await ahead.getAttribute('data-clears'), api.expected_clear_at);
+  assert.match(await ahead.innerText(), /\(in \d+m \d+s\)$/);
+  assert.equal(await anomaly(watched).locator('span[data-badge=watchdog]').count(), 0);
+  // A limit of 0: the watchdog should have cleared it already: overdue.
+  await anomaly(late).locator('span[data-badge=watchdog]', { hasText: 'overdue' }).waitFor({ timeout: GUARD_MS });
+  await shoot(page, 'bodies-self-healing');
 });

@@ -140,6 +140,34 @@ async fn a_stream_with_no_head_watching_is_an_orphan_until_it_stops() {
     assert!(a["for_s"].as_u64().is_some(), "{a}");
     assert_eq!((&a["body_name"], &a["type"]), (&json!("body-1"), &json!("orphan_stream")), "{a}");
     assert_eq!((&a["district"], &a["venue"]), (&json!("north"), &json!("arena")), "{a}");
+    assert_eq!(
+        (&a["expected_clear_at"], &a["overdue"]),
+        (&Value::Null, &Value::Null),
+        "no watchdog reported: {a}"
+    );
+
+    // The body reports its own watchdog's limit: the anomaly should clear by since + limit.
+    let since = humantime::parse_rfc3339(a["since"].as_str().unwrap()).unwrap();
+    let by =
+        |limit_s: u64| humantime::format_rfc3339_millis(since + Duration::from_secs(limit_s)).to_string();
+    for (limit, overdue) in [(600, false), (0, true)] {
+        let telemetry = json!({"stream_status": "streaming", "telemetry": {"watchdog_timeout_s": limit}});
+        assert_eq!(heartbeat(&s, &token, telemetry).await.0, 200);
+        let a = anomalies(&s).await.into_iter().find(|a| a["node_id"] == id.as_str()).unwrap();
+        assert_eq!(
+            (a["expected_clear_at"].as_str(), &a["overdue"]),
+            (Some(by(limit).as_str()), &json!(overdue)),
+            "{a}"
+        );
+        let (_, bodies) = get(&s, "/api/v1/bodies", OBSERVER).await;
+        let listed = bodies.as_array().unwrap().iter().find(|b| b["id"] == id.as_str()).unwrap()["anomalies"]
+            [0]
+        .clone();
+        assert_eq!(
+            (&listed["expected_clear_at"], &listed["overdue"]),
+            (&a["expected_clear_at"], &a["overdue"])
+        );
+    }
 
     heartbeat(&s, &token, json!({"stream_status": "idle"})).await;
     let closed =

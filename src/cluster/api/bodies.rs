@@ -6,6 +6,7 @@
 use super::nodes::{node_json, ListQuery, NodeJson};
 use super::page;
 use super::{ApiError, AppState, Reader};
+use crate::cluster::Live;
 use crate::service::ApiQuery;
 use axum::extract::State;
 use axum::response::Response;
@@ -41,13 +42,26 @@ fn figure(telemetry: Option<&Value>, key: &str) -> Option<Number> {
     }
 }
 
+/// The limit of the body's own watchdog, in whole seconds, as its telemetry reports it
+/// (`watchdog_timeout_s`): after that long the body ends an orphaned stream, or a GPU
+/// left busy without one, by itself. None when it reports no such figure.
+pub fn watchdog_s(live: Option<&Live>) -> Option<u64> {
+    figure(live?.telemetry.as_ref(), "watchdog_timeout_s")?.as_u64()
+}
+
 /// An open anomaly: its `type`, since when (RFC 3339) and for how many whole seconds
-/// it has lasted at `now` (unix ms).
-pub fn anomaly_json(kind: &str, since_ms: u64, now_ms: u64) -> Map<String, Value> {
+/// it has lasted at `now` (unix ms); with the body's watchdog limit, when the body
+/// should have cleared it by itself (`expected_clear_at`) and whether that time has
+/// passed (`overdue`: the watchdog did not do its work, a force-stop is due); both
+/// `null` when the body reports no watchdog.
+pub fn anomaly_json(kind: &str, since_ms: u64, now_ms: u64, watchdog_s: Option<u64>) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("type".into(), json!(kind));
     m.insert("since".into(), json!(rfc3339(since_ms)));
     m.insert("for_s".into(), json!(now_ms.saturating_sub(since_ms) / 1000));
+    let clear_ms = watchdog_s.map(|s| since_ms.saturating_add(s.saturating_mul(1000)));
+    m.insert("expected_clear_at".into(), json!(clear_ms.map(rfc3339)));
+    m.insert("overdue".into(), json!(clear_ms.map(|c| now_ms >= c)));
     m
 }
 
@@ -78,7 +92,7 @@ struct Found {
     node: NodeView,
     provision: Option<ProvisionView>,
     heads: Vec<Value>,
-    anomalies: Vec<Map<String, Value>>,
+    anomalies: Vec<(String, u64)>,
 }
 
 /// `GET /api/v1/bodies` (admin or observer): one page of the matching bodies in id
@@ -112,7 +126,7 @@ pub async fn list(
                     .get(id)
                     .into_iter()
                     .flatten()
-                    .map(|(kind, since)| anomaly_json(kind, *since, now))
+                    .map(|(kind, since)| (kind.clone(), *since))
                     .collect(),
             })
             .collect();
@@ -121,7 +135,9 @@ pub async fn list(
     let out: Vec<BodyJson> = found
         .into_iter()
         .map(|f| {
-            let node = node_json(&f.node, f.provision.as_ref(), state.liveness.get(&f.node.id));
+            let live = state.liveness.get(&f.node.id);
+            let watchdog = watchdog_s(live.as_ref());
+            let node = node_json(&f.node, f.provision.as_ref(), live);
             let t = node.telemetry.as_ref();
             BodyJson {
                 gpu_utilization_pct: figure(t, "gpu_utilization_pct"),
@@ -130,7 +146,11 @@ pub async fn list(
                 gpu_mismatch_sec: figure(t, "gpu_mismatch_sec"),
                 node,
                 heads: f.heads,
-                anomalies: f.anomalies,
+                anomalies: f
+                    .anomalies
+                    .iter()
+                    .map(|(kind, since)| anomaly_json(kind, *since, now, watchdog))
+                    .collect(),
             }
         })
         .collect();

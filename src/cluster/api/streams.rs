@@ -1,13 +1,14 @@
 //! Stream endpoints: an admin's force-stop of a body's stream (through the exec queue)
 //! and the list of open body anomalies.
 
-use super::bodies::anomaly_json;
+use super::bodies::{anomaly_json, watchdog_s};
 use super::remote::{self, Outcome};
 use super::{Admin, ApiError, AppState, OnNode, Reader};
 use crate::cluster::streams;
 use axum::extract::State;
 use axum::Json;
 use hydra_core::ledger::now_ms;
+use hydra_events::NodeId;
 use hydra_projections::{ExecStatus, NodeKind, NodeStatus};
 use serde_json::{json, Map, Value};
 
@@ -58,20 +59,29 @@ pub async fn stop(
 /// jq reads `.[] | select(.body_name==… and .type==…)`), with since when it has lasted.
 pub async fn anomalies(State(state): State<AppState>, _: Reader) -> Json<Vec<Map<String, Value>>> {
     let now = now_ms();
-    Json(state.ledger.read(|v| {
+    let open: Vec<(NodeId, Map<String, Value>, String, u64)> = state.ledger.read(|v| {
         v.anomalies
             .iter()
             .flat_map(|(node, kinds)| {
                 let n = v.nodes.get(node);
                 kinds.iter().map(move |(kind, since)| {
-                    let mut a = anomaly_json(kind, *since, now);
+                    let mut a = Map::new();
                     a.insert("node_id".into(), json!(node));
                     a.insert("body_name".into(), json!(n.map(|n| &n.name)));
                     a.insert("district".into(), json!(n.map(|n| &n.district)));
                     a.insert("venue".into(), json!(n.map(|n| &n.venue)));
-                    a
+                    (node.clone(), a, kind.clone(), *since)
                 })
             })
             .collect()
-    }))
+    });
+    // The watchdog limits come from the volatile telemetry, read outside the views' lock.
+    Json(
+        open.into_iter()
+            .map(|(node, mut a, kind, since)| {
+                a.extend(anomaly_json(&kind, since, now, watchdog_s(state.liveness.get(&node).as_ref())));
+                a
+            })
+            .collect(),
+    )
 }

@@ -34,8 +34,13 @@ pub async fn anomalies(a: Anomalies) -> anyhow::Result<u8> {
             println!("no anomalies");
         }
         for a in list {
+            let clears = match (a["expected_clear_at"].as_str(), a["overdue"].as_bool()) {
+                (Some(at), Some(true)) => format!("; its watchdog should have cleared it at {at}: overdue"),
+                (Some(at), _) => format!("; its watchdog clears it by {at}"),
+                _ => String::new(),
+            };
             println!(
-                "{:<22} {:<20} {:<26} since {} ({}s)",
+                "{:<22} {:<20} {:<26} since {} ({}s){clears}",
                 s(a, "node_id"),
                 s(a, "body_name"),
                 s(a, "type"),

@@ -391,9 +391,17 @@ async function nodePage() {
 
 async function bodiesPage() {
   const panel = h('section', { class: 'panel', id: 'self-healing' }, h('h2', { text: 'Self-Healing' }));
-  // No body-side watchdog defines when an anomaly clears by itself (docs/provisioning.md):
-  // it clears when its condition ends, so there is no expected time to show.
-  const anomalies = table(['Body', 'Anomaly', 'Since', 'Lasted'], 'anomalies');
+  // When the body's own watchdog should clear an anomaly: since + the limit the body
+  // reports (telemetry `watchdog_timeout_s`); past it, the watchdog failed: overdue.
+  const anomalies = table(['Body', 'Anomaly', 'Since', 'Lasted', 'Watchdog clears it by'], 'anomalies');
+  const clearsBy = (a) => {
+    if (!a.expected_clear_at) return h('span', { class: 'muted', text: 'no watchdog reported' });
+    const at = Date.parse(a.expected_clear_at);
+    const left = Math.max(0, Math.round((at - Date.now()) / 1000));
+    return h('span', { 'data-clears': a.expected_clear_at },
+      h('span', { title: a.expected_clear_at, text: new Date(at).toLocaleTimeString() }),
+      a.overdue ? [' ', badge('overdue', 'bad', 'watchdog')] : ` (in ${duration(left)})`);
+  };
   panel.append(anomalies.el);
   const tbl = table(['Body', 'District / venue', 'Online', 'Stream', 'Provider', 'GPU %', 'VRAM MB',
     'Streams', 'GPU mismatch s', 'Heads', 'Force Stop'], 'bodies');
@@ -428,9 +436,9 @@ async function bodiesPage() {
       anomalies.body.replaceChildren();
       for (const a of list) {
         row(anomalies, `${a.node_id}/${a.type}`, [nodeLink(a.node_id, a.body_name), badge(a.type, 'bad', 'anomaly'),
-          h('span', { title: a.since, text: ago(a.since) }), duration(a.for_s)]);
+          h('span', { title: a.since, text: ago(a.since) }), duration(a.for_s), clearsBy(a)]);
       }
-      if (list.length === 0) anomalies.body.append(h('tr', {}, h('td', { colspan: 4, class: 'muted', text: 'No anomaly: every body is healthy.' })));
+      if (list.length === 0) anomalies.body.append(h('tr', {}, h('td', { colspan: 5, class: 'muted', text: 'No anomaly: every body is healthy.' })));
     } catch (e) { say(e.message, true); }
   });
   live(() => load('all'), 'types=node.*,anomaly.*,stream.*,head.*,session.*');
