@@ -31,3 +31,4 @@ mod sessions;
 mod shell;
 mod sse;
 mod streams;
+mod uptime;
