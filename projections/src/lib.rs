@@ -8,6 +8,7 @@ mod library;
 mod nodes;
 mod provision;
 mod sessions;
+mod uptime;
 
 pub use anomalies::OpenAnomalies;
 pub use exec::{ExecRecord, ExecStatus, ExecViews, NodeExec, FINISHED_KEPT};
@@ -19,6 +20,7 @@ pub use library::{
 pub use nodes::{NodeKind, NodeStatus, NodeView};
 pub use provision::{ProvisionState, ProvisionView};
 pub use sessions::{SessionView, SessionViews, SESSIONS_KEPT};
+pub use uptime::{hour_of, GraceSpan, Tally, UptimeView, UptimeViews, GRACE_SPANS_KEPT, HOURS_KEPT, HOUR_S};
 
 use hydra_events::{Envelope, Event, NodeId};
 
@@ -106,10 +108,12 @@ pub struct ClusterViews {
     pub anomalies: OpenAnomalies,
     /// Stream sessions: each head's open one and the last finished ones.
     pub sessions: SessionViews,
+    /// Each node's rolling uptime: hourly buckets of the last 30 days.
+    pub uptime: UptimeViews,
 }
 
 impl Projection for ClusterViews {
-    const VERSION: u32 = 7;
+    const VERSION: u32 = 8;
 
     fn apply(&mut self, envelope: &Envelope) {
         self.last_seq = envelope.seq;
@@ -120,6 +124,7 @@ impl Projection for ClusterViews {
         provision::apply(&mut self.provision, envelope);
         anomalies::apply(&mut self.anomalies, envelope);
         sessions::apply(&mut self.sessions, envelope);
+        uptime::apply(&mut self.uptime, envelope);
     }
 
     fn last_seq(&self) -> u64 {

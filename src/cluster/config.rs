@@ -117,6 +117,10 @@ pub struct Config {
     pub provision_deadline: Duration,
     #[serde(with = "duration")]
     pub provision_watchdog_interval: Duration,
+    /// Down time within this long of a provisioning run's start counts as up in the
+    /// rolling uptime (a reinstall reboots the machine); applied when read.
+    #[serde(with = "duration")]
+    pub uptime_provision_grace: Duration,
     /// What a force-stop runs on the body, and how long it waits for the answer.
     pub stream_stop_command: String,
     #[serde(with = "duration")]
@@ -193,6 +197,7 @@ impl Default for Config {
             shell_attach_timeout: Duration::from_secs(30),
             provision_deadline: Duration::from_secs(30 * 60),
             provision_watchdog_interval: Duration::from_secs(5),
+            uptime_provision_grace: Duration::from_secs(30 * 60),
             stream_stop_command: "hydra-stream-stop || true".into(),
             stream_stop_timeout: Duration::from_secs(10),
             anomaly_check_interval: Duration::from_secs(10),

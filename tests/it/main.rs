@@ -33,3 +33,4 @@ mod sessions;
 mod shell;
 mod sse;
 mod streams;
+mod uptime;

@@ -93,6 +93,7 @@ struct Found {
     provision: Option<ProvisionView>,
     heads: Vec<Value>,
     anomalies: Vec<(String, u64)>,
+    uptime_pct: Option<f64>,
 }
 
 /// `GET /api/v1/bodies` (admin or observer): one page of the matching bodies in id
@@ -105,6 +106,7 @@ pub async fn list(
     let q = bodies_query(q)?;
     let (limit, after) = page::bounds(q.limit, q.after.as_deref())?;
     let now = now_ms();
+    let (now_s, grace_s) = super::uptime::day_reading(&state);
     let (found, next): (Vec<Found>, _) = state.ledger.read(|v| {
         let (found, next) = page::page(&v.nodes, after.as_ref(), limit, |_, n| q.matches(n));
         // One pass over the heads for the whole page, not one per body.
@@ -128,6 +130,7 @@ pub async fn list(
                     .flatten()
                     .map(|(kind, since)| (kind.clone(), *since))
                     .collect(),
+                uptime_pct: super::uptime::day_pct(v, id, now_s, grace_s),
             })
             .collect();
         (found, next)
@@ -137,7 +140,7 @@ pub async fn list(
         .map(|f| {
             let live = state.liveness.get(&f.node.id);
             let watchdog = watchdog_s(live.as_ref());
-            let node = node_json(&f.node, f.provision.as_ref(), live);
+            let node = node_json(&f.node, f.provision.as_ref(), live, f.uptime_pct);
             let t = node.telemetry.as_ref();
             BodyJson {
                 gpu_utilization_pct: figure(t, "gpu_utilization_pct"),

@@ -19,6 +19,7 @@ mod shell;
 mod streams;
 #[cfg(test)]
 mod tests;
+mod uptime;
 
 use crate::service::{events, extract, limits, page, serve};
 use crate::service::{Admin, ApiError, ApiJson, OnNode, Reader, ServiceState, SseStats};
@@ -139,6 +140,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/nodes/{id}/update-services", post(nodes::update_services))
         .route("/api/v1/nodes/{id}/history", get(nodes::history))
         .route("/api/v1/nodes/{id}/token", post(rekey::reissue))
+        .route("/api/v1/nodes/{id}/uptime", get(uptime::node))
+        .route("/api/v1/nodes/{id}/uptime/history", get(uptime::history))
+        .route("/api/v1/uptime", get(uptime::fleet))
         .route("/api/v1/nodes/{id}/reprovision", post(provision::request))
         .route("/api/v1/nodes/{id}/stream", axum::routing::delete(streams::stop))
         .route("/api/v1/body-anomalies", get(streams::anomalies))

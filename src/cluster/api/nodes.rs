@@ -3,6 +3,7 @@
 
 use super::events::read_envelopes;
 use super::page;
+use super::uptime;
 use super::{Admin, ApiError, ApiJson, AppState, OnNode, Reader};
 use crate::cluster::nodes::{self, Placement, RoleRules};
 use crate::cluster::Live;
@@ -63,10 +64,19 @@ pub struct NodeJson {
     pub coalesced_changes: u64,
     /// A change the node reported waits for its budget (written when it passes).
     pub change_held: bool,
+    /// Uptime over the last 24 hours in percent (`docs/uptime.md`); null before
+    /// anything was counted.
+    pub uptime_pct: Option<f64>,
 }
 
-/// The node with its provisioning record (`views.provision`), if it has one.
-pub fn node_json(n: &NodeView, provision: Option<&ProvisionView>, live: Option<Live>) -> NodeJson {
+/// The node with its provisioning record (`views.provision`), if it has one, and its
+/// 24-hour uptime.
+pub fn node_json(
+    n: &NodeView,
+    provision: Option<&ProvisionView>,
+    live: Option<Live>,
+    uptime_pct: Option<f64>,
+) -> NodeJson {
     let live = live.unwrap_or_default();
     let last_seen_ms = live.last_seen_ms.max(n.last_seen_ms);
     NodeJson {
@@ -99,6 +109,7 @@ pub fn node_json(n: &NodeView, provision: Option<&ProvisionView>, live: Option<L
         telemetry: live.telemetry,
         coalesced_changes: live.coalesced,
         change_held: live.held.is_some(),
+        uptime_pct,
     }
 }
 
@@ -156,7 +167,38 @@ pub async fn list(
         }
     }
     let (limit, after) = page::bounds(q.limit, q.after.as_deref())?;
-    let stop = match (q.as_of_seq, &q.as_of) {
+    let (now_s, grace_s) = uptime::day_reading(&state);
+    if let Some(stop) = as_of_stop(q.as_of_seq, &q.as_of)? {
+        // The fleet as it was: replay the log up to that point (liveness is not in
+        // the log, so diagnostics are absent and last_seen is the logged one).
+        let (views, at_ms) = views_as_of(&state, stop).await?;
+        let (found, next) = page::page(&views.nodes, after.as_ref(), limit, |_, n| q.matches(n));
+        let nodes: Vec<NodeJson> = found
+            .into_iter()
+            .map(|(id, n)| {
+                let pct = uptime::day_pct(&views, id, at_ms / 1000, grace_s);
+                node_json(n, views.provision.get(id), None, pct)
+            })
+            .collect();
+        return Ok(page::answer(nodes, next));
+    }
+    type Found = (NodeView, Option<ProvisionView>, Option<f64>);
+    let (nodes, next): (Vec<Found>, _) = state.ledger.read(|v| {
+        let (found, next) = page::page(&v.nodes, after.as_ref(), limit, |_, n| q.matches(n));
+        let found = found
+            .into_iter()
+            .map(|(id, n)| (n.clone(), v.provision.get(id).cloned(), uptime::day_pct(v, id, now_s, grace_s)))
+            .collect();
+        (found, next)
+    });
+    let out: Vec<NodeJson> =
+        nodes.iter().map(|(n, p, pct)| node_json(n, p.as_ref(), state.liveness.get(&n.id), *pct)).collect();
+    Ok(page::answer(out, next))
+}
+
+/// Where `?as_of_seq=` or `?as_of=` (RFC 3339) stops a replay, if one was asked.
+pub(super) fn as_of_stop(as_of_seq: Option<u64>, as_of: &Option<String>) -> Result<Option<Stop>, ApiError> {
+    Ok(match (as_of_seq, as_of) {
         (Some(_), Some(_)) => return Err(ApiError::bad_request("give as_of_seq or as_of, not both")),
         (Some(seq), None) => Some(Stop::AtSeq(seq)),
         (None, Some(t)) => {
@@ -166,29 +208,24 @@ pub async fn list(
             Some(Stop::AtTime(ms))
         }
         (None, None) => None,
+    })
+}
+
+/// The views as they were at `stop`, replayed from the log, and that moment (unix ms):
+/// the `as_of` time, or the time of the last event replayed.
+pub(super) async fn views_as_of(state: &AppState, stop: Stop) -> Result<(ClusterViews, u64), ApiError> {
+    let store = state.ledger.store().clone();
+    let head = state.ledger.committed_seq();
+    let views: ClusterViews = tokio::task::spawn_blocking(move || replay(&store, stop, head))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?
+        .views;
+    let at_ms = match stop {
+        Stop::AtTime(ms) => ms,
+        _ => views.last_at_ms,
     };
-    if let Some(stop) = stop {
-        // The fleet as it was: replay the log up to that point (liveness is not in
-        // the log, so diagnostics are absent and last_seen is the logged one).
-        let store = state.ledger.store().clone();
-        let head = state.ledger.committed_seq();
-        let views: ClusterViews = tokio::task::spawn_blocking(move || replay(&store, stop, head))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::internal)?
-            .views;
-        let (found, next) = page::page(&views.nodes, after.as_ref(), limit, |_, n| q.matches(n));
-        let nodes: Vec<NodeJson> =
-            found.into_iter().map(|(id, n)| node_json(n, views.provision.get(id), None)).collect();
-        return Ok(page::answer(nodes, next));
-    }
-    let (nodes, next): (Vec<(NodeView, Option<ProvisionView>)>, _) = state.ledger.read(|v| {
-        let (found, next) = page::page(&v.nodes, after.as_ref(), limit, |_, n| q.matches(n));
-        (found.into_iter().map(|(id, n)| (n.clone(), v.provision.get(id).cloned())).collect(), next)
-    });
-    let out: Vec<NodeJson> =
-        nodes.iter().map(|(n, p)| node_json(n, p.as_ref(), state.liveness.get(&n.id))).collect();
-    Ok(page::answer(out, next))
+    Ok((views, at_ms))
 }
 
 fn find(state: &AppState, id: &NodeId) -> Result<(NodeView, Option<ProvisionView>), ApiError> {
@@ -198,18 +235,24 @@ fn find(state: &AppState, id: &NodeId) -> Result<(NodeView, Option<ProvisionView
         .ok_or_else(|| ApiError::not_found(format!("no node {id}")))
 }
 
+/// The node's 24-hour uptime now.
+fn day_pct_now(state: &AppState, id: &NodeId) -> Option<f64> {
+    let (now_s, grace_s) = uptime::day_reading(state);
+    state.ledger.read(|v| uptime::day_pct(v, id, now_s, grace_s))
+}
+
 pub async fn get_one(
     State(state): State<AppState>,
     OnNode(_, id): OnNode<Reader>,
 ) -> Result<Json<NodeJson>, ApiError> {
     let (n, p) = find(&state, &id)?;
-    Ok(Json(node_json(&n, p.as_ref(), state.liveness.get(&id))))
+    Ok(Json(node_json(&n, p.as_ref(), state.liveness.get(&id), day_pct_now(&state, &id))))
 }
 
 /// Answers with the node as it is after the command.
 pub(super) fn current(state: &AppState, id: &NodeId) -> Result<Json<NodeJson>, ApiError> {
     let (n, p) = find(state, id)?;
-    Ok(Json(node_json(&n, p.as_ref(), state.liveness.get(id))))
+    Ok(Json(node_json(&n, p.as_ref(), state.liveness.get(id), day_pct_now(state, id))))
 }
 
 /// Runs an admin's command about node `id`, then answers with the node as it is after.

@@ -166,3 +166,36 @@ async fn a_second_import_under_way_is_refused_and_the_first_ends_it() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn uptime_names_a_bad_window_or_granularity_and_an_unknown_node() {
+    let (_dir, app) = app();
+    let cases = [
+        ("/api/v1/nodes/node-a/uptime?window=1h", "window", "`24h`, `7d`, `30d`"),
+        (
+            "/api/v1/nodes/node-a/uptime/history?granularity=weekly",
+            "granularity",
+            "expected `hourly` or `daily`",
+        ),
+        ("/api/v1/nodes/node-a/uptime/history?window=90d", "window", "`24h`, `7d`, `30d`"),
+        ("/api/v1/uptime?window=forever", "window", "`24h`, `7d`, `30d`"),
+    ];
+    for (uri, parameter, accepted) in cases {
+        let (status, body) = call(&app, "GET", uri, Some(ADMIN), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert!(error(&body).contains(parameter) && error(&body).contains(accepted), "{uri}: {body}");
+    }
+    let (status, body) = call(
+        &app,
+        "GET",
+        "/api/v1/nodes/node-a/uptime?as_of_seq=1&as_of=2026-01-01T00:00:00Z",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!((status, error(&body)), (StatusCode::BAD_REQUEST, "give as_of_seq or as_of, not both"));
+    for uri in ["/api/v1/nodes/node-a/uptime", "/api/v1/nodes/node-a/uptime/history?window=7d"] {
+        let (status, body) = call(&app, "GET", uri, Some(ADMIN), None).await;
+        assert_eq!((status, error(&body)), (StatusCode::NOT_FOUND, "no node node-a"), "{uri}");
+    }
+}

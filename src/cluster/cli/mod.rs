@@ -12,6 +12,7 @@ mod log;
 mod nodes;
 mod shell;
 mod streams;
+mod uptime;
 
 #[derive(Debug, Parser)]
 #[command(name = "hydracluster", version, about = "Hydra's control plane: server and admin CLI")]
@@ -39,6 +40,8 @@ pub enum Command {
     Drain(nodes::Drain),
     /// A node's events, oldest first.
     History(NodeJsonArgs),
+    /// Rolling uptime of a node (or of every node) over the last 24h, 7d or 30d.
+    Uptime(uptime::Uptime),
     /// Run a command on a node through the exec queue and wait for its result.
     /// The exit code follows the remote command's (124 timed out, 130 cancelled,
     /// 125 failed or expired before it could run). With --shell, a live terminal
@@ -106,6 +109,7 @@ pub async fn run(command: Command) -> anyhow::Result<u8> {
         Command::Placement(a) => nodes::placement(a).await,
         Command::Drain(a) => nodes::drain(a).await,
         Command::History(a) => nodes::history(a).await,
+        Command::Uptime(a) => uptime::uptime(a).await,
         Command::Reprovision(a) => nodes::reprovision(a).await,
         Command::Exec(a) => exec::exec(a).await,
         Command::Queue(a) => exec::queue(a).await,

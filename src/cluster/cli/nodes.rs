@@ -167,13 +167,13 @@ async fn change(client: &ClientArgs, id: &str, action: &str, body: Option<Value>
 /// Prints nodes as a table.
 pub fn print_nodes(nodes: &[Value]) {
     println!(
-        "{:<22} {:<18} {:<16} {:<9} {:<8} {:<24} {:<20} LAST_SEEN",
-        "ID", "NAME", "IP", "STATUS", "LIVE", "ROLES", "DISTRICT/VENUE"
+        "{:<22} {:<18} {:<16} {:<9} {:<8} {:<24} {:<20} {:<24} UPTIME_24H",
+        "ID", "NAME", "IP", "STATUS", "LIVE", "ROLES", "DISTRICT/VENUE", "LAST_SEEN"
     );
     for n in nodes {
         let place = format!("{}/{}", s(n, "district"), s(n, "venue"));
         println!(
-            "{:<22} {:<18} {:<16} {:<9} {:<8} {:<24} {:<20} {}",
+            "{:<22} {:<18} {:<16} {:<9} {:<8} {:<24} {:<20} {:<24} {}",
             s(n, "id"),
             s(n, "name"),
             s(n, "ip"),
@@ -181,7 +181,8 @@ pub fn print_nodes(nodes: &[Value]) {
             s(n, "node_status"),
             s(n, "roles"),
             place,
-            s(n, "last_seen")
+            s(n, "last_seen"),
+            super::uptime::percent(n)
         );
     }
 }

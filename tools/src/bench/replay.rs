@@ -5,24 +5,17 @@
 //! start-up from a snapshot (only the tail after it is).
 
 use super::stats::{rate, CpuMeter};
-use super::{enrollment, node_ids};
+use super::{enrollment, node_ids, write_log};
 use hydra_core::audit::{self, Stop};
 use hydra_core::ledger::{now_ms, Ledger, LedgerConfig};
-use hydra_core::store::{Record, Store};
-use hydra_events::{Envelope, Event, NodeId, UpdateTarget, CURRENT_SCHEMA, ZERO_HASH};
+use hydra_core::store::Store;
+use hydra_events::{Event, NodeId, UpdateTarget};
 use hydra_projections::{digest, encode_snapshot, ClusterViews};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Size of the replayed fleet.
 pub const NODES: usize = 10_000;
-
-/// Events written per `Store::append`, each followed by a flush, as the ledger does.
-/// Not more: sled 0.34 frees replaced pages through crossbeam-epoch only after the
-/// writing thread unpins, and with 10,000-record batches garbage piled up faster than
-/// it was reclaimed: 6 GB resident after 1M events, never given back even after the
-/// store was dropped. With 1,000 and a flush each, ~0.5 GB, released on drop.
-const BUILD_BATCH: usize = 1_000;
 
 #[derive(Debug, Clone)]
 pub struct ReplayReport {
@@ -180,38 +173,16 @@ pub fn probe(path: &Path, what: Probe, write_snapshot: bool) -> anyhow::Result<s
     }
 }
 
-/// Writes `events` envelopes chained exactly as the ledger chains them (seq from 1,
-/// `prev_hash` = hash of the previous encoded envelope), with the per-node index, and
-/// marks the layout current as the ledger does on a new store.
+/// Writes a log of `events` events of a plausible fleet history, one millisecond
+/// apart and in the past (see `write_log`).
 fn build_log(store: &Store, events: u64, nodes: usize) -> anyhow::Result<()> {
     let ids = node_ids(nodes, 5);
-    // Times are in the past, one millisecond apart, never decreasing.
     let base_ms = now_ms().saturating_sub(events);
-    let mut prev_hash = ZERO_HASH;
-    let mut seq = 0u64;
-    while seq < events {
-        let n = BUILD_BATCH.min((events - seq) as usize);
-        let mut envelopes = Vec::with_capacity(n);
-        let mut encoded = Vec::with_capacity(n);
-        for _ in 0..n {
-            seq += 1;
-            let (cause, event) = event_at(seq, &ids);
-            let envelope =
-                Envelope { seq, at_ms: base_ms + seq, schema: CURRENT_SCHEMA, cause, prev_hash, event };
-            let bytes = hydra_events::encode(&envelope);
-            prev_hash = hydra_events::hash(&bytes);
-            envelopes.push(envelope);
-            encoded.push(bytes);
-        }
-        let records: Vec<Record<'_>> = envelopes
-            .iter()
-            .zip(&encoded)
-            .map(|(e, b)| Record { seq: e.seq, bytes: b, node_id: e.event.node_id() })
-            .collect();
-        store.append(&records, &[])?;
-        store.flush()?;
-    }
-    store.set_layout_version(hydra_migrations::LAYOUT_VERSION)?;
+    let log = (1..=events).map(|seq| {
+        let (cause, event) = event_at(seq, &ids);
+        (base_ms + seq, cause, event)
+    });
+    write_log(store, log)?;
     Ok(())
 }
 

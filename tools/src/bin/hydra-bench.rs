@@ -17,6 +17,7 @@ use hydra_tools::bench::fsync::SyncKind;
 use hydra_tools::bench::replay::Probe;
 use hydra_tools::bench::report::LedgerBench;
 use hydra_tools::bench::stats::memory_mb;
+use hydra_tools::bench::uptime::{self, UptimeSettings};
 use hydra_tools::bench::{append, fanout, fsync, replay};
 use hydra_tools::bench::{rollout, soak, Bench, Suite};
 use std::path::{Path, PathBuf};
@@ -39,6 +40,8 @@ enum Command {
     RolloutReport(RolloutReportArgs),
     /// RSS and descriptors of a real hydracluster under SSE and slowloris floods.
     Soak(SoakArgs),
+    /// A fleet-wide 30-day uptime query over a fleet with full hourly buckets.
+    Uptime(UptimeArgs),
     /// Internal: one replay or start-up measurement in a fresh process; prints JSON.
     #[command(hide = true)]
     Probe {
@@ -49,6 +52,20 @@ enum Command {
         #[arg(long)]
         write_snapshot: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct UptimeArgs {
+    #[arg(long, default_value_t = 10_000)]
+    nodes: usize,
+    /// Days of history (31 fills every node's 30 days of buckets).
+    #[arg(long, default_value_t = 31)]
+    days: u64,
+    #[arg(long, default_value_t = 20)]
+    rounds: usize,
+    /// Where the scratch directory goes [default: the current directory].
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -229,6 +246,18 @@ fn main() -> anyhow::Result<()> {
             std::fs::create_dir_all(&base)?;
             let scratch = tempfile::Builder::new().prefix("hydra-soak-").tempdir_in(&base)?;
             soak::run(&settings, scratch.path(), &mut |l| println!("{l}"))?;
+            Ok(())
+        }
+        Command::Uptime(args) => {
+            let settings = UptimeSettings { nodes: args.nodes, days: args.days, rounds: args.rounds };
+            let base = args.dir.unwrap_or_else(|| PathBuf::from("."));
+            std::fs::create_dir_all(&base)?;
+            let scratch = tempfile::Builder::new().prefix("hydra-bench-").tempdir_in(&base)?;
+            let wall = Instant::now();
+            let progress = |msg: &str| eprintln!("[{:>6.1}s] {msg}", wall.elapsed().as_secs_f64());
+            let report = uptime::run(scratch.path(), &settings, &progress)?;
+            print!("{}", report.text());
+            anyhow::ensure!(report.failures().is_empty(), "the uptime figures disagree");
             Ok(())
         }
         Command::Probe { path, what, write_snapshot } => {
