@@ -35,6 +35,8 @@ pub struct Config {
     /// An admin token given by the operator; otherwise one is generated in the data dir.
     pub admin_token: Option<String>,
     pub observer_token: Option<String>,
+    /// A second address serving only `/metrics`, without a token.
+    pub metrics_listen: Option<SocketAddr>,
     pub fleet_enrollment_token: Option<String>,
     #[serde(alias = "roleCatalog")]
     pub role_catalog: Vec<String>,
@@ -158,6 +160,7 @@ impl Default for Config {
             server_url: format!("http://{listen}"),
             admin_token: None,
             observer_token: None,
+            metrics_listen: None,
             fleet_enrollment_token: None,
             role_catalog: DEFAULT_ROLES.iter().map(|s| s.to_string()).collect(),
             head_roles: DEFAULT_HEAD_ROLES.iter().map(|s| s.to_string()).collect(),

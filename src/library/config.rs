@@ -20,6 +20,8 @@ pub struct LibraryConfig {
     pub admin_token: Option<String>,
     /// A read-only token for watchers (`hydrapipeline`).
     pub observer_token: Option<String>,
+    /// A second address serving only `/metrics`, without a token.
+    pub metrics_listen: Option<SocketAddr>,
     /// hydracluster, and its admin token: rollouts list nodes and ask for reprovisions.
     pub cluster_url: Option<String>,
     pub cluster_token: Option<String>,
@@ -62,6 +64,7 @@ impl Default for LibraryConfig {
             data: PathBuf::from(Self::DEFAULT_DATA),
             admin_token: None,
             observer_token: None,
+            metrics_listen: None,
             cluster_url: None,
             cluster_token: None,
             release_url: None,

@@ -21,6 +21,7 @@ mod hostile_agents;
 mod import;
 mod library_api;
 mod lock_storm;
+mod metrics;
 mod migrate;
 mod nodes;
 mod pipeline;
