@@ -8,6 +8,7 @@
 
 use crate::audit::{check_watermark, read_checked, Chain};
 use crate::error::DomainError;
+use crate::metrics::{LedgerMetrics, Outcome};
 use crate::store::{Record, Store, StoreError, TokenWrite};
 use hydra_events::{Envelope, Event, Hash, NodeId, CURRENT_SCHEMA, ZERO_HASH};
 use hydra_projections::{decode_snapshot, encode_snapshot, Projection};
@@ -122,6 +123,7 @@ pub struct Ledger<P: Projection> {
     writes: Arc<WriteHealth>,
     min_free_bytes: u64,
     thread: Arc<parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    metrics: LedgerMetrics,
 }
 
 /// Whether the log takes writes, kept by the writer and read by `/readyz` and health.
@@ -155,6 +157,7 @@ impl<P: Projection> Clone for Ledger<P> {
             writes: self.writes.clone(),
             min_free_bytes: self.min_free_bytes,
             thread: self.thread.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -202,7 +205,9 @@ impl<P: Projection> Ledger<P> {
             } else {
                 Some(now + std::time::Duration::from_secs(60))
             };
+        let metrics = LedgerMetrics::default();
         let writer = Writer {
+            metrics: metrics.clone(),
             store: store.clone(),
             config,
             writes: writes.clone(),
@@ -227,6 +232,7 @@ impl<P: Projection> Ledger<P> {
             writes,
             min_free_bytes,
             thread: Arc::new(parking_lot::Mutex::new(None)),
+            metrics,
         };
         Ok((ledger, writer, rx))
     }
@@ -259,6 +265,16 @@ impl<P: Projection> Ledger<P> {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The writer's instruments (commands, events by type, batch, commit and fsync).
+    pub fn metrics(&self) -> &LedgerMetrics {
+        &self.metrics
+    }
+
+    /// Commands sent and not yet taken by the writer into a batch.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 
     /// Whether the log takes writes and, if not, why.
@@ -488,6 +504,7 @@ struct Writer<P: Projection> {
     last_at_ms: u64,
     last_snapshot: u64,
     last_watermark: std::time::Instant,
+    metrics: LedgerMetrics,
 }
 
 type Pending = (oneshot::Sender<Result<Vec<Arc<Envelope>>, LedgerError>>, std::ops::Range<usize>);
@@ -528,8 +545,10 @@ impl<P: Projection> Writer<P> {
         let mut tokens: Vec<TokenWrite> = Vec::new();
         let mut outputs: Vec<Vec<u8>> = Vec::new();
         let mut pending: Vec<Pending> = Vec::new();
+        let started = std::time::Instant::now();
         if let Some(reason) = self.refusal() {
             self.writes.refused.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.metrics.command(Outcome::ReadOnly, batch.len() as u64);
             for request in batch.drain(..) {
                 let _ = request.reply.send(Err(LedgerError::ReadOnly(reason.clone())));
             }
@@ -541,6 +560,9 @@ impl<P: Projection> Writer<P> {
             let decision = match catch(request.command, &self.views) {
                 Ok(d) => d,
                 Err(e) => {
+                    let outcome =
+                        if matches!(e, LedgerError::Domain(_)) { Outcome::Refused } else { Outcome::Failed };
+                    self.metrics.command(outcome, 1);
                     let _ = request.reply.send(Err(e));
                     continue;
                 }
@@ -567,6 +589,7 @@ impl<P: Projection> Writer<P> {
             pending.push((request.reply, start..envelopes.len()));
         }
         if envelopes.is_empty() && tokens.is_empty() {
+            self.metrics.command(Outcome::Unchanged, pending.len() as u64);
             for (reply, _) in pending {
                 let _ = reply.send(Ok(Vec::new()));
             }
@@ -581,7 +604,12 @@ impl<P: Projection> Writer<P> {
             .store
             .put_outputs(self.last_at_ms, &outputs)
             .and_then(|_| self.store.append(&records, &tokens))
-            .and_then(|_| self.store.flush());
+            .and_then(|_| {
+                let fsync = std::time::Instant::now();
+                let flushed = self.store.flush();
+                self.metrics.fsync_seconds.observe(fsync.elapsed().as_secs_f64());
+                flushed
+            });
         if let Err(e) = written {
             // The disk state is now unknown: part of the batch may be on disk, and sled
             // refuses every write after an I/O error. Nothing of the batch was
@@ -596,6 +624,7 @@ impl<P: Projection> Writer<P> {
                 format!("the event log could not be written ({e}); the server is read-only until restarted")
             };
             tracing::error!(error = %e, "append failed; the log is read-only until a restart");
+            self.metrics.command(Outcome::Failed, pending.len() as u64);
             for (reply, _) in pending {
                 let _ = reply.send(Err(LedgerError::ReadOnly(reason.clone())));
             }
@@ -623,6 +652,15 @@ impl<P: Projection> Writer<P> {
                 observer_json: OnceLock::new(),
             }));
         }
+        // Recorded before the answers, so that a caller who got one sees it counted.
+        for e in &envelopes {
+            self.metrics.events.get_or_create(&[("type", e.event.type_name())]).inc();
+        }
+        let unchanged = pending.iter().filter(|(_, range)| range.is_empty()).count() as u64;
+        self.metrics.command(Outcome::Unchanged, unchanged);
+        self.metrics.command(Outcome::Appended, pending.len() as u64 - unchanged);
+        self.metrics.batch_commands.observe(pending.len() as f64);
+        self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
         for (reply, range) in pending {
             let _ = reply.send(Ok(envelopes[range].to_vec()));
         }

@@ -8,6 +8,7 @@ pub mod backup;
 pub mod envelope;
 pub mod error;
 pub mod ledger;
+pub mod metrics;
 pub mod migrate;
 pub mod names;
 pub mod repair;

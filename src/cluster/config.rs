@@ -37,6 +37,8 @@ pub struct Config {
     /// More admins, each with a name, as hashes of their tokens; re-read on SIGHUP.
     pub admin_tokens: Vec<crate::service::config::NamedAdmin>,
     pub observer_token: Option<String>,
+    /// A second address serving only `/metrics`, without a token.
+    pub metrics_listen: Option<SocketAddr>,
     pub fleet_enrollment_token: Option<String>,
     #[serde(alias = "roleCatalog")]
     pub role_catalog: Vec<String>,
@@ -165,6 +167,7 @@ impl Default for Config {
             admin_token: None,
             admin_tokens: Vec::new(),
             observer_token: None,
+            metrics_listen: None,
             fleet_enrollment_token: None,
             role_catalog: DEFAULT_ROLES.iter().map(|s| s.to_string()).collect(),
             head_roles: DEFAULT_HEAD_ROLES.iter().map(|s| s.to_string()).collect(),

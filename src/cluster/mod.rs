@@ -11,6 +11,7 @@ pub mod heads;
 pub mod import;
 pub mod library_client;
 pub mod liveness;
+pub mod metrics;
 pub mod nodes;
 pub mod provision;
 pub mod rekey;

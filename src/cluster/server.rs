@@ -33,6 +33,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         ledger.clone(),
         state.config.exec_timeout_grace,
         state.config.exec_watchdog_interval,
+        state.cluster_metrics.exec_watchdog_timeouts.clone(),
     ));
     let retention = tokio::spawn(watchdogs::output_retention(
         ledger.clone(),

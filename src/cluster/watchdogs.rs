@@ -6,7 +6,9 @@
 use crate::cluster::{exec, liveness, nodes, provision, streams, Liveness};
 use hydra_core::error::DomainError;
 use hydra_core::ledger::{now_ms, Decision, Ledger};
+use hydra_events::{Envelope, Event};
 use hydra_projections::{ClusterViews, NodeStatus};
+use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,19 +42,29 @@ pub async fn offline_checker(
 
 /// Ends commands in flight past their timeout plus `grace` (`exec.timed_out`) and
 /// queued commands past their delivery deadline (`exec.expired`).
-pub async fn exec_deadlines(ledger: Ledger<ClusterViews>, grace: Duration, every: Duration) {
-    end_overdue(ledger, "watchdog:exec", grace, every, exec::overdue, exec::end_overdue).await
+pub async fn exec_deadlines(
+    ledger: Ledger<ClusterViews>,
+    grace: Duration,
+    every: Duration,
+    timeouts: Counter,
+) {
+    let count = move |events: &[Arc<Envelope>]| {
+        let timed_out = events.iter().filter(|e| matches!(e.event, Event::ExecTimedOut { .. })).count();
+        timeouts.inc_by(timed_out as u64);
+    };
+    end_overdue(ledger, "watchdog:exec", grace, every, exec::overdue, exec::end_overdue, count).await
 }
 
 /// Fails provisioning that has run longer than `deadline` since `provision.started`
 /// (`provision.failed` with `timeout`): a node that died mid-install never answers.
 pub async fn provision_deadlines(ledger: Ledger<ClusterViews>, deadline: Duration, every: Duration) {
-    end_overdue(ledger, "watchdog:provision", deadline, every, provision::overdue, provision::end_overdue)
-        .await
+    let (overdue, end) = (provision::overdue, provision::end_overdue);
+    end_overdue(ledger, "watchdog:provision", deadline, every, overdue, end, |_: &[Arc<Envelope>]| {}).await
 }
 
 /// Each `every`, finds what is past `deadline` on the committed views and, when there
-/// is something, submits the command that ends it (which decides again).
+/// is something, submits the command that ends it (which decides again); `ended` sees
+/// the events it wrote.
 async fn end_overdue<T, C>(
     ledger: Ledger<ClusterViews>,
     cause: &'static str,
@@ -60,6 +72,7 @@ async fn end_overdue<T, C>(
     every: Duration,
     overdue: impl Fn(&ClusterViews, u64, u64) -> Vec<T>,
     end: impl Fn(Vec<T>, u64, u64) -> C,
+    ended: impl Fn(&[Arc<Envelope>]),
 ) where
     C: FnOnce(&ClusterViews) -> Result<Decision, DomainError> + Send + 'static,
 {
@@ -72,8 +85,9 @@ async fn end_overdue<T, C>(
         if ids.is_empty() {
             continue;
         }
-        if let Err(e) = ledger.submit(cause, end(ids, now, deadline_ms)).await {
-            tracing::warn!(error = %e, watchdog = cause, "could not end what is overdue");
+        match ledger.submit(cause, end(ids, now, deadline_ms)).await {
+            Ok(events) => ended(&events),
+            Err(e) => tracing::warn!(error = %e, watchdog = cause, "could not end what is overdue"),
         }
     }
 }

@@ -35,12 +35,17 @@ pub fn router(state: LibraryState) -> Router {
         .route("/api/v1/events", get(events::stream::<LibraryState>))
         .route("/api/v1/events/log", get(events::log::<LibraryState>))
         .route("/api/v1/audit/digest", get(events::digest::<LibraryState>))
+        .route("/metrics", get(crate::service::metrics::scrape::<LibraryState>))
         .route("/api/v1/backup", crate::service::backup::route::<LibraryState>("hydraexperiencelibrary"))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
         })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::service::metrics::track::<LibraryState>,
+        ))
         .with_state(state)
 }
 
@@ -287,7 +292,7 @@ struct RolloutQuery {
     experience: Option<String>,
 }
 
-const ROLLOUT_STATES: [RolloutState; 6] = [
+pub(crate) const ROLLOUT_STATES: [RolloutState; 6] = [
     RolloutState::Running,
     RolloutState::Paused,
     RolloutState::Completed,

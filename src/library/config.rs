@@ -22,6 +22,8 @@ pub struct LibraryConfig {
     pub admin_tokens: Vec<crate::service::config::NamedAdmin>,
     /// A read-only token for watchers (`hydrapipeline`).
     pub observer_token: Option<String>,
+    /// A second address serving only `/metrics`, without a token.
+    pub metrics_listen: Option<SocketAddr>,
     /// hydracluster, and its admin token: rollouts list nodes and ask for reprovisions.
     pub cluster_url: Option<String>,
     pub cluster_token: Option<String>,
@@ -65,6 +67,7 @@ impl Default for LibraryConfig {
             admin_token: None,
             admin_tokens: Vec::new(),
             observer_token: None,
+            metrics_listen: None,
             cluster_url: None,
             cluster_token: None,
             release_url: None,

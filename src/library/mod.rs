@@ -8,6 +8,7 @@ pub mod cluster_client;
 pub mod commands;
 pub mod config;
 pub mod driver;
+pub mod metrics;
 pub mod release;
 pub mod server;
 pub mod state;

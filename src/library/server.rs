@@ -8,6 +8,7 @@ use super::cluster_client::Cluster;
 use super::config::LibraryConfig;
 use super::state::{LibraryState, Links};
 use crate::service::extract::AuthThrottle;
+use crate::service::metrics::Metrics;
 use crate::service::start;
 use crate::service::SseStats;
 use hydra_projections::LibraryViews;
@@ -29,17 +30,22 @@ pub async fn start(config: LibraryConfig) -> anyhow::Result<Running> {
     let (stop, stopped) = watch::channel(false);
     let max_body = config.max_body_bytes;
     let (auth_fail_burst, auth_fail_window) = (config.auth_fail_burst, config.auth_fail_window);
+    let (sse, connections) = (Arc::new(SseStats::default()), Arc::default());
+    let metrics = Metrics::new(&ledger, Arc::clone(&sse), Arc::clone(&connections), |r| {
+        super::metrics::register(r, ledger.clone())
+    });
     let state = LibraryState {
         config: Arc::new(config),
         ledger: ledger.clone(),
         tokens: Arc::new(tokens),
         stopping: stopped,
-        sse: Arc::new(SseStats::default()),
+        sse,
         cluster,
         wake: Arc::new(Notify::new()),
         links: Arc::new(Links::default()),
         auth_throttle: Arc::new(AuthThrottle::new(auth_fail_burst, auth_fail_window)),
-        connections: Arc::default(),
+        connections,
+        metrics: Arc::new(metrics),
     };
     let driver = tokio::spawn(super::driver::run(state.clone()));
     let release = tokio::spawn(super::release::run(state.clone()));

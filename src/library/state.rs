@@ -30,6 +30,9 @@ pub struct LibraryState {
     pub links: Arc<Links>,
     pub auth_throttle: Arc<crate::service::extract::AuthThrottle>,
     pub connections: Arc<crate::service::serve::ConnStats>,
+    /// `/metrics`: the registry and the shared instruments (the library's own are read
+    /// from its views, `library::metrics`).
+    pub metrics: Arc<crate::service::metrics::Metrics>,
 }
 
 /// Whether the streams this service follows are connected right now, and how often its
@@ -74,6 +77,9 @@ impl ServiceState for LibraryState {
     }
     fn connections(&self) -> &Arc<crate::service::serve::ConnStats> {
         &self.connections
+    }
+    fn metrics(&self) -> &crate::service::metrics::Metrics {
+        &self.metrics
     }
 }
 

@@ -183,6 +183,8 @@ pub trait ServiceConfig: Default + DeserializeOwned + std::fmt::Debug + Send + '
     fn check(&self) -> Result<(), String>;
     fn data(&self) -> &Path;
     fn listen(&self) -> SocketAddr;
+    /// Where `/metrics` is also served without a token, if anywhere.
+    fn metrics_listen(&self) -> Option<SocketAddr>;
     /// The admin token the operator gave, if any (else `serve` keeps a generated one).
     fn admin_token(&self) -> Option<&str>;
     /// The named admins (`admin_tokens`), re-read on SIGHUP.
@@ -227,6 +229,10 @@ macro_rules! shared_settings {
 
         fn listen(&self) -> std::net::SocketAddr {
             self.listen
+        }
+
+        fn metrics_listen(&self) -> Option<std::net::SocketAddr> {
+            self.metrics_listen
         }
 
         fn admin_token(&self) -> Option<&str> {

@@ -211,6 +211,8 @@ fn subscription<S: ServiceState>(
                         }
                         sent = seq;
                         if filter.matches(&p.envelope) {
+                            let lag_ms = hydra_core::ledger::now_ms().saturating_sub(p.envelope.at_ms);
+                            state.metrics().sse_delivery_seconds.observe(lag_ms as f64 / 1000.0);
                             yield Ok(sse_event(&Item::Live(p), audience));
                         }
                     }

@@ -11,6 +11,7 @@ pub mod events;
 pub mod extract;
 pub mod health;
 pub mod limits;
+pub mod metrics;
 pub mod page;
 pub mod request;
 pub mod serve;
@@ -44,6 +45,8 @@ pub trait ServiceState: Clone + Send + Sync + 'static {
     fn auth_throttle(&self) -> &extract::AuthThrottle;
     /// Open, refused and timed-out connections, for `/readyz`.
     fn connections(&self) -> &Arc<serve::ConnStats>;
+    /// The service's registry (`/metrics`) and the shared instruments.
+    fn metrics(&self) -> &metrics::Metrics;
     /// The console's signed-in browsers, for a service that serves the console.
     fn browser_sessions(&self) -> Option<&browser::Sessions> {
         None

@@ -160,7 +160,23 @@ pub fn serve<S: ServiceState>(
     stats.limit.store(cap as u64, Ordering::Relaxed);
     stats.reserve.store(reserve as u64, Ordering::Relaxed);
     tracing::info!(max_connections = cap, reserve, "connection limits");
-    accept_loop(listener, app, state, limits, cap, reserve)
+    accept_loop(listener, app, state, limits, cap, reserve, stats)
+}
+
+/// Connections allowed on `metrics_listen`: a few scrapers, never the main cap.
+const METRICS_CONNECTIONS: usize = 16;
+
+/// Serves `app` on the `metrics_listen` socket: the same loop and timeouts, with a
+/// small cap, no reserve (so the main listener's reserve message never shows here)
+/// and counts of its own, so scrapers never take the API's connections.
+pub fn serve_metrics<S: ServiceState>(
+    listener: TcpListener,
+    app: Router,
+    state: S,
+    limits: ConnLimits,
+) -> impl Future<Output = io::Result<()>> + Send {
+    let stats = Arc::new(ConnStats::default());
+    accept_loop(listener, app, state, limits, METRICS_CONNECTIONS, 0, stats)
 }
 
 async fn accept_loop<S: ServiceState>(
@@ -170,8 +186,8 @@ async fn accept_loop<S: ServiceState>(
     limits: ConnLimits,
     cap: usize,
     reserve: usize,
+    stats: Arc<ConnStats>,
 ) -> io::Result<()> {
-    let stats = state.connections().clone();
     let normal = Arc::new(Semaphore::new(cap));
     let spare = Arc::new(Semaphore::new(reserve));
     // Every connection task holds a sender; all are gone when `recv` yields None.
@@ -224,6 +240,7 @@ async fn accept_loop<S: ServiceState>(
         stats.current.fetch_add(1, Ordering::Relaxed);
         let io = Counted { stream, _slot: slot, stats: stats.clone() };
         let conn = Connection {
+            stats: stats.clone(),
             app: app.clone(),
             state: state.clone(),
             limits,
@@ -260,12 +277,12 @@ struct Connection<S> {
     reserved: bool,
     peer: SocketAddr,
     activity: Arc<Activity>,
+    stats: Arc<ConnStats>,
 }
 
 impl<S: ServiceState> Connection<S> {
     async fn run(self, io: Counted) {
-        let Connection { app, state, limits, reserved, peer, activity } = self;
-        let stats = state.connections().clone();
+        let Connection { app, state, limits, reserved, peer, activity, stats } = self;
         let mut stopping = state.stopping();
         let service = {
             let activity = activity.clone();

@@ -459,7 +459,7 @@ async fn the_cli_reads_an_experience_and_lists_rollouts() {
 /// A stand-in for hydracluster: a venue with two online bodies, one offline body and
 /// one head, all in staging; it accepts reprovision requests and never reports
 /// progress, so a rollout stays where the test puts it.
-async fn fake_cluster() -> String {
+pub(crate) async fn fake_cluster() -> String {
     use axum::response::sse::{Event as SseEvent, Sse};
     use axum::routing::{get, post};
     let node = |id: &str, kind: &str, online: bool| {

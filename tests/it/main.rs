@@ -22,6 +22,7 @@ mod hostile_agents;
 mod import;
 mod library_api;
 mod lock_storm;
+mod metrics;
 mod migrate;
 mod nodes;
 mod pipeline;

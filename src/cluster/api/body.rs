@@ -97,6 +97,7 @@ pub async fn heartbeat(
             })
         })
         .ok_or_else(|| ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "missing or invalid token"))?;
+    state.cluster_metrics.heartbeats.inc();
     // Pending nodes get the smallest budget: anyone who reaches `/enroll` has one.
     let c = &state.config;
     let budget = liveness::budget(approved, c.heartbeat_event_interval, c.pending_heartbeat_event_interval);

@@ -372,7 +372,12 @@ async fn dispatch_next(
         Event::ExecDispatched { exec_id, .. } => Some(exec_id.clone()),
         _ => None,
     });
-    Ok(sent.and_then(|id| state.ledger.read(|v| v.exec.get(&id).cloned())))
+    let record = sent.and_then(|id| state.ledger.read(|v| v.exec.get(&id).cloned()));
+    if let Some(r) = &record {
+        let waited_ms = r.dispatched_at_ms.unwrap_or(r.queued_at_ms).saturating_sub(r.queued_at_ms);
+        state.cluster_metrics.exec_dispatch_seconds.observe(waited_ms as f64 / 1000.0);
+    }
+    Ok(record)
 }
 
 /// `GET /api/v1/body/exec/{id}/watch?wait=N`: answers when the command in flight is

@@ -56,6 +56,9 @@ pub struct AppState {
     pub importing: Arc<std::sync::atomic::AtomicBool>,
     /// The console's signed-in browsers.
     pub browsers: Arc<crate::service::browser::Sessions>,
+    /// `/metrics`: the registry and the shared instruments, and hydracluster's own.
+    pub metrics: Arc<crate::service::metrics::Metrics>,
+    pub cluster_metrics: crate::cluster::metrics::ClusterMetrics,
 }
 
 impl ServiceState for AppState {
@@ -81,6 +84,9 @@ impl ServiceState for AppState {
     fn connections(&self) -> &Arc<serve::ConnStats> {
         &self.connections
     }
+    fn metrics(&self) -> &crate::service::metrics::Metrics {
+        &self.metrics
+    }
     fn browser_sessions(&self) -> Option<&crate::service::browser::Sessions> {
         Some(&self.browsers)
     }
@@ -100,6 +106,11 @@ impl AppState {
         let limiter = enroll::RateLimiter::new(config.enroll_per_minute);
         let (config_burst, config_window) = (config.auth_fail_burst, config.auth_fail_window);
         let browsers = Arc::new(crate::service::browser::Sessions::new(config.console_session_idle));
+        let (sse, connections) = (Arc::new(SseStats::default()), Arc::<serve::ConnStats>::default());
+        let cluster_metrics = crate::cluster::metrics::ClusterMetrics::default();
+        let metrics = crate::service::metrics::Metrics::new(&ledger, sse.clone(), connections.clone(), |r| {
+            cluster_metrics.register(r, ledger.clone())
+        });
         AppState {
             config: Arc::new(config),
             ledger,
@@ -107,13 +118,15 @@ impl AppState {
             liveness: Arc::new(Liveness::default()),
             enroll_limiter: Arc::new(limiter),
             stopping,
-            sse: Arc::new(SseStats::default()),
+            sse,
             waiters: Arc::new(Waiters::default()),
             shells: Arc::default(),
             auth_throttle: Arc::new(extract::AuthThrottle::new(config_burst, config_window)),
-            connections: Arc::default(),
+            connections,
             importing: Arc::default(),
             browsers,
+            metrics: Arc::new(metrics),
+            cluster_metrics,
         }
     }
 }
@@ -181,6 +194,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events", get(events::stream::<AppState>))
         .route("/api/v1/events/log", get(events::log::<AppState>))
         .route("/api/v1/audit/digest", get(events::digest::<AppState>))
+        .route("/metrics", get(crate::service::metrics::scrape::<AppState>))
         .route("/api/v1/backup", crate::service::backup::route::<AppState>("hydracluster"))
         .route("/api/v1/library/rollouts", get(library::rollouts))
         .route("/api/v1/library/rollouts/{id}", get(library::rollout))
@@ -192,5 +206,9 @@ pub fn router(state: AppState) -> Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
         })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::service::metrics::track::<AppState>,
+        ))
         .with_state(state)
 }
