@@ -36,6 +36,7 @@ pub fn router(state: LibraryState) -> Router {
         .route("/api/v1/events/log", get(events::log::<LibraryState>))
         .route("/api/v1/audit/digest", get(events::digest::<LibraryState>))
         .route("/api/v1/backup", crate::service::backup::route::<LibraryState>("hydraexperiencelibrary"))
+        .route("/api/v1/openapi.json", crate::service::openapi::route(&document()))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
@@ -167,6 +168,14 @@ fn find_rollout<R>(
     views.rollout(raw).map(f).ok_or_else(|| ApiError::not_found(format!("no rollout {raw}")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/health",
+    tag = "health",
+    responses(
+        (status = 200, description = "Counts, the links to hydracluster and HydraRelease, the driver", body = Object),
+    )
+)]
 async fn health(State(state): State<LibraryState>) -> Json<Value> {
     let (experiences, active, total, cursor) = state.ledger.read(|v| {
         (v.experiences.len(), v.active_rollouts().count(), v.rollouts.len(), v.release_cursor.clone())
@@ -188,6 +197,16 @@ async fn health(State(state): State<LibraryState>) -> Json<Value> {
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/experiences",
+    tag = "experiences",
+    request_body = NewExperience,
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 201, description = "The experience", body = Object),
+    )
+)]
 async fn create_experience(
     State(state): State<LibraryState>,
     Admin(p): Admin,
@@ -198,12 +217,31 @@ async fn create_experience(
     Ok((StatusCode::CREATED, Json(experience(&state, &id)?)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/experiences",
+    tag = "experiences",
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "Every experience with its environments and builds", body = [Object]),
+    )
+)]
 async fn list_experiences(State(state): State<LibraryState>, Reader(_): Reader) -> Json<Value> {
     // Copied out under the read lock, rendered after it: the writer waits for readers.
     let all: Vec<_> = state.ledger.read(|v| v.experiences.values().cloned().collect());
     Json(Value::Array(all.iter().map(experience_json).collect()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/experiences/{id}",
+    tag = "experiences",
+    params(("id" = String, Path, description = "An experience id")),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The experience with its environments and builds", body = Object),
+    )
+)]
 async fn get_experience(
     State(state): State<LibraryState>,
     Reader(_): Reader,
@@ -215,6 +253,18 @@ async fn get_experience(
 /// Registers a build by hand (setups without HydraRelease). With `auto_promote`, a
 /// new build goes on to staging at once, as one from HydraRelease would; a failed
 /// promotion leaves the build registered and is reported beside it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/experiences/{id}/builds",
+    tag = "experiences",
+    params(("id" = String, Path, description = "An experience id")),
+    request_body = NewBuild,
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 201, description = "Registered (and, with auto_promote, its promotion to staging)", body = Object),
+        (status = 200, description = "Already registered: `duplicate` is true", body = Object),
+    )
+)]
 async fn register_build(
     State(state): State<LibraryState>,
     Admin(p): Admin,
@@ -270,6 +320,19 @@ impl From<PromoteError> for ApiError {
 
 /// 201 when a rollout started, 200 when the environment only changed its build (no
 /// nodes to reprovision, or no cluster configured).
+#[utoipa::path(
+    post,
+    path = "/api/v1/experiences/{id}/promote",
+    tag = "experiences",
+    params(("id" = String, Path, description = "An experience id")),
+    request_body = PromoteRequest,
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 201, description = "A rollout started", body = state::Promoted),
+        (status = 200, description = "The environment changed its build; no nodes to reprovision", body = state::Promoted),
+        (status = 502, description = "hydracluster could not list the nodes: nothing was promoted", body = crate::service::openapi::ErrorBody),
+    )
+)]
 async fn promote(
     State(state): State<LibraryState>,
     Admin(p): Admin,
@@ -281,7 +344,8 @@ async fn promote(
     Ok((status, Json(json!(promoted))))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RolloutQuery {
     state: Option<String>,
     experience: Option<String>,
@@ -297,6 +361,16 @@ const ROLLOUT_STATES: [RolloutState; 6] = [
 ];
 
 /// Newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/rollouts",
+    tag = "rollouts",
+    params(RolloutQuery),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "Rollouts, newest first", body = [Object]),
+    )
+)]
 async fn list_rollouts(
     State(state): State<LibraryState>,
     Reader(_): Reader,
@@ -323,6 +397,16 @@ async fn list_rollouts(
     Ok(Json(Value::Array(picked.iter().map(rollout_json).collect())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/rollouts/{id}",
+    tag = "rollouts",
+    params(("id" = String, Path, description = "A rollout id (r7)")),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The rollout with its policy, counts and nodes", body = Object),
+    )
+)]
 async fn get_rollout(
     State(state): State<LibraryState>,
     Reader(_): Reader,
@@ -333,6 +417,19 @@ async fn get_rollout(
 
 /// `POST /api/v1/rollouts/{id}/{action}`: `pause`, `resume` or `cancel` (see
 /// `control`), or `rollback` or `retry` (see `redo`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/rollouts/{id}/{action}",
+    tag = "rollouts",
+    params(("id" = String, Path, description = "A rollout id (r7)"), ("action" = String, Path, description = "pause, resume, cancel, rollback or retry")),
+    request_body(content = state::PolicyOverrides, description = "For rollback and retry: overrides of the earlier policy (optional)"),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The rollout after a pause, resume or cancel", body = Object),
+        (status = 201, description = "A rollback or retry started: `{rollout_id, kind, of}`", body = Object),
+        (status = 502, description = "hydracluster could not list the nodes", body = crate::service::openapi::ErrorBody),
+    )
+)]
 async fn action(
     State(state): State<LibraryState>,
     Admin(p): Admin,
@@ -385,7 +482,8 @@ async fn redo(
     Ok((StatusCode::CREATED, Json(json!({ "rollout_id": rollout_id, "kind": what.as_str(), "of": id }))))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LiveQuery {
     district: Option<String>,
     venue: Option<String>,
@@ -394,6 +492,15 @@ struct LiveQuery {
 
 /// Public: kiosks and hydracluster's catalog ask without a token. Always an array
 /// (hydracluster's client refuses anything else), in experience id order.
+#[utoipa::path(
+    get,
+    path = "/api/v1/experiences/live",
+    tag = "experiences",
+    params(LiveQuery),
+    responses(
+        (status = 200, description = "The experiences live in the venue's environment (public: kiosks ask without a token)", body = [Object]),
+    )
+)]
 async fn live(
     State(state): State<LibraryState>,
     Query(q): Query<LiveQuery>,
@@ -429,4 +536,71 @@ async fn live(
             .collect()
     });
     Ok(Json(Value::Array(list)))
+}
+
+/// ExperienceLibrary's OpenAPI document: the paths of its handlers (each documented by
+/// the `#[utoipa::path]` on the handler) and the shared ones. A new route goes into
+/// `paths(...)` here; the test `every_served_route_is_documented` fails until it does.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    health,
+    create_experience,
+    list_experiences,
+    get_experience,
+    register_build,
+    promote,
+    list_rollouts,
+    get_rollout,
+    action,
+    live,
+))]
+struct LibraryApi;
+
+/// The document `GET /api/v1/openapi.json` serves.
+pub fn document() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    crate::service::openapi::document(
+        LibraryApi::openapi(),
+        "hydraexperiencelibrary",
+        "ExperienceLibrary: experiences, their builds and promotions, rollouts across the fleet, \
+         the event log. Errors are `{\"error\": \"…\"}` with the status. See docs/api.md.",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::library::config::LibraryConfig;
+    use crate::library::state::Links;
+    use crate::service::extract::AuthThrottle;
+    use hydra_core::auth::Tokens;
+    use hydra_core::ledger::{Ledger, LedgerConfig};
+    use hydra_core::store::Store;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn every_served_route_is_documented() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ledger =
+            Ledger::open(store, LedgerConfig { min_free_bytes: 0, ..LedgerConfig::default() }).unwrap();
+        let config = LibraryConfig { data: dir.path().to_owned(), ..LibraryConfig::default() };
+        let state = LibraryState {
+            config: Arc::new(config),
+            ledger,
+            tokens: Arc::new(Tokens::new(&[("admin".into(), "hya_test".into())], None, None)),
+            stopping: tokio::sync::watch::channel(false).1,
+            sse: Arc::default(),
+            cluster: None,
+            wake: Arc::default(),
+            links: Arc::new(Links::default()),
+            auth_throttle: Arc::new(AuthThrottle::new(0, std::time::Duration::from_secs(60))),
+            connections: Arc::default(),
+        };
+        let doc = crate::service::openapi::testing::check(router(state), include_str!("api.rs"), &[]).await;
+        let live = &doc["paths"]["/api/v1/experiences/live"]["get"];
+        assert!(live["security"].is_null(), "the live list is public");
+        let promote = &doc["paths"]["/api/v1/experiences/{id}/promote"]["post"]["responses"]["201"];
+        assert_eq!(promote["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/Promoted");
+    }
 }

@@ -11,6 +11,7 @@ pub mod events;
 pub mod extract;
 pub mod health;
 pub mod limits;
+pub mod openapi;
 pub mod page;
 pub mod serve;
 pub mod sse_client;

@@ -25,11 +25,13 @@ use std::time::Duration;
 const MAX_WAIT_S: u64 = 60;
 const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = ExecRequest)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitBody {
     command: String,
     /// `"60s"`, `"5m"` or a number of seconds.
+    #[schema(value_type = Option<Object>)]
     timeout: Option<Value>,
     #[serde(default)]
     retry_on_disconnect: bool,
@@ -57,6 +59,17 @@ fn timeout_ms(v: Option<&Value>) -> Result<u64, ApiError> {
     Ok(ms)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/exec",
+    tag = "exec",
+    params(("id" = String, Path, description = "A node id (node-…)")),
+    request_body = SubmitBody,
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 202, description = "Queued: `{id, node_id, status, …}`", body = Object),
+    )
+)]
 pub async fn submit(
     State(state): State<AppState>,
     OnNode(Admin(admin), node): OnNode<Admin>,
@@ -197,6 +210,17 @@ pub(super) async fn ended_output(state: &AppState, r: &ExecRecord) -> Result<Opt
 /// `GET …/exec/{execId}/result[?wait=N]`: the result (200) or the state so far (202).
 /// With `wait`, it answers the moment the command ends (at most N seconds), so a
 /// caller needs one request instead of a polling loop.
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes/{id}/exec/{exec}/result",
+    tag = "exec",
+    params(("id" = String, Path, description = "A node id (node-…)"), ("exec" = String, Path, description = "A command id (exec-…)"), WaitQuery),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "Finished: status, exit code, output", body = Object),
+        (status = 202, description = "Not finished yet: `{id, status, attempts}`", body = Object),
+    )
+)]
 pub async fn result(
     State(state): State<AppState>,
     _: Admin,
@@ -247,6 +271,16 @@ pub async fn result(
     Ok(Json(body).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes/{id}/exec/queue",
+    tag = "exec",
+    params(("id" = String, Path, description = "A node id (node-…)")),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The queue and the command in flight", body = Object),
+    )
+)]
 pub async fn queue(
     State(state): State<AppState>,
     OnNode(_, node): OnNode<Admin>,
@@ -264,6 +298,16 @@ pub async fn queue(
     })
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/nodes/{id}/exec/queue/{exec}",
+    tag = "exec",
+    params(("id" = String, Path, description = "A node id (node-…)"), ("exec" = String, Path, description = "A command id (exec-…)")),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "`{id, cancelled, was}`", body = Object),
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -278,6 +322,16 @@ pub async fn cancel(
     Ok(Json(json!({"id": exec, "status": "cancelled", "was": was})))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/nodes/{id}/exec/queue",
+    tag = "exec",
+    params(("id" = String, Path, description = "A node id (node-…)")),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "`{node_id, cancelled, in_flight}`", body = Object),
+    )
+)]
 pub async fn clear(
     State(state): State<AppState>,
     OnNode(Admin(admin), node): OnNode<Admin>,
@@ -287,10 +341,13 @@ pub async fn clear(
     Ok(Json(json!({"node_id": node, "cancelled": envelopes.len(), "in_flight": in_flight})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WaitQuery {
+    /// Seconds to wait for an answer (long-poll; at most 60).
     #[serde(default)]
+    #[param(required = false)]
     wait: u64,
 }
 
@@ -333,6 +390,17 @@ where
 
 /// `GET /api/v1/body/exec?wait=N`: the next command, or 204. With `wait`, it answers
 /// the moment a command is queued for this node.
+#[utoipa::path(
+    get,
+    path = "/api/v1/body/exec",
+    tag = "agent",
+    params(WaitQuery),
+    security(("node" = [])),
+    responses(
+        (status = 200, description = "The next command: `{id, command, timeout_ms}`", body = Object),
+        (status = 204, description = "Nothing to run within the wait"),
+    )
+)]
 pub async fn next(
     State(state): State<AppState>,
     NodeCaller(node): NodeCaller,
@@ -377,6 +445,16 @@ async fn dispatch_next(
 
 /// `GET /api/v1/body/exec/{id}/watch?wait=N`: answers when the command in flight is
 /// no longer in flight (cancelled, timed out by the server, …), or after the wait.
+#[utoipa::path(
+    get,
+    path = "/api/v1/body/exec/{exec}/watch",
+    tag = "agent",
+    params(("exec" = String, Path, description = "A command id (exec-…)"), WaitQuery),
+    security(("node" = [])),
+    responses(
+        (status = 200, description = "`{id, status}` of the command", body = Object),
+    )
+)]
 pub async fn watch(
     State(state): State<AppState>,
     NodeCaller(node): NodeCaller,
@@ -405,7 +483,8 @@ pub async fn watch(
     Ok(Json(json!({"id": exec, "status": status.as_str()})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = ExecResult)]
 pub struct ResultBody {
     id: String,
     exit_code: Option<i32>,
@@ -434,6 +513,16 @@ fn cap(s: &mut String, cap: usize) -> bool {
     true
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/body/exec/result",
+    tag = "agent",
+    request_body = ResultBody,
+    security(("node" = [])),
+    responses(
+        (status = 200, description = "Recorded", body = Object),
+    )
+)]
 pub async fn post_result(
     State(state): State<AppState>,
     NodeCaller(node): NodeCaller,

@@ -6,6 +6,14 @@ use axum::Json;
 use hydra_projections::NodeStatus;
 
 /// The fleet in numbers, and whether the log takes writes.
+#[utoipa::path(
+    get,
+    path = "/api/v1/health",
+    tag = "health",
+    responses(
+        (status = 200, description = "Counts of the fleet and the last event id", body = Object),
+    )
+)]
 pub async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
     let (total, online, pending, approved, rejected, last_seq) = state.ledger.read(|v| {
         let count = |s: NodeStatus| v.nodes.values().filter(|n| n.status == s).count();

@@ -22,7 +22,7 @@ use hydra_projections::{ClusterViews, NodeView, ProvisionView};
 use serde::{Deserialize, Serialize};
 
 /// A node as the API shows it (SPEC §1).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NodeJson {
     pub id: String,
     /// `body` or `head`.
@@ -50,13 +50,16 @@ pub struct NodeJson {
     /// `idle`, `requested`, `provisioning`, `completed` or `failed`.
     pub provision_state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub provisioning: Option<serde_json::Value>,
     pub update_node: bool,
     pub update_services: bool,
     pub enrolled_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub diagnostics: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub telemetry: Option<serde_json::Value>,
     /// Heartbeats since start-up whose changes were held back by the node's event
     /// budget and folded into a later write (volatile).
@@ -113,7 +116,8 @@ fn provisioning_json(p: &ProvisionView) -> serde_json::Value {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub(super) district: Option<String>,
@@ -143,6 +147,16 @@ impl ListQuery {
 }
 
 /// `GET /api/v1/nodes`: one page of the matching nodes in id order.
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes",
+    tag = "nodes",
+    params(ListQuery),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "One page of the matching nodes in id order", body = [NodeJson], headers(("X-Hydra-Next-After" = String, description = "The `after` of the next page, when there is one"))),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     _: Reader,
@@ -198,6 +212,16 @@ fn find(state: &AppState, id: &NodeId) -> Result<(NodeView, Option<ProvisionView
         .ok_or_else(|| ApiError::not_found(format!("no node {id}")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes/{id}",
+    tag = "nodes",
+    params(("id" = String, Path, description = "A node id (node-…)")),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The node", body = NodeJson),
+    )
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     OnNode(_, id): OnNode<Reader>,
@@ -223,6 +247,16 @@ pub(super) async fn act(
     current(state, id)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/nodes/{id}",
+    tag = "nodes",
+    params(("id" = String, Path, description = "A node id (node-…)")),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 204, description = "Removed; its token no longer works"),
+    )
+)]
 pub async fn remove(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
@@ -232,7 +266,7 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveBody {
     #[serde(default)]
@@ -257,6 +291,17 @@ pub(super) fn role_rules(state: &AppState) -> RoleRules {
     RoleRules { catalog: state.config.role_catalog.clone(), head_roles: state.config.head_roles.clone() }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/approve",
+    tag = "nodes",
+    params(("id" = String, Path, description = "A node id (node-…)")),
+    request_body = ApproveBody,
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The node as it is after the command", body = NodeJson),
+    )
+)]
 pub async fn approve(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
@@ -266,6 +311,16 @@ pub async fn approve(
     act(&state, &admin, &id, nodes::approve(id.clone(), body.roles, placement, role_rules(&state))).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/reject",
+    tag = "nodes",
+    params(("id" = String, Path, description = "A node id (node-…)")),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The node as it is after the command", body = NodeJson),
+    )
+)]
 pub async fn reject(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
@@ -273,12 +328,23 @@ pub async fn reject(
     act(&state, &admin, &id, nodes::reject(id.clone())).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RolesBody {
     roles: Vec<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/roles",
+    tag = "nodes",
+    params(("id" = String, Path, description = "A node id (node-…)")),
+    request_body = RolesBody,
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The node as it is after the command", body = NodeJson),
+    )
+)]
 pub async fn roles(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
@@ -287,7 +353,7 @@ pub async fn roles(
     act(&state, &admin, &id, nodes::set_roles(id.clone(), body.roles, role_rules(&state))).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlacementBody {
     district: String,
@@ -296,6 +362,17 @@ pub struct PlacementBody {
     owner: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/placement",
+    tag = "nodes",
+    params(("id" = String, Path, description = "A node id (node-…)")),
+    request_body = PlacementBody,
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The node as it is after the command", body = NodeJson),
+    )
+)]
 pub async fn placement(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
@@ -305,12 +382,23 @@ pub async fn placement(
     act(&state, &admin, &id, nodes::set_placement(id.clone(), p)).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DrainBody {
     draining: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/drain",
+    tag = "nodes",
+    params(("id" = String, Path, description = "A node id (node-…)")),
+    request_body = DrainBody,
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The node as it is after the command", body = NodeJson),
+    )
+)]
 pub async fn drain(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
@@ -327,6 +415,16 @@ async fn flag_update(
     act(&state, &admin, &id, nodes::request_update(id.clone(), target)).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/update-node",
+    tag = "nodes",
+    params(("id" = String, Path, description = "A node id (node-…)")),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The node as it is after the command", body = NodeJson),
+    )
+)]
 pub async fn update_node(
     State(state): State<AppState>,
     on: OnNode<Admin>,
@@ -334,6 +432,16 @@ pub async fn update_node(
     flag_update(state, on, UpdateTarget::Node).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/update-services",
+    tag = "nodes",
+    params(("id" = String, Path, description = "A node id (node-…)")),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The node as it is after the command", body = NodeJson),
+    )
+)]
 pub async fn update_services(
     State(state): State<AppState>,
     on: OnNode<Admin>,
@@ -341,16 +449,30 @@ pub async fn update_services(
     flag_update(state, on, UpdateTarget::Services).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
+    /// Events after this seq (default 0).
     #[serde(default)]
+    #[param(required = false)]
     since: u64,
+    /// Events per page (default 1000, clamped to 1..=10000).
     limit: Option<usize>,
 }
 
 /// The node's events from the per-node index (no full scan), oldest first. Removed
 /// nodes keep their history: the log forgets nothing.
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes/{id}/history",
+    tag = "nodes",
+    params(("id" = String, Path, description = "A node id (node-…)"), HistoryQuery),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "`{node_id, events, next_since, now}`: the node's events, oldest first", body = Object),
+    )
+)]
 pub async fn history(
     State(state): State<AppState>,
     OnNode(reader, id): OnNode<Reader>,

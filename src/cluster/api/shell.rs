@@ -37,7 +37,8 @@ const EARLY_INPUT_CAP: usize = 64 * 1024;
 /// The registry as the API uses it: sessions hand over the agent's socket.
 pub type ShellRegistry = Shells<WebSocket>;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OpenQuery {
     command: Option<String>,
@@ -84,6 +85,17 @@ fn close(code: u16, reason: &str) -> Message {
 }
 
 /// `GET /api/v1/nodes/{id}/shell?command=&cols=&rows=` (admin, WebSocket).
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes/{id}/shell",
+    tag = "shell",
+    params(("id" = String, Path, description = "A node id (node-…)"), OpenQuery),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 101, description = "WebSocket: binary frames are the terminal, text frames are control messages"),
+        (status = 426, description = "Not a WebSocket request: connect with a WebSocket client", body = crate::service::openapi::ErrorBody),
+    )
+)]
 pub async fn open(
     State(state): State<AppState>,
     OnNode(Admin(admin), node): OnNode<Admin>,
@@ -317,15 +329,29 @@ fn towards_agent(m: Message) -> Option<Message> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WaitQuery {
+    /// Seconds to wait for a session (long-poll).
     #[serde(default)]
+    #[param(required = false)]
     wait: u64,
 }
 
 /// `GET /api/v1/body/shell/check?wait=N` (node token): a session waiting for this
 /// node, or 204 after the wait. Answers the moment a session is opened.
+#[utoipa::path(
+    get,
+    path = "/api/v1/body/shell/check",
+    tag = "agent",
+    params(WaitQuery),
+    security(("node" = [])),
+    responses(
+        (status = 200, description = "A session waits: `{session, command, cols, rows}`", body = Object),
+        (status = 204, description = "No session within the wait"),
+    )
+)]
 pub async fn check(
     State(state): State<AppState>,
     NodeCaller(node): NodeCaller,
@@ -358,6 +384,17 @@ pub async fn check(
 
 /// `GET /api/v1/body/shell/{session}` (node token, WebSocket): the agent's side of a
 /// session, handed over to the admin's side, which relays.
+#[utoipa::path(
+    get,
+    path = "/api/v1/body/shell/{session}",
+    tag = "agent",
+    params(("session" = String, Path, description = "The session id the check gave")),
+    security(("node" = [])),
+    responses(
+        (status = 101, description = "WebSocket: binary frames are the terminal, text frames are control messages"),
+        (status = 426, description = "Not a WebSocket request: connect with a WebSocket client", body = crate::service::openapi::ErrorBody),
+    )
+)]
 pub async fn attach(
     State(state): State<AppState>,
     NodeCaller(node): NodeCaller,
