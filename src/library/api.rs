@@ -236,7 +236,7 @@ async fn list_experiences(State(state): State<LibraryState>, Reader(_): Reader) 
     get,
     path = "/api/v1/experiences/{id}",
     tag = "experiences",
-    params(("id" = String, Path, description = "An experience id")),
+    params(("id" = String, Path, description = "An experience id", example = "space-race")),
     security(("admin" = []), ("observer" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "The experience with its environments and builds", body = Object),
@@ -257,7 +257,7 @@ async fn get_experience(
     post,
     path = "/api/v1/experiences/{id}/builds",
     tag = "experiences",
-    params(("id" = String, Path, description = "An experience id")),
+    params(("id" = String, Path, description = "An experience id", example = "space-race")),
     request_body = NewBuild,
     security(("admin" = []), ("console_session" = [])),
     responses(
@@ -324,7 +324,7 @@ impl From<PromoteError> for ApiError {
     post,
     path = "/api/v1/experiences/{id}/promote",
     tag = "experiences",
-    params(("id" = String, Path, description = "An experience id")),
+    params(("id" = String, Path, description = "An experience id", example = "space-race")),
     request_body = PromoteRequest,
     security(("admin" = []), ("console_session" = [])),
     responses(

@@ -63,7 +63,7 @@ fn timeout_ms(v: Option<&Value>) -> Result<u64, ApiError> {
     post,
     path = "/api/v1/nodes/{id}/exec",
     tag = "exec",
-    params(("id" = String, Path, description = "A node id (node-…)")),
+    params(super::openapi::NodePath),
     request_body = SubmitBody,
     security(("admin" = []), ("console_session" = [])),
     responses(
@@ -214,7 +214,7 @@ pub(super) async fn ended_output(state: &AppState, r: &ExecRecord) -> Result<Opt
     get,
     path = "/api/v1/nodes/{id}/exec/{exec}/result",
     tag = "exec",
-    params(("id" = String, Path, description = "A node id (node-…)"), ("exec" = String, Path, description = "A command id (exec-…)"), WaitQuery),
+    params(super::openapi::NodePath, super::openapi::ExecPath, WaitQuery),
     security(("admin" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "Finished: status, exit code, output", body = Object),
@@ -275,7 +275,7 @@ pub async fn result(
     get,
     path = "/api/v1/nodes/{id}/exec/queue",
     tag = "exec",
-    params(("id" = String, Path, description = "A node id (node-…)")),
+    params(super::openapi::NodePath),
     security(("admin" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "The queue and the command in flight", body = Object),
@@ -302,7 +302,7 @@ pub async fn queue(
     delete,
     path = "/api/v1/nodes/{id}/exec/queue/{exec}",
     tag = "exec",
-    params(("id" = String, Path, description = "A node id (node-…)"), ("exec" = String, Path, description = "A command id (exec-…)")),
+    params(super::openapi::NodePath, super::openapi::ExecPath),
     security(("admin" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "`{id, cancelled, was}`", body = Object),
@@ -326,7 +326,7 @@ pub async fn cancel(
     delete,
     path = "/api/v1/nodes/{id}/exec/queue",
     tag = "exec",
-    params(("id" = String, Path, description = "A node id (node-…)")),
+    params(super::openapi::NodePath),
     security(("admin" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "`{node_id, cancelled, in_flight}`", body = Object),
@@ -347,7 +347,7 @@ pub async fn clear(
 pub struct WaitQuery {
     /// Seconds to wait for an answer (long-poll; at most 60).
     #[serde(default)]
-    #[param(required = false)]
+    #[param(required = false, maximum = 60)]
     wait: u64,
 }
 
@@ -449,7 +449,7 @@ async fn dispatch_next(
     get,
     path = "/api/v1/body/exec/{exec}/watch",
     tag = "agent",
-    params(("exec" = String, Path, description = "A command id (exec-…)"), WaitQuery),
+    params(super::openapi::ExecPath, WaitQuery),
     security(("node" = [])),
     responses(
         (status = 200, description = "`{id, status}` of the command", body = Object),

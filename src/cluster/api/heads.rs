@@ -223,7 +223,7 @@ fn admin_or_self(parts: &Parts, state: &AppState, id: &NodeId) -> Result<(), Api
     get,
     path = "/api/v1/heads/{id}",
     tag = "heads",
-    params(("id" = String, Path, description = "A node id (node-…)")),
+    params(super::openapi::NodePath),
     security(("admin" = []), ("console_session" = []), ("node" = [])),
     responses(
         (status = 200, description = "The head's stream config (admin, or the head itself)", body = Object),
@@ -256,7 +256,7 @@ pub struct StatusBody {
     put,
     path = "/api/v1/heads/{id}",
     tag = "heads",
-    params(("id" = String, Path, description = "A node id (node-…)")),
+    params(super::openapi::NodePath),
     request_body = StatusBody,
     security(("node" = [])),
     responses(
@@ -333,7 +333,7 @@ pub struct AssignBody {
     post,
     path = "/api/v1/nodes/{id}/head-assignment",
     tag = "heads",
-    params(("id" = String, Path, description = "A node id (node-…)")),
+    params(super::openapi::NodePath),
     request_body = AssignBody,
     security(("admin" = []), ("console_session" = [])),
     responses(
@@ -363,7 +363,7 @@ pub struct AllowedBody {
     post,
     path = "/api/v1/nodes/{id}/allowed-experiences",
     tag = "heads",
-    params(("id" = String, Path, description = "A node id (node-…)")),
+    params(super::openapi::NodePath),
     request_body = AllowedBody,
     security(("admin" = []), ("console_session" = [])),
     responses(
@@ -433,7 +433,7 @@ pub async fn eligible(
     get,
     path = "/api/v1/heads/{id}/experiences",
     tag = "heads",
-    params(("id" = String, Path, description = "A node id (node-…)")),
+    params(super::openapi::NodePath),
     security(("admin" = []), ("console_session" = []), ("node" = [])),
     responses(
         (status = 200, description = "The experiences the head may show (from ExperienceLibrary)", body = [Object]),
@@ -466,7 +466,7 @@ const EXIT_STALE: i32 = 4;
     get,
     path = "/api/v1/heads/{id}/screenshot",
     tag = "heads",
-    params(("id" = String, Path, description = "A node id (node-…)")),
+    params(super::openapi::NodePath),
     security(("admin" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "The kiosk's last screenshot", content_type = "image/jpeg", body = Vec<u8>),
@@ -520,7 +520,7 @@ pub(super) fn log_command(path: &str, lines: u32) -> String {
     get,
     path = "/api/v1/heads/{id}/logs",
     tag = "heads",
-    params(("id" = String, Path, description = "A node id (node-…)")),
+    params(super::openapi::NodePath),
     security(("admin" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "The kiosk's last log lines", body = Object),

@@ -216,7 +216,7 @@ fn find(state: &AppState, id: &NodeId) -> Result<(NodeView, Option<ProvisionView
     get,
     path = "/api/v1/nodes/{id}",
     tag = "nodes",
-    params(("id" = String, Path, description = "A node id (node-…)")),
+    params(super::openapi::NodePath),
     security(("admin" = []), ("observer" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "The node", body = NodeJson),
@@ -251,7 +251,7 @@ pub(super) async fn act(
     delete,
     path = "/api/v1/nodes/{id}",
     tag = "nodes",
-    params(("id" = String, Path, description = "A node id (node-…)")),
+    params(super::openapi::NodePath),
     security(("admin" = []), ("console_session" = [])),
     responses(
         (status = 204, description = "Removed; its token no longer works"),
@@ -295,7 +295,7 @@ pub(super) fn role_rules(state: &AppState) -> RoleRules {
     post,
     path = "/api/v1/nodes/{id}/approve",
     tag = "nodes",
-    params(("id" = String, Path, description = "A node id (node-…)")),
+    params(super::openapi::NodePath),
     request_body = ApproveBody,
     security(("admin" = []), ("console_session" = [])),
     responses(
@@ -315,7 +315,7 @@ pub async fn approve(
     post,
     path = "/api/v1/nodes/{id}/reject",
     tag = "nodes",
-    params(("id" = String, Path, description = "A node id (node-…)")),
+    params(super::openapi::NodePath),
     security(("admin" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "The node as it is after the command", body = NodeJson),
@@ -338,7 +338,7 @@ pub struct RolesBody {
     post,
     path = "/api/v1/nodes/{id}/roles",
     tag = "nodes",
-    params(("id" = String, Path, description = "A node id (node-…)")),
+    params(super::openapi::NodePath),
     request_body = RolesBody,
     security(("admin" = []), ("console_session" = [])),
     responses(
@@ -366,7 +366,7 @@ pub struct PlacementBody {
     post,
     path = "/api/v1/nodes/{id}/placement",
     tag = "nodes",
-    params(("id" = String, Path, description = "A node id (node-…)")),
+    params(super::openapi::NodePath),
     request_body = PlacementBody,
     security(("admin" = []), ("console_session" = [])),
     responses(
@@ -392,7 +392,7 @@ pub struct DrainBody {
     post,
     path = "/api/v1/nodes/{id}/drain",
     tag = "nodes",
-    params(("id" = String, Path, description = "A node id (node-…)")),
+    params(super::openapi::NodePath),
     request_body = DrainBody,
     security(("admin" = []), ("console_session" = [])),
     responses(
@@ -419,7 +419,7 @@ async fn flag_update(
     post,
     path = "/api/v1/nodes/{id}/update-node",
     tag = "nodes",
-    params(("id" = String, Path, description = "A node id (node-…)")),
+    params(super::openapi::NodePath),
     security(("admin" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "The node as it is after the command", body = NodeJson),
@@ -436,7 +436,7 @@ pub async fn update_node(
     post,
     path = "/api/v1/nodes/{id}/update-services",
     tag = "nodes",
-    params(("id" = String, Path, description = "A node id (node-…)")),
+    params(super::openapi::NodePath),
     security(("admin" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "The node as it is after the command", body = NodeJson),
@@ -467,7 +467,7 @@ pub struct HistoryQuery {
     get,
     path = "/api/v1/nodes/{id}/history",
     tag = "nodes",
-    params(("id" = String, Path, description = "A node id (node-…)"), HistoryQuery),
+    params(super::openapi::NodePath, HistoryQuery),
     security(("admin" = []), ("observer" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "`{node_id, events, next_since, now}`: the node's events, oldest first", body = Object),

@@ -68,3 +68,23 @@ pub fn document() -> utoipa::openapi::OpenApi {
          the event log. Errors are `{\"error\": \"…\"}` with the status. See docs/api.md.",
     )
 }
+
+/// The `{id}` of `/api/v1/nodes/{id}/…` and `/api/v1/heads/{id}/…`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Documentation only: `OnNode` parses the id.
+pub struct NodePath {
+    /// A node id: `node-` and 1 to 64 lowercase letters, digits or dashes. The example
+    /// is the first body of `tests/api/nodes.yaml`, so the API test's examples reach it.
+    #[param(example = "node-7f3a9c2e41b05d18", pattern = "^node-[a-z0-9-]{1,64}$")]
+    id: String,
+}
+
+/// The `{exec}` of the exec paths.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Documentation only: the handlers parse the id.
+pub struct ExecPath {
+    /// A command id, as `POST /api/v1/nodes/{id}/exec` answered it.
+    exec: String,
+}

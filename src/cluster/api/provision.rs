@@ -19,7 +19,7 @@ const MAX_ERROR: usize = 4096;
     post,
     path = "/api/v1/nodes/{id}/reprovision",
     tag = "provisioning",
-    params(("id" = String, Path, description = "A node id (node-…)")),
+    params(super::openapi::NodePath),
     security(("admin" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "The node as it is after the command", body = NodeJson),

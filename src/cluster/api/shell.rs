@@ -89,10 +89,12 @@ fn close(code: u16, reason: &str) -> Message {
     get,
     path = "/api/v1/nodes/{id}/shell",
     tag = "shell",
-    params(("id" = String, Path, description = "A node id (node-…)"), OpenQuery),
+    params(super::openapi::NodePath, OpenQuery),
     security(("admin" = []), ("console_session" = [])),
     responses(
         (status = 101, description = "WebSocket: binary frames are the terminal, text frames are control messages"),
+        (status = 409, description = "The node is not approved", body = crate::service::openapi::ErrorBody),
+        (status = 413, description = "The command is longer than exec_max_command_bytes", body = crate::service::openapi::ErrorBody),
         (status = 426, description = "Not a WebSocket request: connect with a WebSocket client", body = crate::service::openapi::ErrorBody),
     )
 )]
@@ -335,7 +337,7 @@ fn towards_agent(m: Message) -> Option<Message> {
 pub struct WaitQuery {
     /// Seconds to wait for a session (long-poll).
     #[serde(default)]
-    #[param(required = false)]
+    #[param(required = false, maximum = 60)]
     wait: u64,
 }
 

@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
     delete,
     path = "/api/v1/nodes/{id}/stream",
     tag = "streams",
-    params(("id" = String, Path, description = "A node id (node-…)")),
+    params(super::openapi::NodePath),
     security(("admin" = []), ("console_session" = [])),
     responses(
         (status = 200, description = "`{status, node_id, exec, output, reason?}`: how the body answered the stop", body = Object),
