@@ -4,8 +4,8 @@
 
 use super::commands::{self, Control, NewBuild, NewExperience};
 use super::state::{self, LibraryState, PromoteError, PromoteRequest};
-use crate::service::{events, Admin, ApiError, ApiJson, Reader};
-use axum::extract::{Path, Query, State};
+use crate::service::{events, Admin, ApiError, ApiJson, ApiQuery, Reader};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -374,7 +374,7 @@ const ROLLOUT_STATES: [RolloutState; 6] = [
 async fn list_rollouts(
     State(state): State<LibraryState>,
     Reader(_): Reader,
-    Query(q): Query<RolloutQuery>,
+    ApiQuery(q): ApiQuery<RolloutQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let wanted = match q.state.as_deref().filter(|s| !s.is_empty()) {
         None => None,
@@ -503,7 +503,7 @@ struct LiveQuery {
 )]
 async fn live(
     State(state): State<LibraryState>,
-    Query(q): Query<LiveQuery>,
+    ApiQuery(q): ApiQuery<LiveQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let district =
         q.district.filter(|d| !d.is_empty()).ok_or_else(|| ApiError::bad_request("district is required"))?;
