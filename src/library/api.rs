@@ -4,8 +4,9 @@
 
 use super::commands::{self, Control, NewBuild, NewExperience};
 use super::state::{self, LibraryState, PromoteError, PromoteRequest};
+use crate::service::ApiPath;
 use crate::service::{events, Admin, ApiError, ApiJson, ApiQuery, Reader};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -245,7 +246,7 @@ async fn list_experiences(State(state): State<LibraryState>, Reader(_): Reader) 
 async fn get_experience(
     State(state): State<LibraryState>,
     Reader(_): Reader,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(experience(&state, &id)?))
 }
@@ -268,7 +269,7 @@ async fn get_experience(
 async fn register_build(
     State(state): State<LibraryState>,
     Admin(p): Admin,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<NewBuild>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let build = body.build.clone();
@@ -336,7 +337,7 @@ impl From<PromoteError> for ApiError {
 async fn promote(
     State(state): State<LibraryState>,
     Admin(p): Admin,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<PromoteRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let promoted = state::promote(&state, p.cause(), &id, &req).await?;
@@ -410,7 +411,7 @@ async fn list_rollouts(
 async fn get_rollout(
     State(state): State<LibraryState>,
     Reader(_): Reader,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(state.ledger.read(|v| find_rollout(v, &id, rollout_json))?))
 }
@@ -433,7 +434,7 @@ async fn get_rollout(
 async fn action(
     State(state): State<LibraryState>,
     Admin(p): Admin,
-    Path((id, action)): Path<(String, String)>,
+    ApiPath((id, action)): ApiPath<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;

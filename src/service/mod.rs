@@ -17,7 +17,7 @@ pub mod serve;
 pub mod sse_client;
 pub mod start;
 
-pub use extract::{Admin, ApiJson, ApiQuery, OnNode, Reader};
+pub use extract::{Admin, ApiJson, ApiPath, ApiQuery, OnNode, Reader};
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

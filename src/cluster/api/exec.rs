@@ -7,8 +7,9 @@ use super::extract::node_id;
 use super::{Admin, ApiError, ApiJson, AppState, NodeCaller, OnNode};
 use crate::cluster::exec::{self, ExecRequest};
 use crate::service::config::{millis, parse_duration};
+use crate::service::ApiPath;
 use crate::service::ApiQuery;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -224,7 +225,7 @@ pub(super) async fn ended_output(state: &AppState, r: &ExecRecord) -> Result<Opt
 pub async fn result(
     State(state): State<AppState>,
     _: Admin,
-    Path((id, exec)): Path<(String, String)>,
+    ApiPath((id, exec)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> Result<Response, ApiError> {
     let (node, exec) = (node_id(&id)?, exec_id(&exec)?);
@@ -311,7 +312,7 @@ pub async fn queue(
 pub async fn cancel(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path((id, exec)): Path<(String, String)>,
+    ApiPath((id, exec)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let (node, exec) = (node_id(&id)?, exec_id(&exec)?);
     let envelopes = state.ledger.submit(admin.cause(), exec::cancel(node, exec.clone())).await?;
@@ -458,7 +459,7 @@ async fn dispatch_next(
 pub async fn watch(
     State(state): State<AppState>,
     NodeCaller(node): NodeCaller,
-    Path(exec): Path<String>,
+    ApiPath(exec): ApiPath<String>,
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let exec = exec_id(&exec)?;

@@ -7,8 +7,9 @@ use super::{limits, page, OnNode};
 use super::{Admin, ApiError, ApiJson, AppState, NodeCaller, Reader};
 use crate::cluster::heads::{self, HeadEnrollment};
 use crate::cluster::Live;
+use crate::service::ApiPath;
 use crate::service::ApiQuery;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -231,7 +232,7 @@ fn admin_or_self(parts: &Parts, state: &AppState, id: &NodeId) -> Result<(), Api
 )]
 pub async fn config(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     parts: Parts,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = node_id(&id)?;
@@ -266,7 +267,7 @@ pub struct StatusBody {
 pub async fn report(
     State(state): State<AppState>,
     NodeCaller(caller): NodeCaller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<StatusBody>,
 ) -> Result<Json<HeadJson>, ApiError> {
     let id = node_id(&id)?;
@@ -442,7 +443,7 @@ pub async fn eligible(
 )]
 pub async fn experiences(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     parts: Parts,
 ) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
     let id = node_id(&id)?;

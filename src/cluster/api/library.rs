@@ -7,8 +7,9 @@
 use super::{Admin, ApiError, AppState, Reader};
 use crate::cluster::library_client;
 use crate::service::client::{seg, Client};
+use crate::service::ApiPath;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use futures_util::StreamExt;
@@ -120,7 +121,7 @@ pub async fn rollouts(
 pub async fn rollout(
     State(state): State<AppState>,
     _: Reader,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     forward(&state, Method::GET, &format!("/api/v1/rollouts/{}", seg(&id)), None, None).await
 }
@@ -143,7 +144,7 @@ pub async fn rollout(
 pub async fn act(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path((id, action)): Path<(String, String)>,
+    ApiPath((id, action)): ApiPath<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     if !ACTIONS.contains(&action.as_str()) {

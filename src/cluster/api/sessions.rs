@@ -5,8 +5,9 @@
 use super::extract::node_id;
 use super::heads::{log_command, read_on_node};
 use super::{Admin, ApiError, AppState, Reader};
+use crate::service::ApiPath;
 use crate::service::ApiQuery;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use hydra_core::envelope::rfc3339;
 use hydra_core::ledger::now_ms;
@@ -186,7 +187,7 @@ fn find(state: &AppState, id: &str) -> Result<(SessionView, serde_json::Value), 
 pub async fn get_one(
     State(state): State<AppState>,
     _: Reader,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(find(&state, &id)?.1))
 }
@@ -209,7 +210,7 @@ pub async fn get_one(
 pub async fn logs(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (s, json) = find(&state, &id)?;
     let window = (s.started_at_ms, s.ended_at_ms.unwrap_or_else(now_ms));

@@ -11,9 +11,10 @@
 
 use super::{Admin, ApiError, AppState, NodeCaller, OnNode};
 use crate::cluster::shell::{AttachError, Offer, Shells};
+use crate::service::ApiPath;
 use crate::service::ApiQuery;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -400,7 +401,7 @@ pub async fn check(
 pub async fn attach(
     State(state): State<AppState>,
     NodeCaller(node): NodeCaller,
-    Path(session): Path<String>,
+    ApiPath(session): ApiPath<String>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let refused = |e: AttachError| match e {
