@@ -14,8 +14,9 @@ use hydra_core::envelope::rfc3339;
 use hydra_projections::{
     rollout_number, ExperienceView, LibraryViews, NodeState, RolloutState, RolloutView, ENVIRONMENTS,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 pub fn router(state: LibraryState) -> Router {
@@ -51,43 +52,72 @@ fn opt_time(ms: Option<u64>) -> Value {
 }
 
 /// An experience with every environment's build and every build it ever had.
-pub fn experience_json(x: &ExperienceView) -> Value {
-    let environments: serde_json::Map<String, Value> = x
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExperienceJson {
+    id: String,
+    project: String,
+    district: String,
+    venues: Vec<String>,
+    auto_promote: bool,
+    created_at: String,
+    /// By environment name (`staging`, `production`, …): the build it runs.
+    environments: BTreeMap<String, EnvironmentJson>,
+    builds: Vec<BuildJson>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EnvironmentJson {
+    build: String,
+    version: String,
+    since: String,
+    /// The rollout that brought it, when one did.
+    rollout_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BuildJson {
+    build: String,
+    version: String,
+    artifact_url: String,
+    sha256: String,
+    registered_at: String,
+}
+
+pub fn experience_json(x: &ExperienceView) -> ExperienceJson {
+    let environments = x
         .environments
         .iter()
         .map(|(name, e)| {
-            let v = json!({
-                "build": e.build,
-                "version": e.version,
-                "since": rfc3339(e.since_ms),
-                "rollout_id": e.rollout_id,
-            });
+            let v = EnvironmentJson {
+                build: e.build.clone(),
+                version: e.version.clone(),
+                since: rfc3339(e.since_ms),
+                rollout_id: e.rollout_id.clone(),
+            };
             (name.clone(), v)
         })
         .collect();
-    let builds: Vec<Value> = x
+    let builds = x
         .builds
         .iter()
-        .map(|(id, b)| {
-            json!({
-                "build": id,
-                "version": b.version,
-                "artifact_url": b.artifact_url,
-                "sha256": b.sha256,
-                "registered_at": rfc3339(b.registered_at_ms),
-            })
+        .map(|(id, b)| BuildJson {
+            build: id.clone(),
+            version: b.version.clone(),
+            artifact_url: b.artifact_url.clone(),
+            sha256: b.sha256.clone(),
+            registered_at: rfc3339(b.registered_at_ms),
         })
         .collect();
-    json!({
-        "id": x.id,
-        "project": x.project,
-        "district": x.district,
-        "venues": x.venues,
-        "auto_promote": x.auto_promote,
-        "created_at": rfc3339(x.created_at_ms),
-        "environments": environments,
-        "builds": builds,
-    })
+    ExperienceJson {
+        id: x.id.clone(),
+        project: x.project.clone(),
+        district: x.district.clone(),
+        venues: x.venues.clone(),
+        auto_promote: x.auto_promote,
+        created_at: rfc3339(x.created_at_ms),
+        environments,
+        builds,
+    }
 }
 
 /// A rollout with its policy, counts, and every node in the order it is asked
@@ -152,7 +182,7 @@ fn no_experience(id: &str) -> ApiError {
     ApiError::not_found(format!("no experience {id}"))
 }
 
-fn experience(state: &LibraryState, id: &str) -> Result<Value, ApiError> {
+fn experience(state: &LibraryState, id: &str) -> Result<ExperienceJson, ApiError> {
     state.ledger.read(|v| v.experiences.get(id).map(experience_json)).ok_or_else(|| no_experience(id))
 }
 
@@ -205,14 +235,14 @@ async fn health(State(state): State<LibraryState>) -> Json<Value> {
     request_body = NewExperience,
     security(("admin" = []), ("console_session" = [])),
     responses(
-        (status = 201, description = "The experience", body = Object),
+        (status = 201, description = "The experience", body = ExperienceJson),
     )
 )]
 async fn create_experience(
     State(state): State<LibraryState>,
     Admin(p): Admin,
     ApiJson(body): ApiJson<NewExperience>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ExperienceJson>), ApiError> {
     let id = body.id.clone();
     state.ledger.submit(p.cause(), commands::create_experience(body)).await?;
     Ok((StatusCode::CREATED, Json(experience(&state, &id)?)))
@@ -224,13 +254,13 @@ async fn create_experience(
     tag = "experiences",
     security(("admin" = []), ("observer" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "Every experience with its environments and builds", body = [Object]),
+        (status = 200, description = "Every experience with its environments and builds", body = [ExperienceJson]),
     )
 )]
-async fn list_experiences(State(state): State<LibraryState>, Reader(_): Reader) -> Json<Value> {
+async fn list_experiences(State(state): State<LibraryState>, Reader(_): Reader) -> Json<Vec<ExperienceJson>> {
     // Copied out under the read lock, rendered after it: the writer waits for readers.
     let all: Vec<_> = state.ledger.read(|v| v.experiences.values().cloned().collect());
-    Json(Value::Array(all.iter().map(experience_json).collect()))
+    Json(all.iter().map(experience_json).collect())
 }
 
 #[utoipa::path(
@@ -240,14 +270,14 @@ async fn list_experiences(State(state): State<LibraryState>, Reader(_): Reader) 
     params(("id" = String, Path, description = "An experience id", example = "space-race")),
     security(("admin" = []), ("observer" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "The experience with its environments and builds", body = Object),
+        (status = 200, description = "The experience with its environments and builds", body = ExperienceJson),
     )
 )]
 async fn get_experience(
     State(state): State<LibraryState>,
     Reader(_): Reader,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ExperienceJson>, ApiError> {
     Ok(Json(experience(&state, &id)?))
 }
 

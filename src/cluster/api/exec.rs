@@ -18,9 +18,10 @@ use hydra_core::envelope::rfc3339;
 use hydra_core::ledger::now_ms;
 use hydra_events::{Event, ExecId, ExecOutput, NodeId, OutputRef};
 use hydra_projections::{ExecRecord, ExecStatus};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::time::Duration;
+use utoipa::ToSchema;
 
 /// The longest an agent's long-poll may wait.
 const MAX_WAIT_S: u64 = 60;
@@ -36,6 +37,121 @@ pub struct SubmitBody {
     timeout: Option<Value>,
     #[serde(default)]
     retry_on_disconnect: bool,
+}
+
+/// `POST /api/v1/nodes/{id}/exec`'s answer: the command is queued.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Queued {
+    #[schema(value_type = String)]
+    id: ExecId,
+    #[schema(value_type = String)]
+    node_id: NodeId,
+    /// `pending`.
+    status: &'static str,
+    /// `online` or `offline`.
+    node_status: &'static str,
+    /// Commands before it (the one in flight counted).
+    ahead: usize,
+    /// When it expires if the node has not taken it (RFC 3339).
+    deliver_by: String,
+    /// Said when the node is offline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+/// A finished command (`GET …/exec/{exec}/result`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Finished {
+    #[schema(value_type = String)]
+    id: ExecId,
+    #[schema(value_type = String)]
+    node_id: NodeId,
+    /// `completed`, `failed`, `timed_out`, `cancelled`, `expired`…
+    status: &'static str,
+    exit_code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    truncated: bool,
+    duration_ms: Option<u64>,
+    reason: Option<String>,
+    finished_at: Option<String>,
+    /// The output was removed by retention (`exec_output_retention`).
+    output_pruned: bool,
+}
+
+/// A command not finished yet (`GET …/exec/{exec}/result`, 202).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Unfinished {
+    #[schema(value_type = String)]
+    id: ExecId,
+    /// `pending` or `dispatched`.
+    status: &'static str,
+    attempts: u32,
+}
+
+/// A queued or in-flight command as the queue shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueuedCommand {
+    #[schema(value_type = String)]
+    id: ExecId,
+    #[schema(value_type = String)]
+    node_id: NodeId,
+    status: &'static str,
+    command: String,
+    timeout_ms: u64,
+    retry_on_disconnect: bool,
+    queued_at: String,
+    dispatched_at: Option<String>,
+    attempts: u32,
+    deliver_by: String,
+}
+
+/// `GET /api/v1/nodes/{id}/exec/queue`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecQueue {
+    #[schema(value_type = String)]
+    node_id: NodeId,
+    in_flight: Option<QueuedCommand>,
+    queued: Vec<QueuedCommand>,
+}
+
+/// The next command an agent runs (`GET /api/v1/body/exec`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NextCommand {
+    #[schema(value_type = String)]
+    id: ExecId,
+    command: String,
+    timeout_ms: u64,
+}
+
+/// `DELETE …/exec/queue/{exec}`: one command cancelled.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Cancelled {
+    #[schema(value_type = String)]
+    id: ExecId,
+    /// `cancelled`.
+    status: &'static str,
+    /// `pending` or `dispatched`: where it was when cancelled.
+    was: &'static str,
+}
+
+/// `DELETE …/exec/queue`: the queued commands cancelled.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Cleared {
+    #[schema(value_type = String)]
+    node_id: NodeId,
+    cancelled: usize,
+    /// The command in flight, which keeps running.
+    #[schema(value_type = Option<String>)]
+    in_flight: Option<ExecId>,
+}
+
+/// `GET /api/v1/body/exec/{exec}/watch`: the command's status now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Watched {
+    #[schema(value_type = String)]
+    id: ExecId,
+    status: &'static str,
 }
 
 fn timeout_ms(v: Option<&Value>) -> Result<u64, ApiError> {
@@ -68,7 +184,7 @@ fn timeout_ms(v: Option<&Value>) -> Result<u64, ApiError> {
     request_body = SubmitBody,
     security(("admin" = []), ("console_session" = [])),
     responses(
-        (status = 202, description = "Queued: `{id, node_id, status, …}`", body = Object),
+        (status = 202, description = "Queued", body = Queued),
     )
 )]
 pub async fn submit(
@@ -106,20 +222,20 @@ pub async fn submit(
             n.map(|n| n.queue.iter().position(|x| x == &exec_id).unwrap_or(0) + n.in_flight.iter().count());
         (online, position.unwrap_or(0))
     });
-    let mut answer = json!({
-        "id": exec_id,
-        "node_id": node,
-        "status": "pending",
-        "node_status": if online { "online" } else { "offline" },
-        "ahead": position,
-        "deliver_by": rfc3339(deliver_by_ms),
-    });
-    if !online {
-        answer["note"] = json!(format!(
-            "node is offline: the command is queued and runs when it is back, or expires at {}",
-            rfc3339(deliver_by_ms)
-        ));
-    }
+    let answer = Queued {
+        id: exec_id,
+        node_id: node,
+        status: "pending",
+        node_status: if online { "online" } else { "offline" },
+        ahead: position,
+        deliver_by: rfc3339(deliver_by_ms),
+        note: (!online).then(|| {
+            format!(
+                "node is offline: the command is queued and runs when it is back, or expires at {}",
+                rfc3339(deliver_by_ms)
+            )
+        }),
+    };
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
@@ -140,19 +256,19 @@ fn record(state: &AppState, node: &NodeId, id: &ExecId) -> Result<ExecRecord, Ap
     })
 }
 
-fn record_json(r: &ExecRecord) -> Value {
-    json!({
-        "id": r.id,
-        "node_id": r.node_id,
-        "status": r.status.as_str(),
-        "command": r.command,
-        "timeout_ms": r.timeout_ms,
-        "retry_on_disconnect": r.retry_on_disconnect,
-        "queued_at": rfc3339(r.queued_at_ms),
-        "dispatched_at": r.dispatched_at_ms.map(rfc3339),
-        "attempts": r.attempts,
-        "deliver_by": rfc3339(r.deliver_by_ms),
-    })
+fn record_json(r: &ExecRecord) -> QueuedCommand {
+    QueuedCommand {
+        id: r.id.clone(),
+        node_id: r.node_id.clone(),
+        status: r.status.as_str(),
+        command: r.command.clone(),
+        timeout_ms: r.timeout_ms,
+        retry_on_disconnect: r.retry_on_disconnect,
+        queued_at: rfc3339(r.queued_at_ms),
+        dispatched_at: r.dispatched_at_ms.map(rfc3339),
+        attempts: r.attempts,
+        deliver_by: rfc3339(r.deliver_by_ms),
+    }
 }
 
 /// What a finished command printed: from the event that ended it, its output read
@@ -218,8 +334,8 @@ pub(super) async fn ended_output(state: &AppState, r: &ExecRecord) -> Result<Opt
     params(super::openapi::NodePath, super::openapi::ExecPath, WaitQuery),
     security(("admin" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "Finished: status, exit code, output", body = Object),
-        (status = 202, description = "Not finished yet: `{id, status, attempts}`", body = Object),
+        (status = 200, description = "Finished: status, exit code, output", body = Finished),
+        (status = 202, description = "Not finished yet", body = Unfinished),
     )
 )]
 pub async fn result(
@@ -239,7 +355,7 @@ pub async fn result(
     .await?;
     let Some(r) = finished else {
         let r = record(&state, &node, &exec)?;
-        let body = json!({"id": r.id, "status": r.status.as_str(), "attempts": r.attempts});
+        let body = Unfinished { id: r.id, status: r.status.as_str(), attempts: r.attempts };
         return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
     };
     let ended = ended_output(&state, &r).await?;
@@ -256,19 +372,19 @@ pub async fn result(
         truncated: false,
         duration_ms: 0,
     });
-    let body = json!({
-        "id": r.id,
-        "node_id": r.node_id,
-        "status": r.status.as_str(),
-        "exit_code": o.exit_code,
-        "stdout": o.stdout,
-        "stderr": o.stderr,
-        "truncated": o.truncated,
-        "duration_ms": duration,
-        "reason": r.reason,
-        "finished_at": r.finished_at_ms.map(rfc3339),
-        "output_pruned": pruned,
-    });
+    let body = Finished {
+        id: r.id,
+        node_id: r.node_id,
+        status: r.status.as_str(),
+        exit_code: o.exit_code,
+        stdout: o.stdout,
+        stderr: o.stderr,
+        truncated: o.truncated,
+        duration_ms: duration,
+        reason: r.reason,
+        finished_at: r.finished_at_ms.map(rfc3339),
+        output_pruned: pruned,
+    };
     Ok(Json(body).into_response())
 }
 
@@ -279,23 +395,23 @@ pub async fn result(
     params(super::openapi::NodePath),
     security(("admin" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "The queue and the command in flight", body = Object),
+        (status = 200, description = "The queue and the command in flight", body = ExecQueue),
     )
 )]
 pub async fn queue(
     State(state): State<AppState>,
     OnNode(_, node): OnNode<Admin>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ExecQueue>, ApiError> {
     state.ledger.read(|v| {
         if !v.nodes.contains_key(&node) {
             return Err(ApiError::not_found(format!("no node {node}")));
         }
         let n = v.exec.node(&node);
         let in_flight = v.exec.in_flight(&node).map(record_json);
-        let queued: Vec<Value> = n
+        let queued: Vec<QueuedCommand> = n
             .map(|n| n.queue.iter().filter_map(|x| v.exec.get(x)).map(record_json).collect())
             .unwrap_or_default();
-        Ok(Json(json!({"node_id": node, "in_flight": in_flight, "queued": queued})))
+        Ok(Json(ExecQueue { node_id: node.clone(), in_flight, queued }))
     })
 }
 
@@ -306,21 +422,21 @@ pub async fn queue(
     params(super::openapi::NodePath, super::openapi::ExecPath),
     security(("admin" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "`{id, cancelled, was}`", body = Object),
+        (status = 200, description = "Cancelled", body = Cancelled),
     )
 )]
 pub async fn cancel(
     State(state): State<AppState>,
     Admin(admin): Admin,
     ApiPath((id, exec)): ApiPath<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Cancelled>, ApiError> {
     let (node, exec) = (node_id(&id)?, exec_id(&exec)?);
     let envelopes = state.ledger.submit(admin.cause(), exec::cancel(node, exec.clone())).await?;
     let was = match envelopes.first().map(|e| &e.event) {
         Some(Event::ExecCancelled { was_dispatched: true, .. }) => "dispatched",
         _ => "pending",
     };
-    Ok(Json(json!({"id": exec, "status": "cancelled", "was": was})))
+    Ok(Json(Cancelled { id: exec, status: "cancelled", was }))
 }
 
 #[utoipa::path(
@@ -330,16 +446,16 @@ pub async fn cancel(
     params(super::openapi::NodePath),
     security(("admin" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "`{node_id, cancelled, in_flight}`", body = Object),
+        (status = 200, description = "The queue cleared (the command in flight keeps running)", body = Cleared),
     )
 )]
 pub async fn clear(
     State(state): State<AppState>,
     OnNode(Admin(admin), node): OnNode<Admin>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Cleared>, ApiError> {
     let envelopes = state.ledger.submit(admin.cause(), exec::clear(node.clone())).await?;
     let in_flight = state.ledger.read(|v| v.exec.in_flight(&node).map(|r| r.id.clone()));
-    Ok(Json(json!({"node_id": node, "cancelled": envelopes.len(), "in_flight": in_flight})))
+    Ok(Json(Cleared { node_id: node, cancelled: envelopes.len(), in_flight }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -398,7 +514,7 @@ where
     params(WaitQuery),
     security(("node" = [])),
     responses(
-        (status = 200, description = "The next command: `{id, command, timeout_ms}`", body = Object),
+        (status = 200, description = "The next command", body = NextCommand),
         (status = 204, description = "Nothing to run within the wait"),
     )
 )]
@@ -415,7 +531,7 @@ pub async fn next(
     .await?;
     Ok(match sent {
         Some(r) => {
-            Json(json!({"id": r.id, "command": r.command, "timeout_ms": r.timeout_ms})).into_response()
+            Json(NextCommand { id: r.id, command: r.command, timeout_ms: r.timeout_ms }).into_response()
         }
         None => StatusCode::NO_CONTENT.into_response(),
     })
@@ -453,7 +569,7 @@ async fn dispatch_next(
     params(super::openapi::ExecPath, WaitQuery),
     security(("node" = [])),
     responses(
-        (status = 200, description = "`{id, status}` of the command", body = Object),
+        (status = 200, description = "The command's status", body = Watched),
     )
 )]
 pub async fn watch(
@@ -461,7 +577,7 @@ pub async fn watch(
     NodeCaller(node): NodeCaller,
     ApiPath(exec): ApiPath<String>,
     ApiQuery(q): ApiQuery<WaitQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Watched>, ApiError> {
     let exec = exec_id(&exec)?;
     let status = || {
         state
@@ -481,7 +597,7 @@ pub async fn watch(
         Some(s) => s,
         None => status()?,
     };
-    Ok(Json(json!({"id": exec, "status": status.as_str()})))
+    Ok(Json(Watched { id: exec, status: status.as_str() }))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

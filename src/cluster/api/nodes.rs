@@ -449,6 +449,20 @@ pub async fn update_services(
     flag_update(state, on, UpdateTarget::Services).await
 }
 
+/// A page of a node's history.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct History {
+    #[schema(value_type = String)]
+    node_id: NodeId,
+    /// Envelopes, oldest first: `seq`, `at`, `type`, `cause`, the event's fields.
+    #[schema(value_type = Vec<Object>)]
+    events: Vec<serde_json::Value>,
+    /// Ask again with `since=next_since` for the next page.
+    next_since: u64,
+    /// The server's time (RFC 3339).
+    now: String,
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -470,14 +484,14 @@ pub struct HistoryQuery {
     params(super::openapi::NodePath, HistoryQuery),
     security(("admin" = []), ("observer" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "`{node_id, events, next_since, now}`: the node's events, oldest first", body = Object),
+        (status = 200, description = "The node's events, oldest first", body = History),
     )
 )]
 pub async fn history(
     State(state): State<AppState>,
     OnNode(reader, id): OnNode<Reader>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<History>, ApiError> {
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let store = state.ledger.store().clone();
     let head = state.ledger.committed_seq();
@@ -501,7 +515,5 @@ pub async fn history(
     let next = envelopes.last().map(|e| e.seq).unwrap_or(q.since);
     let audience = reader.audience();
     let events: Vec<serde_json::Value> = envelopes.iter().map(|e| envelope_json(e, audience)).collect();
-    Ok(Json(
-        serde_json::json!({ "node_id": id, "events": events, "next_since": next, "now": rfc3339(now_ms()) }),
-    ))
+    Ok(Json(History { node_id: id, events, next_since: next, now: rfc3339(now_ms()) }))
 }
