@@ -122,11 +122,17 @@ fn provisioning_json(p: &ProvisionView) -> serde_json::Value {
 pub struct ListQuery {
     pub(super) district: Option<String>,
     pub(super) venue: Option<String>,
+    /// Nodes with this role.
     pub(super) role: Option<String>,
+    /// `pending`, `approved` or `rejected`.
     pub(super) status: Option<String>,
+    /// `online` or `offline`.
     pub(super) node_status: Option<String>,
+    /// `body` or `head`.
     pub(super) kind: Option<String>,
+    /// The fleet as it was after this event (replayed from the log).
     pub(super) as_of_seq: Option<u64>,
+    /// The fleet as it was at this time (RFC 3339), replayed from the log.
     pub(super) as_of: Option<String>,
     /// Nodes per page (default 500, at most 5000); the next page's `after` is in the
     /// `X-Hydra-Next-After` header.
