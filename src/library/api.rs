@@ -199,15 +199,57 @@ fn find_rollout<R>(
     views.rollout(raw).map(f).ok_or_else(|| ApiError::not_found(format!("no rollout {raw}")))
 }
 
+/// `GET /api/v1/health` of ExperienceLibrary.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`: the server answers.
+    status: &'static str,
+    service: &'static str,
+    version: &'static str,
+    last_event_id: u64,
+    experiences: usize,
+    rollouts: RolloutCounts,
+    cluster: Link,
+    release: ReleaseLink,
+    driver: Driver,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RolloutCounts {
+    active: usize,
+    total: usize,
+}
+
+/// A followed service: its URL, when configured, and whether its stream is connected.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Link {
+    url: Option<String>,
+    connected: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReleaseLink {
+    url: Option<String>,
+    connected: bool,
+    /// The last HydraRelease event taken.
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Driver {
+    /// Rounds of decisions the rollout driver has made since start.
+    rounds: u64,
+}
+
 #[utoipa::path(
     get,
     path = "/api/v1/health",
     tag = "health",
     responses(
-        (status = 200, description = "Counts, the links to hydracluster and HydraRelease, the driver", body = Object),
+        (status = 200, description = "Counts, the links to hydracluster and HydraRelease, the driver", body = Health),
     )
 )]
-async fn health(State(state): State<LibraryState>) -> Json<Value> {
+async fn health(State(state): State<LibraryState>) -> Json<Health> {
     let (experiences, active, total, cursor) = state.ledger.read(|v| {
         (v.experiences.len(), v.active_rollouts().count(), v.rollouts.len(), v.release_cursor.clone())
     });
@@ -215,17 +257,17 @@ async fn health(State(state): State<LibraryState>) -> Json<Value> {
     // "connected" is about a link that exists: without a URL there is nothing to reach.
     let cluster_up = state.config.cluster_url.is_some() && links.cluster_connected.load(Ordering::Relaxed);
     let release_up = state.config.release_url.is_some() && links.release_connected.load(Ordering::Relaxed);
-    Json(json!({
-        "status": "ok",
-        "service": "hydraexperiencelibrary",
-        "version": env!("CARGO_PKG_VERSION"),
-        "last_event_id": state.ledger.committed_seq(),
-        "experiences": experiences,
-        "rollouts": { "active": active, "total": total },
-        "cluster": { "url": state.config.cluster_url, "connected": cluster_up },
-        "release": { "url": state.config.release_url, "connected": release_up, "cursor": cursor },
-        "driver": { "rounds": links.driver_rounds.load(Ordering::Relaxed) },
-    }))
+    Json(Health {
+        status: "ok",
+        service: "hydraexperiencelibrary",
+        version: env!("CARGO_PKG_VERSION"),
+        last_event_id: state.ledger.committed_seq(),
+        experiences,
+        rollouts: RolloutCounts { active, total },
+        cluster: Link { url: state.config.cluster_url.clone(), connected: cluster_up },
+        release: ReleaseLink { url: state.config.release_url.clone(), connected: release_up, cursor },
+        driver: Driver { rounds: links.driver_rounds.load(Ordering::Relaxed) },
+    })
 }
 
 #[utoipa::path(
