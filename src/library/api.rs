@@ -4,8 +4,9 @@
 
 use super::commands::{self, Control, NewBuild, NewExperience};
 use super::state::{self, LibraryState, PromoteError, PromoteRequest};
-use crate::service::{events, Admin, ApiError, ApiJson, Reader};
-use axum::extract::{Path, Query, State};
+use crate::service::ApiPath;
+use crate::service::{events, Admin, ApiError, ApiJson, ApiQuery, Reader};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,8 +14,9 @@ use hydra_core::envelope::rfc3339;
 use hydra_projections::{
     rollout_number, ExperienceView, LibraryViews, NodeState, RolloutState, RolloutView, ENVIRONMENTS,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 pub fn router(state: LibraryState) -> Router {
@@ -37,6 +39,7 @@ pub fn router(state: LibraryState) -> Router {
         .route("/api/v1/audit/digest", get(events::digest::<LibraryState>))
         .route("/metrics", get(crate::service::metrics::scrape::<LibraryState>))
         .route("/api/v1/backup", crate::service::backup::route::<LibraryState>("hydraexperiencelibrary"))
+        .route("/api/v1/openapi.json", crate::service::openapi::route(&document()))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
@@ -54,43 +57,72 @@ fn opt_time(ms: Option<u64>) -> Value {
 }
 
 /// An experience with every environment's build and every build it ever had.
-pub fn experience_json(x: &ExperienceView) -> Value {
-    let environments: serde_json::Map<String, Value> = x
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExperienceJson {
+    id: String,
+    project: String,
+    district: String,
+    venues: Vec<String>,
+    auto_promote: bool,
+    created_at: String,
+    /// By environment name (`staging`, `production`, …): the build it runs.
+    environments: BTreeMap<String, EnvironmentJson>,
+    builds: Vec<BuildJson>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EnvironmentJson {
+    build: String,
+    version: String,
+    since: String,
+    /// The rollout that brought it, when one did.
+    rollout_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BuildJson {
+    build: String,
+    version: String,
+    artifact_url: String,
+    sha256: String,
+    registered_at: String,
+}
+
+pub fn experience_json(x: &ExperienceView) -> ExperienceJson {
+    let environments = x
         .environments
         .iter()
         .map(|(name, e)| {
-            let v = json!({
-                "build": e.build,
-                "version": e.version,
-                "since": rfc3339(e.since_ms),
-                "rollout_id": e.rollout_id,
-            });
+            let v = EnvironmentJson {
+                build: e.build.clone(),
+                version: e.version.clone(),
+                since: rfc3339(e.since_ms),
+                rollout_id: e.rollout_id.clone(),
+            };
             (name.clone(), v)
         })
         .collect();
-    let builds: Vec<Value> = x
+    let builds = x
         .builds
         .iter()
-        .map(|(id, b)| {
-            json!({
-                "build": id,
-                "version": b.version,
-                "artifact_url": b.artifact_url,
-                "sha256": b.sha256,
-                "registered_at": rfc3339(b.registered_at_ms),
-            })
+        .map(|(id, b)| BuildJson {
+            build: id.clone(),
+            version: b.version.clone(),
+            artifact_url: b.artifact_url.clone(),
+            sha256: b.sha256.clone(),
+            registered_at: rfc3339(b.registered_at_ms),
         })
         .collect();
-    json!({
-        "id": x.id,
-        "project": x.project,
-        "district": x.district,
-        "venues": x.venues,
-        "auto_promote": x.auto_promote,
-        "created_at": rfc3339(x.created_at_ms),
-        "environments": environments,
-        "builds": builds,
-    })
+    ExperienceJson {
+        id: x.id.clone(),
+        project: x.project.clone(),
+        district: x.district.clone(),
+        venues: x.venues.clone(),
+        auto_promote: x.auto_promote,
+        created_at: rfc3339(x.created_at_ms),
+        environments,
+        builds,
+    }
 }
 
 /// A rollout with its policy, counts, and every node in the order it is asked
@@ -155,7 +187,7 @@ fn no_experience(id: &str) -> ApiError {
     ApiError::not_found(format!("no experience {id}"))
 }
 
-fn experience(state: &LibraryState, id: &str) -> Result<Value, ApiError> {
+fn experience(state: &LibraryState, id: &str) -> Result<ExperienceJson, ApiError> {
     state.ledger.read(|v| v.experiences.get(id).map(experience_json)).ok_or_else(|| no_experience(id))
 }
 
@@ -172,7 +204,57 @@ fn find_rollout<R>(
     views.rollout(raw).map(f).ok_or_else(|| ApiError::not_found(format!("no rollout {raw}")))
 }
 
-async fn health(State(state): State<LibraryState>) -> Json<Value> {
+/// `GET /api/v1/health` of ExperienceLibrary.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`: the server answers.
+    status: &'static str,
+    service: &'static str,
+    version: &'static str,
+    last_event_id: u64,
+    experiences: usize,
+    rollouts: RolloutCounts,
+    cluster: Link,
+    release: ReleaseLink,
+    driver: Driver,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RolloutCounts {
+    active: usize,
+    total: usize,
+}
+
+/// A followed service: its URL, when configured, and whether its stream is connected.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Link {
+    url: Option<String>,
+    connected: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReleaseLink {
+    url: Option<String>,
+    connected: bool,
+    /// The last HydraRelease event taken.
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Driver {
+    /// Rounds of decisions the rollout driver has made since start.
+    rounds: u64,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/health",
+    tag = "health",
+    responses(
+        (status = 200, description = "Counts, the links to hydracluster and HydraRelease, the driver", body = Health),
+    )
+)]
+async fn health(State(state): State<LibraryState>) -> Json<Health> {
     let (experiences, active, total, cursor) = state.ledger.read(|v| {
         (v.experiences.len(), v.active_rollouts().count(), v.rollouts.len(), v.release_cursor.clone())
     });
@@ -180,50 +262,91 @@ async fn health(State(state): State<LibraryState>) -> Json<Value> {
     // "connected" is about a link that exists: without a URL there is nothing to reach.
     let cluster_up = state.config.cluster_url.is_some() && links.cluster_connected.load(Ordering::Relaxed);
     let release_up = state.config.release_url.is_some() && links.release_connected.load(Ordering::Relaxed);
-    Json(json!({
-        "status": "ok",
-        "service": "hydraexperiencelibrary",
-        "version": env!("CARGO_PKG_VERSION"),
-        "last_event_id": state.ledger.committed_seq(),
-        "experiences": experiences,
-        "rollouts": { "active": active, "total": total },
-        "cluster": { "url": state.config.cluster_url, "connected": cluster_up },
-        "release": { "url": state.config.release_url, "connected": release_up, "cursor": cursor },
-        "driver": { "rounds": links.driver_rounds.load(Ordering::Relaxed) },
-    }))
+    Json(Health {
+        status: "ok",
+        service: "hydraexperiencelibrary",
+        version: env!("CARGO_PKG_VERSION"),
+        last_event_id: state.ledger.committed_seq(),
+        experiences,
+        rollouts: RolloutCounts { active, total },
+        cluster: Link { url: state.config.cluster_url.clone(), connected: cluster_up },
+        release: ReleaseLink { url: state.config.release_url.clone(), connected: release_up, cursor },
+        driver: Driver { rounds: links.driver_rounds.load(Ordering::Relaxed) },
+    })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/experiences",
+    tag = "experiences",
+    request_body = NewExperience,
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 201, description = "The experience", body = ExperienceJson),
+    )
+)]
 async fn create_experience(
     State(state): State<LibraryState>,
     Admin(p): Admin,
     ApiJson(body): ApiJson<NewExperience>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ExperienceJson>), ApiError> {
     let id = body.id.clone();
     state.ledger.submit(p.cause(), commands::create_experience(body)).await?;
     Ok((StatusCode::CREATED, Json(experience(&state, &id)?)))
 }
 
-async fn list_experiences(State(state): State<LibraryState>, Reader(_): Reader) -> Json<Value> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/experiences",
+    tag = "experiences",
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "Every experience with its environments and builds", body = [ExperienceJson]),
+    )
+)]
+async fn list_experiences(State(state): State<LibraryState>, Reader(_): Reader) -> Json<Vec<ExperienceJson>> {
     // Copied out under the read lock, rendered after it: the writer waits for readers.
     let all: Vec<_> = state.ledger.read(|v| v.experiences.values().cloned().collect());
-    Json(Value::Array(all.iter().map(experience_json).collect()))
+    Json(all.iter().map(experience_json).collect())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/experiences/{id}",
+    tag = "experiences",
+    params(("id" = String, Path, description = "An experience id", example = "space-race")),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The experience with its environments and builds", body = ExperienceJson),
+    )
+)]
 async fn get_experience(
     State(state): State<LibraryState>,
     Reader(_): Reader,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<ExperienceJson>, ApiError> {
     Ok(Json(experience(&state, &id)?))
 }
 
 /// Registers a build by hand (setups without HydraRelease). With `auto_promote`, a
 /// new build goes on to staging at once, as one from HydraRelease would; a failed
 /// promotion leaves the build registered and is reported beside it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/experiences/{id}/builds",
+    tag = "experiences",
+    params(("id" = String, Path, description = "An experience id", example = "space-race")),
+    request_body = NewBuild,
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 201, description = "Registered (and, with auto_promote, its promotion to staging)", body = Object),
+        (status = 200, description = "Already registered: `duplicate` is true", body = Object),
+    )
+)]
 async fn register_build(
     State(state): State<LibraryState>,
     Admin(p): Admin,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<NewBuild>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let build = body.build.clone();
@@ -275,10 +398,23 @@ impl From<PromoteError> for ApiError {
 
 /// 201 when a rollout started, 200 when the environment only changed its build (no
 /// nodes to reprovision, or no cluster configured).
+#[utoipa::path(
+    post,
+    path = "/api/v1/experiences/{id}/promote",
+    tag = "experiences",
+    params(("id" = String, Path, description = "An experience id", example = "space-race")),
+    request_body = PromoteRequest,
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 201, description = "A rollout started", body = state::Promoted),
+        (status = 200, description = "The environment changed its build; no nodes to reprovision", body = state::Promoted),
+        (status = 502, description = "hydracluster could not list the nodes: nothing was promoted", body = crate::service::openapi::ErrorBody),
+    )
+)]
 async fn promote(
     State(state): State<LibraryState>,
     Admin(p): Admin,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<PromoteRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let promoted = state::promote(&state, p.cause(), &id, &req).await?;
@@ -286,7 +422,8 @@ async fn promote(
     Ok((status, Json(json!(promoted))))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RolloutQuery {
     state: Option<String>,
     experience: Option<String>,
@@ -302,10 +439,20 @@ pub(crate) const ROLLOUT_STATES: [RolloutState; 6] = [
 ];
 
 /// Newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/rollouts",
+    tag = "rollouts",
+    params(RolloutQuery),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "Rollouts, newest first", body = [Object]),
+    )
+)]
 async fn list_rollouts(
     State(state): State<LibraryState>,
     Reader(_): Reader,
-    Query(q): Query<RolloutQuery>,
+    ApiQuery(q): ApiQuery<RolloutQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let wanted = match q.state.as_deref().filter(|s| !s.is_empty()) {
         None => None,
@@ -328,20 +475,43 @@ async fn list_rollouts(
     Ok(Json(Value::Array(picked.iter().map(rollout_json).collect())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/rollouts/{id}",
+    tag = "rollouts",
+    params(("id" = String, Path, description = "A rollout id (r7)")),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The rollout with its policy, counts and nodes", body = Object),
+    )
+)]
 async fn get_rollout(
     State(state): State<LibraryState>,
     Reader(_): Reader,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(state.ledger.read(|v| find_rollout(v, &id, rollout_json))?))
 }
 
 /// `POST /api/v1/rollouts/{id}/{action}`: `pause`, `resume` or `cancel` (see
 /// `control`), or `rollback` or `retry` (see `redo`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/rollouts/{id}/{action}",
+    tag = "rollouts",
+    params(("id" = String, Path, description = "A rollout id (r7)"), ("action" = String, Path, description = "pause, resume, cancel, rollback or retry")),
+    request_body(content = state::PolicyOverrides, description = "For rollback and retry: overrides of the earlier policy (optional)"),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The rollout after a pause, resume or cancel", body = Object),
+        (status = 201, description = "A rollback or retry started: `{rollout_id, kind, of}`", body = Object),
+        (status = 502, description = "hydracluster could not list the nodes", body = crate::service::openapi::ErrorBody),
+    )
+)]
 async fn action(
     State(state): State<LibraryState>,
     Admin(p): Admin,
-    Path((id, action)): Path<(String, String)>,
+    ApiPath((id, action)): ApiPath<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
@@ -390,7 +560,8 @@ async fn redo(
     Ok((StatusCode::CREATED, Json(json!({ "rollout_id": rollout_id, "kind": what.as_str(), "of": id }))))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LiveQuery {
     district: Option<String>,
     venue: Option<String>,
@@ -399,9 +570,18 @@ struct LiveQuery {
 
 /// Public: kiosks and hydracluster's catalog ask without a token. Always an array
 /// (hydracluster's client refuses anything else), in experience id order.
+#[utoipa::path(
+    get,
+    path = "/api/v1/experiences/live",
+    tag = "experiences",
+    params(LiveQuery),
+    responses(
+        (status = 200, description = "The experiences live in the venue's environment (public: kiosks ask without a token)", body = [Object]),
+    )
+)]
 async fn live(
     State(state): State<LibraryState>,
-    Query(q): Query<LiveQuery>,
+    ApiQuery(q): ApiQuery<LiveQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let district =
         q.district.filter(|d| !d.is_empty()).ok_or_else(|| ApiError::bad_request("district is required"))?;
@@ -434,4 +614,77 @@ async fn live(
             .collect()
     });
     Ok(Json(Value::Array(list)))
+}
+
+/// ExperienceLibrary's OpenAPI document: the paths of its handlers (each documented by
+/// the `#[utoipa::path]` on the handler) and the shared ones. A new route goes into
+/// `paths(...)` here; the test `every_served_route_is_documented` fails until it does.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    health,
+    create_experience,
+    list_experiences,
+    get_experience,
+    register_build,
+    promote,
+    list_rollouts,
+    get_rollout,
+    action,
+    live,
+))]
+struct LibraryApi;
+
+/// The document `GET /api/v1/openapi.json` serves.
+pub fn document() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    crate::service::openapi::document(
+        LibraryApi::openapi(),
+        "hydraexperiencelibrary",
+        "ExperienceLibrary: experiences, their builds and promotions, rollouts across the fleet, \
+         the event log. Errors are `{\"error\": \"…\"}` with the status. See docs/api.md.",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::library::config::LibraryConfig;
+    use crate::library::state::Links;
+    use crate::service::extract::AuthThrottle;
+    use hydra_core::auth::Tokens;
+    use hydra_core::ledger::{Ledger, LedgerConfig};
+    use hydra_core::store::Store;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn every_served_route_is_documented() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ledger =
+            Ledger::open(store, LedgerConfig { min_free_bytes: 0, ..LedgerConfig::default() }).unwrap();
+        let config = LibraryConfig { data: dir.path().to_owned(), ..LibraryConfig::default() };
+        let (sse, connections) = (Arc::default(), Arc::default());
+        let metrics =
+            crate::service::metrics::Metrics::new(&ledger, Arc::clone(&sse), Arc::clone(&connections), |r| {
+                crate::library::metrics::register(r, ledger.clone())
+            });
+        let state = LibraryState {
+            config: Arc::new(config),
+            ledger,
+            tokens: Arc::new(Tokens::new(&[("admin".into(), "hya_test".into())], None, None)),
+            stopping: tokio::sync::watch::channel(false).1,
+            sse,
+            cluster: None,
+            wake: Arc::default(),
+            links: Arc::new(Links::default()),
+            auth_throttle: Arc::new(AuthThrottle::new(0, std::time::Duration::from_secs(60))),
+            connections,
+            metrics: Arc::new(metrics),
+        };
+        let doc = crate::service::openapi::testing::check(router(state), include_str!("api.rs"), &[]).await;
+        let live = &doc["paths"]["/api/v1/experiences/live"]["get"];
+        assert!(live["security"].is_null(), "the live list is public");
+        let promote = &doc["paths"]["/api/v1/experiences/{id}/promote"]["post"]["responses"]["201"];
+        assert_eq!(promote["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/Promoted");
+    }
 }

@@ -9,7 +9,7 @@ use hydra_events::{Event, NodeId, RolloutPolicy, SkippedNode};
 use hydra_projections::{LibraryViews, NodeState, RolloutState, RolloutView};
 
 /// `POST /api/v1/experiences`.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewExperience {
     pub id: String,
@@ -21,7 +21,7 @@ pub struct NewExperience {
 }
 
 /// A build: `POST /api/v1/experiences/{id}/builds`, or HydraRelease's `build.uploaded`.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 pub struct NewBuild {
     #[serde(deserialize_with = "build_id")]
     pub build: String,

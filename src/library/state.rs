@@ -85,7 +85,7 @@ impl ServiceState for LibraryState {
 
 /// `POST /api/v1/experiences/{id}/promote`: `to`, and optional overrides of the
 /// rollout defaults.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteRequest {
     pub to: String,
@@ -105,7 +105,7 @@ pub struct PromoteRequest {
     pub auto: bool,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Promoted {
     pub experience_id: String,
     pub environment: String,
@@ -132,7 +132,7 @@ pub enum PromoteError {
 
 /// `POST /api/v1/rollouts/{id}/rollback` and `…/retry`: optional overrides of the
 /// earlier rollout's policy.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyOverrides {
     pub max_parallel: Option<u32>,

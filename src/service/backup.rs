@@ -35,7 +35,14 @@ pub fn route<S: ServiceState>(service: &'static str) -> axum::routing::MethodRou
 /// the same however long the transfer takes, and compresses them into the body, a
 /// chunk at a time as the client takes them. Nothing is held locked while it streams
 /// and the writer never waits for it; the file is never whole in memory.
-async fn stream<S: ServiceState>(state: S, service: &'static str) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/backup",
+    tag = "backup",
+    security(("admin" = []), ("console_session" = [])),
+    responses((status = 200, description = "A consistent backup (docs/backup.md), streamed; its seq and digest also in x-hydra-backup-seq and x-hydra-backup-digest", content_type = "application/gzip", body = Vec<u8>))
+)]
+pub(crate) async fn stream<S: ServiceState>(state: S, service: &'static str) -> Result<Response, ApiError> {
     let taken = state.clone();
     let (header, extras) = tokio::task::spawn_blocking(move || {
         let (seq, digest) = taken.digest();

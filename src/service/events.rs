@@ -90,11 +90,15 @@ impl Filter {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {
+    /// Resume after this seq (a `Last-Event-ID` header wins).
     since: Option<u64>,
+    /// Event types, comma-separated (`node.approved,exec.completed`).
     types: Option<String>,
+    /// Only the events about this node.
     node: Option<String>,
 }
 
@@ -110,6 +114,15 @@ fn resume_point(headers: &HeaderMap, since: Option<u64>) -> Result<u64, ApiError
     }
 }
 
+/// The live event stream: the log from the resume point on, then live.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "events",
+    params(StreamQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this seq (a reconnect)")),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses((status = 200, description = "Server-sent events: `id` is the seq, `event` the type, `data` the event's JSON", content_type = "text/event-stream", body = String))
+)]
 pub async fn stream<S: ServiceState>(
     State(state): State<S>,
     reader: Reader,
@@ -243,23 +256,37 @@ impl Drop for SubscriberGuard {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
+    /// Events after this seq (default 0).
     #[serde(default)]
+    #[param(required = false)]
     since: u64,
+    /// Events per page (default 500, clamped to 1..=10000).
     limit: Option<u64>,
+    /// Event types, comma-separated.
     types: Option<String>,
+    /// Only the events about this node.
     node: Option<String>,
 }
 
 /// A page of the log as JSON, for scripts: `{"events","next_since","head"}`.
 /// Ask again with `since=next_since` until `next_since == head`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events/log",
+    tag = "events",
+    params(LogQuery),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses((status = 200, description = "A page of the log", body = LogPage))
+)]
 pub async fn log<S: ServiceState>(
     State(state): State<S>,
     reader: Reader,
     ApiQuery(q): ApiQuery<LogQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<LogPage>, ApiError> {
     let filter = Filter::parse(q.types.as_deref(), q.node.as_deref())?;
     let limit = q.limit.unwrap_or(500).clamp(1, 10_000);
     let head = state.committed_seq();
@@ -274,15 +301,37 @@ pub async fn log<S: ServiceState>(
     let audience = reader.audience();
     let events: Vec<_> =
         envelopes.iter().filter(|e| filter.matches(e)).map(|e| envelope_json(e, audience)).collect();
-    Ok(Json(serde_json::json!({
-        "events": events,
-        "next_since": to,
-        "head": head,
-    })))
+    Ok(Json(LogPage { events, next_since: to, head }))
+}
+
+/// A page of `GET /api/v1/events/log`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct LogPage {
+    /// Envelopes: `seq`, `at`, `type`, `cause`, the event's fields.
+    #[schema(value_type = Vec<Object>)]
+    events: Vec<serde_json::Value>,
+    /// Ask again with `since=next_since` until it equals `head`.
+    next_since: u64,
+    head: u64,
+}
+
+/// The digest of the live views.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Digest {
+    seq: u64,
+    /// blake3 of the views' snapshot encoding, hex.
+    digest: String,
 }
 
 /// The digest of the live views, to compare with `audit`.
-pub async fn digest<S: ServiceState>(State(state): State<S>, _: Reader) -> Json<serde_json::Value> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/digest",
+    tag = "events",
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses((status = 200, description = "The last applied seq and the digest of the live views", body = Digest))
+)]
+pub async fn digest<S: ServiceState>(State(state): State<S>, _: Reader) -> Json<Digest> {
     let (seq, digest) = state.digest();
-    Json(serde_json::json!({ "seq": seq, "digest": digest }))
+    Json(Digest { seq, digest })
 }

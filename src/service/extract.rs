@@ -235,6 +235,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// Path parameters whose errors say what was wrong: 400 with axum's message (a segment
+/// that is not UTF-8 once decoded, say), as JSON like every other error.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let path = axum::extract::Path::<T>::from_request_parts(parts, state).await;
+        path.map(|p| ApiPath(p.0)).map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
 /// A JSON body whose errors say what was wrong: 400 for malformed JSON, 422 for the
 /// wrong shape, 413 for too large, 415 for a missing content type.
 pub struct ApiJson<T>(pub T);

@@ -11,6 +11,15 @@ use std::sync::atomic::Ordering;
 /// takes writes. The committed seq is read first: the writer stores it only after the
 /// event is durable and applied, so the store and the views are never behind it, and
 /// readiness does not flap under normal write load.
+#[utoipa::path(
+    get,
+    path = "/api/v1/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready: `{\"ready\": true, \"components\": {…}}`", body = Object),
+        (status = 503, description = "Not ready: the same shape with `ready` false and the failing component's detail", body = Object),
+    )
+)]
 pub async fn readyz<S: ServiceState>(State(state): State<S>) -> (StatusCode, Json<serde_json::Value>) {
     let committed = state.committed_seq();
     let applied = state.applied_seq();

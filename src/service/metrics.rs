@@ -152,6 +152,15 @@ pub async fn track<S: ServiceState>(State(state): State<S>, req: Request, next: 
 }
 
 /// `GET /metrics` on the main listener: observers and admins.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "Every `hydra_…` family in the Prometheus text format 0.0.4 (docs/metrics.md)", body = String, content_type = "text/plain"),
+    )
+)]
 pub async fn scrape<S: ServiceState>(State(state): State<S>, _: Reader) -> Response {
     text(&state)
 }

@@ -12,13 +12,14 @@ pub mod extract;
 pub mod health;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod page;
 pub mod request;
 pub mod serve;
 pub mod sse_client;
 pub mod start;
 
-pub use extract::{Admin, ApiJson, ApiQuery, OnNode, Reader};
+pub use extract::{Admin, ApiJson, ApiPath, ApiQuery, OnNode, Reader};
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

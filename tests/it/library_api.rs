@@ -595,3 +595,17 @@ async fn a_promotion_that_cannot_reach_hydracluster_is_a_502_and_promotes_nothin
     assert_eq!(x["environments"]["development"]["build"], "b1");
     lib.stop().await;
 }
+
+/// A query string that does not parse (a parameter given twice) is a JSON 400 naming
+/// it, as the OpenAPI document says every error is: not axum's plain-text rejection.
+#[tokio::test]
+async fn a_query_that_does_not_parse_is_a_json_error() {
+    let lib = spawn_lib().await;
+    for path in
+        ["/api/v1/rollouts?state=running&state=paused", "/api/v1/experiences/live?district=a&district=b"]
+    {
+        let (status, body) = lib.admin("GET", path, None).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(error(&body).contains("duplicate field"), "{path}: {body}");
+    }
+}

@@ -310,3 +310,24 @@ async fn health_is_public_and_summarises_the_fleet() {
     let ready = s.http.get(format!("{}/readyz", s.url)).send().await.unwrap();
     assert_eq!(ready.status(), 200);
 }
+
+/// A path segment that is not UTF-8 once decoded (`%FF`) is a JSON 400 saying so on
+/// every route with an id, as the OpenAPI document says every error is: not axum's
+/// plain-text rejection.
+#[tokio::test]
+async fn a_path_id_that_does_not_decode_is_a_json_error() {
+    let s = spawn_app().await;
+    for path in [
+        "/api/v1/sessions/%FF",
+        "/api/v1/sessions/%FF/logs",
+        "/api/v1/heads/%FF",
+        "/api/v1/heads/%FF/experiences",
+        "/api/v1/nodes/node-a/exec/%FF/result",
+        "/api/v1/library/rollouts/%FF",
+        "/api/v1/nodes/%FF",
+    ] {
+        let (status, body) = get(&s, path, ADMIN).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains("UTF-8")), "{path}: {body}");
+    }
+}

@@ -98,6 +98,16 @@ struct Found {
 
 /// `GET /api/v1/bodies` (admin or observer): one page of the matching bodies in id
 /// order; the filters of `GET /api/v1/nodes` but `kind`, `status` and `as_of*`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/bodies",
+    tag = "bodies",
+    params(("district" = Option<String>, Query), ("venue" = Option<String>, Query), ("role" = Option<String>, Query), ("node_status" = Option<String>, Query, description = "online or offline"), ("limit" = Option<usize>, Query, description = "Bodies per page (default 500, at most 5000)"), ("after" = Option<String>, Query, description = "The X-Hydra-Next-After of the page before")),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "One page of the approved bodies: each node with its GPU figures, heads and anomalies", body = [Object], headers(("X-Hydra-Next-After" = String, description = "The `after` of the next page, when there is one"))),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     _: Reader,

@@ -14,7 +14,7 @@ use hydra_core::ledger::now_ms;
 use hydra_projections::NodeStatus;
 use serde::Deserialize;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Heartbeat {
     agent_version: Option<String>,
     os: Option<String>,
@@ -22,7 +22,9 @@ pub struct Heartbeat {
     provider_status: Option<String>,
     provider_version: Option<String>,
     stream_status: Option<String>,
+    #[schema(value_type = Option<Object>)]
     telemetry: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
     diagnostics: Option<serde_json::Map<String, serde_json::Value>>,
     /// The agent has a provisioning in hand (from the flag until its result was
     /// delivered). Agents that do not say are taken at their word for nothing.
@@ -73,6 +75,16 @@ impl Heartbeat {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/body/heartbeat",
+    tag = "agent",
+    request_body = Heartbeat,
+    security(("node" = [])),
+    responses(
+        (status = 200, description = "What the agent is asked to do: the pending flags", body = Object),
+    )
+)]
 pub async fn heartbeat(
     State(state): State<AppState>,
     NodeCaller(id): NodeCaller,

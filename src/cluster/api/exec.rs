@@ -7,8 +7,9 @@ use super::extract::node_id;
 use super::{Admin, ApiError, ApiJson, AppState, NodeCaller, OnNode};
 use crate::cluster::exec::{self, ExecRequest};
 use crate::service::config::{millis, parse_duration};
+use crate::service::ApiPath;
 use crate::service::ApiQuery;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -17,22 +18,140 @@ use hydra_core::envelope::rfc3339;
 use hydra_core::ledger::now_ms;
 use hydra_events::{Event, ExecId, ExecOutput, NodeId, OutputRef};
 use hydra_projections::{ExecRecord, ExecStatus};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::time::Duration;
+use utoipa::ToSchema;
 
 /// The longest an agent's long-poll may wait.
 const MAX_WAIT_S: u64 = 60;
 const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = ExecRequest)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitBody {
     command: String,
     /// `"60s"`, `"5m"` or a number of seconds.
+    #[schema(value_type = Option<Object>)]
     timeout: Option<Value>,
     #[serde(default)]
     retry_on_disconnect: bool,
+}
+
+/// `POST /api/v1/nodes/{id}/exec`'s answer: the command is queued.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Queued {
+    #[schema(value_type = String)]
+    id: ExecId,
+    #[schema(value_type = String)]
+    node_id: NodeId,
+    /// `pending`.
+    status: &'static str,
+    /// `online` or `offline`.
+    node_status: &'static str,
+    /// Commands before it (the one in flight counted).
+    ahead: usize,
+    /// When it expires if the node has not taken it (RFC 3339).
+    deliver_by: String,
+    /// Said when the node is offline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+/// A finished command (`GET …/exec/{exec}/result`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Finished {
+    #[schema(value_type = String)]
+    id: ExecId,
+    #[schema(value_type = String)]
+    node_id: NodeId,
+    /// `completed`, `failed`, `timed_out`, `cancelled`, `expired`…
+    status: &'static str,
+    exit_code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    truncated: bool,
+    duration_ms: Option<u64>,
+    reason: Option<String>,
+    finished_at: Option<String>,
+    /// The output was removed by retention (`exec_output_retention`).
+    output_pruned: bool,
+}
+
+/// A command not finished yet (`GET …/exec/{exec}/result`, 202).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Unfinished {
+    #[schema(value_type = String)]
+    id: ExecId,
+    /// `pending` or `dispatched`.
+    status: &'static str,
+    attempts: u32,
+}
+
+/// A queued or in-flight command as the queue shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueuedCommand {
+    #[schema(value_type = String)]
+    id: ExecId,
+    #[schema(value_type = String)]
+    node_id: NodeId,
+    status: &'static str,
+    command: String,
+    timeout_ms: u64,
+    retry_on_disconnect: bool,
+    queued_at: String,
+    dispatched_at: Option<String>,
+    attempts: u32,
+    deliver_by: String,
+}
+
+/// `GET /api/v1/nodes/{id}/exec/queue`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecQueue {
+    #[schema(value_type = String)]
+    node_id: NodeId,
+    in_flight: Option<QueuedCommand>,
+    queued: Vec<QueuedCommand>,
+}
+
+/// The next command an agent runs (`GET /api/v1/body/exec`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NextCommand {
+    #[schema(value_type = String)]
+    id: ExecId,
+    command: String,
+    timeout_ms: u64,
+}
+
+/// `DELETE …/exec/queue/{exec}`: one command cancelled.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Cancelled {
+    #[schema(value_type = String)]
+    id: ExecId,
+    /// `cancelled`.
+    status: &'static str,
+    /// `pending` or `dispatched`: where it was when cancelled.
+    was: &'static str,
+}
+
+/// `DELETE …/exec/queue`: the queued commands cancelled.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Cleared {
+    #[schema(value_type = String)]
+    node_id: NodeId,
+    cancelled: usize,
+    /// The command in flight, which keeps running.
+    #[schema(value_type = Option<String>)]
+    in_flight: Option<ExecId>,
+}
+
+/// `GET /api/v1/body/exec/{exec}/watch`: the command's status now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Watched {
+    #[schema(value_type = String)]
+    id: ExecId,
+    status: &'static str,
 }
 
 fn timeout_ms(v: Option<&Value>) -> Result<u64, ApiError> {
@@ -57,6 +176,17 @@ fn timeout_ms(v: Option<&Value>) -> Result<u64, ApiError> {
     Ok(ms)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/exec",
+    tag = "exec",
+    params(super::openapi::NodePath),
+    request_body = SubmitBody,
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 202, description = "Queued", body = Queued),
+    )
+)]
 pub async fn submit(
     State(state): State<AppState>,
     OnNode(Admin(admin), node): OnNode<Admin>,
@@ -92,20 +222,20 @@ pub async fn submit(
             n.map(|n| n.queue.iter().position(|x| x == &exec_id).unwrap_or(0) + n.in_flight.iter().count());
         (online, position.unwrap_or(0))
     });
-    let mut answer = json!({
-        "id": exec_id,
-        "node_id": node,
-        "status": "pending",
-        "node_status": if online { "online" } else { "offline" },
-        "ahead": position,
-        "deliver_by": rfc3339(deliver_by_ms),
-    });
-    if !online {
-        answer["note"] = json!(format!(
-            "node is offline: the command is queued and runs when it is back, or expires at {}",
-            rfc3339(deliver_by_ms)
-        ));
-    }
+    let answer = Queued {
+        id: exec_id,
+        node_id: node,
+        status: "pending",
+        node_status: if online { "online" } else { "offline" },
+        ahead: position,
+        deliver_by: rfc3339(deliver_by_ms),
+        note: (!online).then(|| {
+            format!(
+                "node is offline: the command is queued and runs when it is back, or expires at {}",
+                rfc3339(deliver_by_ms)
+            )
+        }),
+    };
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
@@ -126,19 +256,19 @@ fn record(state: &AppState, node: &NodeId, id: &ExecId) -> Result<ExecRecord, Ap
     })
 }
 
-fn record_json(r: &ExecRecord) -> Value {
-    json!({
-        "id": r.id,
-        "node_id": r.node_id,
-        "status": r.status.as_str(),
-        "command": r.command,
-        "timeout_ms": r.timeout_ms,
-        "retry_on_disconnect": r.retry_on_disconnect,
-        "queued_at": rfc3339(r.queued_at_ms),
-        "dispatched_at": r.dispatched_at_ms.map(rfc3339),
-        "attempts": r.attempts,
-        "deliver_by": rfc3339(r.deliver_by_ms),
-    })
+fn record_json(r: &ExecRecord) -> QueuedCommand {
+    QueuedCommand {
+        id: r.id.clone(),
+        node_id: r.node_id.clone(),
+        status: r.status.as_str(),
+        command: r.command.clone(),
+        timeout_ms: r.timeout_ms,
+        retry_on_disconnect: r.retry_on_disconnect,
+        queued_at: rfc3339(r.queued_at_ms),
+        dispatched_at: r.dispatched_at_ms.map(rfc3339),
+        attempts: r.attempts,
+        deliver_by: rfc3339(r.deliver_by_ms),
+    }
 }
 
 /// What a finished command printed: from the event that ended it, its output read
@@ -197,10 +327,21 @@ pub(super) async fn ended_output(state: &AppState, r: &ExecRecord) -> Result<Opt
 /// `GET …/exec/{execId}/result[?wait=N]`: the result (200) or the state so far (202).
 /// With `wait`, it answers the moment the command ends (at most N seconds), so a
 /// caller needs one request instead of a polling loop.
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes/{id}/exec/{exec}/result",
+    tag = "exec",
+    params(super::openapi::NodePath, super::openapi::ExecPath, WaitQuery),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "Finished: status, exit code, output", body = Finished),
+        (status = 202, description = "Not finished yet", body = Unfinished),
+    )
+)]
 pub async fn result(
     State(state): State<AppState>,
     _: Admin,
-    Path((id, exec)): Path<(String, String)>,
+    ApiPath((id, exec)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> Result<Response, ApiError> {
     let (node, exec) = (node_id(&id)?, exec_id(&exec)?);
@@ -214,7 +355,7 @@ pub async fn result(
     .await?;
     let Some(r) = finished else {
         let r = record(&state, &node, &exec)?;
-        let body = json!({"id": r.id, "status": r.status.as_str(), "attempts": r.attempts});
+        let body = Unfinished { id: r.id, status: r.status.as_str(), attempts: r.attempts };
         return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
     };
     let ended = ended_output(&state, &r).await?;
@@ -231,66 +372,99 @@ pub async fn result(
         truncated: false,
         duration_ms: 0,
     });
-    let body = json!({
-        "id": r.id,
-        "node_id": r.node_id,
-        "status": r.status.as_str(),
-        "exit_code": o.exit_code,
-        "stdout": o.stdout,
-        "stderr": o.stderr,
-        "truncated": o.truncated,
-        "duration_ms": duration,
-        "reason": r.reason,
-        "finished_at": r.finished_at_ms.map(rfc3339),
-        "output_pruned": pruned,
-    });
+    let body = Finished {
+        id: r.id,
+        node_id: r.node_id,
+        status: r.status.as_str(),
+        exit_code: o.exit_code,
+        stdout: o.stdout,
+        stderr: o.stderr,
+        truncated: o.truncated,
+        duration_ms: duration,
+        reason: r.reason,
+        finished_at: r.finished_at_ms.map(rfc3339),
+        output_pruned: pruned,
+    };
     Ok(Json(body).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes/{id}/exec/queue",
+    tag = "exec",
+    params(super::openapi::NodePath),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The queue and the command in flight", body = ExecQueue),
+    )
+)]
 pub async fn queue(
     State(state): State<AppState>,
     OnNode(_, node): OnNode<Admin>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ExecQueue>, ApiError> {
     state.ledger.read(|v| {
         if !v.nodes.contains_key(&node) {
             return Err(ApiError::not_found(format!("no node {node}")));
         }
         let n = v.exec.node(&node);
         let in_flight = v.exec.in_flight(&node).map(record_json);
-        let queued: Vec<Value> = n
+        let queued: Vec<QueuedCommand> = n
             .map(|n| n.queue.iter().filter_map(|x| v.exec.get(x)).map(record_json).collect())
             .unwrap_or_default();
-        Ok(Json(json!({"node_id": node, "in_flight": in_flight, "queued": queued})))
+        Ok(Json(ExecQueue { node_id: node.clone(), in_flight, queued }))
     })
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/nodes/{id}/exec/queue/{exec}",
+    tag = "exec",
+    params(super::openapi::NodePath, super::openapi::ExecPath),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "Cancelled", body = Cancelled),
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path((id, exec)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+    ApiPath((id, exec)): ApiPath<(String, String)>,
+) -> Result<Json<Cancelled>, ApiError> {
     let (node, exec) = (node_id(&id)?, exec_id(&exec)?);
     let envelopes = state.ledger.submit(admin.cause(), exec::cancel(node, exec.clone())).await?;
     let was = match envelopes.first().map(|e| &e.event) {
         Some(Event::ExecCancelled { was_dispatched: true, .. }) => "dispatched",
         _ => "pending",
     };
-    Ok(Json(json!({"id": exec, "status": "cancelled", "was": was})))
+    Ok(Json(Cancelled { id: exec, status: "cancelled", was }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/nodes/{id}/exec/queue",
+    tag = "exec",
+    params(super::openapi::NodePath),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The queue cleared (the command in flight keeps running)", body = Cleared),
+    )
+)]
 pub async fn clear(
     State(state): State<AppState>,
     OnNode(Admin(admin), node): OnNode<Admin>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Cleared>, ApiError> {
     let envelopes = state.ledger.submit(admin.cause(), exec::clear(node.clone())).await?;
     let in_flight = state.ledger.read(|v| v.exec.in_flight(&node).map(|r| r.id.clone()));
-    Ok(Json(json!({"node_id": node, "cancelled": envelopes.len(), "in_flight": in_flight})))
+    Ok(Json(Cleared { node_id: node, cancelled: envelopes.len(), in_flight }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WaitQuery {
+    /// Seconds to wait for an answer (long-poll; at most 60).
     #[serde(default)]
+    #[param(required = false, maximum = 60)]
     wait: u64,
 }
 
@@ -333,6 +507,17 @@ where
 
 /// `GET /api/v1/body/exec?wait=N`: the next command, or 204. With `wait`, it answers
 /// the moment a command is queued for this node.
+#[utoipa::path(
+    get,
+    path = "/api/v1/body/exec",
+    tag = "agent",
+    params(WaitQuery),
+    security(("node" = [])),
+    responses(
+        (status = 200, description = "The next command", body = NextCommand),
+        (status = 204, description = "Nothing to run within the wait"),
+    )
+)]
 pub async fn next(
     State(state): State<AppState>,
     NodeCaller(node): NodeCaller,
@@ -346,7 +531,7 @@ pub async fn next(
     .await?;
     Ok(match sent {
         Some(r) => {
-            Json(json!({"id": r.id, "command": r.command, "timeout_ms": r.timeout_ms})).into_response()
+            Json(NextCommand { id: r.id, command: r.command, timeout_ms: r.timeout_ms }).into_response()
         }
         None => StatusCode::NO_CONTENT.into_response(),
     })
@@ -382,12 +567,22 @@ async fn dispatch_next(
 
 /// `GET /api/v1/body/exec/{id}/watch?wait=N`: answers when the command in flight is
 /// no longer in flight (cancelled, timed out by the server, …), or after the wait.
+#[utoipa::path(
+    get,
+    path = "/api/v1/body/exec/{exec}/watch",
+    tag = "agent",
+    params(super::openapi::ExecPath, WaitQuery),
+    security(("node" = [])),
+    responses(
+        (status = 200, description = "The command's status", body = Watched),
+    )
+)]
 pub async fn watch(
     State(state): State<AppState>,
     NodeCaller(node): NodeCaller,
-    Path(exec): Path<String>,
+    ApiPath(exec): ApiPath<String>,
     ApiQuery(q): ApiQuery<WaitQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Watched>, ApiError> {
     let exec = exec_id(&exec)?;
     let status = || {
         state
@@ -407,10 +602,11 @@ pub async fn watch(
         Some(s) => s,
         None => status()?,
     };
-    Ok(Json(json!({"id": exec, "status": status.as_str()})))
+    Ok(Json(Watched { id: exec, status: status.as_str() }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = ExecResult)]
 pub struct ResultBody {
     id: String,
     exit_code: Option<i32>,
@@ -439,6 +635,16 @@ fn cap(s: &mut String, cap: usize) -> bool {
     true
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/body/exec/result",
+    tag = "agent",
+    request_body = ResultBody,
+    security(("node" = [])),
+    responses(
+        (status = 200, description = "Recorded", body = Object),
+    )
+)]
 pub async fn post_result(
     State(state): State<AppState>,
     NodeCaller(node): NodeCaller,

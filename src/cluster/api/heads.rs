@@ -7,8 +7,9 @@ use super::{limits, page, OnNode};
 use super::{Admin, ApiError, ApiJson, AppState, NodeCaller, Reader};
 use crate::cluster::heads::{self, HeadEnrollment};
 use crate::cluster::Live;
+use crate::service::ApiPath;
 use crate::service::ApiQuery;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -21,7 +22,8 @@ use serde::{Deserialize, Serialize};
 
 const MAX_DETAIL_CHARS: usize = 512;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = HeadEnrollment)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollBody {
     name: String,
@@ -31,6 +33,16 @@ pub struct EnrollBody {
 
 /// `POST /api/v1/heads`: a kiosk enrolls itself with the fleet token and is approved
 /// at once. Its node token is shown once and stored only as a hash.
+#[utoipa::path(
+    post,
+    path = "/api/v1/heads",
+    tag = "heads",
+    request_body = EnrollBody,
+    security(("fleet" = [])),
+    responses(
+        (status = 201, description = "`{head_id, token, server_url}`: the token is shown once", body = Object),
+    )
+)]
 pub async fn enroll(
     State(state): State<AppState>,
     _: Fleet,
@@ -47,6 +59,15 @@ pub async fn enroll(
 }
 
 /// `GET /api/v1/enroll-qr`: what the enrollment QR code encodes for the iPads.
+#[utoipa::path(
+    get,
+    path = "/api/v1/enroll-qr",
+    tag = "heads",
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "`{server_url, enrollment_token}`: what the enrollment QR code encodes", body = Object),
+    )
+)]
 pub async fn enroll_qr(State(state): State<AppState>, _: Admin) -> Result<Json<serde_json::Value>, ApiError> {
     let token =
         state.config.fleet_enrollment_token.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| {
@@ -111,13 +132,24 @@ fn head_json(s: Snapshot, live: Option<Live>) -> HeadJson {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     limit: Option<usize>,
     after: Option<String>,
 }
 
 /// `GET /api/v1/heads`: one page of the heads in id order (admin or observer).
+#[utoipa::path(
+    get,
+    path = "/api/v1/heads",
+    tag = "heads",
+    params(ListQuery),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "One page of the heads in id order", body = [Object], headers(("X-Hydra-Next-After" = String, description = "The `after` of the next page, when there is one"))),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     _: Reader,
@@ -188,9 +220,19 @@ fn admin_or_self(parts: &Parts, state: &AppState, id: &NodeId) -> Result<(), Api
 }
 
 /// `GET /api/v1/heads/{id}`: the head's stream config (its own token, or admin).
+#[utoipa::path(
+    get,
+    path = "/api/v1/heads/{id}",
+    tag = "heads",
+    params(super::openapi::NodePath),
+    security(("admin" = []), ("console_session" = []), ("node" = [])),
+    responses(
+        (status = 200, description = "The head's stream config (admin, or the head itself)", body = Object),
+    )
+)]
 pub async fn config(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     parts: Parts,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = node_id(&id)?;
@@ -199,7 +241,8 @@ pub async fn config(
     Ok(Json(config_json(&state, &s)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = HeadStatus)]
 pub struct StatusBody {
     status: String,
     #[serde(default)]
@@ -210,10 +253,21 @@ pub struct StatusBody {
 
 /// `PUT /api/v1/heads/{id}`: the kiosk reports its status (its own token only). Only a
 /// change is an event; diagnostics are volatile, like a heartbeat's.
+#[utoipa::path(
+    put,
+    path = "/api/v1/heads/{id}",
+    tag = "heads",
+    params(super::openapi::NodePath),
+    request_body = StatusBody,
+    security(("node" = [])),
+    responses(
+        (status = 200, description = "The head after its report", body = Object),
+    )
+)]
 pub async fn report(
     State(state): State<AppState>,
     NodeCaller(caller): NodeCaller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<StatusBody>,
 ) -> Result<Json<HeadJson>, ApiError> {
     let id = node_id(&id)?;
@@ -265,7 +319,8 @@ pub async fn report(
     Ok(Json(head_json(s, live)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = HeadAssignment)]
 #[serde(deny_unknown_fields)]
 pub struct AssignBody {
     body_id: Option<String>,
@@ -275,6 +330,17 @@ pub struct AssignBody {
 
 /// `POST /api/v1/nodes/{id}/head-assignment`: pin a head to a body, or clear it with
 /// `{"body_id": null}`. Answers with the head's stream config.
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/head-assignment",
+    tag = "heads",
+    params(super::openapi::NodePath),
+    request_body = AssignBody,
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The head's stream config", body = Object),
+    )
+)]
 pub async fn assign(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
@@ -286,13 +352,25 @@ pub async fn assign(
     Ok(Json(config_json(&state, &s)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = AllowedExperiences)]
 #[serde(deny_unknown_fields)]
 pub struct AllowedBody {
     experiences: Vec<String>,
 }
 
 /// `POST /api/v1/nodes/{id}/allowed-experiences`: the head's whitelist, replaced whole.
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/allowed-experiences",
+    tag = "heads",
+    params(super::openapi::NodePath),
+    request_body = AllowedBody,
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The head's stream config", body = Object),
+    )
+)]
 pub async fn allowed_experiences(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
@@ -311,6 +389,16 @@ pub struct EligibleQuery {
 
 /// `GET /api/v1/bodies/eligible?head={id}`: the bodies a head may stream from, best
 /// first, each with why it is where it is (admin, observer, or the head itself).
+#[utoipa::path(
+    get,
+    path = "/api/v1/bodies/eligible",
+    tag = "heads",
+    params(("head" = String, Query, description = "The head (node-…)")),
+    security(("admin" = []), ("observer" = []), ("console_session" = []), ("node" = [])),
+    responses(
+        (status = 200, description = "The bodies the head may stream from, best first, each with why", body = [Object]),
+    )
+)]
 pub async fn eligible(
     State(state): State<AppState>,
     query: Result<axum::extract::Query<EligibleQuery>, axum::extract::rejection::QueryRejection>,
@@ -342,9 +430,20 @@ pub async fn eligible(
 /// `GET /api/v1/heads/{id}/experiences`: the library's experiences live at the head's
 /// venue that its whitelist allows (an empty whitelist allows nothing). It does not
 /// depend on any body: a kiosk shows its catalog even when no body is free.
+#[utoipa::path(
+    get,
+    path = "/api/v1/heads/{id}/experiences",
+    tag = "heads",
+    params(super::openapi::NodePath),
+    security(("admin" = []), ("console_session" = []), ("node" = [])),
+    responses(
+        (status = 200, description = "The experiences the head may show (from ExperienceLibrary)", body = [Object]),
+        (status = 502, description = "ExperienceLibrary did not answer well", body = crate::service::openapi::ErrorBody),
+    )
+)]
 pub async fn experiences(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     parts: Parts,
 ) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
     let id = node_id(&id)?;
@@ -364,6 +463,18 @@ const EXIT_STALE: i32 = 4;
 /// `GET /api/v1/heads/{id}/screenshot`: the kiosk's latest screenshot (admin), fetched
 /// through the exec channel. 504 when the head does not answer in time, 502 when the
 /// screenshot is missing or older than `head_screenshot_max_age`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/heads/{id}/screenshot",
+    tag = "heads",
+    params(super::openapi::NodePath),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The kiosk's last screenshot", content_type = "image/jpeg", body = Vec<u8>),
+        (status = 502, description = "The head answered with something else", body = crate::service::openapi::ErrorBody),
+        (status = 504, description = "The head did not answer in time", body = crate::service::openapi::ErrorBody),
+    )
+)]
 pub async fn screenshot(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
@@ -406,6 +517,18 @@ pub(super) fn log_command(path: &str, lines: u32) -> String {
 
 /// `GET /api/v1/heads/{id}/logs`: the last 200 lines of the kiosk's log (admin),
 /// through the exec channel, as `{"log_path","lines"}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/heads/{id}/logs",
+    tag = "heads",
+    params(super::openapi::NodePath),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The kiosk's last log lines", body = Object),
+        (status = 502, description = "The head answered with an error", body = crate::service::openapi::ErrorBody),
+        (status = 504, description = "The head did not answer in time", body = crate::service::openapi::ErrorBody),
+    )
+)]
 pub async fn logs(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,

@@ -16,17 +16,35 @@ use hydra_core::auth::TokenHash;
 use serde::Deserialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ImportQuery {
     /// The file's name: the events' cause is `import:<name>`.
     name: Option<String>,
+    /// Plan only: nothing is written.
     #[serde(default)]
+    #[param(required = false)]
     dry_run: bool,
+    /// Update the nodes that exist instead of refusing them.
     #[serde(default)]
+    #[param(required = false)]
     update: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/import",
+    tag = "nodes",
+    params(ImportQuery),
+    request_body(content = String, content_type = "application/yaml", description = "A node file (docs/import.md)"),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The plan, and what was written unless dry_run", body = Object),
+        (status = 422, description = "The file has problems: `{error, file, problems, conflicts}`, each problem with its line", body = crate::service::openapi::ErrorBody),
+        (status = 409, description = "Nodes differ from the file (without update), or another import is under way: `{error, file, problems, conflicts}`", body = crate::service::openapi::ErrorBody),
+    )
+)]
 pub async fn import(
     State(state): State<AppState>,
     _: Admin,

@@ -7,8 +7,9 @@
 use super::{Admin, ApiError, AppState, Reader};
 use crate::cluster::library_client;
 use crate::service::client::{seg, Client};
+use crate::service::ApiPath;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use futures_util::StreamExt;
@@ -86,6 +87,17 @@ async fn forward(
 }
 
 /// `GET /api/v1/library/rollouts` (`?state=&experience=` as the library takes them).
+#[utoipa::path(
+    get,
+    path = "/api/v1/library/rollouts",
+    tag = "library",
+    params(("state" = Option<String>, Query), ("experience" = Option<String>, Query)),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "ExperienceLibrary's rollouts, as it answers", body = [Object]),
+        (status = 502, description = "ExperienceLibrary did not answer well", body = crate::service::openapi::ErrorBody),
+    )
+)]
 pub async fn rollouts(
     State(state): State<AppState>,
     _: Reader,
@@ -95,20 +107,44 @@ pub async fn rollouts(
 }
 
 /// `GET /api/v1/library/rollouts/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/library/rollouts/{id}",
+    tag = "library",
+    params(("id" = String, Path, description = "A rollout id (r7)")),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The rollout, as ExperienceLibrary answers", body = Object),
+        (status = 502, description = "ExperienceLibrary did not answer well", body = crate::service::openapi::ErrorBody),
+    )
+)]
 pub async fn rollout(
     State(state): State<AppState>,
     _: Reader,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     forward(&state, Method::GET, &format!("/api/v1/rollouts/{}", seg(&id)), None, None).await
 }
 
 /// `POST /api/v1/library/rollouts/{id}/{action}`: pause, resume, cancel, rollback or
 /// retry, with the body the library's action takes.
+#[utoipa::path(
+    post,
+    path = "/api/v1/library/rollouts/{id}/{action}",
+    tag = "library",
+    params(("id" = String, Path, description = "A rollout id (r7)"), ("action" = String, Path, description = "pause, resume, cancel, rollback or retry")),
+    request_body(content = Object, description = "For rollback and retry: policy overrides (optional)"),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The rollout after a pause, resume or cancel", body = Object),
+        (status = 201, description = "A rollback or retry started: `{rollout_id, kind, of}`", body = Object),
+        (status = 502, description = "ExperienceLibrary did not answer well", body = crate::service::openapi::ErrorBody),
+    )
+)]
 pub async fn act(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path((id, action)): Path<(String, String)>,
+    ApiPath((id, action)): ApiPath<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     if !ACTIONS.contains(&action.as_str()) {
@@ -125,6 +161,17 @@ pub async fn act(
 /// `GET /api/v1/library/events`: the library's SSE stream, passed through as it comes
 /// (`?types=`, and the resume point: `Last-Event-ID` or `?since=`). It ends when this
 /// server stops, like its own stream.
+#[utoipa::path(
+    get,
+    path = "/api/v1/library/events",
+    tag = "library",
+    params(("since" = Option<u64>, Query), ("types" = Option<String>, Query)),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "ExperienceLibrary's event stream, relayed", content_type = "text/event-stream", body = String),
+        (status = 502, description = "ExperienceLibrary did not answer well", body = crate::service::openapi::ErrorBody),
+    )
+)]
 pub async fn events(
     State(state): State<AppState>,
     _: Reader,

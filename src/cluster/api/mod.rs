@@ -11,6 +11,7 @@ mod health;
 mod import;
 mod library;
 mod nodes;
+mod openapi;
 mod provision;
 mod rekey;
 mod remote;
@@ -200,6 +201,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/library/rollouts/{id}", get(library::rollout))
         .route("/api/v1/library/rollouts/{id}/{action}", post(library::act))
         .route("/api/v1/library/events", get(library::events))
+        .route("/api/v1/openapi.json", crate::service::openapi::route(&openapi::document()))
         .merge(crate::cluster::console::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {

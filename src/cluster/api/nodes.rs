@@ -23,7 +23,7 @@ use hydra_projections::{ClusterViews, NodeView, ProvisionView};
 use serde::{Deserialize, Serialize};
 
 /// A node as the API shows it (SPEC §1).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NodeJson {
     pub id: String,
     /// `body` or `head`.
@@ -51,13 +51,16 @@ pub struct NodeJson {
     /// `idle`, `requested`, `provisioning`, `completed` or `failed`.
     pub provision_state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub provisioning: Option<serde_json::Value>,
     pub update_node: bool,
     pub update_services: bool,
     pub enrolled_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub diagnostics: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub telemetry: Option<serde_json::Value>,
     /// Heartbeats since start-up whose changes were held back by the node's event
     /// budget and folded into a later write (volatile).
@@ -124,16 +127,23 @@ fn provisioning_json(p: &ProvisionView) -> serde_json::Value {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub(super) district: Option<String>,
     pub(super) venue: Option<String>,
+    /// Nodes with this role.
     pub(super) role: Option<String>,
+    /// `pending`, `approved` or `rejected`.
     pub(super) status: Option<String>,
+    /// `online` or `offline`.
     pub(super) node_status: Option<String>,
+    /// `body` or `head`.
     pub(super) kind: Option<String>,
+    /// The fleet as it was after this event (replayed from the log).
     pub(super) as_of_seq: Option<u64>,
+    /// The fleet as it was at this time (RFC 3339), replayed from the log.
     pub(super) as_of: Option<String>,
     /// Nodes per page (default 500, at most 5000); the next page's `after` is in the
     /// `X-Hydra-Next-After` header.
@@ -154,6 +164,16 @@ impl ListQuery {
 }
 
 /// `GET /api/v1/nodes`: one page of the matching nodes in id order.
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes",
+    tag = "nodes",
+    params(ListQuery),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "One page of the matching nodes in id order", body = [NodeJson], headers(("X-Hydra-Next-After" = String, description = "The `after` of the next page, when there is one"))),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     _: Reader,
@@ -241,6 +261,16 @@ fn day_pct_now(state: &AppState, id: &NodeId) -> Option<f64> {
     state.ledger.read(|v| uptime::day_pct(v, id, now_s, grace_s))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes/{id}",
+    tag = "nodes",
+    params(super::openapi::NodePath),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The node", body = NodeJson),
+    )
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     OnNode(_, id): OnNode<Reader>,
@@ -266,6 +296,16 @@ pub(super) async fn act(
     current(state, id)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/nodes/{id}",
+    tag = "nodes",
+    params(super::openapi::NodePath),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 204, description = "Removed; its token no longer works"),
+    )
+)]
 pub async fn remove(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
@@ -275,7 +315,7 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveBody {
     #[serde(default)]
@@ -300,6 +340,17 @@ pub(super) fn role_rules(state: &AppState) -> RoleRules {
     RoleRules { catalog: state.config.role_catalog.clone(), head_roles: state.config.head_roles.clone() }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/approve",
+    tag = "nodes",
+    params(super::openapi::NodePath),
+    request_body = ApproveBody,
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The node as it is after the command", body = NodeJson),
+    )
+)]
 pub async fn approve(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
@@ -309,6 +360,16 @@ pub async fn approve(
     act(&state, &admin, &id, nodes::approve(id.clone(), body.roles, placement, role_rules(&state))).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/reject",
+    tag = "nodes",
+    params(super::openapi::NodePath),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The node as it is after the command", body = NodeJson),
+    )
+)]
 pub async fn reject(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
@@ -316,12 +377,23 @@ pub async fn reject(
     act(&state, &admin, &id, nodes::reject(id.clone())).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RolesBody {
     roles: Vec<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/roles",
+    tag = "nodes",
+    params(super::openapi::NodePath),
+    request_body = RolesBody,
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The node as it is after the command", body = NodeJson),
+    )
+)]
 pub async fn roles(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
@@ -330,7 +402,7 @@ pub async fn roles(
     act(&state, &admin, &id, nodes::set_roles(id.clone(), body.roles, role_rules(&state))).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlacementBody {
     district: String,
@@ -339,6 +411,17 @@ pub struct PlacementBody {
     owner: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/placement",
+    tag = "nodes",
+    params(super::openapi::NodePath),
+    request_body = PlacementBody,
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The node as it is after the command", body = NodeJson),
+    )
+)]
 pub async fn placement(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
@@ -348,12 +431,23 @@ pub async fn placement(
     act(&state, &admin, &id, nodes::set_placement(id.clone(), p)).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DrainBody {
     draining: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/drain",
+    tag = "nodes",
+    params(super::openapi::NodePath),
+    request_body = DrainBody,
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The node as it is after the command", body = NodeJson),
+    )
+)]
 pub async fn drain(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
@@ -370,6 +464,16 @@ async fn flag_update(
     act(&state, &admin, &id, nodes::request_update(id.clone(), target)).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/update-node",
+    tag = "nodes",
+    params(super::openapi::NodePath),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The node as it is after the command", body = NodeJson),
+    )
+)]
 pub async fn update_node(
     State(state): State<AppState>,
     on: OnNode<Admin>,
@@ -377,6 +481,16 @@ pub async fn update_node(
     flag_update(state, on, UpdateTarget::Node).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/update-services",
+    tag = "nodes",
+    params(super::openapi::NodePath),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The node as it is after the command", body = NodeJson),
+    )
+)]
 pub async fn update_services(
     State(state): State<AppState>,
     on: OnNode<Admin>,
@@ -384,21 +498,49 @@ pub async fn update_services(
     flag_update(state, on, UpdateTarget::Services).await
 }
 
-#[derive(Debug, Deserialize)]
+/// A page of a node's history.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct History {
+    #[schema(value_type = String)]
+    node_id: NodeId,
+    /// Envelopes, oldest first: `seq`, `at`, `type`, `cause`, the event's fields.
+    #[schema(value_type = Vec<Object>)]
+    events: Vec<serde_json::Value>,
+    /// Ask again with `since=next_since` for the next page.
+    next_since: u64,
+    /// The server's time (RFC 3339).
+    now: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
+    /// Events after this seq (default 0).
     #[serde(default)]
+    #[param(required = false)]
     since: u64,
+    /// Events per page (default 1000, clamped to 1..=10000).
     limit: Option<usize>,
 }
 
 /// The node's events from the per-node index (no full scan), oldest first. Removed
 /// nodes keep their history: the log forgets nothing.
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes/{id}/history",
+    tag = "nodes",
+    params(super::openapi::NodePath, HistoryQuery),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The node's events, oldest first", body = History),
+    )
+)]
 pub async fn history(
     State(state): State<AppState>,
     OnNode(reader, id): OnNode<Reader>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<History>, ApiError> {
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let store = state.ledger.store().clone();
     let head = state.ledger.committed_seq();
@@ -422,7 +564,5 @@ pub async fn history(
     let next = envelopes.last().map(|e| e.seq).unwrap_or(q.since);
     let audience = reader.audience();
     let events: Vec<serde_json::Value> = envelopes.iter().map(|e| envelope_json(e, audience)).collect();
-    Ok(Json(
-        serde_json::json!({ "node_id": id, "events": events, "next_since": next, "now": rfc3339(now_ms()) }),
-    ))
+    Ok(Json(History { node_id: id, events, next_since: next, now: rfc3339(now_ms()) }))
 }

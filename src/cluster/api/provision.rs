@@ -15,6 +15,16 @@ const MAX_ERROR: usize = 4096;
 /// `POST /api/v1/nodes/{id}/reprovision`: answers with the node (its `reprovision`
 /// flag set, `provision_state` requested). A node already requested or provisioning
 /// answers 409: the first run must end (result or deadline) before another starts.
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/reprovision",
+    tag = "provisioning",
+    params(super::openapi::NodePath),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The node as it is after the command", body = NodeJson),
+    )
+)]
 pub async fn request(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
@@ -22,7 +32,8 @@ pub async fn request(
     act(&state, &admin, &id, provision::request(id.clone())).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = ProvisionResult)]
 #[serde(deny_unknown_fields)]
 pub struct ResultBody {
     success: bool,
@@ -43,6 +54,16 @@ fn text(what: &str, v: Option<String>, max: usize) -> Result<Option<String>, Api
 /// `POST /api/v1/body/provision-result` (node token): `{"success":true,"version":…}`
 /// or `{"success":false,"error":…}`. From a node that is not provisioning: 409 and
 /// nothing recorded.
+#[utoipa::path(
+    post,
+    path = "/api/v1/body/provision-result",
+    tag = "agent",
+    request_body = ResultBody,
+    security(("node" = [])),
+    responses(
+        (status = 200, description = "Recorded", body = Object),
+    )
+)]
 pub async fn result(
     State(state): State<AppState>,
     NodeCaller(node): NodeCaller,

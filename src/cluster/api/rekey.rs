@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 /// The answer to a re-issue. `token` is there only when the node has no key
 /// (`delivery: "admin"`): the admin gives it to the machine.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Reissued {
     pub node_id: String,
     pub rekey_id: String,
@@ -30,6 +30,16 @@ pub struct Reissued {
 }
 
 /// `POST /api/v1/nodes/{id}/token`: the node's token stops working now.
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/token",
+    tag = "nodes",
+    params(super::openapi::NodePath),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The old token is revoked; who delivers the new one", body = Reissued),
+    )
+)]
 pub async fn reissue(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
@@ -49,13 +59,24 @@ pub async fn reissue(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyBody {
+    /// The agent's Ed25519 public key: 64 hex digits.
     public_key: String,
 }
 
 /// `PUT /api/v1/body/rekey-key`: the agent registers its public key (once).
+#[utoipa::path(
+    put,
+    path = "/api/v1/body/rekey-key",
+    tag = "agent",
+    request_body = KeyBody,
+    security(("node" = [])),
+    responses(
+        (status = 204, description = "Registered, or the same key was already"),
+    )
+)]
 pub async fn register_key(
     State(state): State<AppState>,
     NodeCaller(id): NodeCaller,
@@ -65,7 +86,8 @@ pub async fn register_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PendingQuery {
     node_id: String,
@@ -73,18 +95,43 @@ pub struct PendingQuery {
 
 /// `GET /api/v1/body/rekey?node_id=…`: the id of the re-issue to sign (404 when none
 /// is pending). No token: the node's was revoked; the id alone is worth nothing.
+#[utoipa::path(
+    get,
+    path = "/api/v1/body/rekey",
+    tag = "agent",
+    params(PendingQuery),
+    responses(
+        (status = 200, description = "The re-issue to sign", body = Pending),
+        (status = 429, description = "Too many refused claims from this address (see Retry-After)", body = crate::service::openapi::ErrorBody),
+    )
+)]
 pub async fn pending(
     State(state): State<AppState>,
     parts: Parts,
     ApiQuery(q): ApiQuery<PendingQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Pending>, ApiError> {
     throttled(&parts, &state)?;
     let id = node_id(&q.node_id)?;
     let rekey_id = state.ledger.read(|v| rekey::pending(v, &id))?;
-    Ok(Json(serde_json::json!({ "node_id": id, "rekey_id": rekey_id })))
+    Ok(Json(Pending { node_id: id.to_string(), rekey_id }))
 }
 
-#[derive(Debug, Deserialize)]
+/// A re-issue waiting for its claim.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Pending {
+    pub node_id: String,
+    /// What the agent signs, in `hydra-rekey:<node_id>:<rekey_id>`.
+    pub rekey_id: String,
+}
+
+/// A claim's answer: the node's new token.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Claimed {
+    pub node_id: String,
+    pub token: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
     node_id: String,
@@ -95,11 +142,22 @@ pub struct ClaimBody {
 
 /// `POST /api/v1/body/rekey`: a signed claim gets the node's new token, once. A
 /// refused claim counts as a failed authentication of the caller's address.
+#[utoipa::path(
+    post,
+    path = "/api/v1/body/rekey",
+    tag = "agent",
+    request_body = ClaimBody,
+    responses(
+        (status = 200, description = "The node's new token (shown once)", body = Claimed),
+        (status = 403, description = "The claim is refused: no such re-issue pending, or a signature the node's key did not make", body = crate::service::openapi::ErrorBody),
+        (status = 429, description = "Too many refused claims from this address (see Retry-After)", body = crate::service::openapi::ErrorBody),
+    )
+)]
 pub async fn claim(
     State(state): State<AppState>,
     parts: Parts,
     ApiJson(body): ApiJson<ClaimBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Claimed>, ApiError> {
     throttled(&parts, &state)?;
     let id = node_id(&body.node_id)?;
     let signature = hex::decode(&body.signature)
@@ -109,7 +167,7 @@ pub async fn claim(
     match state.ledger.submit(format!("node:{id}"), command).await {
         Ok(_) => {
             tracing::info!(node = %id, "node claimed its re-issued token");
-            Ok(Json(serde_json::json!({ "node_id": id, "token": token })))
+            Ok(Json(Claimed { node_id: id.to_string(), token }))
         }
         Err(LedgerError::Domain(e @ DomainError::Forbidden(_))) => {
             failed_auth(&parts, &state);

@@ -5,8 +5,9 @@
 use super::extract::node_id;
 use super::heads::{log_command, read_on_node};
 use super::{Admin, ApiError, AppState, Reader};
+use crate::service::ApiPath;
 use crate::service::ApiQuery;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use hydra_core::envelope::rfc3339;
 use hydra_core::ledger::now_ms;
@@ -24,7 +25,8 @@ pub const LOG_LINES: u32 = 1000;
 
 /// `?head=&body=&active=&since=&limit=`, every one optional. Strings, checked by hand
 /// so that each 400 names the parameter and what it takes.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     head: Option<String>,
@@ -138,6 +140,16 @@ fn read(state: &AppState, pick: impl FnOnce(&ClusterViews) -> Vec<SessionView>) 
 }
 
 /// `GET /api/v1/sessions`: admin or observer.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sessions",
+    tag = "sessions",
+    params(ListQuery),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "Stream sessions, newest first", body = [Object]),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     _: Reader,
@@ -162,10 +174,20 @@ fn find(state: &AppState, id: &str) -> Result<(SessionView, serde_json::Value), 
 }
 
 /// `GET /api/v1/sessions/{id}`: admin or observer.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sessions/{id}",
+    tag = "sessions",
+    params(("id" = String, Path, description = "A stream session id")),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "The session", body = Object),
+    )
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     _: Reader,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(find(&state, &id)?.1))
 }
@@ -173,10 +195,22 @@ pub async fn get_one(
 /// `GET /api/v1/sessions/{id}/logs`: admins only (a log may hold anything). Both sides
 /// are read at once through the exec channel; one that fails (offline, no answer in
 /// time, no log) says why in its `error` and the other is still answered.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sessions/{id}/logs",
+    tag = "sessions",
+    params(("id" = String, Path, description = "A stream session id")),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "Both sides' logs around the session", body = Object),
+        (status = 502, description = "A node answered with an error", body = crate::service::openapi::ErrorBody),
+        (status = 504, description = "A node did not answer in time", body = crate::service::openapi::ErrorBody),
+    )
+)]
 pub async fn logs(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (s, json) = find(&state, &id)?;
     let window = (s.started_at_ms, s.ended_at_ms.unwrap_or_else(now_ms));

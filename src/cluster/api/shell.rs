@@ -11,9 +11,10 @@
 
 use super::{Admin, ApiError, AppState, NodeCaller, OnNode};
 use crate::cluster::shell::{AttachError, Offer, Shells};
+use crate::service::ApiPath;
 use crate::service::ApiQuery;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -37,7 +38,8 @@ const EARLY_INPUT_CAP: usize = 64 * 1024;
 /// The registry as the API uses it: sessions hand over the agent's socket.
 pub type ShellRegistry = Shells<WebSocket>;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OpenQuery {
     command: Option<String>,
@@ -84,6 +86,19 @@ fn close(code: u16, reason: &str) -> Message {
 }
 
 /// `GET /api/v1/nodes/{id}/shell?command=&cols=&rows=` (admin, WebSocket).
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes/{id}/shell",
+    tag = "shell",
+    params(super::openapi::NodePath, OpenQuery),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 101, description = "WebSocket: binary frames are the terminal, text frames are control messages"),
+        (status = 409, description = "The node is not approved", body = crate::service::openapi::ErrorBody),
+        (status = 413, description = "The command is longer than exec_max_command_bytes", body = crate::service::openapi::ErrorBody),
+        (status = 426, description = "Not a WebSocket request: connect with a WebSocket client", body = crate::service::openapi::ErrorBody),
+    )
+)]
 pub async fn open(
     State(state): State<AppState>,
     OnNode(Admin(admin), node): OnNode<Admin>,
@@ -317,15 +332,29 @@ fn towards_agent(m: Message) -> Option<Message> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WaitQuery {
+    /// Seconds to wait for a session (long-poll).
     #[serde(default)]
+    #[param(required = false, maximum = 60)]
     wait: u64,
 }
 
 /// `GET /api/v1/body/shell/check?wait=N` (node token): a session waiting for this
 /// node, or 204 after the wait. Answers the moment a session is opened.
+#[utoipa::path(
+    get,
+    path = "/api/v1/body/shell/check",
+    tag = "agent",
+    params(WaitQuery),
+    security(("node" = [])),
+    responses(
+        (status = 200, description = "A session waits: `{session, command, cols, rows}`", body = Object),
+        (status = 204, description = "No session within the wait"),
+    )
+)]
 pub async fn check(
     State(state): State<AppState>,
     NodeCaller(node): NodeCaller,
@@ -358,10 +387,21 @@ pub async fn check(
 
 /// `GET /api/v1/body/shell/{session}` (node token, WebSocket): the agent's side of a
 /// session, handed over to the admin's side, which relays.
+#[utoipa::path(
+    get,
+    path = "/api/v1/body/shell/{session}",
+    tag = "agent",
+    params(("session" = String, Path, description = "The session id the check gave")),
+    security(("node" = [])),
+    responses(
+        (status = 101, description = "WebSocket: binary frames are the terminal, text frames are control messages"),
+        (status = 426, description = "Not a WebSocket request: connect with a WebSocket client", body = crate::service::openapi::ErrorBody),
+    )
+)]
 pub async fn attach(
     State(state): State<AppState>,
     NodeCaller(node): NodeCaller,
-    Path(session): Path<String>,
+    ApiPath(session): ApiPath<String>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let refused = |e: AttachError| match e {

@@ -16,6 +16,16 @@ use serde_json::{json, Map, Value};
 /// it (at most `stream_stop_timeout`), then clears the stream state whatever the body
 /// said: `stream.stopped` records how it answered. The command is cancelled when the
 /// body does not answer in time, so it cannot stop a later stream by running late.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/nodes/{id}/stream",
+    tag = "streams",
+    params(super::openapi::NodePath),
+    security(("admin" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "`{status, node_id, exec, output, reason?}`: how the body answered the stop", body = Object),
+    )
+)]
 pub async fn stop(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
@@ -57,6 +67,15 @@ pub async fn stop(
 
 /// `GET /api/v1/body-anomalies`: every open anomaly, a top-level array (the runbook's
 /// jq reads `.[] | select(.body_name==… and .type==…)`), with since when it has lasted.
+#[utoipa::path(
+    get,
+    path = "/api/v1/body-anomalies",
+    tag = "streams",
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "Every open anomaly", body = [Object]),
+    )
+)]
 pub async fn anomalies(State(state): State<AppState>, _: Reader) -> Json<Vec<Map<String, Value>>> {
     let now = now_ms();
     let open: Vec<(NodeId, Map<String, Value>, String, u64)> = state.ledger.read(|v| {

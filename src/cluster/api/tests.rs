@@ -199,3 +199,22 @@ async fn uptime_names_a_bad_window_or_granularity_and_an_unknown_node() {
         assert_eq!((status, error(&body)), (StatusCode::NOT_FOUND, "no node node-a"), "{uri}");
     }
 }
+
+#[tokio::test]
+async fn every_served_route_is_documented() {
+    let (_dir, app) = app();
+    let doc = crate::service::openapi::testing::check(app, include_str!("mod.rs"), &["/enroll"]).await;
+    // Spot checks: auth per caller, a typed body, SSE.
+    let approve = &doc["paths"]["/api/v1/nodes/{id}/approve"]["post"];
+    assert_eq!(approve["security"][0], serde_json::json!({"admin": []}));
+    assert_eq!(
+        approve["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ApproveBody"
+    );
+    let heartbeat = &doc["paths"]["/api/v1/body/heartbeat"]["post"];
+    assert_eq!(heartbeat["security"], serde_json::json!([{"node": []}]));
+    assert!(
+        doc["paths"]["/api/v1/events"]["get"]["responses"]["200"]["content"]["text/event-stream"].is_object()
+    );
+    assert!(doc["paths"]["/api/v1/health"]["get"]["security"].is_null(), "health is public");
+}

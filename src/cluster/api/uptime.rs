@@ -16,7 +16,7 @@ use hydra_projections::{hour_of, ClusterViews, Tally, UptimeView, HOUR_S};
 use serde::{Deserialize, Serialize};
 
 /// The windows asked for: the last 24 hours, 7 or 30 days (the buckets kept).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Window {
     #[default]
     #[serde(rename = "24h")]
@@ -37,7 +37,7 @@ impl Window {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Granularity {
     #[default]
@@ -46,7 +46,8 @@ pub enum Granularity {
 }
 
 /// `?window=&as_of=|as_of_seq=` of `GET /api/v1/nodes/{id}/uptime`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UptimeQuery {
     #[serde(default)]
@@ -56,7 +57,8 @@ pub struct UptimeQuery {
 }
 
 /// The same and `granularity`, for `…/uptime/history`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     #[serde(default)]
@@ -68,7 +70,8 @@ pub struct HistoryQuery {
 }
 
 /// The same and a page (`limit`, `after`), for the fleet's `GET /api/v1/uptime`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FleetQuery {
     #[serde(default)]
@@ -82,7 +85,7 @@ pub struct FleetQuery {
 /// One node's uptime over a window. The window ends now (or at `as_of`) and starts
 /// that many hours before the current hour began, so it is whole hours and the
 /// current one so far; `from` is later when the node joined inside it (`clipped`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UptimeJson {
     pub node_id: String,
     pub window: Window,
@@ -97,7 +100,7 @@ pub struct UptimeJson {
 
 /// One bucket of a history: an hour or a UTC day, clipped to the window and the
 /// node's life.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BucketJson {
     pub start: String,
     pub end: String,
@@ -106,7 +109,7 @@ pub struct BucketJson {
     pub down_seconds: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryJson {
     #[serde(flatten)]
     pub total: UptimeJson,
@@ -214,6 +217,14 @@ async fn on_node<T: Send + 'static>(
 }
 
 /// `GET /api/v1/nodes/{id}/uptime` (admin or observer).
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes/{id}/uptime",
+    tag = "uptime",
+    params(super::openapi::NodePath, UptimeQuery),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses((status = 200, description = "The node's uptime over the window", body = UptimeJson)),
+)]
 pub async fn node(
     State(state): State<AppState>,
     OnNode(_, id): OnNode<Reader>,
@@ -227,6 +238,14 @@ pub async fn node(
 }
 
 /// `GET /api/v1/nodes/{id}/uptime/history` (admin or observer).
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes/{id}/uptime/history",
+    tag = "uptime",
+    params(super::openapi::NodePath, HistoryQuery),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses((status = 200, description = "The total and its hourly or daily buckets, oldest first", body = HistoryJson)),
+)]
 pub async fn history(
     State(state): State<AppState>,
     OnNode(_, id): OnNode<Reader>,
@@ -255,6 +274,16 @@ fn fleet_page(
 
 /// `GET /api/v1/uptime` (admin or observer): every node's uptime over the window, a
 /// page at a time (`limit`, `after`, `X-Hydra-Next-After` as for `/api/v1/nodes`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/uptime",
+    tag = "uptime",
+    params(FleetQuery),
+    security(("admin" = []), ("observer" = []), ("console_session" = [])),
+    responses(
+        (status = 200, description = "One page of every node's uptime in id order", body = [UptimeJson], headers(("X-Hydra-Next-After" = String, description = "The `after` of the next page, when there is one"))),
+    )
+)]
 pub async fn fleet(
     State(state): State<AppState>,
     _: Reader,
