@@ -4,7 +4,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { World, ADMIN, markPage, GUARD_MS } from './harness.mjs';
+import { World, ADMIN, markPage, GUARD_MS, eventually } from './harness.mjs';
 
 const world = new World();
 let server;
@@ -44,9 +44,14 @@ test('an admin signs in through the form and the fleet page shows a provider err
   // The error is kept beside the streaming badge, not instead of it.
   await row.locator('span[data-badge=stream]').waitFor({ timeout: GUARD_MS });
   assert.equal(await row.locator('span[data-badge=stream]').innerText(), 'streaming');
-  // The red is the page's "bad" colour, not the "ok" green.
-  const colour = await badge.evaluate((el) => getComputedStyle(el).color);
-  assert.equal(colour, 'rgb(207, 34, 46)');
+  // The red is the page's "bad" colour, not the "ok" green. Read from the badge in the
+  // page now: a live event may redraw the row between two reads, and a badge taken
+  // out of the page has no computed colour.
+  const colour = () => badge.evaluate((el) => (el.isConnected ? getComputedStyle(el).color : ''));
+  const red = await eventually('the badge is drawn red', async () => (await colour()) === 'rgb(207, 34, 46)' && 'red', {
+    detail: async () => `its colour: ${await colour()}`,
+  });
+  assert.equal(red, 'red');
   // The other row is untouched, and the page never reloaded to show it.
   assert.equal(await page.locator(`tr[data-key="${healthy.id}"] span[data-badge=provider]`).innerText(), 'running');
   assert.ok(await stillSamePage(), 'the page did not navigate or reload');
