@@ -491,7 +491,7 @@ pub struct EligibleJson {
     params(super::openapi::NodePath),
     security(("admin" = []), ("console_session" = []), ("node" = [])),
     responses(
-        (status = 200, description = "The experiences the head may show (from ExperienceLibrary)", body = [Object]),
+        (status = 200, description = "The experiences the head may show (from ExperienceLibrary, as it answers)", body = [crate::library::api::LiveExperience]),
         (status = 502, description = "ExperienceLibrary did not answer well", body = crate::service::openapi::ErrorBody),
     )
 )]
