@@ -437,8 +437,8 @@ async fn get_experience(
     request_body = NewBuild,
     security(("admin" = []), ("console_session" = [])),
     responses(
-        (status = 201, description = "Registered (and, with auto_promote, its promotion to staging)", body = Object),
-        (status = 200, description = "Already registered: `duplicate` is true", body = Object),
+        (status = 201, description = "Registered (and, with auto_promote, its promotion to staging)", body = Registered),
+        (status = 200, description = "Already registered: `duplicate` is true", body = Registered),
     )
 )]
 async fn register_build(
@@ -446,7 +446,7 @@ async fn register_build(
     Admin(p): Admin,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<NewBuild>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Registered>), ApiError> {
     let build = body.build.clone();
     let recorded = state.ledger.submit(p.cause(), commands::register_build(id.clone(), body, None)).await?;
     let duplicate = recorded.is_empty();
@@ -455,15 +455,16 @@ async fn register_build(
         .read(|v| {
             let x = v.experiences.get(&id)?;
             let b = x.builds.get(&build)?;
-            let answer = json!({
-                "experience_id": id,
-                "build": build,
-                "version": b.version,
-                "artifact_url": b.artifact_url,
-                "sha256": b.sha256,
-                "registered_at": rfc3339(b.registered_at_ms),
-                "duplicate": duplicate,
-            });
+            let answer = Registered {
+                experience_id: id.clone(),
+                build: build.clone(),
+                version: b.version.clone(),
+                artifact_url: b.artifact_url.clone(),
+                sha256: b.sha256.clone(),
+                registered_at: rfc3339(b.registered_at_ms),
+                duplicate,
+                promotion: None,
+            };
             Some((answer, x.auto_promote))
         })
         .ok_or_else(|| no_experience(&id))?;
@@ -473,15 +474,42 @@ async fn register_build(
     if auto_promote {
         let req = PromoteRequest { to: "staging".into(), auto: true, ..Default::default() };
         match state::promote(&state, p.cause(), &id, &req).await {
-            Ok(promoted) => answer["promotion"] = json!(promoted),
+            Ok(promoted) => {
+                answer.promotion = Some(Promotion { promotion: Some(promoted), promotion_error: None })
+            }
             Err(e) => {
                 tracing::warn!(experience = %id, build = %build, error = %e, "auto-promotion failed");
-                answer["promotion"] = Value::Null;
-                answer["promotion_error"] = Value::String(e.to_string());
+                answer.promotion = Some(Promotion { promotion: None, promotion_error: Some(e.to_string()) });
             }
         }
     }
     Ok((StatusCode::CREATED, Json(answer)))
+}
+
+/// A registered build.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Registered {
+    experience_id: String,
+    build: String,
+    version: String,
+    artifact_url: String,
+    sha256: String,
+    /// RFC 3339.
+    registered_at: String,
+    /// The build was registered before: nothing changed.
+    duplicate: bool,
+    /// With auto_promote (a new build only): how its promotion to staging went.
+    #[serde(flatten)]
+    promotion: Option<Promotion>,
+}
+
+/// How a build's auto-promotion went: `promotion` (null when it failed), and
+/// `promotion_error` only when it failed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Promotion {
+    promotion: Option<state::Promoted>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    promotion_error: Option<String>,
 }
 
 impl From<PromoteError> for ApiError {
@@ -808,5 +836,28 @@ mod tests {
         assert!(live["security"].is_null(), "the live list is public");
         let promote = &doc["paths"]["/api/v1/experiences/{id}/promote"]["post"]["responses"]["201"];
         assert_eq!(promote["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/Promoted");
+    }
+
+    /// A registered build's answer: no `promotion` without auto-promotion; a failed
+    /// one gives `promotion: null` beside its `promotion_error`.
+    #[test]
+    fn a_registered_builds_promotion_fields_appear_only_when_asked() {
+        let registered = |promotion| Registered {
+            experience_id: "space-race".into(),
+            build: "b1".into(),
+            version: "1.0".into(),
+            artifact_url: "https://example.com/a.zip".into(),
+            sha256: "ab".into(),
+            registered_at: "2026-11-29T10:00:00Z".into(),
+            duplicate: false,
+            promotion,
+        };
+        let plain = serde_json::to_value(registered(None)).unwrap();
+        assert_eq!(plain["duplicate"], false);
+        assert!(plain.get("promotion").is_none() && plain.get("promotion_error").is_none(), "{plain}");
+        let failed = Promotion { promotion: None, promotion_error: Some("no cluster".into()) };
+        let failed = serde_json::to_value(registered(Some(failed))).unwrap();
+        assert_eq!((&failed["promotion"], &failed["promotion_error"]), (&Value::Null, &json!("no cluster")));
+        assert!(failed.as_object().unwrap().contains_key("promotion"), "{failed}");
     }
 }
