@@ -185,7 +185,7 @@ pub fn rollout_json(r: &RolloutView) -> RolloutJson {
     }
 }
 
-/// A rollout (`docs/rollouts.md`); times are RFC 3339.
+/// A rollout (`docs/provisioning.md`); times are RFC 3339.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RolloutJson {
     /// `r7`.
