@@ -692,7 +692,8 @@ pub fn stored_tokens(store: &Store, nodes: &[ImportNode]) -> Result<StoredTokens
 }
 
 /// A node of the file that differs from the server's, and how (never the token itself).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ImportChange)]
 pub struct Change {
     pub node_id: String,
     pub line: usize,
@@ -700,7 +701,8 @@ pub struct Change {
 }
 
 /// What an import did, or would do with `dry_run`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ImportOutcome)]
 pub struct Outcome {
     pub file: String,
     pub dry_run: bool,

@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use hydra_core::envelope::rfc3339;
+use hydra_events::NodeId;
 use hydra_projections::{
     rollout_number, ExperienceView, LibraryViews, NodeState, RolloutState, RolloutView, ENVIRONMENTS,
 };
@@ -50,10 +51,6 @@ pub fn router(state: LibraryState) -> Router {
             crate::service::metrics::track::<LibraryState>,
         ))
         .with_state(state)
-}
-
-fn opt_time(ms: Option<u64>) -> Value {
-    ms.map_or(Value::Null, |ms| Value::String(rfc3339(ms)))
 }
 
 /// An experience with every environment's build and every build it ever had.
@@ -127,60 +124,161 @@ pub fn experience_json(x: &ExperienceView) -> ExperienceJson {
 
 /// A rollout with its policy, counts, and every node in the order it is asked
 /// (bodies, then heads).
-pub fn rollout_json(r: &RolloutView) -> Value {
+pub fn rollout_json(r: &RolloutView) -> RolloutJson {
     let waves = r.bodies.iter().map(|n| (n, "body", 1)).chain(r.heads.iter().map(|n| (n, "head", 2)));
     let mut nodes = Vec::with_capacity(r.nodes.len());
     let mut failures = Vec::new();
     for (id, kind, wave) in waves {
         let Some(p) = r.nodes.get(id) else { continue };
         if p.state == NodeState::Failed {
-            failures.push(json!({ "node_id": id, "error": p.error }));
+            failures.push(RolloutFailure { node_id: id.clone(), error: p.error.clone() });
         }
-        nodes.push(json!({
-            "node_id": id,
-            "kind": kind,
-            "wave": wave,
-            "state": p.state.as_str(),
-            "error": p.error,
-            "version": p.version,
-            "requested_at": opt_time(p.requested_at_ms),
-            "finished_at": opt_time(p.finished_at_ms),
-        }));
+        nodes.push(RolloutNode {
+            node_id: id.clone(),
+            kind,
+            wave,
+            state: p.state.as_str(),
+            error: p.error.clone(),
+            version: p.version.clone(),
+            requested_at: p.requested_at_ms.map(rfc3339),
+            finished_at: p.finished_at_ms.map(rfc3339),
+        });
     }
-    let skipped: Vec<Value> =
-        r.skipped.iter().map(|s| json!({ "node_id": s.node_id, "reason": s.reason })).collect();
-    json!({
-        "id": r.id,
-        "experience_id": r.experience_id,
-        "environment": r.environment,
-        "build": r.build,
-        "version": r.version,
-        "district": r.district,
-        "venues": r.venues,
-        "state": r.state.as_str(),
-        // Set when this rollout rolls back or retries an earlier one.
-        "origin": r.origin.as_ref().map(|(kind, of)| json!({ "kind": kind, "rollout_id": of })),
-        "wave": r.wave,
-        "policy": {
-            "max_parallel": r.policy.max_parallel,
-            "failure_threshold": r.policy.failure_threshold.to_string(),
-            "node_deadline_ms": r.policy.node_deadline_ms,
+    let skipped = r
+        .skipped
+        .iter()
+        .map(|s| RolloutSkipped { node_id: s.node_id.clone(), reason: s.reason.clone() })
+        .collect();
+    RolloutJson {
+        id: r.id.clone(),
+        experience_id: r.experience_id.clone(),
+        environment: r.environment.clone(),
+        build: r.build.clone(),
+        version: r.version.clone(),
+        district: r.district.clone(),
+        venues: r.venues.clone(),
+        state: r.state.as_str(),
+        origin: r
+            .origin
+            .as_ref()
+            .map(|(kind, of)| RolloutOrigin { kind: kind.clone(), rollout_id: of.clone() }),
+        wave: r.wave,
+        policy: PolicyJson {
+            max_parallel: r.policy.max_parallel,
+            failure_threshold: r.policy.failure_threshold.to_string(),
+            node_deadline_ms: r.policy.node_deadline_ms,
         },
-        "counts": {
-            "total": r.total(),
-            "pending": r.count(NodeState::Pending),
-            "requested": r.count(NodeState::Requested),
-            "provisioning": r.count(NodeState::Provisioning),
-            "completed": r.count(NodeState::Completed),
-            "failed": r.count(NodeState::Failed),
+        counts: NodeCounts {
+            total: r.total(),
+            pending: r.count(NodeState::Pending),
+            requested: r.count(NodeState::Requested),
+            provisioning: r.count(NodeState::Provisioning),
+            completed: r.count(NodeState::Completed),
+            failed: r.count(NodeState::Failed),
         },
-        "nodes": nodes,
-        "failures": failures,
-        "skipped": skipped,
-        "started_at": rfc3339(r.started_at_ms),
-        "finished_at": opt_time(r.finished_at_ms),
-        "reason": r.reason,
-    })
+        nodes,
+        failures,
+        skipped,
+        started_at: rfc3339(r.started_at_ms),
+        finished_at: r.finished_at_ms.map(rfc3339),
+        reason: r.reason.clone(),
+    }
+}
+
+/// A rollout (`docs/provisioning.md`); times are RFC 3339.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RolloutJson {
+    /// `r7`.
+    id: String,
+    experience_id: String,
+    environment: String,
+    build: String,
+    version: String,
+    district: String,
+    venues: Vec<String>,
+    /// `running`, `paused`, `completed`, `completed_with_failures`, `aborted` or
+    /// `cancelled`.
+    state: &'static str,
+    /// Set when this rollout rolls back or retries an earlier one.
+    origin: Option<RolloutOrigin>,
+    /// The wave under way: 1 (bodies) or 2 (heads).
+    wave: u8,
+    policy: PolicyJson,
+    counts: NodeCounts,
+    /// Every node in the order it is asked (bodies, then heads).
+    nodes: Vec<RolloutNode>,
+    /// The nodes that failed, with their error.
+    failures: Vec<RolloutFailure>,
+    /// The nodes left out, with why.
+    skipped: Vec<RolloutSkipped>,
+    started_at: String,
+    finished_at: Option<String>,
+    /// Why the rollout ended as it did (an abort, a cancel).
+    reason: Option<String>,
+}
+
+/// The rollout this one rolls back or retries.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RolloutOrigin {
+    /// `rollback` or `retry`.
+    kind: String,
+    rollout_id: String,
+}
+
+/// A rollout's policy.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = RolloutPolicy)]
+pub struct PolicyJson {
+    max_parallel: u32,
+    /// A count (`2`) or a percentage (`10%`).
+    failure_threshold: String,
+    node_deadline_ms: u64,
+}
+
+/// How many of a rollout's nodes are in each state.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = RolloutNodeCounts)]
+pub struct NodeCounts {
+    total: u32,
+    pending: u32,
+    requested: u32,
+    provisioning: u32,
+    completed: u32,
+    failed: u32,
+}
+
+/// One node of a rollout.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RolloutNode {
+    #[schema(value_type = String)]
+    node_id: NodeId,
+    /// `body` or `head`.
+    kind: &'static str,
+    /// 1 for bodies, 2 for heads.
+    wave: u8,
+    /// `pending`, `requested`, `provisioning`, `completed` or `failed`.
+    state: &'static str,
+    error: Option<String>,
+    /// The version the node reported installing.
+    version: Option<String>,
+    requested_at: Option<String>,
+    finished_at: Option<String>,
+}
+
+/// A node of a rollout that failed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RolloutFailure {
+    #[schema(value_type = String)]
+    node_id: NodeId,
+    error: Option<String>,
+}
+
+/// A node a rollout left out.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RolloutSkipped {
+    #[schema(value_type = String)]
+    node_id: NodeId,
+    reason: String,
 }
 
 fn no_experience(id: &str) -> ApiError {
@@ -339,8 +437,8 @@ async fn get_experience(
     request_body = NewBuild,
     security(("admin" = []), ("console_session" = [])),
     responses(
-        (status = 201, description = "Registered (and, with auto_promote, its promotion to staging)", body = Object),
-        (status = 200, description = "Already registered: `duplicate` is true", body = Object),
+        (status = 201, description = "Registered (and, with auto_promote, its promotion to staging)", body = Registered),
+        (status = 200, description = "Already registered: `duplicate` is true", body = Registered),
     )
 )]
 async fn register_build(
@@ -348,7 +446,7 @@ async fn register_build(
     Admin(p): Admin,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<NewBuild>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Registered>), ApiError> {
     let build = body.build.clone();
     let recorded = state.ledger.submit(p.cause(), commands::register_build(id.clone(), body, None)).await?;
     let duplicate = recorded.is_empty();
@@ -357,15 +455,16 @@ async fn register_build(
         .read(|v| {
             let x = v.experiences.get(&id)?;
             let b = x.builds.get(&build)?;
-            let answer = json!({
-                "experience_id": id,
-                "build": build,
-                "version": b.version,
-                "artifact_url": b.artifact_url,
-                "sha256": b.sha256,
-                "registered_at": rfc3339(b.registered_at_ms),
-                "duplicate": duplicate,
-            });
+            let answer = Registered {
+                experience_id: id.clone(),
+                build: build.clone(),
+                version: b.version.clone(),
+                artifact_url: b.artifact_url.clone(),
+                sha256: b.sha256.clone(),
+                registered_at: rfc3339(b.registered_at_ms),
+                duplicate,
+                promotion: None,
+            };
             Some((answer, x.auto_promote))
         })
         .ok_or_else(|| no_experience(&id))?;
@@ -375,15 +474,42 @@ async fn register_build(
     if auto_promote {
         let req = PromoteRequest { to: "staging".into(), auto: true, ..Default::default() };
         match state::promote(&state, p.cause(), &id, &req).await {
-            Ok(promoted) => answer["promotion"] = json!(promoted),
+            Ok(promoted) => {
+                answer.promotion = Some(Promotion { promotion: Some(promoted), promotion_error: None })
+            }
             Err(e) => {
                 tracing::warn!(experience = %id, build = %build, error = %e, "auto-promotion failed");
-                answer["promotion"] = Value::Null;
-                answer["promotion_error"] = Value::String(e.to_string());
+                answer.promotion = Some(Promotion { promotion: None, promotion_error: Some(e.to_string()) });
             }
         }
     }
     Ok((StatusCode::CREATED, Json(answer)))
+}
+
+/// A registered build.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Registered {
+    experience_id: String,
+    build: String,
+    version: String,
+    artifact_url: String,
+    sha256: String,
+    /// RFC 3339.
+    registered_at: String,
+    /// The build was registered before: nothing changed.
+    duplicate: bool,
+    /// With auto_promote (a new build only): how its promotion to staging went.
+    #[serde(flatten)]
+    promotion: Option<Promotion>,
+}
+
+/// How a build's auto-promotion went: `promotion` (null when it failed), and
+/// `promotion_error` only when it failed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Promotion {
+    promotion: Option<state::Promoted>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    promotion_error: Option<String>,
 }
 
 impl From<PromoteError> for ApiError {
@@ -446,14 +572,14 @@ pub(crate) const ROLLOUT_STATES: [RolloutState; 6] = [
     params(RolloutQuery),
     security(("admin" = []), ("observer" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "Rollouts, newest first", body = [Object]),
+        (status = 200, description = "Rollouts, newest first", body = [RolloutJson]),
     )
 )]
 async fn list_rollouts(
     State(state): State<LibraryState>,
     Reader(_): Reader,
     ApiQuery(q): ApiQuery<RolloutQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<RolloutJson>>, ApiError> {
     let wanted = match q.state.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(ROLLOUT_STATES.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
@@ -472,7 +598,7 @@ async fn list_rollouts(
             .cloned()
             .collect()
     });
-    Ok(Json(Value::Array(picked.iter().map(rollout_json).collect())))
+    Ok(Json(picked.iter().map(rollout_json).collect()))
 }
 
 #[utoipa::path(
@@ -482,14 +608,14 @@ async fn list_rollouts(
     params(("id" = String, Path, description = "A rollout id (r7)")),
     security(("admin" = []), ("observer" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "The rollout with its policy, counts and nodes", body = Object),
+        (status = 200, description = "The rollout with its policy, counts and nodes", body = RolloutJson),
     )
 )]
 async fn get_rollout(
     State(state): State<LibraryState>,
     Reader(_): Reader,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RolloutJson>, ApiError> {
     Ok(Json(state.ledger.read(|v| find_rollout(v, &id, rollout_json))?))
 }
 
@@ -503,8 +629,8 @@ async fn get_rollout(
     request_body(content = state::PolicyOverrides, description = "For rollback and retry: overrides of the earlier policy (optional)"),
     security(("admin" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "The rollout after a pause, resume or cancel", body = Object),
-        (status = 201, description = "A rollback or retry started: `{rollout_id, kind, of}`", body = Object),
+        (status = 200, description = "The rollout after a pause, resume or cancel", body = RolloutJson),
+        (status = 201, description = "A rollback or retry started", body = Redone),
         (status = 502, description = "hydracluster could not list the nodes", body = crate::service::openapi::ErrorBody),
     )
 )]
@@ -529,7 +655,7 @@ async fn control(
     cause: String,
     id: String,
     action: &str,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RolloutJson>, ApiError> {
     let what = Control::parse(action).ok_or_else(|| ApiError::not_found("no such endpoint"))?;
     // The id's shape is checked here so that a malformed one gets the same clear 404
     // as on GET.
@@ -549,7 +675,7 @@ async fn redo(
     id: String,
     what: commands::Redo,
     body: &[u8],
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Redone>), ApiError> {
     let overrides: state::PolicyOverrides = if body.iter().all(u8::is_ascii_whitespace) {
         state::PolicyOverrides::default()
     } else {
@@ -557,7 +683,18 @@ async fn redo(
     };
     state.ledger.read(|v| find_rollout(v, &id, |_| ()))?;
     let rollout_id = state::redo(&state, cause, &id, what, &overrides).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "rollout_id": rollout_id, "kind": what.as_str(), "of": id }))))
+    Ok((StatusCode::CREATED, Json(Redone { rollout_id, kind: what.as_str(), of: id })))
+}
+
+/// A rollback or retry that started.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Redone {
+    /// The new rollout.
+    rollout_id: String,
+    /// `rollback` or `retry`.
+    kind: &'static str,
+    /// The rollout it rolls back or retries.
+    of: String,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -576,13 +713,13 @@ struct LiveQuery {
     tag = "experiences",
     params(LiveQuery),
     responses(
-        (status = 200, description = "The experiences live in the venue's environment (public: kiosks ask without a token)", body = [Object]),
+        (status = 200, description = "The experiences live in the venue's environment (public: kiosks ask without a token)", body = [LiveExperience]),
     )
 )]
 async fn live(
     State(state): State<LibraryState>,
     ApiQuery(q): ApiQuery<LiveQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<LiveExperience>>, ApiError> {
     let district =
         q.district.filter(|d| !d.is_empty()).ok_or_else(|| ApiError::bad_request("district is required"))?;
     let venue =
@@ -601,19 +738,32 @@ async fn live(
             .filter_map(|x| {
                 let e = x.environments.get(&environment)?;
                 let b = x.builds.get(&e.build)?;
-                Some(json!({
-                    "id": x.id,
-                    "project": x.project,
-                    "build": e.build,
-                    "version": e.version,
-                    "artifact_url": b.artifact_url,
-                    "sha256": b.sha256,
-                    "environment": environment,
-                }))
+                Some(LiveExperience {
+                    id: x.id.clone(),
+                    project: x.project.clone(),
+                    build: e.build.clone(),
+                    version: e.version.clone(),
+                    artifact_url: b.artifact_url.clone(),
+                    sha256: b.sha256.clone(),
+                    environment: environment.clone(),
+                })
             })
             .collect()
     });
-    Ok(Json(Value::Array(list)))
+    Ok(Json(list))
+}
+
+/// An experience live in an environment: the build a kiosk installs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LiveExperience {
+    id: String,
+    project: String,
+    build: String,
+    version: String,
+    artifact_url: String,
+    sha256: String,
+    /// The environment asked for (`production` unless said).
+    environment: String,
 }
 
 /// ExperienceLibrary's OpenAPI document: the paths of its handlers (each documented by
@@ -686,5 +836,28 @@ mod tests {
         assert!(live["security"].is_null(), "the live list is public");
         let promote = &doc["paths"]["/api/v1/experiences/{id}/promote"]["post"]["responses"]["201"];
         assert_eq!(promote["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/Promoted");
+    }
+
+    /// A registered build's answer: no `promotion` without auto-promotion; a failed
+    /// one gives `promotion: null` beside its `promotion_error`.
+    #[test]
+    fn a_registered_builds_promotion_fields_appear_only_when_asked() {
+        let registered = |promotion| Registered {
+            experience_id: "space-race".into(),
+            build: "b1".into(),
+            version: "1.0".into(),
+            artifact_url: "https://example.com/a.zip".into(),
+            sha256: "ab".into(),
+            registered_at: "2026-11-29T10:00:00Z".into(),
+            duplicate: false,
+            promotion,
+        };
+        let plain = serde_json::to_value(registered(None)).unwrap();
+        assert_eq!(plain["duplicate"], false);
+        assert!(plain.get("promotion").is_none() && plain.get("promotion_error").is_none(), "{plain}");
+        let failed = Promotion { promotion: None, promotion_error: Some("no cluster".into()) };
+        let failed = serde_json::to_value(registered(Some(failed))).unwrap();
+        assert_eq!((&failed["promotion"], &failed["promotion_error"]), (&Value::Null, &json!("no cluster")));
+        assert!(failed.as_object().unwrap().contains_key("promotion"), "{failed}");
     }
 }

@@ -15,21 +15,39 @@ use hydra_core::ledger::now_ms;
 use hydra_events::NodeId;
 use hydra_projections::{NodeView, ProvisionView};
 use serde::Serialize;
-use serde_json::{json, Map, Number, Value};
+use serde_json::{Number, Value};
 use std::collections::BTreeMap;
 
 /// A body as the list shows it: the node as `GET /api/v1/nodes` shows it, plus the
 /// telemetry figures at the top level, its heads and its anomalies.
-#[derive(Debug, Serialize)]
-struct BodyJson {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BodyJson {
     #[serde(flatten)]
     node: NodeJson,
+    /// From the last heartbeat's telemetry; null when the body did not report it.
+    #[schema(value_type = Option<f64>)]
     gpu_utilization_pct: Option<Number>,
+    #[schema(value_type = Option<f64>)]
     gpu_memory_used_mb: Option<Number>,
+    #[schema(value_type = Option<f64>)]
     stream_count: Option<Number>,
+    #[schema(value_type = Option<f64>)]
     gpu_mismatch_sec: Option<Number>,
-    heads: Vec<Value>,
-    anomalies: Vec<Map<String, Value>>,
+    /// The heads assigned to this body.
+    heads: Vec<BodyHead>,
+    /// The body's open anomalies.
+    anomalies: Vec<AnomalyJson>,
+}
+
+/// A head assigned to a body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BodyHead {
+    #[schema(value_type = String)]
+    id: NodeId,
+    /// Null when the head's node is gone.
+    name: Option<String>,
+    /// The head's stream status (`idle`, `streaming`, …).
+    status: String,
 }
 
 /// One figure of the body's last telemetry. A figure the body never reported, or
@@ -54,15 +72,33 @@ pub fn watchdog_s(live: Option<&Live>) -> Option<u64> {
 /// should have cleared it by itself (`expected_clear_at`) and whether that time has
 /// passed (`overdue`: the watchdog did not do its work, a force-stop is due); both
 /// `null` when the body reports no watchdog.
-pub fn anomaly_json(kind: &str, since_ms: u64, now_ms: u64, watchdog_s: Option<u64>) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("type".into(), json!(kind));
-    m.insert("since".into(), json!(rfc3339(since_ms)));
-    m.insert("for_s".into(), json!(now_ms.saturating_sub(since_ms) / 1000));
+pub fn anomaly_json(kind: &str, since_ms: u64, now_ms: u64, watchdog_s: Option<u64>) -> AnomalyJson {
     let clear_ms = watchdog_s.map(|s| since_ms.saturating_add(s.saturating_mul(1000)));
-    m.insert("expected_clear_at".into(), json!(clear_ms.map(rfc3339)));
-    m.insert("overdue".into(), json!(clear_ms.map(|c| now_ms >= c)));
-    m
+    AnomalyJson {
+        kind: kind.to_owned(),
+        since: rfc3339(since_ms),
+        for_s: now_ms.saturating_sub(since_ms) / 1000,
+        expected_clear_at: clear_ms.map(rfc3339),
+        overdue: clear_ms.map(|c| now_ms >= c),
+    }
+}
+
+/// An open anomaly of a body (see [`anomaly_json`]).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AnomalyJson {
+    /// The anomaly's type (`gpu_busy_without_stream`, `orphan_stream`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Since when it is open (RFC 3339).
+    pub since: String,
+    /// How many whole seconds it has lasted.
+    pub for_s: u64,
+    /// When the body's watchdog should have cleared it (RFC 3339); null when the body
+    /// reports no watchdog.
+    pub expected_clear_at: Option<String>,
+    /// Whether `expected_clear_at` has passed (a force-stop is due); null without a
+    /// watchdog.
+    pub overdue: Option<bool>,
 }
 
 /// The node list's query (its filters and pages) without what cannot apply: the kind
@@ -91,7 +127,7 @@ fn bodies_query(mut q: ListQuery) -> Result<ListQuery, ApiError> {
 struct Found {
     node: NodeView,
     provision: Option<ProvisionView>,
-    heads: Vec<Value>,
+    heads: Vec<BodyHead>,
     anomalies: Vec<(String, u64)>,
     uptime_pct: Option<f64>,
 }
@@ -105,7 +141,7 @@ struct Found {
     params(("district" = Option<String>, Query), ("venue" = Option<String>, Query), ("role" = Option<String>, Query), ("node_status" = Option<String>, Query, description = "online or offline"), ("limit" = Option<usize>, Query, description = "Bodies per page (default 500, at most 5000)"), ("after" = Option<String>, Query, description = "The X-Hydra-Next-After of the page before")),
     security(("admin" = []), ("observer" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "One page of the approved bodies: each node with its GPU figures, heads and anomalies", body = [Object], headers(("X-Hydra-Next-After" = String, description = "The `after` of the next page, when there is one"))),
+        (status = 200, description = "One page of the approved bodies: each node with its GPU figures, heads and anomalies", body = [BodyJson], headers(("X-Hydra-Next-After" = String, description = "The `after` of the next page, when there is one"))),
     )
 )]
 pub async fn list(
@@ -120,12 +156,12 @@ pub async fn list(
     let (found, next): (Vec<Found>, _) = state.ledger.read(|v| {
         let (found, next) = page::page(&v.nodes, after.as_ref(), limit, |_, n| q.matches(n));
         // One pass over the heads for the whole page, not one per body.
-        let mut heads: BTreeMap<&NodeId, Vec<Value>> =
+        let mut heads: BTreeMap<&NodeId, Vec<BodyHead>> =
             found.iter().map(|(id, _)| (*id, Vec::new())).collect();
         for (head, h) in &v.heads {
             let Some(list) = h.assigned_body.as_ref().and_then(|b| heads.get_mut(b)) else { continue };
             let name = v.nodes.get(head).map(|n| n.name.clone());
-            list.push(json!({"id": head, "name": name, "status": h.status}));
+            list.push(BodyHead { id: head.clone(), name, status: h.status.clone() });
         }
         let found = found
             .into_iter()

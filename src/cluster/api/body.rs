@@ -11,8 +11,9 @@ use crate::cluster::provision;
 use axum::extract::State;
 use axum::Json;
 use hydra_core::ledger::now_ms;
+use hydra_events::NodeId;
 use hydra_projections::NodeStatus;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Heartbeat {
@@ -82,14 +83,14 @@ impl Heartbeat {
     request_body = Heartbeat,
     security(("node" = [])),
     responses(
-        (status = 200, description = "What the agent is asked to do: the pending flags", body = Object),
+        (status = 200, description = "What the agent is asked to do: the pending flags", body = HeartbeatAnswer),
     )
 )]
 pub async fn heartbeat(
     State(state): State<AppState>,
     NodeCaller(id): NodeCaller,
     ApiJson(body): ApiJson<Heartbeat>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<HeartbeatAnswer>, ApiError> {
     let (report, body) = body.report(state.config.max_diagnostics_bytes)?;
     state.liveness.touch(&id, now_ms(), body.diagnostics, body.telemetry);
     // What the node says now, over what it said before and is still held back.
@@ -160,38 +161,75 @@ pub async fn heartbeat(
         .ok_or_else(|| ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "missing or invalid token"))?;
     let approved = node.status == NodeStatus::Approved;
     // What each of the node's roles needs (roles without a recipe are names only).
-    let recipes: Vec<serde_json::Value> = if approved {
+    let recipes: Vec<Recipe> = if approved {
         node.roles
             .iter()
             .filter_map(|role| {
-                state.config.role_recipes.get(role).map(|r| {
-                    serde_json::json!({
-                        "role": role,
-                        "artifact_url": r.artifact_url,
-                        "version": r.version,
-                        "sha256": r.sha256.to_ascii_lowercase(),
-                        "install": r.install,
-                    })
+                state.config.role_recipes.get(role).map(|r| Recipe {
+                    role: role.clone(),
+                    artifact_url: r.artifact_url.clone(),
+                    version: r.version.clone(),
+                    sha256: r.sha256.to_ascii_lowercase(),
+                    install: r.install.clone(),
                 })
             })
             .collect()
     } else {
         Vec::new()
     };
-    Ok(Json(serde_json::json!({
-        "node_id": node.id,
-        "status": node.status.as_str(),
-        "roles": if approved { node.roles.clone() } else { Vec::new() },
-        "recipes": recipes,
-        "district": node.district,
-        "venue": node.venue,
-        "environment": node.environment,
-        "draining": node.draining,
-        "reprovision": reprovision,
-        "update_node": delivered.0,
-        "update_services": delivered.1,
-        "heartbeat_interval_s": state.config.heartbeat_interval.as_secs().max(1),
-        // A body's agent becomes a kiosk's (status reports) when its roles make it a head.
-        "kind": node.kind.as_str(),
-    })))
+    Ok(Json(HeartbeatAnswer {
+        status: node.status.as_str(),
+        roles: if approved { node.roles.clone() } else { Vec::new() },
+        recipes,
+        district: node.district,
+        venue: node.venue,
+        environment: node.environment,
+        draining: node.draining,
+        reprovision,
+        update_node: delivered.0,
+        update_services: delivered.1,
+        heartbeat_interval_s: state.config.heartbeat_interval.as_secs().max(1),
+        kind: node.kind.as_str(),
+        node_id: node.id,
+    }))
+}
+
+/// The answer to a heartbeat: what the agent is asked to do.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HeartbeatAnswer {
+    #[schema(value_type = String)]
+    node_id: NodeId,
+    /// `pending`, `approved` or `rejected`.
+    status: &'static str,
+    /// The node's roles; empty until it is approved.
+    roles: Vec<String>,
+    /// What each role with a recipe needs installed; empty until approved.
+    recipes: Vec<Recipe>,
+    district: String,
+    venue: String,
+    environment: String,
+    draining: bool,
+    /// Reinstall now (carried once, by the answer that started the provisioning).
+    reprovision: bool,
+    /// Update the node's OS packages (carried once).
+    update_node: bool,
+    /// Update the node's services (carried once).
+    update_services: bool,
+    /// How often to heartbeat, in seconds.
+    heartbeat_interval_s: u64,
+    /// `body` or `head`: a body's agent becomes a kiosk's (status reports) when its
+    /// roles make it a head.
+    kind: &'static str,
+}
+
+/// What a role needs installed (`role_recipes` in the config).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Recipe {
+    role: String,
+    artifact_url: String,
+    version: String,
+    /// Lower-case hex.
+    sha256: String,
+    /// The install hook; null when the recipe has none.
+    install: Option<String>,
 }

@@ -19,7 +19,7 @@ use hydra_core::ledger::now_ms;
 use hydra_events::{Event, ExecId, ExecOutput, NodeId, OutputRef};
 use hydra_projections::{ExecRecord, ExecStatus};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::Duration;
 use utoipa::ToSchema;
 
@@ -642,14 +642,14 @@ fn cap(s: &mut String, cap: usize) -> bool {
     request_body = ResultBody,
     security(("node" = [])),
     responses(
-        (status = 200, description = "Recorded", body = Object),
+        (status = 200, description = "Recorded", body = ResultRecorded),
     )
 )]
 pub async fn post_result(
     State(state): State<AppState>,
     NodeCaller(node): NodeCaller,
     ApiJson(body): ApiJson<ResultBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ResultRecorded>, ApiError> {
     let exec = exec_id(&body.id)?;
     let limit = state.config.exec_output_cap;
     let (mut stdout, mut stderr) = (body.stdout, body.stderr);
@@ -669,12 +669,22 @@ pub async fn post_result(
         Some(Event::ExecTimedOut { .. }) => "timed_out",
         _ => "completed",
     };
-    Ok(Json(json!({"id": exec, "status": status})))
+    Ok(Json(ResultRecorded { id: exec, status }))
+}
+
+/// A recorded exec result.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResultRecorded {
+    #[schema(value_type = String)]
+    id: ExecId,
+    /// `completed`, or `timed_out` when the agent said its command ran out of time.
+    status: &'static str,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn timeouts_accept_durations_and_seconds_within_bounds() {

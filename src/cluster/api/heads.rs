@@ -40,7 +40,7 @@ pub struct EnrollBody {
     request_body = EnrollBody,
     security(("fleet" = [])),
     responses(
-        (status = 201, description = "`{head_id, token, server_url}`: the token is shown once", body = Object),
+        (status = 201, description = "The new head and its token: the token is shown once", body = Enrolled),
     )
 )]
 pub async fn enroll(
@@ -52,10 +52,27 @@ pub async fn enroll(
     let id = NodeId::from_random_hex(&random_hex());
     let token = new_token("hyn_");
     state.ledger.submit("fleet", heads::register(id.clone(), enrollment, hash_token(&token))).await?;
-    let body = serde_json::json!({
-        "head_id": id, "token": token, "server_url": state.config.server_url,
-    });
+    let body = Enrolled { head_id: id, token, server_url: state.config.server_url.clone() };
     Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// A head's enrollment: its id, its node token (shown once) and where to reach the server.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = HeadEnrolled)]
+pub struct Enrolled {
+    #[schema(value_type = String)]
+    head_id: NodeId,
+    /// The head's node token (`hyn_…`); only its hash is kept.
+    token: String,
+    server_url: String,
+}
+
+/// What the enrollment QR code encodes for the iPads.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EnrollQr {
+    server_url: String,
+    /// The fleet enrollment token (`POST /api/v1/heads`).
+    enrollment_token: String,
 }
 
 /// `GET /api/v1/enroll-qr`: what the enrollment QR code encodes for the iPads.
@@ -65,10 +82,10 @@ pub async fn enroll(
     tag = "heads",
     security(("admin" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "`{server_url, enrollment_token}`: what the enrollment QR code encodes", body = Object),
+        (status = 200, description = "What the enrollment QR code encodes", body = EnrollQr),
     )
 )]
-pub async fn enroll_qr(State(state): State<AppState>, _: Admin) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn enroll_qr(State(state): State<AppState>, _: Admin) -> Result<Json<EnrollQr>, ApiError> {
     let token =
         state.config.fleet_enrollment_token.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| {
             ApiError::not_found(
@@ -76,27 +93,32 @@ pub async fn enroll_qr(State(state): State<AppState>, _: Admin) -> Result<Json<s
              or HYDRACLUSTER_FLEET_ENROLLMENT_TOKEN",
             )
         })?;
-    Ok(Json(serde_json::json!({ "server_url": state.config.server_url, "enrollment_token": token })))
+    Ok(Json(EnrollQr { server_url: state.config.server_url.clone(), enrollment_token: token.to_owned() }))
 }
 
 /// A head as `GET /api/v1/heads` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HeadJson {
     id: String,
     name: String,
     district: String,
     venue: String,
+    /// `online` or `offline`.
     node_status: &'static str,
+    /// RFC 3339; null when never seen.
     last_seen: Option<String>,
     /// The kiosk's own status: `idle`, `streaming` or `error`.
     status: String,
+    /// What the kiosk said with its status; absent when it said nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
     assigned_body_id: Option<String>,
     assigned_body_name: Option<String>,
     app_id: Option<String>,
     allowed_experiences: Vec<String>,
+    /// The kiosk's last diagnostics, as it sent them (volatile); absent when none.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     diagnostics: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
@@ -147,7 +169,7 @@ pub struct ListQuery {
     params(ListQuery),
     security(("admin" = []), ("observer" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "One page of the heads in id order", body = [Object], headers(("X-Hydra-Next-After" = String, description = "The `after` of the next page, when there is one"))),
+        (status = 200, description = "One page of the heads in id order", body = [HeadJson], headers(("X-Hydra-Next-After" = String, description = "The `after` of the next page, when there is one"))),
     )
 )]
 pub async fn list(
@@ -181,20 +203,39 @@ fn find(state: &AppState, id: &NodeId) -> Result<Snapshot, ApiError> {
 }
 
 /// The stream config a kiosk polls: where to stream from and what it may offer.
-fn config_json(state: &AppState, s: &Snapshot) -> serde_json::Value {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = HeadConfig)]
+pub struct ConfigJson {
+    #[schema(value_type = String)]
+    head_id: NodeId,
+    district: String,
+    venue: String,
+    /// The assigned body's WireGuard address; null without a body or a tunnel.
+    stream_url: Option<String>,
+    /// The assigned body's LAN address; null without a body or an address.
+    stream_url_lan: Option<String>,
+    experience_library_url: Option<String>,
+    allowed_experiences: Vec<String>,
+    #[schema(value_type = Option<String>)]
+    assigned_body_id: Option<NodeId>,
+    assigned_body_name: Option<String>,
+    app_id: Option<String>,
+}
+
+fn config_json(state: &AppState, s: &Snapshot) -> ConfigJson {
     let body = s.body.as_ref();
-    serde_json::json!({
-        "head_id": s.node.id,
-        "district": s.node.district,
-        "venue": s.node.venue,
-        "stream_url": body.and_then(|b| b.wireguard_ip.clone()),
-        "stream_url_lan": body.map(|b| b.ip.clone()).filter(|ip| !ip.is_empty()),
-        "experience_library_url": state.config.experience_library.url,
-        "allowed_experiences": s.head.allowed_experiences,
-        "assigned_body_id": s.head.assigned_body,
-        "assigned_body_name": body.map(|b| b.name.clone()),
-        "app_id": s.head.app_id,
-    })
+    ConfigJson {
+        head_id: s.node.id.clone(),
+        district: s.node.district.clone(),
+        venue: s.node.venue.clone(),
+        stream_url: body.and_then(|b| b.wireguard_ip.clone()),
+        stream_url_lan: body.map(|b| b.ip.clone()).filter(|ip| !ip.is_empty()),
+        experience_library_url: state.config.experience_library.url.clone(),
+        allowed_experiences: s.head.allowed_experiences.clone(),
+        assigned_body_id: s.head.assigned_body.clone(),
+        assigned_body_name: body.map(|b| b.name.clone()),
+        app_id: s.head.app_id.clone(),
+    }
 }
 
 /// Admin, or the head itself; any other token is refused before the id is looked up,
@@ -227,14 +268,14 @@ fn admin_or_self(parts: &Parts, state: &AppState, id: &NodeId) -> Result<(), Api
     params(super::openapi::NodePath),
     security(("admin" = []), ("console_session" = []), ("node" = [])),
     responses(
-        (status = 200, description = "The head's stream config (admin, or the head itself)", body = Object),
+        (status = 200, description = "The head's stream config (admin, or the head itself)", body = ConfigJson),
     )
 )]
 pub async fn config(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
     parts: Parts,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ConfigJson>, ApiError> {
     let id = node_id(&id)?;
     admin_or_self(&parts, &state, &id)?;
     let s = find(&state, &id)?;
@@ -261,7 +302,7 @@ pub struct StatusBody {
     request_body = StatusBody,
     security(("node" = [])),
     responses(
-        (status = 200, description = "The head after its report", body = Object),
+        (status = 200, description = "The head after its report", body = HeadJson),
     )
 )]
 pub async fn report(
@@ -338,14 +379,14 @@ pub struct AssignBody {
     request_body = AssignBody,
     security(("admin" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "The head's stream config", body = Object),
+        (status = 200, description = "The head's stream config", body = ConfigJson),
     )
 )]
 pub async fn assign(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
     ApiJson(body): ApiJson<AssignBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ConfigJson>, ApiError> {
     let body_id = body.body_id.as_deref().map(node_id).transpose()?;
     state.ledger.submit(admin.cause(), heads::assign(id.clone(), body_id, body.app_id)).await?;
     let s = find(&state, &id)?;
@@ -368,14 +409,14 @@ pub struct AllowedBody {
     request_body = AllowedBody,
     security(("admin" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "The head's stream config", body = Object),
+        (status = 200, description = "The head's stream config", body = ConfigJson),
     )
 )]
 pub async fn allowed_experiences(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
     ApiJson(body): ApiJson<AllowedBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ConfigJson>, ApiError> {
     state.ledger.submit(admin.cause(), heads::allow_experiences(id.clone(), body.experiences)).await?;
     let s = find(&state, &id)?;
     Ok(Json(config_json(&state, &s)))
@@ -396,14 +437,14 @@ pub struct EligibleQuery {
     params(("head" = String, Query, description = "The head (node-…)")),
     security(("admin" = []), ("observer" = []), ("console_session" = []), ("node" = [])),
     responses(
-        (status = 200, description = "The bodies the head may stream from, best first, each with why", body = [Object]),
+        (status = 200, description = "The bodies the head may stream from, best first, each with why", body = [EligibleJson]),
     )
 )]
 pub async fn eligible(
     State(state): State<AppState>,
     query: Result<axum::extract::Query<EligibleQuery>, axum::extract::rejection::QueryRejection>,
     parts: Parts,
-) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+) -> Result<Json<Vec<EligibleJson>>, ApiError> {
     let axum::extract::Query(q) = query.map_err(|_| ApiError::bad_request("give the head: ?head=node-…"))?;
     let id = node_id(&q.head)?;
     if !matches!(principal(&parts, &state)?, Principal::Observer) {
@@ -413,18 +454,31 @@ pub async fn eligible(
     Ok(Json(
         found
             .into_iter()
-            .map(|e| {
-                serde_json::json!({
-                    "id": e.body.id,
-                    "name": e.body.name,
-                    "wireguard_ip": e.body.wireguard_ip,
-                    "ip": Some(e.body.ip).filter(|ip| !ip.is_empty()),
-                    "heads_assigned": e.heads_assigned,
-                    "rank_reason": e.rank_reason,
-                })
+            .map(|e| EligibleJson {
+                id: e.body.id,
+                name: e.body.name,
+                wireguard_ip: e.body.wireguard_ip,
+                ip: Some(e.body.ip).filter(|ip| !ip.is_empty()),
+                heads_assigned: e.heads_assigned,
+                rank_reason: e.rank_reason,
             })
             .collect(),
     ))
+}
+
+/// A body a head may stream from.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EligibleJson {
+    #[schema(value_type = String)]
+    id: NodeId,
+    name: String,
+    wireguard_ip: Option<String>,
+    /// The body's LAN address; null when it has none.
+    ip: Option<String>,
+    /// How many heads are pinned to this body now (this head included).
+    heads_assigned: usize,
+    /// Why the body is where it is in the list.
+    rank_reason: String,
 }
 
 /// `GET /api/v1/heads/{id}/experiences`: the library's experiences live at the head's
@@ -437,7 +491,7 @@ pub async fn eligible(
     params(super::openapi::NodePath),
     security(("admin" = []), ("console_session" = []), ("node" = [])),
     responses(
-        (status = 200, description = "The experiences the head may show (from ExperienceLibrary)", body = [Object]),
+        (status = 200, description = "The experiences the head may show (from ExperienceLibrary, as it answers)", body = [crate::library::api::LiveExperience]),
         (status = 502, description = "ExperienceLibrary did not answer well", body = crate::service::openapi::ErrorBody),
     )
 )]
@@ -524,7 +578,7 @@ pub(super) fn log_command(path: &str, lines: u32) -> String {
     params(super::openapi::NodePath),
     security(("admin" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "The kiosk's last log lines", body = Object),
+        (status = 200, description = "The kiosk's last log lines", body = HeadLogs),
         (status = 502, description = "The head answered with an error", body = crate::service::openapi::ErrorBody),
         (status = 504, description = "The head did not answer in time", body = crate::service::openapi::ErrorBody),
     )
@@ -532,13 +586,22 @@ pub(super) fn log_command(path: &str, lines: u32) -> String {
 pub async fn logs(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<HeadLogs>, ApiError> {
     find(&state, &id)?;
     let path = state.config.head_log_path.clone();
     let command = log_command(&path, 200);
     let output = read_on_node(&state, admin.cause(), &id, command, "log").await?;
-    let lines: Vec<&str> = output.stdout.lines().collect();
-    Ok(Json(serde_json::json!({ "log_path": path, "lines": lines })))
+    let lines = output.stdout.lines().map(str::to_owned).collect();
+    Ok(Json(HeadLogs { log_path: path, lines }))
+}
+
+/// The last lines of a kiosk's log.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HeadLogs {
+    /// Where the log is on the kiosk (`head_log_path`).
+    log_path: String,
+    /// Oldest first.
+    lines: Vec<String>,
 }
 
 /// Runs a read-only command on a node (a head, or a body for a session's logs) and

@@ -40,7 +40,7 @@ pub struct ImportQuery {
     request_body(content = String, content_type = "application/yaml", description = "A node file (docs/import.md)"),
     security(("admin" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "The plan, and what was written unless dry_run", body = Object),
+        (status = 200, description = "The plan, and what was written unless dry_run", body = crate::cluster::import::Outcome),
         (status = 422, description = "The file has problems: `{error, file, problems, conflicts}`, each problem with its line", body = crate::service::openapi::ErrorBody),
         (status = 409, description = "Nodes differ from the file (without update), or another import is under way: `{error, file, problems, conflicts}`", body = crate::service::openapi::ErrorBody),
     )

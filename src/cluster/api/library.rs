@@ -94,7 +94,7 @@ async fn forward(
     params(("state" = Option<String>, Query), ("experience" = Option<String>, Query)),
     security(("admin" = []), ("observer" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "ExperienceLibrary's rollouts, as it answers", body = [Object]),
+        (status = 200, description = "ExperienceLibrary's rollouts, as it answers", body = [crate::library::api::RolloutJson]),
         (status = 502, description = "ExperienceLibrary did not answer well", body = crate::service::openapi::ErrorBody),
     )
 )]
@@ -114,7 +114,7 @@ pub async fn rollouts(
     params(("id" = String, Path, description = "A rollout id (r7)")),
     security(("admin" = []), ("observer" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "The rollout, as ExperienceLibrary answers", body = Object),
+        (status = 200, description = "The rollout, as ExperienceLibrary answers", body = crate::library::api::RolloutJson),
         (status = 502, description = "ExperienceLibrary did not answer well", body = crate::service::openapi::ErrorBody),
     )
 )]
@@ -136,8 +136,8 @@ pub async fn rollout(
     request_body(content = Object, description = "For rollback and retry: policy overrides (optional)"),
     security(("admin" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "The rollout after a pause, resume or cancel", body = Object),
-        (status = 201, description = "A rollback or retry started: `{rollout_id, kind, of}`", body = Object),
+        (status = 200, description = "The rollout after a pause, resume or cancel", body = crate::library::api::RolloutJson),
+        (status = 201, description = "A rollback or retry started", body = crate::library::api::Redone),
         (status = 502, description = "ExperienceLibrary did not answer well", body = crate::service::openapi::ErrorBody),
     )
 )]

@@ -50,9 +50,9 @@ pub struct NodeJson {
     pub reprovision: bool,
     /// `idle`, `requested`, `provisioning`, `completed` or `failed`.
     pub provision_state: &'static str,
+    /// The provisioning record, when the node has one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub provisioning: Option<serde_json::Value>,
+    pub provisioning: Option<ProvisioningJson>,
     pub update_node: bool,
     pub update_services: bool,
     pub enrolled_at: String,
@@ -116,15 +116,30 @@ pub fn node_json(
     }
 }
 
-fn provisioning_json(p: &ProvisionView) -> serde_json::Value {
-    serde_json::json!({
-        "state": p.state.as_str(),
-        "requested_at": p.requested_at_ms.map(rfc3339),
-        "started_at": p.started_at_ms.map(rfc3339),
-        "finished_at": p.finished_at_ms.map(rfc3339),
-        "version": p.version,
-        "error": p.error,
-    })
+/// A node's provisioning record (`docs/provisioning.md`); times are RFC 3339.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProvisioningJson {
+    /// `idle`, `requested`, `provisioning`, `completed` or `failed`.
+    pub state: &'static str,
+    pub requested_at: Option<String>,
+    /// When the flag reached the node (the deadline counts from here).
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// The version the last successful provisioning installed.
+    pub version: Option<String>,
+    /// The error of the last failed provisioning (`timeout` when the node went silent).
+    pub error: Option<String>,
+}
+
+fn provisioning_json(p: &ProvisionView) -> ProvisioningJson {
+    ProvisioningJson {
+        state: p.state.as_str(),
+        requested_at: p.requested_at_ms.map(rfc3339),
+        started_at: p.started_at_ms.map(rfc3339),
+        finished_at: p.finished_at_ms.map(rfc3339),
+        version: p.version.clone(),
+        error: p.error.clone(),
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -6,8 +6,7 @@ use super::{Admin, ApiError, ApiJson, AppState, NodeCaller, OnNode};
 use crate::cluster::provision::{self, Outcome};
 use axum::extract::State;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 const MAX_VERSION: usize = 256;
 const MAX_ERROR: usize = 4096;
@@ -61,14 +60,14 @@ fn text(what: &str, v: Option<String>, max: usize) -> Result<Option<String>, Api
     request_body = ResultBody,
     security(("node" = [])),
     responses(
-        (status = 200, description = "Recorded", body = Object),
+        (status = 200, description = "Recorded", body = ProvisionRecorded),
     )
 )]
 pub async fn result(
     State(state): State<AppState>,
     NodeCaller(node): NodeCaller,
     ApiJson(body): ApiJson<ResultBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ProvisionRecorded>, ApiError> {
     let version = text("version", body.version, MAX_VERSION)?;
     let error = text("error", body.error, MAX_ERROR)?;
     let outcome = if body.success {
@@ -79,10 +78,23 @@ pub async fn result(
     };
     state.ledger.submit(format!("node:{node}"), provision::result(node.clone(), outcome)).await?;
     let p = state.ledger.read(|v| v.provision.get(&node).cloned()).unwrap_or_default();
-    Ok(Json(json!({
-        "node_id": node,
-        "provision_state": p.state.as_str(),
-        "version": p.version,
-        "error": p.error,
-    })))
+    Ok(Json(ProvisionRecorded {
+        provision_state: p.state.as_str(),
+        version: p.version,
+        error: p.error,
+        node_id: node,
+    }))
+}
+
+/// The node's provisioning after its result was recorded.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProvisionRecorded {
+    #[schema(value_type = String)]
+    node_id: hydra_events::NodeId,
+    /// `completed` or `failed`.
+    provision_state: &'static str,
+    /// The version the last successful provisioning installed.
+    version: Option<String>,
+    /// The error of the last failed provisioning.
+    error: Option<String>,
 }

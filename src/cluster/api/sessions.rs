@@ -13,7 +13,7 @@ use hydra_core::envelope::rfc3339;
 use hydra_core::ledger::now_ms;
 use hydra_events::NodeId;
 use hydra_projections::{ClusterViews, SessionView};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Sessions per answer when the request does not say, and the most it may ask for
@@ -108,24 +108,47 @@ pub fn select(views: &ClusterViews, f: &Filter) -> Vec<SessionView> {
 
 /// A session as the API shows it; names are the nodes' current ones (`null` once a
 /// node is removed).
-fn session_json(s: &SessionView, names: &BTreeMap<NodeId, String>, now: u64) -> serde_json::Value {
+fn session_json(s: &SessionView, names: &BTreeMap<NodeId, String>, now: u64) -> SessionJson {
     let end = s.ended_at_ms.unwrap_or(now);
-    serde_json::json!({
-        "id": s.id,
-        "head_id": s.head_id,
-        "head_name": names.get(&s.head_id),
-        "body_id": s.body_id,
-        "body_name": names.get(&s.body_id),
-        "started_at": rfc3339(s.started_at_ms),
-        "ended_at": s.ended_at_ms.map(rfc3339),
-        "duration_s": end.saturating_sub(s.started_at_ms) / 1000,
-        "active": s.ended_at_ms.is_none(),
-        "end_reason": s.end_reason,
-    })
+    SessionJson {
+        id: s.id.clone(),
+        head_id: s.head_id.clone(),
+        head_name: names.get(&s.head_id).cloned(),
+        body_id: s.body_id.clone(),
+        body_name: names.get(&s.body_id).cloned(),
+        started_at: rfc3339(s.started_at_ms),
+        ended_at: s.ended_at_ms.map(rfc3339),
+        duration_s: end.saturating_sub(s.started_at_ms) / 1000,
+        active: s.ended_at_ms.is_none(),
+        end_reason: s.end_reason.clone(),
+    }
+}
+
+/// A stream session: a head streaming from its assigned body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionJson {
+    id: String,
+    #[schema(value_type = String)]
+    head_id: NodeId,
+    /// The head's current name; null once the node is removed.
+    head_name: Option<String>,
+    #[schema(value_type = String)]
+    body_id: NodeId,
+    /// The body's current name; null once the node is removed.
+    body_name: Option<String>,
+    /// RFC 3339.
+    started_at: String,
+    /// RFC 3339; null while the session is open.
+    ended_at: Option<String>,
+    /// Whole seconds, up to now while the session is open.
+    duration_s: u64,
+    active: bool,
+    /// Why the session ended; null while it is open.
+    end_reason: Option<String>,
 }
 
 /// Sessions and the names of their nodes, read in one go.
-fn read(state: &AppState, pick: impl FnOnce(&ClusterViews) -> Vec<SessionView>) -> Vec<serde_json::Value> {
+fn read(state: &AppState, pick: impl FnOnce(&ClusterViews) -> Vec<SessionView>) -> Vec<SessionJson> {
     let (sessions, names) = state.ledger.read(|v| {
         let sessions = pick(v);
         let names: BTreeMap<NodeId, String> = sessions
@@ -147,29 +170,29 @@ fn read(state: &AppState, pick: impl FnOnce(&ClusterViews) -> Vec<SessionView>) 
     params(ListQuery),
     security(("admin" = []), ("observer" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "Stream sessions, newest first", body = [Object]),
+        (status = 200, description = "Stream sessions, newest first", body = [SessionJson]),
     )
 )]
 pub async fn list(
     State(state): State<AppState>,
     _: Reader,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+) -> Result<Json<Vec<SessionJson>>, ApiError> {
     let filter = q.checked()?;
     Ok(Json(read(&state, |v| select(v, &filter))))
 }
 
-fn find(state: &AppState, id: &str) -> Result<(SessionView, serde_json::Value), ApiError> {
-    let found = state.ledger.read(|v| v.sessions.get(id).cloned());
-    let s = found.ok_or_else(|| {
+fn find(state: &AppState, id: &str) -> Result<(SessionView, SessionJson), ApiError> {
+    let not_found = || {
         let shown: String = id.chars().take(80).collect();
         ApiError::not_found(format!(
             "no session {shown:?} (the view keeps every open session and the last {} finished; \
              the log has them all: /api/v1/events/log?types=session.*)",
             hydra_projections::SESSIONS_KEPT
         ))
-    })?;
-    let json = read(state, |_| vec![s.clone()]).pop().unwrap_or_default();
+    };
+    let s = state.ledger.read(|v| v.sessions.get(id).cloned()).ok_or_else(not_found)?;
+    let json = read(state, |_| vec![s.clone()]).pop().ok_or_else(not_found)?;
     Ok((s, json))
 }
 
@@ -181,14 +204,14 @@ fn find(state: &AppState, id: &str) -> Result<(SessionView, serde_json::Value), 
     params(("id" = String, Path, description = "A stream session id")),
     security(("admin" = []), ("observer" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "The session", body = Object),
+        (status = 200, description = "The session", body = SessionJson),
     )
 )]
 pub async fn get_one(
     State(state): State<AppState>,
     _: Reader,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SessionJson>, ApiError> {
     Ok(Json(find(&state, &id)?.1))
 }
 
@@ -202,7 +225,7 @@ pub async fn get_one(
     params(("id" = String, Path, description = "A stream session id")),
     security(("admin" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "Both sides' logs around the session", body = Object),
+        (status = 200, description = "Both sides' logs around the session", body = SessionLogs),
         (status = 502, description = "A node answered with an error", body = crate::service::openapi::ErrorBody),
         (status = 504, description = "A node did not answer in time", body = crate::service::openapi::ErrorBody),
     )
@@ -211,7 +234,7 @@ pub async fn logs(
     State(state): State<AppState>,
     Admin(admin): Admin,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SessionLogs>, ApiError> {
     let (s, json) = find(&state, &id)?;
     let window = (s.started_at_ms, s.ended_at_ms.unwrap_or_else(now_ms));
     let side = |node: NodeId, path: String| {
@@ -225,22 +248,54 @@ pub async fn logs(
         side(s.body_id.clone(), state.config.body_log_path.clone()),
         side(s.head_id.clone(), state.config.head_log_path.clone()),
     );
-    Ok(Json(serde_json::json!({
-        "session": json,
-        "window": {"from": rfc3339(window.0), "to": rfc3339(window.1)},
-        "body": body,
-        "head": head,
-    })))
+    Ok(Json(SessionLogs {
+        session: json,
+        window: Window { from: rfc3339(window.0), to: rfc3339(window.1) },
+        body,
+        head,
+    }))
 }
 
-/// One side of the logs answer: `{"log_path","lines","windowed","error"}`.
-fn side_json(path: &str, read: Result<String, String>, window: (u64, u64)) -> serde_json::Value {
+/// Both sides' logs around a session.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionLogs {
+    session: SessionJson,
+    /// The session's time window (RFC 3339, inclusive); `to` is now while it is open.
+    window: Window,
+    body: LogSide,
+    head: LogSide,
+}
+
+/// A time window (RFC 3339).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = SessionWindow)]
+pub struct Window {
+    from: String,
+    to: String,
+}
+
+/// One node's side of a session's logs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LogSide {
+    /// Where the log is on the node (`body_log_path` / `head_log_path`).
+    log_path: String,
+    /// The lines inside the window (all of the tail when `windowed` is false).
+    lines: Vec<String>,
+    /// Whether the lines could be cut to the window by their own times.
+    windowed: bool,
+    /// Why this side could not be read; null when it was.
+    error: Option<String>,
+}
+
+/// One side of the logs answer.
+fn side_json(path: &str, read: Result<String, String>, window: (u64, u64)) -> LogSide {
     match read {
         Ok(text) => {
             let (lines, windowed) = in_window(&text, window);
-            serde_json::json!({"log_path": path, "lines": lines, "windowed": windowed, "error": null})
+            let lines = lines.into_iter().map(str::to_owned).collect();
+            LogSide { log_path: path.to_owned(), lines, windowed, error: None }
         }
-        Err(e) => serde_json::json!({"log_path": path, "lines": [], "windowed": false, "error": e}),
+        Err(e) => LogSide { log_path: path.to_owned(), lines: Vec::new(), windowed: false, error: Some(e) },
     }
 }
 

@@ -24,7 +24,6 @@ use hydra_core::ledger::Decision;
 use hydra_events::{Event, NodeId};
 use hydra_projections::NodeStatus;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -351,7 +350,7 @@ pub struct WaitQuery {
     params(WaitQuery),
     security(("node" = [])),
     responses(
-        (status = 200, description = "A session waits: `{session, command, cols, rows}`", body = Object),
+        (status = 200, description = "A session waits", body = ShellOffer),
         (status = 204, description = "No session within the wait"),
     )
 )]
@@ -369,7 +368,7 @@ pub async fn check(
         tokio::pin!(notified);
         notified.as_mut().enable();
         if let Some(o) = state.shells.next_offer(&node) {
-            let body = json!({"session": o.id, "command": o.command, "cols": o.cols, "rows": o.rows});
+            let body = ShellOffer { session: o.id, command: o.command, cols: o.cols, rows: o.rows };
             return Ok(Json(body).into_response());
         }
         if tokio::time::Instant::now() >= deadline {
@@ -383,6 +382,17 @@ pub async fn check(
             _ = stopping.wait_for(|s| *s) => return Ok(StatusCode::NO_CONTENT.into_response()),
         }
     }
+}
+
+/// A shell session waiting for the agent to attach.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ShellOffer {
+    /// `shell-<16 hex>`: the session to attach to (`/api/v1/body/shell/{session}`).
+    session: String,
+    /// The command to run; null for an interactive login shell.
+    command: Option<String>,
+    cols: u16,
+    rows: u16,
 }
 
 /// `GET /api/v1/body/shell/{session}` (node token, WebSocket): the agent's side of a

@@ -1,7 +1,7 @@
 //! Stream endpoints: an admin's force-stop of a body's stream (through the exec queue)
 //! and the list of open body anomalies.
 
-use super::bodies::{anomaly_json, watchdog_s};
+use super::bodies::{anomaly_json, watchdog_s, AnomalyJson};
 use super::remote::{self, Outcome};
 use super::{Admin, ApiError, AppState, OnNode, Reader};
 use crate::cluster::streams;
@@ -10,7 +10,7 @@ use axum::Json;
 use hydra_core::ledger::now_ms;
 use hydra_events::NodeId;
 use hydra_projections::{ExecStatus, NodeKind, NodeStatus};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 
 /// `DELETE /api/v1/nodes/{id}/stream`: runs the stop command on the body and waits for
 /// it (at most `stream_stop_timeout`), then clears the stream state whatever the body
@@ -23,13 +23,13 @@ use serde_json::{json, Map, Value};
     params(super::openapi::NodePath),
     security(("admin" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "`{status, node_id, exec, output, reason?}`: how the body answered the stop", body = Object),
+        (status = 200, description = "How the body answered the stop", body = StopJson),
     )
 )]
 pub async fn stop(
     State(state): State<AppState>,
     OnNode(Admin(admin), id): OnNode<Admin>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StopJson>, ApiError> {
     let (kind, status) = state
         .ledger
         .read(|v| v.nodes.get(&id).map(|n| (n.kind, n.status)))
@@ -58,11 +58,23 @@ pub async fn stop(
         Outcome::NoAnswer => ("timed out", None, Some("the body did not answer in time".to_owned())),
     };
     state.ledger.submit(admin.cause(), streams::stopped(id.clone(), exec.to_owned())).await?;
-    let mut answer = json!({"status": "ok", "node_id": id, "exec": exec, "output": output});
-    if let Some(reason) = reason {
-        answer["reason"] = json!(reason);
-    }
-    Ok(Json(answer))
+    Ok(Json(StopJson { status: "ok", node_id: id, exec, output, reason }))
+}
+
+/// How the body answered a force-stop.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StopJson {
+    /// Always `ok`: the stream state is cleared whatever the body said.
+    status: &'static str,
+    #[schema(value_type = String)]
+    node_id: NodeId,
+    /// `exec succeeded`, `exec failed` or `timed out`.
+    exec: &'static str,
+    /// What the stop command printed (stdout then stderr); null when it did not end.
+    output: Option<String>,
+    /// Why the command did not complete; absent when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 /// `GET /api/v1/body-anomalies`: every open anomaly, a top-level array (the runbook's
@@ -73,34 +85,48 @@ pub async fn stop(
     tag = "streams",
     security(("admin" = []), ("observer" = []), ("console_session" = [])),
     responses(
-        (status = 200, description = "Every open anomaly", body = [Object]),
+        (status = 200, description = "Every open anomaly", body = [BodyAnomalyJson]),
     )
 )]
-pub async fn anomalies(State(state): State<AppState>, _: Reader) -> Json<Vec<Map<String, Value>>> {
+pub async fn anomalies(State(state): State<AppState>, _: Reader) -> Json<Vec<BodyAnomalyJson>> {
     let now = now_ms();
-    let open: Vec<(NodeId, Map<String, Value>, String, u64)> = state.ledger.read(|v| {
+    let open: Vec<Open> = state.ledger.read(|v| {
         v.anomalies
             .iter()
             .flat_map(|(node, kinds)| {
-                let n = v.nodes.get(node);
-                kinds.iter().map(move |(kind, since)| {
-                    let mut a = Map::new();
-                    a.insert("node_id".into(), json!(node));
-                    a.insert("body_name".into(), json!(n.map(|n| &n.name)));
-                    a.insert("district".into(), json!(n.map(|n| &n.district)));
-                    a.insert("venue".into(), json!(n.map(|n| &n.venue)));
-                    (node.clone(), a, kind.clone(), *since)
-                })
+                let n = v.nodes.get(node).map(|n| (n.name.clone(), n.district.clone(), n.venue.clone()));
+                kinds.iter().map(move |(kind, since)| (node.clone(), n.clone(), kind.clone(), *since))
             })
             .collect()
     });
     // The watchdog limits come from the volatile telemetry, read outside the views' lock.
     Json(
         open.into_iter()
-            .map(|(node, mut a, kind, since)| {
-                a.extend(anomaly_json(&kind, since, now, watchdog_s(state.liveness.get(&node).as_ref())));
-                a
+            .map(|(node, n, kind, since)| {
+                let anomaly = anomaly_json(&kind, since, now, watchdog_s(state.liveness.get(&node).as_ref()));
+                let (body_name, district, venue) = match n {
+                    Some((name, district, venue)) => (Some(name), Some(district), Some(venue)),
+                    None => (None, None, None),
+                };
+                BodyAnomalyJson { node_id: node, body_name, district, venue, anomaly }
             })
             .collect(),
     )
+}
+
+/// An open anomaly as read from the views: the node, its name, district and venue
+/// (none once the node is gone), the anomaly's type and since when (unix ms).
+type Open = (NodeId, Option<(String, String, String)>, String, u64);
+
+/// An open anomaly with the body it is on.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BodyAnomalyJson {
+    #[schema(value_type = String)]
+    node_id: NodeId,
+    /// The body's name, district and venue; null when its node is gone.
+    body_name: Option<String>,
+    district: Option<String>,
+    venue: Option<String>,
+    #[serde(flatten)]
+    anomaly: AnomalyJson,
 }
