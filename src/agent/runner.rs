@@ -405,8 +405,10 @@ mod tests {
     async fn cancel_kills_the_whole_group() {
         let dir = tempfile::tempdir().unwrap();
         let pids = dir.path().join("pids");
+        // `started` is in the pipe before the pid file appears: the cancel that follows
+        // the file must find it there.
         let cmd = format!(
-            "sleep 30 & echo $! > {p}.tmp; echo $$ >> {p}.tmp; mv {p}.tmp {p}; echo started; wait",
+            "echo started; sleep 30 & echo $! > {p}.tmp; echo $$ >> {p}.tmp; mv {p}.tmp {p}; wait",
             p = pids.display()
         );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
