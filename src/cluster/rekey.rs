@@ -69,11 +69,16 @@ pub fn rotate(
     }
 }
 
+/// A node that may take a re-issued token: it exists and was not rejected. Asked
+/// without a token, so an unknown or rejected node looks like one with nothing pending.
+fn claimable<'a>(views: &'a ClusterViews, id: &NodeId) -> Option<&'a NodeView> {
+    views.nodes.get(id).filter(|n| n.status != NodeStatus::Rejected)
+}
+
 /// The id of the re-issue pending for a node, for the agent to sign.
 pub fn pending(views: &ClusterViews, id: &NodeId) -> Result<String, DomainError> {
-    let node = live_node(views, id)?;
-    node.rekey_pending
-        .clone()
+    claimable(views, id)
+        .and_then(|n| n.rekey_pending.clone())
         .ok_or_else(|| DomainError::NotFound(format!("no token re-issue is pending for node {id}")))
 }
 
@@ -87,9 +92,9 @@ pub fn claim(
     token: TokenHash,
 ) -> impl FnOnce(&ClusterViews) -> Result<Decision, DomainError> {
     move |views| {
-        let node = live_node(views, &id)?;
         let refused =
             || DomainError::Forbidden(format!("no claim of that re-issue for node {id} is accepted"));
+        let Some(node) = claimable(views, &id) else { return Err(refused()) };
         let (Some(key), Some(pending)) = (&node.rekey_public_key, &node.rekey_pending) else {
             return Err(refused());
         };
@@ -155,6 +160,14 @@ mod tests {
         let v = step(&mut log, d);
         assert!(claim(node(), "r1".into(), sign(&key, "r1"), [3; 32])(&v).is_err(), "claimed once");
         assert!(pending(&v, &node()).is_err());
+        // A rejected node has nothing to claim, and says no more than an unknown one.
+        let d = rotate(node(), "r2".into(), [1; 32])(&v).unwrap();
+        step(&mut log, d);
+        log.push(Event::NodeRejected { node_id: node() });
+        let v: ClusterViews = hydra_projections::fold(log.clone());
+        assert!(matches!(pending(&v, &node()), Err(DomainError::NotFound(_))));
+        let claimed = claim(node(), "r2".into(), sign(&key, "r2"), [4; 32])(&v);
+        assert!(matches!(claimed, Err(DomainError::Forbidden(_))));
     }
 
     #[test]
