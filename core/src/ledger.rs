@@ -313,7 +313,7 @@ pub struct Recovered<P> {
 pub fn recover<P: Projection>(store: &Store) -> Result<Recovered<P>, StoreError> {
     let last = store.last_seq()?;
     let layout = store.layout_version()?;
-    hydra_migrations::servable(layout, store.migrating()?, last > 0)?;
+    hydra_migrations::servable(layout, store.migrating()?, last > 0 || store.holds_legacy_events()?)?;
     if layout < hydra_migrations::LAYOUT_VERSION {
         // A new store: it starts in this build's layout.
         store.set_layout_version(hydra_migrations::LAYOUT_VERSION)?;
@@ -403,16 +403,11 @@ pub fn recover<P: Projection>(store: &Store) -> Result<Recovered<P>, StoreError>
             chain.next - 1
         )));
     }
-    // Every index entry past the snapshot must point at an event about its node. An
-    // event left without one (a crash between the event and its entry: two writes, one
-    // flush) gets it back: the index is derived data.
+    // Every index entry past the snapshot must point at an event about its node, and
+    // every such event must have its entry. Both are in the same record (its header
+    // names the node), so a mismatch is damage or a bug, never a crash's leftover.
     check_index(store, snapshot_seq, last, &mut about)?;
-    let mut missing: Vec<_> = about.into_iter().collect();
-    missing.sort_unstable_by_key(|(seq, _)| *seq);
-    for (seq, node) in missing {
-        tracing::warn!(seq, node = %node, "index entry missing; added");
-        store.reindex(&node, seq)?;
-    }
+    none_unindexed(about)?;
     check_watermark(store, last)?;
     Ok(Recovered { views, prev_hash, snapshot_seq })
 }
@@ -437,6 +432,17 @@ pub fn check_record(seq: u64, expected: u64, bytes: &[u8], prev_hash: &Hash) -> 
         )));
     }
     Ok(envelope)
+}
+
+/// What `check_index` left in `about`: events about a node that the index does not
+/// list; any is damage, named by the first.
+pub fn none_unindexed(about: std::collections::HashMap<u64, NodeId>) -> Result<(), StoreError> {
+    match about.into_iter().min_by_key(|(seq, _)| *seq) {
+        Some((seq, node)) => Err(StoreError::Corrupt(format!(
+            "event {seq} is about node {node} but the per-node index does not list it"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Checks the per-node index entries for events after `after` against `about` (seq →
@@ -861,16 +867,19 @@ mod tests {
     }
 
     #[test]
-    fn start_up_puts_back_the_index_entries_a_crash_left_out() {
+    fn start_up_refuses_an_event_whose_record_does_not_name_its_node() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let a = NodeId::parse("node-a").unwrap();
         let enrolled = Event::NodeEnrolled { node_id: a.clone(), name: "a".into(), ip: "10.0.0.1".into() };
         unindexed_log(&store, vec![enrolled, Event::NodeOnline { node_id: a.clone() }]);
         assert!(store.node_seqs(&a, 0, 10).unwrap().is_empty());
-        let recovered = recover::<ClusterViews>(&store).unwrap();
-        assert_eq!(recovered.views.last_seq, 2);
-        assert_eq!(store.node_seqs(&a, 0, 10).unwrap(), vec![1, 2], "both entries are back");
-        assert!(crate::audit::audit_index(&store, 2).is_ok());
+        let err = recover::<ClusterViews>(&store).err().expect("refused");
+        assert!(err.is_damage(), "{err}");
+        assert!(
+            err.to_string().contains("event 1 is about node node-a but the per-node index does not list it"),
+            "{err}"
+        );
+        assert!(crate::audit::audit_index(&store, 2).is_err());
     }
 }

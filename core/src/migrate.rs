@@ -5,7 +5,6 @@
 //! which refuses, and by the next `migrate`, which runs the step again to finish it
 //! (every step is idempotent). A second `migrate` of a current store does nothing.
 
-use crate::audit::{read_checked, Chain};
 use crate::store::{Store, StoreError};
 use hydra_migrations::{layout_plan, LayoutStep};
 use std::path::Path;
@@ -46,34 +45,15 @@ pub fn migrate(dir: &Path) -> Result<Migrated, StoreError> {
 
 fn run(store: &Store, step: &LayoutStep) -> Result<(), StoreError> {
     match step.from {
-        0 => rebuild_node_index(store),
+        // The per-node index that layout 1 added is rebuilt with the events' move to
+        // segments (layout 3), whose headers carry it: nothing to do but record it.
+        0 => Ok(()),
         1 => {
             store.move_outputs_to_files().map(|moved| tracing::info!(moved, "command outputs moved to files"))
         }
+        2 => store
+            .move_events_to_segments()
+            .map(|moved| tracing::info!(moved, "events moved to segment files")),
         other => unreachable!("hydra_migrations lists no step from layout {other}"),
     }
-}
-
-/// Layout 0 → 1: every event about a node gets its index entry (entries already there
-/// are written again, unchanged). The whole log is read with every check on the way.
-fn rebuild_node_index(store: &Store) -> Result<(), StoreError> {
-    let last = store.last_seq()?;
-    let mut chain = Chain::start();
-    let mut entries = Vec::new();
-    read_checked(store, last, &mut chain, |envelope| {
-        if let Some(node) = envelope.event.node_id() {
-            entries.push((node.clone(), envelope.seq));
-        }
-        true
-    })?;
-    if chain.next != last + 1 {
-        return Err(StoreError::Corrupt(format!(
-            "the log ends at seq {} but its last key is {last}",
-            chain.next - 1
-        )));
-    }
-    for (node, seq) in entries {
-        store.reindex(&node, seq)?;
-    }
-    Ok(())
 }

@@ -180,7 +180,7 @@ fn build(
     for entry in std::fs::read_dir(data)? {
         let entry = entry?;
         let name = entry.file_name();
-        if ["log", "watermark", "watermark.tmp"].iter().any(|n| name == *n) {
+        if ["log", store::SEGMENTS_DIR, "watermark", "watermark.tmp"].iter().any(|n| name == *n) {
             continue;
         }
         if entry.file_type()?.is_dir() {

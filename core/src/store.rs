@@ -1,14 +1,22 @@
-//! The sled-backed event store: the only module that knows sled. Events are keyed by
-//! big-endian sequence number; beside them live a per-node index, projection
-//! snapshots, hashed tokens and `meta` (layout version).
+//! The event store: the only module that knows how Hydra's data sits on disk. The
+//! events are in append-only segment files with their per-node index in each record's
+//! header (`segments`, layout 3); projection snapshots, hashed tokens, `meta` (layout
+//! version) and the entries of command outputs are in sled; the outputs' bytes are a
+//! file each.
 //!
 //! sled panics on some kinds of damage (at open, while recovering, while reading):
 //! every call into it goes through `guarded`, which turns a panic into a
 //! `StoreError::Panicked` so that the caller can refuse clearly instead of crashing.
 
+mod segments;
+
 use hydra_events::{Hash, NodeId, ZERO_HASH};
+pub use segments::{encode_record, DIR as SEGMENTS_DIR};
+use segments::{Entry, Segments};
 use std::cell::{Cell, RefCell};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -109,7 +117,7 @@ impl StoreError {
 /// A `meta` entry: key and value.
 pub type MetaEntry = (Vec<u8>, Vec<u8>);
 
-/// A record for the `events` tree, prepared by the ledger.
+/// An event for the log, prepared by the ledger.
 pub struct Record<'a> {
     pub seq: u64,
     pub bytes: &'a [u8],
@@ -129,10 +137,14 @@ pub enum TokenWrite {
 pub struct Store {
     dir: std::path::PathBuf,
     db: sled::Db,
-    /// sled's data file, fdatasync'd after every flush (see `flush`).
-    data_file: std::sync::Arc<std::fs::File>,
-    events: sled::Tree,
-    node_index: sled::Tree,
+    /// sled's data file, fdatasync'd after every flush that has something of sled's to
+    /// make durable (see `flush`).
+    data_file: Arc<std::fs::File>,
+    /// Set by every write to sled, cleared by the flush that makes it durable: a batch
+    /// of events alone costs one fsync (its segment's), not two.
+    sled_written: Arc<AtomicBool>,
+    /// The events, in their segment files.
+    log: Arc<Segments>,
     snapshots: sled::Tree,
     tokens: sled::Tree,
     meta: sled::Tree,
@@ -189,7 +201,7 @@ impl Store {
             tracing::warn!(file = %stale.display(), "removing sled's unfinished snapshot file");
             std::fs::remove_file(&stale).map_err(sled::Error::Io)?;
         }
-        match guarded("opening the log", || Store::open_sled(dir)) {
+        let store = match guarded("opening the log", || Store::open_sled(dir)) {
             Err(e) if e.is_damage() && !sled_snapshot_files(&log).is_empty() => {
                 for snap in sled_snapshot_files(&log) {
                     let name = snap.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -199,9 +211,14 @@ impl Store {
                 guarded("opening the log", || Store::open_sled(dir))
             }
             other => other,
-        }
+        }?;
+        // Only now, with sled's lock on the data dir held: opening the segments may
+        // cut off a torn tail.
+        let segments = Segments::open(dir, read_watermark(dir)?)?;
+        Ok(Store { log: Arc::new(segments), ..store })
     }
 
+    /// Opens sled's part of the store; the segments are opened by `open_checked`.
     fn open_sled(dir: &Path) -> Result<Store, StoreError> {
         let config = sled::Config::new().path(dir.join("log")).cache_capacity(256 * 1024 * 1024);
         let db = match config.open() {
@@ -213,9 +230,9 @@ impl Store {
         let data_file = std::fs::File::open(dir.join("log").join("db")).map_err(sled::Error::Io)?;
         Ok(Store {
             dir: dir.to_owned(),
-            data_file: std::sync::Arc::new(data_file),
-            events: db.open_tree("events")?,
-            node_index: db.open_tree("node_index")?,
+            data_file: Arc::new(data_file),
+            sled_written: Default::default(),
+            log: Arc::new(Segments::none()),
             snapshots: db.open_tree("snapshots")?,
             tokens: db.open_tree("tokens")?,
             meta: db.open_tree("meta")?,
@@ -235,6 +252,7 @@ impl Store {
     }
 
     pub fn set_layout_version(&self, version: u32) -> Result<(), StoreError> {
+        self.sled_written();
         self.meta.insert(LAYOUT_KEY, &version.to_be_bytes())?;
         Ok(())
     }
@@ -251,6 +269,7 @@ impl Store {
     }
 
     pub fn set_migrating(&self, to: Option<u32>) -> Result<(), StoreError> {
+        self.sled_written();
         match to {
             Some(v) => self.meta.insert(MIGRATING_KEY, &v.to_be_bytes())?,
             None => self.meta.remove(MIGRATING_KEY)?,
@@ -267,38 +286,36 @@ impl Store {
 
     /// Writes one `meta` entry as a backup recorded it (durable with the next `flush`).
     pub fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.sled_written();
         self.meta.insert(key, value)?;
         Ok(())
     }
 
     /// The sequence number of the last stored event, 0 for an empty log.
     pub fn last_seq(&self) -> Result<u64, StoreError> {
-        match guarded("reading the last event", || Ok(self.events.last()?))? {
-            Some((k, _)) => decode_seq(&k),
-            None => Ok(0),
-        }
+        Ok(self.log.last_seq())
     }
 
     pub fn first_seq(&self) -> Result<u64, StoreError> {
-        match guarded("reading the first event", || Ok(self.events.first()?))? {
-            Some((k, _)) => decode_seq(&k),
-            None => Ok(0),
-        }
+        Ok(self.log.first_seq())
     }
 
-    /// Writes a batch of events, their index entries and token writes. Nothing is
-    /// durable until `flush`.
+    /// Notes a write to sled, for the next `flush`.
+    fn sled_written(&self) {
+        self.sled_written.store(true, Ordering::SeqCst);
+    }
+
+    /// Writes a batch of events (which must follow the last one without a gap) and
+    /// token writes. Nothing is durable until `flush`.
     pub fn append(&self, records: &[Record<'_>], tokens: &[TokenWrite]) -> Result<(), StoreError> {
-        let mut events = sled::Batch::default();
-        let mut index = sled::Batch::default();
-        for r in records {
-            events.insert(&r.seq.to_be_bytes(), r.bytes);
-            if let Some(node) = r.node_id {
-                index.insert(index_key(node, r.seq), &[]);
-            }
+        let entries: Vec<Entry<'_>> = records
+            .iter()
+            .map(|r| Entry { seq: r.seq, node: r.node_id.map(NodeId::as_str), bytes: r.bytes })
+            .collect();
+        self.log.append(&entries)?;
+        if !tokens.is_empty() {
+            self.sled_written();
         }
-        self.events.apply_batch(events)?;
-        self.node_index.apply_batch(index)?;
         for t in tokens {
             match t {
                 TokenWrite::Put { hash, principal } => {
@@ -315,52 +332,45 @@ impl Store {
         Ok(())
     }
 
-    /// Makes everything written so far durable: one flush and one fdatasync for the
-    /// whole batch. sled 0.34's own flush ends in `sync_file_range`, which neither
-    /// empties the disk's write cache nor records the file's new length, so on its own
-    /// it would acknowledge events that a power cut can still take away.
+    /// Makes everything written so far durable: sled's part first (tokens before the
+    /// events that hand them out; skipped when nothing was written to it), then the
+    /// events' segment. sled 0.34's own flush ends in `sync_file_range`, which neither
+    /// empties the disk's write cache nor records the file's new length, so its file is
+    /// fdatasync'd here too.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        self.data_file.sync_data().map_err(sled::Error::Io)?;
-        Ok(())
+        if self.sled_written.swap(false, Ordering::SeqCst) {
+            let flushed =
+                self.db.flush().map_err(StoreError::from).and_then(|_| {
+                    self.data_file.sync_data().map_err(|e| StoreError::Sled(sled::Error::Io(e)))
+                });
+            if let Err(e) = flushed {
+                self.sled_written();
+                return Err(e);
+            }
+        }
+        self.log.sync()
     }
 
-    /// Adds index entries again (idempotent): used when replaying the tail at start-up,
-    /// in case a crash came between the events and their index.
-    pub fn reindex(&self, node: &NodeId, seq: u64) -> Result<(), StoreError> {
-        self.node_index.insert(index_key(node, seq), &[])?;
-        Ok(())
-    }
-
-    /// Events with `from <= seq <= to`, in order, as raw encoded bytes. A read that
-    /// fails names the sequence number it was after.
+    /// Events with `from <= seq <= to`, in order, as raw encoded bytes, each checked
+    /// against its record's checksum. A read that fails names the event; nothing is
+    /// read after it.
     pub fn range(
         &self,
         from: u64,
         to: u64,
-    ) -> impl Iterator<Item = Result<(u64, sled::IVec), StoreError>> + use<> {
-        let mut iter = if from > to {
-            self.events.range(1u64.to_be_bytes()..1u64.to_be_bytes())
-        } else {
-            self.events.range(from.to_be_bytes()..=to.to_be_bytes())
-        };
-        let mut after = from.saturating_sub(1);
+    ) -> impl Iterator<Item = Result<(u64, Vec<u8>), StoreError>> + use<> {
+        let log = self.log.clone();
+        let mut seqs = from.max(1)..=to.min(log.last_seq());
         let mut failed = false;
         std::iter::from_fn(move || {
             if failed {
                 return None;
             }
-            let item = guarded(format_args!("reading the event after seq {after}"), || {
-                iter.next().transpose().map_err(StoreError::from)
-            });
-            match item {
-                Ok(Some((k, v))) => Some(decode_seq(&k).map(|seq| {
-                    after = seq;
-                    (seq, v)
-                })),
+            let seq = seqs.next()?;
+            match log.get(seq) {
+                Ok(Some(bytes)) => Some(Ok((seq, bytes))),
                 Ok(None) => None,
                 Err(e) => {
-                    // sled's iterator is not to be trusted after a panic.
                     failed = true;
                     Some(Err(e))
                 }
@@ -368,41 +378,19 @@ impl Store {
         })
     }
 
-    pub fn get(&self, seq: u64) -> Result<Option<sled::IVec>, StoreError> {
-        guarded(format_args!("reading event {seq}"), || Ok(self.events.get(seq.to_be_bytes())?))
+    pub fn get(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.log.get(seq)
     }
 
     /// Sequence numbers of the events about `node`, from `since` (exclusive), at most `limit`.
     pub fn node_seqs(&self, node: &NodeId, since: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
-        let start = index_key(node, since.saturating_add(1));
-        let end = index_key(node, u64::MAX);
-        guarded(format_args!("reading the index of node {node}"), || {
-            let mut out = Vec::new();
-            for item in self.node_index.range(start..=end).take(limit) {
-                let (k, _) = item?;
-                out.push(decode_seq(&k[k.len() - 8..])?);
-            }
-            Ok(out)
-        })
+        Ok(self.log.node_seqs(node.as_str(), since, limit))
     }
 
-    /// Every entry of the per-node index as (node id, seq), in key order (node, then
-    /// seq). For the checks at start-up and in `audit`.
+    /// Every entry of the per-node index (the node each record's header names) as
+    /// (node id, seq), by node, then seq. For the checks at start-up and in `audit`.
     pub fn index_entries(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        guarded("reading the per-node index", || {
-            let mut out = Vec::new();
-            for item in self.node_index.iter() {
-                let (k, _) = item?;
-                let bad =
-                    || StoreError::Corrupt(format!("a per-node index key of {} bytes is malformed", k.len()));
-                if k.len() < 10 || k[k.len() - 9] != 0 {
-                    return Err(bad());
-                }
-                let node = std::str::from_utf8(&k[..k.len() - 9]).map_err(|_| bad())?.to_owned();
-                out.push((node, decode_seq(&k[k.len() - 8..])?));
-            }
-            Ok(out)
-        })
+        Ok(self.log.index_entries())
     }
 
     /// Every token as (hash, principal): what `repair` carries over to a new store.
@@ -423,6 +411,7 @@ impl Store {
     }
 
     pub fn put_snapshot(&self, seq: u64, bytes: &[u8], keep: usize) -> Result<(), StoreError> {
+        self.sled_written();
         self.snapshots.insert(seq.to_be_bytes(), bytes)?;
         let count = self.snapshots.len();
         if count > keep {
@@ -474,13 +463,7 @@ impl Store {
     /// acknowledged events (sled recovers a damaged file by truncating it) is caught
     /// at start-up instead of silently served. 0 when never written.
     pub fn watermark(&self) -> Result<u64, StoreError> {
-        match std::fs::read_to_string(self.dir.join("watermark")) {
-            Ok(s) => s.trim().parse().map_err(|_| {
-                StoreError::Corrupt(format!("the watermark file holds {:?}, not a number", s.trim()))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(StoreError::Io(e)),
-        }
+        read_watermark(&self.dir)
     }
 
     /// Records that every event up to `seq` is durable (write, fsync, rename).
@@ -536,6 +519,9 @@ impl Store {
     /// once, dated anew, with one more reference (so that dropping one fetch's copy
     /// keeps the others').
     pub fn put_outputs(&self, at_ms: u64, outputs: &[Vec<u8>]) -> Result<(), StoreError> {
+        if outputs.iter().any(|b| !b.is_empty()) {
+            self.sled_written();
+        }
         for bytes in outputs.iter().filter(|b| !b.is_empty()) {
             let hash = hydra_events::OutputRef::of(bytes).hash;
             // The writer adds references while an answered fetch drops one and the
@@ -627,6 +613,7 @@ impl Store {
     /// Writes an output as a backup carried it, under the hash of its bytes. Like
     /// `put_outputs`, its entry is durable at the next `flush`.
     pub fn restore_output(&self, output: &StoredOutput) -> Result<(), StoreError> {
+        self.sled_written();
         let hash = hydra_events::OutputRef::of(&output.bytes).hash;
         let _files = self.output_files.lock();
         self.write_output_file(&hash, &output.bytes)?;
@@ -638,6 +625,7 @@ impl Store {
     /// Drops one reference to an output (the server's own fetches, once answered): the
     /// bytes go with the last one.
     pub fn remove_output(&self, hash: &Hash) -> Result<(), StoreError> {
+        self.sled_written();
         let _files = self.output_files.lock();
         let old = self.outputs.fetch_and_update(hash, |old| {
             let mut entry = output_entry(old?);
@@ -659,6 +647,7 @@ impl Store {
     /// returns how many. An output written again since its time entry was read (a
     /// newer date in its entry) stays.
     pub fn prune_outputs(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
+        self.sled_written();
         let mut pruned = 0u64;
         for entry in self.output_times.range(..cutoff_ms.to_be_bytes().to_vec()) {
             let (key, _) = entry?;
@@ -698,6 +687,7 @@ impl Store {
     /// to its file and its new entry before the old one goes, so the step can be cut
     /// short and run again. Returns how many were moved.
     pub fn move_outputs_to_files(&self) -> Result<u64, StoreError> {
+        self.sled_written();
         let legacy = self.db.open_tree(LEGACY_OUTPUTS)?;
         let mut moved = 0u64;
         for entry in legacy.iter() {
@@ -724,9 +714,60 @@ impl Store {
         std::fs::write(self.output_path(hash), bytes).unwrap();
     }
 
-    /// Bytes the store occupies on disk.
+    /// Bytes the store occupies on disk: sled's files and the event segments (not the
+    /// outputs' files).
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.db.size_on_disk()? + self.log.size())
+    }
+
+    /// True when sled still holds events the way layouts 0 to 2 kept them (its
+    /// `events` tree): such a store is not new even though its segments are empty.
+    pub fn holds_legacy_events(&self) -> Result<bool, StoreError> {
+        guarded("looking for events in sled", || {
+            if !self.db.tree_names().iter().any(|n| n.as_ref() == LEGACY_EVENTS.as_bytes()) {
+                return Ok(false);
+            }
+            Ok(!self.db.open_tree(LEGACY_EVENTS)?.is_empty())
+        })
+    }
+
+    /// Layout 2 → 3: copies the events that sled kept (the `events` tree, keyed by BE
+    /// seq) to segment files, with the node each is about as its header says, in
+    /// batches; then drops sled's `events` and `node_index` trees. A run cut short
+    /// goes on after the last event already copied, so the step can be run again.
+    /// Returns how many events were copied.
+    pub fn move_events_to_segments(&self) -> Result<u64, StoreError> {
+        let legacy = guarded("opening sled's events", || Ok(self.db.open_tree(LEGACY_EVENTS)?))?;
+        let mut copied = 0u64;
+        let mut batch: Vec<(u64, Vec<u8>, Option<NodeId>)> = Vec::new();
+        let start = self.log.last_seq() + 1;
+        let mut write = |batch: &mut Vec<(u64, Vec<u8>, Option<NodeId>)>| -> Result<(), StoreError> {
+            let records: Vec<Record<'_>> = batch
+                .iter()
+                .map(|(seq, bytes, node)| Record { seq: *seq, bytes, node_id: node.as_ref() })
+                .collect();
+            self.append(&records, &[])?;
+            copied += batch.len() as u64;
+            batch.clear();
+            Ok(())
+        };
+        for item in legacy.range(start.to_be_bytes()..) {
+            let (key, bytes) = guarded("reading sled's events", || Ok(item?))?;
+            let seq = decode_seq(&key)?;
+            let envelope = hydra_events::decode(&bytes)
+                .map_err(|e| StoreError::Corrupt(format!("event {seq} does not decode: {e}")))?;
+            batch.push((seq, bytes.to_vec(), envelope.event.node_id().cloned()));
+            if batch.len() == 4096 {
+                write(&mut batch)?;
+            }
+        }
+        write(&mut batch)?;
+        self.flush()?;
+        for tree in [LEGACY_EVENTS, LEGACY_NODE_INDEX] {
+            guarded("dropping sled's events", || Ok(self.db.drop_tree(tree)?))?;
+        }
+        self.sled_written();
+        Ok(copied)
     }
 }
 
@@ -738,6 +779,21 @@ fn output_value(at_ms: u64, refs: u32, size: u64) -> Vec<u8> {
 
 /// The tree where layout 1 kept outputs with their bytes (see `move_outputs_to_files`).
 const LEGACY_OUTPUTS: &str = "outputs";
+/// The trees where layouts 0 to 2 kept the events and the per-node index (see
+/// `move_events_to_segments`).
+const LEGACY_EVENTS: &str = "events";
+const LEGACY_NODE_INDEX: &str = "node_index";
+
+/// The acknowledged high-water mark of the store in `dir` (see `Store::watermark`).
+fn read_watermark(dir: &Path) -> Result<u64, StoreError> {
+    match std::fs::read_to_string(dir.join("watermark")) {
+        Ok(s) => s.trim().parse().map_err(|_| {
+            StoreError::Corrupt(format!("the watermark file holds {:?}, not a number", s.trim()))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(StoreError::Io(e)),
+    }
+}
 
 /// What an output's entry says.
 struct OutputEntry {
@@ -821,15 +877,16 @@ pub struct Salvage {
     pub beyond: Vec<(u64, Vec<u8>)>,
 }
 
-/// Reads the events of a store without sled, straight from its files (`log/db` and
-/// `log/blobs/*`, read-only): sled keeps values uncompressed, and every version of a
-/// page it ever wrote holds them, so a record lost in one place is often whole in
-/// another. A record counts only if it decodes and chains: event 1 to the zero hash,
+/// Reads the events of a store straight from its files, read-only: the segments, and
+/// sled's `log/db` and `log/blobs/*` (where layouts 0 to 2 kept the events: sled keeps
+/// values uncompressed, and every version of a page it ever wrote holds them, so a
+/// record lost in one place is often whole in another). A record counts only if it decodes and chains: event 1 to the zero hash,
 /// each next one to the hash of the one before. For when sled cannot open or read a
 /// damaged log, and for `repair`, which must not depend on sled's own recovery.
 pub fn salvage(dir: &Path) -> std::io::Result<Salvage> {
     let log = dir.join("log");
-    let mut files = vec![log.join("db")];
+    let mut files = segments::files(dir);
+    files.push(log.join("db"));
     if let Ok(blobs) = std::fs::read_dir(log.join("blobs")) {
         files.extend(blobs.filter_map(|e| e.ok().map(|e| e.path())));
     }
@@ -894,14 +951,6 @@ pub fn salvage(dir: &Path) -> std::io::Result<Salvage> {
 /// The reverse entry (principal → hash), so that a token can be revoked by owner.
 fn principal_key(principal: &str) -> Vec<u8> {
     [b"principal:".as_slice(), principal.as_bytes()].concat()
-}
-
-fn index_key(node: &NodeId, seq: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(node.as_str().len() + 9);
-    key.extend_from_slice(node.as_str().as_bytes());
-    key.push(0);
-    key.extend_from_slice(&seq.to_be_bytes());
-    key
 }
 
 fn decode_seq(key: &[u8]) -> Result<u64, StoreError> {

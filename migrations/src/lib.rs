@@ -6,7 +6,10 @@
 /// `events`, `node_index`, `snapshots`, `tokens` and `meta` (and, from schema 3,
 /// command outputs with their bytes in the `outputs` tree). Version 2: outputs in a
 /// file each under `<data>/outputs`, their entries in the `output_entries` tree.
-pub const LAYOUT_VERSION: u32 = 2;
+/// Version 3: the events in append-only segment files under `<data>/events`, each
+/// record's header naming its node (the per-node index); sled's `events` and
+/// `node_index` trees are gone.
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Why a data dir cannot be served as it is. The messages say what is wrong; the
 /// program that refuses adds the command to run (`<program> migrate --data DIR`).
@@ -55,9 +58,10 @@ pub fn layout_plan(found: u32) -> Result<Vec<LayoutStep>, MigrationError> {
     if found > LAYOUT_VERSION {
         return Err(MigrationError::LayoutTooNew { found, supported: LAYOUT_VERSION });
     }
-    const STEPS: [LayoutStep; 2] = [
-        LayoutStep { from: 0, what: "record the layout version and rebuild the node index" },
+    const STEPS: [LayoutStep; 3] = [
+        LayoutStep { from: 0, what: "record the layout version" },
         LayoutStep { from: 1, what: "move command outputs out of the log's file into a file each" },
+        LayoutStep { from: 2, what: "move the events out of sled into segment files (with the node index)" },
     ];
     Ok(STEPS.iter().copied().filter(|s| s.from >= found).collect())
 }
@@ -68,8 +72,8 @@ mod tests {
 
     #[test]
     fn a_new_store_gets_every_step_and_a_current_one_none() {
-        assert_eq!(layout_plan(0).unwrap().len(), 2);
-        assert_eq!(layout_plan(1).unwrap().len(), 1);
+        assert_eq!(layout_plan(0).unwrap().len(), 3);
+        assert_eq!(layout_plan(2).unwrap().len(), 1);
         assert!(layout_plan(LAYOUT_VERSION).unwrap().is_empty());
     }
 

@@ -6,15 +6,17 @@ use crate::common::*;
 use crate::formats::log_records;
 use hydra_core::store::{Record, Store};
 
-/// A data dir as a pre-release Hydra left it: the log that schema 1 wrote, with no
-/// layout record and no per-node index (layout 0).
+/// A data dir as a pre-release Hydra left it: the log that schema 1 wrote in sled's
+/// `events` tree (keyed by BE seq), with no layout record and no per-node index
+/// (layout 0).
 fn old_data_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let db = sled::open(dir.path().join("log")).unwrap();
+    let events = db.open_tree("events").unwrap();
     for (i, bytes) in log_records("cluster-log-v1.bin").iter().enumerate() {
-        store.append(&[Record { seq: i as u64 + 1, bytes, node_id: None }], &[]).unwrap();
+        events.insert((i as u64 + 1).to_be_bytes(), bytes.as_slice()).unwrap();
     }
-    store.flush().unwrap();
+    db.flush().unwrap();
     dir
 }
 
@@ -66,16 +68,18 @@ async fn an_old_data_dir_is_refused_then_migrated_once_and_served_with_its_diges
     assert_eq!(index_entries(dir.path()), 0);
     let (ok, out) = offline(&["migrate"], dir.path());
     assert!(ok, "{out}");
-    assert!(out.contains("layout 0 -> 1: record the layout version and rebuild the node index"), "{out}");
+    assert!(out.contains("layout 0 -> 1: record the layout version"), "{out}");
     assert!(
         out.contains("layout 1 -> 2: move command outputs out of the log's file into a file each"),
         "{out}"
     );
-    // Every event about a node (all 17 here) has its index entry.
+    assert!(out.contains("layout 2 -> 3: move the events out of sled into segment files"), "{out}");
+    // Every event about a node (all 17 here) has its index entry, and sled holds none.
     assert_eq!(index_entries(dir.path()), 17);
+    assert!(!Store::open(dir.path()).unwrap().holds_legacy_events().unwrap());
     let (ok, again) = offline(&["migrate"], dir.path());
     assert!(ok, "{again}");
-    assert!(again.contains("layout 2 is current, nothing to do"), "{again}");
+    assert!(again.contains("layout 3 is current, nothing to do"), "{again}");
     served_as_before(dir).await;
 }
 
@@ -96,12 +100,49 @@ async fn a_migration_cut_short_is_refused_by_serve_and_finished_by_migrate() {
 }
 
 #[tokio::test]
+async fn a_move_to_segments_cut_short_is_finished_from_where_it_stopped() {
+    let dir = old_data_dir();
+    let (ok, out) = offline(&["migrate"], dir.path());
+    assert!(ok, "{out}");
+    // Back to layout 2 half-way through its last step: sled has every event, the
+    // segments the first 10, and the marker says a move to layout 3 began.
+    let records = log_records("cluster-log-v1.bin");
+    std::fs::remove_dir_all(dir.path().join("events")).unwrap();
+    {
+        let db = sled::open(dir.path().join("log")).unwrap();
+        let events = db.open_tree("events").unwrap();
+        for (i, bytes) in records.iter().enumerate() {
+            events.insert((i as u64 + 1).to_be_bytes(), bytes.as_slice()).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    with_store(dir.path(), |s| {
+        s.set_layout_version(2).unwrap();
+        s.set_migrating(Some(3)).unwrap();
+        for (i, bytes) in records.iter().take(10).enumerate() {
+            let event = hydra_events::decode(bytes).unwrap().event;
+            s.append(&[Record { seq: i as u64 + 1, bytes, node_id: event.node_id() }], &[]).unwrap();
+        }
+    });
+    let refused = refusal(dir.path()).await;
+    assert!(refused.contains("migration of the data dir to layout version 3 was interrupted"), "{refused}");
+
+    let (ok, out) = offline(&["migrate"], dir.path());
+    assert!(ok, "{out}");
+    assert!(out.contains("found a migration to layout 3 that was cut short: finishing it"), "{out}");
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.last_seq().unwrap(), records.len() as u64, "each event once, in order");
+    drop(store);
+    served_as_before(dir).await;
+}
+
+#[tokio::test]
 async fn a_data_dir_from_a_newer_build_is_refused_by_serve_and_by_migrate() {
     let dir = old_data_dir();
     with_store(dir.path(), |s| s.set_layout_version(99).unwrap());
     let (ok, out) = offline(&["migrate"], dir.path());
     assert!(!ok, "{out}");
-    assert!(out.contains("layout version 99, newer than this build knows (2): upgrade Hydra"), "{out}");
+    assert!(out.contains("layout version 99, newer than this build knows (3): upgrade Hydra"), "{out}");
     let refused = refusal(dir.path()).await;
     assert!(refused.contains("newer than this build knows"), "{refused}");
 }
