@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# See Hydra in action: the control plane on its embedded sled log (./hydra-data) with a
+# See Hydra in action: the control plane on its embedded log (segment files + sled, ./hydra-data) with a
 # simulated fleet of bodies and kiosk heads and one real hydranode agent (a real command
 # through the exec queue), ExperienceLibrary on its own log (./hydra-library-data), then
 # a build promoted to staging and rolled out, bodies first, then heads, followed live

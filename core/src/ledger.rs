@@ -328,12 +328,12 @@ pub fn recover<P: Projection>(store: &Store) -> Result<Recovered<P>, StoreError>
     }
     let mut start: Option<(u64, P)> = None;
     for item in store.snapshots_newest_first() {
-        // Snapshots are optional: one sled cannot read means replaying from further back.
+        // Snapshots are optional: one that cannot be read means replaying from further back.
         let (seq, bytes) = match item {
             Ok(snapshot) => snapshot,
             Err(e) => {
-                tracing::warn!(error = %e, "projection snapshots not readable; replaying without them");
-                break;
+                tracing::warn!(error = %e, "projection snapshot not readable; ignored");
+                continue;
             }
         };
         if seq > last {

@@ -22,7 +22,7 @@ pub struct Migrated {
 
 /// Migrates the data dir in `dir` (the server must not be running on it).
 pub fn migrate(dir: &Path) -> Result<Migrated, StoreError> {
-    let store = Store::open(dir)?;
+    let store = Store::open_any_layout(dir)?;
     let from = store.layout_version()?;
     let interrupted = store.migrating()?;
     let plan = layout_plan(from)?;

@@ -147,7 +147,7 @@ pub fn repair<P: Projection>(data: &Path, keep: u64, drop_tokens: bool) -> anyho
 /// sled rewrite parts of it, and the original must stay as it was).
 fn read_tokens(data: &Path, scratch: &Path) -> anyhow::Result<Vec<([u8; 32], String)>> {
     copy_dir(&data.join("log"), &scratch.join("log"))?;
-    let read = Store::open(scratch).and_then(|s| s.tokens());
+    let read = Store::open_any_layout(scratch).and_then(|s| s.tokens());
     let _ = std::fs::remove_dir_all(scratch);
     Ok(read?)
 }
@@ -180,7 +180,10 @@ fn build(
     for entry in std::fs::read_dir(data)? {
         let entry = entry?;
         let name = entry.file_name();
-        if ["log", store::SEGMENTS_DIR, "watermark", "watermark.tmp"].iter().any(|n| name == *n) {
+        if ["log", store::SEGMENTS_DIR, store::SNAPSHOTS_DIR, "watermark", "watermark.tmp"]
+            .iter()
+            .any(|n| name == *n)
+        {
             continue;
         }
         if entry.file_type()?.is_dir() {

@@ -145,7 +145,6 @@ pub struct Store {
     sled_written: Arc<AtomicBool>,
     /// The events, in their segment files.
     log: Arc<Segments>,
-    snapshots: sled::Tree,
     tokens: sled::Tree,
     meta: sled::Tree,
     /// Command outputs, content-addressed: blake3 of the bytes → BE u64 time of the
@@ -171,8 +170,20 @@ const MIGRATING_KEY: &[u8] = b"migrating_to";
 pub const BALLAST_BYTES: u64 = 8 * 1024 * 1024;
 
 impl Store {
-    /// Opens the store; on a full disk, releases the ballast and tries once more.
+    /// Opens the store; on a full disk, releases the ballast and tries once more. A
+    /// store whose events are still in sled (layouts 0 to 2, or a move to layout 3 cut
+    /// short) is refused with what `migrate` would say: its log cannot be read here.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let store = Store::open_any_layout(dir)?;
+        if store.holds_legacy_events()? {
+            hydra_migrations::servable(store.layout_version()?, store.migrating()?, true)?;
+        }
+        Ok(store)
+    }
+
+    /// Opens the store whatever its layout: for `migrate`, and for reading the tokens
+    /// of a damaged store in `repair`.
+    pub fn open_any_layout(dir: &Path) -> Result<Store, StoreError> {
         match Store::open_checked(dir) {
             Err(e) if e.is_disk_full() && release_ballast(dir) => {
                 tracing::warn!(
@@ -233,7 +244,6 @@ impl Store {
             data_file: Arc::new(data_file),
             sled_written: Default::default(),
             log: Arc::new(Segments::none()),
-            snapshots: db.open_tree("snapshots")?,
             tokens: db.open_tree("tokens")?,
             meta: db.open_tree("meta")?,
             outputs: db.open_tree("output_entries")?,
@@ -410,41 +420,53 @@ impl Store {
         })
     }
 
+    /// Stores a projection snapshot as of `seq` in a file of its own,
+    /// `<data>/snapshots/<seq>.snap` (the bytes, then their crc32): written aside,
+    /// synced and renamed, so a crash leaves the old set or the new one, never half a
+    /// file. Then only the newest `keep` stay. Files, not a sled tree: sled frees the
+    /// space of a replaced value only when it cleans the segment that pointed at it,
+    /// which a store written this seldom does not do (it grew by a snapshot a time).
     pub fn put_snapshot(&self, seq: u64, bytes: &[u8], keep: usize) -> Result<(), StoreError> {
-        self.sled_written();
-        self.snapshots.insert(seq.to_be_bytes(), bytes)?;
-        let count = self.snapshots.len();
-        if count > keep {
-            let old: Vec<_> = self.snapshots.iter().keys().take(count - keep).collect();
-            for k in old {
-                self.snapshots.remove(k?)?;
-            }
+        use std::io::Write;
+        let dir = self.dir.join(SNAPSHOTS_DIR);
+        std::fs::create_dir_all(&dir)?;
+        for stale in files_in(&dir)?.into_iter().filter(|p| p.extension().is_some_and(|e| e == "tmp")) {
+            std::fs::remove_file(stale)?;
+        }
+        let path = dir.join(format!("{seq:020}.snap"));
+        let tmp = path.with_extension("tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.write_all(&crc32fast::hash(bytes).to_le_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&dir).and_then(|d| d.sync_all())?;
+        let snapshots = snapshot_files(&self.dir)?;
+        for (_, old) in &snapshots[..snapshots.len().saturating_sub(keep)] {
+            std::fs::remove_file(old)?;
         }
         Ok(())
     }
 
-    /// Snapshots, newest first, as (sequence, bytes).
-    pub fn snapshots_newest_first(
-        &self,
-    ) -> impl Iterator<Item = Result<(u64, sled::IVec), StoreError>> + use<> {
-        let mut iter = self.snapshots.iter().rev();
-        let mut failed = false;
-        std::iter::from_fn(move || {
-            if failed {
-                return None;
+    /// Snapshots, newest first, as (sequence, bytes). One whose file does not match
+    /// its checksum is an error of its own; the older ones still follow.
+    pub fn snapshots_newest_first(&self) -> impl Iterator<Item = Result<(u64, Vec<u8>), StoreError>> + use<> {
+        let listed = snapshot_files(&self.dir);
+        let (files, error) = match listed {
+            Ok(files) => (files, None),
+            Err(e) => (Vec::new(), Some(Err(StoreError::Io(e)))),
+        };
+        error.into_iter().chain(files.into_iter().rev().map(|(seq, path)| {
+            let mut bytes = std::fs::read(&path)?;
+            let crc = bytes.len().checked_sub(4).map(|at| bytes.split_off(at));
+            match crc {
+                Some(crc) if crc32fast::hash(&bytes).to_le_bytes() == crc[..] => Ok((seq, bytes)),
+                _ => Err(StoreError::Corrupt(format!(
+                    "the projection snapshot {} does not match its checksum",
+                    path.display()
+                ))),
             }
-            let item = guarded("reading the projection snapshots", || {
-                iter.next().transpose().map_err(StoreError::from)
-            });
-            match item {
-                Ok(Some((k, v))) => Some(decode_seq(&k).map(|seq| (seq, v))),
-                Ok(None) => None,
-                Err(e) => {
-                    failed = true;
-                    Some(Err(e))
-                }
-            }
-        })
+        }))
     }
 
     /// The hash of the token `principal` has (`node:<id>`), if any: what an import
@@ -733,7 +755,8 @@ impl Store {
 
     /// Layout 2 → 3: copies the events that sled kept (the `events` tree, keyed by BE
     /// seq) to segment files, with the node each is about as its header says, in
-    /// batches; then drops sled's `events` and `node_index` trees. A run cut short
+    /// batches; then drops sled's `events`, `node_index` and `snapshots` trees (the
+    /// snapshots are files now; start-up replays once and writes one). A run cut short
     /// goes on after the last event already copied, so the step can be run again.
     /// Returns how many events were copied.
     pub fn move_events_to_segments(&self) -> Result<u64, StoreError> {
@@ -763,7 +786,7 @@ impl Store {
         }
         write(&mut batch)?;
         self.flush()?;
-        for tree in [LEGACY_EVENTS, LEGACY_NODE_INDEX] {
+        for tree in [LEGACY_EVENTS, LEGACY_NODE_INDEX, LEGACY_SNAPSHOTS] {
             guarded("dropping sled's events", || Ok(self.db.drop_tree(tree)?))?;
         }
         self.sled_written();
@@ -783,6 +806,33 @@ const LEGACY_OUTPUTS: &str = "outputs";
 /// `move_events_to_segments`).
 const LEGACY_EVENTS: &str = "events";
 const LEGACY_NODE_INDEX: &str = "node_index";
+/// The tree where layouts 0 to 2 kept the projection snapshots (now files, see
+/// `put_snapshot`); the move to layout 3 drops it (start-up replays and writes one).
+const LEGACY_SNAPSHOTS: &str = "snapshots";
+/// The directory of the projection snapshots inside the data dir.
+pub const SNAPSHOTS_DIR: &str = "snapshots";
+
+/// The paths of the entries of `dir` (none when it does not exist).
+fn files_in(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.map(|e| e.map(|e| e.path())).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The projection snapshot files of the data dir `data`, oldest first, with their seq.
+fn snapshot_files(data: &Path) -> std::io::Result<Vec<(u64, std::path::PathBuf)>> {
+    let mut found: Vec<_> = files_in(&data.join(SNAPSHOTS_DIR))?
+        .into_iter()
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?;
+            Some((name.strip_suffix(".snap")?.parse::<u64>().ok()?, p))
+        })
+        .collect();
+    found.sort();
+    Ok(found)
+}
 
 /// The acknowledged high-water mark of the store in `dir` (see `Store::watermark`).
 fn read_watermark(dir: &Path) -> Result<u64, StoreError> {
@@ -1088,5 +1138,33 @@ mod tests {
         }
         let seqs: Vec<u64> = store.snapshots_newest_first().map(|r| r.unwrap().0).collect();
         assert_eq!(seqs, vec![50, 40]);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(SNAPSHOTS_DIR)).unwrap().count(),
+            2,
+            "the files went too"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_file_that_does_not_match_its_checksum_is_an_error_and_the_older_one_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.put_snapshot(10, b"older views", 3).unwrap();
+        store.put_snapshot(20, b"newer views", 3).unwrap();
+        let newest = dir.path().join(SNAPSHOTS_DIR).join(format!("{:020}.snap", 20));
+        let mut bytes = std::fs::read(&newest).unwrap();
+        bytes[0] ^= 0x01;
+        std::fs::write(&newest, bytes).unwrap();
+        let read: Vec<_> = store.snapshots_newest_first().collect();
+        assert!(
+            matches!(&read[0], Err(e) if e.is_damage() && e.to_string().contains("does not match its checksum"))
+        );
+        assert_eq!(read[1].as_ref().unwrap(), &(10, b"older views".to_vec()));
+        // A file cut short by a crash before its rename is never read, and goes at the next write.
+        std::fs::write(dir.path().join(SNAPSHOTS_DIR).join(format!("{:020}.tmp", 30)), b"half").unwrap();
+        store.put_snapshot(40, b"views", 3).unwrap();
+        let seqs: Vec<u64> = store.snapshots_newest_first().filter_map(Result::ok).map(|s| s.0).collect();
+        assert_eq!(seqs, vec![40, 10]);
+        assert_eq!(std::fs::read_dir(dir.path().join(SNAPSHOTS_DIR)).unwrap().count(), 3);
     }
 }

@@ -301,11 +301,14 @@ async fn sleds_leftover_snapshot_files_and_a_bad_projection_snapshot_never_block
 
     // Hydra's own projection snapshot, garbled: ignored, the log is replayed.
     {
-        let db = sled::open(&log).unwrap();
-        let snapshots = db.open_tree("snapshots").unwrap();
-        let newest = snapshots.last().unwrap().expect("a snapshot was written at stop").0;
-        snapshots.insert(newest, &b"garbage"[..]).unwrap();
-        db.flush().unwrap();
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(data.join("snapshots")).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        let newest = files.last().expect("a snapshot was written at stop");
+        let mut bytes = std::fs::read(newest).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        std::fs::write(newest, bytes).unwrap();
     }
     let mut server = ServerProcess::start(&data);
     let (seqs, head) = whole_log(&server).await;

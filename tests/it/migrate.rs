@@ -21,7 +21,7 @@ fn old_data_dir() -> tempfile::TempDir {
 }
 
 fn with_store(dir: &std::path::Path, change: impl FnOnce(&Store)) {
-    let store = Store::open(dir).unwrap();
+    let store = Store::open_any_layout(dir).unwrap();
     change(&store);
     store.flush().unwrap();
 }
@@ -36,7 +36,7 @@ async fn refusal(dir: &std::path::Path) -> String {
 
 /// Index entries in the data dir (the server stopped).
 fn index_entries(dir: &std::path::Path) -> usize {
-    Store::open(dir).unwrap().index_entries().unwrap().len()
+    Store::open_any_layout(dir).unwrap().index_entries().unwrap().len()
 }
 
 /// The server on a migrated dir has the old log's digest and the owner it recorded.
@@ -65,6 +65,12 @@ async fn an_old_data_dir_is_refused_then_migrated_once_and_served_with_its_diges
     assert!(refused.contains("layout version 0, older than this build serves"), "{refused}");
     assert!(refused.contains(&format!("hydracluster migrate --data {}", dir.path().display())), "{refused}");
 
+    // Nor can its log be audited or backed up here: both name the migration too.
+    let out_file = dir.path().join("backup.bin").to_string_lossy().into_owned();
+    for command in [&["audit"][..], &["backup", "--out", &out_file]] {
+        let (ok, out) = offline(command, dir.path());
+        assert!(!ok && out.contains("layout version 0, older than this build serves (3)"), "{out}");
+    }
     assert_eq!(index_entries(dir.path()), 0);
     let (ok, out) = offline(&["migrate"], dir.path());
     assert!(ok, "{out}");
