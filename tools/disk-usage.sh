@@ -23,14 +23,17 @@
 # What is counted:
 #   events       the log's head seq (GET /api/v1/audit/digest)
 #   record_bytes the sum of the stored records' lengths (format byte, schema, bincode
-#                envelope: exactly what the `events` tree holds as values), read from
+#                envelope: exactly the events in the segments, without their headers, or
+#                in sled's `events` tree before layout 3, without keys), read from
 #                a backup (GET /api/v1/backup): each E frame's length minus its 40-byte
 #                seq and prev_hash. Keys, the per-node index, the projection snapshots,
 #                the tokens and (after schema 3) the output store are not in it.
 #   du_*         `du -sb` of <data>/log (sled: its `db` file, its page-table snapshots
 #                `snap.*`, `blobs/` for large values) and of the rest of the data dir,
 #                without the fixed 8 MiB `ballast` file (apparent sizes; du_data_alloc
-#                is the same without --apparent-size: the blocks allocated).
+#                is the same without --apparent-size: the blocks allocated); from layout
+#                3, du_events, du_snapshots and du_outputs: <data>/events (the segment
+#                files), <data>/snapshots (projection snapshots) and <data>/outputs.
 set -euo pipefail
 
 if [[ $# -ne 3 ]]; then
@@ -130,10 +133,11 @@ du_row() {
   ballast="$(du_b "$DATA/ballast")"
   printf '%s\t%s\t%s\t%s\t%s\t%s' "$(du_b "$DATA/log/db")" "$snaps" "$(du_b "$DATA/log/blobs")" \
     "$(du_b "$DATA/log")" "$((all - ballast))" "$(($(du_alloc "$DATA") - $(du_alloc "$DATA/ballast")))"
+  printf '\t%s\t%s\t%s' "$(du_b "$DATA/events")" "$(du_b "$DATA/snapshots")" "$(du_b "$DATA/outputs")"
 }
 
 started="$(date +%s)"
-printf 't_s\tphase\tevents\trecords\trecord_bytes\tdu_db\tdu_snap\tdu_blobs\tdu_log\tdu_data\tdu_data_alloc\n' >"$OUT/samples.tsv"
+printf 't_s\tphase\tevents\trecords\trecord_bytes\tdu_db\tdu_snap\tdu_blobs\tdu_log\tdu_data\tdu_data_alloc\tdu_events\tdu_snapshots\tdu_outputs\n' >"$OUT/samples.tsv"
 # sample PHASE [records]: one row; with `records`, the backup count too (heavy on a large log).
 sample() {
   local seq rec="-	-"
@@ -171,7 +175,7 @@ wait_enrolled() {
 start_sim disk-district "$OUT/sim.log"
 wait_enrolled disk-district "$OUT/sim.log"
 echo "== $SCENARIO on $BIN: $NODES bodies + $HEADS heads enrolled; ballast $ballast_bytes B (not counted)"
-printf 't_s\tphase\tevents\trecords\trecord_bytes\tdu_db\tdu_snap\tdu_blobs\tdu_log\tdu_data\tdu_data_alloc\n'
+printf 't_s\tphase\tevents\trecords\trecord_bytes\tdu_db\tdu_snap\tdu_blobs\tdu_log\tdu_data\tdu_data_alloc\tdu_events\tdu_snapshots\tdu_outputs\n'
 sample enrolled records
 enrolled_at="$(date +%s)"
 

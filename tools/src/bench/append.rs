@@ -25,7 +25,7 @@ pub struct AppendRun {
     pub latency: Summary,
     /// Every event in the log at the end (enrollments included).
     pub log_events: u64,
-    /// sled's size on disk after the run (log, snapshots, index, final snapshot).
+    /// The store's size on disk after the run (the segments and sled's files).
     pub bytes_on_disk: u64,
     pub cores_busy: f64,
     /// Share of the time the writer thread was on a CPU (1.0 = saturated).
@@ -114,7 +114,7 @@ pub async fn run(dir: &Path, submitters: usize, duration: Duration) -> anyhow::R
 }
 
 /// The encoded size of one typical appended envelope, to compare with the bytes the
-/// store takes per event (sled's space amplification).
+/// store takes per event.
 pub fn typical_event_bytes() -> usize {
     let node_id = node_ids(1, 4).remove(0);
     let envelope = hydra_events::Envelope {

@@ -167,14 +167,14 @@ impl Suite for LedgerBench {
             {
                 let _ = writeln!(
                     o,
-                    "   1 submitter / raw sync_file_range rate = {:.2} (the sync sled really does)",
+                    "   1 submitter / raw sync_file_range rate = {:.2} (what sled's own flush calls; the events' segment is fdatasync'd)",
                     one.per_sec() / sfr.per_sec().max(1e-9)
                 );
             }
             let _ = writeln!(
                 o,
-                "   bytes/event = sled size on disk / events in the log; one encoded event is {} bytes \
-                 (the rest is sled's log-structured space amplification, index, snapshots)",
+                "   bytes/event = the store's size on disk (segments and sled) / events in the log; one encoded \
+                 event is {} bytes (the rest is each record's header with its node id, and sled's tokens and meta)",
                 typical_event_bytes()
             );
         }
