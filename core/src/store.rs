@@ -29,6 +29,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the event log is damaged: sled failed inside while {0}")]
     Panicked(String),
+    /// An append that does not follow the last event (a caller's mistake; nothing
+    /// was written).
+    #[error("the log takes events in order: {0}")]
+    OutOfOrder(String),
     /// The data dir is sound but not in this build's layout (`migrate`).
     #[error(transparent)]
     Layout(#[from] hydra_migrations::MigrationError),
@@ -41,7 +45,9 @@ impl StoreError {
         match self {
             StoreError::Corrupt(_) | StoreError::Panicked(_) => true,
             StoreError::Sled(sled::Error::Corruption { .. }) => true,
-            StoreError::Sled(_) | StoreError::Io(_) | StoreError::Layout(_) => false,
+            StoreError::Sled(_) | StoreError::Io(_) | StoreError::OutOfOrder(_) | StoreError::Layout(_) => {
+                false
+            }
         }
     }
 }

@@ -185,3 +185,26 @@ async fn a_log_that_lost_acknowledged_events_is_refused() {
     assert!(!ok);
     assert!(out.contains("event 2 does not decode"), "{out}");
 }
+
+#[tokio::test]
+async fn a_write_torn_by_a_power_cut_is_cut_off_at_start_and_the_log_goes_on() {
+    let (_dir, data) = data_with_enrollments(6, ServerProcess::terminate).await;
+    // Half of event 7's record after the last whole one: what a power cut in the middle
+    // of a write leaves. It was never acknowledged (the watermark says 6).
+    let segment = data.join("events").join("00000000000000000001.seg");
+    let whole = std::fs::metadata(&segment).unwrap().len();
+    let torn = hydra_core::store::encode_record(7, None, b"\x02 an event that never finished");
+    let mut file = std::fs::OpenOptions::new().append(true).open(&segment).unwrap();
+    std::io::Write::write_all(&mut file, &torn[..torn.len() / 2]).unwrap();
+    drop(file);
+
+    let mut server = ServerProcess::start(&data);
+    let (events, head) = event_log(&server, "").await;
+    assert_eq!((events.len(), head), (6, 6), "every acknowledged event, nothing else");
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), whole, "the torn bytes are gone");
+    enroll(&server, "after-the-cut").await;
+    server.terminate();
+    let (ok, out) = audit(&data);
+    assert!(ok, "{out}");
+    assert_eq!(serde_json::from_str::<Value>(out.trim()).unwrap()["seq"], 7);
+}

@@ -280,9 +280,10 @@ impl Segments {
         let mut nodes = Vec::new();
         for entry in entries {
             if entry.seq != next {
-                return Err(StoreError::Io(std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!("event {} appended after event {}", entry.seq, next - 1),
+                return Err(StoreError::OutOfOrder(format!(
+                    "event {} appended after event {}",
+                    entry.seq,
+                    next - 1
                 )));
             }
             let record = encode_record(entry.seq, entry.node, entry.bytes);
