@@ -457,10 +457,7 @@ pub fn check_index(
     head: u64,
     about: &mut std::collections::HashMap<u64, NodeId>,
 ) -> Result<(), StoreError> {
-    for (node, seq) in store.index_entries()? {
-        if seq <= after {
-            continue;
-        }
+    for (node, seq) in store.index_entries_after(after)? {
         if about.get(&seq).is_some_and(|n| n.as_str() == node) {
             about.remove(&seq);
             continue;

@@ -376,21 +376,26 @@ impl Store {
         to: u64,
     ) -> impl Iterator<Item = Result<(u64, Vec<u8>), StoreError>> + use<> {
         let log = self.log.clone();
-        let mut seqs = from.max(1)..=to.min(log.last_seq());
+        let to = to.min(log.last_seq());
+        let mut next = from.max(1);
+        let mut batch = std::collections::VecDeque::new();
         let mut failed = false;
         std::iter::from_fn(move || {
-            if failed {
-                return None;
-            }
-            let seq = seqs.next()?;
-            match log.get(seq) {
-                Ok(Some(bytes)) => Some(Ok((seq, bytes))),
-                Ok(None) => None,
-                Err(e) => {
-                    failed = true;
-                    Some(Err(e))
+            if batch.is_empty() && !failed && next <= to {
+                // A read per stretch of a segment, not per event: a replay of a large
+                // log is bound by the bytes, not by system calls.
+                match log.read(next, to, RANGE_READ_BYTES) {
+                    Ok(events) => {
+                        next = events.last().map_or(u64::MAX, |(seq, _)| seq + 1);
+                        batch.extend(events.into_iter().map(Ok));
+                    }
+                    Err(e) => {
+                        failed = true;
+                        batch.push_back(Err(e));
+                    }
                 }
             }
+            batch.pop_front()
         })
     }
 
@@ -406,7 +411,13 @@ impl Store {
     /// Every entry of the per-node index (the node each record's header names) as
     /// (node id, seq), by node, then seq. For the checks at start-up and in `audit`.
     pub fn index_entries(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        Ok(self.log.index_entries())
+        self.index_entries_after(0)
+    }
+
+    /// The entries of the per-node index for the events after `after` (start-up checks
+    /// those past its snapshot).
+    pub fn index_entries_after(&self, after: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self.log.index_entries(after))
     }
 
     /// Every token as (hash, principal): what `repair` carries over to a new store.
@@ -808,6 +819,8 @@ fn output_value(at_ms: u64, refs: u32, size: u64) -> Vec<u8> {
 
 /// The tree where layout 1 kept outputs with their bytes (see `move_outputs_to_files`).
 const LEGACY_OUTPUTS: &str = "outputs";
+/// How many bytes of records `range` reads at once.
+const RANGE_READ_BYTES: u64 = 1024 * 1024;
 /// The trees where layouts 0 to 2 kept the events and the per-node index (see
 /// `move_events_to_segments`).
 const LEGACY_EVENTS: &str = "events";

@@ -367,32 +367,62 @@ impl Segments {
     /// The encoded event `seq`, checked against its record's checksum; None past the
     /// ends of the log.
     pub fn get(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.read(seq, seq, 0)?.pop().map(|(_, bytes)| bytes))
+    }
+
+    /// Events `from..=to` of the segment that holds `from`, in one read of at most
+    /// about `max_bytes` (always at least one event), each checked against its
+    /// record's checksum and place. Empty when `from` is past the ends of the log.
+    pub fn read(&self, from: u64, to: u64, max_bytes: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let found = {
             let state = self.state.read();
-            let i = state.segments.partition_point(|s| s.first_seq <= seq);
+            let i = state.segments.partition_point(|s| s.first_seq <= from);
             match i.checked_sub(1).map(|i| &state.segments[i]) {
-                Some(s) if seq < s.first_seq + s.starts.len() as u64 => Some((s.file.clone(), s.span(seq))),
+                Some(s) if from <= to && from < s.first_seq + s.starts.len() as u64 => {
+                    let last = to.min(s.first_seq + s.starts.len() as u64 - 1);
+                    let (start, mut end) = s.span(from);
+                    let mut upto = from;
+                    while upto < last {
+                        let (_, next_end) = s.span(upto + 1);
+                        if next_end - start > max_bytes {
+                            break;
+                        }
+                        (upto, end) = (upto + 1, next_end);
+                    }
+                    Some((s.file.clone(), start, end, upto))
+                }
                 _ => None,
             }
         };
-        let Some((file, (start, end))) = found else { return Ok(None) };
+        let Some((file, start, end, upto)) = found else { return Ok(Vec::new()) };
         let mut buf = vec![0; (end - start) as usize];
         file.read_exact_at(&mut buf, start)?;
-        let damaged = |why: String| {
-            StoreError::Corrupt(format!(
-                "the record of event {seq} (byte {start} of its segment) is damaged: {why}"
-            ))
-        };
-        match parse(&buf) {
-            Ok(p) if p.seq == seq && p.len == buf.len() => {
-                let event = buf.len() - p.bytes.len();
-                buf.drain(..event);
-                Ok(Some(buf))
+        let mut events = Vec::with_capacity((upto - from + 1) as usize);
+        let mut at = 0;
+        for seq in from..=upto {
+            let damaged = |why: String| {
+                StoreError::Corrupt(format!(
+                    "the record of event {seq} (byte {} of its segment) is damaged: {why}",
+                    start + at as u64
+                ))
+            };
+            match parse(&buf[at..]) {
+                Ok(p) if p.seq == seq => {
+                    events.push((seq, p.bytes.to_vec()));
+                    at += p.len;
+                }
+                Ok(p) => return Err(damaged(format!("it says seq {}", p.seq))),
+                Err(Bad::Short) => return Err(damaged("it ends before its length".into())),
+                Err(Bad::Invalid(why)) => return Err(damaged(why)),
             }
-            Ok(p) => Err(damaged(format!("it says seq {}", p.seq))),
-            Err(Bad::Short) => Err(damaged("it ends before its length".into())),
-            Err(Bad::Invalid(why)) => Err(damaged(why)),
         }
+        if at != buf.len() {
+            return Err(StoreError::Corrupt(format!(
+                "the records of events {from}..={upto} do not fill their {} bytes",
+                buf.len()
+            )));
+        }
+        Ok(events)
     }
 
     /// Sequence numbers of the events about `node` after `since`, at most `limit`.
@@ -403,12 +433,18 @@ impl Segments {
         seqs[from..].iter().take(limit).copied().collect()
     }
 
-    /// Every (node, seq) of the index, by node then seq.
-    pub fn index_entries(&self) -> Vec<(String, u64)> {
+    /// Every (node, seq) of the index with seq after `after`, by node then seq.
+    pub fn index_entries(&self, after: u64) -> Vec<(String, u64)> {
         let state = self.state.read();
         let mut nodes: Vec<_> = state.nodes.iter().collect();
         nodes.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        nodes.into_iter().flat_map(|(node, seqs)| seqs.iter().map(|&s| (node.clone(), s))).collect()
+        nodes
+            .into_iter()
+            .flat_map(|(node, seqs)| {
+                let later = &seqs[seqs.partition_point(|&s| s <= after)..];
+                later.iter().map(|&s| (node.clone(), s))
+            })
+            .collect()
     }
 
     /// Bytes the segments take.
@@ -479,12 +515,20 @@ mod tests {
         assert_eq!(log.node_seqs("node-1", 0, 100), vec![1, 3, 5, 7, 9, 11]);
         assert_eq!(log.node_seqs("node-0", 4, 2), vec![6, 8]);
         assert_eq!(log.get(13).unwrap(), None);
+        // A read takes what fits its size (at least one event), within one segment.
+        let seqs = |events: Vec<(u64, Vec<u8>)>| events.into_iter().map(|(seq, _)| seq).collect::<Vec<_>>();
+        assert_eq!(seqs(log.read(1, 12, 100).unwrap()), vec![1, 2]);
+        assert_eq!(seqs(log.read(1, 12, 0).unwrap()), vec![1]);
+        assert_eq!(seqs(log.read(4, 12, 10_000).unwrap()), vec![4, 5]);
+        assert_eq!(seqs(log.read(6, 7, 10_000).unwrap()), vec![6, 7]);
+        assert!(log.read(13, 20, 10_000).unwrap().is_empty());
         drop(log);
 
         let log = Segments::open_with_limit(dir.path(), 12, 200).unwrap();
         assert_eq!((log.first_seq(), log.last_seq()), (1, 12));
         assert_eq!(all(&log), expected);
-        assert_eq!(log.index_entries().len(), 12);
+        assert_eq!(log.index_entries(0).len(), 12);
+        assert_eq!(log.index_entries(10), vec![("node-0".to_owned(), 12), ("node-1".to_owned(), 11)]);
         assert_eq!(log.node_seqs("node-0", 0, 100), vec![2, 4, 6, 8, 10, 12]);
         append(&log, &events(13, 13));
         assert_eq!(log.get(13).unwrap().unwrap(), b"event number 13");
