@@ -212,7 +212,11 @@ impl Segments {
                     Ok(p) if p.seq == expected => {
                         segment.starts.push(at as u32);
                         if let Some(node) = p.node {
-                            state.nodes.entry(node.to_owned()).or_default().push(p.seq);
+                            // A lookup first: a node's id is allocated once, not per event.
+                            match state.nodes.get_mut(node) {
+                                Some(seqs) => seqs.push(p.seq),
+                                None => drop(state.nodes.insert(node.to_owned(), vec![p.seq])),
+                            }
                         }
                         at += p.len;
                         expected += 1;
