@@ -115,7 +115,7 @@ pub(crate) fn apply(views: &mut ExecViews, envelope: &Envelope) {
         }
         Event::ExecDispatched { exec_id, node_id } => {
             let node = views.nodes.entry(node_id.clone()).or_default();
-            node.queue.retain(|id| id != exec_id);
+            unqueue(&mut node.queue, exec_id);
             node.in_flight = Some(exec_id.clone());
             if let Some(r) = views.records.get_mut(exec_id) {
                 r.status = ExecStatus::Dispatched;
@@ -168,6 +168,15 @@ pub(crate) fn apply(views: &mut ExecViews, envelope: &Envelope) {
     }
 }
 
+/// Takes `exec_id` out of a node's queue. It is almost always at the front (the next
+/// one sent, or a cancel of the oldest), so this costs its position, not the queue's
+/// length, the way a `retain` over the whole queue did.
+fn unqueue(queue: &mut VecDeque<ExecId>, exec_id: &ExecId) {
+    if let Some(at) = queue.iter().position(|id| id == exec_id) {
+        queue.remove(at);
+    }
+}
+
 fn finish(
     views: &mut ExecViews,
     exec_id: &ExecId,
@@ -177,9 +186,11 @@ fn finish(
     envelope: &Envelope,
 ) {
     let node = views.nodes.entry(node_id.clone()).or_default();
-    node.queue.retain(|id| id != exec_id);
+    // A command in flight is in no queue: looking for it there would walk all of it.
     if node.in_flight.as_ref() == Some(exec_id) {
         node.in_flight = None;
+    } else {
+        unqueue(&mut node.queue, exec_id);
     }
     node.finished.push_back(exec_id.clone());
     while node.finished.len() > FINISHED_KEPT {

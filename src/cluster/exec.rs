@@ -91,14 +91,16 @@ pub fn dispatch(
             Event::ExecRequeued { exec_id, .. } => Some(exec_id.clone()),
             _ => None,
         });
-        let queue = views.exec.node(&node).map(|n| n.queue.clone()).unwrap_or_default();
-        for id in requeued.into_iter().chain(queue) {
-            let Some(r) = views.exec.get(&id) else { continue };
+        // The queue is walked, not copied: a poll costs the commands it looks at (the
+        // expired ones and the one it sends), not the length of the queue.
+        let queue = views.exec.node(&node).map(|n| n.queue.iter()).into_iter().flatten();
+        for id in requeued.iter().chain(queue) {
+            let Some(r) = views.exec.get(id) else { continue };
             if r.deliver_by_ms < now_ms {
-                events.push(Event::ExecExpired { exec_id: id, node_id: node.clone() });
+                events.push(Event::ExecExpired { exec_id: id.clone(), node_id: node.clone() });
                 continue;
             }
-            events.push(Event::ExecDispatched { exec_id: id, node_id: node.clone() });
+            events.push(Event::ExecDispatched { exec_id: id.clone(), node_id: node.clone() });
             break;
         }
         Ok(Decision::events(events))

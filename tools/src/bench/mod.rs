@@ -6,6 +6,7 @@
 
 pub mod append;
 pub mod exec;
+pub mod exec_queue;
 pub mod exec_report;
 pub mod fanout;
 pub mod fsync;

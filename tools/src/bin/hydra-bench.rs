@@ -42,6 +42,8 @@ enum Command {
     Soak(SoakArgs),
     /// A fleet-wide 30-day uptime query over a fleet with full hourly buckets.
     Uptime(UptimeArgs),
+    /// The writer's cost of one dispatch cycle as a node's queue grows.
+    ExecQueue(ExecQueueArgs),
     /// Internal: one replay or start-up measurement in a fresh process; prints JSON.
     #[command(hide = true)]
     Probe {
@@ -52,6 +54,16 @@ enum Command {
         #[arg(long)]
         write_snapshot: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct ExecQueueArgs {
+    /// Queue depths to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0,100,1000,10000,100000")]
+    depths: Vec<usize>,
+    /// Dispatch cycles per depth.
+    #[arg(long, default_value_t = 2_000)]
+    cycles: usize,
 }
 
 #[derive(clap::Args)]
@@ -258,6 +270,15 @@ fn main() -> anyhow::Result<()> {
             let report = uptime::run(scratch.path(), &settings, &progress)?;
             print!("{}", report.text());
             anyhow::ensure!(report.failures().is_empty(), "the uptime figures disagree");
+            Ok(())
+        }
+        Command::ExecQueue(args) => {
+            let reports: Vec<_> = args
+                .depths
+                .iter()
+                .map(|&depth| hydra_tools::bench::exec_queue::run_depth(depth, args.cycles))
+                .collect::<anyhow::Result<_>>()?;
+            print!("{}", hydra_tools::bench::exec_queue::text(&reports));
             Ok(())
         }
         Command::Probe { path, what, write_snapshot } => {

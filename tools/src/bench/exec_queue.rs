@@ -1,0 +1,118 @@
+//! `hydra-bench exec-queue`: what one dispatch cycle costs the writer as a node's queue
+//! grows. For each depth, one node has that many commands queued; each cycle queues
+//! one more, runs the dispatch decision the agent's poll runs (`exec::dispatch`),
+//! applies its `exec.dispatched` and then the command's `exec.completed`, so the depth
+//! stays put. The same work the writer does per cycle (it applies each event twice:
+//! its own views and the shared ones), without the disk and HTTP around it.
+
+use hydra::cluster::exec;
+use hydra_core::ledger::now_ms;
+use hydra_events::{Envelope, Event, ExecId, ExecResult, NodeId, OutputRef, CURRENT_SCHEMA, ZERO_HASH};
+use hydra_projections::{ClusterViews, Projection};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct DepthReport {
+    pub depth: usize,
+    pub cycles: usize,
+    pub elapsed: Duration,
+}
+
+impl DepthReport {
+    pub fn per_cycle(&self) -> Duration {
+        self.elapsed / self.cycles.max(1) as u32
+    }
+}
+
+/// Applies events to `views` as the ledger would, numbering them from its last seq.
+fn apply(views: &mut ClusterViews, events: Vec<Event>) {
+    for event in events {
+        let envelope = Envelope {
+            seq: views.last_seq() + 1,
+            at_ms: now_ms(),
+            schema: CURRENT_SCHEMA,
+            cause: "bench:exec-queue".into(),
+            prev_hash: ZERO_HASH,
+            event,
+        };
+        views.apply(&envelope);
+    }
+}
+
+fn queued(node: &NodeId, n: usize) -> Event {
+    Event::ExecQueued {
+        exec_id: ExecId::parse(&format!("exec-{n}")).expect("an exec id"),
+        node_id: node.clone(),
+        command: "echo ok".into(),
+        timeout_ms: 60_000,
+        retry_on_disconnect: false,
+        deliver_by_ms: u64::MAX,
+    }
+}
+
+/// Runs `cycles` dispatch cycles on a node with `depth` commands queued.
+pub fn run_depth(depth: usize, cycles: usize) -> anyhow::Result<DepthReport> {
+    let node = NodeId::parse("node-0123456789abcdef").expect("a node id");
+    let mut views = ClusterViews::default();
+    apply(
+        &mut views,
+        vec![
+            Event::NodeEnrolled { node_id: node.clone(), name: "body".into(), ip: "10.0.0.1".into() },
+            Event::NodeApproved {
+                node_id: node.clone(),
+                roles: vec!["hydrabody".into()],
+                district: "d".into(),
+                venue: "v".into(),
+                environment: "production".into(),
+                owner: None,
+            },
+        ],
+    );
+    apply(&mut views, (0..depth).map(|n| queued(&node, n)).collect());
+    let empty = OutputRef::of(b"");
+    let started = Instant::now();
+    for cycle in 0..cycles {
+        apply(&mut views, vec![queued(&node, depth + cycle)]);
+        let decision = exec::dispatch(node.clone(), now_ms(), views.last_seq())(&views)
+            .map_err(|e| anyhow::anyhow!("dispatch refused: {e}"))?;
+        let dispatched = decision.events.iter().find_map(|e| match e {
+            Event::ExecDispatched { exec_id, .. } => Some(exec_id.clone()),
+            _ => None,
+        });
+        let exec_id = dispatched.ok_or_else(|| anyhow::anyhow!("nothing dispatched at cycle {cycle}"))?;
+        apply(&mut views, decision.events);
+        let output = ExecResult {
+            exit_code: Some(0),
+            stdout: empty,
+            stderr: empty,
+            truncated: false,
+            duration_ms: 1,
+            inline: None,
+        };
+        apply(&mut views, vec![Event::ExecCompleted { exec_id, node_id: node.clone(), output }]);
+    }
+    let elapsed = started.elapsed();
+    let left = views.exec.node(&node).map_or(0, |n| n.queue.len());
+    anyhow::ensure!(left == depth, "the queue ended at {left}, not {depth}");
+    Ok(DepthReport { depth, cycles, elapsed })
+}
+
+pub fn text(reports: &[DepthReport]) -> String {
+    let mut o = String::new();
+    let _ =
+        writeln!(o, "Dispatch cycles by queue depth (one node; queue, dispatch, complete; writer-side CPU)");
+    let _ = writeln!(o, "   queued      cycles   per cycle   cycles/s");
+    for r in reports {
+        let per = r.per_cycle();
+        let _ = writeln!(
+            o,
+            "   {:>7}  {:>9}  {:>8.1} us  {:>9.0}",
+            r.depth,
+            r.cycles,
+            per.as_secs_f64() * 1e6,
+            1.0 / per.as_secs_f64().max(1e-12)
+        );
+    }
+    o
+}
