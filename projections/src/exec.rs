@@ -5,7 +5,7 @@
 
 use hydra_events::{Envelope, Event, ExecId, NodeId};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Finished commands kept per node in the view (all of them stay in the log).
 pub const FINISHED_KEPT: usize = 200;
@@ -68,9 +68,34 @@ pub struct NodeExec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredExecViews")]
 pub struct ExecViews {
     pub records: BTreeMap<ExecId, ExecRecord>,
     pub nodes: BTreeMap<NodeId, NodeExec>,
+    /// Every queued command by its delivery deadline, so that the watchdog finds the
+    /// expired ones without walking every queue. Derived from the queues: not stored
+    /// in a snapshot (nor in the digest), rebuilt when one is read.
+    #[serde(skip_serializing)]
+    by_deadline: BTreeSet<(u64, ExecId)>,
+}
+
+/// `ExecViews` as a snapshot stores it.
+#[derive(Deserialize)]
+struct StoredExecViews {
+    records: BTreeMap<ExecId, ExecRecord>,
+    nodes: BTreeMap<NodeId, NodeExec>,
+}
+
+impl From<StoredExecViews> for ExecViews {
+    fn from(stored: StoredExecViews) -> ExecViews {
+        let StoredExecViews { records, nodes } = stored;
+        let by_deadline = nodes
+            .values()
+            .flat_map(|n| n.queue.iter())
+            .filter_map(|id| records.get(id).map(|r| (r.deliver_by_ms, id.clone())))
+            .collect();
+        ExecViews { records, nodes, by_deadline }
+    }
 }
 
 impl ExecViews {
@@ -85,6 +110,18 @@ impl ExecViews {
     /// The command in flight on a node, if any.
     pub fn in_flight(&self, node: &NodeId) -> Option<&ExecRecord> {
         self.nodes.get(node)?.in_flight.as_ref().and_then(|id| self.records.get(id))
+    }
+
+    /// Queued commands whose delivery deadline is before `now_ms`, earliest first.
+    pub fn queued_past_deadline(&self, now_ms: u64) -> impl Iterator<Item = &ExecId> {
+        self.by_deadline.iter().take_while(move |(by, _)| *by < now_ms).map(|(_, id)| id)
+    }
+
+    /// Takes a command out of the deadline index (it left its queue).
+    fn dequeued(&mut self, id: &ExecId) {
+        if let Some(r) = self.records.get(id) {
+            self.by_deadline.remove(&(r.deliver_by_ms, id.clone()));
+        }
     }
 }
 
@@ -112,8 +149,10 @@ pub(crate) fn apply(views: &mut ExecViews, envelope: &Envelope) {
                 },
             );
             views.nodes.entry(node_id.clone()).or_default().queue.push_back(exec_id.clone());
+            views.by_deadline.insert((*deliver_by_ms, exec_id.clone()));
         }
         Event::ExecDispatched { exec_id, node_id } => {
+            views.dequeued(exec_id);
             let node = views.nodes.entry(node_id.clone()).or_default();
             unqueue(&mut node.queue, exec_id);
             node.in_flight = Some(exec_id.clone());
@@ -131,6 +170,7 @@ pub(crate) fn apply(views: &mut ExecViews, envelope: &Envelope) {
             }
             node.queue.push_front(exec_id.clone());
             if let Some(r) = views.records.get_mut(exec_id) {
+                views.by_deadline.insert((r.deliver_by_ms, exec_id.clone()));
                 r.status = ExecStatus::Queued;
                 r.dispatched_at_ms = None;
                 r.dispatched_seq = None;
@@ -160,6 +200,7 @@ pub(crate) fn apply(views: &mut ExecViews, envelope: &Envelope) {
         Event::NodeRemoved { node_id } => {
             if let Some(node) = views.nodes.remove(node_id) {
                 for id in node.queue.iter().chain(node.in_flight.iter()).chain(node.finished.iter()) {
+                    views.dequeued(id);
                     views.records.remove(id);
                 }
             }
@@ -185,6 +226,7 @@ fn finish(
     reason: Option<String>,
     envelope: &Envelope,
 ) {
+    views.dequeued(exec_id);
     let node = views.nodes.entry(node_id.clone()).or_default();
     // A command in flight is in no queue: looking for it there would walk all of it.
     if node.in_flight.as_ref() == Some(exec_id) {
@@ -288,6 +330,43 @@ mod tests {
         assert_eq!(n.queue, VecDeque::from(vec![x(1), x(2)]));
         assert_eq!(n.in_flight, None);
         assert_eq!(v.exec.get(&x(1)).unwrap().status, ExecStatus::Queued);
+    }
+
+    #[test]
+    fn the_commands_past_their_delivery_deadline_are_the_queued_ones_and_survive_a_snapshot() {
+        let due = |n: u32, by: u64| match queued(n) {
+            Event::ExecQueued { exec_id, node_id, command, timeout_ms, retry_on_disconnect, .. } => {
+                Event::ExecQueued {
+                    exec_id,
+                    node_id,
+                    command,
+                    timeout_ms,
+                    retry_on_disconnect,
+                    deliver_by_ms: by,
+                }
+            }
+            _ => unreachable!(),
+        };
+        let v: crate::ClusterViews = fold(vec![
+            due(1, 300),
+            due(2, 100),
+            due(3, 200),
+            due(4, 50),
+            Event::ExecDispatched { exec_id: x(1), node_id: node() },
+            Event::ExecCancelled { exec_id: x(4), node_id: node(), was_dispatched: false },
+            Event::ExecDispatched { exec_id: x(2), node_id: node() },
+            Event::ExecRequeued { exec_id: x(2), node_id: node(), reason: "agent_restarted".into() },
+        ]);
+        let past =
+            |v: &crate::ClusterViews, now| v.exec.queued_past_deadline(now).cloned().collect::<Vec<_>>();
+        // 1 is in flight and 4 cancelled; 2 is queued again.
+        assert_eq!(past(&v, 250), vec![x(2), x(3)]);
+        assert_eq!(past(&v, 150), vec![x(2)]);
+        assert!(past(&v, 100).is_empty(), "a deadline of 100 is not past at 100");
+        let read: crate::ClusterViews =
+            crate::decode_snapshot(&crate::encode_snapshot(&v)).expect("the snapshot reads back");
+        assert_eq!(past(&read, 250), vec![x(2), x(3)]);
+        assert_eq!(read, v);
     }
 
     #[test]

@@ -178,18 +178,16 @@ pub fn clear(node: NodeId) -> impl FnOnce(&ClusterViews) -> Result<Decision, Dom
 
 /// Commands past a deadline at `now_ms`: in flight longer than their timeout plus
 /// `grace_ms`, or queued past their delivery deadline.
+/// At most one command a node is in flight; the queued ones come from the deadline
+/// index, so this costs the nodes and the expired commands, not every queue.
 pub fn overdue(views: &ClusterViews, now_ms: u64, grace_ms: u64) -> Vec<ExecId> {
-    let mut out = Vec::new();
-    for n in views.exec.nodes.values() {
-        for id in n.in_flight.iter().chain(n.queue.iter()) {
-            if let Some(r) = views.exec.get(id) {
-                if is_overdue(r, now_ms, grace_ms) {
-                    out.push(id.clone());
-                }
-            }
-        }
-    }
-    out
+    let in_flight = views.exec.nodes.values().filter_map(|n| n.in_flight.as_ref());
+    let expired = views.exec.queued_past_deadline(now_ms);
+    in_flight
+        .chain(expired)
+        .filter(|id| views.exec.get(id).is_some_and(|r| is_overdue(r, now_ms, grace_ms)))
+        .cloned()
+        .collect()
 }
 
 fn is_overdue(r: &ExecRecord, now_ms: u64, grace_ms: u64) -> bool {

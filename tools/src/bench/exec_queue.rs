@@ -17,6 +17,9 @@ pub struct DepthReport {
     pub depth: usize,
     pub cycles: usize,
     pub elapsed: Duration,
+    /// One pass of the exec watchdog's search (`exec::overdue`) at this depth, none
+    /// of the commands due: the mean of 100.
+    pub watchdog_pass: Duration,
 }
 
 impl DepthReport {
@@ -95,23 +98,30 @@ pub fn run_depth(depth: usize, cycles: usize) -> anyhow::Result<DepthReport> {
     let elapsed = started.elapsed();
     let left = views.exec.node(&node).map_or(0, |n| n.queue.len());
     anyhow::ensure!(left == depth, "the queue ended at {left}, not {depth}");
-    Ok(DepthReport { depth, cycles, elapsed })
+    let started = Instant::now();
+    for _ in 0..100 {
+        let due = exec::overdue(&views, now_ms(), 1_000);
+        anyhow::ensure!(due.is_empty(), "{} commands due", due.len());
+    }
+    let watchdog_pass = started.elapsed() / 100;
+    Ok(DepthReport { depth, cycles, elapsed, watchdog_pass })
 }
 
 pub fn text(reports: &[DepthReport]) -> String {
     let mut o = String::new();
     let _ =
         writeln!(o, "Dispatch cycles by queue depth (one node; queue, dispatch, complete; writer-side CPU)");
-    let _ = writeln!(o, "   queued      cycles   per cycle   cycles/s");
+    let _ = writeln!(o, "   queued      cycles   per cycle   cycles/s   watchdog pass");
     for r in reports {
         let per = r.per_cycle();
         let _ = writeln!(
             o,
-            "   {:>7}  {:>9}  {:>8.1} us  {:>9.0}",
+            "   {:>7}  {:>9}  {:>8.1} us  {:>9.0}  {:>11.1} us",
             r.depth,
             r.cycles,
             per.as_secs_f64() * 1e6,
-            1.0 / per.as_secs_f64().max(1e-12)
+            1.0 / per.as_secs_f64().max(1e-12),
+            r.watchdog_pass.as_secs_f64() * 1e6
         );
     }
     o
