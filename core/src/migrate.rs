@@ -18,6 +18,8 @@ pub struct Migrated {
     pub finished_interrupted: Option<u32>,
     /// The steps run, in order.
     pub steps: Vec<LayoutStep>,
+    /// sled's bytes before and after it was compacted, when the events left it.
+    pub sled_bytes: Option<(u64, u64)>,
 }
 
 /// Migrates the data dir in `dir` (the server must not be running on it).
@@ -40,7 +42,14 @@ pub fn migrate(dir: &Path) -> Result<Migrated, StoreError> {
         store.set_migrating(None)?;
         store.flush()?;
     }
-    Ok(Migrated { from, to: store.layout_version()?, finished_interrupted: interrupted, steps: plan })
+    let to = store.layout_version()?;
+    drop(store);
+    // The events left sled: give its space back (the store must be closed for that).
+    let sled_bytes = match plan.iter().any(|s| s.from == 2) {
+        true => Some(crate::store::compact_sled(dir)?),
+        false => None,
+    };
+    Ok(Migrated { from, to, finished_interrupted: interrupted, steps: plan, sled_bytes })
 }
 
 fn run(store: &Store, step: &LayoutStep) -> Result<(), StoreError> {

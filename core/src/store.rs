@@ -211,6 +211,7 @@ impl Store {
     /// sled rebuilds its page table from the log without it.
     fn open_checked(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(sled::Error::Io)?;
+        finish_sled_swap(dir)?;
         let log = dir.join("log");
         for stale in
             sled_snapshot_files(&log).into_iter().filter(|p| p.to_string_lossy().ends_with(".generating"))
@@ -457,7 +458,7 @@ impl Store {
         file.write_all(&crc32fast::hash(bytes).to_le_bytes())?;
         file.sync_all()?;
         std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(&dir).and_then(|d| d.sync_all())?;
+        sync_dir(&dir)?;
         let snapshots = snapshot_files(&self.dir)?;
         for (_, old) in &snapshots[..snapshots.len().saturating_sub(keep)] {
             std::fs::remove_file(old)?;
@@ -514,7 +515,7 @@ impl Store {
         f.sync_data()?;
         std::fs::rename(&tmp, self.dir.join("watermark"))?;
         // The rename is durable only once the directory is.
-        std::fs::File::open(&self.dir).and_then(|d| d.sync_all())?;
+        sync_dir(&self.dir)?;
         Ok(())
     }
 
@@ -602,7 +603,7 @@ impl Store {
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(dir).and_then(|d| d.sync_all())?;
+        sync_dir(dir)?;
         Ok(())
     }
 
@@ -759,6 +760,30 @@ impl Store {
         Ok(self.db.size_on_disk()? + self.log.size())
     }
 
+    /// Copies every tree of sled into a fresh sled at `<data>/log.compact`, synced: the
+    /// first half of `compact_sled`. (Hydra writes only to named trees; sled's default
+    /// one stays empty and is not copied.)
+    fn copy_sled(&self) -> Result<(), StoreError> {
+        let path = self.dir.join(SLED_COMPACT);
+        if path.exists() {
+            std::fs::remove_dir_all(&path)?;
+        }
+        let target = sled::Config::new().path(&path).open()?;
+        for name in self.db.tree_names() {
+            if name.as_ref() == b"__sled__default" {
+                continue;
+            }
+            let (from, to) = (self.db.open_tree(&name)?, target.open_tree(&name)?);
+            for item in from.iter() {
+                let (key, value) = guarded("copying sled's trees", || Ok(item?))?;
+                to.insert(key, value)?;
+            }
+        }
+        target.flush()?;
+        std::fs::File::open(path.join("db"))?.sync_all()?;
+        Ok(())
+    }
+
     /// True when sled still holds events the way layouts 0 to 2 kept them (its
     /// `events` tree): such a store is not new even though its segments are empty.
     pub fn holds_legacy_events(&self) -> Result<bool, StoreError> {
@@ -851,6 +876,68 @@ fn snapshot_files(data: &Path) -> std::io::Result<Vec<(u64, std::path::PathBuf)>
         .collect();
     found.sort();
     Ok(found)
+}
+
+/// Where `compact_sled` builds the new sled, and where the old one waits to be deleted.
+const SLED_COMPACT: &str = "log.compact";
+const SLED_OLD: &str = "log.old";
+
+/// Gives back the space sled kept after the events left it (layout 2 → 3): sled reuses
+/// the pages it frees but never shrinks its file, so what is left in it (tokens, meta,
+/// the outputs' entries: small) is copied into a fresh sled, which takes the old one's
+/// place: `log` → `log.old`, `log.compact` → `log`, then `log.old` is deleted. A crash
+/// anywhere in between leaves a data dir the next open puts right
+/// (`finish_sled_swap`). Returns sled's bytes before and after.
+pub fn compact_sled(dir: &Path) -> Result<(u64, u64), StoreError> {
+    let log = dir.join("log");
+    let before = dir_bytes(&log)?;
+    Store::open_any_layout(dir)?.copy_sled()?;
+    // sled lets go of its lock a moment after its last handle is dropped.
+    if in_use(dir) {
+        return Err(StoreError::Io(std::io::Error::other(format!(
+            "{} is still in use: nothing was swapped",
+            log.display()
+        ))));
+    }
+    std::fs::rename(&log, dir.join(SLED_OLD))?;
+    sync_dir(dir)?;
+    std::fs::rename(dir.join(SLED_COMPACT), &log)?;
+    sync_dir(dir)?;
+    std::fs::remove_dir_all(dir.join(SLED_OLD))?;
+    Ok((before, dir_bytes(&log)?))
+}
+
+/// Puts right a swap of `compact_sled` that a crash cut short, before sled opens:
+/// with no `log`, the new sled (complete before the swap began) takes its place, or
+/// failing that the old one goes back; with `log` there, what is left beside it goes.
+fn finish_sled_swap(dir: &Path) -> Result<(), StoreError> {
+    let (log, old, new) = (dir.join("log"), dir.join(SLED_OLD), dir.join(SLED_COMPACT));
+    if !log.exists() && old.exists() {
+        let back = if new.exists() { &new } else { &old };
+        tracing::warn!(from = %back.display(), "finishing a swap of sled's directory that was cut short");
+        std::fs::rename(back, &log)?;
+        sync_dir(dir)?;
+    }
+    for leftover in [old, new] {
+        if log.exists() && leftover.exists() {
+            std::fs::remove_dir_all(&leftover)?;
+        }
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The bytes of the files under `dir`.
+fn dir_bytes(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for path in files_in(dir)? {
+        let meta = std::fs::metadata(&path)?;
+        total += if meta.is_dir() { dir_bytes(&path)? } else { meta.len() };
+    }
+    Ok(total)
 }
 
 /// The acknowledged high-water mark of the store in `dir` (see `Store::watermark`).
@@ -1146,6 +1233,52 @@ mod tests {
         // "node-a" must not match "node-ab": the index key ends the id with a 0 byte.
         let ab = NodeId::parse("node-ab").unwrap();
         assert!(store.node_seqs(&ab, 0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn compacting_sled_keeps_what_it_holds_and_a_swap_cut_short_is_put_right_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let principal = "node:node-a".to_owned();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.append(&[], &[TokenWrite::Put { hash: [7; 32], principal: principal.clone() }]).unwrap();
+            store.set_layout_version(3).unwrap();
+            store.put_outputs(100, &[b"printed".to_vec()]).unwrap();
+            store.flush().unwrap();
+        }
+        let check = |dir: &Path| {
+            let store = Store::open(dir).unwrap();
+            assert_eq!(store.token(&[7; 32]).unwrap(), Some(principal.clone()));
+            assert_eq!(store.layout_version().unwrap(), 3);
+            assert_eq!(
+                store.output(&hydra_events::OutputRef::of(b"printed").hash).unwrap(),
+                Some(b"printed".to_vec())
+            );
+        };
+        compact_sled(dir.path()).unwrap();
+        check(dir.path());
+        let names = |dir: &Path| {
+            let mut n: Vec<String> = files_in(dir)
+                .unwrap()
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        assert!(!names(dir.path()).iter().any(|n| n.starts_with("log.")), "{:?}", names(dir.path()));
+
+        // Cut short after the old sled moved aside: the copy (complete) takes its place.
+        Store::open(dir.path()).unwrap().copy_sled().unwrap();
+        assert!(!in_use(dir.path()));
+        std::fs::rename(dir.path().join("log"), dir.path().join(SLED_OLD)).unwrap();
+        check(dir.path());
+        assert!(!names(dir.path()).iter().any(|n| n.starts_with("log.")), "{:?}", names(dir.path()));
+        // Cut short while copying: the partial copy goes, the store is as it was.
+        std::fs::create_dir(dir.path().join(SLED_COMPACT)).unwrap();
+        std::fs::write(dir.path().join(SLED_COMPACT).join("db"), b"half a copy").unwrap();
+        check(dir.path());
+        assert!(!names(dir.path()).iter().any(|n| n.starts_with("log.")), "{:?}", names(dir.path()));
     }
 
     #[test]

@@ -144,6 +144,9 @@ fn migrate<C: ServiceConfig>(data: &Path) -> anyhow::Result<()> {
     for step in &m.steps {
         println!("layout {} -> {}: {}", step.from, step.from + 1, step.what);
     }
+    if let Some((before, after)) = m.sled_bytes {
+        println!("sled's directory rewritten without the events: {before} -> {after} bytes");
+    }
     if m.steps.is_empty() {
         println!("{}: layout {} is current, nothing to do", data.display(), m.to);
     } else {

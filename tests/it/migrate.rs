@@ -80,6 +80,7 @@ async fn an_old_data_dir_is_refused_then_migrated_once_and_served_with_its_diges
         "{out}"
     );
     assert!(out.contains("layout 2 -> 3: move the events out of sled into segment files"), "{out}");
+    assert!(out.contains("sled's directory rewritten without the events: "), "{out}");
     // Every event about a node (all 17 here) has its index entry, and sled holds none.
     assert_eq!(index_entries(dir.path()), 17);
     assert!(!Store::open(dir.path()).unwrap().holds_legacy_events().unwrap());

@@ -22,7 +22,7 @@
 //! acknowledged watermark, is a write that a crash cut short (never acknowledged): it
 //! is cut off. Anywhere else it is damage, refused with the sequence number.
 
-use super::StoreError;
+use super::{sync_dir, StoreError};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::fs::File;
@@ -171,10 +171,6 @@ pub fn files(data: &Path) -> Vec<PathBuf> {
 /// in `buf`: what tells damage (something whole follows) from a torn tail.
 fn whole_record_in(buf: &[u8], seq: u64) -> bool {
     (0..buf.len()).any(|at| matches!(parse(&buf[at..]), Ok(p) if p.seq >= seq))
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 impl Segments {
