@@ -189,7 +189,14 @@ pub async fn backup_cmd<P: Projection>(
 
 fn offline<P: Projection>(service: &str, data: &Path, to: &Path) -> anyhow::Result<()> {
     let file = create_new(to)?;
-    backup::backup_offline::<P>(data, service, std::io::BufWriter::new(&file))?;
+    backup::backup_offline::<P>(data, service, std::io::BufWriter::new(&file)).map_err(|e| match &e {
+        // A damaged log or one in another layout: say what to do, as `serve` would.
+        backup::BackupError::Store(store) => match hydra_core::repair::refusal(data, service, store) {
+            Some(message) => anyhow::anyhow!(message),
+            None => anyhow::Error::new(e),
+        },
+        _ => anyhow::Error::new(e),
+    })?;
     file.sync_all()?;
     Ok(())
 }

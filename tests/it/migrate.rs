@@ -70,6 +70,7 @@ async fn an_old_data_dir_is_refused_then_migrated_once_and_served_with_its_diges
     for command in [&["audit"][..], &["backup", "--out", &out_file]] {
         let (ok, out) = offline(command, dir.path());
         assert!(!ok && out.contains("layout version 0, older than this build serves (3)"), "{out}");
+        assert!(out.contains(&format!("hydracluster migrate --data {}", dir.path().display())), "{out}");
     }
     assert_eq!(index_entries(dir.path()), 0);
     let (ok, out) = offline(&["migrate"], dir.path());
