@@ -558,6 +558,55 @@ mod tests {
         assert_eq!(all(&log).len(), 4);
     }
 
+    /// Every single-byte flip and every cut of a four-event segment: opening never
+    /// panics; it refuses every flip and every part of a record that was acknowledged;
+    /// with none acknowledged it cuts off only a damaged or partial last record and
+    /// keeps every whole event before it, exactly as written.
+    #[test]
+    fn every_flip_and_every_cut_is_refused_or_cut_off_at_the_damage_never_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        append(&Segments::open(dir.path(), 0).unwrap(), &events(1, 4));
+        let path = files(dir.path())[0].clone();
+        let original = std::fs::read(&path).unwrap();
+        let written: Vec<Vec<u8>> = events(1, 4).into_iter().map(|(_, _, b)| b).collect();
+        // Where each record ends: a cut or a flip before `ends[k]` damages event k + 1.
+        let ends: Vec<usize> = (1..=4).map(|k| 37 * k).collect();
+        assert_eq!(original.len(), ends[3]);
+        let check = |bytes: &[u8], damaged_from: usize, what: &str| {
+            std::fs::write(&path, bytes).unwrap();
+            let refused = Segments::open(dir.path(), 4).err().unwrap_or_else(|| panic!("{what}: opened"));
+            assert!(refused.is_damage(), "{what}: {refused}");
+            std::fs::write(&path, bytes).unwrap();
+            // With nothing acknowledged only the last event's record may be cut off.
+            match Segments::open(dir.path(), 0) {
+                Ok(log) => {
+                    assert_eq!(damaged_from, 3, "{what}: an event before the last was cut off");
+                    assert_eq!(all(&log), written[..3], "{what}");
+                }
+                Err(e) => assert!(damaged_from < 3 && e.is_damage(), "{what}: {e}"),
+            }
+        };
+        for at in 0..original.len() {
+            let mut flipped = original.clone();
+            flipped[at] ^= 0x10;
+            check(&flipped, ends.iter().position(|&end| at < end).unwrap(), &format!("a flip at byte {at}"));
+        }
+        for len in 0..original.len() {
+            let whole = ends.iter().filter(|&&end| end <= len).count();
+            if len > 0 && !ends.contains(&len) {
+                // Part of a record: refused when it was acknowledged.
+                std::fs::write(&path, &original[..len]).unwrap();
+                let refused = Segments::open(dir.path(), whole as u64 + 1).err();
+                assert!(refused.is_some_and(|e| e.is_damage()), "a cut at byte {len}");
+            }
+            // Past a watermark of 0 the part is a torn tail, cut back to what is whole.
+            // (A cut between records is no damage here: the ledger compares the end of
+            // the log with the watermark.)
+            std::fs::write(&path, &original[..len]).unwrap();
+            assert_eq!(all(&Segments::open(dir.path(), 0).unwrap()), written[..whole], "a cut at byte {len}");
+        }
+    }
+
     #[test]
     fn a_damaged_record_is_refused_at_open_and_at_read_and_never_cut_off() {
         let dir = tempfile::tempdir().unwrap();
