@@ -189,6 +189,13 @@ impl Segments {
         let count = files.len();
         for (i, (first_seq, path)) in files.into_iter().enumerate() {
             let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            // Sequence numbers start at 1 and the last one must have a successor: a name
+            // outside that is damage, and no arithmetic below can wrap.
+            if first_seq == 0 || first_seq == u64::MAX {
+                return Err(StoreError::Corrupt(format!(
+                    "segment {DIR}/{name} names no valid sequence number"
+                )));
+            }
             if i > 0 && first_seq != state.last_seq + 1 {
                 return Err(StoreError::Corrupt(format!(
                     "segment {DIR}/{name} starts at seq {first_seq} but the one before ends at seq {}",
@@ -205,7 +212,7 @@ impl Segments {
             let mut expected = first_seq;
             while at < buf.len() {
                 let why = match parse(&buf[at..]) {
-                    Ok(p) if p.seq == expected => {
+                    Ok(p) if p.seq == expected && expected < u64::MAX => {
                         segment.starts.push(at as u32);
                         if let Some(node) = p.node {
                             // A lookup first: a node's id is allocated once, not per event.
@@ -534,6 +541,17 @@ mod tests {
         assert_eq!(log.get(13).unwrap().unwrap(), b"event number 13");
         let gap = log.append(&[Entry { seq: 15, node: None, bytes: b"x" }]).unwrap_err();
         assert!(gap.to_string().contains("event 15 appended after event 13"), "{gap}");
+    }
+
+    #[test]
+    fn a_segment_named_outside_the_sequence_numbers_is_refused_not_a_panic() {
+        for name in ["00000000000000000000.seg", "18446744073709551615.seg"] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join(DIR)).unwrap();
+            std::fs::write(dir.path().join(DIR).join(name), b"garbage, not a record").unwrap();
+            let err = Segments::open(dir.path(), 0).err().expect("refused");
+            assert!(err.is_damage() && err.to_string().contains("names no valid sequence number"), "{err}");
+        }
     }
 
     #[test]
