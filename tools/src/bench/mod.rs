@@ -13,6 +13,7 @@ pub mod fsync;
 pub mod replay;
 pub mod report;
 pub mod rollout;
+pub mod rollout_scale;
 pub mod soak;
 pub mod stats;
 pub mod uptime;

@@ -44,6 +44,8 @@ enum Command {
     Uptime(UptimeArgs),
     /// The writer's cost of one dispatch cycle as a node's queue grows.
     ExecQueue(ExecQueueArgs),
+    /// The cost of one round of the rollout driver as a rollout grows.
+    RolloutScale(RolloutScaleArgs),
     /// Internal: one replay or start-up measurement in a fresh process; prints JSON.
     #[command(hide = true)]
     Probe {
@@ -64,6 +66,16 @@ struct ExecQueueArgs {
     /// Dispatch cycles per depth.
     #[arg(long, default_value_t = 2_000)]
     cycles: usize,
+}
+
+#[derive(clap::Args)]
+struct RolloutScaleArgs {
+    /// Rollout sizes (bodies) to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+    bodies: Vec<usize>,
+    /// Rounds per size at most (a round asks for up to 8 bodies).
+    #[arg(long, default_value_t = 300)]
+    rounds: usize,
 }
 
 #[derive(clap::Args)]
@@ -279,6 +291,15 @@ fn main() -> anyhow::Result<()> {
                 .map(|&depth| hydra_tools::bench::exec_queue::run_depth(depth, args.cycles))
                 .collect::<anyhow::Result<_>>()?;
             print!("{}", hydra_tools::bench::exec_queue::text(&reports));
+            Ok(())
+        }
+        Command::RolloutScale(args) => {
+            let reports: Vec<_> = args
+                .bodies
+                .iter()
+                .map(|&bodies| hydra_tools::bench::rollout_scale::run_size(bodies, args.rounds))
+                .collect::<anyhow::Result<_>>()?;
+            print!("{}", hydra_tools::bench::rollout_scale::text(&reports));
             Ok(())
         }
         Command::Probe { path, what, write_snapshot } => {
