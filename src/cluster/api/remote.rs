@@ -21,7 +21,8 @@ pub(super) enum Outcome {
     /// It ended without running to completion (timed out on the node, failed, expired,
     /// cancelled by someone else): its status and reason.
     Ended(ExecRecord),
-    /// No answer within the timeout; the command was cancelled.
+    /// No answer within the timeout: the command was cancelled, or the exec watchdog
+    /// expired it undelivered first (its delivery deadline is the same moment).
     NoAnswer,
 }
 
@@ -59,6 +60,11 @@ pub(super) async fn run(
             Err(e) => return Err(e.into()),
         },
     };
+    // The delivery deadline and this wait end together, so which of the watchdog and
+    // the cancel above comes first is a race: either way the node did not answer.
+    if r.status == ExecStatus::Expired {
+        return Ok(Outcome::NoAnswer);
+    }
     if r.status != ExecStatus::Completed {
         return Ok(Outcome::Ended(r));
     }
