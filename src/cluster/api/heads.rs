@@ -632,7 +632,7 @@ pub(super) async fn read_on_node(
         Outcome::NoAnswer => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
-                "{kind} {id} did not send its {what} within {}s; the command will not run",
+                "{kind} {id} did not send its {what} within {}s; the command was cancelled",
                 timeout.as_secs().max(1)
             ),
         )),

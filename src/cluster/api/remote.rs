@@ -21,8 +21,8 @@ pub(super) enum Outcome {
     /// It ended without running to completion (timed out on the node, failed, expired,
     /// cancelled by someone else): its status and reason.
     Ended(ExecRecord),
-    /// No answer within the timeout: the command was cancelled, or the exec watchdog
-    /// expired it undelivered first (its delivery deadline is the same moment).
+    /// No answer within the timeout: the command was cancelled (or, with the server
+    /// stalled past the margin, expired undelivered first).
     NoAnswer,
 }
 
@@ -41,7 +41,9 @@ pub(super) async fn run(
         command,
         timeout_ms: timeout_s * 1000,
         retry_on_disconnect: false,
-        deliver_by_ms: now_ms() + timeout_s * 1000,
+        // Past the wait below by a margin, so that it is this wait that cancels the
+        // command; the deadline only matters when nobody is left to cancel it.
+        deliver_by_ms: now_ms() + timeout_s * 1000 + DELIVERY_MARGIN_MS,
     };
     state.ledger.submit(cause.clone(), exec::queue(exec_id.clone(), node.clone(), req)).await?;
     let finished = long_poll(state, node, timeout_s, || {
@@ -60,8 +62,7 @@ pub(super) async fn run(
             Err(e) => return Err(e.into()),
         },
     };
-    // The delivery deadline and this wait end together, so which of the watchdog and
-    // the cancel above comes first is a race: either way the node did not answer.
+    // Expired undelivered: the node did not answer either.
     if r.status == ExecStatus::Expired {
         return Ok(Outcome::NoAnswer);
     }
@@ -78,6 +79,11 @@ pub(super) async fn run(
         .map_err(ApiError::internal)??;
     Ok(Outcome::Completed(ended.output))
 }
+
+/// How long after the requester's wait a remote command's delivery deadline falls: more
+/// than the exec watchdog's interval, so that the watchdog never expires a command its
+/// requester is about to cancel (the two used to end together and raced).
+const DELIVERY_MARGIN_MS: u64 = 5_000;
 
 fn record(state: &AppState, id: &ExecId) -> Option<ExecRecord> {
     state.ledger.read(|v| v.exec.get(id).cloned())
