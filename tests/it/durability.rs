@@ -20,7 +20,8 @@ async fn live_digest(s: &impl Service) -> Value {
 async fn every_acknowledged_mutation_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = ServerProcess::start(dir.path());
-    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    // (node id, token) of every acknowledged enrollment.
+    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
 
     // Eight writers enroll machines as fast as they can; we record what was acknowledged.
     let mut writers = Vec::new();
@@ -39,7 +40,8 @@ async fn every_acknowledged_mutation_survives_kill_9() {
                             Ok(b) => b,
                             Err(_) => return,
                         };
-                        acked.lock().unwrap().push(body["node_id"].as_str().unwrap().to_owned());
+                        let (id, token) = (body["node_id"].as_str(), body["token"].as_str());
+                        acked.lock().unwrap().push((id.unwrap().to_owned(), token.unwrap().to_owned()));
                     }
                     _ => return,
                 }
@@ -59,7 +61,7 @@ async fn every_acknowledged_mutation_survives_kill_9() {
     assert_eq!(status, 200);
     let present: std::collections::HashSet<&str> =
         nodes.as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
-    let lost: Vec<&String> = acked.iter().filter(|id| !present.contains(id.as_str())).collect();
+    let lost: Vec<&String> = acked.iter().map(|(id, _)| id).filter(|id| !present.contains(id.as_str())).collect();
     assert!(
         lost.is_empty(),
         "{} of {} acknowledged enrollments lost: {:?}",
@@ -67,6 +69,12 @@ async fn every_acknowledged_mutation_survives_kill_9() {
         acked.len(),
         &lost[..lost.len().min(5)]
     );
+
+    // Their tokens too: a token is made durable with the event that hands it out.
+    for (id, token) in &acked {
+        let (status, answer) = heartbeat(&server, token, json!({})).await;
+        assert_ne!(status, 401, "the token of acknowledged node {id} was lost: {answer}");
+    }
 
     // The restarted server keeps appending on the same chain, and the offline audit
     // of the whole log arrives at the live digest.
