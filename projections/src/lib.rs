@@ -136,10 +136,16 @@ impl Projection for ClusterViews {
 /// one helper behind the projections' and commands' tests and the tools.
 pub fn fold<P: Projection>(events: impl IntoIterator<Item = hydra_events::Event>) -> P {
     let mut views = P::default();
-    for (i, event) in events.into_iter().enumerate() {
-        views.apply(&numbered(i as u64 + 1, event));
-    }
+    fold_into(&mut views, events);
     views
+}
+
+/// Applies `events` to `views`, numbered on from its last seq as `fold` numbers them.
+pub fn fold_into<P: Projection>(views: &mut P, events: impl IntoIterator<Item = hydra_events::Event>) {
+    for event in events {
+        let seq = views.last_seq() + 1;
+        views.apply(&numbered(seq, event));
+    }
 }
 
 /// `event` as the `seq`th of a test log, at `seq` seconds.

@@ -61,7 +61,8 @@ async fn every_acknowledged_mutation_survives_kill_9() {
     assert_eq!(status, 200);
     let present: std::collections::HashSet<&str> =
         nodes.as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
-    let lost: Vec<&String> = acked.iter().map(|(id, _)| id).filter(|id| !present.contains(id.as_str())).collect();
+    let lost: Vec<&String> =
+        acked.iter().map(|(id, _)| id).filter(|id| !present.contains(id.as_str())).collect();
     assert!(
         lost.is_empty(),
         "{} of {} acknowledged enrollments lost: {:?}",

@@ -7,8 +7,8 @@
 
 use hydra::cluster::exec;
 use hydra_core::ledger::now_ms;
-use hydra_events::{Envelope, Event, ExecId, ExecResult, NodeId, OutputRef, CURRENT_SCHEMA, ZERO_HASH};
-use hydra_projections::{ClusterViews, Projection};
+use hydra_events::{Event, ExecId, ExecResult, NodeId, OutputRef};
+use hydra_projections::{fold_into, ClusterViews, Projection};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -28,21 +28,6 @@ impl DepthReport {
     }
 }
 
-/// Applies events to `views` as the ledger would, numbering them from its last seq.
-fn apply(views: &mut ClusterViews, events: Vec<Event>) {
-    for event in events {
-        let envelope = Envelope {
-            seq: views.last_seq() + 1,
-            at_ms: now_ms(),
-            schema: CURRENT_SCHEMA,
-            cause: "bench:exec-queue".into(),
-            prev_hash: ZERO_HASH,
-            event,
-        };
-        views.apply(&envelope);
-    }
-}
-
 fn queued(node: &NodeId, n: usize) -> Event {
     Event::ExecQueued {
         exec_id: ExecId::parse(&format!("exec-{n}")).expect("an exec id"),
@@ -58,7 +43,7 @@ fn queued(node: &NodeId, n: usize) -> Event {
 pub fn run_depth(depth: usize, cycles: usize) -> anyhow::Result<DepthReport> {
     let node = NodeId::parse("node-0123456789abcdef").expect("a node id");
     let mut views = ClusterViews::default();
-    apply(
+    fold_into(
         &mut views,
         vec![
             Event::NodeEnrolled { node_id: node.clone(), name: "body".into(), ip: "10.0.0.1".into() },
@@ -72,11 +57,11 @@ pub fn run_depth(depth: usize, cycles: usize) -> anyhow::Result<DepthReport> {
             },
         ],
     );
-    apply(&mut views, (0..depth).map(|n| queued(&node, n)).collect());
+    fold_into(&mut views, (0..depth).map(|n| queued(&node, n)));
     let empty = OutputRef::of(b"");
     let started = Instant::now();
     for cycle in 0..cycles {
-        apply(&mut views, vec![queued(&node, depth + cycle)]);
+        fold_into(&mut views, vec![queued(&node, depth + cycle)]);
         let decision = exec::dispatch(node.clone(), now_ms(), views.last_seq())(&views)
             .map_err(|e| anyhow::anyhow!("dispatch refused: {e}"))?;
         let dispatched = decision.events.iter().find_map(|e| match e {
@@ -84,7 +69,7 @@ pub fn run_depth(depth: usize, cycles: usize) -> anyhow::Result<DepthReport> {
             _ => None,
         });
         let exec_id = dispatched.ok_or_else(|| anyhow::anyhow!("nothing dispatched at cycle {cycle}"))?;
-        apply(&mut views, decision.events);
+        fold_into(&mut views, decision.events);
         let output = ExecResult {
             exit_code: Some(0),
             stdout: empty,
@@ -93,7 +78,7 @@ pub fn run_depth(depth: usize, cycles: usize) -> anyhow::Result<DepthReport> {
             duration_ms: 1,
             inline: None,
         };
-        apply(&mut views, vec![Event::ExecCompleted { exec_id, node_id: node.clone(), output }]);
+        fold_into(&mut views, vec![Event::ExecCompleted { exec_id, node_id: node.clone(), output }]);
     }
     let elapsed = started.elapsed();
     let left = views.exec.node(&node).map_or(0, |n| n.queue.len());

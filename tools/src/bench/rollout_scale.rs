@@ -7,8 +7,8 @@
 
 use hydra::library::commands::{self, ClusterReport, NewBuild, NewExperience, Targets};
 use hydra_core::ledger::Decision;
-use hydra_events::{Envelope, Event, FailureThreshold, NodeId, RolloutPolicy, CURRENT_SCHEMA, ZERO_HASH};
-use hydra_projections::{LibraryViews, Projection};
+use hydra_events::{Event, FailureThreshold, NodeId, RolloutPolicy};
+use hydra_projections::{fold_into, LibraryViews};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -26,17 +26,7 @@ fn run(
     command: impl FnOnce(&LibraryViews) -> Result<Decision, hydra_core::error::DomainError>,
 ) -> Vec<Event> {
     let events = command(views).expect("the command is accepted").events;
-    for event in &events {
-        let envelope = Envelope {
-            seq: views.last_seq() + 1,
-            at_ms: 0,
-            schema: CURRENT_SCHEMA,
-            cause: "bench:rollout-scale".into(),
-            prev_hash: ZERO_HASH,
-            event: event.clone(),
-        };
-        views.apply(&envelope);
-    }
+    fold_into(views, events.iter().cloned());
     events
 }
 
