@@ -52,7 +52,7 @@ pub struct LedgerMetrics {
     pub batch_commands: Histogram,
     /// From taking a batch to answering it: decide, append, fsync, apply, publish.
     pub commit_seconds: Histogram,
-    /// sled's flush alone (the fsync of the batch).
+    /// The flush alone: sled's when it was written to, then the segment's fdatasync.
     pub fsync_seconds: Histogram,
 }
 
