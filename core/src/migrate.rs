@@ -43,10 +43,9 @@ pub fn migrate(dir: &Path) -> Result<Migrated, StoreError> {
         store.flush()?;
     }
     let to = store.layout_version()?;
-    drop(store);
-    // The events left sled: give its space back (the store must be closed for that).
+    // The events left sled: give its space back (this closes the store).
     let sled_bytes = match plan.iter().any(|s| s.from == 2) {
-        true => Some(crate::store::compact_sled(dir)?),
+        true => Some(crate::store::compact_sled(store)?),
         false => None,
     };
     Ok(Migrated { from, to, finished_interrupted: interrupted, steps: plan, sled_bytes })

@@ -887,11 +887,15 @@ const SLED_OLD: &str = "log.old";
 /// the outputs' entries: small) is copied into a fresh sled, which takes the old one's
 /// place: `log` → `log.old`, `log.compact` → `log`, then `log.old` is deleted. A crash
 /// anywhere in between leaves a data dir the next open puts right
-/// (`finish_sled_swap`). Returns sled's bytes before and after.
-pub fn compact_sled(dir: &Path) -> Result<(u64, u64), StoreError> {
+/// (`finish_sled_swap`). Takes the store open (its segments are not read again) and
+/// closes it. Returns sled's bytes before and after.
+pub fn compact_sled(store: Store) -> Result<(u64, u64), StoreError> {
+    let dir = store.dir.clone();
+    let dir = dir.as_path();
     let log = dir.join("log");
     let before = dir_bytes(&log)?;
-    Store::open_any_layout(dir)?.copy_sled()?;
+    store.copy_sled()?;
+    drop(store);
     // sled lets go of its lock a moment after its last handle is dropped.
     if in_use(dir) {
         return Err(StoreError::Io(std::io::Error::other(format!(
@@ -1255,7 +1259,7 @@ mod tests {
                 Some(b"printed".to_vec())
             );
         };
-        compact_sled(dir.path()).unwrap();
+        compact_sled(Store::open(dir.path()).unwrap()).unwrap();
         check(dir.path());
         let names = |dir: &Path| {
             let mut n: Vec<String> = files_in(dir)
