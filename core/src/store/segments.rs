@@ -62,7 +62,14 @@ struct State {
     segments: Vec<Segment>,
     /// Node id → the sequence numbers of the events about it, ascending.
     nodes: HashMap<String, Vec<u64>>,
-    last_seq: u64,
+}
+
+impl State {
+    /// The last event's sequence number, 0 for an empty log: the one before the first
+    /// of the last segment, plus what that segment holds.
+    fn last_seq(&self) -> u64 {
+        self.segments.last().map_or(0, |s| s.first_seq - 1 + s.starts.len() as u64)
+    }
 }
 
 struct Segment {
@@ -196,10 +203,10 @@ impl Segments {
                     "segment {DIR}/{name} names no valid sequence number"
                 )));
             }
-            if i > 0 && first_seq != state.last_seq + 1 {
+            if i > 0 && first_seq != state.last_seq() + 1 {
                 return Err(StoreError::Corrupt(format!(
                     "segment {DIR}/{name} starts at seq {first_seq} but the one before ends at seq {}",
-                    state.last_seq
+                    state.last_seq()
                 )));
             }
             let buf = std::fs::read(&path)?;
@@ -247,21 +254,20 @@ impl Segments {
                 segment.file.sync_all()?;
                 break;
             }
-            if segment.starts.is_empty() && (i + 1 < count || first_seq != state.last_seq + 1) {
+            if segment.starts.is_empty() && (i + 1 < count || first_seq != state.last_seq() + 1) {
                 return Err(StoreError::Corrupt(format!(
                     "segment {DIR}/{name} holds no event but should start at seq {}",
-                    state.last_seq + 1
+                    state.last_seq() + 1
                 )));
             }
             segment.end = at as u64;
-            state.last_seq = expected - 1;
             state.segments.push(segment);
         }
         Ok(Segments { dir, limit, state: RwLock::new(state), appending: Mutex::new(()) })
     }
 
     pub fn last_seq(&self) -> u64 {
-        self.state.read().last_seq
+        self.state.read().last_seq()
     }
 
     /// The first event's sequence number, 0 for an empty log.
@@ -279,7 +285,7 @@ impl Segments {
         let _one = self.appending.lock();
         let (mut next, mut tail) = {
             let state = self.state.read();
-            (state.last_seq + 1, state.segments.last().map(|s| (s.file.clone(), s.end)))
+            (state.last_seq() + 1, state.segments.last().map(|s| (s.file.clone(), s.end)))
         };
         let mut pending = Vec::new();
         let mut buf = Vec::new();
@@ -340,7 +346,6 @@ impl Segments {
         for (node, seq) in nodes {
             state.nodes.entry(node).or_default().push(seq);
         }
-        state.last_seq = next - 1;
         Ok(())
     }
 
